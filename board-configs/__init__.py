@@ -1,0 +1,1 @@
+"""Board configurations shipped with giter-agent (one TOML file per board)."""
