@@ -1,0 +1,148 @@
+"""Signature-verification throughput: our verify_update against ``git verify-commit``.
+
+Run by hand (not a timed test): ``python3 bench/verify_bench.py [--commits 2000]``.
+It builds a linear history of signed commits with dulwich + ``agent.signed_commit``
+(pure Python, so building is quick), packs it with ``git repack``, checks that git
+accepts every commit, and times both verifiers on the same packed repository.
+The numbers go into docs/performance.md, "Signature verification".
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from dulwich.objects import Blob, Commit, Tree
+from dulwich.repo import Repo
+
+from agent import signed_commit, sshsig
+from agent.trust import TrustRoot, verify_update
+
+CHUNK = 200  # commits per `git verify-commit` call: keeps argv short, amortises start-up
+
+
+def _tree(store, files: dict[bytes, bytes]) -> bytes:
+    """Store a nested tree for ``path -> content`` and return its id."""
+    nested: dict = {}
+    for path, content in files.items():
+        *dirs, name = path.split(b"/")
+        node = nested
+        for d in dirs:
+            node = node.setdefault(d, {})
+        node[name] = content
+
+    def put(node: dict) -> bytes:
+        tree = Tree()
+        for name, value in node.items():
+            if isinstance(value, dict):
+                tree.add(name, 0o040000, put(value))
+            else:
+                blob = Blob.from_string(value)
+                store.add_object(blob)
+                tree.add(name, 0o100644, blob.id)
+        store.add_object(tree)
+        return tree.id
+
+    return put(nested)
+
+
+def build_history(repo: Repo, key, signers_line: bytes, count: int) -> list[bytes]:
+    """``count`` signed commits, each changing one resource file; returns ids oldest first."""
+    store = repo.object_store
+    ids: list[bytes] = []
+    parent = None
+    for i in range(count):
+        files = {
+            b".giter/trust/allowed_signers": signers_line,
+            b"devices/pi-01/app.yaml": b"kind: App\nspec:\n  image: web:%d\n" % i,
+            b"groups/lab/net.yaml": b"kind: Network\nspec:\n  vlan: 3\n",
+        }
+        commit = Commit()
+        commit.tree = _tree(store, files)
+        commit.parents = [parent] if parent else []
+        commit.author = commit.committer = b"Fleet Operator <ops@example.invalid>"
+        commit.author_time = commit.commit_time = 1_700_000_000 + i
+        commit.author_timezone = commit.commit_timezone = 0
+        commit.message = b"Roll web to %d\n" % i
+        signed_commit.sign_commit(commit, key)
+        store.add_object(commit)
+        ids.append(commit.id)
+        parent = commit.id
+    repo.refs[b"refs/heads/main"] = parent
+    return ids
+
+
+def git_verify_all(repo_dir: Path, signers: Path, ids: list[bytes]) -> float:
+    """Seconds for ``git verify-commit`` over every id, in chunks; fails if any is refused."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
+    start = time.perf_counter()
+    for i in range(0, len(ids), CHUNK):
+        proc = subprocess.run(
+            ["git", "-C", str(repo_dir), "-c", "gpg.format=ssh",
+             "-c", f"gpg.ssh.allowedSignersFile={signers}", "verify-commit",
+             *(c.decode() for c in ids[i:i + CHUNK])],
+            capture_output=True, env=env, check=False)
+        if proc.returncode != 0:
+            sys.exit(f"git refused a commit in chunk {i // CHUNK}:\n{proc.stderr.decode()}")
+    return time.perf_counter() - start
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--commits", type=int, default=2000)
+    parser.add_argument("--rounds", type=int, default=3, help="best of N for our verifier")
+    args = parser.parse_args(argv)
+
+    with tempfile.TemporaryDirectory(prefix="giter-bench-") as tmp:
+        work = Path(tmp)
+        key = sshsig.generate_ed25519()
+        line = f'bench namespaces="git" {sshsig.public_key_of(key).openssh()}\n'
+        signers = work / "allowed_signers"
+        signers.write_text(line)
+        repo = Repo.init(str(work / "repo"), mkdir=True)
+
+        start = time.perf_counter()
+        ids = build_history(repo, key, line.encode(), args.commits)
+        built = time.perf_counter() - start
+        subprocess.run(["git", "-C", str(work / "repo"), "repack", "-adq"], check=True)
+        subprocess.run(["git", "-C", str(work / "repo"), "prune-packed"], check=True)
+
+        root = TrustRoot.load(signers)
+        ours = float("inf")
+        for _ in range(args.rounds):
+            store = Repo(str(work / "repo")).object_store  # fresh: no warm caches
+            start = time.perf_counter()
+            result = verify_update(store, None, ids[-1], root)
+            ours = min(ours, time.perf_counter() - start)
+            assert result.commits == tuple(ids)
+        store = Repo(str(work / "repo")).object_store
+        start = time.perf_counter()
+        verify_update(store, ids[-2], ids[-1], root)
+        one_more = time.perf_counter() - start
+        theirs = git_verify_all(work / "repo", signers, ids)
+
+    git_version = subprocess.run(["git", "--version"], capture_output=True, text=True).stdout
+    ssh_version = subprocess.run(["ssh", "-V"], capture_output=True, text=True).stderr
+    n = args.commits
+    print(f"history:   {n} ed25519-signed commits, built and signed in {built:.2f} s "
+          f"(dulwich + agent.sshsig), then packed")
+    print(f"machine:   {platform.machine()}, {os.cpu_count()} CPUs, Python "
+          f"{platform.python_version()}, {git_version.strip()}, {ssh_version.strip()}")
+    print(f"ours:      verify_update   {ours:7.3f} s  {n / ours:9.0f} commits/s "
+          f"(best of {args.rounds})")
+    print(f"git:       verify-commit   {theirs:7.3f} s  {n / theirs:9.0f} commits/s "
+          f"(chunks of {CHUNK}, every commit accepted)")
+    print(f"ratio:     ours is {theirs / ours:.1f}x git's throughput")
+    print(f"one more:  1 new commit on top of {n}: {one_more * 1000:.0f} ms "
+          f"(mostly walking the accepted history for the rollback check)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
