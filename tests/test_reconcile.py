@@ -61,18 +61,18 @@ def test_file_written_atomically_with_mode_then_up_to_date(ctx, tmp_path):
                     file_doc("motd", str(target), extra='  mode: "0640"\n')))
     kinds = builtin_kinds()
     first = reconcile(spec, ctx, kinds, {}, "c1")
-    assert ready(first, "File/motd") == (True, "Written")
+    assert ready(first, "File/motd") == (True, "Applied")
     assert target.read_text() == "hello\n"
     assert target.stat().st_mode & 0o777 == 0o640
     status = first.records["File/motd"]["status"]
     assert status["observedGeneration"] == 1 and status["specCommit"] == "c1"
     assert len(status["observed"]["sha256"]) == 64
     again = reconcile(spec, ctx, kinds, first.records, "c1")
-    assert ready(again, "File/motd") == (True, "UpToDate")
+    assert ready(again, "File/motd") == (True, "Applied")
     # A hand edit is drift: the next pass puts the spec back.
     target.write_text("edited by hand\n")
     fixed = reconcile(spec, ctx, kinds, again.records, "c1")
-    assert ready(fixed, "File/motd") == (True, "Written")
+    assert ready(fixed, "File/motd") == (True, "Applied")
     assert target.read_text() == "hello\n"
     assert not [p for p in target.parent.iterdir() if p.name.startswith(".")]
 
@@ -167,7 +167,7 @@ def test_bad_resource_fails_alone_and_last_good_spec_stays(ctx, tmp_path):
     bad = second.records["file/devices/d/motd.yaml"]
     assert bad["status"]["conditions"][0]["reason"] == "InvalidYAML"
     assert "stays applied" in bad["status"]["conditions"][0]["message"]
-    assert ready(second, "File/other") == (True, "UpToDate")
+    assert ready(second, "File/other") == (True, "Applied")
     assert ready(second, "Teapot/x") == (False, "UnknownKind")
     assert "File/motd" not in second.pruned
 

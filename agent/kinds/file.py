@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,13 @@ from agent.fsutil import atomic_write, fsync_dir
 from agent.kinds.base import Context, Done, Failed, Kind, Outcome, Retry, check_fields
 
 MAX_CONTENT = 1024 * 1024
+
+
+log = logging.getLogger("giter.kinds.file")
+
+
+def _in_sync(target: Path, data: bytes, mode: int) -> str:
+    return f"{target} has the desired content ({len(data)} bytes, mode {mode:04o})"
 
 
 def _under(path: Path, roots: tuple[Path, ...]) -> bool:
@@ -84,7 +92,7 @@ class FileKind(Kind):
             st = os.lstat(target)
             if os.path.isfile(target) and not os.path.islink(target) \
                     and (st.st_mode & 0o7777) == mode and target.read_bytes() == data:
-                return Done("UpToDate", f"{target} already has the desired content", observed)
+                return Done("Applied", _in_sync(target, data, mode), observed)
         except FileNotFoundError:
             pass
         except OSError as exc:
@@ -95,7 +103,10 @@ class FileKind(Kind):
             atomic_write(target, data, mode=mode)
         except OSError as exc:
             return Retry("WriteFailed", f"cannot write {target}: {exc.strerror}", 30, observed)
-        return Done("Written", f"wrote {len(data)} bytes to {target}", observed)
+        # The reason and message are the same whether this pass wrote or found the file
+        # right, so a status commit is made when the state changes, not on every pass.
+        log.info("wrote %d bytes to %s", len(data), target)
+        return Done("Applied", _in_sync(target, data, mode), observed)
 
     def prune(self, key: str, spec: dict[str, Any], ctx: Context) -> None:
         target = self._target(spec, ctx)
