@@ -1,0 +1,305 @@
+"""One sync pass: import bundles, verify, reconcile, write status — the layers joined.
+
+This is the only place the layers meet: transports hand it bundle files, it asks the
+history layer to quarantine each one, the trust layer to verify every new commit, and
+only then moves the accepted tip (state file first, then the ref), reconciles the
+newest valid spec, and writes one signed status commit. Any refusal leaves the
+applied state, the accepted tip and the files on disk as they were, and is reported.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from agent.board import Board, load_board, make_pin_factory
+from agent.config import Config
+from agent.errors import BundleError, GiterError, HistoryError, TreeError, TrustError
+from agent.kinds import builtin_kinds
+from agent.kinds.base import Context
+from agent.reconcile import reconcile, rfc3339
+from agent.resources import SpecSet, prefixes, select
+from agent.state import State, StateStore, state_lock
+
+log = logging.getLogger("giter.sync")
+
+# Exit codes of `giter-agent sync` (documented in the README).
+EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_NOT_READY = 0, 1, 2, 3
+
+
+@dataclass
+class BundleVerdict:
+    """What happened to one bundle file."""
+
+    file: str
+    verdict: str  # applied | up-to-date | refused | unusable
+    reason: str
+    message: str
+
+
+@dataclass
+class SyncReport:
+    """The outcome of one pass, for the CLI, the receipt and the status summary."""
+
+    outcome: str  # applied | up-to-date | refused | unusable | no-bundles | invalid-spec
+    reason: str
+    message: str
+    accepted: str | None = None
+    applied: str | None = None
+    status_commit: str | None = None
+    bundles: list[BundleVerdict] = field(default_factory=list)
+    not_ready: list[str] = field(default_factory=list)
+    resources: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def exit_code(self) -> int:
+        if self.outcome in ("refused", "unusable", "no-bundles", "invalid-spec"):
+            return EXIT_REFUSED
+        return EXIT_NOT_READY if self.not_ready else EXIT_OK
+
+
+class Agent:
+    """The device side, built from a ``Config``; dependencies passed in for tests."""
+
+    def __init__(self, config: Config, *, clock: Callable[[], float] = time.time,
+                 pin_factory_maker: Callable[[Board], Any] = make_pin_factory,
+                 board: Board | None = None) -> None:
+        self.config = config
+        self.clock = clock
+        base = config.source.resolve().parent if config.source else None
+        self.board = board or load_board(config.board, base)
+        self.ctx = Context(board=self.board, files_roots=config.files_roots,
+                           pin_factory_maker=pin_factory_maker, clock=clock)
+        self.kinds = builtin_kinds()
+        self.state_store = StateStore(config.state_dir)
+
+    # -- paths and lazily opened parts -------------------------------------------------
+    @property
+    def repo_path(self) -> Path:
+        return self.config.state_dir / "repo.git"
+
+    @property
+    def key_path(self) -> Path:
+        return self.config.state_dir / "device_key"
+
+    def _prepare(self) -> None:
+        self.config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+    def _history(self) -> Any:
+        from agent.history import History
+
+        return History(self.repo_path)
+
+    def device_key(self) -> Any:
+        """The device's ed25519 key, created on first use (mode 0600)."""
+        from agent.devicekey import load_or_create
+
+        self._prepare()
+        return load_or_create(self.key_path)
+
+    def public_key_line(self) -> str:
+        from agent.devicekey import allowed_signers_line
+
+        return allowed_signers_line(self.device_key(), self.config.device_id)
+
+    def _trust_root(self) -> Any:
+        from agent.trust import TrustRoot
+
+        return TrustRoot.load(self.config.allowed_signers, self.config.root_keys)
+
+    # -- the pass ---------------------------------------------------------------------
+    def sync(self, bundles: list[Path], source: str) -> SyncReport:
+        """Import ``bundles`` (in any order), then reconcile and report. Holds the lock."""
+        self._prepare()
+        with state_lock(self.config.state_dir):
+            state = self.state_store.load()
+            root = self._trust_root()
+            with self._history() as history:
+                self._repair_ref(history, state)
+                verdicts = self._import_all(history, state, root, bundles)
+                report = self._summarise(verdicts, state)
+                self._apply(history, state, report, source)
+            return report
+
+    def _repair_ref(self, history: Any, state: State) -> None:
+        # The state file is the truth; the ref mirrors it for git tools and bundles.
+        ref = self.config.branch_ref
+        if state.accepted and history.ref(ref) != state.accepted.encode():
+            history.set_ref(ref, history.ref(ref), state.accepted.encode())
+
+    def _import_all(self, history: Any, state: State, root: Any,
+                    bundles: list[Path]) -> list[BundleVerdict]:
+        pending = sorted(bundles)
+        done: list[BundleVerdict] = []
+        # A stick may carry incremental bundles that build on each other: retry the ones
+        # whose prerequisites were missing until a pass makes no progress.
+        while pending:
+            progressed = False
+            waiting: list[tuple[Path, BundleVerdict]] = []
+            for path in pending:
+                verdict = self._import_one(history, state, root, path)
+                if verdict.reason == "MissingPrerequisite":
+                    waiting.append((path, verdict))
+                    continue
+                progressed = progressed or verdict.verdict == "applied"
+                done.append(verdict)
+            if not progressed or not waiting:
+                done.extend(v for _, v in waiting)
+                break
+            pending = [p for p, _ in waiting]
+        return done
+
+    def _import_one(self, history: Any, state: State, root: Any, path: Path) -> BundleVerdict:
+        from agent.trust import verify_update
+
+        ref = self.config.branch_ref
+        name = path.name
+        try:
+            with history.quarantine(path) as q:
+                tip = q.refs.get(ref)
+                if tip is None:
+                    return BundleVerdict(name, "unusable", "NoSpecBranch",
+                                         f"the bundle has no {ref.decode()}")
+                if state.accepted and tip.decode() == state.accepted:
+                    return BundleVerdict(name, "up-to-date", "UpToDate",
+                                         f"spec {tip.decode()[:12]} is already accepted")
+                accepted = state.accepted.encode() if state.accepted else None
+                verified = verify_update(q.object_store, accepted, tip, root)
+                q.promote()
+        except (BundleError, HistoryError, TrustError) as exc:
+            # Only a bundle that cannot be used at all is "unusable"; one that was read and
+            # failed a check is "refused", and a refusal is always reported loudly.
+            unusable = exc.reason in ("MissingPrerequisite", "UnreadableBundle")
+            verdict = "unusable" if unusable else "refused"
+            log.warning("bundle %s %s: %s: %s", name, verdict, exc.reason, exc)
+            return BundleVerdict(name, verdict, exc.reason, str(exc))
+        except OSError as exc:
+            log.warning("bundle %s unreadable: %s", name, exc)
+            return BundleVerdict(name, "unusable", "BundleUnreadable", f"cannot read: {exc}")
+        old = state.accepted
+        state.accepted = tip.decode()
+        state.expires = verified.expires.isoformat() if verified.expires else None
+        self.state_store.save(state)  # durable before anything acts on the new spec
+        history.set_ref(ref, old.encode() if old else None, tip)
+        n = len(verified.commits)
+        log.info("bundle %s accepted spec %s (%d new commit%s verified)",
+                 name, state.accepted, n, "" if n == 1 else "s")
+        return BundleVerdict(name, "applied", "Verified",
+                             f"{n} new commit{'' if n == 1 else 's'} verified, "
+                             f"spec {state.accepted[:12]}")
+
+    def _summarise(self, verdicts: list[BundleVerdict], state: State) -> SyncReport:
+        refused = [v for v in verdicts if v.verdict == "refused"]
+        if refused:
+            v = refused[0]
+            return SyncReport("refused", v.reason, f"{v.file}: {v.message}", bundles=verdicts)
+        if any(v.verdict == "applied" for v in verdicts):
+            return SyncReport("applied", "Verified", f"spec {state.accepted[:12]} accepted",
+                              bundles=verdicts)
+        if any(v.verdict == "up-to-date" for v in verdicts):
+            return SyncReport("up-to-date", "UpToDate",
+                              f"spec {state.accepted[:12]} already applied", bundles=verdicts)
+        if verdicts:
+            v = verdicts[0]
+            return SyncReport("unusable", v.reason, f"{v.file}: {v.message}", bundles=verdicts)
+        return SyncReport("no-bundles", "NoBundles", "no bundle to import", bundles=verdicts)
+
+    def _read_spec(self, history: Any, commit: str) -> SpecSet:
+        from agent.tree import iter_files
+
+        store = history.object_store
+        tree = store[commit.encode()].tree
+        files: list[tuple[str, bytes]] = []
+        for prefix in prefixes(self.config.device_id, self.config.groups):
+            files.extend(iter_files(store, tree, prefix, max_blob=2 * 2**20))
+        return select(files)
+
+    def _apply(self, history: Any, state: State, report: SyncReport, source: str) -> None:
+        invalid_spec: str | None = None
+        specset: SpecSet | None = None
+        if state.accepted:
+            try:
+                specset = self._read_spec(history, state.accepted)
+                state.applied = state.accepted
+            except TreeError as exc:
+                invalid_spec = f"spec {state.accepted[:12]}: {exc}"
+                if state.applied:
+                    specset = self._read_spec(history, state.applied)
+        if invalid_spec:
+            report.outcome, report.reason = "invalid-spec", "InvalidTree"
+            report.message = invalid_spec + (
+                f"; spec {state.applied[:12]} stays applied" if state.applied else "")
+        if specset is not None and state.applied:
+            result = reconcile(specset, self.ctx, self.kinds, state.resources, state.applied)
+            state.resources = result.records
+            report.not_ready = result.not_ready
+            report.resources = result.records
+        now = self.clock()
+        state.last_sync = {"time": rfc3339(now), "source": source, "outcome": report.outcome,
+                           "reason": report.reason, "message": report.message,
+                           "bundles": [vars(v) for v in report.bundles],
+                           "notReady": report.not_ready}
+        if state.applied:
+            state.status_tip = self._commit_status(history, state, report, now)
+        self.state_store.save(state)
+        report.accepted, report.applied = state.accepted, state.applied
+        report.status_commit = state.status_tip
+
+    def _commit_status(self, history: Any, state: State, report: SyncReport,
+                       now: float) -> str | None:
+        from agent.signed_commit import sign_commit
+        from agent.status import make_status_commit, status_files
+        from agent.tree import replace_files
+
+        store = history.object_store
+        summary = {
+            "acceptedCommit": state.accepted,
+            "appliedCommit": state.applied,
+            "expires": state.expires,
+            # What the publisher must hear about, and nothing that differs between two
+            # syncs of the same stick: a re-sync that changes nothing makes no commit.
+            "refused": [vars(v) for v in report.bundles if v.verdict == "refused"],
+            "invalid": [{"path": r["path"], "reason": r["status"]["conditions"][0]["reason"],
+                         "message": r["status"]["conditions"][0]["message"]}
+                        for r in state.resources.values() if r.get("invalid")],
+            "notReady": report.not_ready,
+        }
+        files = status_files(self.config.device_id, state.resources, summary)
+        spec = state.applied.encode()
+        tree = replace_files(store, store[spec].tree, files)
+        key = self.device_key()
+        previous = state.status_tip.encode() if state.status_tip else None
+        what = {"applied": "applied", "up-to-date": "in sync"}.get(report.outcome,
+                                                                    report.outcome)
+        ready = len(state.resources) - len(report.not_ready)
+        message = (f"status: {what}, {ready}/{len(state.resources)} resources Ready "
+                   f"(spec {state.applied[:12]})")
+        new = make_status_commit(store, spec_commit=spec, previous=previous, tree=tree,
+                                 device_id=self.config.device_id, message=message,
+                                 sign=lambda c: sign_commit(c, key), now=int(now))
+        if new is None:
+            return state.status_tip
+        history.set_ref(self.config.status_ref, previous, new)
+        return new.decode()
+
+    def write_status_bundle(self, path: Path) -> bool:
+        """Write ``status/<device>`` as a bundle the hub can fetch; False if none yet."""
+        state = self.state_store.load()
+        if not state.status_tip or not state.applied:
+            return False
+        with self._history() as history:
+            history.write_bundle(path, {self.config.status_ref: state.status_tip.encode()},
+                                 exclude=[state.applied.encode()])
+        return True
+
+    def close(self) -> None:
+        self.ctx.close()
+
+
+def refusal(exc: GiterError) -> str:
+    """The one-line form of a refusal, as the CLI and the receipt print it."""
+    return f"{exc.reason}: {exc}"

@@ -1,0 +1,78 @@
+"""The USB stick transport: ``giter/inbox/`` in, ``giter/outbox/<device-id>.*`` out.
+
+One stick serves a whole fleet: the inbox holds the publisher's bundles for every
+device, and each device writes its own status bundle and a receipt a person can read,
+named by device id. Both are written atomically (temp file, fsync, rename), so a stick
+pulled mid-write holds either the previous pair or the new one, never half a file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from agent.errors import GiterError
+from agent.fsutil import atomic_write
+from agent.sync import Agent, SyncReport
+
+INBOX = Path("giter/inbox")
+OUTBOX = Path("giter/outbox")
+
+
+class StickError(GiterError, FileNotFoundError):
+    """The folder is not a giter stick (no ``giter/inbox``)."""
+
+    reason = "NotAGiterStick"
+
+
+def inbox_bundles(stick: Path) -> list[Path]:
+    inbox = stick / INBOX
+    if not inbox.is_dir():
+        raise StickError(f"{stick}: no {INBOX}/ folder: this is not a giter stick "
+                         "(the publisher's `giter-bundle create` makes one)")
+    # Dotfiles are temp files of an interrupted copy; never import half a bundle.
+    return sorted(p for p in inbox.iterdir()
+                  if p.is_file() and p.suffix == ".bundle" and not p.name.startswith("."))
+
+
+def sync_stick(agent: Agent, stick: Path) -> SyncReport:
+    """Import the stick's inbox, then write this device's status bundle and receipt."""
+    report = agent.sync(inbox_bundles(stick), source=f"usb:{stick}")
+    write_outbox(agent, stick / OUTBOX, report)
+    return report
+
+
+def write_outbox(agent: Agent, outbox: Path, report: SyncReport) -> None:
+    """Write ``<device-id>.bundle`` (status) and ``<device-id>.txt`` (receipt) to ``outbox``."""
+    outbox.mkdir(parents=True, exist_ok=True)
+    device = agent.config.device_id
+    agent.write_status_bundle(outbox / f"{device}.bundle")
+    atomic_write(outbox / f"{device}.txt", receipt(agent, report).encode("utf-8"))
+
+
+def receipt(agent: Agent, report: SyncReport) -> str:
+    """A short plain-text account of the sync, for the technician and the publisher."""
+    from agent.reconcile import rfc3339
+
+    cfg = agent.config
+    lines = [
+        "giter-agent receipt",
+        f"device:         {cfg.device_id}",
+        f"time:           {rfc3339(agent.clock())} (device clock)",
+        f"result:         {report.outcome.upper()} - {report.message}",
+        f"spec applied:   {report.applied or 'none yet'}",
+        f"status commit:  {report.status_commit or 'none yet'}",
+        f"status bundle:  {cfg.device_id}.bundle (carry it back to the publisher)"
+        if report.status_commit else "status bundle:  none",
+        "",
+        "bundles on this stick:",
+    ]
+    lines += [f"  {v.file:<28} {v.verdict:<11} {v.reason}: {v.message}"
+              for v in report.bundles] or ["  (none)"]
+    lines += ["", "resources:"]
+    for key, rec in sorted(report.resources.items()):
+        cond = rec["status"]["conditions"][0]
+        state = "Ready" if cond["status"] == "True" else "NOT READY"
+        lines.append(f"  {key:<28} {state:<10} {cond['reason']}: {cond['message']}")
+    if not report.resources:
+        lines.append("  (none)")
+    return "\n".join(lines) + "\n"
