@@ -22,6 +22,22 @@ BRANCH_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,99}")
 
 
 @dataclass(frozen=True)
+class Limits:
+    """Caps on what one sync may bring in (``[limits]``), sized for a 512 MB board."""
+
+    max_bundle_mib: int = 512
+    max_objects: int = 1_000_000
+    max_object_mib: int = 32
+    max_commits: int = 100_000
+    time_budget_s: int = 600
+
+
+_LIMIT_RANGES = {"max_bundle_mib": (1, 65536), "max_objects": (1, 100_000_000),
+                 "max_object_mib": (1, 4096), "max_commits": (1, 10_000_000),
+                 "time_budget_s": (1, 86400)}
+
+
+@dataclass(frozen=True)
 class Config:
     """Validated agent configuration. Built only by ``load`` (or directly in tests)."""
 
@@ -32,8 +48,10 @@ class Config:
     branch: str = "main"
     groups: tuple[str, ...] = ()
     root_keys: Path | None = None
+    genesis: str | None = None
     usb_roots: tuple[Path, ...] = ()
     files_roots: tuple[Path, ...] = ()
+    limits: Limits = field(default_factory=lambda: Limits())
     source: Path | None = field(default=None, compare=False)
 
     @property
@@ -46,8 +64,9 @@ class Config:
 
 
 # Known keys: top level, and the keys each [section] may hold.
-_TOP = {"device_id", "state_dir", "board", "allowed_signers", "branch", "groups", "root_keys"}
-_SECTIONS = {"usb": {"roots"}, "files": {"roots"}}
+_TOP = {"device_id", "state_dir", "board", "allowed_signers", "branch", "groups", "root_keys",
+        "genesis"}
+_SECTIONS = {"usb": {"roots"}, "files": {"roots"}, "limits": set(_LIMIT_RANGES)}
 _REQUIRED = ("device_id", "state_dir", "board", "allowed_signers")
 
 
@@ -116,6 +135,17 @@ def from_dict(raw: dict[str, Any], *, base: Path, source: Path | None = None) ->
             raise fail("groups", f"{g!r} listed twice")
         groups.append(g)
     root_keys = raw.get("root_keys")
+    genesis = raw.get("genesis")
+    if genesis is not None and (not isinstance(genesis, str)
+                                or not re.fullmatch(r"[0-9a-f]{40}", genesis)):
+        raise fail("genesis", f"must be a 40-digit lower-case hex commit id, got {genesis!r}")
+    limits = {}
+    for name, value in raw.get("limits", {}).items():
+        lo, hi = _LIMIT_RANGES[name]
+        if type(value) is not int or not lo <= value <= hi:
+            raise fail(f"limits.{name}", f"must be a whole number from {lo} to {hi}, "
+                       f"got {value!r}")
+        limits[name] = value
     return Config(
         device_id=device_id,
         state_dir=a_path("state_dir", raw["state_dir"]),
@@ -124,7 +154,9 @@ def from_dict(raw: dict[str, Any], *, base: Path, source: Path | None = None) ->
         branch=branch,
         groups=tuple(groups),
         root_keys=a_path("root_keys", root_keys) if root_keys is not None else None,
+        genesis=genesis,
         usb_roots=paths("usb.roots", raw.get("usb", {}).get("roots", [])),
         files_roots=paths("files.roots", raw.get("files", {}).get("roots", [])),
+        limits=Limits(**limits),
         source=source,
     )

@@ -54,6 +54,7 @@ class SyncReport:
     bundles: list[BundleVerdict] = field(default_factory=list)
     not_ready: list[str] = field(default_factory=list)
     resources: dict[str, dict[str, Any]] = field(default_factory=dict)
+    stale: str | None = None  # why the applied spec is stale (its Expires: has passed)
 
     @property
     def exit_code(self) -> int:
@@ -90,9 +91,13 @@ class Agent:
         self.config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
 
     def _history(self) -> Any:
-        from agent.history import History
+        from agent.history import Caps, History
 
-        return History(self.repo_path)
+        lim = self.config.limits
+        return History(self.repo_path, Caps(max_bundle_bytes=lim.max_bundle_mib * 2**20,
+                                            max_objects=lim.max_objects,
+                                            max_object_bytes=lim.max_object_mib * 2**20,
+                                            time_budget_s=float(lim.time_budget_s)))
 
     def device_key(self) -> Any:
         """The device's ed25519 key, created on first use (mode 0600)."""
@@ -109,7 +114,8 @@ class Agent:
     def _trust_root(self) -> Any:
         from agent.trust import TrustRoot
 
-        return TrustRoot.load(self.config.allowed_signers, self.config.root_keys)
+        return TrustRoot.load(self.config.allowed_signers, self.config.root_keys,
+                              self.config.genesis)
 
     # -- the pass ---------------------------------------------------------------------
     def sync(self, bundles: list[Path], source: str) -> SyncReport:
@@ -168,7 +174,8 @@ class Agent:
                     return BundleVerdict(name, "up-to-date", "UpToDate",
                                          f"spec {tip.decode()[:12]} is already accepted")
                 accepted = state.accepted.encode() if state.accepted else None
-                verified = verify_update(q.object_store, accepted, tip, root)
+                verified = verify_update(q.object_store, accepted, tip, root,
+                                         max_commits=self.config.limits.max_commits)
                 q.promote()
         except (BundleError, HistoryError, TrustError) as exc:
             # Only a bundle that cannot be used at all is "unusable"; one that was read and
@@ -239,6 +246,9 @@ class Agent:
             report.not_ready = result.not_ready
             report.resources = result.records
         now = self.clock()
+        state.conditions = [stale_condition(state, now)]
+        if state.conditions[0]["status"] == "True":
+            report.stale = state.conditions[0]["message"]
         state.last_sync = {"time": rfc3339(now), "source": source, "outcome": report.outcome,
                            "reason": report.reason, "message": report.message,
                            "bundles": [vars(v) for v in report.bundles],
@@ -267,6 +277,7 @@ class Agent:
                          "message": r["status"]["conditions"][0]["message"]}
                         for r in state.resources.values() if r.get("invalid")],
             "notReady": report.not_ready,
+            "conditions": state.conditions,
         }
         files = status_files(self.config.device_id, state.resources, summary)
         spec = state.applied.encode()
@@ -298,6 +309,31 @@ class Agent:
 
     def close(self) -> None:
         self.ctx.close()
+
+
+def stale_condition(state: State, now: float) -> dict[str, Any]:
+    """The device's ``Stale`` condition: has the accepted spec's ``Expires:`` passed?
+
+    Compared with the device's own clock; the commit's dates play no part.
+    """
+    from datetime import datetime
+
+    expires = datetime.fromisoformat(state.expires) if state.expires else None
+    if expires is None:
+        status, reason, message = "False", "NoExpiry", "the spec has no Expires: trailer"
+    elif expires.timestamp() <= now:
+        status, reason = "True", "SpecExpired"
+        message = (f"spec {(state.accepted or '')[:12]} expired at {rfc3339(expires.timestamp())}"
+                   "; it stays applied until the publisher sends a newer one")
+    else:
+        status, reason = "False", "SpecCurrent"
+        message = f"the spec is current until {rfc3339(expires.timestamp())}"
+    since = rfc3339(now)
+    for cond in state.conditions:
+        if cond.get("type") == "Stale" and cond.get("status") == status:
+            since = cond.get("lastTransitionTime", since)
+    return {"type": "Stale", "status": status, "reason": reason, "message": message,
+            "lastTransitionTime": since}
 
 
 def refusal(exc: GiterError) -> str:

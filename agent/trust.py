@@ -45,16 +45,18 @@ class TrustRoot:
 
     signers: tuple[PublicKey, ...]        # from the device's pinned allowed_signers file
     root_keys: tuple[PublicKey, ...] = ()  # offline recovery keys: trusted for any commit
+    genesis: bytes | None = None  # the repository's first commit, pinned at install
 
     @classmethod
-    def load(cls, allowed_signers: Path, root_keys: Path | None = None) -> TrustRoot:
+    def load(cls, allowed_signers: Path, root_keys: Path | None = None,
+             genesis: str | None = None) -> TrustRoot:
         """Both files in allowed_signers format; only entries admitting namespace git count."""
         signers = signers_file.load(allowed_signers)
         if not signers:
             raise TrustError(f"{allowed_signers}: no key is trusted for namespace git",
                              reason="InvalidTrustFile")
         roots = signers_file.load(root_keys) if root_keys is not None else ()
-        return cls(signers, roots)
+        return cls(signers, roots, genesis.encode() if genesis else None)
 
 
 @dataclass(frozen=True)
@@ -320,6 +322,14 @@ def verify_update(object_store, accepted: bytes | None, new: bytes, root: TrustR
     if accepted is not None and accepted not in touched:
         raise _refuse("Fork", f"{new.decode()} does not descend from the accepted tip "
                       f"{accepted.decode()}", new)
+    if accepted is None and root.genesis is not None:
+        # First sync: the history must grow from the pinned first commit, so that an old
+        # image's pinned keys cannot be replayed into some other repository they signed.
+        firsts = [oid for oid in order if not _parents(_read(object_store, oid, _COMMIT))]
+        if firsts != [root.genesis]:
+            raise _refuse("WrongGenesis", f"history of {new.decode()} starts at "
+                          f"{', '.join(f.decode() for f in firsts)}, not at the pinned "
+                          f"genesis commit {root.genesis.decode()}", new)
     sets = _SignerSets(object_store, root)
     signers = {oid: _verify_commit(object_store, oid, root, sets).fingerprint()
                for oid in order}

@@ -730,3 +730,19 @@ def test_status_groups_can_be_limited(tmp_path, keys):
     with pytest.raises(TrustError) as caught:
         world.check(commit, device_groups={"kitchen"})
     assert caught.value.reason == "OwnershipViolation"
+
+
+def test_pinned_genesis_is_required_on_first_sync(world):
+    first = world.commit("genesis")
+    tip = world.commit("c1")
+    pinned = TrustRoot(world.root.signers, world.root.root_keys, first.encode())
+    assert verify_update(world.store(), None, tip.encode(), pinned).tip == tip.encode()
+    # The same signer's commits in another repository: a different first commit.
+    world.git("checkout", "-q", "--orphan", "other")
+    other = world.commit("another repository")
+    with pytest.raises(TrustError) as caught:
+        verify_update(world.store(), None, other.encode(), pinned)
+    assert caught.value.reason == "WrongGenesis"
+    assert first in str(caught.value)
+    # Once a tip is accepted, the pin has done its work: fast-forward rules from there.
+    assert verify_update(world.store(), first.encode(), tip.encode(), pinned).commits
