@@ -94,6 +94,8 @@ def _sync(agent, args) -> int:  # type: ignore[no-untyped-def]
     line = f"{report.outcome}: {report.message}"
     if report.not_ready:
         line += f"; not Ready: {', '.join(report.not_ready)}"
+    if report.stale:
+        line += f"; STALE: {report.stale}"
     print(line, file=sys.stdout if report.exit_code == 0 else sys.stderr)
     return report.exit_code
 
@@ -108,6 +110,7 @@ def _status(config, as_json: bool) -> int:  # type: ignore[no-untyped-def]
         "appliedCommit": state.applied,
         "statusCommit": state.status_tip,
         "expires": state.expires,
+        "conditions": state.conditions,
         "lastSync": state.last_sync or None,
         "resources": {k: {"path": r.get("path"), "status": r["status"]}
                       for k, r in sorted(state.resources.items())},
@@ -126,6 +129,9 @@ def _status(config, as_json: bool) -> int:  # type: ignore[no-untyped-def]
     else:
         print("last sync     never")
     print(f"status commit {state.status_tip or 'none yet'}")
+    for cond in state.conditions:
+        if cond["type"] == "Stale" and cond["status"] == "True":
+            print(f"STALE SPEC    {cond['message']} (since {cond['lastTransitionTime']})")
     if not state.resources:
         print("resources     none")
     for key, rec in sorted(state.resources.items()):

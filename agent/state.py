@@ -32,6 +32,7 @@ class State:
     expires: str | None = None  # RFC 3339 from the accepted commit's Expires: trailer
     last_sync: dict[str, Any] = field(default_factory=dict)
     resources: dict[str, dict[str, Any]] = field(default_factory=dict)  # key -> status
+    conditions: list[dict[str, Any]] = field(default_factory=list)  # the device's own
 
 
 class StateStore:

@@ -60,6 +60,7 @@ def receipt(agent: Agent, report: SyncReport) -> str:
         f"time:           {rfc3339(agent.clock())} (device clock)",
         f"result:         {report.outcome.upper()} - {report.message}",
         f"spec applied:   {report.applied or 'none yet'}",
+        *([f"STALE SPEC:     {report.stale}"] if report.stale else []),
         f"status commit:  {report.status_commit or 'none yet'}",
         f"status bundle:  {cfg.device_id}.bundle (carry it back to the publisher)"
         if report.status_commit else "status bundle:  none",

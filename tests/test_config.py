@@ -52,6 +52,9 @@ def test_good_config_resolves_relative_paths(tmp_path):
     (GOOD.replace('roots = ["/srv/giter"]', 'roots = "/srv"'), "files.roots"),
     ('branch = "a..b"\n' + GOOD, "branch"),
     ("usb = 3\n" + GOOD.split("[usb]")[0], "usb"),
+    (GOOD + "[limits]\nmax_commits = 0\n", "limits.max_commits"),
+    (GOOD + "[limits]\nmax_bundle_mib = 1.5\n", "limits.max_bundle_mib"),
+    (GOOD + "[limits]\nmax_blobs = 1\n", "limits.max_blobs"),
 ])
 def test_bad_config_names_the_key(tmp_path, text, key):
     with pytest.raises(ConfigError) as err:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import stat
 from pathlib import Path
 
@@ -321,3 +322,44 @@ def test_demo_runs_clean(tmp_path):
     assert "Demo complete" in text and "NO " not in text
     assert "refused: UnsignedCommit" in text
     assert (tmp_path / "demo" / "usb-stick" / "giter" / "outbox" / "demo-pi.txt").is_file()
+
+
+def test_expired_spec_stays_applied_and_is_reported_stale(tmp_path, publisher, device, stick,
+                                                          capsys):
+    publisher.write(f"devices/{device.id}/motd.yaml", motd(device, "frozen\n"))
+    publisher.git("add", "-A")
+    publisher.git("commit", "-q", "-S", "-m", "freeze", "-m", "Expires: 2001-01-01T00:00:00Z")
+    publisher.bundle(stick / "giter/inbox/fleet.bundle")
+    assert device.cli("sync", "--usb", stick) == 0
+    assert "STALE" in capsys.readouterr().out
+    assert (device.root / "motd").read_text() == "frozen\n"  # the state is kept
+    state = device.state()
+    assert state.conditions[0]["type"] == "Stale" and state.conditions[0]["status"] == "True"
+    assert state.conditions[0]["reason"] == "SpecExpired"
+    assert "STALE SPEC" in (stick / "giter/outbox/pi-01.txt").read_text()
+    assert device.cli("status") == 0
+    assert "STALE SPEC" in capsys.readouterr().out
+    # A newer commit without the trailer lifts the freeze.
+    publisher.commit("thaw")
+    (stick / "giter/inbox/fleet.bundle").unlink()
+    publisher.bundle(stick / "giter/inbox/fleet.bundle")
+    assert device.cli("sync", "--usb", stick) == 0
+    assert device.state().conditions[0]["reason"] == "NoExpiry"
+
+
+@pytest.mark.parametrize("limit, reason", [
+    ("max_commits = 2", "TooManyCommits"),
+    ("max_objects = 3", "TooLarge"),
+    ("max_bundle_mib = 1", "TooLarge"),
+])
+def test_limits_refuse_oversized_syncs(tmp_path, publisher, device, limit, reason):
+    with device.config.open("a") as fh:
+        fh.write(f"[limits]\n{limit}\n")
+    for i in range(3):
+        publisher.commit(f"c{i}", files={f"devices/{device.id}/n{i}.txt": "x" * 10})
+    if "bundle" in limit:  # over a mebibyte of incompressible data
+        publisher.commit("big", files={"blob.bin": os.urandom(1_200_000).hex()})
+    bundle = publisher.bundle(tmp_path / "b.bundle")
+    assert device.cli("sync", "--bundle", bundle) == 1
+    state = device.state()
+    assert state.last_sync["reason"] == reason and state.accepted is None
