@@ -60,6 +60,7 @@ def reconcile(specset: SpecSet, ctx: Context, kinds: dict[str, Kind],
     """Apply every resource of ``specset``; prune what ``previous`` had and it lacks."""
     now = (clock or ctx.clock)()
     out = PassResult()
+    ctx.clear_wakeups()  # each pass asks afresh for what it needs next
 
     for res in specset.resources:
         prev = previous.get(res.key)
@@ -82,6 +83,7 @@ def reconcile(specset: SpecSet, ctx: Context, kinds: dict[str, Kind],
         if isinstance(outcome, Retry):
             status["retryAfterSeconds"] = outcome.after
             out.retry_after = min(out.retry_after or outcome.after, outcome.after)
+            ctx.request_wakeup(now + outcome.after)
         out.records[res.key] = {"kind": res.kind, "name": res.name, "path": res.path,
                                 "spec": res.spec, "document": res.document, "status": status}
 

@@ -131,6 +131,25 @@ class Agent:
                 self._apply(history, state, report, source)
             return report
 
+    def reconcile_pass(self, source: str = "timer") -> SyncReport:
+        """A level-based pass with nothing new to import: re-apply the applied spec,
+        correct drift, refresh status (committed only if it changed). Holds the lock.
+
+        The daemon calls this on its timers; the last sync's record is left as it was.
+        """
+        self._prepare()
+        with state_lock(self.config.state_dir):
+            state = self.state_store.load()
+            if state.applied:
+                report = SyncReport("up-to-date", "InSync",
+                                    f"spec {state.applied[:12]} applied")
+            else:
+                report = SyncReport("no-bundles", "NoSpec", "no spec has been applied yet")
+            with self._history() as history:
+                self._repair_ref(history, state)
+                self._apply(history, state, report, source, record_sync=False)
+            return report
+
     def _repair_ref(self, history: Any, state: State) -> None:
         # The state file is the truth; the ref mirrors it for git tools and bundles.
         ref = self.config.branch_ref
@@ -225,7 +244,8 @@ class Agent:
             files.extend(iter_files(store, tree, prefix, max_blob=2 * 2**20))
         return select(files)
 
-    def _apply(self, history: Any, state: State, report: SyncReport, source: str) -> None:
+    def _apply(self, history: Any, state: State, report: SyncReport, source: str,
+               *, record_sync: bool = True) -> None:
         invalid_spec: str | None = None
         specset: SpecSet | None = None
         if state.accepted:
@@ -249,10 +269,12 @@ class Agent:
         state.conditions = [stale_condition(state, now)]
         if state.conditions[0]["status"] == "True":
             report.stale = state.conditions[0]["message"]
-        state.last_sync = {"time": rfc3339(now), "source": source, "outcome": report.outcome,
-                           "reason": report.reason, "message": report.message,
-                           "bundles": [vars(v) for v in report.bundles],
-                           "notReady": report.not_ready}
+        if record_sync:
+            state.last_sync = {"time": rfc3339(now), "source": source,
+                               "outcome": report.outcome, "reason": report.reason,
+                               "message": report.message,
+                               "bundles": [vars(v) for v in report.bundles],
+                               "notReady": report.not_ready}
         if state.applied:
             state.status_tip = self._commit_status(history, state, report, now)
         self.state_store.save(state)
@@ -272,7 +294,8 @@ class Agent:
             "expires": state.expires,
             # What the publisher must hear about, and nothing that differs between two
             # syncs of the same stick: a re-sync that changes nothing makes no commit.
-            "refused": [vars(v) for v in report.bundles if v.verdict == "refused"],
+            "refused": [b for b in state.last_sync.get("bundles", [])
+                        if b["verdict"] == "refused"],
             "invalid": [{"path": r["path"], "reason": r["status"]["conditions"][0]["reason"],
                          "message": r["status"]["conditions"][0]["message"]}
                         for r in state.resources.values() if r.get("invalid")],
@@ -296,6 +319,10 @@ class Agent:
             return state.status_tip
         history.set_ref(self.config.status_ref, previous, new)
         return new.decode()
+
+    def next_wakeup(self) -> float | None:
+        """When the daemon should run ``reconcile_pass`` next (clock time), or None."""
+        return self.ctx.next_wakeup()
 
     def write_status_bundle(self, path: Path) -> bool:
         """Write ``status/<device>`` as a bundle the hub can fetch; False if none yet."""

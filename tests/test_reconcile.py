@@ -194,3 +194,15 @@ def test_generation_absent_means_no_observed_generation(ctx, tmp_path):
     result = reconcile(SpecSet(resources=[res]), ctx, builtin_kinds(), {}, "c9")
     status = result.records["File/g"]["status"]
     assert "observedGeneration" not in status and status["specCommit"] == "c9"
+
+
+def test_retry_requests_a_wakeup(ctx, tmp_path):
+    (tmp_path / "root" / "ro").mkdir(mode=0o500)
+    spec = specset(("devices/d/r.yaml", file_doc("r", str(tmp_path / "root" / "ro" / "x"))))
+    # root ignores directory permissions; a file where a folder should be fails for anyone
+    (tmp_path / "root" / "ro" / "x").mkdir()
+    result = reconcile(spec, ctx, builtin_kinds(), {}, "c1")
+    assert ready(result, "File/r") == (False, "WriteFailed")
+    assert ctx.next_wakeup() == 1_800_000_000.0 + 30
+    reconcile(SpecSet(), ctx, builtin_kinds(), result.records, "c2")
+    assert ctx.next_wakeup() is None

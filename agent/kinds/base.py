@@ -53,7 +53,22 @@ class Context:
     clock: Callable[[], float] = time.time
     # Live gpiozero devices by resource key, so a daemon keeps blinking between passes.
     devices: dict[str, Any] = field(default_factory=dict)
+    # Remote overrides of the agent's own settings (the Agent kind writes them; the
+    # daemon reads them through agent.settings).
+    settings: dict[str, Any] = field(default_factory=dict)
     _factory: Any = None
+    _wakeups: list[float] = field(default_factory=list)
+
+    def request_wakeup(self, at: float) -> None:
+        """Ask for another pass at time ``at`` (a sensor's next sample, a retry)."""
+        self._wakeups.append(at)
+
+    def next_wakeup(self) -> float | None:
+        """The earliest requested pass time, or None; requests are consumed by passes."""
+        return min(self._wakeups, default=None)
+
+    def clear_wakeups(self) -> None:
+        self._wakeups.clear()
 
     @property
     def pin_factory(self) -> Any:

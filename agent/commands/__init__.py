@@ -1,0 +1,18 @@
+"""The ``giter-agent`` subcommands, one module each.
+
+Each module has ``HELP`` (one line), ``add_arguments(parser)`` and ``run(args) -> int``,
+and imports only what its command needs, inside ``run``: building the parser imports
+every command module, so their top level must stay light (RAM on a 512 MB board).
+To add a command, add a module and a line to ``COMMANDS``.
+"""
+
+from __future__ import annotations
+
+COMMANDS = ("sync", "status", "key", "demo")
+
+
+def load_config(args):  # type: ignore[no-untyped-def]
+    """The validated config named by ``-c`` (raises ConfigError naming the key)."""
+    from agent.config import load
+
+    return load(args.config)
