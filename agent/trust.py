@@ -336,6 +336,16 @@ def verify_update(object_store, accepted: bytes | None, new: bytes, root: TrustR
     return Verified(new, tuple(order), signers, _tip_expires(object_store, new))
 
 
+def verify_commit(object_store, commit: bytes, root: TrustRoot) -> PublicKey:
+    """Verify one commit by the rule ``verify_update`` applies to each new commit.
+
+    Signed (namespace git) by a key trusted in its first parent's tree, or by the pinned
+    set for a root commit, or by a root key; returns the key. For tools that show a
+    verdict per commit (``giter-bundle inspect``) rather than one for a whole range.
+    """
+    return _verify_commit(object_store, commit, root, _SignerSets(object_store, root))
+
+
 def _tip_expires(store, tip: bytes) -> datetime | None:
     parts = signed_commit.parse(_read(store, tip, _COMMIT), tip.decode())
     return expires_of(parts.message, tip)

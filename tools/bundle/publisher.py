@@ -1,9 +1,12 @@
-"""The publisher's repository, in pure Python: signed spec commits and bundles for devices.
+"""The publisher's signed commits and bundles, in pure Python, for machines without git.
 
-For machines without git (and for ``giter-agent demo``): commits are built with the
-agent's own history layer and signed with an OpenSSH ed25519 key through the agent's
-own signature code, so there is one implementation of both. Plain ``git commit -S``
-with ``gpg.format=ssh`` produces commits the agent accepts just the same.
+Commits are built in the agent's own history layer and signed with an OpenSSH key
+through the agent's own signature code (``agent.signed_commit.sign_commit``), so there
+is one implementation of both, and ``git verify-commit`` accepts what comes out. Plain
+``git commit -S`` with ``gpg.format=ssh`` produces commits the agent accepts just the
+same; nothing here is needed for that path.
+
+Called by ``giter-bundle`` (init, enroll, commit) and by ``giter-agent demo``.
 """
 
 from __future__ import annotations
@@ -12,15 +15,17 @@ import time
 from pathlib import Path
 from typing import Any
 
+DEFAULT_IDENTITY = "Fleet Operator <ops@example.invalid>"
+
 
 class PublisherRepo:
-    """A bare exchange repository whose branch the publisher signs commits onto."""
+    """A repository whose branch the publisher signs commits onto (compare-and-swap)."""
 
     def __init__(self, path: Path, key: Any, *, branch: str = "main",
-                 identity: str = "Fleet Operator <ops@example.invalid>") -> None:
+                 identity: str = DEFAULT_IDENTITY, history: Any = None) -> None:
         from agent.history import History
 
-        self.history = History(Path(path))
+        self.history = history if history is not None else History(Path(path))
         self.key = key
         self.ref = f"refs/heads/{branch}".encode()
         self.identity = identity.encode()
@@ -31,22 +36,28 @@ class PublisherRepo:
 
     def commit(self, files: dict[str, bytes], message: str, *, sign: bool = True,
                now: int | None = None) -> bytes:
-        """Commit ``files`` (path -> content) on top of the branch; signed unless told not."""
-        from dulwich.objects import Commit, Tree
-
-        from agent.signed_commit import sign_commit
+        """Commit ``files`` (path -> content) over the branch's tree; signed unless told not."""
         from agent.tree import replace_files
 
-        store = self.history.object_store
         parent = self.tip
-        if parent is None:
-            empty = Tree()
-            store.add_object(empty)
-            base = empty.id
-        else:
-            base = store[parent].tree
+        base = self.history.object_store[parent].tree if parent is not None else None
+        tree = replace_files(self.history.object_store, base, files)
+        return self.commit_tree(tree, message, sign=sign, now=now, parent=parent)
+
+    def commit_tree(self, tree: bytes, message: str, *, sign: bool = True,
+                    now: int | None = None, parent: bytes | None = None) -> bytes:
+        """Commit ``tree`` on top of ``parent`` (default: the tip) and move the branch.
+
+        The branch moves only if it still points at that parent: a concurrent commit by
+        someone else is an error, never overwritten.
+        """
+        from dulwich.objects import Commit
+
+        from agent.signed_commit import sign_commit
+
+        parent = self.tip if parent is None else parent
         commit = Commit()
-        commit.tree = replace_files(store, base, files)
+        commit.tree = tree
         commit.parents = [parent] if parent else []
         commit.author = commit.committer = self.identity
         commit.author_time = commit.commit_time = int(time.time()) if now is None else now
@@ -54,7 +65,7 @@ class PublisherRepo:
         commit.message = message.encode() if message.endswith("\n") else (message + "\n").encode()
         if sign:
             sign_commit(commit, self.key)
-        store.add_object(commit)
+        self.history.object_store.add_object(commit)
         self.history.set_ref(self.ref, parent, commit.id)
         return commit.id
 

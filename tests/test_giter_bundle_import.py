@@ -1,0 +1,253 @@
+"""What comes back from the field is verified before the hub takes it; inspect imports nothing.
+
+Forged status bundles are built with the agent's own status writer
+(``agent.status.make_status_commit``) on top of a device's real status history, in a
+scratch copy of the hub, so each one fails exactly one rule: the key that signed it,
+the files it touches, or the spec it claims to observe. After every refusal the hub's
+refs and object files are byte for byte what they were, and no quarantine is left.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from helpers import run, ssh_keygen
+from test_giter_bundle import BEACON, Device, Fleet, capture, enrolled, motd
+
+from agent import sshsig
+from agent.history import History
+from agent.resources import dump_yaml, load_yaml
+from agent.signed_commit import sign_commit
+from agent.status import make_status_commit
+from agent.tree import read_file, replace_files
+from giter_bundle.cli import main as bundle_main
+
+
+@pytest.fixture
+def fleet(tmp_path, publisher_key) -> Fleet:
+    return Fleet(tmp_path, publisher_key)
+
+
+@pytest.fixture
+def stick(tmp_path) -> Path:
+    (tmp_path / "stick").mkdir()
+    return tmp_path / "stick"
+
+
+def hub_snapshot(fleet: Fleet) -> tuple:
+    git = fleet.root / ".git"
+    objects = sorted(p.relative_to(git).as_posix() for p in (git / "objects").rglob("*")
+                     if p.is_file())
+    quarantined = sorted(p.name for p in (git / "quarantine").iterdir())
+    return fleet.git("for-each-ref").stdout, objects, quarantined
+
+
+def reported(fleet: Fleet, tmp_path: Path, stick: Path) -> tuple[Device, Device]:
+    """Two devices that synced a spec from one stick and were imported."""
+    pi_a, pi_b = enrolled(fleet, tmp_path, "pi-a", "pi-b")
+    fleet.write("devices/pi-a/motd.yaml", motd(pi_a, "hello a\n"))
+    fleet.write("devices/pi-b/motd.yaml", motd(pi_b, "hello b\n"))
+    fleet.write("groups/lobby/beacon.yaml", BEACON)
+    fleet.ok("commit", "-m", "spec")
+    fleet.ok("create", stick)
+    for d in (pi_a, pi_b):
+        assert d.cli("sync", "--usb", stick) == 0
+    assert fleet.ok("import", stick).count("ACCEPTED") == 2
+    return pi_a, pi_b
+
+
+def edit_yaml(path: str, change: Callable[[dict], None]) -> Callable:
+    def files(read: Callable[[str], bytes]) -> dict[str, bytes]:
+        doc = load_yaml(read(path))
+        change(doc)
+        return {path: dump_yaml(doc)}
+    return files
+
+
+def forge(fleet: Fleet, tmp_path: Path, name: str, device: str, key: Path,
+          files: Callable, *, fake_spec: bool = False) -> Path:
+    """A status bundle continuing the hub's status/<device>, signed with ``key``."""
+    scratch = tmp_path / f"forge-{name}.git"
+    shutil.copytree(fleet.root / ".git", scratch)
+    history = History(scratch)
+    store = history.object_store
+    ref = f"refs/heads/status/{device}".encode()
+    previous = history.ref(ref)
+    spec = store[previous].parents[-1]
+    base = store[previous].tree
+    exclude = spec
+    if fake_spec:
+        # A spec commit the hub never published, signed by the publisher key itself.
+        from giter_bundle.publisher import PublisherRepo
+
+        publisher = PublisherRepo(scratch, sshsig.load_private_key(fleet.key), history=history)
+        spec = publisher.commit({"devices/pi-a/extra.yaml": BEACON.encode()}, "unpublished")
+    tree = replace_files(store, base, files(lambda p: read_file(store, base, p)))
+    private = sshsig.load_private_key(key)
+    forged = make_status_commit(store, spec_commit=spec, previous=previous, tree=tree,
+                                device_id=device, message="status: forged",
+                                sign=lambda c: sign_commit(c, private), now=2_000_000_000)
+    out = tmp_path / f"{name}.bundle"
+    history.write_bundle(out, {ref: forged}, exclude=[exclude])
+    history.close()
+    return out
+
+
+def test_forged_status_bundles_are_refused_and_the_hub_is_unchanged(tmp_path, fleet, stick):
+    pi_a, pi_b = reported(fleet, tmp_path, stick)
+    outbox = stick / "giter/outbox"
+    real_a = outbox / "pi-a.bundle"
+    shutil.copy(real_a, tmp_path / "real-a.bundle")
+
+    def mark(doc: dict) -> None:
+        doc["status"]["forged"] = True
+
+    def respec(doc: dict) -> None:
+        doc["spec"]["content"] = "owned\n"
+
+    def claim(doc: dict) -> None:
+        doc["status"] = {"conditions": []}
+
+    forgeries = [
+        # pi-b signs a report that claims to be pi-a's.
+        ("wrong-key", pi_b.key_file, edit_yaml("devices/pi-a/motd.yaml", mark), False,
+         "UnknownSigner"),
+        # pi-a writes status into pi-b's resource.
+        ("other-device", pi_a.key_file, edit_yaml("devices/pi-b/motd.yaml", claim), False,
+         "OwnershipViolation"),
+        # pi-a changes its own spec, not only its status.
+        ("spec-changed", pi_a.key_file, edit_yaml("devices/pi-a/motd.yaml", respec), False,
+         "OwnershipViolation"),
+        # pi-a claims to have observed a spec the hub never published.
+        ("unknown-spec", pi_a.key_file, edit_yaml("devices/pi-a/motd.yaml", mark), True,
+         "UnknownSpecCommit"),
+    ]
+    before = hub_snapshot(fleet)
+    for name, key, files, fake_spec, reason in forgeries:
+        bundle = forge(fleet, tmp_path, name, "pi-a", key, files, fake_spec=fake_spec)
+        shutil.copy(bundle, real_a)
+        code, out = fleet.cli("import", stick)
+        assert code == 1, (name, out)
+        assert f"pi-a.bundle                  REFUSED     {reason}:" in out, (name, out)
+        assert "pi-b.bundle                  UP-TO-DATE" in out  # the honest one still reads
+        assert hub_snapshot(fleet) == before, name
+
+    # A bundle under another device's name, and one from a device nobody enrolled.
+    shutil.copy(outbox / "pi-b.bundle", real_a)
+    shutil.copy(outbox / "pi-b.bundle", outbox / "pi-z.bundle")
+    code, out = fleet.cli("import", stick, "--json")
+    verdicts = {r["file"]: (r["verdict"], r["reason"]) for r in json.loads(out)}
+    assert code == 1
+    assert verdicts == {"pi-a.bundle": ("refused", "UnexpectedRefs"),
+                        "pi-b.bundle": ("up-to-date", "UpToDate"),
+                        "pi-z.bundle": ("refused", "UnknownDevice")}
+    # A truncated copy: refused by the history layer before anything is looked at.
+    data = (tmp_path / "real-a.bundle").read_bytes()
+    real_a.write_bytes(data[: len(data) - 40])
+    code, out = fleet.cli("import", stick)
+    assert code == 1 and "pi-a.bundle                  REFUSED" in out
+    assert hub_snapshot(fleet) == before
+    (outbox / "pi-z.bundle").unlink()
+
+    # Git agrees with the verdict on the wrong-key forgery, and on the honest report,
+    # given pi-a's enrolment as the only signer (git knows keys, not which device is whom).
+    signers = fleet.root / ".giter/devices/pi-a.pub"
+    check = tmp_path / "check.git"
+    run("git", "clone", "-q", "--bare", fleet.root, check)
+    for bundle, ok in ((tmp_path / "wrong-key.bundle", False), (tmp_path / "real-a.bundle",
+                                                                 True)):
+        run("git", "-C", check, "fetch", "-q", bundle,
+            "+refs/heads/status/pi-a:refs/heads/check")
+        verified = run("git", "-C", check, "-c", "gpg.format=ssh", "-c",
+                       f"gpg.ssh.allowedSignersFile={signers}", "verify-commit", "check",
+                       check=False).returncode == 0
+        assert verified is ok
+
+    # After all that, an honest new report is taken in as usual.
+    fleet.write("devices/pi-a/motd.yaml", motd(pi_a, "again\n"))
+    fleet.ok("commit", "-m", "again")
+    fleet.ok("create", stick)
+    assert pi_a.cli("sync", "--usb", stick) == 0
+    assert "pi-a.bundle                  ACCEPTED" in fleet.ok("import", stick)
+    fleet.git("fsck", "--strict", "--no-dangling")
+
+
+def test_a_re_enrolled_device_starts_a_new_status_history(tmp_path, fleet, stick):
+    (pi_a,) = enrolled(fleet, tmp_path, "pi-a")
+    fleet.write("devices/pi-a/motd.yaml", motd(pi_a, "hello\n"))
+    fleet.ok("commit", "-m", "spec")
+    fleet.ok("create", stick)
+    assert pi_a.cli("sync", "--usb", stick) == 0
+    fleet.ok("import", stick)
+    old_status = fleet.rev("status/pi-a")
+
+    # The SD card is re-flashed: new state, new key. Its report is not pi-a's yet.
+    shutil.rmtree(pi_a.dir / "state")
+    assert pi_a.cli("sync", "--usb", stick) == 0
+    code, out = fleet.cli("import", stick)
+    assert code == 1 and "UnknownSigner" in out
+    assert fleet.rev("status/pi-a") == old_status
+
+    fleet.ok("enroll", "pi-a", pi_a.key_line(), "--replace")
+    assert "ACCEPTED" in fleet.ok("import", stick)
+    assert fleet.rev("status/pi-a") != old_status
+    assert fleet.verify_with_git("status/pi-a", fleet.device_signers())
+    # The next bundle builds on what the new device reported (its first report's only
+    # parent is the spec it observed).
+    out = fleet.ok("create", "-o", tmp_path / "next.bundle")
+    assert f"observed {fleet.rev('status/pi-a^1')[:12]}" in out
+
+
+def test_inspect_reports_signers_and_verdicts_without_importing(tmp_path, fleet, stick):
+    reported(fleet, tmp_path, stick)
+    tip = fleet.rev()
+    # Someone else's clone grows three commits: signed, unsigned, and by a stranger.
+    clone = tmp_path / "clone"
+    run("git", "clone", "-q", fleet.root, clone)
+    stranger = ssh_keygen(tmp_path / "stranger")
+
+    def commit(*args: str) -> str:
+        (clone / "devices/pi-a/note.txt").write_text(" ".join(args))
+        run("git", "-C", clone, "add", "-A")
+        run("git", "-C", clone, "-c", "gpg.format=ssh", *args)
+        return run("git", "-C", clone, "rev-parse", "HEAD").stdout.decode().strip()
+
+    good = commit("-c", f"user.signingkey={fleet.key}", "commit", "-q", "-S", "-m", "good")
+    unsigned = commit("commit", "-q", "--no-gpg-sign", "-m", "unsigned")
+    strange = commit("-c", f"user.signingkey={stranger}", "commit", "-q", "-S", "-m", "odd")
+    bundle = tmp_path / "offer.bundle"
+    run("git", "-C", clone, "bundle", "create", "-q", bundle, "main", f"^{tip}")
+
+    before = fleet.git("for-each-ref").stdout
+    code, out = fleet.cli("inspect", bundle, "--json")
+    assert code == 1
+    doc = json.loads(out)
+    assert doc["prerequisites"][0]["commit"] == tip and doc["prerequisites"][0]["present"]
+    verdicts = [(c["commit"], c["verdict"], c["reason"]) for c in doc["commits"]]
+    assert verdicts == [(good, "good", "Verified"), (unsigned, "refused", "UnsignedCommit"),
+                        (strange, "refused", "UnknownSigner")]
+    assert doc["commits"][0]["signer"].startswith("publisher (SHA256:")
+    assert doc["commits"][2]["signer"].startswith("SHA256:")
+    assert {t["path"] for t in doc["touched"]} == {"devices/pi-a/note.txt"}
+    # Nothing was imported: the hub does not have the commits, its refs are the same.
+    assert fleet.git("cat-file", "-e", good, check=False).returncode != 0
+    assert fleet.git("for-each-ref").stdout == before
+    assert not list((fleet.root / ".git/quarantine").iterdir())
+
+    # A device's status bundle: checked against its enrolment; the text report reads well.
+    code, out = fleet.cli("inspect", stick / "giter/outbox/pi-a.bundle")
+    assert code == 0, out
+    assert "device pi-a (SHA256:" in out and "modify  devices/pi-a/motd.yaml  File/motd" in out
+    assert "verdict: every commit verifies" in out
+    # Without a hub, a full bundle is still checked against the keys given.
+    full = tmp_path / "full.bundle"
+    fleet.git("bundle", "create", "-q", full, "main")
+    nowhere = ["-C", tmp_path / "nowhere", "inspect", full]
+    code, out = capture(bundle_main, nowhere)
+    assert code == 1 and "NoTrustFile" in out
+    code, out = capture(bundle_main, [*nowhere, "--allowed-signers", fleet.trust_file])
+    assert code == 0 and "commits (4 new" in out, out

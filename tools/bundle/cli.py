@@ -1,0 +1,56 @@
+"""``giter-bundle``: the publisher's command line (enrol, sign, lint, bundle, import, status).
+
+Builds the parser from ``giter_bundle.commands`` (one module per subcommand, as the
+agent's CLI does) and turns every typed error into one line on stderr. Exit codes:
+``0`` done; ``1`` something was refused or found wrong (a lint error, a bad signature, a
+forged status bundle); ``2`` the command could not start (usage, not a repository, no
+key).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from pathlib import Path
+
+from agent import __version__
+from agent.errors import ConfigError, GiterError
+from giter_bundle.commands import COMMANDS, module_name
+from giter_bundle.errors import UsageError
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="giter-bundle",
+                                description="The publisher's toolkit for a giter fleet: enrol "
+                                "devices, sign specs, carry bundles, read back status.")
+    p.add_argument("-C", "--repo", type=Path, default=Path("."), metavar="DIR",
+                   help="the exchange repository (default: the current folder)")
+    p.add_argument("--branch", default="main", help="the spec branch (default main)")
+    p.add_argument("-v", "--verbose", action="store_true", help="log every step to stderr")
+    p.add_argument("--version", action="version", version=f"giter-bundle {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMANDS:
+        module = importlib.import_module(f"giter_bundle.commands.{module_name(name)}")
+        cmd = sub.add_parser(name, help=module.HELP, description=module.__doc__)
+        module.add_arguments(cmd)
+        cmd.set_defaults(run=module.run)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="giter-bundle %(levelname)s %(name)s: %(message)s")
+    try:
+        return args.run(args)
+    except GiterError as exc:
+        print(f"giter-bundle: {exc.reason}: {exc}", file=sys.stderr)
+        return 2 if isinstance(exc, UsageError | ConfigError) else 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,64 @@
+"""``giter-bundle lint``: check every resource against the agent's schemas before it ships.
+
+Checks the work tree by default (what the next commit would hold; ``.gitignore``
+honoured), or a committed tree with ``--rev`` (the branch tip, in a bare repository).
+One line per finding, ``path: Reason: message``; warnings say ``warning:``. Exits 1 if
+there is any error, so it fits a pre-commit hook or CI.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "validate every resource against the agent's schemas (exit 1 on errors)"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--rev", metavar="BRANCH|COMMIT",
+                   help="lint a committed tree instead of the work tree")
+    p.add_argument("-q", "--quiet", action="store_true", help="print errors only")
+
+
+def resolve(exchange, rev: str) -> bytes:  # type: ignore[no-untyped-def]
+    """A branch name or a full commit id, as a commit id."""
+    import re
+
+    from giter_bundle.errors import UsageError
+
+    if re.fullmatch(r"[0-9a-f]{40}", rev):
+        sha = rev.encode()
+        if sha in exchange.history.object_store:
+            return sha
+    else:
+        sha = exchange.history.ref(f"refs/heads/{rev}".encode())
+        if sha is not None:
+            return sha
+    raise UsageError(f"--rev {rev}: no such branch or commit (give a branch name or a "
+                     "full commit id)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from dulwich.repo import Repo
+
+    from giter_bundle.commands import open_exchange
+    from giter_bundle.lint import lint_tree
+    from giter_bundle.worktree import candidate_paths, read_files, tree_of
+
+    with open_exchange(args) as exchange:
+        if args.rev is None and exchange.worktree is not None:
+            with Repo(str(exchange.worktree)) as repo:
+                files = read_files(exchange.worktree, candidate_paths(repo),
+                                   ("devices", "groups", ".giter"))
+            findings = lint_tree(*tree_of(files))
+            what = "the work tree"
+        else:
+            sha = resolve(exchange, args.rev or exchange.branch)
+            findings = lint_tree(exchange.history.object_store, exchange.commit(sha).tree)
+            what = f"{args.rev or exchange.branch} ({sha.decode()[:12]})"
+    errors = sum(f.error for f in findings)
+    for finding in findings:
+        if finding.error or not args.quiet:
+            print(finding.line())
+    warnings = len(findings) - errors
+    print(f"{what}: {errors} error(s), {warnings} warning(s)")
+    return 1 if errors else 0

@@ -1,0 +1,131 @@
+"""Choose and write the smallest spec bundle that every target device can apply.
+
+The hub knows, per device, the spec commit it last observed: the last parent of the
+tip of ``refs/heads/status/<id>`` (a status commit's parents are the previous status
+commit, then the spec commit it answers). A device that observed ``S`` accepted ``S``,
+so it holds ``S`` and all of its ancestors. A bundle with one prerequisite ``P`` applies
+on every target whose ``S`` descends from ``P``, and the newest such ``P`` gives the
+smallest bundle: the merge base of what the targets observed (on a linear branch, the
+oldest of them). A target that never reported, was re-enrolled since its last report
+(a wiped or replaced device: that report is signed by another key), or observed a
+commit that is no longer on the branch gets a full bundle, which every device can apply.
+
+When every target is already at the tip, the bundle is empty (its prerequisite is the
+tip): git accepts it, and a device syncing it reports "up to date" and writes a fresh
+status for the technician to carry back.
+
+Called by ``giter-bundle create``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from giter_bundle.enrolment import EnrolledDevice
+from giter_bundle.errors import UsageError
+from giter_bundle.exchange import Exchange, signed_by
+
+
+@dataclass(frozen=True)
+class Target:
+    """One device the bundle is for, and what the hub knows it holds."""
+
+    device: str
+    observed: bytes | None  # the spec commit it last reported, when still on the branch
+    note: str
+
+
+@dataclass
+class Plan:
+    """What ``create`` will write: the branch tip, and at most one prerequisite."""
+
+    tip: bytes
+    prerequisite: bytes | None
+    targets: list[Target] = field(default_factory=list)
+
+
+def _observed(exchange: Exchange, device: EnrolledDevice, status_tip: bytes | None,
+              on_branch: set[bytes]) -> Target:
+    if status_tip is None:
+        return Target(device.id, None, "never reported: needs a full bundle")
+    if not signed_by(exchange.history.object_store, status_tip, device.key):
+        return Target(device.id, None, "re-enrolled since its last report (a new device or "
+                      "a wiped one): needs a full bundle")
+    spec = exchange.commit(status_tip).parents[-1]
+    if spec not in on_branch:
+        return Target(device.id, None, f"observed {spec.decode()[:12]}, which is not on "
+                      f"{exchange.branch} any more: needs a full bundle")
+    return Target(device.id, spec, f"observed {spec.decode()[:12]}")
+
+
+def _common_base(exchange: Exchange, observed: list[bytes]) -> bytes | None:
+    """The newest commit every one of ``observed`` descends from (None: nothing shared)."""
+    distinct = list(dict.fromkeys(observed))
+    for candidate in distinct:
+        if all(exchange.history.is_ancestor(candidate, other) for other in distinct):
+            return candidate
+    from dulwich.graph import find_octopus_base
+    from dulwich.repo import Repo
+
+    with Repo(str(exchange.git_dir)) as repo:
+        bases = find_octopus_base(repo, distinct)
+    return bases[0] if bases else None
+
+
+def plan_bundle(exchange: Exchange, devices: list[str] | None = None, *,
+                full: bool = False) -> Plan:
+    """The bundle for ``devices`` (default: every enrolled device)."""
+    tip = exchange.require_tip()
+    enrolled = exchange.devices(tip)
+    names = sorted(enrolled) if devices is None else list(dict.fromkeys(devices))
+    unknown = [d for d in names if d not in enrolled]
+    if unknown:
+        raise UsageError(f"not enrolled on {exchange.branch}: {', '.join(unknown)}",
+                         reason="UnknownDevice")
+    status = exchange.status_tips()
+    on_branch = exchange.ancestors(tip)
+    targets = [_observed(exchange, enrolled[d], status.get(d), on_branch) for d in names]
+    plan = Plan(tip, None, targets)
+    if full or not targets or any(t.observed is None for t in targets):
+        return plan
+    plan.prerequisite = _common_base(exchange, [t.observed for t in targets if t.observed])
+    return plan
+
+
+def bundle_name(branch: str) -> str:
+    return branch.replace("/", "-") + ".bundle"
+
+
+def write_plan(exchange: Exchange, plan: Plan, path: Path,
+               progress: Callable[[int, int], None] | None = None) -> None:
+    """Write the planned bundle to ``path`` (temp file, fsync, rename)."""
+    exclude = [plan.prerequisite] if plan.prerequisite else []
+    exchange.history.write_bundle(path, {exchange.branch_ref: plan.tip}, exclude=exclude,
+                                  progress=progress)
+
+
+def superseded(exchange: Exchange, inbox: Path, keep: Path, tip: bytes) -> list[Path]:
+    """Other bundles in ``inbox`` that only carry an older state of the branch.
+
+    A device ahead of such a bundle refuses it as a rollback, and a refusal makes its
+    whole sync report "refused": they must not stay on the stick.
+    """
+    from agent.bundle import read_header
+    from agent.errors import GiterError
+
+    old = []
+    for path in sorted(inbox.glob("*.bundle")):
+        if path.name.startswith(".") or path.resolve() == keep.resolve():
+            continue
+        try:
+            with path.open("rb") as fh:
+                refs = read_header(fh).refs
+            sha = refs.get(exchange.branch_ref)
+            if (set(refs) == {exchange.branch_ref} and sha in exchange.history.object_store
+                    and exchange.history.is_ancestor(sha, tip)):
+                old.append(path)
+        except (OSError, GiterError):
+            continue  # not ours to judge; the device reports what it makes of it
+    return old

@@ -1,0 +1,164 @@
+"""The fleet at a glance, read from the hub's status branches (after ``import``).
+
+Per device: the spec commit its newest status commit observed (the commit's last
+parent) and how many commits of the spec branch it is behind; its resources, Ready or
+not, from the ``status`` the device wrote into each resource file; when it reported
+(the status commit's date, which is the device's own clock); and from its summary
+``.giter/status/<id>.yaml``: a stale (expired) spec, bundles it refused, resource files
+it found invalid. Only imported status is read, so every fact here was verified
+against the device's enrolled key on the way in.
+
+Called by ``giter-bundle status``.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from agent.errors import GiterError
+from giter_bundle.exchange import Exchange
+
+
+def _time(seconds: int) -> str:
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _resources(exchange: Exchange, tree: bytes, device: str,
+               groups: tuple[str, ...]) -> tuple[list[str], list[dict[str, str]], list[str]]:
+    """(Ready keys, not-Ready entries, problems) from the status tree's resource files."""
+    from agent.resources import load_yaml, prefixes
+    from agent.tree import iter_files
+
+    ready: list[str] = []
+    not_ready: list[dict[str, str]] = []
+    problems: list[str] = []
+    for prefix in prefixes(device, groups):
+        try:
+            files = list(iter_files(exchange.history.object_store, tree, prefix, 2 * 2**20))
+        except GiterError as exc:
+            problems.append(str(exc))
+            continue
+        for path, data in files:
+            try:
+                doc = load_yaml(data)
+            except GiterError:
+                continue  # not a resource the device could have reported on
+            status = doc.get("status") if isinstance(doc, dict) else None
+            if not isinstance(status, dict):
+                continue
+            meta = doc.get("metadata") if isinstance(doc.get("metadata"), dict) else {}
+            key = f"{doc.get('kind')}/{meta.get('name')}"
+            cond = next((c for c in status.get("conditions") or []
+                         if isinstance(c, dict) and c.get("type") == "Ready"), None)
+            if cond is not None and cond.get("status") == "True":
+                ready.append(key)
+            else:
+                cond = cond or {}
+                not_ready.append({"resource": key, "path": path,
+                                  "reason": str(cond.get("reason", "NoReadyCondition")),
+                                  "message": str(cond.get("message", ""))})
+    return ready, not_ready, problems
+
+
+def _summary(exchange: Exchange, tree: bytes, device: str) -> dict[str, Any]:
+    from agent.resources import load_yaml
+    from agent.status import summary_path
+    from agent.tree import read_file
+
+    try:
+        data = read_file(exchange.history.object_store, tree, summary_path(device))
+        doc = load_yaml(data) if data is not None else None
+    except GiterError:
+        return {}
+    status = doc.get("status") if isinstance(doc, dict) else None
+    return status if isinstance(status, dict) else {}
+
+
+def _device_row(exchange: Exchange, device: str, groups: tuple[str, ...], enrolled: bool,
+                status_tip: bytes | None, on_branch: set[bytes]) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "device": device, "enrolled": enrolled, "groups": list(groups),
+        "statusCommit": None, "observedSpec": None, "onBranch": None, "behind": None,
+        "reportedAt": None, "ready": [], "notReady": [], "stale": None, "refused": [],
+        "invalid": [], "problems": [],
+    }
+    if status_tip is None:
+        return row
+    commit = exchange.commit(status_tip)
+    spec = commit.parents[-1]
+    row.update(statusCommit=status_tip.decode(), observedSpec=spec.decode(),
+               onBranch=spec in on_branch, reportedAt=_time(commit.commit_time))
+    if spec in on_branch:
+        row["behind"] = len(on_branch - exchange.ancestors(spec))
+    ready, not_ready, problems = _resources(exchange, commit.tree, device, groups)
+    row.update(ready=ready, notReady=not_ready, problems=problems)
+    summary = _summary(exchange, commit.tree, device)
+    for cond in summary.get("conditions") or []:
+        if isinstance(cond, dict) and cond.get("type") == "Stale" and cond.get("status") == "True":
+            row["stale"] = str(cond.get("message", "the spec has expired"))
+    row["refused"] = [{"file": str(b.get("file")), "reason": str(b.get("reason")),
+                       "message": str(b.get("message"))}
+                      for b in summary.get("refused") or [] if isinstance(b, dict)]
+    row["invalid"] = [{"path": str(i.get("path")), "reason": str(i.get("reason"))}
+                      for i in summary.get("invalid") or [] if isinstance(i, dict)]
+    return row
+
+
+def fleet_status(exchange: Exchange) -> dict[str, Any]:
+    """The whole table as plain data (what ``status --json`` prints)."""
+    tip = exchange.require_tip()
+    devices = exchange.devices(tip)
+    tips = exchange.status_tips()
+    on_branch = exchange.ancestors(tip)
+    rows = []
+    for device in sorted(set(devices) | set(tips)):
+        enrolled = devices.get(device)
+        rows.append(_device_row(exchange, device, enrolled.groups if enrolled else (),
+                                enrolled is not None, tips.get(device), on_branch))
+    return {"branch": exchange.branch, "tip": tip.decode(),
+            "tipTime": _time(exchange.commit(tip).commit_time), "devices": rows}
+
+
+def _notes(row: dict[str, Any]) -> str:
+    notes = []
+    if not row["enrolled"]:
+        notes.append("NOT ENROLLED")
+    if row["statusCommit"] is None:
+        notes.append("never reported")
+    elif not row["onBranch"]:
+        notes.append(f"observed {row['observedSpec'][:12]}, not on the branch")
+    if row["stale"]:
+        notes.append(f"STALE: {row['stale']}")
+    notes += [f"refused {r['file']}: {r['reason']}" for r in row["refused"]]
+    notes += [f"not ready {r['resource']}: {r['reason']}" for r in row["notReady"]]
+    notes += [f"invalid {i['path']}: {i['reason']}" for i in row["invalid"]]
+    notes += row["problems"]
+    return "; ".join(notes)
+
+
+def render(doc: dict[str, Any]) -> str:
+    """The table for a terminal."""
+    lines = [f"spec branch {doc['branch']} at {doc['tip'][:12]} ({doc['tipTime']})", ""]
+    header = ("DEVICE", "GROUPS", "OBSERVED", "BEHIND", "READY", "REPORTED", "NOTES")
+    table = [header]
+    for row in doc["devices"]:
+        reported = row["statusCommit"] is not None
+        total = len(row["ready"]) + len(row["notReady"])
+        table.append((
+            row["device"], ",".join(row["groups"]) or "-",
+            row["observedSpec"][:12] if reported else "-",
+            str(row["behind"]) if row["behind"] is not None else "-",
+            f"{len(row['ready'])}/{total}" if reported else "-",
+            row["reportedAt"] or "never",
+            _notes(row) or "-",
+        ))
+    if len(table) == 1:
+        return "\n".join([*lines, "no devices enrolled (giter-bundle enroll)"]) + "\n"
+    widths = [max(len(r[i]) for r in table) for i in range(len(header) - 1)]
+    for r in table:
+        lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + "  " + r[-1])
+    lines.append("")
+    lines.append("REPORTED is the device's own clock; BEHIND counts spec commits it has not "
+                 "observed.")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,270 @@
+"""What a bundle holds, and what a device or the hub would make of it, without importing it.
+
+The bundle goes through the same door as every import, ``History.quarantine`` (header,
+caps, pack checksum, completeness), into the hub repository's quarantine, and the
+quarantine is dropped at the end: ``promote`` is never called, so neither the hub's
+objects nor its refs change. Without a hub repository a scratch one in a temporary
+folder serves, which can only open bundles without prerequisites.
+
+Each commit the bundle brings gets a verdict from the agent's own verifiers:
+
+- spec commits (any ref but ``refs/heads/status/*``): ``agent.trust.verify_commit``,
+  the rule a device applies to every new commit, against the trust file in the parent's
+  tree; a root commit against the hub's current trust file (or ``--allowed-signers``),
+  standing in for a device's pinned file;
+- status commits (``refs/heads/status/<id>``): ``agent.trust.verify_status_commit``
+  against the device's enrolled key and groups, as ``import`` would check them.
+
+"Resources touched" is what changes between the bundle's prerequisite (what a device
+is assumed to hold) and each ref's tip.
+
+Called by ``giter-bundle inspect``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from dulwich.objects import Commit
+
+from agent.errors import GiterError
+from giter_bundle.exchange import STATUS_PREFIX, Exchange
+
+_WATCHED = (b"devices/", b"groups/", b".giter/")
+
+
+def _subject(commit: Commit) -> str:
+    return commit.message.decode("utf-8", "replace").strip().split("\n", 1)[0]
+
+
+def _reachable(store: Any, tips: list[bytes]) -> set[bytes]:
+    seen = set(tips)
+    todo = list(tips)
+    while todo:
+        for parent in store[todo.pop()].parents:
+            if parent not in seen:
+                seen.add(parent)
+                todo.append(parent)
+    return seen
+
+
+def _spec_commits(store: Any, tip: bytes, held: set[bytes]) -> list[bytes]:
+    """Commits reachable from ``tip`` and not in ``held``, parents first."""
+    order: list[bytes] = []
+    if tip in held:
+        return order
+    seen = {tip}
+    stack = [(tip, iter(store[tip].parents))]
+    while stack:
+        sha, parents = stack[-1]
+        parent = next(parents, None)
+        if parent is None:
+            stack.pop()
+            order.append(sha)
+        elif parent not in seen and parent not in held:
+            seen.add(parent)
+            stack.append((parent, iter(store[parent].parents)))
+    return order
+
+
+def _status_commits(store: Any, tip: bytes, held: set[bytes]) -> list[bytes]:
+    """The status chain (first parents) down to ``held`` or the first report, oldest first."""
+    chain: list[bytes] = []
+    sha: bytes | None = tip
+    while sha is not None and sha not in held:
+        chain.append(sha)
+        parents = store[sha].parents
+        sha = parents[0] if len(parents) == 2 else None
+    return chain[::-1]
+
+
+def _names(exchange: Exchange | None) -> dict[bytes, str]:
+    """Key blob -> who it is, from the hub's trust file and enrolments (for display)."""
+    from agent import allowed_signers
+    from agent.tree import read_file
+    from giter_bundle.exchange import TRUST_FILE
+
+    names: dict[bytes, str] = {}
+    if exchange is None or exchange.tip is None:
+        return names
+    tree = exchange.commit(exchange.tip).tree
+    with contextlib.suppress(GiterError):
+        data = read_file(exchange.history.object_store, tree, TRUST_FILE)
+        for entry in allowed_signers.parse(data or b"", TRUST_FILE):
+            names.setdefault(entry.key.blob, ",".join(entry.principals))
+    for device in exchange.devices().values():
+        names.setdefault(device.key.blob, f"device {device.id}")
+    return names
+
+
+def _signer(store: Any, sha: bytes, names: dict[bytes, str]) -> str | None:
+    """Who a commit claims to be signed by (checked or not), for display."""
+    from agent import signed_commit, sshsig
+
+    try:
+        parts = signed_commit.parse(store.get_raw(sha)[1], sha.decode())
+        if parts.signature is None:
+            return None
+        key = sshsig.signer_of(parts.signature)
+    except GiterError:
+        return None
+    who = names.get(key.blob)
+    return f"{who} ({key.fingerprint()})" if who else key.fingerprint()
+
+
+def _verdict(check: Any) -> tuple[str, str, str]:
+    try:
+        check()
+    except GiterError as exc:
+        return "refused", exc.reason, str(exc)
+    return "good", "Verified", ""
+
+
+def _touched(q: Any, base: bytes | None, tip: bytes) -> list[dict[str, str]]:
+    from dulwich.diff_tree import tree_changes
+
+    from agent.resources import load_yaml
+
+    store = q.object_store
+    old_tree = store[base].tree if base is not None else None
+    out = []
+    for change in tree_changes(store, old_tree, store[tip].tree):
+        entry = change.new if change.new.path is not None else change.old
+        if not entry.path.startswith(_WATCHED):
+            continue
+        resource = ""
+        if entry.path.endswith((b".yaml", b".yml")):
+            with contextlib.suppress(GiterError, KeyError, TypeError, AttributeError):
+                doc = load_yaml(store[entry.sha].as_raw_string())
+                resource = f"{doc['kind']}/{doc['metadata']['name']}"
+        out.append({"change": change.type, "path": entry.path.decode("utf-8", "replace"),
+                    "resource": resource})
+    return out
+
+
+@contextlib.contextmanager
+def _history_for(exchange: Exchange | None) -> Iterator[Any]:
+    if exchange is not None:
+        yield exchange.history
+        return
+    from agent.history import History
+
+    with tempfile.TemporaryDirectory(prefix="giter-inspect-") as tmp, \
+            History(Path(tmp) / "scratch.git") as history:
+        yield history
+
+
+def inspect_bundle(path: Path, exchange: Exchange | None,
+                   allowed_signers: Path | None = None) -> dict[str, Any]:
+    """Everything ``inspect`` prints, as plain data; ``ok`` is False if anything is refused."""
+    from agent.bundle import read_header
+    from agent.trust import verify_commit, verify_status_commit
+
+    with path.open("rb") as fh:
+        header = read_header(fh)
+    doc: dict[str, Any] = {
+        "file": str(path), "version": header.version, "bytes": path.stat().st_size,
+        "refs": {n.decode(errors="replace"): s.decode() for n, s in header.refs.items()},
+        "prerequisites": [], "commits": [], "touched": [], "ok": True, "problems": [],
+    }
+    with _history_for(exchange) as history:
+        missing = []
+        for sha in header.prerequisites:
+            present = sha in history.object_store
+            missing += [] if present else [sha]
+            doc["prerequisites"].append({
+                "commit": sha.decode(), "present": present,
+                "subject": header.prerequisite_comments.get(sha, b"").decode("utf-8", "replace")})
+        if missing:
+            where = "the hub repository" if exchange else "a scratch repository (use -C HUB)"
+            doc["ok"] = False
+            doc["problems"].append(f"MissingPrerequisite: {where} lacks "
+                                   f"{', '.join(m.decode()[:12] for m in missing)}; "
+                                   "commits cannot be checked")
+            return doc
+        root = None
+        try:
+            root = (exchange.trust_root(allowed_signers=allowed_signers) if exchange
+                    else _load_root(allowed_signers))
+        except GiterError as exc:
+            doc["problems"].append(f"{exc.reason}: {exc} (spec commits are not checked)")
+        names = _names(exchange)
+        devices = exchange.devices() if exchange else {}
+        on_branch = exchange.ancestors(exchange.tip) if exchange else None
+        base = header.prerequisites[0] if header.prerequisites else None
+        with history.quarantine(path) as q:
+            # What a device holding the prerequisites would receive: everything else.
+            held = _reachable(q.object_store, header.prerequisites)
+            for ref, tip in header.refs.items():
+                refname = ref.decode(errors="replace")
+                device = (ref[len(STATUS_PREFIX):].decode(errors="replace")
+                          if ref.startswith(STATUS_PREFIX) else None)
+                walk = _status_commits if device is not None else _spec_commits
+                for sha in walk(q.object_store, tip, held):
+                    entry = {"commit": sha.decode(), "ref": refname,
+                             "subject": _subject(q.object_store[sha]),
+                             "signer": _signer(q.object_store, sha, names)}
+                    if device is not None:
+                        enrolled = devices.get(device)
+                        if enrolled is None:
+                            result = ("unchecked", "UnknownDevice",
+                                      f"{device} is not enrolled in the hub")
+                        else:
+                            result = _verdict(lambda s=sha, d=enrolled: verify_status_commit(
+                                q.object_store, s, d.id, d.key,
+                                on_branch.__contains__ if on_branch is not None else None,
+                                device_groups=d.groups))
+                    elif root is None:
+                        result = ("unchecked", "NoTrustFile", "no publisher keys to check with")
+                    else:
+                        result = _verdict(lambda s=sha: verify_commit(q.object_store, s, root))
+                    entry.update(zip(("verdict", "reason", "message"), result, strict=True))
+                    doc["ok"] = doc["ok"] and result[0] == "good"
+                    doc["commits"].append(entry)
+                start = base if base is not None and q.is_ancestor(base, tip) else None
+                doc["touched"] += [{"ref": refname, **t} for t in _touched(q, start, tip)]
+    return doc
+
+
+def _load_root(allowed_signers: Path | None) -> Any:
+    from agent.trust import TrustRoot
+    from giter_bundle.errors import UsageError
+
+    if allowed_signers is None:
+        raise UsageError("no hub repository and no --allowed-signers", reason="NoTrustFile")
+    return TrustRoot.load(allowed_signers)
+
+
+def render(doc: dict[str, Any]) -> str:
+    """The report for a terminal."""
+    lines = [f"bundle  {doc['file']}  (v{doc['version']}, {doc['bytes']} bytes)"]
+    for name, sha in doc["refs"].items():
+        lines.append(f"ref     {sha[:12]}  {name}")
+    for p in doc["prerequisites"]:
+        state = "present" if p["present"] else "MISSING"
+        lines.append(f"needs   {p['commit'][:12]}  {p['subject']}  ({state})")
+    if not doc["prerequisites"]:
+        lines.append("needs   nothing (a full bundle)")
+    lines.append("")
+    lines.append(f"commits ({len(doc['commits'])} new, parents first)")
+    for c in doc["commits"]:
+        verdict = "ok" if c["verdict"] == "good" else f"{c['verdict'].upper()} {c['reason']}"
+        lines.append(f"  {c['commit'][:12]}  {verdict:<24} {c['signer'] or 'unsigned':<40} "
+                     f"{c['subject']}")
+        if c["verdict"] != "good":
+            lines.append(f"      {c['message']}")
+    if doc["touched"]:
+        lines.append("")
+        lines.append("resources touched")
+        for t in doc["touched"]:
+            lines.append(f"  {t['change']:<7} {t['path']}  {t['resource']}")
+    for problem in doc["problems"]:
+        lines.append(f"problem: {problem}")
+    lines.append("")
+    lines.append("verdict: every commit verifies" if doc["ok"]
+                 else "verdict: REFUSED or unchecked: see above")
+    return "\n".join(lines) + "\n"

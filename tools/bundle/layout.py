@@ -1,0 +1,71 @@
+"""The files ``giter-bundle init`` lays out in an exchange repository, for its readers.
+
+Git keeps no empty folders, so ``devices/`` and ``groups/`` each get a README: a file
+directly in those folders is never read by a device (devices read
+``devices/<their-id>/`` and ``groups/<group>/`` only). The top README is for the people
+who edit the repository.
+
+Called by ``giter-bundle init``.
+"""
+
+from __future__ import annotations
+
+README = """\
+# Fleet specs ({branch})
+
+This repository steers a fleet of giter-agent devices. Every commit on `{branch}` must
+be **signed** by a key listed in `.giter/trust/allowed_signers`; devices refuse
+anything else, and act only on what is in their own folders.
+
+```
+.giter/trust/allowed_signers   publisher keys (git's allowed_signers format)
+.giter/devices/<id>.pub        an enrolled device's key  (giter-bundle enroll)
+.giter/devices/<id>.yaml       its groups
+devices/<id>/*.yaml            resources for one device
+groups/<group>/*.yaml          resources for every device in the group
+refs/heads/status/<id>         what each device reported (written by the device)
+```
+
+A resource, one per file:
+
+```yaml
+apiVersion: giter.dev/v1alpha1
+kind: File
+metadata:
+  name: motd
+spec:
+  path: /srv/giter/motd
+  content: "hello\\n"
+```
+
+## Changing the fleet
+
+1. Edit files under `devices/` and `groups/`.
+2. `giter-bundle lint` checks them against the agent's schemas.
+3. Sign: `git commit -S` (this repository sets `gpg.format=ssh`), or on a machine
+   without git `giter-bundle commit -m "what and why"`, which also bumps
+   `metadata.generation` of each resource whose spec changed.
+4. `giter-bundle create /media/STICK` writes the bundle every device needs.
+5. Back from the field: `giter-bundle import /media/STICK`, then `giter-bundle status`.
+
+Never rewrite `{branch}` (no force-push, no rebase of pushed commits): devices accept
+fast-forwards only and refuse anything else as a rollback or fork.
+"""
+
+DEVICES_README = """\
+One folder per device, named by its device id: `devices/<id>/*.yaml`.
+A device reads only its own folder (and its groups' folders); files here are not read.
+"""
+
+GROUPS_README = """\
+One folder per group: `groups/<group>/*.yaml` applies to every device enrolled in it
+(`giter-bundle enroll ID KEY --group GROUP`). A resource in a device's own folder
+overrides one of the same kind and name from a group.
+"""
+
+
+def layout_files(branch: str, *, readme_path: str = "README.md") -> dict[str, bytes]:
+    """The READMEs of a new exchange repository, by path."""
+    return {readme_path: README.format(branch=branch).encode(),
+            "devices/README.md": DEVICES_README.encode(),
+            "groups/README.md": GROUPS_README.encode()}

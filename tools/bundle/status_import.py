@@ -1,0 +1,145 @@
+"""Take the devices' status bundles from a stick's outbox into the hub, verified.
+
+For each ``giter/outbox/<id>.bundle``:
+
+1. ``<id>`` must be enrolled on the spec branch's tip: its key and groups come from there.
+2. The bundle streams into a quarantine (``History.quarantine``: caps, pack checksum,
+   prerequisites, completeness); nothing reaches the hub's object store before every
+   check below has passed.
+3. It must carry exactly ``refs/heads/status/<id>``.
+4. Its tip must continue the hub's ``status/<id>``. Every status commit between the two
+   (along first parents) is checked by ``agent.trust.verify_status_commit``: signed by
+   the device's enrolled key, changing nothing but the status of that device's own
+   resources (and its summary), and observing a spec commit that is on the branch.
+5. Only then is the pack promoted and the ref moved, by compare-and-swap.
+
+A bundle older than what the hub has is "up to date", not an error: the same stick is
+often imported twice. The hub stays a plain git repository; nothing here writes
+anything a git server would not serve.
+
+Called by ``giter-bundle import``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from dulwich.objects import Commit
+
+from agent.config import NAME_RE
+from agent.errors import BundleError, HistoryError, TrustError
+from giter_bundle.enrolment import EnrolledDevice
+from giter_bundle.errors import PublisherError
+from giter_bundle.exchange import Exchange, signed_by, status_ref
+
+# A device reports when something changed; this many reports in one bundle is hostile.
+MAX_STATUS_COMMITS = 100_000
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    """What happened to one status bundle."""
+
+    file: str
+    device: str
+    verdict: str  # accepted | up-to-date | refused
+    reason: str
+    message: str
+    tip: str | None = None
+    commits: int = 0
+
+
+def _refused(path: Path, device: str, reason: str, message: str) -> ImportResult:
+    return ImportResult(path.name, device, "refused", reason, message)
+
+
+def _chain(store, tip: bytes, old: bytes | None, device: str, restart: bool) -> list[bytes]:
+    """The status commits from ``old`` (exclusive) to ``tip``, oldest first.
+
+    With ``restart`` (the device was re-enrolled with a new key since ``old``), the
+    chain may instead begin with a new first status commit.
+    """
+    chain: list[bytes] = []
+    sha = tip
+    while sha != old:
+        if len(chain) >= MAX_STATUS_COMMITS:
+            raise PublisherError(f"more than {MAX_STATUS_COMMITS} status commits",
+                                 reason="TooManyCommits")
+        commit = store[sha]
+        if not isinstance(commit, Commit):
+            raise PublisherError(f"{sha.decode()} is not a commit", reason="CorruptObject")
+        chain.append(sha)
+        if len(commit.parents) == 2:
+            sha = commit.parents[0]
+        elif old is None or restart:
+            break  # the device's first report: its only parent is the spec it observed
+        else:
+            raise PublisherError(f"status/{device} in the bundle does not continue the "
+                                 f"hub's status/{device} ({old.decode()[:12]})",
+                                 reason="Fork")
+    chain.reverse()
+    return chain
+
+
+def import_bundle(exchange: Exchange, path: Path, device: EnrolledDevice,
+                  on_branch: set[bytes]) -> ImportResult:
+    """Verify and take in one device's status bundle; refusals change nothing."""
+    from agent.trust import verify_status_commit
+
+    ref = status_ref(device.id)
+    old = exchange.history.ref(ref)
+    try:
+        with exchange.history.quarantine(path) as q:
+            if set(q.refs) != {ref}:
+                names = ", ".join(sorted(r.decode(errors="replace") for r in q.refs))
+                return _refused(path, device.id, "UnexpectedRefs",
+                                f"expected only {ref.decode()}, found {names}")
+            tip = q.refs[ref]
+            if tip == old or (old is not None and q.is_ancestor(tip, old)):
+                return ImportResult(path.name, device.id, "up-to-date", "UpToDate",
+                                    f"the hub already has status {tip.decode()[:12]}"
+                                    + ("" if tip == old else f" (and newer: {old.decode()[:12]})"),
+                                    tip.decode())
+
+            def verify(sha: bytes) -> None:
+                verify_status_commit(q.object_store, sha, device.id, device.key,
+                                     on_branch.__contains__, device_groups=device.groups)
+
+            verify(tip)  # first, so a stranger's bundle is refused for its key, not its shape
+            restart = old is not None and not signed_by(q.object_store, old, device.key)
+            chain = _chain(q.object_store, tip, old, device.id, restart)
+            for sha in chain[:-1]:
+                verify(sha)
+            q.promote()
+        exchange.history.set_ref(ref, old, tip)
+    except (BundleError, HistoryError, TrustError, PublisherError) as exc:
+        return _refused(path, device.id, exc.reason, str(exc))
+    except OSError as exc:
+        return _refused(path, device.id, "UnreadableBundle", f"cannot read: {exc}")
+    n = len(chain)
+    return ImportResult(path.name, device.id, "accepted", "Verified",
+                        f"{n} status commit{'' if n == 1 else 's'} verified, "
+                        f"status/{device.id} -> {tip.decode()[:12]}", tip.decode(), n)
+
+
+def import_outbox(exchange: Exchange, outbox: Path) -> list[ImportResult]:
+    """Import every ``<device-id>.bundle`` in ``outbox`` (dotfiles are unfinished copies)."""
+    tip = exchange.require_tip()
+    devices = exchange.devices(tip)
+    on_branch = exchange.ancestors(tip)
+    results = []
+    for path in sorted(outbox.glob("*.bundle")):
+        if path.name.startswith(".") or not path.is_file():
+            continue
+        device_id = path.name[:-len(".bundle")]
+        if not NAME_RE.fullmatch(device_id):
+            results.append(_refused(path, device_id, "InvalidName",
+                                    f"{device_id!r} is not a device id"))
+        elif device_id not in devices:
+            results.append(_refused(path, device_id, "UnknownDevice",
+                                    f"{device_id} is not enrolled on {exchange.branch} "
+                                    "(or its enrolment is invalid: giter-bundle lint)"))
+        else:
+            results.append(import_bundle(exchange, path, devices[device_id], on_branch))
+    return results

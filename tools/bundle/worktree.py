@@ -1,0 +1,77 @@
+"""The work tree an operator edits: what it holds, and staging it the way ``git add -A`` does.
+
+Files are what git would commit: tracked ones and untracked ones that ``.gitignore``
+does not exclude. A symlink is kept as a symlink (mode 120000) and never followed, so
+``lint`` sees what a commit would carry (which the agent refuses) rather than what the
+link points to. Staging goes through dulwich's index, so ``git status`` agrees
+afterwards.
+
+Called by ``giter-bundle`` commit (bump, lint, stage), lint (the work tree) and
+enroll/init (staging the files they commit).
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+from typing import Any
+
+from dulwich.object_store import MemoryObjectStore
+from dulwich.objects import Blob
+
+Files = dict[str, tuple[int, bytes]]  # path in the repository -> (git mode, content)
+
+
+def candidate_paths(repo: Any) -> list[str]:
+    """Tracked paths (present or deleted) and untracked, not ignored ones."""
+    from dulwich import porcelain
+
+    index = repo.open_index()
+    tracked = {p.decode("utf-8", "surrogateescape") for p in index.paths()}
+    untracked = set(porcelain.get_untracked_paths(repo.path, repo.path, index,
+                                                  exclude_ignored=True))
+    return sorted(tracked | untracked)
+
+
+def _under(path: str, prefixes: tuple[str, ...] | None) -> bool:
+    return prefixes is None or any(path == p or path.startswith(p + "/") for p in prefixes)
+
+
+def read_files(root: Path, paths: list[str], prefixes: tuple[str, ...] | None = None) -> Files:
+    """Mode and content of each path that exists (under ``prefixes`` when given)."""
+    files: Files = {}
+    for path in paths:
+        if not _under(path, prefixes):
+            continue
+        full = root / path
+        try:
+            st = os.lstat(full)
+        except FileNotFoundError:
+            continue  # deleted: staging will drop it
+        if stat.S_ISLNK(st.st_mode):
+            files[path] = (0o120000, os.fsencode(os.readlink(full)))
+        elif stat.S_ISREG(st.st_mode):
+            mode = 0o100755 if st.st_mode & 0o111 else 0o100644
+            files[path] = (mode, full.read_bytes())
+    return files
+
+
+def tree_of(files: Files) -> tuple[MemoryObjectStore, bytes]:
+    """A tree of ``files`` built in memory, for reading with ``agent.tree`` and ``lint``."""
+    from dulwich.index import commit_tree
+
+    store = MemoryObjectStore()
+    entries = []
+    for path, (mode, data) in sorted(files.items()):
+        blob = Blob.from_string(data)
+        store.add_object(blob)
+        entries.append((path.encode("utf-8", "surrogateescape"), blob.id, mode))
+    return store, commit_tree(store, entries)
+
+
+def stage(repo: Any, paths: list[str]) -> bytes:
+    """Stage ``paths`` (deleted ones are dropped) and return the index's tree id."""
+    if paths:
+        repo.get_worktree().stage(paths)
+    return repo.open_index().commit(repo.object_store)
