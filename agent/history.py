@@ -5,11 +5,13 @@ Incoming bundles are streamed into a quarantine object store under
 ``<repo>/quarantine/<unique>`` whose alternate is the main store, checked there
 (header, size caps, prerequisites, pack checksum, refs, completeness, time budget),
 and only a ``promote()`` after every caller-side check moves the pack into the main
-store. Refs move by compare-and-swap. Outgoing bundles (the device's status) are
-written from the main store straight to disk.
+store. A fetch from a git server lands in the same kind of quarantine: the received
+pack is spooled to disk and then goes through the very same gate. Refs move by
+compare-and-swap, locally and on the server (``push_ref``, never forced). Outgoing
+bundles (the device's status) are written from the main store straight to disk.
 
 Called by the sync code (import, trust checks on the quarantine, ref moves, status
-bundle export) and by the publisher's tools.
+bundle export, network fetch and push) and by the publisher's tools.
 """
 
 from __future__ import annotations
@@ -22,14 +24,14 @@ import stat
 import tempfile
 import time
 import zlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from dulwich.errors import ApplyDeltaError, ChecksumMismatch, ObjectFormatException
 from dulwich.file import FileLocked
-from dulwich.object_store import BaseObjectStore, DiskObjectStore
+from dulwich.object_store import BaseObjectStore, DiskObjectStore, ObjectStoreGraphWalker
 from dulwich.objects import Commit, Tree
 from dulwich.pack import UnresolvedDeltas, write_pack_data
 from dulwich.refs import DiskRefsContainer, check_ref_format
@@ -99,6 +101,15 @@ def _is_ancestor(store: BaseObjectStore, ancestor: bytes, descendant: bytes) -> 
     return False
 
 
+def _counted(records: Iterable, total: int,
+             progress: Callable[[int, int], None]) -> Iterator:
+    """``records`` unchanged, reporting (done, total) as each one is taken."""
+    progress(0, total)
+    for done, record in enumerate(records, 1):
+        yield record
+        progress(done, total)
+
+
 def _subject(commit: Commit) -> bytes:
     """The subject line as git prints it: the first paragraph joined onto one line."""
     paragraph = commit.message.strip().split(b"\n\n", 1)[0] if commit.message else b""
@@ -106,16 +117,20 @@ def _subject(commit: Commit) -> bytes:
 
 
 class Quarantine:
-    """A checked bundle waiting in quarantine; ``promote()`` accepts its objects."""
+    """A checked bundle or fetch waiting in quarantine; ``promote()`` accepts its objects."""
 
     def __init__(self, history: History, directory: Path, store: DiskObjectStore,
-                 header: bundle_format.BundleHeader) -> None:
+                 header: bundle_format.BundleHeader | None, *,
+                 refs: dict[bytes, bytes] | None = None) -> None:
         self._history = history
         self._directory = directory
         self.object_store = store  # quarantined objects, with the main store behind them
-        self.header = header
-        self.refs: dict[bytes, bytes] = dict(header.refs)
-        self.prerequisites: list[bytes] = list(header.prerequisites)
+        self.header = header  # None for a fetch
+        self.refs: dict[bytes, bytes] = dict(header.refs) if header else dict(refs or {})
+        self.prerequisites: list[bytes] = list(header.prerequisites) if header else []
+        # A fetch: what the server advertised for every ref asked about (fetched or only
+        # listed), so a caller can read e.g. the hub's copy of the device's status ref.
+        self.listed: dict[bytes, bytes] = dict(self.refs)
         self.promoted = False
         self._closed = False
 
@@ -153,6 +168,19 @@ class Quarantine:
             self.object_store.close()
 
 
+class _ObjectStore(DiskObjectStore):
+    """dulwich's disk store, counting reachable objects by walking commits, not bitmaps.
+
+    dulwich 1.2.21 switches to bitmaps as soon as one pack has a ``.bitmap``, then fails
+    (FileNotFoundError) on every pack without one. A repository that ``git gc`` packed
+    with bitmaps (a bare hub on a git server) and that later received a pack from
+    ``promote()`` is exactly that mix, and ``write_bundle`` would fail on it.
+    """
+
+    def get_reachability_provider(self, prefer_bitmaps: bool = True) -> Any:
+        return super().get_reachability_provider(prefer_bitmaps=False)
+
+
 class History:
     """A bare repository of accepted history, with quarantined import and CAS refs."""
 
@@ -161,7 +189,7 @@ class History:
         self.caps = caps
         self._ensure_repository()
         # Objects written here (status commits) must survive a power cut once a ref names them.
-        self.object_store = DiskObjectStore(str(self.path / "objects"), fsync_object_files=True)
+        self.object_store = _ObjectStore(str(self.path / "objects"), fsync_object_files=True)
         self._refs = DiskRefsContainer(str(self.path))
         self._quarantine_root = self.path / "quarantine"
         self._quarantine_root.mkdir(exist_ok=True)
@@ -280,20 +308,99 @@ class History:
         error, and on leaving the block, the quarantine directory is removed entirely.
         """
         deadline = _Deadline(self.caps.time_budget_s)
+        with self._quarantine_directory() as directory:
+            quarantine = self._receive(Path(bundle_path), directory, deadline)
+            try:
+                yield quarantine
+            finally:
+                quarantine.close()
+
+    @contextlib.contextmanager
+    def quarantine_fetch(self, client: Any, path: str | bytes, refs: Sequence[bytes], *,
+                         also_list: Sequence[bytes] = (),
+                         haves: Iterable[bytes] = ()) -> Iterator[Quarantine]:
+        """Fetch ``refs`` from a git server into a quarantine store, checked as a bundle is.
+
+        ``client`` is a dulwich client (``fetch_pack``); the caller maps its transport
+        errors. Only ``refs`` and ``also_list`` are asked about (the server filters by
+        prefix in protocol v2; we keep exact names). Objects are requested for ``refs``
+        only, and only when the main store lacks them; ``haves`` (accepted commits)
+        tell the server what it may leave out. The pack is spooled to disk under the
+        byte and time caps, then streamed through the same gate as a bundle's pack, and
+        the refs are checked for presence and completeness. ``q.refs`` holds those of
+        ``refs`` the server has; ``q.listed`` adds what it said about ``also_list``.
+        Nothing reaches the main store unless the caller calls ``promote()``.
+        """
+        deadline = _Deadline(self.caps.time_budget_s)
+        main = self.object_store
+        listed: dict[bytes, bytes] = {}
+
+        def determine_wants(advertised: dict[bytes, bytes], depth: int | None = None
+                            ) -> list[bytes]:
+            for name in (*refs, *also_list):
+                sha = advertised.get(name)
+                if sha is not None:
+                    listed[name] = sha
+            wants = [listed[n] for n in refs if n in listed and listed[n] not in main]
+            return list(dict.fromkeys(wants))
+
+        walker = ObjectStoreGraphWalker([h for h in haves if h in main],
+                                        lambda sha: main[sha].parents)
+        with self._quarantine_directory() as directory:
+            spool_path = directory / "incoming.pack"
+            with open(spool_path, "w+b") as spool:
+                size = 0
+
+                def pack_data(chunk: bytes) -> None:
+                    nonlocal size
+                    size += len(chunk)
+                    if size > self.caps.max_bundle_bytes:
+                        raise BundleError(f"the server sent more than max_bundle_bytes="
+                                          f"{self.caps.max_bundle_bytes}", reason="TooLarge")
+                    deadline.check()
+                    spool.write(chunk)
+
+                client.fetch_pack(path, determine_wants, walker, pack_data,
+                                  progress=deadline.progress,
+                                  ref_prefix=list(dict.fromkeys((*refs, *also_list))))
+                store = self._quarantine_store(directory)
+                quarantine = Quarantine(self, directory, store, None,
+                                        refs={n: listed[n] for n in refs if n in listed})
+                quarantine.listed = dict(listed)
+                try:
+                    if size:
+                        spool.seek(0)
+                        self._copy_pack(spool, size, store, deadline)
+                    self._check_refs(store, quarantine.refs)
+                    self._check_complete(store, list(quarantine.refs.values()), deadline)
+                except BaseException:
+                    quarantine.close()
+                    raise
+            spool_path.unlink()  # checked and copied: the spool is dead weight now
+            try:
+                yield quarantine
+            finally:
+                quarantine.close()
+
+    @contextlib.contextmanager
+    def _quarantine_directory(self) -> Iterator[Path]:
+        """A fresh quarantine directory, locked while it lives, removed entirely after."""
         directory = Path(tempfile.mkdtemp(prefix="q-", dir=self._quarantine_root))
         lock_fd: int | None = None
-        quarantine: Quarantine | None = None
         try:
             lock_fd = os.open(directory / _LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
             fcntl.flock(lock_fd, fcntl.LOCK_EX)
-            quarantine = self._receive(Path(bundle_path), directory, deadline)
-            yield quarantine
+            yield directory
         finally:
-            if quarantine is not None:
-                quarantine.close()
             shutil.rmtree(directory, ignore_errors=True)
             if lock_fd is not None:
                 os.close(lock_fd)
+
+    def _quarantine_store(self, directory: Path) -> DiskObjectStore:
+        (directory / "pack").mkdir()
+        (directory / "info").mkdir()
+        return DiskObjectStore(str(directory), fsync_object_files=True,
+                               alternates=[str(self.path / "objects")])
 
     def _receive(self, bundle_path: Path, directory: Path, deadline: _Deadline) -> Quarantine:
         caps = self.caps
@@ -311,10 +418,7 @@ class History:
             self._check_prerequisites(header.prerequisites)
             deadline.check()
 
-            (directory / "pack").mkdir()
-            (directory / "info").mkdir()
-            store = DiskObjectStore(str(directory), fsync_object_files=True,
-                                    alternates=[str(self.path / "objects")])
+            store = self._quarantine_store(directory)
             quarantine = Quarantine(self, directory, store, header)
             try:
                 self._copy_pack(fh, size - header.pack_offset, store, deadline)
@@ -425,13 +529,55 @@ class History:
 
     # -- export --------------------------------------------------------------------------
 
+    def push_ref(self, client: Any, path: str | bytes, name: bytes, new: bytes, *,
+                 may_replace: Callable[[bytes | None], bool]) -> bytes | None:
+        """Point ``name`` on a git server at ``new``: a compare-and-swap, never forced.
+
+        ``client`` is a dulwich client (``send_pack``); the caller maps its transport
+        errors. The update names the value the server advertised as the old one, so
+        the server refuses it if the ref moved meanwhile. ``may_replace(old)`` decides
+        whether that old value may be replaced at all (the caller allows a fast-forward
+        only). Either refusal is ``HistoryError(reason="RemoteRefMoved")``; fetch, then
+        try again. Returns the value the server held before (None: no such ref).
+        """
+        self._commit(new, f"ref {name.decode(errors='replace')}")
+        store = self.object_store
+        before: list[bytes | None] = [None]
+
+        def update_refs(advertised: dict[bytes, bytes]) -> dict[bytes, bytes]:
+            old = advertised.get(name)
+            before[0] = old
+            if old == new:
+                return {}  # the server already has it: nothing to send
+            if not may_replace(old):
+                raise HistoryError(f"the server's {name.decode()} is at "
+                                   f"{_hex(old) if old else 'nothing'}, which {_hex(new)}"
+                                   " does not build on", reason="RemoteRefMoved")
+            return {name: new}
+
+        def generate_pack_data(have: Iterable[bytes], want: Iterable[bytes], *,
+                               ofs_delta: bool = True,
+                               progress: Callable[..., None] | None = None) -> Any:
+            # The server's other refs point at commits we may not have (a newer spec).
+            return store.generate_pack_data([h for h in have if h in store], want,
+                                            ofs_delta=ofs_delta, progress=progress)
+
+        result = client.send_pack(path, update_refs, generate_pack_data)
+        problem = (result.ref_status or {}).get(name)
+        if problem:
+            raise HistoryError(f"the server refused {name.decode()} -> {_hex(new)}: {problem}",
+                               reason="RemoteRefMoved")
+        return before[0]
+
     def write_bundle(self, path: Path, refs: dict[bytes, bytes], exclude: Iterable[bytes] = (),
-                     version: int = 2) -> None:
+                     version: int = 2,
+                     progress: Callable[[int, int], None] | None = None) -> None:
         """Write a bundle of ``refs`` holding what is not reachable from ``exclude``.
 
         The exclude commits become the bundle's prerequisites (with their subject line,
         as git writes them). The pack streams straight into a temp file beside
-        ``path``, which is fsynced and renamed into place.
+        ``path``, which is fsynced and renamed into place. ``progress(done, total)`` is
+        called as each object is written (the publisher shows it for large bundles).
         """
         for name, sha in refs.items():
             self._commit(sha, f"ref {name.decode(errors='replace')}")
@@ -440,6 +586,8 @@ class History:
                          for sha in excluded]
         count, records = self.object_store.generate_pack_data(
             excluded, list(dict.fromkeys(refs.values())))
+        if progress is not None:
+            records = _counted(records, count, progress)
 
         def pack_writer(fh: BinaryIO) -> None:
             write_pack_data(fh.write, records, num_records=count,

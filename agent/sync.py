@@ -1,26 +1,37 @@
 """One sync pass: import bundles, verify, reconcile, write status — the layers joined.
 
-This is the only place the layers meet: transports hand it bundle files, it asks the
-history layer to quarantine each one, the trust layer to verify every new commit, and
-only then moves the accepted tip (state file first, then the ref), reconciles the
-newest valid spec, and writes one signed status commit. Any refusal leaves the
-applied state, the accepted tip and the files on disk as they were, and is reported.
+This is the only place the layers meet: transports hand it bundle files (or, for the
+network, a dulwich client), it asks the history layer to quarantine each one, the trust
+layer to verify every new commit, and only then moves the accepted tip (state file
+first, then the ref), reconciles the newest valid spec, and writes one signed status
+commit. A bundle and a fetch take exactly the same path from the quarantine on
+(``_import``). Any refusal leaves the applied state, the accepted tip and the files on
+disk as they were, and is reported; so is a hub that cannot be reached (``offline``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from agent.board import Board, load_board, make_pin_factory
 from agent.config import Config
-from agent.errors import BundleError, GiterError, HistoryError, TreeError, TrustError
-from agent.kinds import builtin_kinds
+from agent.errors import (
+    BundleError,
+    ConfigError,
+    GiterError,
+    HistoryError,
+    TreeError,
+    TrustError,
+)
+from agent.kinds import load_kinds
 from agent.kinds.base import Context
+from agent.network import IDENTITY_REASONS, NetworkError, Remote
 from agent.reconcile import reconcile, rfc3339
 from agent.resources import SpecSet, prefixes, select
 from agent.state import State, StateStore, state_lock
@@ -28,12 +39,14 @@ from agent.state import State, StateStore, state_lock
 log = logging.getLogger("giter.sync")
 
 # Exit codes of `giter-agent sync` (documented in the README).
-EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_NOT_READY = 0, 1, 2, 3
+EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_NOT_READY, EXIT_OFFLINE = 0, 1, 2, 3, 4
+# Tries at pushing status/<device> when the hub's copy moved under us (fetch in between).
+PUSH_ATTEMPTS = 3
 
 
 @dataclass
 class BundleVerdict:
-    """What happened to one bundle file."""
+    """What happened to one bundle file (or one fetch: ``file`` is then the hub's URL)."""
 
     file: str
     verdict: str  # applied | up-to-date | refused | unusable
@@ -45,7 +58,9 @@ class BundleVerdict:
 class SyncReport:
     """The outcome of one pass, for the CLI, the receipt and the status summary."""
 
-    outcome: str  # applied | up-to-date | refused | unusable | no-bundles | invalid-spec
+    # applied | up-to-date | refused | unusable | no-bundles | invalid-spec, and for the
+    # network: offline (the hub could not be reached) | error (it would not serve us)
+    outcome: str
     reason: str
     message: str
     accepted: str | None = None
@@ -55,11 +70,14 @@ class SyncReport:
     not_ready: list[str] = field(default_factory=list)
     resources: dict[str, dict[str, Any]] = field(default_factory=dict)
     stale: str | None = None  # why the applied spec is stale (its Expires: has passed)
+    network: dict[str, Any] | None = None  # the hub as last seen (state.network), if any
 
     @property
     def exit_code(self) -> int:
         if self.outcome in ("refused", "unusable", "no-bundles", "invalid-spec"):
             return EXIT_REFUSED
+        if self.outcome in ("offline", "error"):
+            return EXIT_OFFLINE
         return EXIT_NOT_READY if self.not_ready else EXIT_OK
 
 
@@ -74,8 +92,9 @@ class Agent:
         base = config.source.resolve().parent if config.source else None
         self.board = board or load_board(config.board, base)
         self.ctx = Context(board=self.board, files_roots=config.files_roots,
-                           pin_factory_maker=pin_factory_maker, clock=clock)
-        self.kinds = builtin_kinds()
+                           pin_factory_maker=pin_factory_maker, clock=clock,
+                           commands=config.commands, settings_config=config.agent)
+        self.kinds = load_kinds()  # built-in kinds and giter_agent.kinds plug-ins
         self.state_store = StateStore(config.state_dir)
 
     # -- paths and lazily opened parts -------------------------------------------------
@@ -151,10 +170,13 @@ class Agent:
             return report
 
     def _repair_ref(self, history: Any, state: State) -> None:
-        # The state file is the truth; the ref mirrors it for git tools and bundles.
-        ref = self.config.branch_ref
-        if state.accepted and history.ref(ref) != state.accepted.encode():
-            history.set_ref(ref, history.ref(ref), state.accepted.encode())
+        # The state file is the truth; the refs mirror it for git tools and bundles. A
+        # power cut (or a daemon abandoning a pass on SIGTERM) between moving a ref and
+        # saving the state leaves them apart; the next pass puts the ref back.
+        for ref, tip in ((self.config.branch_ref, state.accepted),
+                         (self.config.status_ref, state.status_tip)):
+            if tip and history.ref(ref) != tip.encode():
+                history.set_ref(ref, history.ref(ref), tip.encode())
 
     def _import_all(self, history: Any, state: State, root: Any,
                     bundles: list[Path]) -> list[BundleVerdict]:
@@ -179,16 +201,25 @@ class Agent:
         return done
 
     def _import_one(self, history: Any, state: State, root: Any, path: Path) -> BundleVerdict:
+        return self._import(history, state, root, path.name, lambda: history.quarantine(path))
+
+    def _import(self, history: Any, state: State, root: Any, name: str,
+                open_quarantine: Callable[[], contextlib.AbstractContextManager[Any]]
+                ) -> BundleVerdict:
+        """The one import path for every transport: quarantine, verify, promote, accept.
+
+        ``open_quarantine()`` yields a checked ``Quarantine`` (of a bundle file or of a
+        fetch); from there on a bundle and a fetch are treated exactly alike.
+        """
         from agent.trust import verify_update
 
         ref = self.config.branch_ref
-        name = path.name
         try:
-            with history.quarantine(path) as q:
+            with open_quarantine() as q:
                 tip = q.refs.get(ref)
                 if tip is None:
                     return BundleVerdict(name, "unusable", "NoSpecBranch",
-                                         f"the bundle has no {ref.decode()}")
+                                         f"{name} has no {ref.decode()}")
                 if state.accepted and tip.decode() == state.accepted:
                     return BundleVerdict(name, "up-to-date", "UpToDate",
                                          f"spec {tip.decode()[:12]} is already accepted")
@@ -201,10 +232,15 @@ class Agent:
             # failed a check is "refused", and a refusal is always reported loudly.
             unusable = exc.reason in ("MissingPrerequisite", "UnreadableBundle")
             verdict = "unusable" if unusable else "refused"
-            log.warning("bundle %s %s: %s: %s", name, verdict, exc.reason, exc)
+            log.warning("%s %s: %s: %s", name, verdict, exc.reason, exc,
+                        extra={"event": verdict, "reason": exc.reason,
+                               "commit": getattr(exc, "commit", None)})
             return BundleVerdict(name, verdict, exc.reason, str(exc))
+        except NetworkError:
+            raise  # the hub, not the data: the caller reports it as offline
         except OSError as exc:
-            log.warning("bundle %s unreadable: %s", name, exc)
+            log.warning("%s unreadable: %s", name, exc,
+                        extra={"event": "unusable", "reason": "BundleUnreadable"})
             return BundleVerdict(name, "unusable", "BundleUnreadable", f"cannot read: {exc}")
         old = state.accepted
         state.accepted = tip.decode()
@@ -212,8 +248,9 @@ class Agent:
         self.state_store.save(state)  # durable before anything acts on the new spec
         history.set_ref(ref, old.encode() if old else None, tip)
         n = len(verified.commits)
-        log.info("bundle %s accepted spec %s (%d new commit%s verified)",
-                 name, state.accepted, n, "" if n == 1 else "s")
+        log.info("%s: accepted spec %s (%d new commit%s verified)",
+                 name, state.accepted, n, "" if n == 1 else "s",
+                 extra={"event": "accepted", "spec": state.accepted})
         return BundleVerdict(name, "applied", "Verified",
                              f"{n} new commit{'' if n == 1 else 's'} verified, "
                              f"spec {state.accepted[:12]}")
@@ -270,6 +307,8 @@ class Agent:
         if state.conditions[0]["status"] == "True":
             report.stale = state.conditions[0]["message"]
         if record_sync:
+            # The last exchange that happened: an offline attempt does not replace it (the
+            # network record says it), so the status summary does not flap with the link.
             state.last_sync = {"time": rfc3339(now), "source": source,
                                "outcome": report.outcome, "reason": report.reason,
                                "message": report.message,
@@ -280,6 +319,7 @@ class Agent:
         self.state_store.save(state)
         report.accepted, report.applied = state.accepted, state.applied
         report.status_commit = state.status_tip
+        report.network = dict(state.network) if self.config.network else None
 
     def _commit_status(self, history: Any, state: State, report: SyncReport,
                        now: float) -> str | None:
@@ -319,6 +359,185 @@ class Agent:
             return state.status_tip
         history.set_ref(self.config.status_ref, previous, new)
         return new.decode()
+
+    # -- the network -------------------------------------------------------------------
+    def sync_network(self, remote: Remote | None = None) -> SyncReport:
+        """Fetch the spec branch from the hub, verify and apply it exactly as a bundle,
+        then push ``status/<device>``. Holds the lock.
+
+        A hub that cannot be reached is reported (outcome ``offline``; ``error`` when it
+        refuses us; ``refused`` when it is not the pinned hub), never raised: the
+        applied spec is reconciled all the same, and ``state.network`` records it. A
+        ``remote`` may be passed in (tests); by default one is opened from the config.
+        """
+        from agent.network import open_remote
+
+        net = self.config.network
+        if net is None:
+            raise ConfigError("no [network] url in the config: `giter-agent sync` needs "
+                              "one, or --usb DIR / --bundle FILE")
+        self._prepare()
+        with state_lock(self.config.state_dir):
+            state = self.state_store.load()
+            root = self._trust_root()
+            own_remote = remote is None
+            remote = remote or open_remote(net)
+            try:
+                with self._history() as history:
+                    self._repair_ref(history, state)
+                    return self._network_pass(history, state, root, remote)
+            finally:
+                if own_remote:
+                    remote.close()
+
+    def _network_pass(self, history: Any, state: State, root: Any, remote: Remote
+                      ) -> SyncReport:
+        source = f"network:{remote.display}"
+        listed: dict[bytes, bytes] = {}
+        failure: NetworkError | None = None
+        try:
+            verdict = self._import(history, state, root, remote.display,
+                                   lambda: self._fetched(history, state, remote, listed))
+        except NetworkError as exc:
+            failure = exc
+            log.warning("%s", exc, extra={"event": "offline", "reason": exc.reason})
+        if failure is None:
+            report = self._summarise([verdict], state)
+            self._apply(history, state, report, source)
+            hub_status = listed.get(self.config.status_ref)
+            pushed, failure = self._push_status(history, state, remote, hub_status)
+            if failure is not None:
+                report.message += f"; status not pushed: {failure.reason}: {failure}"
+        else:
+            outcome = ("refused" if failure.reason in IDENTITY_REASONS
+                       else "offline" if failure.reason == "Offline" else "error")
+            report = SyncReport(outcome, failure.reason, str(failure))
+            self._apply(history, state, report, source, record_sync=False)
+            pushed = None
+        self._record_network(state, remote, failure, pushed)
+        self.state_store.save(state)
+        report.network = dict(state.network)
+        return report
+
+    @contextlib.contextmanager
+    def _fetched(self, history: Any, state: State, remote: Remote,
+                 listed: dict[bytes, bytes], refs: tuple[bytes, ...] | None = None
+                 ) -> Iterator[Any]:
+        """A quarantined fetch of the spec branch (or ``refs``), transport errors mapped.
+
+        The hub's ``status/<device>`` is listed too (not fetched): if it already holds
+        our status tip, there is nothing to push, and no second connection is made.
+        """
+        from agent.network import transport_errors
+
+        haves = [t.encode() for t in (state.accepted, state.status_tip) if t]
+        with contextlib.ExitStack() as stack:
+            with transport_errors(remote.display):
+                q = stack.enter_context(history.quarantine_fetch(
+                    remote.client, remote.path, refs or (self.config.branch_ref,),
+                    also_list=(self.config.status_ref,), haves=haves))
+            listed.update(q.listed)
+            yield q
+
+    def _push_status(self, history: Any, state: State, remote: Remote,
+                     hub: bytes | None) -> tuple[bool, NetworkError | None]:
+        """Bring the hub's ``status/<device>`` to our status tip, fast-forward only.
+
+        Returns (whether the hub now holds our tip, the failure if any). When the hub's
+        ref moved to a commit we do not build on (another copy of this device, a state
+        directory restored from a backup), its commit is fetched through the same
+        quarantine and our report is re-made on top of it: never forced.
+        """
+        from agent.network import transport_errors
+
+        ref = self.config.status_ref
+        for _ in range(PUSH_ATTEMPTS):
+            if not state.status_tip:
+                return False, None
+            tip = state.status_tip.encode()
+            if hub == tip:
+                return True, None
+
+            def fast_forward(old: bytes | None, tip: bytes = tip) -> bool:
+                return old is None or (old in history.object_store
+                                       and history.is_ancestor(old, tip))
+
+            try:
+                try:
+                    with transport_errors(remote.display):
+                        history.push_ref(remote.client, remote.path, ref, tip,
+                                         may_replace=fast_forward)
+                    log.info("pushed %s %s to %s", ref.decode(), tip.decode(), remote.display,
+                             extra={"event": "pushed"})
+                    return True, None
+                except HistoryError as exc:
+                    if exc.reason != "RemoteRefMoved":
+                        raise
+                    log.info("%s: %s; fetching it first", remote.display, exc,
+                             extra={"event": "push-retry", "reason": exc.reason})
+                listed: dict[bytes, bytes] = {}
+                with self._fetched(history, state, remote, listed, refs=(ref,)) as q:
+                    q.promote()  # a status commit drives nothing: complete is enough
+                hub = listed.get(ref)
+                if hub is not None and not fast_forward(hub):
+                    self._rebase_status(history, state, hub)
+            except NetworkError as exc:
+                log.warning("%s", exc, extra={"event": "push-failed", "reason": exc.reason})
+                return False, exc
+            except (BundleError, HistoryError) as exc:
+                log.warning("%s: cannot take the hub's %s: %s: %s", remote.display,
+                            ref.decode(), exc.reason, exc,
+                            extra={"event": "push-failed", "reason": exc.reason})
+                return False, NetworkError(f"{remote.display}: {exc}", reason="RemoteError")
+        return False, NetworkError(f"{remote.display}: {ref.decode()} kept moving; "
+                                   f"gave up after {PUSH_ATTEMPTS} tries", reason="RemoteError")
+
+    def _rebase_status(self, history: Any, state: State, hub: bytes) -> None:
+        """Re-make our newest status report on top of the hub's ``status/<device>``."""
+        from agent.signed_commit import sign_commit
+        from agent.status import make_status_commit
+
+        store = history.object_store
+        assert state.status_tip is not None
+        mine = store[state.status_tip.encode()]
+        key = self.device_key()
+        subject = mine.message.split(b"\n", 1)[0].decode(errors="replace")
+        new = make_status_commit(store, spec_commit=mine.parents[-1], previous=hub,
+                                 tree=mine.tree, device_id=self.config.device_id,
+                                 message=subject, sign=lambda c: sign_commit(c, key),
+                                 now=int(self.clock()))
+        new = new or hub  # the hub already says exactly what we would
+        old = state.status_tip.encode()
+        state.status_tip = new.decode()
+        self.state_store.save(state)
+        history.set_ref(self.config.status_ref, old, new)
+        log.info("status %s re-made on top of the hub's %s", new.decode(), hub.decode(),
+                 extra={"event": "status-rebased"})
+
+    def _record_network(self, state: State, remote: Remote, failure: NetworkError | None,
+                        pushed: bool | None) -> None:
+        now = rfc3339(self.clock())
+        net = dict(state.network)
+        if failure is None:
+            kind, reason = "online", "Connected"
+            message = (f"{remote.display}: in contact"
+                       + ("; the hub holds our status" if pushed else ""))
+            net["failures"] = 0
+            net["lastContact"] = now
+        else:
+            kind = ("refused" if failure.reason in IDENTITY_REASONS
+                    else "offline" if failure.reason == "Offline" else "error")
+            reason, message = failure.reason, str(failure)
+            net["failures"] = int(net.get("failures", 0)) + 1
+            if pushed is False and failure.reason != "Offline":
+                net["lastContact"] = now  # the fetch went through; only the push did not
+        if net.get("state") != kind or net.get("reason") != reason:
+            net["since"] = now
+        net.update(url=remote.display, state=kind, reason=reason, message=message,
+                   lastAttempt=now)
+        if pushed:
+            net["hubStatus"] = state.status_tip
+        state.network = net
 
     def next_wakeup(self) -> float | None:
         """When the daemon should run ``reconcile_pass`` next (clock time), or None."""

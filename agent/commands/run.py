@@ -1,0 +1,38 @@
+"""``giter-agent run``: the daemon. Syncs on an interval, when a USB stick appears and
+when asked (SIGUSR1), re-runs reconcile passes when resources ask, and speaks systemd's
+notify protocol (READY, STATUS, WATCHDOG, STOPPING). Stops cleanly on SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "run as a daemon: sync on triggers until SIGTERM"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """No options: the log level is the ``[agent] log_level`` setting (``-v``: debug)."""
+
+
+def run(args: argparse.Namespace) -> int:
+    import logging
+
+    from agent import logs
+    from agent.commands import load_config
+    from agent.daemon import Daemon
+    from agent.sd_notify import Notifier
+    from agent.sync import Agent
+
+    config = load_config(args)
+    agent = Agent(config)
+    fixed = logging.DEBUG if args.verbose else None
+
+    def current_spec() -> str | None:
+        # Read from the state file lazily, only when a line is written.
+        try:
+            return agent.state_store.load().applied
+        except Exception:
+            return None
+
+    logs.setup(config.device_id, current_spec, level=fixed or logging.INFO)
+    daemon = Daemon(agent, notifier=Notifier.from_environ(), log_level=fixed)
+    return daemon.run()
