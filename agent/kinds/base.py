@@ -1,46 +1,95 @@
-"""What every kind implements, and the typed outcomes a handler returns.
+"""What every kind implements, the typed outcomes a handler returns, and its context.
 
-A kind validates its ``spec`` (schema), applies it to the device, and undoes it when
-the resource is pruned. Outcomes are typed by what happens next, as in kopf and
-controller-runtime: ``Done`` (Ready), ``Retry`` (try again after N seconds), ``Failed``
-(permanent: only a new spec helps). The reconciler turns them into conditions.
+A kind validates its ``spec`` (schema), applies it to the device, says what applying
+would change (``plan``), and undoes it when the resource is pruned. Outcomes are
+typed by what happens next, as in kopf and controller-runtime: ``Done`` (Ready),
+``Retry`` (try again after N seconds, backed off), ``Failed`` (permanent: only a new
+spec helps). The reconciler (``agent.reconcile``) turns them into conditions; built-in
+kinds (``agent.kinds.*``) and plug-ins (entry point group ``giter_agent.kinds``)
+implement them. ``Context`` is everything a handler may touch, passed in.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
 from agent.board import Board
 from agent.errors import ResourceError
+from agent.settings import Settings, SettingsConfig, resolve
+
+
+@dataclass(frozen=True)
+class Condition:
+    """A kind-specific condition (``AboveThreshold``, ``Drifted``) beside ``Ready``.
+
+    ``blocks_ready``: while this condition is True the resource is not Ready (an
+    observe-only resource that drifted); an observation such as a sensor above its
+    threshold leaves Ready alone. The reconciler adds ``lastTransitionTime``.
+    """
+
+    type: str
+    status: bool
+    reason: str
+    message: str
+    blocks_ready: bool = False
 
 
 @dataclass(frozen=True)
 class Done:
+    """The spec is in effect. ``changes``: what this pass had to put right (drift
+    evidence, when the spec itself did not change); ``memory``: kept in the record for
+    the next pass (None keeps the previous memory)."""
+
     reason: str
     message: str
     observed: dict[str, Any] = field(default_factory=dict)
+    conditions: tuple[Condition, ...] = ()
+    changes: tuple[str, ...] = ()
+    memory: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
 class Retry:
+    """Not in effect yet; try again after ``after`` seconds (the reconciler backs off)."""
+
     reason: str
     message: str
     after: float = 30.0
     observed: dict[str, Any] = field(default_factory=dict)
+    conditions: tuple[Condition, ...] = ()
+    memory: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
 class Failed:
+    """Cannot be put in effect; only a new spec (or local config) helps."""
+
     reason: str
     message: str
     observed: dict[str, Any] = field(default_factory=dict)
+    conditions: tuple[Condition, ...] = ()
+    memory: dict[str, Any] | None = None
 
 
 Outcome = Done | Retry | Failed
+
+
+def rfc3339(ts: float) -> str:
+    """A status timestamp: UTC, whole seconds (finer would change status for nothing)."""
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _default_sysfs() -> Path:
+    return Path("/sys")
 
 
 @dataclass
@@ -51,11 +100,24 @@ class Context:
     files_roots: tuple[Path, ...]
     pin_factory_maker: Callable[[Board], Any]
     clock: Callable[[], float] = time.time
-    # Live gpiozero devices by resource key, so a daemon keeps blinking between passes.
+    # Live gpiozero devices and samplers by resource key, so a daemon keeps blinking
+    # and summarising between passes. Each value has ``close()``.
     devices: dict[str, Any] = field(default_factory=dict)
     # Remote overrides of the agent's own settings (the Agent kind writes them; the
-    # daemon reads them through agent.settings).
+    # daemon reads them through agent.settings.effective).
     settings: dict[str, Any] = field(default_factory=dict)
+    # The local [agent] section: defaults and bounds for those overrides.
+    settings_config: SettingsConfig = field(default_factory=SettingsConfig)
+    # The local [commands] allowlist: name -> argv.
+    commands: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # Where sysfs is mounted (thermal zones, 1-wire); a temp folder in tests.
+    sysfs: Path = field(default_factory=_default_sysfs)
+    # The effective user id (File owner/group need root); injectable for tests.
+    euid: Callable[[], int] = os.geteuid
+    # Set by the reconciler for each pass: the previous pass's records, and each
+    # resource's metadata.generation. Kinds read them, never write them.
+    records: dict[str, dict[str, Any]] = field(default_factory=dict)
+    generations: dict[str, int | None] = field(default_factory=dict)
     _factory: Any = None
     _wakeups: list[float] = field(default_factory=list)
 
@@ -70,6 +132,14 @@ class Context:
     def clear_wakeups(self) -> None:
         self._wakeups.clear()
 
+    def memory(self, key: str) -> dict[str, Any]:
+        """What the resource's kind asked to remember at the last pass (``Done.memory``)."""
+        return dict(self.records.get(key, {}).get("memory") or {})
+
+    def effective_settings(self) -> Settings:
+        """The agent's settings now: local defaults with the remote overrides applied."""
+        return resolve(self.settings_config, self.settings)
+
     @property
     def pin_factory(self) -> Any:
         if self._factory is None:
@@ -83,11 +153,19 @@ class Context:
 
 
 class Kind:
-    """Base class of built-in and plug-in kinds."""
+    """Base class of built-in and plug-in kinds.
+
+    ``validate`` is the schema; ``apply`` acts and says what it observed; ``plan`` says
+    what ``apply`` would change without changing anything (``giter-agent plan``, and
+    the drift report of an observe-only resource); ``prune`` undoes the effect.
+    """
 
     kind: ClassVar[str]
     # Fields every kind accepts; the reconciler, not the kind, acts on them.
-    COMMON: ClassVar[frozenset[str]] = frozenset({"prune"})
+    COMMON: ClassVar[frozenset[str]] = frozenset({"prune", "dependsOn", "reconcile"})
+    # False for kinds that only observe (Sensor): `reconcile: observe-only` changes
+    # nothing for them, so they are applied as usual.
+    ACTS: ClassVar[bool] = True
 
     def validate(self, spec: dict[str, Any]) -> dict[str, Any]:
         """Return the normalised spec or raise ``ResourceError`` naming the field."""
@@ -96,8 +174,64 @@ class Kind:
     def apply(self, key: str, spec: dict[str, Any], ctx: Context) -> Outcome:
         raise ResourceError(f"kind {self.kind} cannot apply", reason="InvalidResource")
 
+    def plan(self, key: str, spec: dict[str, Any], ctx: Context) -> str | None:
+        """What ``apply`` would change, in one line, or None when nothing would.
+
+        Must not change anything (no writes, no pins claimed). The default knows only
+        whether the last pass put this very spec in effect.
+        """
+        if applied_before(key, spec, ctx):
+            return None
+        return f"would apply the {self.kind} spec"
+
+    def plan_prune(self, key: str, spec: dict[str, Any], ctx: Context) -> str:
+        """What ``prune`` would undo, in one line."""
+        return f"would undo the {self.kind}'s effect"
+
     def prune(self, key: str, spec: dict[str, Any], ctx: Context) -> None:
         """Undo the resource's effect on the device (default: nothing to undo)."""
+
+
+@dataclass(frozen=True)
+class Common:
+    """The spec fields every kind accepts and the reconciler acts on."""
+
+    prune: bool = True
+    depends_on: tuple[str, ...] = ()
+    observe_only: bool = False
+
+
+RECONCILE_MODES = ("apply", "observe-only")
+_DEP_RE = re.compile(r"([A-Za-z][A-Za-z0-9]{0,62}/)?[a-z0-9]([a-z0-9.-]{0,61}[a-z0-9])?")
+
+
+def common_fields(spec: dict[str, Any]) -> Common:
+    """Validate ``prune``, ``dependsOn`` and ``reconcile``; ``ResourceError`` names the field."""
+    prune = spec.get("prune", True)
+    if not isinstance(prune, bool):
+        raise ResourceError("spec.prune must be true or false", reason="InvalidSpec")
+    deps = spec.get("dependsOn", [])
+    if not isinstance(deps, list) or len(deps) > 64 \
+            or not all(isinstance(d, str) and _DEP_RE.fullmatch(d) for d in deps):
+        raise ResourceError("spec.dependsOn must be a list of resource names "
+                            "(\"name\" or \"Kind/name\")", reason="InvalidSpec")
+    mode = spec.get("reconcile", "apply")
+    if mode not in RECONCILE_MODES:
+        raise ResourceError(f"spec.reconcile must be one of {', '.join(RECONCILE_MODES)}, "
+                            f"got {mode!r}", reason="InvalidSpec")
+    return Common(prune=prune, depends_on=tuple(dict.fromkeys(deps)),
+                  observe_only=mode == "observe-only")
+
+
+def fingerprint(spec: dict[str, Any]) -> str:
+    """A short stable digest of a validated spec: did the last pass apply this one?"""
+    text = json.dumps(spec, sort_keys=True, default=repr, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def applied_before(key: str, spec: dict[str, Any], ctx: Context) -> bool:
+    """True when the last pass left this very (validated) spec Ready."""
+    return ctx.records.get(key, {}).get("fingerprint") == fingerprint(spec)
 
 
 def check_fields(spec: dict[str, Any], required: set[str], optional: set[str]) -> None:
@@ -110,13 +244,35 @@ def check_fields(spec: dict[str, Any], required: set[str], optional: set[str]) -
     missing = sorted(required - set(spec))
     if missing:
         raise ResourceError(f"spec: missing field(s) {', '.join(missing)}", reason="InvalidSpec")
-    if "prune" in spec and not isinstance(spec["prune"], bool):
-        raise ResourceError("spec.prune must be true or false", reason="InvalidSpec")
+    common_fields(spec)
 
 
-def number(spec: dict[str, Any], name: str, default: float, lo: float, hi: float) -> float:
+def number(spec: dict[str, Any], name: str, default: float | None, lo: float,
+           hi: float) -> float:
+    """A number field in ``lo..hi`` (``default`` when absent; None makes it required)."""
     value = spec.get(name, default)
     if isinstance(value, bool) or not isinstance(value, int | float) or not lo <= value <= hi:
-        raise ResourceError(f"spec.{name} must be a number from {lo} to {hi}, got {value!r}",
-                            reason="InvalidSpec")
+        raise ResourceError(f"spec.{name} must be a number from {lo:g} to {hi:g}, "
+                            f"got {value!r}", reason="InvalidSpec")
     return float(value)
+
+
+def integer(spec: dict[str, Any], name: str, default: int | None, lo: int, hi: int) -> int:
+    """A whole-number field in ``lo..hi`` (``default`` when absent)."""
+    value = spec.get(name, default)
+    if type(value) is not int or not lo <= value <= hi:
+        raise ResourceError(f"spec.{name} must be a whole number from {lo} to {hi}, "
+                            f"got {value!r}", reason="InvalidSpec")
+    return value
+
+
+def boolean(spec: dict[str, Any], name: str, default: bool | None) -> bool:
+    value = spec.get(name, default)
+    if not isinstance(value, bool):
+        raise ResourceError(f"spec.{name} must be true or false", reason="InvalidSpec")
+    return value
+
+
+def would_fail(outcome: Outcome) -> str:
+    """How ``plan`` words an outcome that ``apply`` would end in without acting."""
+    return f"would fail: {outcome.reason}: {outcome.message}"

@@ -1,8 +1,11 @@
-"""``File``: a file written atomically under an allowed root, with a mode.
+"""``File``: a file written atomically under an allowed root, with a mode and owner.
 
-The path must resolve (symlinks followed for the folders) inside one of the agent's
-``[files] roots``; the file itself is replaced by rename, so a symlink planted at the
-target is replaced rather than followed. Reports the SHA-256 of what it observed.
+Called by the reconciler through the ``Kind`` interface. The path must resolve
+(symlinks followed for the folders) inside one of the agent's ``[files] roots``; the
+file itself is replaced by rename, so a symlink planted at the target is replaced
+rather than followed. ``owner``/``group`` are names, resolved on the device, and
+need the agent to run as root. Reports the SHA-256 of what it observed; a hand edit
+is put right on the next pass and reported as drift.
 """
 
 from __future__ import annotations
@@ -15,11 +18,21 @@ from pathlib import Path
 from typing import Any
 
 from agent.errors import ResourceError
-from agent.fsutil import atomic_write, fsync_dir
-from agent.kinds.base import Context, Done, Failed, Kind, Outcome, Retry, check_fields
+from agent.fsutil import atomic_writer, fsync_dir
+from agent.kinds.base import (
+    Context,
+    Done,
+    Failed,
+    Kind,
+    Outcome,
+    Retry,
+    check_fields,
+    would_fail,
+)
 
 MAX_CONTENT = 1024 * 1024
-
+# User and group names as useradd accepts them (and nothing a shell would care about).
+_ACCOUNT_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789_-.")
 
 log = logging.getLogger("giter.kinds.file")
 
@@ -32,11 +45,26 @@ def _under(path: Path, roots: tuple[Path, ...]) -> bool:
     return any(path == r or r in path.parents for r in roots)
 
 
+def _short(digest: str) -> str:
+    return digest[:12]
+
+
+def _account(spec: dict[str, Any], name: str) -> str | None:
+    value = spec.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value or len(value) > 32 \
+            or value[0] == "-" or not set(value) <= _ACCOUNT_CHARS:
+        raise ResourceError(f"spec.{name} must be a {'user' if name == 'owner' else 'group'} "
+                            f"name, got {value!r}", reason="InvalidSpec")
+    return value
+
+
 class FileKind(Kind):
     kind = "File"
 
     def validate(self, spec: dict[str, Any]) -> dict[str, Any]:
-        check_fields(spec, {"path"}, {"content", "contentBase64", "mode"})
+        check_fields(spec, {"path"}, {"content", "contentBase64", "mode", "owner", "group"})
         path = spec["path"]
         if not isinstance(path, str) or not path.startswith("/"):
             raise ResourceError("spec.path must be an absolute path", reason="InvalidSpec")
@@ -67,7 +95,11 @@ class FileKind(Kind):
         if int(mode, 8) & 0o7000:
             raise ResourceError("spec.mode may not set setuid, setgid or sticky bits",
                                 reason="InvalidSpec")
-        return {"path": path, "data": data, "mode": int(mode, 8), "prune": spec.get("prune", True)}
+        return {"path": path, "data": data, "mode": int(mode, 8),
+                "owner": _account(spec, "owner"), "group": _account(spec, "group"),
+                "prune": spec.get("prune", True)}
+
+    # -- where, who, and what differs ----------------------------------------------------
 
     def _target(self, spec: dict[str, Any], ctx: Context) -> Path | Failed:
         roots = tuple(Path(os.path.realpath(r)) for r in ctx.files_roots)
@@ -81,32 +113,116 @@ class FileKind(Kind):
                           f"{path} is outside the allowed roots ({', '.join(map(str, roots))})")
         return target
 
+    @staticmethod
+    def _ids(spec: dict[str, Any], ctx: Context) -> tuple[int | None, int | None] | Outcome:
+        """The uid and gid the spec asks for (None: leave as the writer makes it)."""
+        import grp
+        import pwd
+
+        uid = gid = None
+        try:
+            if spec["owner"] is not None:
+                uid = pwd.getpwnam(spec["owner"]).pw_uid
+        except KeyError:
+            # The account may come with a package installed later: try again.
+            return Retry("UnknownOwner", f"no user {spec['owner']!r} on this device", 300)
+        try:
+            if spec["group"] is not None:
+                gid = grp.getgrnam(spec["group"]).gr_gid
+        except KeyError:
+            return Retry("UnknownGroup", f"no group {spec['group']!r} on this device", 300)
+        euid = ctx.euid()
+        if euid != 0 and ((uid is not None and uid != euid)
+                          or (gid is not None and gid != os.getegid())):
+            return Failed("RequiresRoot",
+                          f"spec.owner/spec.group ({spec['owner'] or '-'}:{spec['group'] or '-'})"
+                          f" can only be set by an agent running as root; it runs as uid {euid}")
+        return uid, gid
+
+    @staticmethod
+    def _differences(target: Path, spec: dict[str, Any], uid: int | None,
+                     gid: int | None) -> list[str]:
+        """What differs between the file on disk and the spec (empty: in sync)."""
+        data, mode = spec["data"], spec["mode"]
+        want = hashlib.sha256(data).hexdigest()
+        try:
+            st = os.lstat(target)
+        except FileNotFoundError:
+            return [f"{target} is missing (want {len(data)} bytes, sha256 {_short(want)})"]
+        if not os.path.isfile(target) or os.path.islink(target):
+            return [f"{target} is not a regular file"]
+        found = []
+        current = hashlib.sha256(target.read_bytes()).hexdigest()
+        if current != want:
+            found.append(f"{target} content sha256 {_short(current)}, want {_short(want)}")
+        if st.st_mode & 0o7777 != mode:
+            found.append(f"{target} mode {st.st_mode & 0o7777:04o}, want {mode:04o}")
+        if uid is not None and st.st_uid != uid:
+            found.append(f"{target} owner uid {st.st_uid}, want {spec['owner']} ({uid})")
+        if gid is not None and st.st_gid != gid:
+            found.append(f"{target} group gid {st.st_gid}, want {spec['group']} ({gid})")
+        return found
+
+    # -- the Kind interface --------------------------------------------------------------
+
     def apply(self, key: str, spec: dict[str, Any], ctx: Context) -> Outcome:
         target = self._target(spec, ctx)
         if isinstance(target, Failed):
             return target
         data, mode = spec["data"], spec["mode"]
-        observed = {"path": str(target), "sha256": hashlib.sha256(data).hexdigest(),
-                    "mode": f"{mode:04o}"}
+        observed: dict[str, Any] = {"path": str(target),
+                                    "sha256": hashlib.sha256(data).hexdigest(),
+                                    "mode": f"{mode:04o}"}
+        for name in ("owner", "group"):
+            if spec[name] is not None:
+                observed[name] = spec[name]
+        ids = self._ids(spec, ctx)
+        if not isinstance(ids, tuple):
+            return ids
+        uid, gid = ids
         try:
-            st = os.lstat(target)
-            if os.path.isfile(target) and not os.path.islink(target) \
-                    and (st.st_mode & 0o7777) == mode and target.read_bytes() == data:
-                return Done("Applied", _in_sync(target, data, mode), observed)
-        except FileNotFoundError:
-            pass
+            changes = self._differences(target, spec, uid, gid)
         except OSError as exc:
             return Retry("ReadFailed", f"cannot read {target}: {exc.strerror}", 30, observed)
+        if not changes:
+            return Done("Applied", _in_sync(target, data, mode), observed)
         try:
             # Folders between the root and the file are created, inside the root only.
             target.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write(target, data, mode=mode)
+            with atomic_writer(target, mode=mode) as fh:
+                fh.write(data)
+                if uid is not None or gid is not None:
+                    # On the temp file, before the rename: the file never exists with
+                    # the wrong owner, not even for an instant.
+                    os.fchown(fh.fileno(), -1 if uid is None else uid,
+                              -1 if gid is None else gid)
         except OSError as exc:
             return Retry("WriteFailed", f"cannot write {target}: {exc.strerror}", 30, observed)
         # The reason and message are the same whether this pass wrote or found the file
         # right, so a status commit is made when the state changes, not on every pass.
         log.info("wrote %d bytes to %s", len(data), target)
-        return Done("Applied", _in_sync(target, data, mode), observed)
+        return Done("Applied", _in_sync(target, data, mode), observed, changes=tuple(changes))
+
+    def plan(self, key: str, spec: dict[str, Any], ctx: Context) -> str | None:
+        target = self._target(spec, ctx)
+        if isinstance(target, Failed):
+            return would_fail(target)
+        ids = self._ids(spec, ctx)
+        if not isinstance(ids, tuple):
+            return would_fail(ids)
+        try:
+            changes = self._differences(target, spec, *ids)
+        except OSError as exc:
+            return f"cannot read {target}: {exc.strerror}"
+        if not changes:
+            return None
+        return "would write: " + "; ".join(changes)
+
+    def plan_prune(self, key: str, spec: dict[str, Any], ctx: Context) -> str:
+        target = self._target(spec, ctx)
+        if isinstance(target, Failed) or not os.path.lexists(target):
+            return "nothing to remove"
+        return f"would remove {target}"
 
     def prune(self, key: str, spec: dict[str, Any], ctx: Context) -> None:
         target = self._target(spec, ctx)

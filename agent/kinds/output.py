@@ -1,97 +1,229 @@
-"""``Output``: a digital output on a logical pin — on, off, or blinking (LED, relay, buzzer).
+"""``Output``: a digital or PWM output on a logical pin (LED, relay, buzzer).
 
-Driven through gpiozero with the pin factory the board config names, so a laptop
-(mock pins) and a Raspberry Pi run the same code. The gpiozero device is kept in the
-context between passes: a blink runs in gpiozero's background thread for as long as
-the agent process lives (the daemon), and a changed spec reuses or replaces it.
+Called by the reconciler through the ``Kind`` interface. ``state`` is ``on``, ``off``,
+``blink`` (``onTime``/``offTime``, optionally ``count`` times, with ``fadeInTime``/
+``fadeOutTime`` on PWM) or ``pwm`` (hold ``value`` 0..1). Driven through gpiozero
+(``LED``, or ``PWMLED`` when the spec needs PWM) with the pin factory the board
+config names, so a laptop (mock pins) and a Raspberry Pi run the same code.
+
+The gpiozero device is kept in the context between passes: a blink runs in
+gpiozero's background thread for as long as the agent process lives (the daemon),
+and a changed spec reuses or replaces it. A pin found at another level than the spec
+says (flipped by hand or by another program) is set back and reported as drift.
 """
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Any
 
 from agent.errors import ResourceError
-from agent.kinds.base import Context, Done, Failed, Kind, Outcome, Retry, check_fields, number
+from agent.kinds.base import (
+    Context,
+    Done,
+    Failed,
+    Kind,
+    Outcome,
+    Retry,
+    applied_before,
+    boolean,
+    check_fields,
+    integer,
+    number,
+    would_fail,
+)
 
-STATES = ("on", "off", "blink")
+STATES = ("on", "off", "blink", "pwm")
 
 
 @dataclass
 class _Driven:
-    """A live gpiozero LED and what it was set up for (gpiozero devices take no extras)."""
+    """A live gpiozero LED/PWMLED and what it was set up for (gpiozero devices take
+    no extras)."""
 
     led: Any
-    want: tuple[str, bool]
-    blink: tuple[float, float] | None = None
+    want: tuple[str, bool, bool, float]  # pin, activeHigh, pwm, frequency
+    pattern: tuple[float, float, float, float, int | None] | None = None  # a running blink
 
     def close(self) -> None:
         self.led.close()
+
+
+def _level(value: float) -> str:
+    if value == 1.0:
+        return "on"
+    if value == 0.0:
+        return "off"
+    return f"{value:.0%}"
+
+
+def _desired(spec: dict[str, Any]) -> float:
+    return {"on": 1.0, "off": 0.0}.get(spec["state"], spec["value"] or 0.0)
+
+
+def _pattern(spec: dict[str, Any]) -> tuple[float, float, float, float, int | None]:
+    return (spec["onTime"], spec["offTime"], spec["fadeInTime"], spec["fadeOutTime"],
+            spec["count"])
+
+
+def _describe(spec: dict[str, Any], logical: str, pin: str) -> str:
+    if spec["state"] == "blink":
+        on, off, fade_in, fade_out, count = _pattern(spec)
+        text = f"{logical} ({pin}) blinking {on:g}s on, {off:g}s off"
+        if fade_in or fade_out:
+            text += f", fading in {fade_in:g}s and out {fade_out:g}s"
+        return text + (f", {count} times" if count else "")
+    return f"{logical} ({pin}) is {_level(_desired(spec))}"
 
 
 class OutputKind(Kind):
     kind = "Output"
 
     def validate(self, spec: dict[str, Any]) -> dict[str, Any]:
-        check_fields(spec, {"pin", "state"}, {"onTime", "offTime", "activeHigh"})
+        check_fields(spec, {"pin", "state"},
+                     {"onTime", "offTime", "count", "fadeInTime", "fadeOutTime", "value",
+                      "frequency", "activeHigh"})
         if not isinstance(spec["pin"], str):
             raise ResourceError("spec.pin must be a logical pin name", reason="InvalidSpec")
-        if spec["state"] not in STATES:
+        state = spec["state"]
+        if state not in STATES:
             raise ResourceError(f"spec.state must be one of {', '.join(STATES)}, "
-                                f"got {spec['state']!r}", reason="InvalidSpec")
-        active_high = spec.get("activeHigh", True)
-        if not isinstance(active_high, bool):
-            raise ResourceError("spec.activeHigh must be true or false", reason="InvalidSpec")
+                                f"got {state!r}", reason="InvalidSpec")
+        if state == "pwm" and "value" not in spec:
+            raise ResourceError("spec.value (0 to 1) is required with state: pwm",
+                                reason="InvalidSpec")
+        for name, only in (("value", "pwm"), ("count", "blink"), ("fadeInTime", "blink"),
+                           ("fadeOutTime", "blink")):
+            if name in spec and state != only:
+                raise ResourceError(f"spec.{name} applies only to state: {only}",
+                                    reason="InvalidSpec")
+        fade_in = number(spec, "fadeInTime", 0, 0, 3600)
+        fade_out = number(spec, "fadeOutTime", 0, 0, 3600)
+        pwm = state == "pwm" or bool(fade_in or fade_out)
+        if "frequency" in spec and not pwm:
+            raise ResourceError("spec.frequency applies only to PWM (state: pwm, or fades)",
+                                reason="InvalidSpec")
         return {
             "pin": spec["pin"],
-            "state": spec["state"],
+            "state": state,
+            "value": number(spec, "value", None, 0, 1) if state == "pwm" else None,
             "onTime": number(spec, "onTime", 1.0, 0.01, 3600),
             "offTime": number(spec, "offTime", 1.0, 0.01, 3600),
-            "activeHigh": active_high,
+            "count": integer(spec, "count", None, 1, 1_000_000) if "count" in spec else None,
+            "fadeInTime": fade_in,
+            "fadeOutTime": fade_out,
+            "pwm": pwm,
+            "frequency": number(spec, "frequency", 100, 1, 10_000),
+            "activeHigh": boolean(spec, "activeHigh", True),
             "prune": spec.get("prune", True),
         }
 
-    def apply(self, key: str, spec: dict[str, Any], ctx: Context) -> Outcome:
+    @staticmethod
+    def _pin(spec: dict[str, Any], ctx: Context) -> str | Failed:
         logical = spec["pin"]
         if logical not in ctx.board.pins:
             return Failed("PinUnknown", f"board {ctx.board.name} has no pin named {logical!r}")
         if logical == ctx.board.status_led:
             return Failed("PinReserved", f"{logical} is the agent's status LED")
-        pin = ctx.board.pin(logical)
-        observed = {"pin": pin, "state": spec["state"]}
-        want = (pin, spec["activeHigh"])
+        return ctx.board.pin(logical)
+
+    @staticmethod
+    def _want(spec: dict[str, Any], pin: str) -> tuple[str, bool, bool, float]:
+        return (pin, spec["activeHigh"], spec["pwm"], spec["frequency"])
+
+    def apply(self, key: str, spec: dict[str, Any], ctx: Context) -> Outcome:
+        pin = self._pin(spec, ctx)
+        if isinstance(pin, Failed):
+            return pin
+        logical = spec["pin"]
+        observed: dict[str, Any] = {"pin": pin, "state": spec["state"]}
+        want = self._want(spec, pin)
         dev = ctx.devices.get(key)
         if dev is not None and dev.want != want:
             dev.close()
             del ctx.devices[key]
             dev = None
+        found_live = dev is not None
         if dev is None:
-            from gpiozero import LED
+            from gpiozero import LED, PWMLED
             from gpiozero.exc import GPIOZeroError
 
             try:
-                led = LED(pin, active_high=spec["activeHigh"], pin_factory=ctx.pin_factory)
+                if spec["pwm"]:
+                    led = PWMLED(pin, active_high=spec["activeHigh"],
+                                 frequency=spec["frequency"], pin_factory=ctx.pin_factory)
+                else:
+                    led = LED(pin, active_high=spec["activeHigh"], pin_factory=ctx.pin_factory)
             except GPIOZeroError as exc:
                 return Retry("PinUnavailable", f"{pin}: {exc}", 30, observed)
             dev = ctx.devices[key] = _Driven(led, want)
-        state = spec["state"]
-        if state == "blink":
-            times = (spec["onTime"], spec["offTime"])
-            if dev.blink != times:
-                dev.led.blink(on_time=times[0], off_time=times[1], background=True)
-                dev.blink = times
-            return Done("Blinking", f"{logical} ({pin}) blinking {times[0]:g}s on, "
-                        f"{times[1]:g}s off", observed)
-        dev.blink = None
-        if state == "on":
+        message = _describe(spec, logical, pin)
+        if spec["state"] == "blink":
+            pattern = _pattern(spec)
+            if dev.pattern != pattern:
+                on, off, fade_in, fade_out, count = pattern
+                if spec["pwm"]:
+                    dev.led.blink(on_time=on, off_time=off, fade_in_time=fade_in,
+                                  fade_out_time=fade_out, n=count, background=True)
+                else:
+                    dev.led.blink(on_time=on, off_time=off, n=count, background=True)
+                dev.pattern = pattern
+            return Done("Blinking", message, observed)
+        desired = _desired(spec)
+        changes: tuple[str, ...] = ()
+        if found_live and dev.pattern is None:
+            current = float(dev.led.value)
+            if abs(current - desired) > 1e-6:
+                # Ours, set by an earlier pass, yet no longer where we left it.
+                changes = (f"{logical} ({pin}) was {_level(current)}, "
+                           f"spec says {_level(desired)}",)
+        dev.pattern = None
+        if spec["pwm"]:
+            dev.led.value = desired  # also stops a running blink
+        elif desired:
             dev.led.on()
         else:
             dev.led.off()
-        observed["value"] = int(dev.led.value)
-        return Done("Set", f"{logical} ({pin}) is {state}", observed)
+        observed["value"] = round(float(dev.led.value), 4)
+        return Done("Set", message, observed, changes=changes)
+
+    def plan(self, key: str, spec: dict[str, Any], ctx: Context) -> str | None:
+        pin = self._pin(spec, ctx)
+        if isinstance(pin, Failed):
+            return would_fail(pin)
+        dev = ctx.devices.get(key)
+        target = _describe(spec, spec["pin"], pin)
+        if dev is not None and dev.want == self._want(spec, pin):
+            if spec["state"] == "blink":
+                return None if dev.pattern == _pattern(spec) else f"would set {target}"
+            current = float(dev.led.value)
+            if dev.pattern is None and abs(current - _desired(spec)) <= 1e-6:
+                return None
+            return f"would set {target} (now {_level(current)})"
+        # A pin this process does not drive cannot be read without claiming it: trust
+        # what the last pass recorded.
+        if applied_before(key, spec, ctx):
+            return None
+        return f"would set {target}"
+
+    def plan_prune(self, key: str, spec: dict[str, Any], ctx: Context) -> str:
+        return f"would turn {spec['pin']} off and release it"
 
     def prune(self, key: str, spec: dict[str, Any], ctx: Context) -> None:
         dev = ctx.devices.pop(key, None)
         if dev is not None:
             dev.led.off()
             dev.close()
+            return
+        # Not driven by this process (a one-shot sync after a restart): claim the pin
+        # just long enough to drive it off, so "pruned" means "off" on every factory.
+        pin = self._pin(spec, ctx)
+        if isinstance(pin, Failed):
+            return
+        from gpiozero import LED
+        from gpiozero.exc import GPIOZeroError
+
+        with contextlib.suppress(GPIOZeroError):  # busy or gone: nothing we can undo
+            LED(pin, active_high=spec["activeHigh"], initial_value=False,
+                pin_factory=ctx.pin_factory).close()

@@ -1,0 +1,86 @@
+"""``Agent``: the agent's own settings, changed remotely within locally set bounds.
+
+Called by the reconciler through the ``Kind`` interface. The spec may set
+``reportInterval``, ``syncInterval`` (seconds) and ``logLevel``; each must lie within
+the device's ``[agent]`` bounds (``agent.settings``), or the resource fails with
+``OutOfBounds`` and the last accepted overrides stay. Accepted overrides go into
+``ctx.settings``, where sensors (report interval) and the daemon
+(``agent.settings.effective``) read them. One per device, named ``agent``: a
+device's own ``Agent/agent`` then overrides its group's, as any resource does.
+Overrides live in memory; after a restart the first pass sets them again.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agent.errors import ResourceError
+from agent.kinds.base import (
+    Context,
+    Done,
+    Failed,
+    Kind,
+    Outcome,
+    applied_before,
+    check_fields,
+    number,
+)
+from agent.settings import LOG_LEVELS, SPEC_FIELDS, check_override
+
+NAME = "agent"
+
+
+class AgentKind(Kind):
+    kind = "Agent"
+
+    def validate(self, spec: dict[str, Any]) -> dict[str, Any]:
+        check_fields(spec, set(), set(SPEC_FIELDS.values()))
+        overrides: dict[str, Any] = {}
+        for name, spec_field in SPEC_FIELDS.items():
+            if spec_field not in spec:
+                continue
+            if name == "log_level":
+                if spec[spec_field] not in LOG_LEVELS:
+                    raise ResourceError(f"spec.logLevel must be one of {', '.join(LOG_LEVELS)}",
+                                        reason="InvalidSpec")
+                overrides[name] = spec[spec_field]
+            else:
+                overrides[name] = number(spec, spec_field, None, 1, 30 * 86400)
+        return {"overrides": overrides, "prune": spec.get("prune", True)}
+
+    @staticmethod
+    def _check(key: str, spec: dict[str, Any], ctx: Context) -> Failed | None:
+        if key != f"{AgentKind.kind}/{NAME}":
+            return Failed("UnexpectedName", f"the Agent resource must be named {NAME!r} (one "
+                          "per device; a device's own overrides its group's)")
+        problems = [p for name, value in spec["overrides"].items()
+                    if (p := check_override(ctx.settings_config, name, value))]
+        if problems:
+            return Failed("OutOfBounds", "; ".join(problems) + "; the previous settings stay")
+        return None
+
+    def apply(self, key: str, spec: dict[str, Any], ctx: Context) -> Outcome:
+        failed = self._check(key, spec, ctx)
+        if failed is not None:
+            return failed
+        ctx.settings.clear()
+        ctx.settings.update(spec["overrides"])
+        now = ctx.effective_settings()
+        observed = {SPEC_FIELDS[name]: getattr(now, name) for name in SPEC_FIELDS}
+        return Done("Applied", "the agent runs with these settings", {"effective": observed})
+
+    def plan(self, key: str, spec: dict[str, Any], ctx: Context) -> str | None:
+        failed = self._check(key, spec, ctx)
+        if failed is not None:
+            return f"would fail: {failed.reason}: {failed.message}"
+        if ctx.settings == spec["overrides"] or applied_before(key, spec, ctx):
+            return None
+        wanted = ", ".join(f"{SPEC_FIELDS[n]}={v:g}" if isinstance(v, float)
+                           else f"{SPEC_FIELDS[n]}={v}" for n, v in spec["overrides"].items())
+        return f"would set {wanted or 'the local defaults'}"
+
+    def plan_prune(self, key: str, spec: dict[str, Any], ctx: Context) -> str:
+        return "would return to the local [agent] defaults"
+
+    def prune(self, key: str, spec: dict[str, Any], ctx: Context) -> None:
+        ctx.settings.clear()

@@ -1,0 +1,173 @@
+"""``Command``: run one allowlisted command once per generation, with a timeout.
+
+Called by the reconciler through the ``Kind`` interface. The spec only *names* a
+command; the argv comes from the local config's ``[commands] allowed`` table, so a
+publisher can never run anything the device's owner did not list. The command runs
+once for each ``metadata.generation`` (without one: once for each distinct spec),
+remembered in the resource's record, so every later pass repeats the result instead
+of running it again. At least once, not exactly once: a power cut while it runs
+means it runs again after the restart.
+
+The command gets no stdin, ``/`` as its folder, a fixed minimal environment (nothing
+of the agent's own), and its own process group, killed whole on timeout. Output goes
+to a temp file and only its tail is kept: a chatty command cannot fill a 512 MB board.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from agent.config import NAME_RE
+from agent.errors import GiterError, ResourceError
+from agent.kinds.base import (
+    Context,
+    Done,
+    Failed,
+    Kind,
+    Outcome,
+    check_fields,
+    fingerprint,
+    number,
+)
+
+TAIL_BYTES = 2048
+TAIL_LINES = 20
+_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        "LANG": "C.UTF-8", "HOME": "/"}
+# After SIGTERM, how long a timed-out command gets before SIGKILL.
+_GRACE_S = 5.0
+
+
+class CommandTimedOut(GiterError, TimeoutError):
+    """The command ran past its timeout and was killed."""
+
+    reason = "CommandTimedOut"
+
+
+@dataclass(frozen=True)
+class RunResult:
+    exit_code: int | None  # None: killed after the timeout
+    duration: float
+    tail: str
+
+
+def _tail(data: bytes) -> str:
+    text = data.decode("utf-8", "replace")
+    return "\n".join(text.splitlines()[-TAIL_LINES:])
+
+
+def run_bounded(argv: tuple[str, ...], timeout: float) -> RunResult:
+    """Run ``argv``; kill its process group after ``timeout`` s. Keeps the output's tail."""
+    with tempfile.TemporaryFile() as out:
+        start = time.monotonic()
+        proc = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=out,
+                                stderr=subprocess.STDOUT, cwd="/", env=dict(_ENV),
+                                start_new_session=True, close_fds=True)
+        code: int | None
+        try:
+            code = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            code = None
+            _kill_group(proc)
+        duration = time.monotonic() - start
+        size = out.seek(0, os.SEEK_END)
+        out.seek(max(0, size - TAIL_BYTES))
+        return RunResult(code, duration, _tail(out.read()))
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    # The whole group: a shell script's children die with it.
+    for sig, wait in ((signal.SIGTERM, _GRACE_S), (signal.SIGKILL, None)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            break
+        try:
+            proc.wait(timeout=wait)
+            break
+        except subprocess.TimeoutExpired:
+            continue
+
+
+class CommandKind(Kind):
+    kind = "Command"
+
+    def validate(self, spec: dict[str, Any]) -> dict[str, Any]:
+        check_fields(spec, {"command"}, {"timeout"})
+        name = spec["command"]
+        if not isinstance(name, str) or not NAME_RE.fullmatch(name):
+            raise ResourceError("spec.command must name an entry of the agent's "
+                                "[commands] allowed list", reason="InvalidSpec")
+        return {"command": name, "timeout": number(spec, "timeout", 60, 1, 3600),
+                "prune": spec.get("prune", True)}
+
+    @staticmethod
+    def _token(key: str, spec: dict[str, Any], ctx: Context) -> str:
+        generation = ctx.generations.get(key)
+        if generation is not None:
+            return f"generation {generation}"
+        return f"spec {fingerprint(spec)}"
+
+    @staticmethod
+    def _argv(spec: dict[str, Any], ctx: Context) -> tuple[str, ...] | Failed:
+        argv = ctx.commands.get(spec["command"])
+        if argv is None:
+            allowed = ", ".join(sorted(ctx.commands)) or "none"
+            return Failed("CommandNotAllowed",
+                          f"{spec['command']!r} is not in this device's [commands] allowed "
+                          f"list (allowed: {allowed})")
+        return argv
+
+    def apply(self, key: str, spec: dict[str, Any], ctx: Context) -> Outcome:
+        argv = self._argv(spec, ctx)
+        if isinstance(argv, Failed):
+            return argv
+        token = self._token(key, spec, ctx)
+        memory = ctx.memory(key)
+        if memory.get("ran") == token:
+            return _outcome(memory["result"], memory)  # once per generation: say it again
+        name = spec["command"]
+        try:
+            result = run_bounded(argv, spec["timeout"])
+        except OSError as exc:
+            return Failed("CommandNotRunnable", f"{name}: cannot run {argv[0]}: "
+                          f"{exc.strerror or exc}")
+        observed: dict[str, Any] = {"command": name, "ranFor": token,
+                                    "durationSeconds": round(result.duration, 2)}
+        if result.exit_code is None:
+            reason = CommandTimedOut.reason
+            message = f"{name} did not finish within {spec['timeout']:g} s and was killed"
+        elif result.exit_code == 0:
+            reason, message = "Succeeded", f"{name} exited 0"
+        elif result.exit_code < 0:
+            reason, message = "CommandFailed", f"{name} was killed by signal {-result.exit_code}"
+        else:
+            reason, message = "CommandFailed", f"{name} exited {result.exit_code}"
+        observed["exitCode"] = result.exit_code
+        observed["outputTail"] = result.tail
+        record = {"reason": reason, "message": message, "observed": observed}
+        return _outcome(record, {"ran": token, "result": record})
+
+    def plan(self, key: str, spec: dict[str, Any], ctx: Context) -> str | None:
+        argv = self._argv(spec, ctx)
+        if isinstance(argv, Failed):
+            return f"would fail: {argv.reason}: {argv.message}"
+        token = self._token(key, spec, ctx)
+        if ctx.memory(key).get("ran") == token:
+            return None
+        return f"would run {spec['command']} ({' '.join(argv)}) once for {token}"
+
+    def plan_prune(self, key: str, spec: dict[str, Any], ctx: Context) -> str:
+        return "nothing to undo (a command that ran stays run)"
+
+
+def _outcome(record: dict[str, Any], memory: dict[str, Any]) -> Outcome:
+    if record["reason"] == "Succeeded":
+        return Done(record["reason"], record["message"], record["observed"], memory=memory)
+    return Failed(record["reason"], record["message"], record["observed"], memory=memory)

@@ -1,0 +1,138 @@
+"""``Service``: keep a systemd unit running or stopped, enabled or not.
+
+Called by the reconciler through the ``Kind`` interface; talks to systemd through
+``agent.kinds.systemctl``. Reports what systemd says (``ActiveState``, ``SubState``,
+``UnitFileState``). A unit stopped by hand is started again on the next pass and
+reported as drift; pruning a Service stops the unit (and leaves its enablement,
+which may predate the agent, alone).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from agent.errors import ResourceError
+from agent.kinds import systemctl
+from agent.kinds.base import (
+    Context,
+    Done,
+    Failed,
+    Kind,
+    Outcome,
+    Retry,
+    boolean,
+    check_fields,
+    would_fail,
+)
+
+UNIT_RE = re.compile(r"[A-Za-z0-9:_.@-]{1,200}\.(service|socket|timer|path|target|mount)")
+STATES = ("running", "stopped")
+# ActiveStates in which a unit counts as not running.
+_DOWN = ("inactive", "failed")
+
+
+def _state(props: dict[str, str]) -> str:
+    return f"{props['ActiveState'] or 'unknown'} ({props['SubState'] or 'unknown'})"
+
+
+def _observed(unit: str, props: dict[str, str]) -> dict[str, Any]:
+    return {"unit": unit, "activeState": props["ActiveState"], "subState": props["SubState"],
+            "unitFileState": props["UnitFileState"]}
+
+
+def _needed(spec: dict[str, Any], props: dict[str, str]) -> list[tuple[str, str]]:
+    """(systemctl verb, why) for each action that would bring the unit to the spec."""
+    unit = spec["unit"]
+    actions = []
+    if spec["state"] == "running" and props["ActiveState"] != "active":
+        actions.append(("start", f"{unit} is {_state(props)}, spec says running"))
+    if spec["state"] == "stopped" and props["ActiveState"] not in _DOWN:
+        actions.append(("stop", f"{unit} is {_state(props)}, spec says stopped"))
+    enabled = props["UnitFileState"] in ("enabled", "enabled-runtime")
+    if spec["enabled"] is True and not enabled:
+        actions.append(("enable", f"{unit} is {props['UnitFileState'] or 'not enabled'}, "
+                                  "spec says enabled"))
+    if spec["enabled"] is False and enabled:
+        actions.append(("disable", f"{unit} is enabled, spec says disabled"))
+    return actions
+
+
+class ServiceKind(Kind):
+    kind = "Service"
+
+    def validate(self, spec: dict[str, Any]) -> dict[str, Any]:
+        check_fields(spec, {"unit", "state"}, {"enabled"})
+        unit = spec["unit"]
+        if not isinstance(unit, str) or unit.startswith("-") or not UNIT_RE.fullmatch(unit):
+            raise ResourceError(f"spec.unit must be a systemd unit name like app.service, "
+                                f"got {unit!r}", reason="InvalidSpec")
+        if spec["state"] not in STATES:
+            raise ResourceError(f"spec.state must be one of {', '.join(STATES)}, "
+                                f"got {spec['state']!r}", reason="InvalidSpec")
+        enabled = boolean(spec, "enabled", None) if "enabled" in spec else None
+        return {"unit": unit, "state": spec["state"], "enabled": enabled,
+                "prune": spec.get("prune", True)}
+
+    @staticmethod
+    def _show(unit: str) -> dict[str, str] | Outcome:
+        try:
+            props = systemctl.show(unit)
+        except systemctl.SystemctlError as exc:
+            if exc.reason == "SystemctlNotFound":
+                return Failed(exc.reason, str(exc))
+            return Retry(exc.reason, str(exc), 30)
+        if props["LoadState"] in ("not-found", ""):
+            # It may arrive with a package or a File resource later: keep looking.
+            return Retry("UnitNotFound", f"systemd has no unit {unit}", 60)
+        if props["LoadState"] == "masked":
+            return Failed("UnitMasked", f"{unit} is masked; unmask it on the device first")
+        return props
+
+    def apply(self, key: str, spec: dict[str, Any], ctx: Context) -> Outcome:
+        unit = spec["unit"]
+        props = self._show(unit)
+        if not isinstance(props, dict):
+            return props
+        actions = _needed(spec, props)
+        for verb, _why in actions:
+            try:
+                systemctl.run(verb, "--", unit, timeout=90)
+            except systemctl.SystemctlError as exc:
+                reason = {"start": "StartFailed", "stop": "StopFailed"}.get(verb, "EnableFailed")
+                return Retry(reason, str(exc), 30, _observed(unit, props))
+        if actions:
+            props = self._show(unit)
+            if not isinstance(props, dict):
+                return props
+        observed = _observed(unit, props)
+        active = props["ActiveState"]
+        if spec["state"] == "running" and active != "active":
+            reason = "Starting" if active in ("activating", "reloading") else "StartFailed"
+            return Retry(reason, f"{unit} is {_state(props)} after start", 10, observed)
+        if spec["state"] == "stopped" and active not in _DOWN:
+            return Retry("Stopping", f"{unit} is {_state(props)} after stop", 10, observed)
+        if _needed(spec, props):
+            return Retry("EnableFailed", f"{unit} is {props['UnitFileState']} after "
+                         f"{'enable' if spec['enabled'] else 'disable'}", 30, observed)
+        return Done("Running" if spec["state"] == "running" else "Stopped",
+                    f"{unit} is {spec['state']}", observed,
+                    changes=tuple(why for _verb, why in actions))
+
+    def plan(self, key: str, spec: dict[str, Any], ctx: Context) -> str | None:
+        props = self._show(spec["unit"])
+        if not isinstance(props, dict):
+            return would_fail(props)
+        actions = _needed(spec, props)
+        if not actions:
+            return None
+        return "; ".join(f"would {verb}: {why}" for verb, why in actions)
+
+    def plan_prune(self, key: str, spec: dict[str, Any], ctx: Context) -> str:
+        return f"would stop {spec['unit']}"
+
+    def prune(self, key: str, spec: dict[str, Any], ctx: Context) -> None:
+        try:
+            systemctl.run("stop", "--", spec["unit"], timeout=90)
+        except systemctl.SystemctlError as exc:
+            raise OSError(str(exc)) from exc

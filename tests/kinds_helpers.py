@@ -1,0 +1,147 @@
+"""Helpers for the kind and reconcile tests: resource documents, a context, a clock.
+
+Documents are written as YAML whose values are JSON (JSON is YAML), so a test states
+a spec as a Python dict. The context runs on gpiozero mock pins, a temp files root
+and a temp sysfs; the clock is a settable fake, so time never passes by accident.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from agent.board import load_board
+from agent.kinds.base import Context
+from agent.resources import SpecSet, select
+
+API = "apiVersion: giter.dev/v1alpha1\n"
+T0 = 1_800_000_000.0
+
+
+def doc(kind: str, name: str, spec: dict[str, Any], generation: int | None = 1) -> bytes:
+    meta: dict[str, Any] = {"name": name}
+    if generation is not None:
+        meta["generation"] = generation
+    return (f"{API}kind: {kind}\nmetadata: {json.dumps(meta)}\n"
+            f"spec: {json.dumps(spec)}\n").encode()
+
+
+def specset(*docs: bytes, folder: str = "devices/d") -> SpecSet:
+    """A spec set from documents, each in its own file named after its resource."""
+    files = []
+    for i, data in enumerate(docs):
+        files.append((f"{folder}/r{i:04d}.yaml", data))
+    return select(files)
+
+
+class Clock:
+    """A fake clock: ``clock()`` is ``now``; ``advance(s)`` moves it."""
+
+    def __init__(self, now: float = T0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> float:
+        self.now += seconds
+        return self.now
+
+
+def make_ctx(tmp_path: Path, factory: Any, clock: Clock | None = None, **extra: Any) -> Context:
+    root = tmp_path / "root"
+    root.mkdir(exist_ok=True)
+    sysfs = tmp_path / "sys"
+    sysfs.mkdir(exist_ok=True)
+    return Context(board=load_board("generic-mock"), files_roots=(root,),
+                   pin_factory_maker=lambda board: factory, clock=clock or Clock(),
+                   sysfs=sysfs, **extra)
+
+
+def condition(record: dict[str, Any], ctype: str = "Ready") -> dict[str, Any] | None:
+    for cond in record["status"].get("conditions", []):
+        if cond["type"] == ctype:
+            return cond
+    return None
+
+
+def ready(record: dict[str, Any]) -> tuple[bool, str]:
+    cond = condition(record)
+    assert cond is not None
+    return cond["status"] == "True", cond["reason"]
+
+
+class Rig:
+    """A device with a config file, fed signed specs by a real-git ``Publisher``.
+
+    ``publish`` commits resource files under ``devices/<id>/`` (None removes one),
+    ``bundle`` writes the branch as a bundle, ``agent`` builds an ``Agent`` with a
+    fake clock and mock pins, ``cli`` runs ``giter-agent -c agent.toml ...``.
+    """
+
+    def __init__(self, tmp_path: Path, publisher: Any, device_id: str = "pi-01",
+                 extra_config: str = "") -> None:
+        self.id = device_id
+        self.publisher = publisher
+        self.dir = tmp_path / device_id
+        self.root = self.dir / "root"
+        self.root.mkdir(parents=True)
+        self.state_dir = self.dir / "state"
+        self.config = self.dir / "agent.toml"
+        self.config.write_text(
+            f'device_id = "{device_id}"\nstate_dir = "state"\nboard = "generic-mock"\n'
+            f'allowed_signers = "{publisher.allowed_signers}"\n'
+            f'[files]\nroots = ["{self.root}"]\n{extra_config}')
+        self.bundles = 0
+
+    def publish(self, files: dict[str, bytes | None], message: str = "spec") -> str:
+        for name, data in files.items():
+            path = self.publisher.root / "devices" / self.id / name
+            if data is None:
+                path.unlink()
+            else:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(data)
+        return self.publisher.commit(message)
+
+    def bundle(self) -> Path:
+        self.bundles += 1
+        return self.publisher.bundle(self.dir / f"spec-{self.bundles}.bundle")
+
+    def agent(self, clock: Any = None, factory: Any = None) -> Any:
+        from agent.config import load
+        from agent.sync import Agent
+
+        kwargs: dict[str, Any] = {"clock": clock or Clock()}
+        if factory is not None:
+            kwargs["pin_factory_maker"] = lambda board: factory
+        return Agent(load(self.config), **kwargs)
+
+    def cli(self, *args: Any) -> int:
+        from agent.cli import main
+
+        return main(["-c", str(self.config), *map(str, args)])
+
+    def state(self) -> Any:
+        from agent.state import StateStore
+
+        return StateStore(self.state_dir).load()
+
+    def status_commits(self) -> list[str]:
+        """The device's status commits, newest first (first-parent history)."""
+        from helpers import run
+
+        tip = self.state().status_tip
+        if not tip:
+            return []
+        # Spec history (refs/heads/main) is reachable too, through the second parents.
+        out = run("git", "--git-dir", self.state_dir / "repo.git", "rev-list",
+                  "--first-parent", tip, "--not", "refs/heads/main").stdout.decode()
+        return out.split()
+
+    def show(self, path: str) -> str:
+        from helpers import run
+
+        return run("git", "--git-dir", self.state_dir / "repo.git", "show",
+                   f"{self.state().status_tip}:{path}").stdout.decode()

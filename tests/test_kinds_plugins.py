@@ -1,0 +1,115 @@
+"""Plug-in kinds from entry points: a real installed distribution on sys.path.
+
+The test writes a package and its ``.dist-info`` (METADATA + entry_points.txt), as
+pip would install it, so ``importlib.metadata`` finds it the way it finds any plug-in.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import textwrap
+
+import pytest
+from gpiozero.pins.mock import MockFactory
+from kinds_helpers import doc, make_ctx, ready, specset
+
+from agent.config import from_dict
+from agent.kinds import load_kinds
+from agent.reconcile import reconcile
+
+LAMP = '''
+"""A plug-in kind, written as docs/kinds.md says."""
+from agent.kinds.base import Done, Failed, Kind, check_fields
+from agent.errors import ResourceError
+
+
+class LampKind(Kind):
+    kind = "Lamp"
+
+    def validate(self, spec):
+        check_fields(spec, {"colour"}, set())
+        if spec["colour"] not in ("red", "green"):
+            raise ResourceError("spec.colour must be red or green", reason="InvalidSpec")
+        return dict(spec)
+
+    def apply(self, key, spec, ctx):
+        ctx.settings.setdefault("lamps", []).append(spec["colour"])
+        return Done("Lit", f"lamp is {spec['colour']}", {"colour": spec["colour"]})
+
+
+not_a_kind = object()
+'''
+
+ENTRY_POINTS = """
+[giter_agent.kinds]
+Lamp = acme_lamp:LampKind
+Fragile = acme_fragile:FragileKind
+Odd = acme_lamp:not_a_kind
+Mismatch = acme_lamp:LampKind
+File = acme_lamp:LampKind
+"""
+
+
+@pytest.fixture
+def installed(tmp_path, monkeypatch):
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "acme_lamp.py").write_text(textwrap.dedent(LAMP))
+    (site / "acme_fragile.py").write_text("import acme_missing_dependency\n")
+    info = site / "acme_lamp-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: acme-lamp\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text(ENTRY_POINTS)
+    monkeypatch.syspath_prepend(str(site))
+    yield site
+    for name in ("acme_lamp", "acme_fragile"):
+        sys.modules.pop(name, None)
+
+
+def test_plugin_kinds_load_and_broken_ones_fail_alone(installed, tmp_path, caplog):
+    with caplog.at_level(logging.INFO, logger="giter.kinds.plugins"):
+        kinds = load_kinds()
+    assert kinds["Lamp"].kind == "Lamp"
+    assert type(kinds["File"]).__module__ == "agent.kinds.file"  # a built-in is not replaced
+    logged = caplog.text
+    assert "acme_missing_dependency" in logged and "Fragile" in logged
+    assert "File = acme_lamp:LampKind ignored" in logged
+    assert "not a giter_agent Kind" in logged and "named 'Mismatch'" in logged
+
+    ctx = make_ctx(tmp_path, MockFactory())
+    result = reconcile(specset(
+        doc("Lamp", "porch", {"colour": "green"}),
+        doc("Lamp", "bad", {"colour": "blue"}),
+        doc("Fragile", "f", {}),
+        doc("Odd", "o", {}),
+        doc("File", "motd", {"path": str(tmp_path / "root" / "motd"), "content": "hi"}),
+    ), ctx, kinds, {}, "c1")
+    records = result.records
+    assert ready(records["Lamp/porch"]) == (True, "Lit")
+    assert records["Lamp/porch"]["status"]["observed"] == {"colour": "green"}
+    assert ready(records["Lamp/bad"]) == (False, "InvalidSpec")
+    fragile = records["Fragile/f"]["status"]["conditions"][0]
+    assert (fragile["reason"], fragile["status"]) == ("PluginFailed", "False")
+    assert "No module named 'acme_missing_dependency'" in fragile["message"]
+    assert ready(records["Odd/o"]) == (False, "PluginFailed")
+    assert ready(records["File/motd"]) == (True, "Applied")
+
+
+def test_the_agent_loads_plugins_at_start(installed, tmp_path):
+    from agent.sync import Agent
+
+    config = from_dict({"device_id": "pi-1", "state_dir": "state", "board": "generic-mock",
+                        "allowed_signers": "signers"}, base=tmp_path)
+    agent = Agent(config)
+    try:
+        assert "Lamp" in agent.kinds and "Sensor" in agent.kinds
+    finally:
+        agent.close()
+
+
+def test_injected_entry_points():
+    """load_kinds takes the entry points as a dependency; no plug-ins, just built-ins."""
+    assert sorted(load_kinds(entry_points=[])) == ["Agent", "Command", "File", "Output",
+                                                   "Sensor", "Service"]
+
