@@ -316,6 +316,7 @@ class Agent:
                                "notReady": report.not_ready}
         if state.applied:
             state.status_tip = self._commit_status(history, state, report, now)
+            history.pack_loose()
         self.state_store.save(state)
         report.accepted, report.applied = state.accepted, state.applied
         report.status_commit = state.status_tip

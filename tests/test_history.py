@@ -507,3 +507,18 @@ def test_refuses_a_directory_that_is_not_a_repository(tmp_path):
     with pytest.raises(HistoryError) as err:
         History(tmp_path / "notrepo")
     assert err.value.reason == "NotARepository"
+
+
+def test_pack_loose_packs_only_past_the_threshold(tmp_path):
+    from dulwich.objects import Blob
+
+    history = History(tmp_path / "repo.git")
+    blobs = [Blob.from_string(f"status {i}\n".encode()) for i in range(5)]
+    for blob in blobs:
+        history.object_store.add_object(blob)
+    assert history.pack_loose(threshold=6) == 0
+    assert history.object_store.count_loose_objects() == 5
+    assert history.pack_loose(threshold=5) == 5
+    assert history.object_store.count_loose_objects() == 0
+    assert all(history.object_store[b.id].data == b.data for b in blobs)
+    run("git", "-C", tmp_path / "repo.git", "fsck", "--strict")
