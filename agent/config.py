@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.errors import ConfigError
+from agent.settings import SECTION_KEYS, SettingsConfig, parse_section
 
 NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
 # A conservative subset of git's ref-name rules: what a branch name in a fleet repo needs.
@@ -36,6 +37,39 @@ _LIMIT_RANGES = {"max_bundle_mib": (1, 65536), "max_objects": (1, 100_000_000),
                  "max_object_mib": (1, 4096), "max_commits": (1, 10_000_000),
                  "time_budget_s": (1, 86400)}
 
+NETWORK_SCHEMES = ("git", "http", "https", "ssh")
+
+
+@dataclass(frozen=True)
+class Network:
+    """The fleet's git server (``[network]``); see docs/network.md.
+
+    Secrets are never in the config itself: a password or token lives in
+    ``password_file``, an SSH key in ``ssh_key``, each readable by the agent only
+    (checked every time it is read, see ``agent.network``).
+    """
+
+    url: str
+    username: str | None = None  # http(s) basic auth; ssh user when the URL names none
+    password_file: Path | None = None  # http(s): the password or access token
+    ssh_key: Path | None = None
+    known_hosts: Path | None = None  # ssh: the pinned host key(s); never learned on first use
+    ca_file: Path | None = None  # https: trust this CA bundle instead of the system's
+    connect_timeout_s: float = 10.0
+    read_timeout_s: float = 60.0
+    backoff_max_s: float = 3600.0  # the longest wait between failed attempts
+
+    @property
+    def scheme(self) -> str:
+        return self.url.partition("://")[0]
+
+
+# How often to sync is the [agent] sync_interval setting (agent.settings): the
+# publisher may move it within local bounds.
+_NETWORK_RANGES = {"connect_timeout_s": (1, 600), "read_timeout_s": (1, 3600),
+                   "backoff_max_s": (1, 7 * 86400)}
+_NETWORK_PATHS = ("password_file", "ssh_key", "known_hosts", "ca_file")
+
 
 @dataclass(frozen=True)
 class Config:
@@ -52,6 +86,13 @@ class Config:
     usb_roots: tuple[Path, ...] = ()
     files_roots: tuple[Path, ...] = ()
     limits: Limits = field(default_factory=lambda: Limits())
+    network: Network | None = None
+    agent: SettingsConfig = field(default_factory=SettingsConfig)  # [agent]: agent.settings
+    # [commands] allowed: the names a Command resource may run, each a fixed argv.
+    commands: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # [serial]: the port the device serves (default: the board's serial_port) and its speed.
+    serial_port: str | None = None
+    serial_baud: int = 115200
     source: Path | None = field(default=None, compare=False)
 
     @property
@@ -66,7 +107,10 @@ class Config:
 # Known keys: top level, and the keys each [section] may hold.
 _TOP = {"device_id", "state_dir", "board", "allowed_signers", "branch", "groups", "root_keys",
         "genesis"}
-_SECTIONS = {"usb": {"roots"}, "files": {"roots"}, "limits": set(_LIMIT_RANGES)}
+_SECTIONS = {"usb": {"roots"}, "files": {"roots"}, "limits": set(_LIMIT_RANGES),
+             "network": {"url", "username", *_NETWORK_PATHS, *_NETWORK_RANGES}}
+_SECTIONS.update({"agent": set(SECTION_KEYS), "commands": {"allowed"}})
+_SECTIONS["serial"] = {"port", "baud"}
 _REQUIRED = ("device_id", "state_dir", "board", "allowed_signers")
 
 
@@ -158,5 +202,95 @@ def from_dict(raw: dict[str, Any], *, base: Path, source: Path | None = None) ->
         usb_roots=paths("usb.roots", raw.get("usb", {}).get("roots", [])),
         files_roots=paths("files.roots", raw.get("files", {}).get("roots", [])),
         limits=Limits(**limits),
+        network=_network(raw["network"], fail, a_path) if "network" in raw else None,
+        agent=parse_section(raw.get("agent", {}), fail),
+        commands=_commands(raw.get("commands", {}).get("allowed", {}), fail),
+        serial_port=string("serial.port", raw["serial"]["port"])
+        if "port" in raw.get("serial", {}) else None,
+        serial_baud=_baud(raw.get("serial", {}).get("baud", 115200), fail),
         source=source,
     )
+
+
+def _network(raw: dict[str, Any], fail: Any, a_path: Any) -> Network:
+    """Validate ``[network]``: one URL, the secrets its scheme needs, and timeouts."""
+    from urllib.parse import urlsplit
+
+    url = raw.get("url")
+    if not isinstance(url, str) or not url:
+        raise fail("network.url", "missing (required in [network])")
+    scheme = url.partition("://")[0]
+    if scheme not in NETWORK_SCHEMES:
+        raise fail("network.url", f"{url!r}: the scheme must be one of "
+                   f"{', '.join(s + '://' for s in NETWORK_SCHEMES)}")
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError as exc:
+        raise fail("network.url", f"{url!r}: {exc}") from None
+    if not parts.hostname or not parts.path.strip("/"):
+        raise fail("network.url", f"{url!r} must name a host and a repository path")
+    if parts.password is not None or parts.query or parts.fragment:
+        raise fail("network.url", "must not hold a password, query or fragment "
+                   "(put the secret in network.password_file)")
+    values: dict[str, Any] = {"url": url}
+    username = raw.get("username")
+    if username is not None:
+        if not isinstance(username, str) or not re.fullmatch(r"[A-Za-z0-9._@+-]{1,64}", username):
+            raise fail("network.username", f"{username!r} is not a usable user name")
+        values["username"] = username
+    for key in _NETWORK_PATHS:
+        if key in raw:
+            values[key] = a_path(f"network.{key}", raw[key])
+    for key, (lo, hi) in _NETWORK_RANGES.items():
+        if key in raw:
+            value = raw[key]
+            if type(value) not in (int, float) or not lo <= value <= hi:
+                raise fail(f"network.{key}", f"must be a number of seconds from {lo} to {hi}, "
+                           f"got {value!r}")
+            values[key] = float(value)
+    allowed = {"git": set(), "http": {"username", "password_file"},
+               "https": {"username", "password_file", "ca_file"},
+               "ssh": {"username", "ssh_key", "known_hosts"}}[scheme]
+    for key in ("username", *_NETWORK_PATHS):
+        if key in values and key not in allowed:
+            raise fail(f"network.{key}", f"does not apply to {scheme}:// URLs")
+    if scheme == "ssh" and ("ssh_key" not in values or "known_hosts" not in values):
+        raise fail("network", "ssh:// needs ssh_key and known_hosts (the hub's pinned host "
+                   "key: giter-agent never trusts a host key on first use)")
+    if ("username" in values) != ("password_file" in values) and scheme != "ssh":
+        raise fail("network", "username and password_file go together")
+    if scheme == "http" and "password_file" in values:
+        raise fail("network.url", "credentials would cross the network in clear text over "
+                   "http://; use https://")
+    return Network(**values)
+
+
+def _commands(raw: Any, fail: Any) -> dict[str, tuple[str, ...]]:
+    """Validate ``[commands] allowed``: name -> argv with an absolute program path.
+
+    An argv, never a shell line: a Command resource names one of these and nothing
+    it says reaches the command, so the publisher cannot widen what runs.
+    """
+    if not isinstance(raw, dict):
+        raise fail("commands.allowed", "must be a table of name = [\"/abs/program\", \"arg\"]")
+    allowed: dict[str, tuple[str, ...]] = {}
+    for name, argv in raw.items():
+        key = f"commands.allowed.{name}"
+        if not NAME_RE.fullmatch(name):
+            raise fail(key, "names are [a-z0-9][a-z0-9._-]* (max 63)")
+        if not isinstance(argv, list) or not argv \
+                or not all(isinstance(a, str) and a and "\0" not in a for a in argv):
+            raise fail(key, f"must be a non-empty list of strings (an argv), got {argv!r}")
+        if not argv[0].startswith("/"):
+            raise fail(key, f"the program {argv[0]!r} must be an absolute path "
+                       "(PATH is not searched)")
+        allowed[name] = tuple(argv)
+    return allowed
+
+
+def _baud(value: Any, fail: Any) -> int:
+    """``[serial] baud``: a whole number a UART can be set to."""
+    if type(value) is not int or not 1200 <= value <= 4_000_000:
+        raise fail("serial.baud", f"must be a line speed from 1200 to 4000000, got {value!r}")
+    return value

@@ -33,6 +33,9 @@ class State:
     last_sync: dict[str, Any] = field(default_factory=dict)
     resources: dict[str, dict[str, Any]] = field(default_factory=dict)  # key -> status
     conditions: list[dict[str, Any]] = field(default_factory=list)  # the device's own
+    # The hub ([network]): online/offline since when and why, consecutive failures
+    # (backoff), the hub's status/<device> (what it acknowledged). See docs/network.md.
+    network: dict[str, Any] = field(default_factory=dict)
 
 
 class StateStore:

@@ -3,12 +3,13 @@
 Each module has ``HELP`` (one line), ``add_arguments(parser)`` and ``run(args) -> int``,
 and imports only what its command needs, inside ``run``: building the parser imports
 every command module, so their top level must stay light (RAM on a 512 MB board).
-To add a command, add a module and a line to ``COMMANDS``.
+To add a command, add a module and a line to ``COMMANDS`` (a dash in a command's name
+is an underscore in its module's: ``serve-serial`` lives in ``serve_serial.py``).
 """
 
 from __future__ import annotations
 
-COMMANDS = ("sync", "status", "key", "demo")
+COMMANDS = ("sync", "run", "status", "plan", "key", "doctor", "serve-serial", "demo")
 
 
 def load_config(args):  # type: ignore[no-untyped-def]

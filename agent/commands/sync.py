@@ -1,4 +1,4 @@
-"""``giter-agent sync``: one pass from a USB stick or a bundle file."""
+"""``giter-agent sync``: one pass from the hub ([network] url), a USB stick or a bundle file."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ HELP = "import bundles, verify, apply, report status"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    src = p.add_mutually_exclusive_group(required=True)
+    # With neither option, the pass fetches from and pushes to the configured [network] url.
+    src = p.add_mutually_exclusive_group()
     src.add_argument("--usb", type=Path, metavar="DIR",
                      help="a mounted stick: reads DIR/giter/inbox, writes DIR/giter/outbox")
     src.add_argument("--bundle", type=Path, metavar="FILE", help="import one bundle file")
@@ -27,6 +28,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.usb is not None:
             report = sync_stick(agent, args.usb)
+        elif args.bundle is None:
+            report = agent.sync_network()
         else:
             if not args.bundle.is_file():
                 print(f"giter-agent: BundleUnreadable: {args.bundle}: no such file",
