@@ -51,9 +51,12 @@ def write_outbox(agent: Agent, outbox: Path, report: SyncReport) -> None:
 
 def receipt(agent: Agent, report: SyncReport) -> str:
     """A short plain-text account of the sync, for the technician and the publisher."""
+    from agent.health import health
     from agent.reconcile import rfc3339
+    from agent.status_led import LEGEND, legend
 
     cfg = agent.config
+    words = health(agent.state_store.load())
     lines = [
         "giter-agent receipt",
         f"device:         {cfg.device_id}",
@@ -62,8 +65,13 @@ def receipt(agent: Agent, report: SyncReport) -> str:
         f"spec applied:   {report.applied or 'none yet'}",
         *([f"STALE SPEC:     {report.stale}"] if report.stale else []),
         f"status commit:  {report.status_commit or 'none yet'}",
+        *([f"network:        {str(report.network.get('state', 'never contacted')).upper()}"
+           f" since {report.network.get('since', '?')} - {report.network.get('message', '')}"]
+          if report.network else []),
         f"status bundle:  {cfg.device_id}.bundle (carry it back to the publisher)"
         if report.status_commit else "status bundle:  none",
+        f"state:          {words.line()}",
+        f"status LED:     {LEGEND[words.state]}",
         "",
         "bundles on this stick:",
     ]
@@ -76,4 +84,6 @@ def receipt(agent: Agent, report: SyncReport) -> str:
         lines.append(f"  {key:<28} {state:<10} {cond['reason']}: {cond['message']}")
     if not report.resources:
         lines.append("  (none)")
+    lines += ["", "status LED codes (while giter-agent runs as a service):"]
+    lines += [f"  {row}" for row in legend()]
     return "\n".join(lines) + "\n"

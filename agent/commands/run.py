@@ -20,6 +20,7 @@ def run(args: argparse.Namespace) -> int:
     from agent.commands import load_config
     from agent.daemon import Daemon
     from agent.sd_notify import Notifier
+    from agent.status_led import StatusLed
     from agent.sync import Agent
 
     config = load_config(args)
@@ -34,5 +35,11 @@ def run(args: argparse.Namespace) -> int:
             return None
 
     logs.setup(config.device_id, current_spec, level=fixed or logging.INFO)
-    daemon = Daemon(agent, notifier=Notifier.from_environ(), log_level=fixed)
-    return daemon.run()
+    # The technician's LED shows the same state the console and `status` put in words.
+    led = StatusLed(agent.board, agent.ctx.pin_factory)
+    daemon = Daemon(agent, notifier=Notifier.from_environ(), log_level=fixed,
+                    on_health=lambda now: led.show(now.state))
+    try:
+        return daemon.run()
+    finally:
+        led.close()

@@ -1,0 +1,216 @@
+# The full-system stages of scripts/qemu-test, on the host side (sourced by it: uses WORK,
+# ROOT, DEVICE, TAG, in_root, copy_source, log, die).
+#   vm_image  publisher repository + signed and unsigned bundles on FAT "sticks" (plain git
+#             and ssh-keygen, as a fleet operator would), scripts/install run inside the
+#             arm64 root (chroot + qemu-user), kernel + initrd, and a raw ext4 disk image
+#   boot_1    boot; plug the signed stick in when the agent is up; the daemon syncs it, the
+#             USB trigger unmounts it; then read the stick back and verify it with git
+#   boot_2    boot the same disk with the daemon masked (the trigger syncs by itself);
+#             a stick with an unsigned commit is refused and nothing changes
+
+VM=$WORK/vm
+PUB=$WORK/publisher
+MOTD_TEXT="Welcome to qemu-pi. Put here by a signed commit on a USB stick."
+
+git_pub() {
+    git -C "$PUB/fleet" -c gpg.format=ssh -c "user.signingkey=$PUB/publisher_ed25519" \
+        -c user.name="Fleet Operator" -c user.email=ops@example.invalid \
+        -c "gpg.ssh.allowedSignersFile=$PUB/allowed_signers" "$@"
+}
+
+# A 64 MiB stick image: a DOS partition table and one FAT partition at 1 MiB holding
+# giter/inbox/ with the given bundle, written with mtools (no loop device, no mount).
+make_stick() {
+    local img=$1 bundle=$2
+    rm -f "$img"
+    truncate -s 64M "$img"
+    printf 'label: dos\nstart=2048, type=e\n' | sfdisk -q "$img"
+    mkfs.vfat -F 16 -n GITERSTICK --offset 2048 "$img" $(( (64 * 1024 - 1024) )) >/dev/null
+    mmd -i "$img@@1M" ::giter ::giter/inbox
+    mcopy -i "$img@@1M" "$bundle" "::giter/inbox/$(basename "$bundle")"
+}
+
+publish() {
+    rm -rf "$PUB" && mkdir -p "$PUB/fleet"
+    ssh-keygen -q -t ed25519 -N '' -C publisher -f "$PUB/publisher_ed25519"
+    printf 'publisher namespaces="git" %s\n' "$(cut -d' ' -f1,2 "$PUB/publisher_ed25519.pub")" \
+        >"$PUB/allowed_signers"
+    git init -q -b main "$PUB/fleet"
+    local dev="$PUB/fleet/devices/$DEVICE"
+    mkdir -p "$dev" "$PUB/fleet/.giter/trust"
+    cp "$PUB/allowed_signers" "$PUB/fleet/.giter/trust/allowed_signers"
+    cat >"$dev/motd.yaml" <<EOF
+apiVersion: giter.dev/v1alpha1
+kind: File
+metadata: {name: motd, generation: 1}
+spec:
+  path: /srv/giter/motd
+  content: "$MOTD_TEXT\n"
+  mode: "0644"
+EOF
+    cat >"$dev/beacon.yaml" <<EOF
+apiVersion: giter.dev/v1alpha1
+kind: Output
+metadata: {name: beacon, generation: 1}
+spec: {pin: led1, state: "on"}
+EOF
+    git_pub add -A
+    git_pub commit -q -S -m "Welcome file and a beacon for $DEVICE"
+    git_pub verify-commit HEAD 2>/dev/null || die "the publisher's own commit does not verify"
+    git_pub rev-parse HEAD >"$PUB/spec1"
+    git_pub bundle create -q "$PUB/fleet.bundle" main
+    # Someone slips an unsigned commit on top: an incremental bundle the device can read.
+    sed -i 's/Welcome to/Owned:/' "$dev/motd.yaml"
+    git_pub commit -q -a --no-gpg-sign -m "Unsigned change"
+    git_pub bundle create -q "$PUB/evil.bundle" "$(cat "$PUB/spec1")..main"
+    git_pub reset -q --hard "$(cat "$PUB/spec1")"
+}
+
+vm_image() {
+    local rootfs=$WORK/arm64
+    [ -d "$rootfs/usr/bin" ] || die "no arm64 root filesystem: run the arm64 stage first"
+    mkdir -p "$VM"
+    publish
+    make_stick "$VM/stick-signed.img" "$PUB/fleet.bundle"
+    make_stick "$VM/stick-unsigned.img" "$PUB/evil.bundle"
+
+    # The documented install path, as a user runs it, inside the board's root filesystem.
+    copy_source "$rootfs/usr/src/giter-agent"
+    cp "$PUB/allowed_signers" "$rootfs/root/fleet.allowed_signers"
+    in_root "$rootfs" "echo $DEVICE >/etc/hostname
+        /usr/src/giter-agent/scripts/install --allowed-signers /root/fleet.allowed_signers \
+            --board generic-mock --device-id $DEVICE" 2>&1 | tee "$WORK/install.log"
+    [ "${PIPESTATUS[0]}" -eq 0 ] || die "scripts/install failed in the arm64 root"
+
+    # The daemon's info lines in the journal: the guest check prints them on failure.
+    grep -q '^\[agent\]' "$rootfs/etc/giter-agent/agent.toml" \
+        || printf '\n[agent]\nlog_level = "info"\n' >>"$rootfs/etc/giter-agent/agent.toml"
+    install -D -m 0755 "$ROOT/tests/qemu/guest-check" "$rootfs/usr/local/lib/giter-qemu/check"
+    install -m 0644 "$ROOT/tests/qemu/giter-qemu-check.service" "$rootfs/etc/systemd/system/"
+    in_root "$rootfs" "systemctl enable giter-qemu-check.service
+        # Timers and servers (installed for the test suite) that would only add load to a
+        # short boot; the guest has no network anyway.
+        systemctl mask apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer \
+            fstrim.timer ssh.service lighttpd.service >/dev/null 2>&1 || true" >/dev/null
+
+    cp "$(ls "$rootfs"/boot/vmlinuz-* | tail -n1)" "$VM/vmlinuz"
+    cp "$(ls "$rootfs"/boot/initrd.img-* | tail -n1)" "$VM/initrd.img"
+    log "kernel $(basename "$(ls "$rootfs"/boot/vmlinuz-* | tail -n1)"), initrd $(du -h "$VM/initrd.img" | cut -f1)"
+    rm -f "$VM/root.img"
+    mkfs.ext4 -q -F -L giter-root -d "$rootfs" "$VM/root.img" 3G
+}
+
+# Boot the VM; when the guest says it is ready, plug in the stick through the monitor.
+# $1: boot number, $2: stick image, $3: extra kernel arguments
+boot_vm() {
+    local n=$1 stick=$2 extra=$3
+    local serial=$VM/serial-$n.log mon=$VM/monitor-$n.sock
+    rm -f "$serial" "$mon"
+    timeout 900 qemu-system-aarch64 -M virt -cpu cortex-a53 -smp 2 -m 1024 \
+        -accel tcg,thread=multi -nodefaults -no-user-config -display none -no-reboot \
+        -kernel "$VM/vmlinuz" -initrd "$VM/initrd.img" \
+        -append "root=/dev/vda rw console=ttyAMA0 giter_qemu_boot=$n $extra" \
+        -drive if=none,id=root,file="$VM/root.img",format=raw -device virtio-blk-pci,drive=root \
+        -device virtio-rng-pci -device qemu-xhci,id=xhci \
+        -drive if=none,id=stick,file="$stick",format=raw \
+        -nic none -serial "file:$serial" -monitor "unix:$mon,server,nowait" &
+    local qemu=$!
+    local waited=0
+    until grep -q "$TAG ready for stick" "$serial" 2>/dev/null; do
+        if ! kill -0 "$qemu" 2>/dev/null || [ "$waited" -ge 600 ]; then
+            kill "$qemu" 2>/dev/null || true
+            tail -n 30 "$serial" >&2 || true
+            die "boot $n: the guest never became ready (serial log: $serial)"
+        fi
+        sleep 2; waited=$((waited + 2))
+    done
+    log "boot $n: guest ready after ~${waited} s; plugging in $(basename "$stick")"
+    python3 - "$mon" <<'EOF' || die "boot $n: could not plug the stick in"
+import socket, sys, time
+s = socket.socket(socket.AF_UNIX)
+s.settimeout(10)
+s.connect(sys.argv[1])
+time.sleep(0.5)
+s.recv(4096)  # the monitor's banner
+s.sendall(b"device_add usb-storage,bus=xhci.0,drive=stick,id=stick0,removable=on\n")
+time.sleep(1)
+reply = s.recv(4096).decode(errors="replace")
+if "Error" in reply or "error" in reply:
+    sys.exit(f"monitor: {reply}")
+EOF
+    if ! wait "$qemu"; then
+        tail -n 40 "$serial" >&2 || true
+        die "boot $n: QEMU did not power off by itself in time (serial log: $serial)"
+    fi
+    grep -a "$TAG" "$serial" | grep -v "GITER-QEMU-LOG" | sed "s/^.*$TAG/  guest:/" >&2
+    grep -q "$TAG done" "$serial" || die "boot $n: the guest check did not finish"
+}
+
+fact() { grep -a "$TAG $1" "$VM/serial-$2.log" | head -n1 | sed "s/^.*$TAG $1 *//"; }
+
+expect() {  # $1: what, $2: haystack, $3: needle
+    case "$2" in *"$3"*) ;; *) die "$1: expected '$3' in: $2" ;; esac
+}
+
+# Read the stick image back and check the device's answer with plain git.
+read_stick() {
+    local n=$1 stick=$2 out=$VM/outbox-$1
+    rm -rf "$out" && mkdir -p "$out"
+    mcopy -n -i "$stick@@1M" "::giter/outbox/$DEVICE.bundle" "::giter/outbox/$DEVICE.txt" "$out/" \
+        || die "boot $n: no status bundle and receipt on the stick"
+    sed 's/^/  receipt: /' "$out/$DEVICE.txt" >&2
+    printf '%s\n' "$(fact key "$n")" >"$out/device_signers"
+    git_pub bundle verify -q "$out/$DEVICE.bundle" >/dev/null 2>&1 \
+        || die "boot $n: git bundle verify refuses the status bundle"
+    git_pub fetch -q "$out/$DEVICE.bundle" "+refs/heads/status/*:refs/remotes/device-$n/status/*"
+    git -C "$PUB/fleet" -c gpg.format=ssh -c "gpg.ssh.allowedSignersFile=$out/device_signers" \
+        verify-commit "device-$n/status/$DEVICE" 2>"$out/verify.txt" \
+        || die "boot $n: git verify-commit refuses the status commit: $(cat "$out/verify.txt")"
+    log "boot $n: $(head -n1 "$out/verify.txt")"
+}
+
+boot_1() {
+    boot_vm 1 "$VM/stick-signed.img" ""
+    local spec1 status want
+    spec1=$(cat "$PUB/spec1")
+    expect "boot 1 usb unit" "$(fact usb 1)" "Result=success"
+    expect "boot 1 status line" "$(fact status 1)" "giter-agent $DEVICE: in-sync"
+    want=$(printf '%s\n' "$MOTD_TEXT" | sha256sum | cut -d' ' -f1)
+    expect "boot 1 File resource" "$(fact motd 1)" "$want"
+    expect "boot 1 doctor" "$(fact doctor 1)" "0"
+    grep -aq "SAFE TO REMOVE" "$VM/serial-1.log" || die "boot 1: no SAFE TO REMOVE on the console"
+    if [ -f "$ROOT/agent/commands/run.py" ]; then
+        expect "boot 1 service" "$(fact service 1)" "ActiveState=active"
+        grep -aq "synced by the daemon" "$VM/serial-1.log" \
+            || die "boot 1: the stick was not synced by the running daemon"
+    fi
+    read_stick 1 "$VM/stick-signed.img"
+    expect "boot 1 receipt" "$(cat "$VM/outbox-1/$DEVICE.txt")" "result:         APPLIED"
+    # The status commit answers the signed spec, and the Output was driven on the pin.
+    status=$(git_pub log -1 --format=%P "device-1/status/$DEVICE")
+    expect "boot 1 status parents" "$status" "$spec1"
+    local beacon
+    beacon=$(git_pub show "device-1/status/$DEVICE:devices/$DEVICE/beacon.yaml")
+    expect "boot 1 Output status" "$beacon" "reason: Set"
+    expect "boot 1 Output pin value" "$beacon" "value: 1"
+    log "boot 1: applied, File written, Output on, status verified by git"
+}
+
+boot_2() {
+    # The daemon masked: this time the USB trigger runs `giter-agent sync --usb` itself.
+    boot_vm 2 "$VM/stick-unsigned.img" "systemd.mask=giter-agent.service"
+    local spec1 want
+    spec1=$(cat "$PUB/spec1")
+    expect "boot 2 usb unit" "$(fact usb 2)" "Result=success"
+    expect "boot 2 status line" "$(fact status 2)" "giter-agent $DEVICE: refused: UnsignedCommit"
+    expect "boot 2 LED code" "$(fact status 2)" "[LED: 3 quick blinks"
+    grep -aq "refused: UnsignedCommit" "$VM/serial-2.log" \
+        || die "boot 2: the console does not show the refusal"
+    want=$(printf '%s\n' "$MOTD_TEXT" | sha256sum | cut -d' ' -f1)
+    expect "boot 2 File unchanged" "$(fact motd 2)" "$want"
+    grep -aq "SAFE TO REMOVE" "$VM/serial-2.log" || die "boot 2: no SAFE TO REMOVE on the console"
+    read_stick 2 "$VM/stick-unsigned.img"
+    expect "boot 2 receipt" "$(cat "$VM/outbox-2/$DEVICE.txt")" "result:         REFUSED"
+    expect "boot 2 receipt spec" "$(cat "$VM/outbox-2/$DEVICE.txt")" "spec applied:   $spec1"
+    log "boot 2: unsigned commit refused, nothing applied, refusal reported signed"
+}
