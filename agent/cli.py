@@ -8,14 +8,12 @@ README.
 from __future__ import annotations
 
 import argparse
-import importlib
-import logging
 import sys
 from pathlib import Path
 
 from agent import __version__
+from agent.clikit import add_commands, run
 from agent.commands import COMMANDS
-from agent.errors import GiterError
 
 DEFAULT_CONFIG = Path("/etc/giter-agent/agent.toml")
 
@@ -28,26 +26,14 @@ def _parser() -> argparse.ArgumentParser:
                    help=f"agent config file (default {DEFAULT_CONFIG})")
     p.add_argument("-v", "--verbose", action="store_true", help="log every step to stderr")
     p.add_argument("--version", action="version", version=f"giter-agent {__version__}")
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name in COMMANDS:
-        module = importlib.import_module(f"agent.commands.{name.replace('-', '_')}")
-        cmd = sub.add_parser(name, help=module.HELP, description=module.__doc__)
-        module.add_arguments(cmd)
-        cmd.set_defaults(run=module.run)
+    # Module names cannot hold a dash: serve-serial lives in serve_serial.py.
+    add_commands(p, "agent.commands", COMMANDS, lambda name: name.replace("-", "_"))
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="giter-agent %(levelname)s %(name)s: %(message)s")
-    try:
-        return args.run(args)
-    except GiterError as exc:
-        print(f"giter-agent: {exc.reason}: {exc}", file=sys.stderr)
-        return 2 if exc.reason in ("InvalidConfig", "NotAGiterStick") else 1
-    except KeyboardInterrupt:
-        return 130
+    return run("giter-agent", _parser().parse_args(argv),
+               lambda exc: exc.reason in ("InvalidConfig", "NotAGiterStick"))
 
 
 if __name__ == "__main__":

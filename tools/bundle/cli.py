@@ -10,13 +10,12 @@ key).
 from __future__ import annotations
 
 import argparse
-import importlib
-import logging
 import sys
 from pathlib import Path
 
 from agent import __version__
-from agent.errors import ConfigError, GiterError
+from agent.clikit import add_commands, run
+from agent.errors import ConfigError
 from giter_bundle.commands import COMMANDS, module_name
 from giter_bundle.errors import UsageError
 
@@ -30,26 +29,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--branch", default="main", help="the spec branch (default main)")
     p.add_argument("-v", "--verbose", action="store_true", help="log every step to stderr")
     p.add_argument("--version", action="version", version=f"giter-bundle {__version__}")
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name in COMMANDS:
-        module = importlib.import_module(f"giter_bundle.commands.{module_name(name)}")
-        cmd = sub.add_parser(name, help=module.HELP, description=module.__doc__)
-        module.add_arguments(cmd)
-        cmd.set_defaults(run=module.run)
+    add_commands(p, "giter_bundle.commands", COMMANDS, module_name)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="giter-bundle %(levelname)s %(name)s: %(message)s")
-    try:
-        return args.run(args)
-    except GiterError as exc:
-        print(f"giter-bundle: {exc.reason}: {exc}", file=sys.stderr)
-        return 2 if isinstance(exc, UsageError | ConfigError) else 1
-    except KeyboardInterrupt:
-        return 130
+    return run("giter-bundle", _parser().parse_args(argv),
+               lambda exc: isinstance(exc, UsageError | ConfigError))
 
 
 if __name__ == "__main__":
