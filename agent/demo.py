@@ -95,7 +95,6 @@ def _run(work: Path, out: TextIO, *, kept: bool) -> int:
     from agent import config as config_mod
     from agent import sshsig
     from agent.sync import Agent
-    from agent.trust import verify_status_commit
     from agent.usb import sync_stick
     from giter_bundle.publisher import PublisherRepo
 
@@ -177,9 +176,8 @@ def _run(work: Path, out: TextIO, *, kept: bool) -> int:
             say.fact(f"{f.relative_to(work)}  ({f.stat().st_size} bytes)")
         device_key = sshsig.PublicKey.from_openssh(agent.public_key_line().split(" ", 2)[2])
         say.fact(f"device key {device_key.fingerprint()}  (giter-agent key)")
-        status_tip = _import_status(fleet, outbox / f"{DEVICE}.bundle")
         try:
-            verify_status_commit(fleet.history.object_store, status_tip, DEVICE, device_key)
+            status_tip = _import_status(fleet, outbox / f"{DEVICE}.bundle", device_key)
             say.ok(f"status commit {status_tip.decode()[:12]} is signed by {DEVICE}'s key "
                    "and changes nothing but status")
         except Exception as exc:
@@ -219,10 +217,14 @@ def _run(work: Path, out: TextIO, *, kept: bool) -> int:
     return 1 if failures else 0
 
 
-def _import_status(fleet, bundle: Path) -> bytes:  # type: ignore[no-untyped-def]
-    """Bring the device's status bundle into the fleet repository (quarantined)."""
+def _import_status(fleet, bundle: Path, device_key) -> bytes:  # type: ignore[no-untyped-def]
+    """Bring the device's status bundle into the fleet repository: verified while still
+    in quarantine (the device's key, nothing but status changed), then promoted."""
+    from agent.trust import verify_status_commit
+
     with fleet.history.quarantine(bundle) as q:
         ((ref, tip),) = q.refs.items()
+        verify_status_commit(q.object_store, tip, DEVICE, device_key)
         q.promote()
     fleet.history.set_ref(ref, fleet.history.ref(ref), tip)
     return tip
