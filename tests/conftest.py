@@ -36,3 +36,22 @@ def publisher_key(tmp_path) -> Path:
 @pytest.fixture
 def publisher(tmp_path, publisher_key) -> Publisher:
     return Publisher(tmp_path / "fleet", publisher_key)
+
+
+@pytest.fixture
+def clock():
+    """A fake clock the test moves by hand (tests/kinds_helpers.py)."""
+    from kinds_helpers import Clock
+
+    return Clock()
+
+
+@pytest.fixture
+def ctx(tmp_path, clock):
+    """A handler context on gpiozero's mock pins with the fake clock; files under tmp."""
+    from gpiozero.pins.mock import MockFactory
+    from kinds_helpers import make_ctx
+
+    c = make_ctx(tmp_path, MockFactory(), clock)
+    yield c
+    c.close()

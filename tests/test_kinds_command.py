@@ -5,19 +5,13 @@ from __future__ import annotations
 import os
 import time
 
-import pytest
 from gpiozero.pins.mock import MockFactory
-from kinds_helpers import Clock, doc, make_ctx, ready, specset
+from kinds_helpers import doc, make_ctx, ready, specset
 
 from agent.kinds import builtin_kinds
 from agent.reconcile import reconcile
 
 SH = "/bin/sh"
-
-
-@pytest.fixture
-def clock():
-    return Clock()
 
 
 def make(tmp_path, clock, **commands):

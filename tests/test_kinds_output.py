@@ -6,7 +6,7 @@ import time
 
 import pytest
 from gpiozero.pins.mock import MockFactory, MockPWMPin
-from kinds_helpers import Clock, doc, make_ctx, ready, specset
+from kinds_helpers import doc, make_ctx, ready, specset
 
 from agent.kinds import builtin_kinds
 from agent.reconcile import reconcile
@@ -17,11 +17,6 @@ def factory():
     f = MockFactory(pin_class=MockPWMPin)
     yield f
     f.close()
-
-
-@pytest.fixture
-def clock():
-    return Clock()
 
 
 @pytest.fixture

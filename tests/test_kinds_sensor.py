@@ -11,7 +11,7 @@ import time
 import pytest
 from gpiozero import Device
 from gpiozero.pins.mock import MockFactory, MockPWMPin, MockSPIDevice
-from kinds_helpers import T0, Clock, condition, doc, make_ctx, ready, specset
+from kinds_helpers import T0, condition, doc, make_ctx, ready, specset
 
 from agent.kinds import builtin_kinds
 from agent.kinds.base import Done, Retry
@@ -24,11 +24,6 @@ def factory():
     f = MockFactory(pin_class=MockPWMPin)
     yield f
     f.close()
-
-
-@pytest.fixture
-def clock():
-    return Clock()
 
 
 @pytest.fixture

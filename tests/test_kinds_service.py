@@ -7,8 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from gpiozero.pins.mock import MockFactory
-from kinds_helpers import Clock, condition, doc, make_ctx, ready, specset
+from kinds_helpers import condition, doc, ready, specset
 
 from agent.kinds import builtin_kinds
 from agent.reconcile import reconcile
@@ -50,18 +49,6 @@ def systemd(tmp_path, monkeypatch) -> FakeSystemd:
     state.mkdir()
     monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
     return FakeSystemd(state)
-
-
-@pytest.fixture
-def clock():
-    return Clock()
-
-
-@pytest.fixture
-def ctx(tmp_path, clock):
-    c = make_ctx(tmp_path, MockFactory(), clock)
-    yield c
-    c.close()
 
 
 def svc(name: str = "app", **spec) -> bytes:

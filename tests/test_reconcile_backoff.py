@@ -5,9 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
-from gpiozero.pins.mock import MockFactory
-from kinds_helpers import T0, Clock, doc, make_ctx, ready, specset
+from kinds_helpers import T0, doc, ready, specset
 
 from agent.kinds.base import Context, Done, Kind, Outcome, Retry, check_fields
 from agent.reconcile import MAX_BACKOFF_S, reconcile
@@ -34,18 +32,6 @@ class Flaky(Kind):
         if self.works:
             return Done("Working", "works now")
         return Retry("NotYet", "the device is not ready", spec.get("after", 30))
-
-
-@pytest.fixture
-def clock():
-    return Clock()
-
-
-@pytest.fixture
-def ctx(tmp_path, clock):
-    c = make_ctx(tmp_path, MockFactory(), clock)
-    yield c
-    c.close()
 
 
 def test_delays_double_up_to_the_cap_and_passes_between_skip(ctx, clock):

@@ -4,24 +4,11 @@ agent's timer pass, the record lands in a signed status commit."""
 
 from __future__ import annotations
 
-import pytest
 from gpiozero.pins.mock import MockFactory, MockPWMPin
-from kinds_helpers import Clock, Rig, condition, doc, make_ctx, ready, specset
+from kinds_helpers import Rig, condition, doc, ready, specset
 
 from agent.kinds import builtin_kinds
 from agent.reconcile import reconcile
-
-
-@pytest.fixture
-def clock():
-    return Clock()
-
-
-@pytest.fixture
-def ctx(tmp_path, clock):
-    c = make_ctx(tmp_path, MockFactory(), clock)
-    yield c
-    c.close()
 
 
 def test_hand_edits_are_corrected_and_counted(ctx, clock, tmp_path):

@@ -9,17 +9,12 @@ from itertools import pairwise
 
 import pytest
 from gpiozero.pins.mock import MockFactory
-from kinds_helpers import Clock, doc, make_ctx, ready, specset
+from kinds_helpers import doc, make_ctx, ready, specset
 
 from agent.kinds import builtin_kinds
 from agent.reconcile import reconcile, resolve_order
 
 SH = "/bin/sh"
-
-
-@pytest.fixture
-def clock():
-    return Clock()
 
 
 @pytest.fixture
