@@ -1,0 +1,59 @@
+"""What a technician reads after a stick sync: the receipt, the console line, ``status``.
+
+All three must name the same state (``agent.health``) and the same LED pattern
+(``agent.status_led``), for a good bundle and for a refused one.
+"""
+
+from __future__ import annotations
+
+from devices import NetDevice, motd
+
+from agent.cli import main
+from agent.status_led import LEGEND, legend
+
+
+def sync_stick(device: NetDevice, stick) -> int:
+    return main(["-c", str(device.config_path), "sync", "--usb", str(stick)])
+
+
+def console_line(device: NetDevice, capsys) -> str:
+    capsys.readouterr()
+    assert main(["-c", str(device.config_path), "status", "--line"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1  # one line, for a serial console
+    return out.strip()
+
+
+def test_applied_then_refused_reads_the_same_everywhere(tmp_path, publisher, capsys):
+    device = NetDevice(tmp_path, "pi-01", publisher.allowed_signers)
+    stick = tmp_path / "stick"
+    (stick / "giter" / "inbox").mkdir(parents=True)
+    good = publisher.commit("spec", files={"devices/pi-01/motd.yaml":
+                                           motd(device.root, "hello\n")})
+    publisher.bundle(stick / "giter/inbox/fleet.bundle")
+    assert sync_stick(device, stick) == 0
+    receipt = (stick / "giter/outbox/pi-01.txt").read_text()
+    assert "state:          in-sync: InSync:" in receipt
+    assert f"status LED:     {LEGEND['in-sync']}" in receipt
+    line = console_line(device, capsys)
+    assert line.startswith("giter-agent pi-01: in-sync: InSync: spec ")
+    assert line.endswith(f"[LED: {LEGEND['in-sync']}]")
+    # The whole legend is on the stick, for whoever reads the receipt far from the board.
+    assert receipt.rstrip("\n").endswith("\n".join(f"  {row}" for row in legend()))
+
+    publisher.commit("unsigned", sign=False, files={"devices/pi-01/motd.yaml":
+                                                    motd(device.root, "evil\n")})
+    (stick / "giter/inbox/fleet.bundle").unlink()
+    publisher.bundle(stick / "giter/inbox/evil.bundle", f"{good}..main")
+    assert sync_stick(device, stick) == 1
+    receipt = (stick / "giter/outbox/pi-01.txt").read_text()
+    assert "state:          refused: UnsignedCommit: evil.bundle:" in receipt
+    assert f"status LED:     {LEGEND['refused']}" in receipt
+    line = console_line(device, capsys)
+    assert line.startswith("giter-agent pi-01: refused: UnsignedCommit: evil.bundle:")
+    assert line.endswith("[LED: 3 quick blinks, then 1.6 s dark, repeating]")
+    assert main(["-c", str(device.config_path), "status"]) == 0
+    full = capsys.readouterr().out
+    assert "state         refused (UnsignedCommit: evil.bundle:" in full
+    assert f"LED           {LEGEND['refused']}" in full
+    assert (device.root / "motd").read_text() == "hello\n"
