@@ -109,22 +109,6 @@ def _ancestors(store, tip: bytes) -> set[bytes]:
     return seen
 
 
-def is_ancestor(object_store, ancestor: bytes, descendant: bytes) -> bool:
-    """Whether ``ancestor`` is ``descendant`` or reachable from it."""
-    if ancestor == descendant:
-        return True
-    seen = {descendant}
-    todo = [descendant]
-    while todo:
-        for parent in _parents(_read(object_store, todo.pop(), _COMMIT)):
-            if parent == ancestor:
-                return True
-            if parent not in seen:
-                seen.add(parent)
-                todo.append(parent)
-    return False
-
-
 def _new_commits(store, new: bytes, known: set[bytes], max_commits: int
                  ) -> tuple[list[bytes], set[bytes]]:
     """Commits reachable from ``new`` but not in ``known``, parents before children.

@@ -500,15 +500,6 @@ def test_missing_parent_is_refused(world):
     assert caught.value.reason == "MissingObject"
 
 
-def test_is_ancestor(world):
-    a = world.commit("a")
-    b = world.commit("b")
-    store = world.store()
-    assert trust.is_ancestor(store, a.encode(), b.encode())
-    assert trust.is_ancestor(store, b.encode(), b.encode())
-    assert not trust.is_ancestor(store, b.encode(), a.encode())
-
-
 # --- freeze: the Expires trailer ---------------------------------------------------------
 
 UTC_NOON = datetime(2030, 1, 2, 12, 0, tzinfo=UTC)
