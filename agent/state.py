@@ -64,9 +64,19 @@ class StateStore:
         return State(**known)
 
     def save(self, state: State) -> None:
+        """Write ``state`` unless the file already holds exactly that.
+
+        The daemon saves after every timer pass; most change nothing, and an SD card
+        should not be rewritten (and fsynced) for them.
+        """
         import msgpack
 
         data = msgpack.packb({"format": FORMAT, **asdict(state)}, use_bin_type=True)
+        try:
+            if self.path.read_bytes() == data:
+                return
+        except OSError:
+            pass
         atomic_write(self.path, data, mode=0o600)
 
 
@@ -83,8 +93,10 @@ def state_lock(state_dir: Path) -> Iterator[None]:
             raise LockedError(
                 f"another giter-agent (pid {holder}) is using {state_dir}; "
                 "wait for it to finish, or stop the service first") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        mine = f"{os.getpid()}\n".encode()
+        if os.pread(fd, 32, 0) != mine:  # the daemon's every pass would write it again
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, mine, 0)
         yield
     finally:
         os.close(fd)

@@ -64,8 +64,13 @@ def test_a_timer_pass_corrects_drift_and_commits_it_signed(tmp_path, publisher, 
         commits = rig.status_commits()
         assert len(commits) == 1
         clock.advance(60)
+        state_file = rig.state_dir / "state.msgpack"
+        before = state_file.stat()
         agent.reconcile_pass()  # nothing drifted: no new status commit
         assert rig.status_commits() == commits
+        # ... and no write to the SD card: the state file is the same file, untouched.
+        after = state_file.stat()
+        assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
         (rig.root / "motd").write_text("edited\n")
         factory.pin("GPIO27").state = 0
         clock.advance(60)
