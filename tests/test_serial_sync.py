@@ -296,9 +296,11 @@ def test_both_commands_in_their_own_processes(tmp_path, publisher, device):
     """``giter-agent serve-serial`` on one end, ``giter-bundle serial`` on the other."""
     tip, bundle = spec_bundle(publisher, device, tmp_path, blob_kib=16)
     with SerialLine() as line:
+        # Started as a shell starts a background job: SIGINT ignored. Ctrl-C stops it still.
         served = subprocess.Popen([sys.executable, "-m", "agent", "-c", str(device.config_path),
                                    "serve-serial", "--port", line.a, "--status-interval", "1"],
-                                  stderr=subprocess.PIPE)
+                                  stderr=subprocess.PIPE,
+                                  preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
         try:
             laptop = subprocess.run(
                 [sys.executable, "-m", "giter_bundle.cli", "serial", "--port", line.b,
@@ -306,7 +308,12 @@ def test_both_commands_in_their_own_processes(tmp_path, publisher, device):
                  "--cache", str(tmp_path / "cache")], capture_output=True, timeout=60)
         finally:
             served.send_signal(signal.SIGINT)
-            _, served_err = served.communicate(timeout=20)
+            try:
+                _, served_err = served.communicate(timeout=20)
+            except subprocess.TimeoutExpired:
+                served.kill()  # fail, but leave no server behind holding the port
+                served.communicate()
+                raise
     assert laptop.returncode == 0, laptop.stderr.decode()
     assert b"device pi-01: applied" in laptop.stdout
     assert b"sending [####" in laptop.stderr and b"100%" in laptop.stderr

@@ -1,4 +1,4 @@
-"""``giter-agent serve-serial``: serve the serial port in the foreground until Ctrl-C.
+"""``giter-agent serve-serial``: serve the serial port in the foreground until Ctrl-C or SIGTERM.
 
 A person with ``screen``/``minicom`` on the other end sees a status line every few
 seconds and can type ``status``, ``sync`` and ``help``; a laptop running
@@ -25,6 +25,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import logging
+    import signal
 
     from agent.commands import load_config
     from agent.errors import ConfigError
@@ -44,6 +45,11 @@ def run(args: argparse.Namespace) -> int:
     endpoint.open()  # a port that cannot be opened at start is an error, not a retry loop
     logging.getLogger("giter.serial").warning(
         "serving %s at %d baud (Ctrl-C to stop)", port, baud)
+    # Ctrl-C and SIGTERM stop it anywhere, mid-session too (a sync is safe to abandon at
+    # any instant). Set here, not inherited: a shell that started it in the background
+    # may have left SIGINT ignored.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.default_int_handler)
     try:
         endpoint.serve_forever()
     finally:
