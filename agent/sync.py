@@ -544,14 +544,31 @@ class Agent:
         """When the daemon should run ``reconcile_pass`` next (clock time), or None."""
         return self.ctx.next_wakeup()
 
-    def write_status_bundle(self, path: Path) -> bool:
-        """Write ``status/<device>`` as a bundle the hub can fetch; False if none yet."""
+    def write_status_bundle(self, path: Path, hub_has: str | None = None) -> bool:
+        """Write ``status/<device>`` as a bundle the hub can fetch; False if none yet.
+
+        ``hub_has`` is the status commit the hub holds, as the publisher's stick says
+        (``agent.usb.read_hub_status``): the bundle leaves it and its history out, so it
+        stays small however long the device has been reporting. The stick is not signed,
+        so the word is only used to leave things out, and only if it names a commit the
+        status tip reaches; anything else gets the whole chain. (A hub that lacks what
+        it was said to hold refuses the bundle for a missing prerequisite: the next
+        stick, with the hub's true word, mends it.)
+        """
         state = self.state_store.load()
         if not state.status_tip or not state.applied:
             return False
+        tip = state.status_tip.encode()
+        exclude = [state.applied.encode()]
         with self._history() as history:
-            history.write_bundle(path, {self.config.status_ref: state.status_tip.encode()},
-                                 exclude=[state.applied.encode()])
+            if hub_has is not None:
+                ack = hub_has.encode()
+                if ack in history.object_store and history.is_ancestor(ack, tip):
+                    exclude.append(ack)
+                else:
+                    log.info("the stick says the hub holds status %s, which is not in this "
+                             "device's status history: writing the whole chain", hub_has[:12])
+            history.write_bundle(path, {self.config.status_ref: tip}, exclude=exclude)
         return True
 
     def close(self) -> None:

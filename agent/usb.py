@@ -8,6 +8,7 @@ pulled mid-write holds either the previous pair or the new one, never half a fil
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from agent.errors import GiterError
@@ -16,6 +17,8 @@ from agent.sync import Agent, SyncReport
 
 INBOX = Path("giter/inbox")
 OUTBOX = Path("giter/outbox")
+HUB_STATUS = "hub-status.txt"  # in the inbox: what the hub holds (read_hub_status)
+_SHA = re.compile(r"[0-9a-f]{40}")
 
 
 class StickError(GiterError, FileNotFoundError):
@@ -34,18 +37,49 @@ def inbox_bundles(stick: Path) -> list[Path]:
                   if p.is_file() and p.suffix == ".bundle" and not p.name.startswith("."))
 
 
+def read_hub_status(inbox: Path) -> dict[str, str]:
+    """``inbox/hub-status.txt``: device id -> the status commit the hub holds.
+
+    ``giter-bundle create`` writes it beside the bundle, one ``<device-id> <commit>``
+    line per device; ``#`` starts a comment. Lines that are not that are skipped: the
+    file only ever makes a status bundle smaller (``Agent.write_status_bundle``).
+    """
+    try:
+        text = (inbox / HUB_STATUS).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return {}
+    acks: dict[str, str] = {}
+    for line in text.splitlines()[:10_000]:
+        words = line.split("#", 1)[0].split()
+        if len(words) == 2 and _SHA.fullmatch(words[1]):
+            acks[words[0]] = words[1]
+    return acks
+
+
+def format_hub_status(acks: dict[str, str]) -> str:
+    """The text of ``hub-status.txt`` for ``acks`` (``read_hub_status`` reads it back)."""
+    head = ["# What the hub holds of each device's status branch (giter-bundle create).",
+            "# A device leaves these commits out of the status bundle it writes back."]
+    return "\n".join(head + [f"{device} {sha}" for device, sha in sorted(acks.items())]) + "\n"
+
+
 def sync_stick(agent: Agent, stick: Path) -> SyncReport:
     """Import the stick's inbox, then write this device's status bundle and receipt."""
     report = agent.sync(inbox_bundles(stick), source=f"usb:{stick}")
-    write_outbox(agent, stick / OUTBOX, report)
+    hub_has = read_hub_status(stick / INBOX).get(agent.config.device_id)
+    write_outbox(agent, stick / OUTBOX, report, hub_has=hub_has)
     return report
 
 
-def write_outbox(agent: Agent, outbox: Path, report: SyncReport) -> None:
-    """Write ``<device-id>.bundle`` (status) and ``<device-id>.txt`` (receipt) to ``outbox``."""
+def write_outbox(agent: Agent, outbox: Path, report: SyncReport,
+                 hub_has: str | None = None) -> None:
+    """Write ``<device-id>.bundle`` (status) and ``<device-id>.txt`` (receipt) to ``outbox``.
+
+    ``hub_has``: the status commit the hub already holds (see ``read_hub_status``).
+    """
     outbox.mkdir(parents=True, exist_ok=True)
     device = agent.config.device_id
-    agent.write_status_bundle(outbox / f"{device}.bundle")
+    agent.write_status_bundle(outbox / f"{device}.bundle", hub_has=hub_has)
     atomic_write(outbox / f"{device}.txt", receipt(agent, report).encode("utf-8"))
 
 

@@ -23,6 +23,7 @@ from helpers import run, ssh_keygen
 from agent.bundle import read_header
 from agent.cli import main as agent_main
 from agent.state import StateStore
+from agent.usb import read_hub_status
 from giter_bundle.cli import main as bundle_main
 
 API = "apiVersion: giter.dev/v1alpha1\n"
@@ -148,6 +149,43 @@ def bundle_verifies(bundle: Path, repo: Path) -> bool:
     return run("git", "-C", repo, "bundle", "verify", bundle, check=False).returncode == 0
 
 
+def test_status_bundles_leave_out_what_the_hub_holds_and_only_that(tmp_path, fleet, stick):
+    (pi_a,) = enrolled(fleet, tmp_path, "pi-a")
+    fleet.write("devices/pi-a/motd.yaml", motd(pi_a, "hello\n"))
+    fleet.ok("commit", "-m", "Welcome")
+    spec = fleet.rev()
+    outbox = stick / "giter/outbox/pi-a.bundle"
+
+    def prerequisites() -> list[bytes]:
+        with outbox.open("rb") as fh:
+            return read_header(fh).prerequisites
+
+    fleet.ok("create", stick)
+    assert not (stick / "giter/inbox/hub-status.txt").exists()  # the hub holds nothing yet
+    assert pi_a.cli("sync", "--usb", stick) == 0
+    assert prerequisites() == [spec.encode()]
+    assert "ACCEPTED" in fleet.ok("import", stick)
+    reported = fleet.rev("status/pi-a")
+
+    # Nothing new since: the hub holds the device's status tip, so the bundle carries no
+    # commit at all; git and the hub read it all the same.
+    fleet.ok("create", stick)
+    assert pi_a.cli("sync", "--usb", stick) == 0
+    assert pi_a.state().status_tip == reported
+    assert sorted(prerequisites()) == sorted([spec.encode(), reported.encode()])
+    assert bundle_verifies(outbox, fleet.root)
+    assert "UP-TO-DATE" in fleet.ok("import", stick)
+
+    # The file is not signed: a commit the device's status history does not reach is
+    # ignored (the whole chain goes back), whatever else the file holds.
+    (stick / "giter/inbox/hub-status.txt").write_text(
+        "# hand-made\npi-a " + "ab" * 20 + "\npi-b not-a-commit\n")
+    assert pi_a.cli("sync", "--usb", stick) == 0
+    assert prerequisites() == [spec.encode()]
+    assert bundle_verifies(outbox, tmp_path / "fresh.git") is False  # needs the spec, only
+    assert "UP-TO-DATE" in fleet.ok("import", stick)
+
+
 def test_sneakernet_cycle_two_devices_share_one_stick(tmp_path, fleet, stick):
     pi_a, pi_b = enrolled(fleet, tmp_path, "pi-a", "pi-b")
     # Edit, then sign without git: generations are bumped, lint runs first.
@@ -204,8 +242,15 @@ def test_sneakernet_cycle_two_devices_share_one_stick(tmp_path, fleet, stick):
     with bundle.open("rb") as fh:
         assert read_header(fh).prerequisites == [first.encode()]
     assert bundle_verifies(bundle, fleet.root)
+    # Beside it, what the hub holds of each device's status: pi-b's status bundle leaves
+    # that out, so it carries its new report only, however long pi-b has reported.
+    acks = read_hub_status(stick / "giter/inbox")
+    assert acks == {d.id: fleet.rev(f"status/{d.id}") for d in (pi_a, pi_b)}
     assert pi_b.cli("sync", "--usb", stick) == 0
     assert (pi_b.root / "motd").read_text() == "second\n"
+    with (stick / "giter/outbox/pi-b.bundle").open("rb") as fh:
+        assert acks["pi-b"].encode() in read_header(fh).prerequisites
+    assert bundle_verifies(stick / "giter/outbox/pi-b.bundle", fleet.root)
     assert "ACCEPTED" in fleet.ok("import", stick)
     status = fleet.status()
     assert (status["pi-a"]["behind"], status["pi-b"]["behind"]) == (1, 0)
@@ -247,13 +292,13 @@ def test_offline_device_catches_up_on_fifty_commits_with_one_bundle(tmp_path, fl
 
     fleet.ok("create", stick)
     inbox = sorted((stick / "giter/inbox").iterdir())
-    assert [p.name for p in inbox] == ["main.bundle"]
-    with inbox[0].open("rb") as fh:
+    assert [p.name for p in inbox] == ["hub-status.txt", "main.bundle"]
+    with inbox[1].open("rb") as fh:
         header = read_header(fh)
     assert header.prerequisites == [seen.encode()]
     assert header.refs == {b"refs/heads/main": tip.encode()}
-    assert bundle_verifies(inbox[0], fleet.root)
-    code, out = fleet.cli("inspect", inbox[0])
+    assert bundle_verifies(inbox[1], fleet.root)
+    code, out = fleet.cli("inspect", inbox[1])
     assert code == 0 and "50 new" in out, out
 
     assert pi_a.cli("sync", "--usb", stick) == 0
@@ -454,7 +499,7 @@ def test_create_plans_prunes_and_reports_progress(tmp_path, fleet, stick):
     out = fleet.ok("create", stick, "--progress")
     assert "removed old.bundle" in out and "writing main.bundle: 100%" in out
     names = sorted(p.name for p in (stick / "giter/inbox").iterdir())
-    assert names == ["main.bundle", "other.bundle"]
+    assert names == ["hub-status.txt", "main.bundle", "other.bundle"]
 
     # --device narrows the targets; a device that never reported forces a full bundle.
     pi_c = Device(tmp_path, "pi-c", fleet)

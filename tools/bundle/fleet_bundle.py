@@ -35,6 +35,9 @@ class Target:
     device: str
     observed: bytes | None  # the spec commit it last reported, when still on the branch
     note: str
+    # The hub's status/<device>, when the device's enrolled key signed it: the device
+    # leaves it out of the status bundle it writes back (agent.usb.read_hub_status).
+    hub_status: bytes | None = None
 
 
 @dataclass
@@ -56,8 +59,8 @@ def _observed(exchange: Exchange, device: EnrolledDevice, status_tip: bytes | No
     spec = exchange.commit(status_tip).parents[-1]
     if spec not in on_branch:
         return Target(device.id, None, f"observed {spec.decode()[:12]}, which is not on "
-                      f"{exchange.branch} any more: needs a full bundle")
-    return Target(device.id, spec, f"observed {spec.decode()[:12]}")
+                      f"{exchange.branch} any more: needs a full bundle", status_tip)
+    return Target(device.id, spec, f"observed {spec.decode()[:12]}", status_tip)
 
 
 def _common_base(exchange: Exchange, observed: list[bytes]) -> bytes | None:
@@ -104,6 +107,29 @@ def write_plan(exchange: Exchange, plan: Plan, path: Path,
     exclude = [plan.prerequisite] if plan.prerequisite else []
     exchange.history.write_bundle(path, {exchange.branch_ref: plan.tip}, exclude=exclude,
                                   progress=progress)
+
+
+def write_hub_status(inbox: Path, targets: list[Target]) -> Path | None:
+    """Tell the targets what the hub holds of their status, in ``inbox/hub-status.txt``.
+
+    Entries for other devices (another fleet's bundle on the same stick) are kept; a
+    target the hub holds nothing of loses its stale entry. None when nothing is left.
+    """
+    from agent.fsutil import atomic_write
+    from agent.usb import HUB_STATUS, format_hub_status, read_hub_status
+
+    acks = read_hub_status(inbox)
+    for t in targets:
+        if t.hub_status is None:
+            acks.pop(t.device, None)
+        else:
+            acks[t.device] = t.hub_status.decode()
+    path = inbox / HUB_STATUS
+    if not acks:
+        path.unlink(missing_ok=True)
+        return None
+    atomic_write(path, format_hub_status(acks).encode())
+    return path
 
 
 def superseded(exchange: Exchange, inbox: Path, keep: Path, tip: bytes) -> list[Path]:

@@ -3,11 +3,13 @@
 Writes ``STICK/giter/inbox/<branch>.bundle``: the spec branch, with the newest commit
 that every target device is known to hold as its only prerequisite (from the spec
 commit each one last reported; see ``giter_bundle.fleet_bundle``), or a full bundle
-when a target has never reported. Targets are every enrolled device, or those named
-with ``--device``. Older bundles of the branch on the stick are removed: a device
-that is ahead of one would refuse it as a rollback. The spec is linted first and not
-shipped if it fails (``--no-lint`` ships anyway). ``--output FILE`` writes the bundle
-elsewhere instead of a stick. The result passes ``git bundle verify``.
+when a target has never reported. Beside it, ``hub-status.txt`` names the status
+commit the hub holds of each target, which the device's status bundle then leaves out.
+Targets are every enrolled device, or those named with ``--device``. Older bundles of
+the branch on the stick are removed: a device that is ahead of one would refuse it as a
+rollback. The spec is linted first and not shipped if it fails (``--no-lint`` ships
+anyway). ``--output FILE`` writes the bundle elsewhere instead of a stick. The result
+passes ``git bundle verify``.
 """
 
 from __future__ import annotations
@@ -35,10 +37,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from agent.usb import INBOX
+    from agent.usb import HUB_STATUS, INBOX
     from giter_bundle.commands import open_exchange
     from giter_bundle.errors import UsageError
-    from giter_bundle.fleet_bundle import bundle_name, plan_bundle, superseded, write_plan
+    from giter_bundle.fleet_bundle import (
+        bundle_name,
+        plan_bundle,
+        superseded,
+        write_hub_status,
+        write_plan,
+    )
     from giter_bundle.lint import lint_tree
     from giter_bundle.progress import Progress
 
@@ -67,6 +75,9 @@ def run(args: argparse.Namespace) -> int:
         for old in removed:
             old.unlink()
             print(f"removed {old.name}: an older state of {exchange.branch}")
+        if args.output is None and write_hub_status(target.parent, plan.targets):
+            print(f"wrote {target.parent / HUB_STATUS}: what the hub holds of each device's "
+                  "status (their status bundles leave it out)")
         base = (f"needs {plan.prerequisite.decode()[:12]}" if plan.prerequisite
                 else "full bundle, needs nothing")
         print(f"wrote {target} ({target.stat().st_size} bytes): {exchange.branch} at "
