@@ -1,7 +1,7 @@
-"""``python -m agent`` runs the ``giter-agent`` command line."""
+"""``python -m giter_agent`` runs the ``giter-agent`` command line."""
 
 import sys
 
-from agent.cli import main
+from giter_agent.cli.main import main
 
 sys.exit(main())

@@ -146,7 +146,7 @@ def measure(argv: list[str]) -> Measured:
 
 def child_import(history_dir: str, bundle: str) -> None:
     """What the agent does with a bundle, minus trust: quarantine, promote, move the ref."""
-    from agent.history import History
+    from giter_agent.history.store import History
 
     with History(Path(history_dir)) as history, history.quarantine(Path(bundle)) as q:
         q.promote()
@@ -168,7 +168,8 @@ def run_scenario(sc: Scenario, work: Path) -> dict[str, float]:
     objects = int(counts["count"]) + int(counts["in-pack"])
 
     # The floor sleeps a little so the sampler sees it after the imports are done.
-    floor = measure([sys.executable, "-c", "import agent.history, time; time.sleep(0.2)"])
+    floor = measure([sys.executable, "-c",
+                     "import giter_agent.history.store, time; time.sleep(0.2)"])
     ours_dir = work / f"{sc.name}-ours"
     ours = measure([sys.executable, __file__, "--child-import", str(ours_dir), str(bundle)])
     got = (ours_dir / "refs" / "heads" / "main").read_text().strip()

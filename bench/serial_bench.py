@@ -5,7 +5,7 @@ at a UART's rate (115200 baud 8N1 carries at most 11,520 bytes/s: ten bits per b
 and injects bit errors over the ten bits each byte takes on the wire (a hit on a start
 or stop bit loses the byte). The agent's ``Sender`` pushes a file of random bytes
 (a pack is compressed: random is what a bundle looks like to the line) through
-``agent.serial_transfer`` with the default chunk and window to a ``Receiver`` that
+``giter_agent.transport.serial.transfer`` with the default chunk and window to a ``Receiver`` that
 writes it to disk and checks its SHA-256. Goodput is file bytes over the time from
 the OFFER to the verified DONE, so the handshake, every resend, the tail probe and the
 end-to-end hash all count against it.
@@ -32,8 +32,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 import serial
 from serial_line import SerialLine
 
-from agent.serial_link import OFFER, Link
-from agent.serial_transfer import CHUNK, WINDOW, Offer, PartialStore, Receiver, Sender
+from giter_agent.transport.serial.link import OFFER, Link
+from giter_agent.transport.serial.transfer import (
+    CHUNK,
+    WINDOW,
+    Offer,
+    PartialStore,
+    Receiver,
+    Sender,
+)
 
 LINE_RATE = 11520.0  # bytes/s at 115200 baud, 8N1
 

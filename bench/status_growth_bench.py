@@ -109,9 +109,9 @@ def packed_bytes(repo: Path) -> int | None:
 def run(args: argparse.Namespace) -> None:
     from gpiozero.pins.mock import MockFactory, MockPWMPin
 
-    from agent import sshsig
-    from agent.config import load
-    from agent.sync import Agent
+    from giter_agent.config.agent_toml import load
+    from giter_agent.sync.agent import Agent
+    from giter_agent.trust import sshsig
     from giter_bundle.publisher import PublisherRepo
 
     rng = random.Random(args.seed)

@@ -1,7 +1,7 @@
 """Signature-verification throughput: our verify_update against ``git verify-commit``.
 
 Run by hand (not a timed test): ``python3 bench/verify_bench.py [--commits 2000]``.
-It builds a linear history of signed commits with dulwich + ``agent.signed_commit``
+It builds a linear history of signed commits with dulwich + ``giter_agent.trust.signed_commit``
 (pure Python, so building is quick), packs it with ``git repack``, checks that git
 accepts every commit, and times both verifiers on the same packed repository.
 The numbers go into docs/performance.md, "Signature verification".
@@ -21,8 +21,8 @@ from pathlib import Path
 from dulwich.objects import Blob, Commit, Tree
 from dulwich.repo import Repo
 
-from agent import signed_commit, sshsig
-from agent.trust import TrustRoot, verify_update
+from giter_agent.trust import signed_commit, sshsig
+from giter_agent.trust.verify import TrustRoot, verify_update
 
 CHUNK = 200  # commits per `git verify-commit` call: keeps argv short, amortises start-up
 

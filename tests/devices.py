@@ -9,9 +9,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from agent.config import load
-from agent.state import StateStore
-from agent.sync import Agent
+from giter_agent.config.agent_toml import load
+from giter_agent.state.store import StateStore
+from giter_agent.sync.agent import Agent
 
 API = "apiVersion: giter.dev/v1alpha1\n"
 

@@ -132,7 +132,7 @@ def craft_sshsig(private_key, message: bytes, *, namespace: bytes = b"git",
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-    from agent import sshsig
+    from giter_agent.trust import sshsig
 
     def string(value: bytes) -> bytes:
         return struct.pack(">I", len(value)) + value

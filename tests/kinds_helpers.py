@@ -11,9 +11,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from agent.board import load_board
-from agent.kinds.base import Context
-from agent.resources import SpecSet, select
+from giter_agent.device.board import load_board
+from giter_agent.kinds.base import Context
+from giter_agent.spec.resources import SpecSet, select
 
 API = "apiVersion: giter.dev/v1alpha1\n"
 T0 = 1_800_000_000.0
@@ -110,8 +110,8 @@ class Rig:
         return self.publisher.bundle(self.dir / f"spec-{self.bundles}.bundle")
 
     def agent(self, clock: Any = None, factory: Any = None) -> Any:
-        from agent.config import load
-        from agent.sync import Agent
+        from giter_agent.config.agent_toml import load
+        from giter_agent.sync.agent import Agent
 
         kwargs: dict[str, Any] = {"clock": clock or Clock()}
         if factory is not None:
@@ -119,12 +119,12 @@ class Rig:
         return Agent(load(self.config), **kwargs)
 
     def cli(self, *args: Any) -> int:
-        from agent.cli import main
+        from giter_agent.cli.main import main
 
         return main(["-c", str(self.config), *map(str, args)])
 
     def state(self) -> Any:
-        from agent.state import StateStore
+        from giter_agent.state.store import StateStore
 
         return StateStore(self.state_dir).load()
 

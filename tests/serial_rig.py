@@ -15,7 +15,7 @@ from pathlib import Path
 from devices import NetDevice
 from serial_line import SerialLine
 
-from agent.serial_endpoint import SerialEndpoint
+from giter_agent.transport.serial.endpoint import SerialEndpoint
 from giter_bundle.serial_peer import SerialPeer
 
 IDLE_S = 1.5

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from agent.board import load_board, make_pin_factory, shipped_boards
-from agent.errors import ConfigError
+from giter_agent.core.errors import ConfigError
+from giter_agent.device.board import load_board, make_pin_factory, shipped_boards
 
 EXPECTED = {  # board -> (pin factory, serial console)
     "generic-mock": ("mock", None),

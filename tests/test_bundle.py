@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.bundle import (
+from giter_agent.core.errors import BundleError
+from giter_agent.history.bundle import (
     MAX_LINE_BYTES,
     GatedPackReader,
     PackScanner,
@@ -18,7 +19,6 @@ from agent.bundle import (
     read_header,
     write_bundle,
 )
-from agent.errors import BundleError
 
 A = "a" * 40
 B = "b" * 40

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from agent.board import load_board, shipped_boards
-from agent.config import load
-from agent.errors import ConfigError
+from giter_agent.config.agent_toml import load
+from giter_agent.core.errors import ConfigError
+from giter_agent.device.board import load_board, shipped_boards
 
 GOOD = """\
 device_id = "pi-01"

@@ -21,7 +21,7 @@ import pytest
 from devices import NetDevice
 from servers import GitDaemon, Hub
 
-from agent.sd_notify import Notifier
+from giter_agent.daemon.sd_notify import Notifier
 
 
 class FakeSystemd:
@@ -83,7 +83,7 @@ def context_switches(pid: int) -> int:
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "agent", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "giter_agent", *args], capture_output=True,
                           text=True, timeout=60, check=False)
 
 
@@ -99,7 +99,8 @@ def test_daemon_notifies_syncs_on_triggers_and_stops_on_sigterm(tmp_path, publis
     hub.publish(publisher)
     systemd = FakeSystemd(tmp_path / "notify.sock")
     env = dict(os.environ, NOTIFY_SOCKET=str(systemd.path), WATCHDOG_USEC="1000000")
-    proc = subprocess.Popen([sys.executable, "-m", "agent", "-c", str(dev.config_path), "run"],
+    proc = subprocess.Popen([sys.executable, "-m", "giter_agent", "-c", str(dev.config_path),
+                             "run"],
                             env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:
@@ -191,7 +192,8 @@ def test_daemon_reports_offline_and_backs_off(tmp_path, publisher):
                     settings={"log_level": "info"})
     systemd = FakeSystemd(tmp_path / "notify.sock")
     env = dict(os.environ, NOTIFY_SOCKET=str(systemd.path))
-    proc = subprocess.Popen([sys.executable, "-m", "agent", "-c", str(dev.config_path), "run"],
+    proc = subprocess.Popen([sys.executable, "-m", "giter_agent", "-c", str(dev.config_path),
+                             "run"],
                             env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
     try:
@@ -247,7 +249,7 @@ def test_abstract_notify_socket(tmp_path):
 
 @pytest.mark.parametrize("inbox_first", [True, False])
 def test_usb_watch_sees_a_stick_once_per_appearance(tmp_path, inbox_first):
-    from agent.triggers import USB, UsbWatch
+    from giter_agent.daemon.triggers import USB, UsbWatch
 
     root = tmp_path / "media"
     root.mkdir()
@@ -286,7 +288,8 @@ def test_sigterm_mid_pass_abandons_it_within_a_second(tmp_path, publisher):
                     settings={"log_level": "info"})
     systemd = FakeSystemd(tmp_path / "notify.sock")
     env = dict(os.environ, NOTIFY_SOCKET=str(systemd.path))
-    proc = subprocess.Popen([sys.executable, "-m", "agent", "-c", str(dev.config_path), "run"],
+    proc = subprocess.Popen([sys.executable, "-m", "giter_agent", "-c", str(dev.config_path),
+                             "run"],
                             env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
     try:
@@ -331,7 +334,7 @@ class PipeTrigger:
         return None
 
     def fire(self, now, ready):
-        from agent.triggers import Job
+        from giter_agent.daemon.triggers import Job
 
         os.read(self.r, 100)
 
@@ -346,7 +349,7 @@ class PipeTrigger:
 
 
 def test_a_trigger_can_be_added_with_its_own_pass(tmp_path, publisher):
-    from agent.daemon import Daemon
+    from giter_agent.daemon.loop import Daemon
 
     dev = NetDevice(tmp_path, "pi-01", publisher.allowed_signers)
     agent = dev.agent()

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from agent import sshsig
-from agent.cli import main
-from agent.doctor import FAIL, OK, WARN, Doctor, render
-from agent.errors import ConfigError
-from agent.state import State, StateStore
+from giter_agent.cli.doctor import FAIL, OK, WARN, Doctor, render
+from giter_agent.cli.main import main
+from giter_agent.core.errors import ConfigError
+from giter_agent.state.store import State, StateStore
+from giter_agent.trust import sshsig
 
 NOW = 1_800_000_000.0  # 2027-01-15
 Usage = namedtuple("Usage", "total used free")
@@ -52,7 +52,7 @@ def levels(findings):
 
 
 def with_key(board_dir: Path) -> None:
-    from agent.devicekey import load_or_create
+    from giter_agent.trust.devicekey import load_or_create
 
     load_or_create(board_dir / "state" / "device_key")
 
@@ -224,7 +224,7 @@ def test_missing_usb_and_file_roots_fail(board_dir):
 
 
 def test_render_puts_the_fix_under_each_problem():
-    from agent.doctor import Finding
+    from giter_agent.cli.doctor import Finding
 
     text = render([Finding("clock", FAIL, "wrong", "set it"), Finding("board", OK, "fine", "x"),
                    Finding("free disk", WARN, "low", "clean")])

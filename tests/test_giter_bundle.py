@@ -20,10 +20,10 @@ from pathlib import Path
 import pytest
 from helpers import run, ssh_keygen
 
-from agent.bundle import read_header
-from agent.cli import main as agent_main
-from agent.state import StateStore
-from agent.usb import read_hub_status
+from giter_agent.cli.main import main as agent_main
+from giter_agent.history.bundle import read_header
+from giter_agent.state.store import StateStore
+from giter_agent.transport.usb import read_hub_status
 from giter_bundle.cli import main as bundle_main
 
 API = "apiVersion: giter.dev/v1alpha1\n"

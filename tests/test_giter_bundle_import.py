@@ -1,7 +1,7 @@
 """What comes back from the field is verified before the hub takes it; inspect imports nothing.
 
 Forged status bundles are built with the agent's own status writer
-(``agent.status.make_status_commit``) on top of a device's real status history, in a
+(``giter_agent.status.documents.make_status_commit``) on top of a device's real status history, in a
 scratch copy of the hub, so each one fails exactly one rule: the key that signed it,
 the files it touches, or the spec it claims to observe. After every refusal the hub's
 refs and object files are byte for byte what they were, and no quarantine is left.
@@ -18,12 +18,12 @@ import pytest
 from helpers import run, ssh_keygen
 from test_giter_bundle import BEACON, Device, Fleet, capture, enrolled, motd
 
-from agent import sshsig
-from agent.history import History
-from agent.resources import dump_yaml, load_yaml
-from agent.signed_commit import sign_commit
-from agent.status import make_status_commit
-from agent.tree import read_file, replace_files
+from giter_agent.history.store import History
+from giter_agent.history.tree import read_file, replace_files
+from giter_agent.spec.resources import dump_yaml, load_yaml
+from giter_agent.status.documents import make_status_commit
+from giter_agent.trust import sshsig
+from giter_agent.trust.signed_commit import sign_commit
 from giter_bundle.cli import main as bundle_main
 
 

@@ -13,9 +13,9 @@ import pytest
 from dulwich.objects import Commit
 from helpers import run
 
-from agent.errors import BundleError, HistoryError
-from agent.history import Caps, History
-from agent.tree import read_file, replace_files
+from giter_agent.core.errors import BundleError, HistoryError
+from giter_agent.history.store import Caps, History
+from giter_agent.history.tree import read_file, replace_files
 
 MAIN = b"refs/heads/main"
 BIG = "".join(f"line {i} of a large generated file\n" for i in range(6000))  # ~200 KB

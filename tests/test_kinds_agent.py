@@ -8,11 +8,11 @@ import pytest
 from gpiozero.pins.mock import MockFactory
 from kinds_helpers import doc, make_ctx, ready, specset
 
-from agent.config import from_dict
-from agent.errors import ConfigError
-from agent.kinds import builtin_kinds
-from agent.reconcile import reconcile
-from agent.settings import Settings, SettingsConfig, effective
+from giter_agent.config.agent_toml import from_dict
+from giter_agent.config.settings import Settings, SettingsConfig, effective
+from giter_agent.core.errors import ConfigError
+from giter_agent.kinds import builtin_kinds
+from giter_agent.reconcile.engine import reconcile
 
 BASE = {"device_id": "pi-1", "state_dir": "state", "board": "generic-mock",
         "allowed_signers": "signers"}
@@ -69,7 +69,7 @@ def test_one_agent_resource_named_agent(ctx):
 
 
 def test_device_resource_overrides_the_group_one(ctx):
-    from agent.resources import select
+    from giter_agent.spec.resources import select
 
     files = [("devices/d/agent.yaml", agent_doc(reportInterval=120)),
              ("groups/all/agent.yaml", agent_doc(reportInterval=1800))]

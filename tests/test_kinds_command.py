@@ -8,8 +8,8 @@ import time
 from gpiozero.pins.mock import MockFactory
 from kinds_helpers import doc, make_ctx, ready, specset
 
-from agent.kinds import builtin_kinds
-from agent.reconcile import reconcile
+from giter_agent.kinds import builtin_kinds
+from giter_agent.reconcile.engine import reconcile
 
 SH = "/bin/sh"
 

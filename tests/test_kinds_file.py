@@ -12,8 +12,8 @@ import pytest
 from gpiozero.pins.mock import MockFactory
 from kinds_helpers import Clock, doc, make_ctx, ready, specset
 
-from agent.kinds import builtin_kinds
-from agent.reconcile import reconcile
+from giter_agent.kinds import builtin_kinds
+from giter_agent.reconcile.engine import reconcile
 
 NOBODY = pwd.getpwnam("nobody")
 NOGROUP = grp.getgrgid(NOBODY.pw_gid)

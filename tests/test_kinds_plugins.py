@@ -14,14 +14,14 @@ import pytest
 from gpiozero.pins.mock import MockFactory
 from kinds_helpers import doc, make_ctx, ready, specset
 
-from agent.config import from_dict
-from agent.kinds import load_kinds
-from agent.reconcile import reconcile
+from giter_agent.config.agent_toml import from_dict
+from giter_agent.kinds import load_kinds
+from giter_agent.reconcile.engine import reconcile
 
 LAMP = '''
 """A plug-in kind, written as docs/kinds.md says."""
-from agent.kinds.base import Done, Failed, Kind, check_fields
-from agent.errors import ResourceError
+from giter_agent.kinds.base import Done, Failed, Kind, check_fields
+from giter_agent.core.errors import ResourceError
 
 
 class LampKind(Kind):
@@ -71,7 +71,7 @@ def test_plugin_kinds_load_and_broken_ones_fail_alone(installed, tmp_path, caplo
     with caplog.at_level(logging.INFO, logger="giter.kinds.plugins"):
         kinds = load_kinds()
     assert kinds["Lamp"].kind == "Lamp"
-    assert type(kinds["File"]).__module__ == "agent.kinds.file"  # a built-in is not replaced
+    assert type(kinds["File"]).__module__ == "giter_agent.kinds.file"  # a built-in is not replaced
     logged = caplog.text
     assert "acme_missing_dependency" in logged and "Fragile" in logged
     assert "File = acme_lamp:LampKind ignored" in logged
@@ -97,7 +97,7 @@ def test_plugin_kinds_load_and_broken_ones_fail_alone(installed, tmp_path, caplo
 
 
 def test_the_agent_loads_plugins_at_start(installed, tmp_path):
-    from agent.sync import Agent
+    from giter_agent.sync.agent import Agent
 
     config = from_dict({"device_id": "pi-1", "state_dir": "state", "board": "generic-mock",
                         "allowed_signers": "signers"}, base=tmp_path)

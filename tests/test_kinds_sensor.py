@@ -13,10 +13,10 @@ from gpiozero import Device
 from gpiozero.pins.mock import MockFactory, MockPWMPin, MockSPIDevice
 from kinds_helpers import T0, condition, doc, make_ctx, ready, specset
 
-from agent.kinds import builtin_kinds
-from agent.kinds.base import Done, Retry
-from agent.reconcile import reconcile
-from agent.settings import SettingsConfig
+from giter_agent.config.settings import SettingsConfig
+from giter_agent.kinds import builtin_kinds
+from giter_agent.kinds.base import Done, Retry
+from giter_agent.reconcile.engine import reconcile
 
 
 @pytest.fixture

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from kinds_helpers import condition, doc, ready, specset
 
-from agent.kinds import builtin_kinds
-from agent.reconcile import reconcile
+from giter_agent.kinds import builtin_kinds
+from giter_agent.reconcile.engine import reconcile
 
 
 class FakeSystemd:

@@ -7,8 +7,8 @@ import os
 import subprocess
 import sys
 
-from agent.lock_table import lock_holders, sync_in_progress
-from agent.state import state_lock
+from giter_agent.state.lock_table import lock_holders, sync_in_progress
+from giter_agent.state.store import state_lock
 
 
 def test_a_running_sync_is_seen_and_the_probe_never_takes_the_lock(tmp_path):

@@ -19,12 +19,12 @@ from devices import NetDevice
 from helpers import run, ssh_keygen
 from servers import GitDaemon, Hub, Lighttpd, Relay, Sshd, binary
 
-from agent.backoff import Backoff
-from agent.cli import main
-from agent.config import from_dict
-from agent.errors import ConfigError, LockedError
-from agent.health import health
-from agent.state import state_lock
+from giter_agent.cli.main import main
+from giter_agent.config.agent_toml import from_dict
+from giter_agent.core.errors import ConfigError, LockedError
+from giter_agent.daemon.backoff import Backoff
+from giter_agent.state.health import health
+from giter_agent.state.store import state_lock
 
 needs_sshd = pytest.mark.skipif(binary("sshd", "/usr/sbin") is None,
                                 reason="sshd not installed (Debian: openssh-server; "
@@ -383,7 +383,7 @@ def test_network_config_defaults_and_paths(tmp_path):
 
 
 def test_ssh_client_never_trusts_on_first_use(tmp_path):
-    from agent.network import PinnedSSH
+    from giter_agent.transport.network import PinnedSSH
 
     argv = PinnedSSH(tmp_path / "k", tmp_path / "kh", 7, 40).argv(
         "hub", "git-upload-pack '/srv/fleet.git'", "git", 2222, None)
@@ -398,7 +398,7 @@ def test_ssh_client_never_trusts_on_first_use(tmp_path):
 def test_logs_name_device_spec_and_reason(tmp_path):
     import logging
 
-    from agent import logs
+    from giter_agent.daemon import logs
 
     out = io.StringIO()
     logs.setup("pi-01", lambda: "a" * 40, stream=out)

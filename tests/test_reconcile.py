@@ -8,11 +8,11 @@ import time
 import pytest
 from gpiozero.pins.mock import MockFactory, MockPWMPin
 
-from agent.board import load_board
-from agent.kinds import builtin_kinds
-from agent.kinds.base import Context
-from agent.reconcile import reconcile
-from agent.resources import SpecSet, parse_resource, select
+from giter_agent.device.board import load_board
+from giter_agent.kinds import builtin_kinds
+from giter_agent.kinds.base import Context
+from giter_agent.reconcile.engine import reconcile
+from giter_agent.spec.resources import SpecSet, parse_resource, select
 
 API = "apiVersion: giter.dev/v1alpha1\n"
 

@@ -7,8 +7,8 @@ from typing import Any
 
 from kinds_helpers import T0, doc, ready, specset
 
-from agent.kinds.base import Context, Done, Kind, Outcome, Retry, check_fields
-from agent.reconcile import MAX_BACKOFF_S, reconcile
+from giter_agent.kinds.base import Context, Done, Kind, Outcome, Retry, check_fields
+from giter_agent.reconcile.engine import MAX_BACKOFF_S, reconcile
 
 
 class Flaky(Kind):

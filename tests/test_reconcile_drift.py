@@ -7,8 +7,8 @@ from __future__ import annotations
 from gpiozero.pins.mock import MockFactory, MockPWMPin
 from kinds_helpers import Rig, condition, doc, ready, specset
 
-from agent.kinds import builtin_kinds
-from agent.reconcile import reconcile
+from giter_agent.kinds import builtin_kinds
+from giter_agent.reconcile.engine import reconcile
 
 
 def test_hand_edits_are_corrected_and_counted(ctx, clock, tmp_path):

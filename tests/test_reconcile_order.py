@@ -11,8 +11,8 @@ import pytest
 from gpiozero.pins.mock import MockFactory
 from kinds_helpers import doc, make_ctx, ready, specset
 
-from agent.kinds import builtin_kinds
-from agent.reconcile import reconcile, resolve_order
+from giter_agent.kinds import builtin_kinds
+from giter_agent.reconcile.engine import reconcile, resolve_order
 
 SH = "/bin/sh"
 
@@ -102,7 +102,7 @@ def test_bare_names_must_be_unambiguous(ctx, tmp_path):
 
 
 def test_a_dependency_on_an_invalid_resource_waits(ctx):
-    from agent.resources import select
+    from giter_agent.spec.resources import select
 
     spec = select([("devices/d/bad.yaml", doc("Command", "bad", {"command": 7})),
                    ("devices/d/a.yaml", step("a", "Command/bad"))])

@@ -10,10 +10,10 @@ import pytest
 from gpiozero.pins.mock import MockFactory
 from kinds_helpers import Rig, doc, make_ctx, specset
 
-from agent.kinds import builtin_kinds
-from agent.plan import plan
-from agent.reconcile import reconcile
-from agent.state import state_lock
+from giter_agent.kinds import builtin_kinds
+from giter_agent.reconcile.engine import reconcile
+from giter_agent.reconcile.plan import plan
+from giter_agent.state.store import state_lock
 
 
 def tree_digest(folder) -> dict[str, str]:
@@ -54,7 +54,7 @@ def test_plan_lists_changes_prunes_and_keeps(tmp_path):
 
 
 def test_plan_never_claims_pins(tmp_path):
-    from agent.plan import NoPins, refuse_pins
+    from giter_agent.reconcile.plan import NoPins, refuse_pins
 
     ctx = make_ctx(tmp_path, MockFactory())
     ctx.pin_factory_maker = refuse_pins

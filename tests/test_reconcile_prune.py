@@ -6,9 +6,9 @@ import pytest
 from gpiozero.pins.mock import MockFactory, MockPWMPin
 from kinds_helpers import doc, make_ctx
 
-from agent.kinds import builtin_kinds
-from agent.reconcile import reconcile
-from agent.resources import select
+from giter_agent.kinds import builtin_kinds
+from giter_agent.reconcile.engine import reconcile
+from giter_agent.spec.resources import select
 
 
 @pytest.fixture

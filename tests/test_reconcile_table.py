@@ -10,8 +10,8 @@ import pytest
 from gpiozero.pins.mock import MockFactory, MockPWMPin
 from kinds_helpers import API, Clock, doc, make_ctx, specset
 
-from agent.kinds import builtin_kinds
-from agent.reconcile import reconcile
+from giter_agent.kinds import builtin_kinds
+from giter_agent.reconcile.engine import reconcile
 
 ROOT = "{root}"  # replaced by the test's files root
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from agent.errors import ResourceError
-from agent.resources import load_yaml, parse_resource, select
+from giter_agent.core.errors import ResourceError
+from giter_agent.spec.resources import load_yaml, parse_resource, select
 
 DOC = b"""\
 apiVersion: giter.dev/v1alpha1

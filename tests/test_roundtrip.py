@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 from helpers import Publisher, run, ssh_keygen
 
-from agent.cli import main
-from agent.demo import run_demo
-from agent.state import StateStore
+from giter_agent.cli.demo import run_demo
+from giter_agent.cli.main import main
+from giter_agent.state.store import StateStore
 
 API = "apiVersion: giter.dev/v1alpha1\n"
 
@@ -287,7 +287,7 @@ def test_sync_bundle_file_and_status_output(tmp_path, publisher, device, capsys)
 
 def test_dulwich_made_bundles_import(tmp_path, device):
     """Bundles our own publisher code writes import too, and git reads them."""
-    from agent import sshsig
+    from giter_agent.trust import sshsig
     from giter_bundle.publisher import PublisherRepo
 
     key = sshsig.generate_ed25519()

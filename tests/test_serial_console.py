@@ -14,9 +14,9 @@ from devices import NetDevice
 from serial_line import SerialLine
 from serial_rig import ServedDevice
 
-from agent.serial_console import Console, find_sticks
-from agent.serial_endpoint import PreambleScanner
-from agent.serial_link import PREAMBLE
+from giter_agent.transport.serial.console import Console, find_sticks
+from giter_agent.transport.serial.endpoint import PreambleScanner
+from giter_agent.transport.serial.link import PREAMBLE
 
 
 def read_until(port, marker: bytes, timeout: float = 5.0) -> bytes:
@@ -153,9 +153,9 @@ def test_find_sticks(tmp_path):
 
 
 def test_serial_config_and_the_port_it_names(tmp_path, device):
-    from agent.config import from_dict
-    from agent.errors import ConfigError
-    from agent.serial_endpoint import configured_port
+    from giter_agent.config.agent_toml import from_dict
+    from giter_agent.core.errors import ConfigError
+    from giter_agent.transport.serial.endpoint import configured_port
 
     base = {"device_id": "pi-01", "state_dir": "s", "board": "rpi-4b", "allowed_signers": "a"}
     config = from_dict({**base, "serial": {"port": "/dev/ttyAMA0", "baud": 57600}},

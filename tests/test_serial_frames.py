@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from agent.serial_frames import (
+from giter_agent.transport.serial.frames import (
     MAX_ENCODED,
     FrameDecoder,
     FrameError,
@@ -15,7 +15,17 @@ from agent.serial_frames import (
     cobs_encode,
     encode_frame,
 )
-from agent.serial_link import ACK, DATA, HELLO, ProtocolError, ack, control, data, pack, unpack
+from giter_agent.transport.serial.link import (
+    ACK,
+    DATA,
+    HELLO,
+    ProtocolError,
+    ack,
+    control,
+    data,
+    pack,
+    unpack,
+)
 
 
 @pytest.mark.parametrize("raw, encoded", [

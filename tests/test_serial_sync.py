@@ -21,8 +21,8 @@ from devices import NetDevice
 from serial_line import SerialLine
 from serial_rig import ServedDevice, peer
 
-from agent.serial_frames import encode_frame
-from agent.serial_link import (
+from giter_agent.transport.serial.frames import encode_frame
+from giter_agent.transport.serial.link import (
     HELLO,
     PREAMBLE,
     Link,
@@ -32,7 +32,7 @@ from agent.serial_link import (
     error,
     pack,
 )
-from agent.serial_transfer import Offer, Sender
+from giter_agent.transport.serial.transfer import Offer, Sender
 from giter_bundle.serial_peer import NoDeviceError
 
 
@@ -297,7 +297,8 @@ def test_both_commands_in_their_own_processes(tmp_path, publisher, device):
     tip, bundle = spec_bundle(publisher, device, tmp_path, blob_kib=16)
     with SerialLine() as line:
         # Started as a shell starts a background job: SIGINT ignored. Ctrl-C stops it still.
-        served = subprocess.Popen([sys.executable, "-m", "agent", "-c", str(device.config_path),
+        served = subprocess.Popen([sys.executable, "-m", "giter_agent",
+                                   "-c", str(device.config_path),
                                    "serve-serial", "--port", line.a, "--status-interval", "1"],
                                   stderr=subprocess.PIPE,
                                   preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))

@@ -15,8 +15,8 @@ import pytest
 import serial
 from serial_line import SerialLine
 
-from agent.serial_link import OFFER, Link, LinkLost
-from agent.serial_transfer import Offer, PartialStore, Receiver, Sender
+from giter_agent.transport.serial.link import OFFER, Link, LinkLost
+from giter_agent.transport.serial.transfer import Offer, PartialStore, Receiver, Sender
 
 
 def run_transfer(line, source, store, *, offer=None, idle=1.0, window=16):
@@ -101,7 +101,7 @@ def test_a_damaged_state_file_starts_over(tmp_path):
 
 
 def test_a_chunk_of_the_wrong_length_is_a_protocol_error(tmp_path):
-    from agent.serial_link import ProtocolError
+    from giter_agent.transport.serial.link import ProtocolError
 
     partial = PartialStore(tmp_path / "p").open(Offer(1, "spec", "f", 3000, b"\x04" * 32))
     with pytest.raises(ProtocolError):

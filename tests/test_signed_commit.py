@@ -24,8 +24,8 @@ from helpers import (
     write_commit,
 )
 
-from agent import signed_commit, sshsig
-from agent.errors import TrustError
+from giter_agent.core.errors import TrustError
+from giter_agent.trust import signed_commit, sshsig
 
 KEY_SPECS = {"ed25519": ("ed25519", None), "ecdsa256": ("ecdsa", 256),
              "ecdsa384": ("ecdsa", 384), "rsa2048": ("rsa", 2048)}

@@ -16,9 +16,9 @@ import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from helpers import craft_sshsig, pub_line, run, ssh_keygen, write_allowed_signers
 
-from agent import allowed_signers, devicekey, sshsig
-from agent.errors import ConfigError, TrustError
-from agent.sshsig import PublicKey
+from giter_agent.core.errors import ConfigError, TrustError
+from giter_agent.trust import allowed_signers, devicekey, sshsig
+from giter_agent.trust.sshsig import PublicKey
 
 MESSAGE = b"tree 4b825dc642cb6eb9a060e54bf8d69288fbee4904\n\nhello\n"
 KEY_SPECS = {"ed25519": ("ed25519", None), "ecdsa256": ("ecdsa", 256),

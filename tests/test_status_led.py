@@ -9,9 +9,9 @@ import time
 import pytest
 from gpiozero.pins.mock import MockFactory, MockPWMPin
 
-from agent.board import load_board
-from agent.health import ERROR, IN_SYNC, OFFLINE, REFUSED, STALE, STATES, SYNCING
-from agent.status_led import LEGEND, PATTERNS, StatusLed, StatusLedError, legend
+from giter_agent.device.board import load_board
+from giter_agent.device.status_led import LEGEND, PATTERNS, StatusLed, StatusLedError, legend
+from giter_agent.state.health import ERROR, IN_SYNC, OFFLINE, REFUSED, STALE, STATES, SYNCING
 
 
 @pytest.fixture

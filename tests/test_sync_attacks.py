@@ -13,8 +13,8 @@ import json
 import pytest
 from test_trust import ATTACKS, World, keys  # noqa: F401 - keys is a fixture World needs
 
-from agent.cli import main
-from agent.state import StateStore
+from giter_agent.cli.main import main
+from giter_agent.state.store import StateStore
 
 MOTD = ("apiVersion: giter.dev/v1alpha1\nkind: File\nmetadata:\n  name: motd\nspec:\n"
         "  path: {root}/motd\n  content: {text}\n")

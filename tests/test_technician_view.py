@@ -1,15 +1,15 @@
 """What a technician reads after a stick sync: the receipt, the console line, ``status``.
 
-All three must name the same state (``agent.health``) and the same LED pattern
-(``agent.status_led``), for a good bundle and for a refused one.
+All three must name the same state (``giter_agent.state.health``) and the same LED pattern
+(``giter_agent.device.status_led``), for a good bundle and for a refused one.
 """
 
 from __future__ import annotations
 
 from devices import NetDevice, motd
 
-from agent.cli import main
-from agent.status_led import LEGEND, legend
+from giter_agent.cli.main import main
+from giter_agent.device.status_led import LEGEND, legend
 
 
 def sync_stick(device: NetDevice, stick) -> int:

@@ -8,8 +8,8 @@ import os
 import pytest
 from dulwich.object_store import DiskObjectStore
 
-from agent.errors import TreeError
-from agent.tree import iter_files, read_file, replace_files
+from giter_agent.core.errors import TreeError
+from giter_agent.history.tree import iter_files, read_file, replace_files
 
 DEVICE = "devices/dev-1"
 LAYOUT = {

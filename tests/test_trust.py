@@ -29,9 +29,10 @@ from helpers import (
     write_commit,
 )
 
-from agent import signed_commit, sshsig, trust
-from agent.errors import TrustError
-from agent.trust import TrustRoot, verify_status_commit, verify_update
+from giter_agent.core.errors import TrustError
+from giter_agent.trust import signed_commit, sshsig
+from giter_agent.trust import verify as trust
+from giter_agent.trust.verify import TrustRoot, verify_status_commit, verify_update
 
 TRUST_PATH = ".giter/trust/allowed_signers"
 

@@ -1,7 +1,7 @@
 """The kinds the agent knows: built-in ones and plug-ins, looked up by ``kind`` name.
 
-Every kind here speaks the ``agent.kinds.base.Kind`` interface; the reconciler never
-imports a kind module directly. ``agent.sync.Agent`` calls ``load_kinds`` once at
+Every kind here speaks the ``giter_agent.kinds.base.Kind`` interface; the reconciler never
+imports a kind module directly. ``giter_agent.sync.agent.Agent`` calls ``load_kinds`` once at
 start; tests call ``builtin_kinds``. Kind modules keep their top level light
 (gpiozero and friends are imported when a resource needs them).
 """
@@ -11,13 +11,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from agent.kinds.agent_settings import AgentKind
-from agent.kinds.base import Kind
-from agent.kinds.command import CommandKind
-from agent.kinds.file import FileKind
-from agent.kinds.output import OutputKind
-from agent.kinds.sensor import SensorKind
-from agent.kinds.service import ServiceKind
+from giter_agent.kinds.agent_settings import AgentKind
+from giter_agent.kinds.base import Kind
+from giter_agent.kinds.command import CommandKind
+from giter_agent.kinds.file import FileKind
+from giter_agent.kinds.output import OutputKind
+from giter_agent.kinds.sensor import SensorKind
+from giter_agent.kinds.service import ServiceKind
 
 
 def builtin_kinds() -> dict[str, Kind]:
@@ -27,8 +27,8 @@ def builtin_kinds() -> dict[str, Kind]:
 
 
 def load_kinds(entry_points: Iterable[Any] | None = None) -> dict[str, Kind]:
-    """Built-in kinds plus the plug-ins of entry point group ``giter_agent.kinds``."""
-    from agent.kinds.plugins import load_plugins
+    """Built-in kinds plus the plug-ins of entry point group ``kinds``."""
+    from giter_agent.kinds.plugins import load_plugins
 
     kinds = builtin_kinds()
     kinds.update(load_plugins(kinds, entry_points))

@@ -2,10 +2,10 @@
 
 Called by the reconciler through the ``Kind`` interface. The spec may set
 ``reportInterval``, ``syncInterval`` (seconds) and ``logLevel``; each must lie within
-the device's ``[agent]`` bounds (``agent.settings``), or the resource fails with
+the device's ``[agent]`` bounds (``config.settings``), or the resource fails with
 ``OutOfBounds`` and the last accepted overrides stay. Accepted overrides go into
 ``ctx.settings``, where sensors (report interval) and the daemon
-(``agent.settings.effective``) read them. One per device, named ``agent``: a
+(``config.settings.effective``) read them. One per device, named ``agent``: a
 device's own ``Agent/agent`` then overrides its group's, as any resource does.
 Overrides live in memory; after a restart the first pass sets them again.
 """
@@ -14,8 +14,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from agent.errors import ResourceError
-from agent.kinds.base import (
+from giter_agent.config.settings import LOG_LEVELS, SPEC_FIELDS, check_override
+from giter_agent.core.errors import ResourceError
+from giter_agent.kinds.base import (
     Context,
     Done,
     Failed,
@@ -25,7 +26,6 @@ from agent.kinds.base import (
     check_fields,
     number,
 )
-from agent.settings import LOG_LEVELS, SPEC_FIELDS, check_override
 
 NAME = "agent"
 

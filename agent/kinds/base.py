@@ -4,8 +4,8 @@ A kind validates its ``spec`` (schema), applies it to the device, says what appl
 would change (``plan``), and undoes it when the resource is pruned. Outcomes are
 typed by what happens next, as in kopf and controller-runtime: ``Done`` (Ready),
 ``Retry`` (try again after N seconds, backed off), ``Failed`` (permanent: only a new
-spec helps). The reconciler (``agent.reconcile``) turns them into conditions; built-in
-kinds (``agent.kinds.*``) and plug-ins (entry point group ``giter_agent.kinds``)
+spec helps). The reconciler (``reconcile.engine``) turns them into conditions; built-in
+kinds (``giter_agent.kinds.*``) and plug-ins (entry point group ``kinds``)
 implement them. ``Context`` is everything a handler may touch, passed in.
 """
 
@@ -22,9 +22,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
-from agent.board import Board
-from agent.errors import ResourceError
-from agent.settings import Settings, SettingsConfig, resolve
+from giter_agent.config.settings import Settings, SettingsConfig, resolve
+from giter_agent.core.errors import ResourceError
+from giter_agent.device.board import Board
 
 
 @dataclass(frozen=True)

@@ -23,9 +23,9 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from agent.config import NAME_RE
-from agent.errors import GiterError, ResourceError
-from agent.kinds.base import (
+from giter_agent.config.agent_toml import NAME_RE
+from giter_agent.core.errors import GiterError, ResourceError
+from giter_agent.kinds.base import (
     Context,
     Done,
     Failed,

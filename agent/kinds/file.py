@@ -17,9 +17,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from agent.errors import ResourceError
-from agent.fsutil import atomic_writer, fsync_dir
-from agent.kinds.base import (
+from giter_agent.core.durable import atomic_writer, fsync_dir
+from giter_agent.core.errors import ResourceError
+from giter_agent.kinds.base import (
     Context,
     Done,
     Failed,

@@ -18,8 +18,8 @@ import contextlib
 from dataclasses import dataclass
 from typing import Any
 
-from agent.errors import ResourceError
-from agent.kinds.base import (
+from giter_agent.core.errors import ResourceError
+from giter_agent.kinds.base import (
     Context,
     Done,
     Failed,

@@ -1,6 +1,6 @@
 """Plug-in kinds: ``Kind`` subclasses other packages publish as Python entry points.
 
-Called once by ``agent.kinds.load_kinds`` when an ``Agent`` starts (never at import,
+Called once by ``kinds.load_kinds`` when an ``Agent`` starts (never at import,
 so ``importlib.metadata`` is only read then). A package declares, in its
 ``pyproject.toml``::
 
@@ -20,8 +20,8 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from agent.errors import ResourceError
-from agent.kinds.base import Context, Kind, Outcome
+from giter_agent.core.errors import ResourceError
+from giter_agent.kinds.base import Context, Kind, Outcome
 
 GROUP = "giter_agent.kinds"
 KIND_NAME_RE = re.compile(r"[A-Z][A-Za-z0-9]{0,62}")
@@ -49,7 +49,7 @@ def _load_one(ep: Any) -> Kind:
     kind = obj() if isinstance(obj, type) else obj
     if not isinstance(kind, Kind):
         raise TypeError(f"{ep.value} is not a giter_agent Kind (subclass "
-                        "agent.kinds.base.Kind)")
+                        "giter_agent.kinds.base.Kind)")
     if getattr(kind, "kind", None) != ep.name:
         raise ValueError(f"{ep.value} has kind {getattr(kind, 'kind', None)!r}, but its entry "
                          f"point is named {ep.name!r}")

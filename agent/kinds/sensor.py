@@ -17,7 +17,7 @@ reports fall on the clock's multiples of the interval, not on each sensor's own
 schedule: every sensor reports in the same pass, and one status commit carries them
 all. Thresholds use the deadband as hysteresis, so a value hovering at the threshold
 does not flap.
-Sources are in ``agent.kinds.sensor_sources``.
+Sources are in ``kinds.sensor_sources``.
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from agent.errors import ResourceError
-from agent.kinds.base import (
+from giter_agent.core.errors import ResourceError
+from giter_agent.kinds.base import (
     Condition,
     Context,
     Done,
@@ -42,7 +42,7 @@ from agent.kinds.base import (
     number,
     rfc3339,
 )
-from agent.kinds.sensor_sources import ADC_CHIPS, INPUTS, SensorReadError, open_source
+from giter_agent.kinds.sensor_sources import ADC_CHIPS, INPUTS, SensorReadError, open_source
 
 SOURCES = {
     "cpu-temperature": ({"zone"}, "°C"),

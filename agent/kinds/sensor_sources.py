@@ -1,6 +1,6 @@
 """Where a ``Sensor`` reading comes from: sysfs files and gpiozero input devices.
 
-Called by ``agent.kinds.sensor`` only. Each source is a small object with ``read()
+Called by ``kinds.sensor`` only. Each source is a small object with ``read()
 -> float`` and ``close()``:
 - ``cpu-temperature``: ``<sysfs>/class/thermal/thermal_zone<N>/temp`` (millidegrees);
 - ``ds18b20``: a 1-wire thermometer at ``<sysfs>/bus/w1/devices/<id>/w1_slave``
@@ -18,7 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from agent.errors import GiterError
+from giter_agent.core.errors import GiterError
 
 # gpiozero's MCP3xxx classes and how many channels each has.
 ADC_CHIPS = {"MCP3001": 1, "MCP3002": 2, "MCP3004": 4, "MCP3008": 8, "MCP3201": 1,

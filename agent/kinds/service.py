@@ -1,7 +1,7 @@
 """``Service``: keep a systemd unit running or stopped, enabled or not.
 
 Called by the reconciler through the ``Kind`` interface; talks to systemd through
-``agent.kinds.systemctl``. Reports what systemd says (``ActiveState``, ``SubState``,
+``kinds.systemctl``. Reports what systemd says (``ActiveState``, ``SubState``,
 ``UnitFileState``). A unit stopped by hand is started again on the next pass and
 reported as drift; pruning a Service stops the unit (and leaves its enablement,
 which may predate the agent, alone).
@@ -12,9 +12,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from agent.errors import ResourceError
-from agent.kinds import systemctl
-from agent.kinds.base import (
+from giter_agent.core.errors import ResourceError
+from giter_agent.kinds import systemctl
+from giter_agent.kinds.base import (
     Context,
     Done,
     Failed,

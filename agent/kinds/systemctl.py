@@ -1,6 +1,6 @@
 """Run ``systemctl`` (found on PATH) for the ``Service`` kind, and read a unit's state.
 
-Called by ``agent.kinds.service`` only. Nothing here talks D-Bus directly: the
+Called by ``kinds.service`` only. Nothing here talks D-Bus directly: the
 ``systemctl`` binary is the stable interface, works the same under the agent's
 systemd sandbox, and lets tests put a fake ``systemctl`` first on PATH. Every call
 has a timeout and a minimal environment (no pager, no password prompt).
@@ -12,7 +12,7 @@ import os
 import shutil
 import subprocess
 
-from agent.errors import GiterError
+from giter_agent.core.errors import GiterError
 
 PROPERTIES = ("LoadState", "ActiveState", "SubState", "UnitFileState")
 

@@ -179,11 +179,9 @@ boot_1() {
     expect "boot 1 File resource" "$(fact motd 1)" "$want"
     expect "boot 1 doctor" "$(fact doctor 1)" "0"
     grep -aq "SAFE TO REMOVE" "$VM/serial-1.log" || die "boot 1: no SAFE TO REMOVE on the console"
-    if [ -f "$ROOT/agent/commands/run.py" ]; then
-        expect "boot 1 service" "$(fact service 1)" "ActiveState=active"
-        grep -aq "synced by the daemon" "$VM/serial-1.log" \
-            || die "boot 1: the stick was not synced by the running daemon"
-    fi
+    expect "boot 1 service" "$(fact service 1)" "ActiveState=active"
+    grep -aq "synced by the daemon" "$VM/serial-1.log" \
+        || die "boot 1: the stick was not synced by the running daemon"
     read_stick 1 "$VM/stick-signed.img"
     expect "boot 1 receipt" "$(cat "$VM/outbox-1/$DEVICE.txt")" "result:         APPLIED"
     # The status commit answers the signed spec, and the Output was driven on the pin.

@@ -13,9 +13,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from agent import __version__
-from agent.clikit import add_commands, run
-from agent.errors import ConfigError
+from giter_agent import __version__
+from giter_agent.core.clikit import add_commands, run
+from giter_agent.core.errors import ConfigError
 from giter_bundle.commands import COMMANDS, module_name
 from giter_bundle.errors import UsageError
 

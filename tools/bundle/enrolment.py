@@ -22,11 +22,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from agent import allowed_signers
-from agent.config import NAME_RE
-from agent.errors import GiterError, TreeError, TrustError
-from agent.resources import API_VERSION, dump_yaml, load_yaml
-from agent.sshsig import KEY_TYPES, PublicKey
+from giter_agent.config.agent_toml import NAME_RE
+from giter_agent.core.errors import GiterError, TreeError, TrustError
+from giter_agent.spec.resources import API_VERSION, dump_yaml, load_yaml
+from giter_agent.trust import allowed_signers
+from giter_agent.trust.sshsig import KEY_TYPES, PublicKey
 from giter_bundle.errors import UsageError
 
 DEVICES_DIR = ".giter/devices"
@@ -131,7 +131,7 @@ def read_devices(object_store, tree: bytes) -> tuple[dict[str, EnrolledDevice], 
 
     A key enrolled for two devices enrols neither: each could sign the other's status.
     """
-    from agent.tree import iter_files
+    from giter_agent.history.tree import iter_files
 
     try:
         files = dict(iter_files(object_store, tree, DEVICES_DIR, _MAX_FILE_BYTES))

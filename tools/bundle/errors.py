@@ -7,7 +7,7 @@ toolkit refuses exits 1.
 
 from __future__ import annotations
 
-from agent.errors import GiterError
+from giter_agent.core.errors import GiterError
 
 
 class PublisherError(GiterError):

@@ -18,9 +18,9 @@ from typing import Any
 from dulwich.objects import Commit
 from dulwich.refs import DiskRefsContainer
 
-from agent.config import BRANCH_RE
-from agent.history import History
-from agent.trust import TrustRoot
+from giter_agent.config.agent_toml import BRANCH_RE
+from giter_agent.history.store import History
+from giter_agent.trust.verify import TrustRoot
 from giter_bundle.enrolment import EnrolledDevice, read_devices
 from giter_bundle.errors import PublisherError, UsageError
 
@@ -38,7 +38,7 @@ def signed_by(object_store: Any, sha: bytes, key: Any) -> bool:
     For telling a re-enrolled device's old status history from its new one: the old
     one was verified on import, against the key enrolled then.
     """
-    from agent import signed_commit, sshsig
+    from giter_agent.trust import signed_commit, sshsig
 
     parts = signed_commit.parse(object_store.get_raw(sha)[1], sha.decode())
     return parts.signature is not None and sshsig.signer_of(parts.signature) == key
@@ -138,8 +138,8 @@ class Exchange:
         ``allowed_signers`` (a file) replaces the committed trust file, as a device's
         pinned file would.
         """
-        from agent import allowed_signers as signers_file
-        from agent.tree import read_file
+        from giter_agent.history.tree import read_file
+        from giter_agent.trust import allowed_signers as signers_file
 
         if allowed_signers is not None:
             return TrustRoot.load(allowed_signers)

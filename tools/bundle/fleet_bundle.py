@@ -115,8 +115,8 @@ def write_hub_status(inbox: Path, targets: list[Target]) -> Path | None:
     Entries for other devices (another fleet's bundle on the same stick) are kept; a
     target the hub holds nothing of loses its stale entry. None when nothing is left.
     """
-    from agent.fsutil import atomic_write
-    from agent.usb import HUB_STATUS, format_hub_status, read_hub_status
+    from giter_agent.core.durable import atomic_write
+    from giter_agent.transport.usb import HUB_STATUS, format_hub_status, read_hub_status
 
     acks = read_hub_status(inbox)
     for t in targets:
@@ -138,8 +138,8 @@ def superseded(exchange: Exchange, inbox: Path, keep: Path, tip: bytes) -> list[
     A device ahead of such a bundle refuses it as a rollback, and a refusal makes its
     whole sync report "refused": they must not stay on the stick.
     """
-    from agent.bundle import read_header
-    from agent.errors import GiterError
+    from giter_agent.core.errors import GiterError
+    from giter_agent.history.bundle import read_header
 
     old = []
     for path in sorted(inbox.glob("*.bundle")):

@@ -16,7 +16,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from agent.errors import GiterError
+from giter_agent.core.errors import GiterError
 from giter_bundle.exchange import Exchange
 
 
@@ -27,8 +27,8 @@ def _time(seconds: int) -> str:
 def _resources(exchange: Exchange, tree: bytes, device: str,
                groups: tuple[str, ...]) -> tuple[list[str], list[dict[str, str]], list[str]]:
     """(Ready keys, not-Ready entries, problems) from the status tree's resource files."""
-    from agent.resources import load_yaml, prefixes
-    from agent.tree import iter_files
+    from giter_agent.history.tree import iter_files
+    from giter_agent.spec.resources import load_yaml, prefixes
 
     ready: list[str] = []
     not_ready: list[dict[str, str]] = []
@@ -62,9 +62,9 @@ def _resources(exchange: Exchange, tree: bytes, device: str,
 
 
 def _summary(exchange: Exchange, tree: bytes, device: str) -> dict[str, Any]:
-    from agent.resources import load_yaml
-    from agent.status import summary_path
-    from agent.tree import read_file
+    from giter_agent.history.tree import read_file
+    from giter_agent.spec.resources import load_yaml
+    from giter_agent.status.documents import summary_path
 
     try:
         data = read_file(exchange.history.object_store, tree, summary_path(device))

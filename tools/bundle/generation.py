@@ -21,8 +21,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from agent.errors import GiterError
-from agent.resources import load_yaml
+from giter_agent.core.errors import GiterError
+from giter_agent.spec.resources import load_yaml
 from giter_bundle.errors import PublisherError
 
 

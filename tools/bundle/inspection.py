@@ -8,11 +8,11 @@ folder serves, which can only open bundles without prerequisites.
 
 Each commit the bundle brings gets a verdict from the agent's own verifiers:
 
-- spec commits (any ref but ``refs/heads/status/*``): ``agent.trust.verify_commit``,
+- spec commits (any ref but ``refs/heads/status/*``): ``trust.verify.verify_commit``,
   the rule a device applies to every new commit, against the trust file in the parent's
   tree; a root commit against the hub's current trust file (or ``--allowed-signers``),
   standing in for a device's pinned file;
-- status commits (``refs/heads/status/<id>``): ``agent.trust.verify_status_commit``
+- status commits (``refs/heads/status/<id>``): ``trust.verify.verify_status_commit``
   against the device's enrolled key and groups, as ``import`` would check them.
 
 "Resources touched" is what changes between the bundle's prerequisite (what a device
@@ -31,7 +31,7 @@ from typing import Any
 
 from dulwich.objects import Commit
 
-from agent.errors import GiterError
+from giter_agent.core.errors import GiterError
 from giter_bundle.exchange import STATUS_PREFIX, Exchange
 
 _WATCHED = (b"devices/", b"groups/", b".giter/")
@@ -84,8 +84,8 @@ def _status_commits(store: Any, tip: bytes, held: set[bytes]) -> list[bytes]:
 
 def _names(exchange: Exchange | None) -> dict[bytes, str]:
     """Key blob -> who it is, from the hub's trust file and enrolments (for display)."""
-    from agent import allowed_signers
-    from agent.tree import read_file
+    from giter_agent.history.tree import read_file
+    from giter_agent.trust import allowed_signers
     from giter_bundle.exchange import TRUST_FILE
 
     names: dict[bytes, str] = {}
@@ -103,7 +103,7 @@ def _names(exchange: Exchange | None) -> dict[bytes, str]:
 
 def _signer(store: Any, sha: bytes, names: dict[bytes, str]) -> str | None:
     """Who a commit claims to be signed by (checked or not), for display."""
-    from agent import signed_commit, sshsig
+    from giter_agent.trust import signed_commit, sshsig
 
     try:
         parts = signed_commit.parse(store.get_raw(sha)[1], sha.decode())
@@ -127,7 +127,7 @@ def _verdict(check: Any) -> tuple[str, str, str]:
 def _touched(q: Any, base: bytes | None, tip: bytes) -> list[dict[str, str]]:
     from dulwich.diff_tree import tree_changes
 
-    from agent.resources import load_yaml
+    from giter_agent.spec.resources import load_yaml
 
     store = q.object_store
     old_tree = store[base].tree if base is not None else None
@@ -151,7 +151,7 @@ def _history_for(exchange: Exchange | None) -> Iterator[Any]:
     if exchange is not None:
         yield exchange.history
         return
-    from agent.history import History
+    from giter_agent.history.store import History
 
     with tempfile.TemporaryDirectory(prefix="giter-inspect-") as tmp, \
             History(Path(tmp) / "scratch.git") as history:
@@ -161,8 +161,8 @@ def _history_for(exchange: Exchange | None) -> Iterator[Any]:
 def inspect_bundle(path: Path, exchange: Exchange | None,
                    allowed_signers: Path | None = None) -> dict[str, Any]:
     """Everything ``inspect`` prints, as plain data; ``ok`` is False if anything is refused."""
-    from agent.bundle import read_header
-    from agent.trust import verify_commit, verify_status_commit
+    from giter_agent.history.bundle import read_header
+    from giter_agent.trust.verify import verify_commit, verify_status_commit
 
     with path.open("rb") as fh:
         header = read_header(fh)
@@ -231,7 +231,7 @@ def inspect_bundle(path: Path, exchange: Exchange | None,
 
 
 def _load_root(allowed_signers: Path | None) -> Any:
-    from agent.trust import TrustRoot
+    from giter_agent.trust.verify import TrustRoot
     from giter_bundle.errors import UsageError
 
     if allowed_signers is None:

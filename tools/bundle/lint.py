@@ -1,11 +1,11 @@
 """Check a spec tree the way the agent will read it, before anything ships.
 
 Every check calls the agent's own code, so lint and device can never disagree: the tree
-allowlist (``agent.tree.iter_files``: names, symlinks, case collisions, sizes), the
-strict YAML loader and document shape (``agent.resources.parse_resource``), each kind's
+allowlist (``history.tree.iter_files``: names, symlinks, case collisions, sizes), the
+strict YAML loader and document shape (``spec.resources.parse_resource``), each kind's
 schema (``Kind.validate``; built-in kinds and the plug-ins installed here, through
-``agent.kinds.load_kinds``), and the device-beats-group / group-vs-group rule
-(``agent.resources.select``) for every enrolled device. The trust file and the
+``kinds.load_kinds``), and the device-beats-group / group-vs-group rule
+(``spec.resources.select``) for every enrolled device. The trust file and the
 enrolments under ``.giter/`` are parsed as ``import`` will parse them.
 
 Errors are what a device would refuse or report as not Ready; warnings are what it
@@ -19,8 +19,8 @@ from __future__ import annotations
 import stat
 from dataclasses import dataclass
 
-from agent.config import NAME_RE
-from agent.errors import GiterError, TreeError
+from giter_agent.config.agent_toml import NAME_RE
+from giter_agent.core.errors import GiterError, TreeError
 
 RESOURCE_SUFFIXES = (".yaml", ".yml")
 # What the agent reads per file (agent.sync); a bigger file makes the whole folder unusable.
@@ -53,8 +53,8 @@ def _folder_entries(store, tree: bytes, name: str) -> list[tuple[str, int]]:
 
 
 def _check_trust_file(store, tree: bytes) -> list[Finding]:
-    from agent import allowed_signers
-    from agent.tree import read_file
+    from giter_agent.history.tree import read_file
+    from giter_agent.trust import allowed_signers
     from giter_bundle.exchange import TRUST_FILE
 
     try:
@@ -71,7 +71,7 @@ def _check_trust_file(store, tree: bytes) -> list[Finding]:
 
 
 def _check_resource(path: str, data: bytes, kinds: dict) -> list[Finding]:
-    from agent.resources import parse_resource
+    from giter_agent.spec.resources import parse_resource
 
     if not path.endswith(RESOURCE_SUFFIXES):
         return [Finding(path, "NotAResource", "ignored by the agent (only .yaml and .yml "
@@ -91,9 +91,9 @@ def _check_resource(path: str, data: bytes, kinds: dict) -> list[Finding]:
 
 def lint_tree(store, tree: bytes, kinds: dict | None = None) -> list[Finding]:
     """Every finding for the spec tree ``tree`` in ``store``, errors and warnings."""
-    from agent.kinds import load_kinds
-    from agent.resources import prefixes, select
-    from agent.tree import iter_files
+    from giter_agent.history.tree import iter_files
+    from giter_agent.kinds import load_kinds
+    from giter_agent.spec.resources import prefixes, select
     from giter_bundle.enrolment import read_devices
 
     kinds = load_kinds() if kinds is None else kinds

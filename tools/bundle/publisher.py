@@ -1,7 +1,7 @@
 """The publisher's signed commits and bundles, in pure Python, for machines without git.
 
 Commits are built in the agent's own history layer and signed with an OpenSSH key
-through the agent's own signature code (``agent.signed_commit.sign_commit``), so there
+through the agent's own signature code (``trust.signed_commit.sign_commit``), so there
 is one implementation of both, and ``git verify-commit`` accepts what comes out. Plain
 ``git commit -S`` with ``gpg.format=ssh`` produces commits the agent accepts just the
 same; nothing here is needed for that path.
@@ -23,7 +23,7 @@ class PublisherRepo:
 
     def __init__(self, path: Path, key: Any, *, branch: str = "main",
                  identity: str = DEFAULT_IDENTITY, history: Any = None) -> None:
-        from agent.history import History
+        from giter_agent.history.store import History
 
         self.history = history if history is not None else History(Path(path))
         self.key = key
@@ -37,7 +37,7 @@ class PublisherRepo:
     def commit(self, files: dict[str, bytes], message: str, *, sign: bool = True,
                now: int | None = None) -> bytes:
         """Commit ``files`` (path -> content) over the branch's tree; signed unless told not."""
-        from agent.tree import replace_files
+        from giter_agent.history.tree import replace_files
 
         parent = self.tip
         base = self.history.object_store[parent].tree if parent is not None else None
@@ -53,7 +53,7 @@ class PublisherRepo:
         """
         from dulwich.objects import Commit
 
-        from agent.signed_commit import sign_commit
+        from giter_agent.trust.signed_commit import sign_commit
 
         parent = self.tip if parent is None else parent
         commit = Commit()

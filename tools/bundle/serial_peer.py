@@ -2,7 +2,7 @@
 
 Opens the port, announces itself with the preamble and a HELLO until the device
 answers with its id and the spec it holds, offers the bundle if the device lacks
-that spec, streams it (``agent.serial_transfer``), waits while the device syncs, takes
+that spec, streams it (``transport.serial.transfer``), waits while the device syncs, takes
 in the device's status bundle and receipt (partial copies are kept under a cache
 folder, keyed by their SHA-256, so a pulled cable costs nothing already received),
 writes them to the outbox atomically, and returns the device's result.
@@ -25,11 +25,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent import __version__
-from agent.config import NAME_RE
-from agent.fsutil import atomic_writer
-from agent.serial_endpoint import SerialPortError, open_port
-from agent.serial_link import (
+from giter_agent import __version__
+from giter_agent.config.agent_toml import NAME_RE
+from giter_agent.core.durable import atomic_writer
+from giter_agent.transport.serial.endpoint import SerialPortError, open_port
+from giter_agent.transport.serial.link import (
     BUSY,
     END,
     HELLO,
@@ -46,8 +46,8 @@ from agent.serial_link import (
     control,
     error,
 )
-from agent.serial_session import NOTHING, RECEIPT, SPEC, STATUS, X_SPEC
-from agent.serial_transfer import (
+from giter_agent.transport.serial.session import NOTHING, RECEIPT, SPEC, STATUS, X_SPEC
+from giter_agent.transport.serial.transfer import (
     CHUNK,
     WINDOW,
     Offer,
@@ -112,7 +112,7 @@ class PeerResult:
 
 def bundle_tip(path: Path, branch: str = "main") -> str | None:
     """The spec commit a bundle brings (its ``refs/heads/<branch>``), if it names one."""
-    from agent.bundle import read_header
+    from giter_agent.history.bundle import read_header
 
     with open(path, "rb") as fh:
         header = read_header(fh)

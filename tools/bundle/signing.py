@@ -59,7 +59,7 @@ def key_path(option: Path | None, repo_path: Path | None) -> Path:
 
 def load_key(path: Path) -> Any:
     """The private key at ``path``, or a UsageError that says what to do instead."""
-    from agent import sshsig
+    from giter_agent.trust import sshsig
 
     try:
         return sshsig.load_private_key(path)

@@ -8,7 +8,7 @@ For each ``giter/outbox/<id>.bundle``:
    check below has passed.
 3. It must carry exactly ``refs/heads/status/<id>``.
 4. Its tip must continue the hub's ``status/<id>``. Every status commit between the two
-   (along first parents) is checked by ``agent.trust.verify_status_commit``: signed by
+   (along first parents) is checked by ``trust.verify.verify_status_commit``: signed by
    the device's enrolled key, changing nothing but the status of that device's own
    resources (and its summary), and observing a spec commit that is on the branch.
 5. Only then is the pack promoted and the ref moved, by compare-and-swap.
@@ -27,8 +27,8 @@ from pathlib import Path
 
 from dulwich.objects import Commit
 
-from agent.config import NAME_RE
-from agent.errors import BundleError, HistoryError, TrustError
+from giter_agent.config.agent_toml import NAME_RE
+from giter_agent.core.errors import BundleError, HistoryError, TrustError
 from giter_bundle.enrolment import EnrolledDevice
 from giter_bundle.errors import PublisherError
 from giter_bundle.exchange import Exchange, signed_by, status_ref
@@ -85,7 +85,7 @@ def _chain(store, tip: bytes, old: bytes | None, device: str, restart: bool) -> 
 def import_bundle(exchange: Exchange, path: Path, device: EnrolledDevice,
                   on_branch: set[bytes]) -> ImportResult:
     """Verify and take in one device's status bundle; refusals change nothing."""
-    from agent.trust import verify_status_commit
+    from giter_agent.trust.verify import verify_status_commit
 
     ref = status_ref(device.id)
     old = exchange.history.ref(ref)

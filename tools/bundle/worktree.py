@@ -58,7 +58,7 @@ def read_files(root: Path, paths: list[str], prefixes: tuple[str, ...] | None = 
 
 
 def tree_of(files: Files) -> tuple[MemoryObjectStore, bytes]:
-    """A tree of ``files`` built in memory, for reading with ``agent.tree`` and ``lint``."""
+    """A tree of ``files`` built in memory, for reading with ``history.tree`` and ``lint``."""
     from dulwich.index import commit_tree
 
     store = MemoryObjectStore()

@@ -1,7 +1,7 @@
 """The ``giter-bundle`` subcommands, one module each.
 
 Each module has ``HELP`` (one line), ``add_arguments(parser)`` and ``run(args) -> int``,
-as ``agent.commands`` does, and imports what its command needs inside ``run``. The
+as ``cli.commands`` does, and imports what its command needs inside ``run``. The
 module is named after the command, except ``import`` (a Python keyword), which lives in
 ``import_.py``. To add a command, add a module and a name to ``COMMANDS``.
 

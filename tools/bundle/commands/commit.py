@@ -41,7 +41,7 @@ def _is_resource(path: str) -> bool:
 def run(args: argparse.Namespace) -> int:
     from dulwich.repo import Repo
 
-    from agent.tree import read_file
+    from giter_agent.history.tree import read_file
     from giter_bundle import signing
     from giter_bundle.commands import open_exchange
     from giter_bundle.errors import UsageError

@@ -36,7 +36,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def _public_line(key: Path) -> str:
     """``<type> <base64>`` of a key pair, from its ``.pub`` or from the private half."""
-    from agent import sshsig
+    from giter_agent.trust import sshsig
     from giter_bundle.signing import load_key
 
     pub = key.with_name(key.name + ".pub")
@@ -46,8 +46,8 @@ def _public_line(key: Path) -> str:
 
 
 def _trust_file(args: argparse.Namespace, key: Path) -> bytes:
-    from agent import allowed_signers
-    from agent.sshsig import PublicKey
+    from giter_agent.trust import allowed_signers
+    from giter_agent.trust.sshsig import PublicKey
     from giter_bundle.enrolment import check_name
 
     check_name("principal", args.principal)
@@ -81,9 +81,9 @@ def _configure_git(repo_root: Path, key: Path) -> list[str]:
 
 def _check_history(exchange, trust: bytes) -> None:  # type: ignore[no-untyped-def]
     """Refuse to adopt a branch whose history devices would refuse."""
-    from agent import allowed_signers
-    from agent.errors import TrustError
-    from agent.trust import TrustRoot, verify_update
+    from giter_agent.core.errors import TrustError
+    from giter_agent.trust import allowed_signers
+    from giter_agent.trust.verify import TrustRoot, verify_update
     from giter_bundle.errors import PublisherError
 
     tip = exchange.tip
@@ -107,7 +107,7 @@ def _roots(exchange, tip: bytes) -> list[str]:  # type: ignore[no-untyped-def]
 def run(args: argparse.Namespace) -> int:
     from dulwich.repo import Repo
 
-    from agent.tree import read_file
+    from giter_agent.history.tree import read_file
     from giter_bundle import signing
     from giter_bundle.errors import UsageError
     from giter_bundle.exchange import TRUST_FILE, Exchange

@@ -1,0 +1,19 @@
+"""The ``giter-agent`` subcommands, one module each.
+
+Each module has ``HELP`` (one line), ``add_arguments(parser)`` and ``run(args) -> int``,
+and imports only what its command needs, inside ``run``: building the parser imports
+every command module, so their top level must stay light (RAM on a 512 MB board).
+To add a command, add a module and a line to ``COMMANDS`` (a dash in a command's name
+is an underscore in its module's: ``serve-serial`` lives in ``serve_serial.py``).
+"""
+
+from __future__ import annotations
+
+COMMANDS = ("sync", "run", "status", "plan", "key", "doctor", "serve-serial", "demo")
+
+
+def load_config(args):  # type: ignore[no-untyped-def]
+    """The validated config named by ``-c`` (raises ConfigError naming the key)."""
+    from giter_agent.config.agent_toml import load
+
+    return load(args.config)

@@ -1,0 +1,45 @@
+"""``giter-agent run``: the daemon. Syncs on an interval, when a USB stick appears and
+when asked (SIGUSR1), re-runs reconcile passes when resources ask, and speaks systemd's
+notify protocol (READY, STATUS, WATCHDOG, STOPPING). Stops cleanly on SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "run as a daemon: sync on triggers until SIGTERM"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """No options: the log level is the ``[agent] log_level`` setting (``-v``: debug)."""
+
+
+def run(args: argparse.Namespace) -> int:
+    import logging
+
+    from giter_agent.cli.commands import load_config
+    from giter_agent.daemon import logs
+    from giter_agent.daemon.loop import Daemon
+    from giter_agent.daemon.sd_notify import Notifier
+    from giter_agent.device.status_led import StatusLed
+    from giter_agent.sync.agent import Agent
+
+    config = load_config(args)
+    agent = Agent(config)
+    fixed = logging.DEBUG if args.verbose else None
+
+    def current_spec() -> str | None:
+        # Read from the state file lazily, only when a line is written.
+        try:
+            return agent.state_store.load().applied
+        except Exception:
+            return None
+
+    logs.setup(config.device_id, current_spec, level=fixed or logging.INFO)
+    # The technician's LED shows the same state the console and `status` put in words.
+    led = StatusLed(agent.board, agent.ctx.pin_factory)
+    daemon = Daemon(agent, notifier=Notifier.from_environ(), log_level=fixed,
+                    on_health=lambda now: led.show(now.state))
+    try:
+        return daemon.run()
+    finally:
+        led.close()

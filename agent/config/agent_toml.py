@@ -1,0 +1,296 @@
+"""The one place that reads the agent's configuration (``giter-agent -c agent.toml``).
+
+Relative paths in the file are resolved against the file's own folder, so a config
+and its allowed_signers can travel together. Every unknown key and every bad value is
+a ``ConfigError`` that names the file and the key, because the person reading it is
+usually standing next to a board with a serial console and no debugger.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from giter_agent.config.settings import SECTION_KEYS, SettingsConfig, parse_section
+from giter_agent.core.errors import ConfigError
+
+NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
+# A conservative subset of git's ref-name rules: what a branch name in a fleet repo needs.
+BRANCH_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,99}")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Caps on what one sync may bring in (``[limits]``), sized for a 512 MB board."""
+
+    max_bundle_mib: int = 512
+    max_objects: int = 1_000_000
+    max_object_mib: int = 32
+    max_commits: int = 100_000
+    time_budget_s: int = 600
+
+
+_LIMIT_RANGES = {"max_bundle_mib": (1, 65536), "max_objects": (1, 100_000_000),
+                 "max_object_mib": (1, 4096), "max_commits": (1, 10_000_000),
+                 "time_budget_s": (1, 86400)}
+
+NETWORK_SCHEMES = ("git", "http", "https", "ssh")
+
+
+@dataclass(frozen=True)
+class Network:
+    """The fleet's git server (``[network]``); see docs/network.md.
+
+    Secrets are never in the config itself: a password or token lives in
+    ``password_file``, an SSH key in ``ssh_key``, each readable by the agent only
+    (checked every time it is read, see ``transport.network``).
+    """
+
+    url: str
+    username: str | None = None  # http(s) basic auth; ssh user when the URL names none
+    password_file: Path | None = None  # http(s): the password or access token
+    ssh_key: Path | None = None
+    known_hosts: Path | None = None  # ssh: the pinned host key(s); never learned on first use
+    ca_file: Path | None = None  # https: trust this CA bundle instead of the system's
+    connect_timeout_s: float = 10.0
+    read_timeout_s: float = 60.0
+    backoff_max_s: float = 3600.0  # the longest wait between failed attempts
+
+    @property
+    def scheme(self) -> str:
+        return self.url.partition("://")[0]
+
+
+# How often to sync is the [agent] sync_interval setting (agent.settings): the
+# publisher may move it within local bounds.
+_NETWORK_RANGES = {"connect_timeout_s": (1, 600), "read_timeout_s": (1, 3600),
+                   "backoff_max_s": (1, 7 * 86400)}
+_NETWORK_PATHS = ("password_file", "ssh_key", "known_hosts", "ca_file")
+
+
+@dataclass(frozen=True)
+class Config:
+    """Validated agent configuration. Built only by ``load`` (or directly in tests)."""
+
+    device_id: str
+    state_dir: Path
+    board: str
+    allowed_signers: Path
+    branch: str = "main"
+    groups: tuple[str, ...] = ()
+    root_keys: Path | None = None
+    genesis: str | None = None
+    usb_roots: tuple[Path, ...] = ()
+    files_roots: tuple[Path, ...] = ()
+    limits: Limits = field(default_factory=lambda: Limits())
+    network: Network | None = None
+    agent: SettingsConfig = field(default_factory=SettingsConfig)  # [agent]: agent.settings
+    # [commands] allowed: the names a Command resource may run, each a fixed argv.
+    commands: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # [serial]: the port the device serves (default: the board's serial_port) and its speed.
+    serial_port: str | None = None
+    serial_baud: int = 115200
+    source: Path | None = field(default=None, compare=False)
+
+    @property
+    def branch_ref(self) -> bytes:
+        return f"refs/heads/{self.branch}".encode()
+
+    @property
+    def status_ref(self) -> bytes:
+        return f"refs/heads/status/{self.device_id}".encode()
+
+
+# Known keys: top level, and the keys each [section] may hold.
+_TOP = {"device_id", "state_dir", "board", "allowed_signers", "branch", "groups", "root_keys",
+        "genesis"}
+_SECTIONS = {"usb": {"roots"}, "files": {"roots"}, "limits": set(_LIMIT_RANGES),
+             "network": {"url", "username", *_NETWORK_PATHS, *_NETWORK_RANGES}}
+_SECTIONS.update({"agent": set(SECTION_KEYS), "commands": {"allowed"}})
+_SECTIONS["serial"] = {"port", "baud"}
+_REQUIRED = ("device_id", "state_dir", "board", "allowed_signers")
+
+
+def load(path: Path) -> Config:
+    """Read and validate ``path``; raise ``ConfigError`` naming the key on any problem."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read config: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    return from_dict(raw, base=path.resolve().parent, source=path)
+
+
+def from_dict(raw: dict[str, Any], *, base: Path, source: Path | None = None) -> Config:
+    """Validate an already-parsed config mapping (paths resolved against ``base``)."""
+    where = str(source) if source else "config"
+
+    def fail(key: str, problem: str) -> ConfigError:
+        return ConfigError(f"{where}: {key}: {problem}")
+
+    for key, value in raw.items():
+        if key in _SECTIONS:
+            if not isinstance(value, dict):
+                raise fail(key, "must be a table ([" + key + "])")
+            for sub in value:
+                if sub not in _SECTIONS[key]:
+                    raise fail(f"{key}.{sub}", "unknown key")
+        elif key not in _TOP:
+            raise fail(key, "unknown key")
+    for key in _REQUIRED:
+        if key not in raw:
+            raise fail(key, "missing (required)")
+
+    def string(key: str, value: Any) -> str:
+        if not isinstance(value, str) or not value:
+            raise fail(key, f"must be a non-empty string, got {value!r}")
+        return value
+
+    def a_path(key: str, value: Any) -> Path:
+        p = Path(string(key, value)).expanduser()
+        return p if p.is_absolute() else (base / p)
+
+    def paths(key: str, value: Any) -> tuple[Path, ...]:
+        if not isinstance(value, list):
+            raise fail(key, f"must be a list of paths, got {value!r}")
+        return tuple(a_path(key, v) for v in value)
+
+    device_id = string("device_id", raw["device_id"])
+    if not NAME_RE.fullmatch(device_id):
+        raise fail("device_id", f"{device_id!r} must match [a-z0-9][a-z0-9._-]* (max 63)")
+    branch = string("branch", raw.get("branch", "main"))
+    if not BRANCH_RE.fullmatch(branch) or ".." in branch or branch.endswith((".lock", "/")):
+        raise fail("branch", f"{branch!r} is not a usable branch name")
+    groups_raw = raw.get("groups", [])
+    if not isinstance(groups_raw, list):
+        raise fail("groups", f"must be a list of group names, got {groups_raw!r}")
+    groups = []
+    for g in groups_raw:
+        if not isinstance(g, str) or not NAME_RE.fullmatch(g):
+            raise fail("groups", f"{g!r} must match [a-z0-9][a-z0-9._-]* (max 63)")
+        if g in groups:
+            raise fail("groups", f"{g!r} listed twice")
+        groups.append(g)
+    root_keys = raw.get("root_keys")
+    genesis = raw.get("genesis")
+    if genesis is not None and (not isinstance(genesis, str)
+                                or not re.fullmatch(r"[0-9a-f]{40}", genesis)):
+        raise fail("genesis", f"must be a 40-digit lower-case hex commit id, got {genesis!r}")
+    limits = {}
+    for name, value in raw.get("limits", {}).items():
+        lo, hi = _LIMIT_RANGES[name]
+        if type(value) is not int or not lo <= value <= hi:
+            raise fail(f"limits.{name}", f"must be a whole number from {lo} to {hi}, "
+                       f"got {value!r}")
+        limits[name] = value
+    return Config(
+        device_id=device_id,
+        state_dir=a_path("state_dir", raw["state_dir"]),
+        board=string("board", raw["board"]),
+        allowed_signers=a_path("allowed_signers", raw["allowed_signers"]),
+        branch=branch,
+        groups=tuple(groups),
+        root_keys=a_path("root_keys", root_keys) if root_keys is not None else None,
+        genesis=genesis,
+        usb_roots=paths("usb.roots", raw.get("usb", {}).get("roots", [])),
+        files_roots=paths("files.roots", raw.get("files", {}).get("roots", [])),
+        limits=Limits(**limits),
+        network=_network(raw["network"], fail, a_path) if "network" in raw else None,
+        agent=parse_section(raw.get("agent", {}), fail),
+        commands=_commands(raw.get("commands", {}).get("allowed", {}), fail),
+        serial_port=string("serial.port", raw["serial"]["port"])
+        if "port" in raw.get("serial", {}) else None,
+        serial_baud=_baud(raw.get("serial", {}).get("baud", 115200), fail),
+        source=source,
+    )
+
+
+def _network(raw: dict[str, Any], fail: Any, a_path: Any) -> Network:
+    """Validate ``[network]``: one URL, the secrets its scheme needs, and timeouts."""
+    from urllib.parse import urlsplit
+
+    url = raw.get("url")
+    if not isinstance(url, str) or not url:
+        raise fail("network.url", "missing (required in [network])")
+    scheme = url.partition("://")[0]
+    if scheme not in NETWORK_SCHEMES:
+        raise fail("network.url", f"{url!r}: the scheme must be one of "
+                   f"{', '.join(s + '://' for s in NETWORK_SCHEMES)}")
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError as exc:
+        raise fail("network.url", f"{url!r}: {exc}") from None
+    if not parts.hostname or not parts.path.strip("/"):
+        raise fail("network.url", f"{url!r} must name a host and a repository path")
+    if parts.password is not None or parts.query or parts.fragment:
+        raise fail("network.url", "must not hold a password, query or fragment "
+                   "(put the secret in network.password_file)")
+    values: dict[str, Any] = {"url": url}
+    username = raw.get("username")
+    if username is not None:
+        if not isinstance(username, str) or not re.fullmatch(r"[A-Za-z0-9._@+-]{1,64}", username):
+            raise fail("network.username", f"{username!r} is not a usable user name")
+        values["username"] = username
+    for key in _NETWORK_PATHS:
+        if key in raw:
+            values[key] = a_path(f"network.{key}", raw[key])
+    for key, (lo, hi) in _NETWORK_RANGES.items():
+        if key in raw:
+            value = raw[key]
+            if type(value) not in (int, float) or not lo <= value <= hi:
+                raise fail(f"network.{key}", f"must be a number of seconds from {lo} to {hi}, "
+                           f"got {value!r}")
+            values[key] = float(value)
+    allowed = {"git": set(), "http": {"username", "password_file"},
+               "https": {"username", "password_file", "ca_file"},
+               "ssh": {"username", "ssh_key", "known_hosts"}}[scheme]
+    for key in ("username", *_NETWORK_PATHS):
+        if key in values and key not in allowed:
+            raise fail(f"network.{key}", f"does not apply to {scheme}:// URLs")
+    if scheme == "ssh" and ("ssh_key" not in values or "known_hosts" not in values):
+        raise fail("network", "ssh:// needs ssh_key and known_hosts (the hub's pinned host "
+                   "key: giter-agent never trusts a host key on first use)")
+    if ("username" in values) != ("password_file" in values) and scheme != "ssh":
+        raise fail("network", "username and password_file go together")
+    if scheme == "http" and "password_file" in values:
+        raise fail("network.url", "credentials would cross the network in clear text over "
+                   "http://; use https://")
+    return Network(**values)
+
+
+def _commands(raw: Any, fail: Any) -> dict[str, tuple[str, ...]]:
+    """Validate ``[commands] allowed``: name -> argv with an absolute program path.
+
+    An argv, never a shell line: a Command resource names one of these and nothing
+    it says reaches the command, so the publisher cannot widen what runs.
+    """
+    if not isinstance(raw, dict):
+        raise fail("commands.allowed", "must be a table of name = [\"/abs/program\", \"arg\"]")
+    allowed: dict[str, tuple[str, ...]] = {}
+    for name, argv in raw.items():
+        key = f"commands.allowed.{name}"
+        if not NAME_RE.fullmatch(name):
+            raise fail(key, "names are [a-z0-9][a-z0-9._-]* (max 63)")
+        if not isinstance(argv, list) or not argv \
+                or not all(isinstance(a, str) and a and "\0" not in a for a in argv):
+            raise fail(key, f"must be a non-empty list of strings (an argv), got {argv!r}")
+        if not argv[0].startswith("/"):
+            raise fail(key, f"the program {argv[0]!r} must be an absolute path "
+                       "(PATH is not searched)")
+        allowed[name] = tuple(argv)
+    return allowed
+
+
+def _baud(value: Any, fail: Any) -> int:
+    """``[serial] baud``: a whole number a UART can be set to."""
+    if type(value) is not int or not 1200 <= value <= 4_000_000:
+        raise fail("serial.baud", f"must be a line speed from 1200 to 4000000, got {value!r}")
+    return value

@@ -1,0 +1,40 @@
+"""What ``giter-agent`` and ``giter-bundle`` share on the command line.
+
+Both build their subcommands from a package with one module per command (``HELP``,
+``add_arguments``, ``run``) and turn every typed error into one line on stderr and an
+exit code; this is that one implementation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Callable, Iterable
+
+from giter_agent.core.errors import GiterError
+
+
+def add_commands(p: argparse.ArgumentParser, package: str, names: Iterable[str],
+                 module_name: Callable[[str], str]) -> None:
+    """A subparser per command, from ``<package>.<module_name(command)>``."""
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in names:
+        module = importlib.import_module(f"{package}.{module_name(name)}")
+        cmd = sub.add_parser(name, help=module.HELP, description=module.__doc__)
+        module.add_arguments(cmd)
+        cmd.set_defaults(run=module.run)
+
+
+def run(prog: str, args: argparse.Namespace, usage_error: Callable[[GiterError], bool]) -> int:
+    """Run the chosen command: one line per error, 2 for usage errors, 1 for the rest."""
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format=f"{prog} %(levelname)s %(name)s: %(message)s")
+    try:
+        return args.run(args)
+    except GiterError as exc:
+        print(f"{prog}: {exc.reason}: {exc}", file=sys.stderr)
+        return 2 if usage_error(exc) else 1
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,365 @@
+"""``giter-agent run``: one loop that sleeps until a trigger is due, then runs a pass.
+
+The main thread owns the loop: it blocks in ``poll()`` on every trigger's descriptors
+(``daemon.triggers``), on a wake-up pipe (signals, finished passes) and nothing else,
+with a timeout that ends at the earliest due trigger or watchdog ping. Idle is idle:
+no trigger due means no wake-up. Passes (network sync, USB stick, reconcile) run one
+at a time on a worker thread, so the loop keeps answering systemd's watchdog and
+SIGTERM while a fetch takes its time.
+
+Each pass takes the state directory's lock and gives it back when it ends, so a
+manual ``giter-agent sync`` runs between passes; a pass that finds the lock taken
+waits for it (a few seconds, then tries again), and a manual sync that finds the
+daemon mid-pass gets a message naming the daemon's pid. When another process changed
+the state file, the daemon reconciles at once so the outputs it drives follow.
+
+On SIGTERM it stops taking jobs, tells systemd STOPPING=1, and lets a running pass
+finish for up to ``grace_s``. A pass still running then is abandoned by exiting: every
+step of a pass is written so that a power cut at any instant resumes cleanly (state
+file replaced atomically, refs repaired from it, quarantines swept), and an exit is
+no worse. SIGUSR1 asks for a network sync now.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import queue
+import random
+import select
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from giter_agent.core.errors import GiterError, LockedError
+from giter_agent.daemon.backoff import Backoff
+from giter_agent.daemon.sd_notify import Notifier
+from giter_agent.daemon.triggers import (
+    NETWORK,
+    PRIORITY,
+    RECONCILE,
+    USB,
+    Job,
+    StateWatch,
+    SyncTimer,
+    UsbWatch,
+    WakeupTimer,
+    identity,
+)
+from giter_agent.state.health import Health, health
+from giter_agent.sync.agent import PUSH_ATTEMPTS, Agent
+
+log = logging.getLogger("giter.daemon")
+
+
+@dataclass
+class _Pending:
+    job: Job
+    trigger: Any
+    not_before: float
+
+
+class Daemon:
+    """The loop around one ``Agent``. ``add_trigger`` before ``run`` adds sources."""
+
+    def __init__(self, agent: Agent, *, notifier: Notifier | None = None,
+                 rng: random.Random | None = None,
+                 on_health: Callable[[Health], None] | None = None,
+                 grace_s: float = 0.6, lock_retry_s: float = 2.0,
+                 log_level: int | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.agent = agent
+        self.log_level = log_level  # fixed (-v), or None: the log_level setting decides
+        self.notifier = notifier or Notifier(None)
+        self.on_health = on_health
+        self.grace_s = grace_s
+        self.lock_retry_s = lock_retry_s
+        self.clock = clock
+        self.rng = rng or random.Random()
+        config = agent.config
+        net = config.network
+        # Longest a pass may honestly take; past that the watchdog is no longer fed.
+        self.max_pass_s = config.limits.time_budget_s + 60.0 + (
+            2 * (PUSH_ATTEMPTS + 1) * (net.connect_timeout_s + net.read_timeout_s)
+            if net else 0.0)
+        self._idle = threading.Event()  # set while no pass runs
+        self._idle.set()
+        self.triggers: list[Any] = []
+        self._wakeups = WakeupTimer(agent.next_wakeup, wall=agent.clock)
+        self._own_state: tuple[int, int] | None = identity(self._state_file)
+        self.sync_timer: SyncTimer | None = None
+        if net is not None:
+            failures = int(agent.state_store.load().network.get("failures", 0))
+            self.sync_timer = SyncTimer(self._sync_interval,
+                                        Backoff(max_s=net.backoff_max_s), self.rng,
+                                        failures=failures, now=clock())
+            self.triggers.append(self.sync_timer)
+        if config.usb_roots:
+            self.triggers.append(UsbWatch(config.usb_roots))
+        self.triggers.append(self._wakeups)
+        config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.triggers.append(StateWatch(config.state_dir, lambda: self._own_state,
+                                        lambda: not self._idle.is_set()))
+        self._pending: list[_Pending] = []
+        self._running: _Pending | None = None
+        self._started_at = 0.0
+        self._jobs: queue.Queue[_Pending | None] = queue.Queue()
+        self._done: queue.Queue[tuple[_Pending, Any, BaseException | None]] = queue.Queue()
+        self._stop = False
+        self._sync_requested = False
+        self._failure: str | None = None
+        self._health: Health | None = None
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+
+    @property
+    def _state_file(self) -> Path:
+        return self.agent.config.state_dir / StateWatch.FILE
+
+    def settings(self) -> Any:
+        """The settings in force now: ``[agent]`` defaults with the publisher's overrides
+        (the Agent kind), read afresh after every pass. The one place the daemon asks."""
+        from giter_agent.config.settings import effective
+
+        return effective(self.agent.config, self.agent.ctx.settings)
+
+    def _sync_interval(self) -> float:
+        return self.settings().sync_interval
+
+    def _apply_log_level(self) -> None:
+        if self.log_level is None:  # not fixed on the command line
+            level = getattr(logging, self.settings().log_level.upper(), logging.WARNING)
+            logging.getLogger().setLevel(level)
+
+    def add_trigger(self, trigger: Any) -> None:
+        """Add a trigger (see ``daemon.triggers`` for what it must offer)."""
+        self.triggers.append(trigger)
+
+    # -- what it tells people -----------------------------------------------------------
+    def health(self) -> Health:
+        """The agent's state in one word (``state.health``), as of now."""
+        try:
+            state = self.agent.state_store.load()
+        except GiterError as exc:
+            return Health("error", exc.reason, str(exc))
+        return health(state, syncing=not self._idle.is_set(), failure=self._failure)
+
+    def _publish_health(self) -> None:
+        now = self.health()
+        if now != self._health:
+            self._health = now
+            self.notifier.status(now.line()[:200])
+            if self.on_health is not None:
+                self.on_health(now)
+
+    # -- signals ------------------------------------------------------------------------
+    def request_stop(self) -> None:
+        self._stop = True
+        self._wake()
+
+    def sync_now(self) -> None:
+        self._sync_requested = True
+        self._wake()
+
+    def _wake(self) -> None:
+        with contextlib.suppress(BlockingIOError):
+            os.write(self._wake_w, b"w")
+
+    def _install_signals(self) -> dict[int, Any]:
+        previous = {}
+        for sig, handler in ((signal.SIGTERM, lambda *_: self.request_stop()),
+                             (signal.SIGINT, lambda *_: self.request_stop()),
+                             (signal.SIGUSR1, lambda *_: self.sync_now())):
+            previous[sig] = signal.signal(sig, handler)
+        # A signal arriving while poll() sleeps writes here, so poll() returns at once.
+        signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
+        return previous
+
+    # -- the loop -----------------------------------------------------------------------
+    def run(self) -> int:
+        """Serve until SIGTERM/SIGINT (or ``request_stop``); returns the exit code."""
+        previous = self._install_signals()
+        self._apply_log_level()
+        worker = threading.Thread(target=self._worker, name="giter-pass", daemon=True)
+        worker.start()
+        poller = select.poll()
+        owners: dict[int, Any] = {}
+        poller.register(self._wake_r, select.POLLIN)
+        for trigger in self.triggers:
+            for fd, mask in trigger.fds():
+                poller.register(fd, mask)
+                owners[fd] = trigger
+        interval = self.notifier.watchdog_interval
+        next_ping = self.clock()
+        cfg = self.agent.config
+        log.info("daemon started (network: %s, USB roots: %s)",
+                 cfg.network.url if cfg.network else "none",
+                 ", ".join(map(str, cfg.usb_roots)) or "none", extra={"event": "started"})
+        self._publish_health()
+        self.notifier.ready(self._health.line()[:200] if self._health else None)
+        while not self._stop:
+            now = self.clock()
+            self._collect(now)
+            if self._sync_requested and self.sync_timer is not None:
+                self._sync_requested = False
+                self.sync_timer.poke(now)
+            for trigger in self.triggers:
+                due = trigger.next_due(now)
+                if due is not None and due <= now:
+                    self._queue(trigger.fire(now, set()), trigger, now)
+            self._dispatch(now)
+            if interval is not None and now >= next_ping:
+                if self._idle.is_set() or now - self._started_at < self.max_pass_s:
+                    self.notifier.watchdog()
+                else:
+                    log.error("a %s pass has run for %.0f s; no longer feeding the watchdog",
+                              self._running.job.kind if self._running else "?",
+                              now - self._started_at, extra={"event": "stuck"})
+                next_ping = now + interval
+            timeout = self._timeout(now, next_ping if interval is not None else None)
+            ready = poller.poll(None if timeout is None else max(0, int(timeout * 1000) + 1))
+            now = self.clock()
+            fired: dict[int, set[int]] = {}
+            for fd, _events in ready:
+                if fd == self._wake_r:
+                    with contextlib.suppress(BlockingIOError):
+                        while os.read(self._wake_r, 512):
+                            pass
+                elif fd in owners:
+                    fired.setdefault(id(owners[fd]), set()).add(fd)
+            for trigger in self.triggers:
+                if id(trigger) in fired:
+                    self._queue(trigger.fire(now, fired[id(trigger)]), trigger, now)
+        code = self._shutdown(worker)
+        signal.set_wakeup_fd(-1)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+        return code
+
+    def _timeout(self, now: float, next_ping: float | None) -> float | None:
+        dues = [t.next_due(now) for t in self.triggers]
+        if self._idle.is_set():
+            dues += [p.not_before for p in self._pending]
+        dues.append(next_ping)
+        known = [d for d in dues if d is not None]
+        return max(0.0, min(known) - now) if known else None
+
+    def _queue(self, jobs: list[Job], trigger: Any, now: float) -> None:
+        for job in jobs:
+            same = [p for p in self._pending if (p.job.kind, p.job.arg) == (job.kind, job.arg)]
+            if not same:
+                self._pending.append(_Pending(job, trigger, now))
+
+    def _dispatch(self, now: float) -> None:
+        if not self._idle.is_set() or self._stop:
+            return
+        ready = [p for p in self._pending if p.not_before <= now]
+        if not ready:
+            return
+        chosen = min(ready, key=lambda p: PRIORITY.get(p.job.kind, 9))
+        self._pending.remove(chosen)
+        if chosen.job.kind in (USB, NETWORK):
+            # A sync reconciles too: waiting reconcile requests are answered by it (their
+            # triggers schedule nothing on completion; wakeups are refreshed after it).
+            self._pending = [p for p in self._pending if p.job.kind != RECONCILE]
+        self._running = chosen
+        self._started_at = now
+        self._idle.clear()
+        self._publish_health()
+        self._jobs.put(chosen)
+
+    def _worker(self) -> None:
+        while True:
+            item = self._jobs.get()
+            if item is None:
+                return
+            report, error = None, None
+            try:
+                report = self._execute(item.job)
+            except BaseException as exc:  # reported by the loop; the worker lives on
+                error = exc
+            self._done.put((item, report, error))
+            self._wake()
+
+    def _execute(self, job: Job) -> Any:
+        if job.run is not None:
+            return job.run(self.agent)
+        if job.kind == NETWORK:
+            return self.agent.sync_network()
+        if job.kind == USB:
+            from giter_agent.transport.usb import sync_stick
+
+            return sync_stick(self.agent, Path(job.arg or ""))
+        if job.kind == RECONCILE:
+            return self.agent.reconcile_pass(source=f"daemon:{job.reason}")
+        raise GiterError(f"no such job kind {job.kind!r}", reason="UnknownJob")
+
+    def _collect(self, now: float) -> None:
+        while True:
+            try:
+                item, report, error = self._done.get_nowait()
+            except queue.Empty:
+                return
+            self._running = None
+            if isinstance(error, LockedError):
+                log.info("%s; trying again in %.0f s", error, self.lock_retry_s,
+                         extra={"event": "busy", "reason": error.reason})
+                item.not_before = now + self.lock_retry_s
+                self._pending.append(item)
+            elif error is not None:
+                reason = getattr(error, "reason", type(error).__name__)
+                self._failure = f"{item.job.kind} pass failed: {reason}: {error}"
+                log.error("%s", self._failure, extra={"event": "pass-failed", "reason": reason},
+                          exc_info=not isinstance(error, GiterError))
+                item.trigger.finished(item.job, None, now)
+            else:
+                self._failure = None
+                self._log_report(item.job, report)
+                item.trigger.finished(item.job, report, now)
+            self._own_state = identity(self._state_file)
+            self._wakeups.refresh(now)
+            self._apply_log_level()
+            self._idle.set()
+            self._publish_health()
+
+    def _log_report(self, job: Job, report: Any) -> None:
+        quiet = report.outcome in ("up-to-date", "applied") and not report.not_ready
+        level = logging.INFO if quiet else logging.WARNING
+        log.log(level, "%s pass (%s): %s: %s", job.kind, job.reason, report.outcome,
+                report.message, extra={"event": report.outcome, "reason": report.reason,
+                                       "spec": report.applied})
+
+    def _shutdown(self, worker: threading.Thread) -> int:
+        self.notifier.stopping("stopping")
+        log.info("stopping", extra={"event": "stopping"})
+        if not self._idle.is_set():
+            # Only this thread sets _idle (in _collect): wait for the worker's answer here.
+            try:
+                self._done.put(self._done.get(timeout=self.grace_s))
+                self._collect(self.clock())
+            except queue.Empty:
+                pass
+        if not self._idle.is_set():
+            job = self._running.job.kind if self._running else "current"
+            log.warning("abandoning the %s pass to stop in time; the next start resumes "
+                        "from the state file", job, extra={"event": "abandoned"})
+            for handler in logging.getLogger().handlers:
+                handler.flush()
+            sys.stderr.flush()
+            os._exit(0)  # as a power cut would, which every step of a pass survives
+        self._jobs.put(None)
+        worker.join(1.0)
+        for trigger in self.triggers:
+            close = getattr(trigger, "close", None)
+            if close is not None:
+                close()
+        self.agent.close()
+        self.notifier.close()
+        return 0

@@ -1,0 +1,619 @@
+"""The device's git history: the only code that touches the object store.
+
+A bare repository (readable by plain ``git --git-dir``) under the state directory.
+Incoming bundles are streamed into a quarantine object store under
+``<repo>/quarantine/<unique>`` whose alternate is the main store, checked there
+(header, size caps, prerequisites, pack checksum, refs, completeness, time budget),
+and only a ``promote()`` after every caller-side check moves the pack into the main
+store. A fetch from a git server lands in the same kind of quarantine: the received
+pack is spooled to disk and then goes through the very same gate. Refs move by
+compare-and-swap, locally and on the server (``push_ref``, never forced). Outgoing
+bundles (the device's status) are written from the main store straight to disk.
+
+Called by the sync code (import, trust checks on the quarantine, ref moves, status
+bundle export, network fetch and push) and by the publisher's tools.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import shutil
+import stat
+import tempfile
+import time
+import zlib
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from dulwich.errors import ApplyDeltaError, ChecksumMismatch, ObjectFormatException
+from dulwich.file import FileLocked
+from dulwich.object_store import BaseObjectStore, DiskObjectStore, ObjectStoreGraphWalker
+from dulwich.objects import Commit, Tree
+from dulwich.pack import UnresolvedDeltas, write_pack_data
+from dulwich.refs import DiskRefsContainer, check_ref_format
+from dulwich.repo import Repo
+
+from giter_agent.core.durable import fsync_dir
+from giter_agent.core.errors import BundleError, GiterError, HistoryError
+from giter_agent.history import bundle as bundle_format
+
+_GITLINK_MODE = 0o160000
+_LOCK_NAME = "lock"
+# A quarantine directory without its lock file is only left alone this long.
+_UNLOCKED_GRACE_S = 60.0
+
+
+@dataclass(frozen=True)
+class Caps:
+    """Limits on one import, sized for a 512 MB board; each breach is a BundleError."""
+
+    max_bundle_bytes: int = 512 * 2**20
+    max_objects: int = 1_000_000
+    max_object_bytes: int = 32 * 2**20  # checked from pack object headers BEFORE inflating
+    time_budget_s: float = 600.0
+
+
+class _Deadline:
+    def __init__(self, budget_s: float) -> None:
+        self.budget_s = budget_s
+        self._end = time.monotonic() + budget_s
+
+    def check(self) -> None:
+        if time.monotonic() > self._end:
+            raise BundleError(f"import took longer than time_budget_s={self.budget_s:g}",
+                              reason="TimeBudgetExceeded")
+
+    def progress(self, _message: bytes) -> None:
+        # dulwich reports progress per object while it copies and indexes: a cheap
+        # place to stop a slow import.
+        self.check()
+
+
+def _hex(sha: bytes) -> str:
+    return sha.decode("ascii", errors="replace")
+
+
+def _is_ancestor(store: BaseObjectStore, ancestor: bytes, descendant: bytes) -> bool:
+    """True when ``ancestor`` is ``descendant`` or reachable through its parents."""
+    if ancestor == descendant:
+        return True
+    seen = {descendant}
+    stack = [descendant]
+    while stack:
+        sha = stack.pop()
+        try:
+            commit = store[sha]
+        except KeyError:
+            raise HistoryError(f"commit {_hex(sha)} is missing from the history",
+                               reason="UnknownCommit") from None
+        if not isinstance(commit, Commit):
+            raise HistoryError(f"{_hex(sha)} is not a commit", reason="UnknownCommit")
+        for parent in commit.parents:
+            if parent == ancestor:
+                return True
+            if parent not in seen:
+                seen.add(parent)
+                stack.append(parent)
+    return False
+
+
+def _counted(records: Iterable, total: int,
+             progress: Callable[[int, int], None]) -> Iterator:
+    """``records`` unchanged, reporting (done, total) as each one is taken."""
+    progress(0, total)
+    for done, record in enumerate(records, 1):
+        yield record
+        progress(done, total)
+
+
+def _subject(commit: Commit) -> bytes:
+    """The subject line as git prints it: the first paragraph joined onto one line."""
+    paragraph = commit.message.strip().split(b"\n\n", 1)[0] if commit.message else b""
+    return b" ".join(line.strip() for line in paragraph.splitlines()).strip()
+
+
+class Quarantine:
+    """A checked bundle or fetch waiting in quarantine; ``promote()`` accepts its objects."""
+
+    def __init__(self, history: History, directory: Path, store: DiskObjectStore,
+                 header: bundle_format.BundleHeader | None, *,
+                 refs: dict[bytes, bytes] | None = None) -> None:
+        self._history = history
+        self._directory = directory
+        self.object_store = store  # quarantined objects, with the main store behind them
+        self.header = header  # None for a fetch
+        self.refs: dict[bytes, bytes] = dict(header.refs) if header else dict(refs or {})
+        self.prerequisites: list[bytes] = list(header.prerequisites) if header else []
+        # A fetch: what the server advertised for every ref asked about (fetched or only
+        # listed), so a caller can read e.g. the hub's copy of the device's status ref.
+        self.listed: dict[bytes, bytes] = dict(self.refs)
+        self.promoted = False
+        self._closed = False
+
+    def is_ancestor(self, ancestor: bytes, descendant: bytes) -> bool:
+        """Ancestry over the quarantined and accepted objects together."""
+        return _is_ancestor(self.object_store, ancestor, descendant)
+
+    def promote(self) -> None:
+        """Move the quarantined pack(s) into the main store durably; then they are accepted."""
+        if self._closed:
+            raise HistoryError("quarantine already closed; import the bundle again",
+                               reason="QuarantineClosed")
+        if self.promoted:
+            return
+        src = self._directory / "pack"
+        dst = Path(self._history.object_store.pack_dir)
+        empty = {f"pack-{p.name().decode()}.idx" for p in self.object_store.packs if not len(p)}
+        for idx in sorted(src.glob("*.idx")):
+            pack = idx.with_suffix(".pack")
+            if idx.name in empty:
+                continue  # a bundle of refs we already had: nothing to accept
+            if (dst / idx.name).exists():
+                # Pack names hash the object ids: same name, same objects already accepted.
+                # Renaming over it would briefly pair the old index with the new pack.
+                continue
+            # Pack before index: a pack is only visible (to git and dulwich) with its index.
+            os.replace(pack, dst / pack.name)
+            os.replace(idx, dst / idx.name)
+        fsync_dir(dst)
+        self.promoted = True
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self.object_store.close()
+
+
+class _ObjectStore(DiskObjectStore):
+    """dulwich's disk store, counting reachable objects by walking commits, not bitmaps.
+
+    dulwich 1.2.21 switches to bitmaps as soon as one pack has a ``.bitmap``, then fails
+    (FileNotFoundError) on every pack without one. A repository that ``git gc`` packed
+    with bitmaps (a bare hub on a git server) and that later received a pack from
+    ``promote()`` is exactly that mix, and ``write_bundle`` would fail on it.
+    """
+
+    def get_reachability_provider(self, prefer_bitmaps: bool = True) -> Any:
+        return super().get_reachability_provider(prefer_bitmaps=False)
+
+
+class History:
+    """A bare repository of accepted history, with quarantined import and CAS refs."""
+
+    def __init__(self, path: Path, caps: Caps = Caps()) -> None:
+        self.path = Path(path)
+        self.caps = caps
+        self._ensure_repository()
+        # Objects written here (status commits) must survive a power cut once a ref names them.
+        self.object_store = _ObjectStore(str(self.path / "objects"), fsync_object_files=True)
+        self._refs = DiskRefsContainer(str(self.path))
+        self._quarantine_root = self.path / "quarantine"
+        self._quarantine_root.mkdir(exist_ok=True)
+        self._sweep()
+
+    def close(self) -> None:
+        self.object_store.close()
+
+    def __enter__(self) -> History:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- repository set-up -------------------------------------------------------------
+
+    def _ensure_repository(self) -> None:
+        if (self.path / "HEAD").is_file():
+            return
+        if self.path.exists() and any(self.path.iterdir()):
+            raise HistoryError(f"{self.path} exists but is not a git repository",
+                               reason="NotARepository")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # Build it aside and rename it in, so a power cut never leaves half a repository.
+        tmp = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.init-", dir=self.path.parent))
+        try:
+            Repo.init_bare(str(tmp), default_branch=b"main").close()
+            os.replace(tmp, self.path)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        fsync_dir(self.path.parent)
+
+    def _sweep(self) -> None:
+        """Remove what a crash mid-import can leave: stale quarantines, unindexed packs."""
+        for entry in self._quarantine_root.iterdir():
+            if not entry.is_dir():
+                continue
+            try:
+                fd = os.open(entry / _LOCK_NAME, os.O_RDWR)
+            except FileNotFoundError:
+                # No lock yet: either it died right after mkdtemp, or it is being born
+                # this very moment. Only the first kind gets old.
+                if time.time() - entry.stat().st_mtime > _UNLOCKED_GRACE_S:
+                    shutil.rmtree(entry, ignore_errors=True)
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # a live import, in another process or another History
+            else:
+                shutil.rmtree(entry, ignore_errors=True)
+            finally:
+                os.close(fd)
+        # A promote cut between its two renames leaves a pack without its index.
+        for pack in Path(self.object_store.pack_dir).glob("pack-*.pack"):
+            if not pack.with_suffix(".idx").exists():
+                pack.unlink(missing_ok=True)
+
+    # -- refs ----------------------------------------------------------------------------
+
+    def ref(self, name: bytes) -> bytes | None:
+        """The commit id a ref points to, or None when it does not exist."""
+        try:
+            return self._refs[name]
+        except KeyError:
+            return None
+
+    def set_ref(self, name: bytes, old: bytes | None, new: bytes) -> None:
+        """Point ``name`` at ``new`` if it still points at ``old`` (None: must not exist).
+
+        Durable on return: the ref file and its directory are fsynced.
+        """
+        if not (name.startswith(b"refs/") and check_ref_format(name)):
+            raise ValueError(f"invalid refname {name!r}")
+        try:
+            target = self.object_store[new]
+        except KeyError:
+            raise HistoryError(f"cannot point {name.decode()} at {_hex(new)}: not in the store",
+                               reason="RefTargetMissing") from None
+        if not isinstance(target, Commit):
+            raise HistoryError(f"cannot point {name.decode()} at {_hex(new)}: not a commit",
+                               reason="RefTargetNotCommit")
+        try:
+            if old is None:
+                ok = self._refs.add_if_new(name, new)
+            else:
+                ok = self._refs.set_if_equals(name, old, new)
+        except FileLocked as exc:
+            raise HistoryError(f"{name.decode()} is being changed by another writer"
+                               " (its .lock file exists)", reason="RefChanged") from exc
+        if not ok:
+            now = self.ref(name)
+            raise HistoryError(
+                f"{name.decode()} changed under us: expected "
+                f"{_hex(old) if old else 'no ref'}, found {_hex(now) if now else 'no ref'}",
+                reason="RefChanged",
+            )
+        # The ref file, and any directory made for it (refs/heads/status/), must persist.
+        directory = self.path.joinpath(*name.decode().split("/")).parent
+        while directory != self.path:
+            fsync_dir(directory)
+            directory = directory.parent
+
+    def pack_loose(self, threshold: int = 256) -> int:
+        """Pack loose objects once there are ``threshold`` of them; returns how many.
+
+        Status commits add a few loose objects each; left alone they cost a file and a
+        filesystem block apiece (about a gigabyte a year on a reporting board). The pack
+        and its index are complete before any loose object is removed, and a pack
+        without its index is cleaned up on open, so a power cut loses nothing.
+        """
+        if self.object_store.count_loose_objects() < threshold:
+            return 0
+        return self.object_store.pack_loose_objects()
+
+    def is_ancestor(self, ancestor: bytes, descendant: bytes) -> bool:
+        """True when ``ancestor`` is ``descendant`` or one of its ancestors (accepted store)."""
+        return _is_ancestor(self.object_store, ancestor, descendant)
+
+    # -- import --------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def quarantine(self, bundle_path: Path) -> Iterator[Quarantine]:
+        """Stream ``bundle_path`` into a quarantine store and check it; yield it.
+
+        Nothing reaches the main store unless the caller calls ``promote()``. On any
+        error, and on leaving the block, the quarantine directory is removed entirely.
+        """
+        deadline = _Deadline(self.caps.time_budget_s)
+        with self._quarantine_directory() as directory:
+            quarantine = self._receive(Path(bundle_path), directory, deadline)
+            try:
+                yield quarantine
+            finally:
+                quarantine.close()
+
+    @contextlib.contextmanager
+    def quarantine_fetch(self, client: Any, path: str | bytes, refs: Sequence[bytes], *,
+                         also_list: Sequence[bytes] = (),
+                         haves: Iterable[bytes] = ()) -> Iterator[Quarantine]:
+        """Fetch ``refs`` from a git server into a quarantine store, checked as a bundle is.
+
+        ``client`` is a dulwich client (``fetch_pack``); the caller maps its transport
+        errors. Only ``refs`` and ``also_list`` are asked about (the server filters by
+        prefix in protocol v2; we keep exact names). Objects are requested for ``refs``
+        only, and only when the main store lacks them; ``haves`` (accepted commits)
+        tell the server what it may leave out. The pack is spooled to disk under the
+        byte and time caps, then streamed through the same gate as a bundle's pack, and
+        the refs are checked for presence and completeness. ``q.refs`` holds those of
+        ``refs`` the server has; ``q.listed`` adds what it said about ``also_list``.
+        Nothing reaches the main store unless the caller calls ``promote()``.
+        """
+        deadline = _Deadline(self.caps.time_budget_s)
+        main = self.object_store
+        listed: dict[bytes, bytes] = {}
+
+        def determine_wants(advertised: dict[bytes, bytes], depth: int | None = None
+                            ) -> list[bytes]:
+            for name in (*refs, *also_list):
+                sha = advertised.get(name)
+                if sha is not None:
+                    listed[name] = sha
+            wants = [listed[n] for n in refs if n in listed and listed[n] not in main]
+            return list(dict.fromkeys(wants))
+
+        walker = ObjectStoreGraphWalker([h for h in haves if h in main],
+                                        lambda sha: main[sha].parents)
+        with self._quarantine_directory() as directory:
+            spool_path = directory / "incoming.pack"
+            with open(spool_path, "w+b") as spool:
+                size = 0
+
+                def pack_data(chunk: bytes) -> None:
+                    nonlocal size
+                    size += len(chunk)
+                    if size > self.caps.max_bundle_bytes:
+                        raise BundleError(f"the server sent more than max_bundle_bytes="
+                                          f"{self.caps.max_bundle_bytes}", reason="TooLarge")
+                    deadline.check()
+                    spool.write(chunk)
+
+                client.fetch_pack(path, determine_wants, walker, pack_data,
+                                  progress=deadline.progress,
+                                  ref_prefix=list(dict.fromkeys((*refs, *also_list))))
+                store = self._quarantine_store(directory)
+                quarantine = Quarantine(self, directory, store, None,
+                                        refs={n: listed[n] for n in refs if n in listed})
+                quarantine.listed = dict(listed)
+                try:
+                    if size:
+                        spool.seek(0)
+                        self._copy_pack(spool, size, store, deadline)
+                    self._check_refs(store, quarantine.refs)
+                    self._check_complete(store, list(quarantine.refs.values()), deadline)
+                except BaseException:
+                    quarantine.close()
+                    raise
+            spool_path.unlink()  # checked and copied: the spool is dead weight now
+            try:
+                yield quarantine
+            finally:
+                quarantine.close()
+
+    @contextlib.contextmanager
+    def _quarantine_directory(self) -> Iterator[Path]:
+        """A fresh quarantine directory, locked while it lives, removed entirely after."""
+        directory = Path(tempfile.mkdtemp(prefix="q-", dir=self._quarantine_root))
+        lock_fd: int | None = None
+        try:
+            lock_fd = os.open(directory / _LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
+            fcntl.flock(lock_fd, fcntl.LOCK_EX)
+            yield directory
+        finally:
+            shutil.rmtree(directory, ignore_errors=True)
+            if lock_fd is not None:
+                os.close(lock_fd)
+
+    def _quarantine_store(self, directory: Path) -> DiskObjectStore:
+        (directory / "pack").mkdir()
+        (directory / "info").mkdir()
+        return DiskObjectStore(str(directory), fsync_object_files=True,
+                               alternates=[str(self.path / "objects")])
+
+    def _receive(self, bundle_path: Path, directory: Path, deadline: _Deadline) -> Quarantine:
+        caps = self.caps
+        try:
+            fh = open(bundle_path, "rb")  # noqa: SIM115 - closed by the with below
+            size = os.fstat(fh.fileno()).st_size
+        except OSError as exc:
+            raise BundleError(f"cannot read bundle {bundle_path}: {exc.strerror or exc}",
+                              reason="UnreadableBundle") from exc
+        with fh:
+            if size > caps.max_bundle_bytes:
+                raise BundleError(f"bundle is {size} bytes, over max_bundle_bytes="
+                                  f"{caps.max_bundle_bytes}", reason="TooLarge")
+            header = bundle_format.read_header(fh)
+            self._check_prerequisites(header.prerequisites)
+            deadline.check()
+
+            store = self._quarantine_store(directory)
+            quarantine = Quarantine(self, directory, store, header)
+            try:
+                self._copy_pack(fh, size - header.pack_offset, store, deadline)
+                self._check_refs(store, header.refs)
+                self._check_complete(store, list(header.refs.values()), deadline)
+            except BaseException:
+                quarantine.close()
+                raise
+        return quarantine
+
+    def _check_prerequisites(self, prerequisites: list[bytes]) -> None:
+        for sha in prerequisites:
+            try:
+                type_num, _ = self.object_store.get_raw(sha)
+            except KeyError:
+                raise HistoryError(f"bundle needs commit {_hex(sha)}, which this device"
+                                   " does not have", reason="MissingPrerequisite") from None
+            if type_num != Commit.type_num:
+                raise HistoryError(f"bundle prerequisite {_hex(sha)} is not a commit",
+                                   reason="MissingPrerequisite")
+
+    def _copy_pack(self, fh: BinaryIO, length: int, store: DiskObjectStore,
+                   deadline: _Deadline) -> None:
+        """Stream the pack into ``store`` through the scanner; map dulwich's errors."""
+        scanner = bundle_format.PackScanner(max_objects=self.caps.max_objects,
+                                            max_object_bytes=self.caps.max_object_bytes)
+        reader = bundle_format.GatedPackReader(fh, length, scanner, check=deadline.check)
+        try:
+            # Thin packs work: deltas against prerequisite objects resolve through the
+            # alternate (the main store) and the bases are appended to the new pack.
+            store.add_thin_pack(reader.read_all, reader.read_some, progress=deadline.progress)
+            reader.drain()
+        except GiterError:
+            raise
+        except UnresolvedDeltas as exc:
+            raise HistoryError(f"bundle has deltas against objects nobody has: {exc}",
+                               reason="IncompleteBundle") from exc
+        except (ChecksumMismatch, ApplyDeltaError, ObjectFormatException, zlib.error,
+                AssertionError, ValueError, KeyError) as exc:
+            raise BundleError(f"corrupt pack in bundle: {type(exc).__name__}: {exc}",
+                              reason="CorruptBundle") from exc
+
+    def _check_refs(self, store: DiskObjectStore, refs: dict[bytes, bytes]) -> None:
+        for name, sha in refs.items():
+            try:
+                type_num, _ = store.get_raw(sha)
+            except KeyError:
+                raise HistoryError(f"bundle ref {name.decode()} points to {_hex(sha)},"
+                                   " which is not in the bundle or the history",
+                                   reason="RefTargetMissing") from None
+            if type_num != Commit.type_num:
+                raise HistoryError(f"bundle ref {name.decode()} points to {_hex(sha)},"
+                                   " which is not a commit", reason="RefTargetNotCommit")
+
+    def _check_complete(self, store: DiskObjectStore, tips: list[bytes],
+                        deadline: _Deadline) -> None:
+        """Every commit, tree and blob the tips need is here, down to accepted history.
+
+        Objects in the main store were complete when they were accepted, so the walk
+        stops at them; everything else must be in the quarantined pack.
+        """
+        main = self.object_store
+        seen: set[bytes] = set()
+
+        def new(sha: bytes, what: str) -> bool:
+            """True if ``sha`` is only in quarantine (walk on), False if accepted (stop)."""
+            if sha in seen:
+                return False
+            seen.add(sha)
+            if store.contains_packed(sha):
+                return True
+            if sha in main:
+                return False
+            raise HistoryError(f"bundle is incomplete: {what} {_hex(sha)} is missing",
+                               reason="IncompleteBundle")
+
+        commits = [t for t in tips if new(t, "commit")]
+        while commits:
+            deadline.check()
+            sha = commits.pop()
+            commit = store[sha]
+            if not isinstance(commit, Commit):
+                raise HistoryError(f"bundle is incomplete: {_hex(sha)} is a parent but not"
+                                   " a commit", reason="IncompleteBundle")
+            if new(commit.tree, f"tree of commit {_hex(sha)}:"):
+                self._check_tree(store, commit.tree, sha, new)
+            commits.extend(p for p in commit.parents
+                           if new(p, f"parent of commit {_hex(sha)}:"))
+
+    @staticmethod
+    def _check_tree(store: DiskObjectStore, tree_id: bytes, commit: bytes,
+                    new: Callable[[bytes, str], bool]) -> None:
+        trees = [tree_id]
+        while trees:
+            sha = trees.pop()
+            tree = store[sha]
+            if not isinstance(tree, Tree):
+                raise HistoryError(f"bundle is incomplete: {_hex(sha)} (in commit"
+                                   f" {_hex(commit)}) is not a tree", reason="IncompleteBundle")
+            for name, mode, entry in tree.iteritems():
+                if mode == _GITLINK_MODE:
+                    continue  # a submodule's commit lives in another repository
+                is_tree = stat.S_ISDIR(mode)
+                what = (f"{'tree' if is_tree else 'blob'} {name.decode(errors='replace')!r}"
+                        f" of commit {_hex(commit)}:")
+                if new(entry, what) and is_tree:
+                    trees.append(entry)
+
+    # -- export --------------------------------------------------------------------------
+
+    def push_ref(self, client: Any, path: str | bytes, name: bytes, new: bytes, *,
+                 may_replace: Callable[[bytes | None], bool]) -> bytes | None:
+        """Point ``name`` on a git server at ``new``: a compare-and-swap, never forced.
+
+        ``client`` is a dulwich client (``send_pack``); the caller maps its transport
+        errors. The update names the value the server advertised as the old one, so
+        the server refuses it if the ref moved meanwhile. ``may_replace(old)`` decides
+        whether that old value may be replaced at all (the caller allows a fast-forward
+        only). Either refusal is ``HistoryError(reason="RemoteRefMoved")``; fetch, then
+        try again. Returns the value the server held before (None: no such ref).
+        """
+        self._commit(new, f"ref {name.decode(errors='replace')}")
+        store = self.object_store
+        before: list[bytes | None] = [None]
+
+        def update_refs(advertised: dict[bytes, bytes]) -> dict[bytes, bytes]:
+            old = advertised.get(name)
+            before[0] = old
+            if old == new:
+                return {}  # the server already has it: nothing to send
+            if not may_replace(old):
+                raise HistoryError(f"the server's {name.decode()} is at "
+                                   f"{_hex(old) if old else 'nothing'}, which {_hex(new)}"
+                                   " does not build on", reason="RemoteRefMoved")
+            return {name: new}
+
+        def generate_pack_data(have: Iterable[bytes], want: Iterable[bytes], *,
+                               ofs_delta: bool = True,
+                               progress: Callable[..., None] | None = None) -> Any:
+            # The server's other refs point at commits we may not have (a newer spec).
+            return store.generate_pack_data([h for h in have if h in store], want,
+                                            ofs_delta=ofs_delta, progress=progress)
+
+        result = client.send_pack(path, update_refs, generate_pack_data)
+        problem = (result.ref_status or {}).get(name)
+        if problem:
+            raise HistoryError(f"the server refused {name.decode()} -> {_hex(new)}: {problem}",
+                               reason="RemoteRefMoved")
+        return before[0]
+
+    def write_bundle(self, path: Path, refs: dict[bytes, bytes], exclude: Iterable[bytes] = (),
+                     version: int = 2,
+                     progress: Callable[[int, int], None] | None = None) -> None:
+        """Write a bundle of ``refs`` holding what is not reachable from ``exclude``.
+
+        The exclude commits become the bundle's prerequisites (with their subject line,
+        as git writes them). The pack streams straight into a temp file beside
+        ``path``, which is fsynced and renamed into place. ``progress(done, total)`` is
+        called as each object is written (the publisher shows it for large bundles).
+        """
+        for name, sha in refs.items():
+            self._commit(sha, f"ref {name.decode(errors='replace')}")
+        excluded = list(dict.fromkeys(exclude))
+        prerequisites = [(sha, _subject(self._commit(sha, "excluded commit")))
+                         for sha in excluded]
+        count, records = self.object_store.generate_pack_data(
+            excluded, list(dict.fromkeys(refs.values())))
+        if progress is not None:
+            records = _counted(records, count, progress)
+
+        def pack_writer(fh: BinaryIO) -> None:
+            write_pack_data(fh.write, records, num_records=count,
+                            object_format=self.object_store.object_format)
+
+        bundle_format.write_bundle(Path(path), refs=refs, prerequisites=prerequisites,
+                                   pack_writer=pack_writer, version=version)
+
+    def _commit(self, sha: bytes, what: str) -> Commit:
+        try:
+            obj = self.object_store[sha]
+        except KeyError:
+            raise HistoryError(f"{what} {_hex(sha)} is not in the history",
+                               reason="UnknownCommit") from None
+        if not isinstance(obj, Commit):
+            raise HistoryError(f"{what} {_hex(sha)} is not a commit", reason="UnknownCommit")
+        return obj

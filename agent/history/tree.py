@@ -1,0 +1,233 @@
+"""Read files of a verified commit's tree straight from the object store, and build trees.
+
+There is never a work tree: ``iter_files`` and ``read_file`` read blobs through the
+tree objects, and only entries on an allowlist come out (regular files; names
+``[a-z0-9][a-z0-9._-]*``; no two names in a directory equal ignoring case). Anything
+else - a symlink, a submodule, an odd name - is refused with ``TreeError`` naming the
+path, so a hostile tree can never steer a write or a read outside what it looks like.
+``replace_files`` writes new blobs and trees into a store, returning a new root tree:
+the status layer uses it to fill ``status`` into the spec tree.
+
+Called by the resources layer (reading specs), trust (the allowed_signers file) and
+status (building the device's status tree).
+"""
+
+from __future__ import annotations
+
+import re
+import stat
+from collections.abc import Iterator
+
+from dulwich.object_store import BaseObjectStore
+from dulwich.objects import Blob, ShaFile, Tree
+
+from giter_agent.core.errors import TreeError
+
+SAFE_NAME = re.compile(r"[a-z0-9][a-z0-9._-]*")
+REGULAR_MODES = (0o100644, 0o100755)
+_SYMLINK_MODE = 0o120000
+_GITLINK_MODE = 0o160000
+# Deeper than any fleet layout; bounds the walk over a hostile, deeply nested tree.
+MAX_DEPTH = 32
+
+
+def _join(prefix: str, name: str) -> str:
+    return f"{prefix}/{name}" if prefix else name
+
+
+def _split(path: str) -> list[str]:
+    parts = [p for p in path.strip("/").split("/") if p]
+    if any(p in (".", "..") for p in parts):
+        raise ValueError(f"path {path!r} has a '.' or '..' component")
+    return parts
+
+
+def _load(object_store: BaseObjectStore, sha: bytes, cls: type[ShaFile], path: str) -> ShaFile:
+    try:
+        obj = object_store[sha]
+    except KeyError:
+        raise TreeError(f"{path or '/'}: object {sha.decode()} is missing",
+                        reason="MissingObject") from None
+    if not isinstance(obj, cls):
+        raise TreeError(f"{path or '/'}: expected a {cls.type_name.decode()},"
+                        f" found a {obj.type_name.decode()}", reason="UnsafeTreeEntry")
+    return obj
+
+
+def _unsafe(path: str, why: str) -> TreeError:
+    return TreeError(f"{path}: {why}", reason="UnsafeTreeEntry")
+
+
+def _describe_mode(mode: int) -> str:
+    if mode == _SYMLINK_MODE:
+        return "is a symlink (only regular files are allowed)"
+    if mode == _GITLINK_MODE:
+        return "is a submodule (only regular files are allowed)"
+    return f"has mode {mode:o} (only regular files 100644/100755 are allowed)"
+
+
+def _checked_entries(tree: Tree, path: str) -> list[tuple[str, int, bytes]]:
+    """The entries of one directory, after the allowlist has passed every one of them."""
+    entries: list[tuple[str, int, bytes]] = []
+    named = [(raw.decode("utf-8", errors="replace"), mode, sha)
+             for raw, mode, sha in tree.iteritems()]
+    # Collisions first, so "A.yaml" beside "a.yaml" is reported as what it is.
+    seen: dict[str, str] = {}
+    for name, _mode, _sha in named:
+        folded = name.casefold()
+        if folded in seen:
+            raise _unsafe(_join(path, name), f"collides with {_join(path, seen[folded])!r}"
+                                             " when case is ignored")
+        seen[folded] = name
+    for name, mode, sha in named:
+        entry_path = _join(path, name)
+        if not SAFE_NAME.fullmatch(name):
+            raise _unsafe(entry_path, "name is not allowed (must match [a-z0-9][a-z0-9._-]*)")
+        if not stat.S_ISDIR(mode) and mode not in REGULAR_MODES:
+            raise _unsafe(entry_path, _describe_mode(mode))
+        entries.append((name, mode, sha))
+    return entries
+
+
+def _read_blob(object_store: BaseObjectStore, sha: bytes, path: str,
+               max_blob: int | None) -> bytes:
+    blob = _load(object_store, sha, Blob, path)
+    data = blob.as_raw_string()
+    if max_blob is not None and len(data) > max_blob:
+        raise TreeError(f"{path}: {len(data)} bytes, over the {max_blob}-byte limit",
+                        reason="FileTooLarge")
+    return data
+
+
+def _descend(object_store: BaseObjectStore, tree_id: bytes,
+             parts: list[str]) -> tuple[Tree | None, str]:
+    """Follow ``parts`` from the root; ``None`` when a component is absent."""
+    tree = _load(object_store, tree_id, Tree, "")
+    path = ""
+    for part in parts:
+        path = _join(path, part)
+        try:
+            mode, sha = tree[part.encode()]
+        except KeyError:
+            return None, path
+        if not stat.S_ISDIR(mode):
+            raise _unsafe(path, "is not a directory")
+        tree = _load(object_store, sha, Tree, path)
+    return tree, path
+
+
+def iter_files(object_store: BaseObjectStore, tree_id: bytes, prefix: str,
+               max_blob: int) -> Iterator[tuple[str, bytes]]:
+    """Yield (path from the repo root, content) of every file under ``prefix``.
+
+    The whole subtree is checked against the allowlist before the first file is
+    yielded, so an unsafe tree yields nothing. A missing prefix yields nothing.
+    """
+    start, path = _descend(object_store, tree_id, _split(prefix))
+    if start is None:
+        return
+    files: list[tuple[str, bytes]] = []
+    stack: list[tuple[Tree, str, int]] = [(start, path, 0)]
+    while stack:
+        tree, tree_path, depth = stack.pop()
+        subtrees = []
+        for name, mode, sha in _checked_entries(tree, tree_path):
+            entry_path = _join(tree_path, name)
+            if stat.S_ISDIR(mode):
+                if depth + 1 > MAX_DEPTH:
+                    raise _unsafe(entry_path, f"nested deeper than {MAX_DEPTH} directories")
+                subtrees.append((_load(object_store, sha, Tree, entry_path), entry_path,
+                                 depth + 1))
+            else:
+                files.append((entry_path, sha))
+        stack.extend(reversed(subtrees))
+    files.sort()
+    for file_path, sha in files:
+        yield file_path, _read_blob(object_store, sha, file_path, max_blob)
+
+
+def read_file(object_store: BaseObjectStore, tree_id: bytes, path: str, *,
+              max_blob: int | None = None) -> bytes | None:
+    """Content of the regular file at ``path``, or None when no such entry exists.
+
+    The caller names the path (it may be ``.giter/...``), so only the entry's kind is
+    checked: a symlink, submodule or directory there is a TreeError, never followed.
+    """
+    parts = _split(path)
+    if not parts:
+        raise ValueError("read_file needs a file path")
+    parent, parent_path = _descend(object_store, tree_id, parts[:-1])
+    if parent is None:
+        return None
+    entry_path = _join(parent_path, parts[-1])
+    try:
+        mode, sha = parent[parts[-1].encode()]
+    except KeyError:
+        return None
+    if stat.S_ISDIR(mode):
+        raise _unsafe(entry_path, "is a directory, not a file")
+    if mode not in REGULAR_MODES:
+        raise _unsafe(entry_path, _describe_mode(mode))
+    return _read_blob(object_store, sha, entry_path, max_blob)
+
+
+def replace_files(object_store: BaseObjectStore, base_tree: bytes | None,
+                  files: dict[str, bytes]) -> bytes:
+    """Write ``files`` (path -> content) over ``base_tree``; return the new root tree id.
+
+    Intermediate directories are created as needed; every other entry is kept as it
+    is. A new file gets mode 100644, a replaced one keeps its mode. The caller names
+    the paths (``.giter/status/...`` included), so only names git itself would refuse
+    (``.git``, NUL) are checked; replacing a directory, symlink or submodule is refused.
+    """
+    changes: dict = {}
+    for path, content in files.items():
+        parts = _split(path)
+        if not parts:
+            raise ValueError("replace_files needs file paths")
+        for part in parts:
+            if part.casefold() == ".git" or "\0" in part:
+                raise _unsafe(path, f"component {part!r} is not an allowed name")
+        node = changes
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ValueError(f"{path}: a parent of it is also given as a file")
+        if isinstance(node.get(parts[-1]), dict):
+            raise ValueError(f"{path}: also given as a directory")
+        node[parts[-1]] = content
+    return _write_tree(object_store, base_tree, changes, "")
+
+
+def _write_tree(object_store: BaseObjectStore, tree_id: bytes | None, changes: dict,
+                path: str) -> bytes:
+    tree = Tree()
+    if tree_id is not None:
+        for name, mode, sha in _load(object_store, tree_id, Tree, path).iteritems():
+            tree.add(name, mode, sha)
+    for name, change in changes.items():
+        entry_path = _join(path, name)
+        key = name.encode()
+        try:
+            existing: tuple[int, bytes] | None = tree[key]
+        except KeyError:
+            existing = None
+        if isinstance(change, dict):
+            if existing is not None and not stat.S_ISDIR(existing[0]):
+                raise _unsafe(entry_path, "is a file where a directory is needed")
+            subtree = _write_tree(object_store, existing[1] if existing else None, change,
+                                  entry_path)
+            tree.add(key, stat.S_IFDIR, subtree)
+            continue
+        mode = 0o100644
+        if existing is not None:
+            if existing[0] not in REGULAR_MODES:
+                raise _unsafe(entry_path, "cannot replace: it " + (
+                    "is a directory" if stat.S_ISDIR(existing[0])
+                    else _describe_mode(existing[0])))
+            mode = existing[0]
+        blob = Blob.from_string(change)
+        object_store.add_object(blob)
+        tree.add(key, mode, blob.id)
+    object_store.add_object(tree)
+    return tree.id

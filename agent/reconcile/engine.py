@@ -1,0 +1,478 @@
+"""One level-based reconcile pass over the resources of the applied spec.
+
+Called by ``giter_agent.sync.agent.Agent`` (every sync and every timer pass) and, for ordering
+only, by ``reconcile.plan``. The pass is told *which* resources exist, never *what
+happened*: for each one it validates the spec against its kind's schema, applies it,
+and always produces a status (also on failure), as controller-runtime does.
+
+What the reconciler owns, so that no kind has to:
+- the common spec fields (``Kind.COMMON``): ``dependsOn`` orders the pass (a cycle
+  is a ``DependencyCycle`` error on its members, never a hang; a dependency that is
+  not Ready leaves its dependents at ``DependencyNotReady``), ``reconcile:
+  observe-only`` turns acting into reporting, ``prune: false`` keeps the effect;
+- ``Ready``, summarised from the outcome and the kind's own conditions, and
+  ``observedGeneration``, written only when that generation finished;
+- backoff: a resource that keeps asking to retry is tried after 1x, 2x, 4x ... its
+  delay (capped), and not on the passes in between;
+- drift: when a resource that was in effect needed correcting although its spec did
+  not change, ``status.drift`` records when and what;
+- pruning of resources that left the spec, dependents first.
+A bad resource fails alone; the rest still apply.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import heapq
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from giter_agent.core.errors import ResourceError
+from giter_agent.kinds.base import (
+    Common,
+    Condition,
+    Context,
+    Done,
+    Failed,
+    Kind,
+    Outcome,
+    Retry,
+    common_fields,
+    fingerprint,
+    rfc3339,
+)
+from giter_agent.spec.resources import Resource, SpecSet
+
+log = logging.getLogger("giter.reconcile")
+
+# Backoff: the kind's delay doubles with each consecutive retry of the same spec, up
+# to this cap (unless the kind itself asked for longer).
+MAX_BACKOFF_S = 3600.0
+MIN_RETRY_S = 1.0  # a kind asking to retry at once must not spin the daemon
+# How many corrections a drift record lists (the newest pass's, one line each).
+MAX_DRIFT_CHANGES = 8
+
+
+@dataclass
+class PassResult:
+    """Status records by resource key, plus what the pass pruned."""
+
+    records: dict[str, dict[str, Any]] = field(default_factory=dict)
+    pruned: list[str] = field(default_factory=list)
+    retry_after: float | None = None
+
+    @property
+    def not_ready(self) -> list[str]:
+        return [k for k, r in self.records.items() if not _ready(r)]
+
+
+def _ready(record: dict[str, Any]) -> bool:
+    return any(c["type"] == "Ready" and c["status"] == "True"
+               for c in record["status"].get("conditions", []))
+
+
+def _since(previous: dict[str, Any] | None, ctype: str, status: str, now: float) -> str:
+    # lastTransitionTime moves only when the condition's status flips.
+    for cond in (previous or {}).get("status", {}).get("conditions", []):
+        if cond.get("type") == ctype and cond.get("status") == status:
+            return cond.get("lastTransitionTime", rfc3339(now))
+    return rfc3339(now)
+
+
+def _condition(ctype: str, ok: bool, reason: str, message: str, now: float,
+               previous: dict[str, Any] | None) -> dict[str, Any]:
+    status = "True" if ok else "False"
+    return {"type": ctype, "status": status, "reason": reason, "message": message,
+            "lastTransitionTime": _since(previous, ctype, status, now)}
+
+
+# -- ordering -----------------------------------------------------------------------------
+
+@dataclass
+class Order:
+    """The pass order and what ``dependsOn`` resolved to."""
+
+    keys: list[str]
+    deps: dict[str, list[str]]  # key -> resolved dependency keys
+    cycles: dict[str, str]  # key -> the cycle it is on, as "A -> B -> A"
+    problems: dict[str, tuple[str, str]]  # key -> (reason, message): unresolvable names
+
+
+def resolve_order(items: Iterable[tuple[str, str, tuple[str, ...]]],
+                  known: Iterable[str] = ()) -> Order:
+    """Order ``(key, name, dependsOn)`` items so that dependencies come first.
+
+    A dependency is ``Kind/name`` or a bare ``name`` that must match exactly one
+    resource. ``known`` are further keys (invalid resources) a dependency may name:
+    they exist, they are just never Ready. Items on a cycle are reported, and items
+    that cannot be ordered (on or behind a cycle) come last, in spec order.
+    """
+    items = list(items)
+    keys = [k for k, _, _ in items]
+    by_name: dict[str, list[str]] = {}
+    for key in [*keys, *known]:
+        by_name.setdefault(key.split("/", 1)[1], []).append(key)
+    existing = set(keys) | set(known)
+    deps: dict[str, list[str]] = {}
+    problems: dict[str, tuple[str, str]] = {}
+    for key, _name, wanted in items:
+        resolved: list[str] = []
+        for dep in wanted:
+            if "/" in dep:
+                target = dep if dep in existing else None
+                matches = [dep] if target else []
+            else:
+                matches = by_name.get(dep, [])
+            if not matches:
+                problems.setdefault(key, ("DependencyNotFound",
+                                          f"dependsOn {dep!r}: no such resource in the spec"))
+            elif len(matches) > 1:
+                problems.setdefault(key, ("AmbiguousDependency",
+                                          f"dependsOn {dep!r} matches {', '.join(matches)}; "
+                                          "write Kind/name"))
+            else:
+                resolved.append(matches[0])
+        deps[key] = resolved
+
+    # Kahn's algorithm, always taking the earliest ready item: spec order is kept
+    # wherever dependencies allow it.
+    index = {k: i for i, k in enumerate(keys)}
+    waiting = {k: {d for d in deps[k] if d in index} for k in keys}
+    dependents: dict[str, list[str]] = {k: [] for k in keys}
+    for k, ds in waiting.items():
+        for d in ds:
+            dependents[d].append(k)
+    heap = [index[k] for k in keys if not waiting[k]]
+    heapq.heapify(heap)
+    ordered: list[str] = []
+    while heap:
+        k = keys[heapq.heappop(heap)]
+        ordered.append(k)
+        for child in dependents[k]:
+            waiting[child].discard(k)
+            if not waiting[child]:
+                heapq.heappush(heap, index[child])
+    placed = set(ordered)
+    stuck = [k for k in keys if k not in placed]
+    graph = {k: [d for d in deps[k] if d in index] for k in stuck}
+    return Order(ordered + stuck, deps, _cycles(stuck, graph), problems)
+
+
+def _cycles(nodes: list[str], graph: dict[str, list[str]]) -> dict[str, str]:
+    """Each node on a dependency cycle -> that cycle, written from the node round."""
+    out: dict[str, str] = {}
+    for comp in _strongly_connected(nodes, graph):
+        if len(comp) == 1 and comp[0] not in graph[comp[0]]:
+            continue  # behind a cycle, not on one
+        members = set(comp)
+        sub = {n: [d for d in graph[n] if d in members] for n in comp}
+        # Walking any edge inside the component must come round: one cycle, named from
+        # each of its members; a member off that cycle gets its own shortest one.
+        seen: dict[str, int] = {}
+        walk: list[str] = []
+        node = comp[0]
+        while node not in seen:
+            seen[node] = len(walk)
+            walk.append(node)
+            node = sub[node][0]
+        loop = walk[seen[node]:]
+        for i, member in enumerate(loop):
+            out[member] = " -> ".join([*loop[i:], *loop[:i], member])
+        for member in comp:
+            if member not in out:
+                out[member] = " -> ".join(_cycle_through(member, sub) or [member])
+    return out
+
+
+def _strongly_connected(nodes: list[str], graph: dict[str, list[str]]) -> list[list[str]]:
+    """Tarjan's strongly connected components, iteratively (a long chain must not
+    hit Python's recursion limit)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    comps: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+
+    for root in nodes:
+        if root in index:
+            continue
+        visit(root)
+        work = [(root, iter(graph[root]))]
+        while work:
+            node, deps = work[-1]
+            for dep in deps:
+                if dep not in index:
+                    visit(dep)
+                    work.append((dep, iter(graph[dep])))
+                    break
+                if dep in on_stack:
+                    low[node] = min(low[node], index[dep])
+            else:
+                work.pop()
+                if work:
+                    parent = work[-1][0]
+                    low[parent] = min(low[parent], low[node])
+                if low[node] == index[node]:
+                    comp = []
+                    while True:
+                        member = stack.pop()
+                        on_stack.discard(member)
+                        comp.append(member)
+                        if member == node:
+                            break
+                    comps.append(comp)
+    return comps
+
+
+def _cycle_through(start: str, graph: dict[str, list[str]]) -> list[str] | None:
+    """A shortest dependency path from ``start`` back to itself, or None."""
+    parent: dict[str, str | None] = {start: None}
+    frontier = [start]
+    while frontier:
+        nxt = []
+        for node in frontier:
+            for dep in graph.get(node, []):
+                if dep == start:
+                    path = [node]
+                    while (up := parent[path[-1]]) is not None:
+                        path.append(up)
+                    return [*reversed(path), start]
+                if dep not in parent:
+                    parent[dep] = node
+                    nxt.append(dep)
+        frontier = nxt
+    return None
+
+
+def declared_dependencies(spec: Any) -> tuple[str, ...]:
+    """``dependsOn`` as far as it is usable for ordering (a bad one fails validation)."""
+    try:
+        return common_fields(spec).depends_on if isinstance(spec, dict) else ()
+    except ResourceError:
+        return ()
+
+
+def spec_order(specset: SpecSet) -> Order:
+    """The order a pass over ``specset`` takes (``reconcile.plan`` shows the same)."""
+    return resolve_order(((r.key, r.name, declared_dependencies(r.spec))
+                          for r in specset.resources),
+                         known=[b.key for b in specset.invalid if b.kind and b.name])
+
+
+# -- the pass -----------------------------------------------------------------------------
+
+def reconcile(specset: SpecSet, ctx: Context, kinds: dict[str, Kind],
+              previous: dict[str, dict[str, Any]], spec_commit: str,
+              clock: Callable[[], float] | None = None) -> PassResult:
+    """Apply every resource of ``specset``; prune what ``previous`` had and it lacks."""
+    now = (clock or ctx.clock)()
+    out = PassResult()
+    ctx.clear_wakeups()  # each pass asks afresh for what it needs next
+    ctx.records = previous
+    ctx.generations = {r.key: r.generation for r in specset.resources}
+
+    by_key = {r.key: r for r in specset.resources}
+    order = spec_order(specset)
+    for key in order.keys:
+        res = by_key[key]
+        out.records[key] = _reconcile_one(res, previous.get(key), ctx, kinds, order,
+                                          out, spec_commit, now)
+
+    for bad in specset.invalid:
+        # A duplicate shares its key with the resource that applies: file it by path.
+        key = f"file/{bad.path}" if bad.key in by_key else bad.key
+        prev = previous.get(key) or _previous_at(previous, bad.path)
+        # The last good spec of this file stays applied - over any number of passes -
+        # unless the resource it held now applies from another file.
+        held = f"{prev.get('kind')}/{prev.get('name')}" if prev else None
+        keep = (prev is not None and "spec" in prev and bad.key not in by_key
+                and held not in by_key)
+        message = bad.message + ("; the last valid spec stays applied" if keep else "")
+        status = {"specCommit": spec_commit,
+                  "conditions": [_condition("Ready", False, bad.reason, message, now, prev)]}
+        record = {"kind": bad.kind, "name": bad.name, "path": bad.path, "status": status,
+                  "invalid": True}
+        if keep:
+            # Remember the last good spec (and its kind) so a later removal prunes it.
+            record.update(kind=prev["kind"], name=prev["name"], spec=prev["spec"],
+                          document=prev.get("document"))
+        out.records[key] = record
+
+    _prune(previous, out, ctx, kinds)
+    return out
+
+
+def _previous_at(previous: dict[str, dict[str, Any]], path: str) -> dict[str, Any] | None:
+    for rec in previous.values():
+        if rec.get("path") == path:
+            return rec
+    return None
+
+
+def _reconcile_one(res: Resource, prev: dict[str, Any] | None, ctx: Context,
+                   kinds: dict[str, Kind], order: Order, out: PassResult, spec_commit: str,
+                   now: float) -> dict[str, Any]:
+    record: dict[str, Any] = {"kind": res.kind, "name": res.name, "path": res.path,
+                              "spec": res.spec, "document": res.document}
+    same_document = prev is not None and prev.get("document") == res.document
+    if prev is not None and prev.get("memory"):
+        record["memory"] = prev["memory"]
+
+    backoff = (prev or {}).get("backoff") if same_document else None
+    if backoff and backoff["notBefore"] > now:
+        # Backing off: this pass leaves the resource alone and repeats what it said.
+        status = dict(prev["status"])
+        status["specCommit"] = spec_commit
+        record.update(status=status, backoff=backoff)
+        ctx.request_wakeup(backoff["notBefore"])
+        _note_retry(out, backoff["notBefore"] - now)
+        return record
+
+    outcome, spec = _evaluate(res, kinds, ctx, order, out)
+    fp = fingerprint(spec) if spec is not None else None
+    in_effect_before = (fp is not None and prev is not None and _ready(prev)
+                        and prev.get("fingerprint") == fp)
+
+    # Ready, summarised: the outcome says whether the spec is in effect, and a kind's
+    # own condition may hold it back (an observe-only resource that drifted).
+    blocking = [c for c in outcome.conditions if c.blocks_ready and c.status]
+    ready = isinstance(outcome, Done) and not blocking
+    reason, message = outcome.reason, outcome.message
+    if blocking:
+        reason, message = blocking[0].reason, blocking[0].message
+    if res.warnings:
+        message = f"{message}; " + "; ".join(res.warnings)
+
+    status: dict[str, Any] = {}
+    if res.generation is not None:
+        # observedGeneration moves only when that generation finished.
+        if ready:
+            status["observedGeneration"] = res.generation
+        elif prev and "observedGeneration" in prev["status"]:
+            status["observedGeneration"] = prev["status"]["observedGeneration"]
+    status["specCommit"] = spec_commit
+    conditions = [_condition("Ready", ready, reason, message, now, prev)]
+    for cond in outcome.conditions:
+        conditions.append(_condition(cond.type, cond.status, cond.reason, cond.message,
+                                     now, prev))
+    status["conditions"] = conditions
+    if outcome.observed:
+        status["observed"] = outcome.observed
+
+    drift = dict((prev or {}).get("status", {}).get("drift") or {})
+    if isinstance(outcome, Done) and outcome.changes and in_effect_before:
+        # The spec did not change, yet the device had to be put right: GitOps drift.
+        drift = {"corrections": int(drift.get("corrections", 0)) + 1,
+                 "lastCorrected": rfc3339(now),
+                 "changes": list(outcome.changes[:MAX_DRIFT_CHANGES])}
+        log.warning("%s drifted from its spec and was corrected: %s", res.key,
+                    "; ".join(outcome.changes))
+    if drift:
+        status["drift"] = drift
+
+    # A dependent has no backoff of its own: its dependency's passes decide when it runs.
+    if isinstance(outcome, Retry) and outcome.reason != "DependencyNotReady":
+        attempts = (backoff or {}).get("attempts", 0) + 1
+        base = max(outcome.after, MIN_RETRY_S)
+        delay = max(base, min(base * 2 ** min(attempts - 1, 20), MAX_BACKOFF_S))
+        status["retryAfterSeconds"] = delay
+        record["backoff"] = {"attempts": attempts, "notBefore": now + delay}
+        ctx.request_wakeup(now + delay)
+        _note_retry(out, delay)
+    if ready and fp is not None:
+        record["fingerprint"] = fp
+    if outcome.memory is not None:
+        record["memory"] = outcome.memory
+    record["status"] = status
+    return record
+
+
+def _note_retry(out: PassResult, after: float) -> None:
+    out.retry_after = after if out.retry_after is None else min(out.retry_after, after)
+
+
+def _evaluate(res: Resource, kinds: dict[str, Kind], ctx: Context, order: Order,
+              out: PassResult) -> tuple[Outcome, dict[str, Any] | None]:
+    """Validate, check the order, then apply (or only observe): the typed outcome."""
+    kind = kinds.get(res.kind)
+    if kind is None:
+        return Failed("UnknownKind", f"no kind {res.kind!r} on this agent "
+                      f"(known: {', '.join(sorted(kinds))})"), None
+    try:
+        common = common_fields(res.spec)
+        spec = kind.validate(dict(res.spec))
+    except ResourceError as exc:
+        return Failed(exc.reason, str(exc)), None
+    except Exception as exc:  # a plug-in's schema bug fails this resource only
+        return Failed("HandlerError", f"validate: {type(exc).__name__}: {exc}"), None
+    if res.key in order.cycles:
+        return Failed("DependencyCycle", f"dependsOn cycle: {order.cycles[res.key]}"), spec
+    if res.key in order.problems:
+        return Failed(*order.problems[res.key]), spec
+    waiting = [d for d in order.deps.get(res.key, [])
+               if d not in out.records or not _ready(out.records[d])]
+    if waiting:
+        return Retry("DependencyNotReady", f"waiting for {', '.join(waiting)} to be Ready",
+                     0), spec
+    try:
+        if common.observe_only and kind.ACTS:
+            return _observe(res, kind, spec, ctx), spec
+        return kind.apply(res.key, spec, ctx), spec
+    except Exception as exc:  # a handler bug must not stop the other resources
+        log.exception("%s: handler error", res.key)
+        return Retry("HandlerError", f"{type(exc).__name__}: {exc}", 60), spec
+
+
+def _observe(res: Resource, kind: Kind, spec: dict[str, Any], ctx: Context) -> Outcome:
+    """``reconcile: observe-only``: compare and report, never act."""
+    difference = kind.plan(res.key, spec, ctx)
+    if difference is None:
+        return Done("InSync", "the device matches the spec (observe-only: the agent does "
+                    "not act on it)", conditions=(
+                        Condition("Drifted", False, "NoDrift", "the device matches the spec"),))
+    return Done("Observed", "observe-only", conditions=(
+        Condition("Drifted", True, "DriftDetected",
+                  f"{difference} (observe-only: the agent reports it and does not act)",
+                  blocks_ready=True),))
+
+
+def leaving(previous: dict[str, dict[str, Any]], keys: set[str], invalid_paths: set[str]
+            ) -> list[tuple[str, dict[str, Any]]]:
+    """Records of ``previous`` whose resource left the spec (``keys`` remain), in the
+    order to undo them: dependents before what they depend on.
+
+    A file that is still there but now invalid keeps its last good spec applied, so
+    the resource it held is not leaving; a file that now holds another valid resource
+    is a rename, and the old resource goes.
+    """
+    gone = {key: prev for key, prev in previous.items()
+            if key not in keys and prev.get("path") not in invalid_paths and "spec" in prev}
+    order = resolve_order((k, k.split("/", 1)[-1], declared_dependencies(p["spec"]))
+                          for k, p in gone.items())
+    return [(key, gone[key]) for key in reversed(order.keys)]
+
+
+def _prune(previous: dict[str, dict[str, Any]], out: PassResult, ctx: Context,
+           kinds: dict[str, Kind]) -> None:
+    invalid_paths = {r["path"] for r in out.records.values() if r.get("invalid")}
+    for key, prev in leaving(previous, set(out.records), invalid_paths):
+        try:
+            common = common_fields(prev["spec"])
+        except ResourceError:
+            common = Common()
+        if not common.prune or common.observe_only:
+            # Kept on the device: asked for (prune: false), or never ours to change.
+            continue
+        kind = kinds.get(prev["kind"])
+        if kind is not None:
+            # Nothing valid to undo is fine: the resource is gone from the spec either way.
+            with contextlib.suppress(ResourceError, OSError):
+                kind.prune(key, kind.validate(dict(prev["spec"])), ctx)
+        out.pruned.append(key)

@@ -1,0 +1,102 @@
+"""The agent's durable state: accepted tip, applied spec, last sync, resource status.
+
+One msgpack file in the state directory, replaced atomically (``core.durable``), so a
+power cut at any instant leaves either the previous state or the next one. The
+accepted tip is what rollback protection compares against, so it must never be lost
+or go backwards. ``StateLock`` makes the state directory single-writer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from giter_agent.core.durable import atomic_write
+from giter_agent.core.errors import GiterError, LockedError
+
+FORMAT = 1
+
+
+@dataclass
+class State:
+    """Everything the agent must remember between runs."""
+
+    accepted: str | None = None  # newest verified spec commit (rollback floor)
+    applied: str | None = None  # spec commit whose resources are applied
+    status_tip: str | None = None  # newest status commit on status/<device>
+    expires: str | None = None  # RFC 3339 from the accepted commit's Expires: trailer
+    last_sync: dict[str, Any] = field(default_factory=dict)
+    resources: dict[str, dict[str, Any]] = field(default_factory=dict)  # key -> status
+    conditions: list[dict[str, Any]] = field(default_factory=list)  # the device's own
+    # The hub ([network]): online/offline since when and why, consecutive failures
+    # (backoff), the hub's status/<device> (what it acknowledged). See docs/network.md.
+    network: dict[str, Any] = field(default_factory=dict)
+
+
+class StateStore:
+    """Load and save ``State`` at ``<state_dir>/state.msgpack``."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.path = Path(state_dir) / "state.msgpack"
+
+    def load(self) -> State:
+        import msgpack
+
+        try:
+            data = self.path.read_bytes()
+        except FileNotFoundError:
+            return State()
+        try:
+            raw = msgpack.unpackb(data, raw=False, strict_map_key=True)
+        except Exception as exc:
+            raise GiterError(f"{self.path}: state file is unreadable ({exc}); "
+                             "restore it or remove it to start over",
+                             reason="StateCorrupt") from None
+        if not isinstance(raw, dict) or raw.get("format") != FORMAT:
+            raise GiterError(f"{self.path}: unknown state format", reason="StateCorrupt")
+        raw.pop("format")
+        known = {k: v for k, v in raw.items() if k in State.__dataclass_fields__}
+        return State(**known)
+
+    def save(self, state: State) -> None:
+        """Write ``state`` unless the file already holds exactly that.
+
+        The daemon saves after every timer pass; most change nothing, and an SD card
+        should not be rewritten (and fsynced) for them.
+        """
+        import msgpack
+
+        data = msgpack.packb({"format": FORMAT, **asdict(state)}, use_bin_type=True)
+        try:
+            if self.path.read_bytes() == data:
+                return
+        except OSError:
+            pass
+        atomic_write(self.path, data, mode=0o600)
+
+
+@contextlib.contextmanager
+def state_lock(state_dir: Path) -> Iterator[None]:
+    """Hold the state directory's writer lock, or raise ``LockedError`` at once."""
+    path = Path(state_dir) / "lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            raise LockedError(
+                f"another giter-agent (pid {holder}) is using {state_dir}; "
+                "wait for it to finish, or stop the service first") from None
+        mine = f"{os.getpid()}\n".encode()
+        if os.pread(fd, 32, 0) != mine:  # the daemon's every pass would write it again
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, mine, 0)
+        yield
+    finally:
+        os.close(fd)

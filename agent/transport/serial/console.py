@@ -1,0 +1,238 @@
+"""The serial port as a console for a person with ``screen`` or ``minicom``.
+
+While no protocol peer talks, the device prints one status line every few seconds
+(device id, applied spec, the one-word state from ``state.health``, last sync) and a
+prompt, echoes what is typed, and answers ``status``, ``sync`` (from a stick mounted
+under the USB roots) and ``help``. Lines end in CRLF, backspace and Ctrl-U/Ctrl-C
+edit the line, arrow keys are ignored, and a status line never lands in the middle of
+a line being typed. Output is plain ASCII: a serial terminal's character set is
+anybody's guess.
+
+``transport.serial.endpoint`` feeds it the bytes it reads (minus a peer's preamble) and
+asks it for the periodic line; it writes through the ``write`` it is given.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from giter_agent.core.errors import GiterError, LockedError
+from giter_agent.sync.agent import Agent
+
+log = logging.getLogger("giter.serial")
+
+PROMPT = "giter> "
+MAX_LINE = 120  # longer input is not a command; the excess is not echoed
+HELP = (
+    "commands:",
+    "  status   the applied spec, the last sync and every resource",
+    "  sync     sync from a USB stick mounted under the USB roots",
+    "  help     this list",
+    "A laptop syncs over this cable with: giter-bundle serial --port PORT --bundle FILE",
+)
+_BS, _DEL, _CTRL_C, _CTRL_L, _CTRL_U, _ESC = 0x08, 0x7F, 0x03, 0x0C, 0x15, 0x1B
+
+
+def find_sticks(roots: Iterable[Path]) -> list[Path]:
+    """Mounted giter sticks: a root, or a folder right under one, holding giter/inbox."""
+    found: list[Path] = []
+    for root in roots:
+        candidates = [Path(root)]
+        try:
+            candidates += sorted(p for p in Path(root).iterdir() if p.is_dir())
+        except OSError:
+            continue
+        found += [c for c in candidates if (c / "giter" / "inbox").is_dir()]
+    return found
+
+
+class Console:
+    """Line editing, commands and the periodic status line; see the module docstring."""
+
+    def __init__(self, agent: Agent, write: Callable[[bytes], object], *,
+                 clock: Callable[[], float] = time.monotonic,
+                 status_interval: float = 5.0) -> None:
+        self.agent = agent
+        self.write = write
+        self.clock = clock
+        self.status_interval = status_interval
+        self.busy: str | None = None  # what this port is doing, shown as "syncing"
+        self._line = bytearray()
+        self._esc = 0  # 1: after ESC, 2: inside an ESC [ ... sequence
+        self._after_cr = False
+        self._typed_at = float("-inf")
+        self._next_status = clock()
+
+    # -- output -------------------------------------------------------------------------
+    def _emit(self, text: str) -> None:
+        self.write(text.encode("ascii", "replace"))
+
+    def _lines(self, lines: Iterable[str]) -> None:
+        self._emit("".join(f"{line}\r\n" for line in lines))
+
+    def notice(self, text: str) -> None:
+        """Print a line of news (a session's outcome) without losing what is typed."""
+        typed = self._line.decode("ascii", "replace")
+        self._emit("\r" + text.ljust(len(PROMPT) + len(typed)) + "\r\n" + PROMPT + typed)
+
+    # -- the periodic line --------------------------------------------------------------
+    def due(self) -> float:
+        """When (``clock`` time) the next status line is due."""
+        return self._next_status
+
+    def tick(self) -> None:
+        """Print the status line if it is due and nobody is halfway through a line."""
+        now = self.clock()
+        if now < self._next_status:
+            return
+        if self._line and now - self._typed_at < self.status_interval:
+            self._next_status = self._typed_at + self.status_interval
+            return
+        self._next_status = now + self.status_interval
+        self.notice(self.status_line())
+
+    def _syncing(self) -> bool:
+        from giter_agent.state.lock_table import sync_in_progress
+
+        # This port's own work, or any process (the daemon, a USB trigger) holding the lock.
+        return self.busy is not None or sync_in_progress(self.agent.config.state_dir)
+
+    def status_line(self) -> str:
+        from giter_agent.state.health import health
+
+        device = self.agent.config.device_id
+        try:
+            state = self.agent.state_store.load()
+        except GiterError as exc:
+            return f"giter {device} | ERROR ({exc.reason}: state file) | type help"
+        word = health(state, syncing=self._syncing()).state
+        last = state.last_sync
+        when = (f"last sync {last.get('time')} {_source_kind(last.get('source'))} "
+                f"{last.get('outcome')}" if last else "never synced")
+        spec = state.applied[:12] if state.applied else "none"
+        return f"giter {device} | spec {spec} | {word.upper()} | {when} | type help"
+
+    # -- input --------------------------------------------------------------------------
+    def feed(self, data: bytes) -> None:
+        """Bytes a person typed (or a terminal sent)."""
+        for byte in data:
+            self._key(byte)
+
+    def _key(self, byte: int) -> None:
+        if self._esc:
+            # Arrow and function keys arrive as ESC [ ... letter: swallow them whole.
+            if self._esc == 1:
+                self._esc = 2 if byte in (0x5B, 0x4F) else 0
+            elif 0x40 <= byte <= 0x7E:
+                self._esc = 0
+            return
+        after_cr, self._after_cr = self._after_cr, False
+        if byte == _ESC:
+            self._esc = 1
+        elif byte in (0x0D, 0x0A):
+            if byte == 0x0A and after_cr:
+                return  # the LF of a CRLF
+            self._after_cr = byte == 0x0D
+            self._enter()
+        elif byte in (_BS, _DEL):
+            if self._line:
+                self._line.pop()
+                self._emit("\b \b")
+        elif byte in (_CTRL_C, _CTRL_U):
+            self._line.clear()
+            self._emit("^C\r\n" + PROMPT if byte == _CTRL_C else "\r\n" + PROMPT)
+        elif byte == _CTRL_L:
+            self.notice(self.status_line())
+        elif 0x20 <= byte < 0x7F and len(self._line) < MAX_LINE:
+            self._line.append(byte)
+            self._typed_at = self.clock()
+            self._emit(chr(byte))
+
+    def _enter(self) -> None:
+        command = self._line.decode("ascii").strip()
+        self._line.clear()
+        self._emit("\r\n")
+        if command:
+            log.info("serial console: %r", command[:40])
+            self._lines(self.run(command))
+        self._emit(PROMPT)
+        self._next_status = self.clock() + self.status_interval
+
+    def run(self, command: str) -> list[str]:
+        """The reply to one typed command, as lines."""
+        word = command.split()[0].lower()
+        if word in ("help", "?"):
+            return list(HELP)
+        if word == "status":
+            return self.status_text()
+        if word == "sync":
+            return self.sync_usb()
+        return [f"unknown command {command[:30]!r}: type help"]
+
+    # -- commands -----------------------------------------------------------------------
+    def status_text(self) -> list[str]:
+        from giter_agent.state.health import health
+
+        cfg = self.agent.config
+        try:
+            state = self.agent.state_store.load()
+        except GiterError as exc:
+            return [f"device        {cfg.device_id}", f"state         error: {exc.reason}: {exc}"]
+        words = health(state, syncing=self._syncing())
+        last = state.last_sync
+        lines = [
+            f"device        {cfg.device_id}",
+            f"state         {words.line()}",
+            f"spec applied  {state.applied or 'none yet'}",
+        ]
+        if state.accepted != state.applied:
+            lines.append(f"spec accepted {state.accepted or 'none yet'} (not applied)")
+        lines.append(f"last sync     {last['time']} from {last['source']}: {last['outcome']} "
+                     f"({last['reason']}: {last['message']})" if last else "last sync     never")
+        lines.append(f"status commit {state.status_tip or 'none yet'}")
+        if not state.resources:
+            lines.append("resources     none")
+        for key, rec in sorted(state.resources.items()):
+            for cond in rec.get("status", {}).get("conditions", [])[:1]:
+                mark = "Ready" if cond.get("status") == "True" else "NOT READY"
+                lines.append(f"  {key:<28} {mark:<10} {cond.get('reason')}: "
+                             f"{cond.get('message')}")
+        return lines
+
+    def sync_usb(self) -> list[str]:
+        from giter_agent.transport.usb import sync_stick
+
+        roots = self.agent.config.usb_roots or self.agent.board.usb_roots
+        if not roots:
+            return ["no USB roots are configured ([usb] roots in agent.toml), so there is",
+                    "no stick to sync from. Connect a laptop instead: giter-bundle serial"]
+        sticks = find_sticks(roots)
+        if not sticks:
+            where = ", ".join(str(r) for r in roots)
+            return [f"no giter stick is mounted under {where}",
+                    "(a stick holds a giter/inbox folder). Plug one in and type sync again,",
+                    "or connect a laptop with: giter-bundle serial --port PORT --bundle FILE"]
+        stick = sticks[0]
+        self._lines([f"syncing from {stick} ..."])
+        self.busy = "usb"
+        try:
+            report = sync_stick(self.agent, stick)
+        except LockedError:
+            return ["busy: another sync is running right now; try again in a moment"]
+        except GiterError as exc:
+            return [f"sync failed: {exc.reason}: {exc}"]
+        finally:
+            self.busy = None
+        lines = [f"{report.outcome}: {report.message}"]
+        if report.not_ready:
+            lines.append(f"not Ready: {', '.join(report.not_ready)}")
+        lines.append(f"status bundle and receipt written to {stick / 'giter' / 'outbox'}")
+        return lines
+
+
+def _source_kind(source: object) -> str:
+    """``usb:/media/x`` -> ``via usb``: the line must stay short."""
+    return f"via {str(source).split(':', 1)[0]}" if source else ""

@@ -1,0 +1,123 @@
+"""The USB stick transport: ``giter/inbox/`` in, ``giter/outbox/<device-id>.*`` out.
+
+One stick serves a whole fleet: the inbox holds the publisher's bundles for every
+device, and each device writes its own status bundle and a receipt a person can read,
+named by device id. Both are written atomically (temp file, fsync, rename), so a stick
+pulled mid-write holds either the previous pair or the new one, never half a file.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from giter_agent.core.durable import atomic_write
+from giter_agent.core.errors import GiterError
+from giter_agent.sync.agent import Agent, SyncReport
+
+INBOX = Path("giter/inbox")
+OUTBOX = Path("giter/outbox")
+HUB_STATUS = "hub-status.txt"  # in the inbox: what the hub holds (read_hub_status)
+_SHA = re.compile(r"[0-9a-f]{40}")
+
+
+class StickError(GiterError, FileNotFoundError):
+    """The folder is not a giter stick (no ``giter/inbox``)."""
+
+    reason = "NotAGiterStick"
+
+
+def inbox_bundles(stick: Path) -> list[Path]:
+    inbox = stick / INBOX
+    if not inbox.is_dir():
+        raise StickError(f"{stick}: no {INBOX}/ folder: this is not a giter stick "
+                         "(the publisher's `giter-bundle create` makes one)")
+    # Dotfiles are temp files of an interrupted copy; never import half a bundle.
+    return sorted(p for p in inbox.iterdir()
+                  if p.is_file() and p.suffix == ".bundle" and not p.name.startswith("."))
+
+
+def read_hub_status(inbox: Path) -> dict[str, str]:
+    """``inbox/hub-status.txt``: device id -> the status commit the hub holds.
+
+    ``giter-bundle create`` writes it beside the bundle, one ``<device-id> <commit>``
+    line per device; ``#`` starts a comment. Lines that are not that are skipped: the
+    file only ever makes a status bundle smaller (``Agent.write_status_bundle``).
+    """
+    try:
+        text = (inbox / HUB_STATUS).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return {}
+    acks: dict[str, str] = {}
+    for line in text.splitlines()[:10_000]:
+        words = line.split("#", 1)[0].split()
+        if len(words) == 2 and _SHA.fullmatch(words[1]):
+            acks[words[0]] = words[1]
+    return acks
+
+
+def format_hub_status(acks: dict[str, str]) -> str:
+    """The text of ``hub-status.txt`` for ``acks`` (``read_hub_status`` reads it back)."""
+    head = ["# What the hub holds of each device's status branch (giter-bundle create).",
+            "# A device leaves these commits out of the status bundle it writes back."]
+    return "\n".join(head + [f"{device} {sha}" for device, sha in sorted(acks.items())]) + "\n"
+
+
+def sync_stick(agent: Agent, stick: Path) -> SyncReport:
+    """Import the stick's inbox, then write this device's status bundle and receipt."""
+    report = agent.sync(inbox_bundles(stick), source=f"usb:{stick}")
+    hub_has = read_hub_status(stick / INBOX).get(agent.config.device_id)
+    write_outbox(agent, stick / OUTBOX, report, hub_has=hub_has)
+    return report
+
+
+def write_outbox(agent: Agent, outbox: Path, report: SyncReport,
+                 hub_has: str | None = None) -> None:
+    """Write ``<device-id>.bundle`` (status) and ``<device-id>.txt`` (receipt) to ``outbox``.
+
+    ``hub_has``: the status commit the hub already holds (see ``read_hub_status``).
+    """
+    outbox.mkdir(parents=True, exist_ok=True)
+    device = agent.config.device_id
+    agent.write_status_bundle(outbox / f"{device}.bundle", hub_has=hub_has)
+    atomic_write(outbox / f"{device}.txt", receipt(agent, report).encode("utf-8"))
+
+
+def receipt(agent: Agent, report: SyncReport) -> str:
+    """A short plain-text account of the sync, for the technician and the publisher."""
+    from giter_agent.device.status_led import LEGEND, legend
+    from giter_agent.reconcile.engine import rfc3339
+    from giter_agent.state.health import health
+
+    cfg = agent.config
+    words = health(agent.state_store.load())
+    lines = [
+        "giter-agent receipt",
+        f"device:         {cfg.device_id}",
+        f"time:           {rfc3339(agent.clock())} (device clock)",
+        f"result:         {report.outcome.upper()} - {report.message}",
+        f"spec applied:   {report.applied or 'none yet'}",
+        *([f"STALE SPEC:     {report.stale}"] if report.stale else []),
+        f"status commit:  {report.status_commit or 'none yet'}",
+        *([f"network:        {str(report.network.get('state', 'never contacted')).upper()}"
+           f" since {report.network.get('since', '?')} - {report.network.get('message', '')}"]
+          if report.network else []),
+        f"status bundle:  {cfg.device_id}.bundle (carry it back to the publisher)"
+        if report.status_commit else "status bundle:  none",
+        f"state:          {words.line()}",
+        f"status LED:     {LEGEND[words.state]}",
+        "",
+        "bundles on this stick:",
+    ]
+    lines += [f"  {v.file:<28} {v.verdict:<11} {v.reason}: {v.message}"
+              for v in report.bundles] or ["  (none)"]
+    lines += ["", "resources:"]
+    for key, rec in sorted(report.resources.items()):
+        cond = rec["status"]["conditions"][0]
+        state = "Ready" if cond["status"] == "True" else "NOT READY"
+        lines.append(f"  {key:<28} {state:<10} {cond['reason']}: {cond['message']}")
+    if not report.resources:
+        lines.append("  (none)")
+    lines += ["", "status LED codes (while giter-agent runs as a service):"]
+    lines += [f"  {row}" for row in legend()]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,383 @@
+"""OpenSSH public keys and SSHSIG signatures (OpenSSH's PROTOCOL.sshsig), on ``cryptography``.
+
+``trust.signed_commit`` and ``trust.verify`` call ``verify`` for every commit a device
+takes in; ``trust.allowed_signers`` and ``trust.devicekey`` build ``PublicKey`` values;
+``sign`` makes signatures that ``ssh-keygen -Y verify`` and ``git verify-commit`` accept
+(device status commits, tests, the benchmark).
+
+Parsing is strict on purpose: the armour must be laid out byte for byte as ``ssh-keygen``
+writes it, every length-prefixed field must be consumed exactly, and mpints must be
+canonical. Anything ``ssh-keygen`` would tolerate beyond that is a malleability we refuse.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import struct
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import (
+    decode_dss_signature,
+    encode_dss_signature,
+)
+
+from giter_agent.core.errors import TrustError
+
+MAGIC = b"SSHSIG"
+VERSION = 1
+BEGIN = b"-----BEGIN SSH SIGNATURE-----"
+END = b"-----END SSH SIGNATURE-----"
+ARMOUR_WIDTH = 70  # ssh-keygen's sshbuf_dtob64(..., wrap=1)
+
+ED25519 = "ssh-ed25519"
+ECDSA_P256 = "ecdsa-sha2-nistp256"
+ECDSA_P384 = "ecdsa-sha2-nistp384"
+RSA = "ssh-rsa"
+KEY_TYPES = (ED25519, ECDSA_P256, ECDSA_P384, RSA)
+
+# Below this an RSA key is not worth trusting, whatever OpenSSH still tolerates (1024).
+RSA_MIN_BITS = 2048
+
+_CURVES: dict[str, tuple[str, ec.EllipticCurve, hashes.HashAlgorithm]] = {
+    # key type -> (curve identifier inside the blob, curve, hash RFC 5656 pairs with it)
+    ECDSA_P256: ("nistp256", ec.SECP256R1(), hashes.SHA256()),
+    ECDSA_P384: ("nistp384", ec.SECP384R1(), hashes.SHA384()),
+}
+
+# The message digest SSHSIG wraps. md5, sha1 and anything else are refused outright.
+_HASHES = {"sha512": hashlib.sha512, "sha256": hashlib.sha256}
+
+# RSA signature algorithms we accept inside SSHSIG. Plain "ssh-rsa" means SHA-1: refused.
+_RSA_SIG_HASHES: dict[str, hashes.HashAlgorithm] = {
+    "rsa-sha2-512": hashes.SHA512(),
+    "rsa-sha2-256": hashes.SHA256(),
+}
+
+PrivateKey = ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
+
+
+def _fail(reason: str, message: str) -> TrustError:
+    return TrustError(message, reason=reason)
+
+
+class _Reader:
+    """Reads SSH wire-format fields (RFC 4251 §5) and refuses short or leftover data."""
+
+    def __init__(self, data: bytes, what: str, reason: str) -> None:
+        self._data = data
+        self._pos = 0
+        self._what = what
+        self._reason = reason
+
+    def error(self, detail: str) -> TrustError:
+        return _fail(self._reason, f"{self._what}: {detail}")
+
+    def raw(self, n: int) -> bytes:
+        if len(self._data) - self._pos < n:
+            raise self.error("truncated")
+        out = self._data[self._pos:self._pos + n]
+        self._pos += n
+        return out
+
+    def u32(self) -> int:
+        return struct.unpack(">I", self.raw(4))[0]
+
+    def string(self) -> bytes:
+        return self.raw(self.u32())
+
+    def text(self) -> str:
+        value = self.string()
+        try:
+            return value.decode("ascii")
+        except UnicodeDecodeError:
+            raise self.error("non-ASCII name") from None
+
+    def mpint(self) -> int:
+        """A positive mpint in its one canonical encoding (no spare or missing 0x00)."""
+        value = self.string()
+        if not value:
+            raise self.error("zero mpint")
+        if value[0] & 0x80:
+            raise self.error("negative mpint")
+        if value[0] == 0 and (len(value) == 1 or not value[1] & 0x80):
+            raise self.error("non-canonical mpint")
+        return int.from_bytes(value, "big")
+
+    def end(self) -> None:
+        if self._pos != len(self._data):
+            raise self.error("trailing data")
+
+
+def _string(value: bytes) -> bytes:
+    return struct.pack(">I", len(value)) + value
+
+
+def _mpint(value: int) -> bytes:
+    # One spare zero byte exactly when the top bit would otherwise read as a sign.
+    if value == 0:
+        return _string(b"")
+    return _string(value.to_bytes(value.bit_length() // 8 + 1, "big"))
+
+
+@dataclass(frozen=True)
+class PublicKey:
+    """An SSH public key, pinned by its exact wire blob (two keys are equal iff blobs are)."""
+
+    keytype: str
+    blob: bytes
+
+    @classmethod
+    def from_blob(cls, blob: bytes, *, reason: str = "MalformedKey") -> PublicKey:
+        """Parse and check a wire-format key blob; malformed -> TrustError(``reason``)."""
+        reader = _Reader(blob, "public key", reason)
+        keytype = reader.text()
+        if keytype not in KEY_TYPES:
+            raise _fail("UnsupportedKeyType", f"key type {keytype!r} is not supported")
+        key = cls(keytype, bytes(blob))
+        key._load(reader)  # proves the blob describes a usable key
+        return key
+
+    @classmethod
+    def from_openssh(cls, line: str | bytes, *, reason: str = "MalformedKey") -> PublicKey:
+        """Parse ``"<type> <base64> [comment]"`` as in ``id_ed25519.pub``."""
+        if isinstance(line, bytes):
+            line = line.decode("ascii", errors="replace")
+        fields = line.split()
+        if len(fields) < 2:
+            raise _fail(reason, "public key line needs '<type> <base64>'")
+        blob = _b64decode_canonical(fields[1].encode("ascii", errors="replace"))
+        if blob is None:
+            raise _fail(reason, "public key is not valid base64")
+        key = cls.from_blob(blob, reason=reason)
+        if key.keytype != fields[0]:
+            raise _fail(reason, f"key type {fields[0]!r} does not match its blob ({key.keytype})")
+        return key
+
+    @classmethod
+    def from_cryptography(cls, public_key) -> PublicKey:
+        """The ``PublicKey`` of a ``cryptography`` public key object."""
+        line = public_key.public_bytes(serialization.Encoding.OpenSSH,
+                                       serialization.PublicFormat.OpenSSH)
+        return cls.from_openssh(line)
+
+    def fingerprint(self) -> str:
+        """``SHA256:<base64, unpadded>``, the form ``ssh-keygen -l`` prints."""
+        digest = hashlib.sha256(self.blob).digest()
+        return "SHA256:" + base64.b64encode(digest).decode("ascii").rstrip("=")
+
+    def openssh(self) -> str:
+        """``"<type> <base64>"``: the key as a ``.pub`` or allowed_signers file holds it."""
+        return f"{self.keytype} {base64.b64encode(self.blob).decode('ascii')}"
+
+    def _load(self, reader: _Reader | None = None):
+        """The ``cryptography`` public key object for this blob."""
+        if reader is None:
+            reader = _Reader(self.blob, "public key", "MalformedKey")
+            reader.text()
+        try:
+            if self.keytype == ED25519:
+                raw = reader.string()
+                reader.end()
+                if len(raw) != 32:
+                    raise reader.error("ed25519 key must be 32 bytes")
+                return ed25519.Ed25519PublicKey.from_public_bytes(raw)
+            if self.keytype in _CURVES:
+                curve_name, curve, _ = _CURVES[self.keytype]
+                if reader.text() != curve_name:
+                    raise reader.error("curve does not match key type")
+                point = reader.string()
+                reader.end()
+                if not point or point[0] != 4:
+                    raise reader.error("ecdsa point must be uncompressed")
+                return ec.EllipticCurvePublicKey.from_encoded_point(curve, point)
+            e = reader.mpint()
+            n = reader.mpint()
+            reader.end()
+            if n.bit_length() < RSA_MIN_BITS:
+                raise _fail("UnsupportedKeyType",
+                            f"RSA key of {n.bit_length()} bits (need {RSA_MIN_BITS})")
+            return rsa.RSAPublicNumbers(e, n).public_key()
+        except (ValueError, UnsupportedAlgorithm) as exc:
+            raise reader.error(f"not a valid {self.keytype} key ({exc})") from None
+
+    def __str__(self) -> str:
+        return f"{self.keytype} {self.fingerprint()}"
+
+
+def _b64decode_canonical(data: bytes) -> bytes | None:
+    """Decode base64 only if ``data`` is the one canonical encoding of its bytes."""
+    try:
+        decoded = base64.b64decode(data, validate=True)
+    except ValueError:
+        return None
+    return decoded if base64.b64encode(decoded) == data else None
+
+
+def armor(blob: bytes) -> bytes:
+    """Armour an SSHSIG blob exactly as ``ssh-keygen -Y sign`` writes its ``.sig`` file."""
+    encoded = base64.b64encode(blob)
+    lines = [encoded[i:i + ARMOUR_WIDTH] for i in range(0, len(encoded), ARMOUR_WIDTH)]
+    return b"\n".join([BEGIN, *lines, END]) + b"\n"
+
+
+def dearmor(armored: bytes) -> bytes:
+    """The SSHSIG blob inside ``armored``, which must be exactly what ``armor`` makes."""
+    if not armored.startswith(BEGIN + b"\n") or not armored.endswith(b"\n" + END + b"\n"):
+        raise _fail("MalformedSignature", "signature armour lacks the exact BEGIN/END lines")
+    body = armored[len(BEGIN) + 1:-(len(END) + 2)]
+    blob = _b64decode_canonical(body.replace(b"\n", b""))
+    if blob is None or armor(blob) != armored:
+        raise _fail("MalformedSignature",
+                    "signature armour is not laid out as ssh-keygen writes it")
+    return blob
+
+
+@dataclass(frozen=True)
+class _Sshsig:
+    key_blob: bytes
+    namespace: bytes
+    hash_alg: str
+    signature: bytes
+
+
+def _parse(blob: bytes) -> _Sshsig:
+    reader = _Reader(blob, "signature", "MalformedSignature")
+    if reader.raw(len(MAGIC)) != MAGIC:
+        raise reader.error("missing SSHSIG preamble")
+    version = reader.u32()
+    if version != VERSION:
+        raise reader.error(f"unsupported SSHSIG version {version}")
+    key_blob = reader.string()
+    namespace = reader.string()
+    if reader.string():
+        raise reader.error("reserved field is not empty")
+    hash_alg = reader.text()
+    signature = reader.string()
+    reader.end()
+    return _Sshsig(key_blob, namespace, hash_alg, signature)
+
+
+def _signed_data(namespace: bytes, hash_alg: str, message: bytes) -> bytes:
+    digest = _HASHES[hash_alg](message).digest()
+    return (MAGIC + _string(namespace) + _string(b"") + _string(hash_alg.encode())
+            + _string(digest))
+
+
+def _check(key: PublicKey, signature: bytes, data: bytes) -> None:
+    """Check the inner SSH signature blob (``string alg, string sig``) of ``key`` over data."""
+    reader = _Reader(signature, "signature blob", "MalformedSignature")
+    alg = reader.text()
+    raw = reader.string()
+    reader.end()
+    public = key._load()
+    try:
+        if key.keytype == ED25519:
+            if alg != ED25519:
+                raise reader.error(f"{alg!r} signature from an {key.keytype} key")
+            if len(raw) != 64:
+                raise reader.error("ed25519 signature must be 64 bytes")
+            public.verify(raw, data)
+        elif key.keytype in _CURVES:
+            if alg != key.keytype:
+                raise reader.error(f"{alg!r} signature from an {key.keytype} key")
+            inner = _Reader(raw, "ecdsa signature", "MalformedSignature")  # RFC 5656 §3.1.2
+            r = inner.mpint()
+            s = inner.mpint()
+            inner.end()
+            public.verify(encode_dss_signature(r, s), data,
+                          ec.ECDSA(_CURVES[key.keytype][2]))
+        else:
+            if alg == RSA:
+                raise _fail("UnsupportedKeyType",
+                            "ssh-rsa (SHA-1) signatures are refused; sign with rsa-sha2-512")
+            if alg not in _RSA_SIG_HASHES:
+                raise reader.error(f"{alg!r} signature from an {key.keytype} key")
+            if len(raw) != (public.key_size + 7) // 8:
+                raise reader.error("rsa signature is not modulus-sized")
+            public.verify(raw, data, padding.PKCS1v15(), _RSA_SIG_HASHES[alg])
+    except InvalidSignature:
+        raise _fail("BadSignature",
+                    f"signature by {key.fingerprint()} does not match the signed data") from None
+
+
+def verify(armored: bytes, message: bytes, keys: Iterable[PublicKey],
+           namespace: str = "git") -> PublicKey:
+    """Check an armoured SSHSIG over ``message``; return the trusted key that made it.
+
+    The signature's embedded public key must equal one of ``keys`` byte for byte.
+    Every failure is a ``TrustError`` whose ``reason`` says which check refused it.
+    """
+    sig = _parse(dearmor(armored))
+    if sig.namespace != namespace.encode():
+        raise _fail("WrongNamespace",
+                    f"signature namespace {sig.namespace.decode(errors='replace')!r}, "
+                    f"expected {namespace!r}")
+    if sig.hash_alg not in _HASHES:
+        raise _fail("UnsupportedHashAlgorithm",
+                    f"hash algorithm {sig.hash_alg!r} is refused (use sha512)")
+    trusted = {key.blob: key for key in keys}
+    key = trusted.get(sig.key_blob)
+    if key is None:
+        claimed = PublicKey.from_blob(sig.key_blob, reason="MalformedSignature")
+        raise _fail("UnknownSigner", f"signed by {claimed}, which is not a trusted key")
+    _check(key, sig.signature, _signed_data(sig.namespace, sig.hash_alg, message))
+    return key
+
+
+def signer_of(armored: bytes) -> PublicKey:
+    """The public key a signature claims to be from (not verified: for messages only)."""
+    return PublicKey.from_blob(_parse(dearmor(armored)).key_blob, reason="MalformedSignature")
+
+
+def public_key_of(private_key: PrivateKey) -> PublicKey:
+    return PublicKey.from_cryptography(private_key.public_key())
+
+
+def sign(private_key: PrivateKey, message: bytes, namespace: str = "git",
+         hash_alg: str = "sha512") -> bytes:
+    """Armoured SSHSIG over ``message``, laid out byte for byte as ``ssh-keygen -Y sign``."""
+    if hash_alg not in _HASHES:
+        raise ValueError(f"hash algorithm {hash_alg!r} is not supported")
+    public = public_key_of(private_key)
+    data = _signed_data(namespace.encode(), hash_alg, message)
+    if isinstance(private_key, ed25519.Ed25519PrivateKey):
+        inner = _string(ED25519.encode()) + _string(private_key.sign(data))
+    elif isinstance(private_key, ec.EllipticCurvePrivateKey):
+        r, s = decode_dss_signature(
+            private_key.sign(data, ec.ECDSA(_CURVES[public.keytype][2])))
+        inner = _string(public.keytype.encode()) + _string(_mpint(r) + _mpint(s))
+    elif isinstance(private_key, rsa.RSAPrivateKey):
+        raw = private_key.sign(data, padding.PKCS1v15(), hashes.SHA512())
+        inner = _string(b"rsa-sha2-512") + _string(raw)
+    else:
+        raise TypeError(f"cannot sign with {type(private_key).__name__}")
+    blob = (MAGIC + struct.pack(">I", VERSION) + _string(public.blob)
+            + _string(namespace.encode()) + _string(b"") + _string(hash_alg.encode())
+            + _string(inner))
+    return armor(blob)
+
+
+def load_private_key(path: Path) -> PrivateKey:
+    """An unencrypted OpenSSH private key file (``ssh-keygen -N ''``)."""
+    key = serialization.load_ssh_private_key(Path(path).read_bytes(), password=None)
+    if not isinstance(key, ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey
+                      | rsa.RSAPrivateKey):
+        raise TypeError(f"{path}: unsupported private key type {type(key).__name__}")
+    return key
+
+
+def generate_ed25519() -> ed25519.Ed25519PrivateKey:
+    return ed25519.Ed25519PrivateKey.generate()
+
+
+def private_key_openssh_bytes(private_key: PrivateKey) -> bytes:
+    """The key as an unencrypted ``-----BEGIN OPENSSH PRIVATE KEY-----`` file body."""
+    return private_key.private_bytes(serialization.Encoding.PEM,
+                                     serialization.PrivateFormat.OpenSSH,
+                                     serialization.NoEncryption())

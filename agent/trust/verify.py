@@ -1,0 +1,466 @@
+"""Decide whether a new spec tip may be taken in: every new commit signed by a trusted key.
+
+The sync path calls ``verify_update`` after a fetch lands objects and before any ref moves;
+``tools/bundle`` calls ``verify_status_commit`` before it takes a device's status commit
+into the publisher's repository. See docs/trust.md for the model this implements.
+
+Rules, in the order they are checked:
+
+1. ``new`` must descend from the accepted tip (else Rollback or Fork).
+2. Every commit reachable from ``new`` and not from the accepted tip is verified, oldest
+   first, merges included, against the signer set of its first parent's tree
+   (``.giter/trust/allowed_signers``, or the device's pinned set when the file is absent);
+   a genesis commit against the pinned set. A root key is trusted for every commit.
+3. The ``Expires:`` trailer of the new tip is parsed and returned; the caller compares it
+   with its own clock. Committer dates are never read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable, Collection, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+
+import yaml
+
+from giter_agent.core.errors import TrustError
+from giter_agent.trust import allowed_signers as signers_file
+from giter_agent.trust import signed_commit, sshsig
+from giter_agent.trust.sshsig import PublicKey
+
+TRUST_FILE = (b".giter", b"trust", b"allowed_signers")
+
+_COMMIT, _TREE, _BLOB = 1, 2, 3
+_TYPE_NAMES = {_COMMIT: b"commit", _TREE: b"tree", _BLOB: b"blob"}
+_DIR_MODE = 0o040000
+_FILE_MODES = (0o100644, 0o100755)
+
+
+@dataclass(frozen=True)
+class TrustRoot:
+    """What the device trusts before it has seen any repository content."""
+
+    signers: tuple[PublicKey, ...]        # from the device's pinned allowed_signers file
+    root_keys: tuple[PublicKey, ...] = ()  # offline recovery keys: trusted for any commit
+    genesis: bytes | None = None  # the repository's first commit, pinned at install
+
+    @classmethod
+    def load(cls, allowed_signers: Path, root_keys: Path | None = None,
+             genesis: str | None = None) -> TrustRoot:
+        """Both files in allowed_signers format; only entries admitting namespace git count."""
+        signers = signers_file.load(allowed_signers)
+        if not signers:
+            raise TrustError(f"{allowed_signers}: no key is trusted for namespace git",
+                             reason="InvalidTrustFile")
+        roots = signers_file.load(root_keys) if root_keys is not None else ()
+        return cls(signers, roots, genesis.encode() if genesis else None)
+
+
+@dataclass(frozen=True)
+class Verified:
+    """The outcome of a successful ``verify_update``."""
+
+    tip: bytes
+    commits: tuple[bytes, ...]  # hex ids newly verified, oldest first
+    signer_by_commit: dict[bytes, str] = field(default_factory=dict)  # id -> fingerprint
+    expires: datetime | None = None  # the new tip's Expires: trailer, in UTC
+
+
+def _refuse(reason: str, message: str, commit: bytes | None = None) -> TrustError:
+    return TrustError(message, reason=reason, commit=commit.decode() if commit else None)
+
+
+def _read(store, oid: bytes, type_num: int) -> bytes:
+    """An object's stored bytes, checked against its id: we never trust the store's word."""
+    try:
+        actual_type, data = store.get_raw(oid)
+    except KeyError:
+        raise _refuse("MissingObject", f"object {oid.decode()} is not in the repository",
+                      oid if type_num == _COMMIT else None) from None
+    if actual_type != type_num:
+        raise _refuse("CorruptObject", f"object {oid.decode()} is not a "
+                      f"{_TYPE_NAMES[type_num].decode()}", oid)
+    header = _TYPE_NAMES[type_num] + b" %d\0" % len(data)
+    if hashlib.sha1(header + data).hexdigest().encode() != oid:
+        raise _refuse("CorruptObject", f"object {oid.decode()} does not hash to its id", oid)
+    return data
+
+
+def _parents(raw: bytes) -> list[bytes]:
+    """Parent ids from a commit's header: lenient, for walking; verification parses strictly."""
+    end = raw.find(b"\n\n")
+    head = raw if end < 0 else raw[:end]
+    return [line[7:] for line in head.split(b"\n")
+            if line.startswith(b"parent ") and len(line) == 47]
+
+
+def _ancestors(store, tip: bytes) -> set[bytes]:
+    """``tip`` and every commit reachable from it."""
+    seen = {tip}
+    todo = [tip]
+    while todo:
+        for parent in _parents(_read(store, todo.pop(), _COMMIT)):
+            if parent not in seen:
+                seen.add(parent)
+                todo.append(parent)
+    return seen
+
+
+def _new_commits(store, new: bytes, known: set[bytes], max_commits: int
+                 ) -> tuple[list[bytes], set[bytes]]:
+    """Commits reachable from ``new`` but not in ``known``, parents before children.
+
+    Also returns the ``known`` commits the walk stepped onto. The accepted tip is among
+    them exactly when ``new`` descends from it: no commit between the two can be one of
+    the accepted tip's own ancestors.
+    """
+    order: list[bytes] = []
+    seen = {new}
+    touched_known: set[bytes] = set()
+    stack = [(new, iter(_parents(_read(store, new, _COMMIT))))]
+    while stack:
+        oid, pending = stack[-1]
+        parent = next(pending, None)
+        if parent is None:
+            stack.pop()
+            order.append(oid)
+        elif parent in known:
+            touched_known.add(parent)
+        elif parent not in seen:
+            seen.add(parent)
+            if len(seen) > max_commits:
+                raise _refuse("TooManyCommits", f"update brings more than {max_commits} "
+                              "new commits", new)
+            stack.append((parent, iter(_parents(_read(store, parent, _COMMIT)))))
+    return order, touched_known
+
+
+def _tree_entries(raw: bytes) -> Iterator[tuple[bytes, int, bytes]]:
+    """(name, mode, hex id) for each entry of a tree object's stored bytes."""
+    pos = 0
+    while pos < len(raw):
+        space = raw.index(b" ", pos)
+        nul = raw.index(b"\0", space)
+        if nul + 21 > len(raw):
+            raise ValueError("truncated tree entry")
+        yield raw[space + 1:nul], int(raw[pos:space], 8), raw[nul + 1:nul + 21].hex().encode()
+        pos = nul + 21
+
+
+def _tree_entry(store, tree: bytes, name: bytes) -> tuple[int, bytes] | None:
+    try:
+        for entry_name, mode, oid in _tree_entries(_read(store, tree, _TREE)):
+            if entry_name == name:
+                return mode, oid
+    except ValueError:
+        raise _refuse("CorruptObject", f"tree {tree.decode()} is malformed") from None
+    return None
+
+
+class _SignerSets:
+    """The keys each commit's tree trusts: what that commit's children answer to.
+
+    Consecutive commits mostly share their ``.giter`` subtree and trust file, so lookups
+    are memoised by tree id and the parsed file by blob id.
+    """
+
+    def __init__(self, store, root: TrustRoot) -> None:
+        self._store = store
+        self._root = root
+        self._trees: dict[bytes, bytes] = {}  # commit -> tree, from commits already parsed
+        self._found: dict[tuple[bytes, int], bytes | None] = {}  # (tree, depth) -> blob
+        self._by_blob: dict[bytes, tuple[PublicKey, ...]] = {}
+
+    def note_tree(self, commit: bytes, tree: bytes) -> None:
+        self._trees[commit] = tree
+
+    def of(self, commit: bytes) -> tuple[PublicKey, ...]:
+        where = b"/".join(TRUST_FILE).decode()
+        try:
+            blob = self._find(self._tree_of(commit), 0)
+        except ValueError as exc:
+            raise _refuse("InvalidTrustFile", f"{where} in commit {commit.decode()}: {exc}",
+                          commit) from None
+        if blob is None:
+            return self._root.signers
+        if blob not in self._by_blob:
+            source = f"{where}@{commit.decode()[:12]}"
+            data = _read(self._store, blob, _BLOB)
+            self._by_blob[blob] = signers_file.keys_for(signers_file.parse(data, source))
+        return self._by_blob[blob]
+
+    def _tree_of(self, commit: bytes) -> bytes:
+        if commit not in self._trees:
+            raw = _read(self._store, commit, _COMMIT)
+            if not raw.startswith(b"tree ") or raw[45:46] != b"\n":
+                raise _refuse("MalformedCommit", f"commit {commit.decode()} has no tree", commit)
+            self._trees[commit] = raw[5:45]
+        return self._trees[commit]
+
+    def _find(self, tree: bytes, depth: int) -> bytes | None:
+        """The trust file's blob id below ``tree`` (at ``TRUST_FILE[depth:]``), or None."""
+        key = (tree, depth)
+        if key not in self._found:
+            name = TRUST_FILE[depth]
+            entry = _tree_entry(self._store, tree, name)
+            last = depth == len(TRUST_FILE) - 1
+            if entry is None:
+                found = None
+            elif last and entry[0] in _FILE_MODES:
+                found = entry[1]
+            elif not last and entry[0] == _DIR_MODE:
+                found = self._find(entry[1], depth + 1)
+            else:  # a symlink or submodule where the trust file or its folders belong
+                raise ValueError(f"{name.decode()} has mode {entry[0]:o}")
+            self._found[key] = found
+        return self._found[key]
+
+
+def _verify_commit(store, oid: bytes, root: TrustRoot, sets: _SignerSets) -> PublicKey:
+    name = oid.decode()
+    parts = signed_commit.parse(_read(store, oid, _COMMIT), name)
+    sets.note_tree(oid, parts.tree)
+    if parts.signature is None:
+        raise _refuse("UnsignedCommit", f"commit {name} is not signed", oid)
+    trust_file_error = None
+    try:
+        signers = sets.of(parts.parents[0]) if parts.parents else root.signers
+    except TrustError as exc:
+        # A root key may still sign here: that is how a broken trust file gets repaired.
+        signers, trust_file_error = (), exc
+    try:
+        return sshsig.verify(parts.signature, parts.payload, root.root_keys + signers)
+    except TrustError as exc:
+        if trust_file_error is not None and exc.reason == "UnknownSigner":
+            raise _refuse(trust_file_error.reason,
+                          f"commit {name}: parent's {trust_file_error}", oid) from None
+        raise _refuse(exc.reason, f"commit {name}: {exc}", oid) from None
+
+
+_RFC3339 = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?(?:([Zz])|([+-])(\d{2}):(\d{2}))")
+_EXPIRES = re.compile(r"expires[ \t]*:(.*)", re.IGNORECASE)
+
+
+def parse_rfc3339(value: str) -> datetime:
+    """An RFC 3339 date-time with an explicit offset, as an aware UTC datetime."""
+    match = _RFC3339.fullmatch(value)
+    if match is None:
+        raise ValueError(f"{value!r} is not an RFC 3339 date-time with offset")
+    year, month, day, hour, minute, second = (int(g) for g in match.groups()[:6])
+    micro = int((match[7] or "0")[:6].ljust(6, "0"))
+    offset = timedelta(0)
+    if match[9]:
+        if int(match[10]) > 23 or int(match[11]) > 59:
+            raise ValueError(f"{value!r} has an impossible offset")
+        offset = timedelta(hours=int(match[10]), minutes=int(match[11]))
+        offset = -offset if match[9] == "-" else offset
+    when = datetime(year, month, day, hour, minute, second, micro, tzinfo=timezone(offset))
+    return when.astimezone(UTC)
+
+
+def expires_of(message: bytes, commit: bytes | None = None) -> datetime | None:
+    """The ``Expires:`` trailer in the last paragraph of a commit message, if any.
+
+    Any ``Expires:`` line in that paragraph counts, even among non-trailer lines: a
+    publisher who meant to freeze a spec must never be ignored on a formatting detail.
+    Two of them, or one that does not parse, is a rejection.
+    """
+    paragraphs = [p for p in re.split(r"\n[ \t]*\n", message.decode("utf-8", "replace").strip())
+                  if p.strip()]
+    if len(paragraphs) < 2:  # the first paragraph is the subject, never trailers
+        return None
+    values = [m[1].strip() for line in paragraphs[-1].split("\n")
+              if (m := _EXPIRES.fullmatch(line.strip()))]
+    if not values:
+        return None
+    name = commit.decode() if commit else "the new tip"
+    if len(values) > 1:
+        raise _refuse("InvalidExpires", f"commit {name} has {len(values)} Expires: trailers",
+                      commit)
+    try:
+        return parse_rfc3339(values[0])
+    except ValueError as exc:
+        raise _refuse("InvalidExpires", f"commit {name}: Expires: {exc}", commit) from None
+
+
+def verify_update(object_store, accepted: bytes | None, new: bytes, root: TrustRoot, *,
+                  max_commits: int = 100_000) -> Verified:
+    """Verify everything ``new`` brings beyond ``accepted``; raise TrustError on any doubt.
+
+    Ids are 40-digit hex ``bytes``. Nothing is written: the caller moves its refs only
+    after this returns.
+    """
+    known: set[bytes] = set()
+    if accepted is not None:
+        if new == accepted:
+            return Verified(new, (), {}, _tip_expires(object_store, new))
+        known = _ancestors(object_store, accepted)
+        if new in known:
+            raise _refuse("Rollback", f"{new.decode()} is older than the accepted tip "
+                          f"{accepted.decode()}", new)
+    order, touched = _new_commits(object_store, new, known, max_commits)
+    if accepted is not None and accepted not in touched:
+        raise _refuse("Fork", f"{new.decode()} does not descend from the accepted tip "
+                      f"{accepted.decode()}", new)
+    if accepted is None and root.genesis is not None:
+        # First sync: the history must grow from the pinned first commit, so that an old
+        # image's pinned keys cannot be replayed into some other repository they signed.
+        firsts = [oid for oid in order if not _parents(_read(object_store, oid, _COMMIT))]
+        if firsts != [root.genesis]:
+            raise _refuse("WrongGenesis", f"history of {new.decode()} starts at "
+                          f"{', '.join(f.decode() for f in firsts)}, not at the pinned "
+                          f"genesis commit {root.genesis.decode()}", new)
+    sets = _SignerSets(object_store, root)
+    signers = {oid: _verify_commit(object_store, oid, root, sets).fingerprint()
+               for oid in order}
+    return Verified(new, tuple(order), signers, _tip_expires(object_store, new))
+
+
+def verify_commit(object_store, commit: bytes, root: TrustRoot) -> PublicKey:
+    """Verify one commit by the rule ``verify_update`` applies to each new commit.
+
+    Signed (namespace git) by a key trusted in its first parent's tree, or by the pinned
+    set for a root commit, or by a root key; returns the key. For tools that show a
+    verdict per commit (``giter-bundle inspect``) rather than one for a whole range.
+    """
+    return _verify_commit(object_store, commit, root, _SignerSets(object_store, root))
+
+
+def _tip_expires(store, tip: bytes) -> datetime | None:
+    parts = signed_commit.parse(_read(store, tip, _COMMIT), tip.decode())
+    return expires_of(parts.message, tip)
+
+
+# --- publisher side: a device's status commit ------------------------------------------
+
+_YAML_SUFFIXES = (b".yaml", b".yml")
+_MAX_YAML_BYTES = 256 * 1024
+_DEVICE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def _diff(store, old: bytes | None, new: bytes | None, prefix: bytes
+          ) -> Iterator[tuple[bytes, tuple[int, bytes] | None, tuple[int, bytes] | None]]:
+    """(path, old entry, new entry) for every blob-level difference between two trees."""
+    def entries(tree: bytes | None) -> dict[bytes, tuple[int, bytes]]:
+        if tree is None:
+            return {}
+        try:
+            return {n: (m, o) for n, m, o in _tree_entries(_read(store, tree, _TREE))}
+        except ValueError:
+            raise _refuse("CorruptObject", f"tree {tree.decode()} is malformed") from None
+
+    before, after = entries(old), entries(new)
+    for name in sorted(before.keys() | after.keys()):
+        a, b = before.get(name), after.get(name)
+        if a == b:
+            continue
+        path = prefix + name
+        a_dir = a is not None and a[0] == _DIR_MODE
+        b_dir = b is not None and b[0] == _DIR_MODE
+        if a_dir or b_dir:
+            yield from _diff(store, a[1] if a_dir else None, b[1] if b_dir else None,
+                             path + b"/")
+            # A file replaced by a directory (or back) is a change of its own.
+            if (a is not None and not a_dir) or (b is not None and not b_dir):
+                yield path, None if a_dir else a, None if b_dir else b
+        else:
+            yield path, a, b
+
+
+def _without_status(store, blob: bytes, path: str, commit: bytes) -> list:
+    data = _read(store, blob, _BLOB)
+    if len(data) > _MAX_YAML_BYTES:
+        raise _refuse("OwnershipViolation", f"{path}: larger than {_MAX_YAML_BYTES} bytes",
+                      commit)
+    try:
+        # Aliases are refused as the resource loader refuses them: comparing two
+        # documents built from nested aliases can take exponential time.
+        if any(isinstance(event, yaml.AliasEvent)
+               for event in yaml.parse(data, Loader=yaml.SafeLoader)):
+            raise _refuse("OwnershipViolation", f"{path}: YAML aliases are not allowed", commit)
+        docs = list(yaml.safe_load_all(data))
+    except yaml.YAMLError as exc:
+        raise _refuse("OwnershipViolation", f"{path}: not valid YAML ({exc})", commit) from None
+    return [{k: v for k, v in doc.items() if k != "status"} if isinstance(doc, dict) else doc
+            for doc in docs]
+
+
+def _summary_path(device_id: str) -> bytes:
+    """Where a device writes its own DeviceStatus summary (agent.status writes it)."""
+    return f".giter/status/{device_id}.yaml".encode()
+
+
+def _check_summary(store, blob: bytes, device_id: str, path: str, commit: bytes) -> None:
+    """A device summary holds one DeviceStatus document naming this device, plus status."""
+    docs = _without_status(store, blob, path, commit)
+    doc = docs[0] if len(docs) == 1 else None
+    if (not isinstance(doc, dict) or set(doc) - {"apiVersion", "kind", "metadata"}
+            or doc.get("kind") != "DeviceStatus" or doc.get("metadata") != {"name": device_id}):
+        raise _refuse("OwnershipViolation", f"{path} must be one DeviceStatus document "
+                      f"for {device_id} holding only status", commit)
+
+
+def _status_path(path: bytes, device_id: str, groups: Collection[str] | None) -> bool:
+    parts = path.split(b"/")
+    if len(parts) < 3 or not path.endswith(_YAML_SUFFIXES):
+        return False
+    if parts[0] == b"devices":
+        return parts[1] == device_id.encode()
+    if parts[0] == b"groups":
+        return groups is None or parts[1].decode(errors="replace") in groups
+    return False
+
+
+def verify_status_commit(object_store, status_commit: bytes, device_id: str,
+                         device_key: PublicKey,
+                         spec_tip_known: Callable[[bytes], bool] | None = None, *,
+                         device_groups: Collection[str] | None = None) -> None:
+    """Accept a device's status commit only if it is that device's, changing only status.
+
+    The commit must be signed (namespace git) by ``device_key``; its last parent is the
+    spec commit it observed (first parent: the previous status commit, if any). Its tree
+    may differ from that spec commit's tree only in the top-level ``status`` of YAML
+    documents under ``devices/<device_id>/`` and ``groups/<g>/`` (``g`` limited to
+    ``device_groups`` when given), plus the device's own summary file
+    ``.giter/status/<device_id>.yaml``, which it may create. Anything else is
+    TrustError(OwnershipViolation).
+    """
+    name = status_commit.decode()
+    if not _DEVICE_ID.fullmatch(device_id):
+        raise ValueError(f"device id {device_id!r} is not a plain name")
+    parts = signed_commit.parse(_read(object_store, status_commit, _COMMIT), name)
+    if parts.signature is None:
+        raise _refuse("UnsignedCommit", f"status commit {name} is not signed", status_commit)
+    try:
+        sshsig.verify(parts.signature, parts.payload, [device_key])
+    except TrustError as exc:
+        raise _refuse(exc.reason, f"status commit {name} from {device_id}: {exc}",
+                      status_commit) from None
+    if len(parts.parents) not in (1, 2):
+        raise _refuse("OwnershipViolation", f"status commit {name} must have the observed "
+                      "spec commit as its last parent", status_commit)
+    spec = parts.parents[-1]
+    if spec_tip_known is not None and not spec_tip_known(spec):
+        raise _refuse("UnknownSpecCommit", f"status commit {name} claims to observe "
+                      f"{spec.decode()}, which is not on the spec branch", status_commit)
+    spec_parts = signed_commit.parse(_read(object_store, spec, _COMMIT), spec.decode())
+    for path, old, new in _diff(object_store, spec_parts.tree, parts.tree, b""):
+        shown = path.decode(errors="replace")
+        summary = (path == _summary_path(device_id) and new is not None
+                   and new[0] in _FILE_MODES and (old is None or old[0] == new[0]))
+        if summary:
+            _check_summary(object_store, new[1], device_id, shown, status_commit)
+            if old is None:
+                continue  # a new summary: its shape was all there was to check
+        elif (old is None or new is None or old[0] != new[0] or old[0] not in _FILE_MODES
+                or not _status_path(path, device_id, device_groups)):
+            raise _refuse("OwnershipViolation", f"status commit {name} from {device_id} "
+                          f"changes {shown}, which is not its status", status_commit)
+        if (_without_status(object_store, old[1], shown, status_commit)
+                != _without_status(object_store, new[1], shown, status_commit)):
+            raise _refuse("OwnershipViolation", f"status commit {name} from {device_id} "
+                          f"changes {shown} beyond its status field", status_commit)
