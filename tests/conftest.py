@@ -12,6 +12,31 @@ from pathlib import Path
 import pytest
 from helpers import Publisher, ssh_keygen
 
+# What can differ by architecture: crypto (cryptography's wheels, Debian's older build on
+# armhf), dulwich (native modules on arm64, pure Python on armhf), packs and bundles, the
+# serial framing (byte order, CRC), GPIO on gpiozero's pins, and one whole round trip.
+# The emulated ARM boards run these (`pytest -m arch`, scripts/qemu-test); the host runs all.
+ARCH_MODULES = {
+    "test_boards", "test_bundle", "test_history", "test_tree", "test_signed_commit",
+    "test_sshsig", "test_trust", "test_serial_frames", "test_serial_transfer",
+    "test_kinds_output", "test_kinds_sensor", "test_status_led", "test_roundtrip",
+    "test_lock_table",
+}
+# Tests that run the installed commands, real servers or whole syncs end to end.
+E2E_MODULES = {
+    "test_roundtrip", "test_sync_attacks", "test_daemon", "test_network", "test_fleet",
+    "test_giter_bundle", "test_giter_bundle_import", "test_serial_sync", "test_serial_console",
+    "test_technician_view", "test_doctor", "test_reconcile_scale", "test_systemd_units",
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        module = item.path.stem
+        if module in ARCH_MODULES:
+            item.add_marker(pytest.mark.arch)
+        item.add_marker(pytest.mark.e2e if module in E2E_MODULES else pytest.mark.unit)
+
 
 @pytest.fixture(autouse=True)
 def isolated_git_env(tmp_path_factory, monkeypatch):

@@ -22,7 +22,7 @@ def test_fifty_agents_sync_concurrently_against_one_git_daemon(tmp_path, publish
     gitd = GitDaemon(hub).start()
     try:
         devices = [NetDevice(tmp_path / "fleet", f"pi-{i:03d}", publisher.allowed_signers,
-                             {"url": gitd.url, "connect_timeout_s": 5, "read_timeout_s": 20})
+                             {"url": gitd.url, "connect_timeout_s": 60, "read_timeout_s": 120})
                    for i in range(FLEET)]
         publisher.commit("one file per device", files={
             f"devices/{d.id}/motd.yaml": motd(d.root, f"hello {d.id}\n") for d in devices})

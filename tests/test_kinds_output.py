@@ -30,7 +30,7 @@ def out(name: str, **spec) -> bytes:
     return doc("Output", name, spec)
 
 
-def wait_for(predicate, timeout: float = 3.0) -> None:
+def wait_for(predicate, timeout: float = 60.0) -> None:
     end = time.monotonic() + timeout
     while not predicate():
         assert time.monotonic() < end, "timed out"

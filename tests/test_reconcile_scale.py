@@ -7,8 +7,6 @@ spec changes 50 files and removes 100, which are pruned.
 
 from __future__ import annotations
 
-import time
-
 from kinds_helpers import Rig, doc
 
 
@@ -53,9 +51,7 @@ def test_500_resources_end_to_end(tmp_path, publisher, capsys):
     assert len(first) == 500
     rig.publish(first, "500 resources")
 
-    start = time.monotonic()
     code = rig.cli("sync", "--bundle", rig.bundle())
-    took = time.monotonic() - start
     assert code == 0, capsys.readouterr().err
     state = rig.state()
     assert len(state.resources) == 500 and state.last_sync["notReady"] == []
@@ -69,14 +65,9 @@ def test_500_resources_end_to_end(tmp_path, publisher, capsys):
 
     second = resources(rig, changed=50, removed=100)
     rig.publish(second, "change 50, remove 100")
-    start2 = time.monotonic()
     assert rig.cli("sync", "--bundle", rig.bundle()) == 0
-    took2 = time.monotonic() - start2
     state = rig.state()
     assert len(state.resources) == 400
     assert len(list(rig.root.glob("dir*/file-*"))) == 345
     assert (rig.root / "dir3" / "file-023").read_text() == "file-023 v2\n"
     assert (rig.root / "kept").exists()  # kept, and still in the spec anyway
-    print(f"500 resources: first sync {took:.1f} s, second (50 changed, 100 pruned) "
-          f"{took2:.1f} s")
-    assert took + took2 < 60  # about 10 s on a 2-vCPU x86 box; a generous ceiling

@@ -19,7 +19,7 @@ from giter_agent.transport.serial.endpoint import PreambleScanner
 from giter_agent.transport.serial.link import PREAMBLE
 
 
-def read_until(port, marker: bytes, timeout: float = 5.0) -> bytes:
+def read_until(port, marker: bytes, timeout: float = 60.0) -> bytes:
     got = b""
     end = time.monotonic() + timeout
     while marker not in got and time.monotonic() < end:
@@ -92,12 +92,12 @@ def test_sync_from_a_stick_or_an_explanation(console, publisher, device, media):
     tip = publisher.commit("spec", files=device.spec_files("from the stick\n"))
     publisher.bundle(inbox / "fleet.bundle")
     type_keys(console, b"sync\r")
-    reply = read_until(console, b"status bundle and receipt written to", timeout=20)
+    reply = read_until(console, b"status bundle and receipt written to", timeout=60)
     assert b"syncing from" in reply and b"applied:" in reply
     assert device.motd() == "from the stick\n" and device.state().accepted == tip
     assert (media / "STICK/giter/outbox/pi-01.txt").is_file()
     type_keys(console, b"status\r")
-    reply = read_until(console, b"File/motd", timeout=5)
+    reply = read_until(console, b"File/motd", timeout=60)
     assert tip.encode() in reply and b"in-sync" in reply
 
 
