@@ -251,3 +251,41 @@ def test_inspect_reports_signers_and_verdicts_without_importing(tmp_path, fleet,
     assert code == 1 and "NoTrustFile" in out
     code, out = capture(bundle_main, [*nowhere, "--allowed-signers", fleet.trust_file])
     assert code == 0 and "commits (4 new" in out, out
+
+
+# Written exactly as docs/kinds.md shows it: `state: on` unquoted. The device reads YAML 1.2
+# (the string "on"); the hub's ownership check once read YAML 1.1 (the boolean True), so
+# the device's honest status, re-serialised with the string quoted, was refused as a forgery.
+BEACON_AS_DOCUMENTED = """\
+apiVersion: giter.dev/v1alpha1
+kind: Output
+metadata:
+  name: beacon
+spec:
+  pin: led1
+  state: on
+"""
+DOOR_AS_DOCUMENTED = """\
+apiVersion: giter.dev/v1alpha1
+kind: Output
+metadata:
+  name: door
+spec:
+  pin: relay1
+  state: off
+"""
+
+
+def test_unquoted_on_and_off_are_applied_and_their_status_imported(fleet, tmp_path, stick):
+    (pi,) = enrolled(fleet, tmp_path, "pi-a")
+    fleet.write("groups/lobby/beacon.yaml", BEACON_AS_DOCUMENTED)
+    fleet.write("devices/pi-a/door.yaml", DOOR_AS_DOCUMENTED)
+    fleet.ok("commit", "-m", "pins as the docs write them")
+    fleet.ok("create", stick)
+    assert pi.cli("sync", "--usb", stick) == 0
+    out = fleet.ok("import", stick)
+    assert "ACCEPTED" in out and "OwnershipViolation" not in out, out
+    # The hub now holds the device's status, which names the string the device applied.
+    shown = fleet.git("show", "status/pi-a:groups/lobby/beacon.yaml").stdout.decode()
+    assert "state: 'on'" in shown or 'state: "on"' in shown, shown
+    assert "pi-a" in fleet.ok("status")

@@ -1,9 +1,8 @@
 """Parse and select the resources of one verified spec commit.
 
 Resource files live under ``devices/<device-id>/`` and ``groups/<group>/`` of the
-verified tree and are read straight from the object store (``history.tree``). The YAML
-loader refuses aliases (billion-laughs) and duplicate keys (two readers could disagree
-on which wins), and caps size and nesting depth. Each file holds one Kubernetes-style
+verified tree and are read straight from the object store (``history.tree``), through
+the one YAML policy (``core.yaml_policy``). Each file holds one Kubernetes-style
 document: ``apiVersion``, ``kind``, ``metadata.name``, ``spec``. A bad file fails alone:
 it becomes an ``Invalid`` entry whose status says why, and the others still apply.
 """
@@ -15,10 +14,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from giter_agent.core.errors import ResourceError
+from giter_agent.core.yaml_policy import MAX_DOCUMENT_BYTES, dump_yaml, load_yaml
+
+__all__ = ["API_VERSION", "MAX_DOCUMENT_BYTES", "Invalid", "Resource", "SpecSet", "dump_yaml",
+           "load_yaml", "parse_resource", "prefixes", "select"]
 
 API_VERSION = "giter.dev/v1alpha1"
-MAX_DOCUMENT_BYTES = 256 * 1024
-MAX_DEPTH = 32
 NAME_RE = re.compile(r"[a-z0-9]([a-z0-9.-]{0,61}[a-z0-9])?")
 
 
@@ -62,98 +63,6 @@ class SpecSet:
 
     resources: list[Resource] = field(default_factory=list)
     invalid: list[Invalid] = field(default_factory=list)
-
-
-def _loader_class() -> type:
-    import yaml
-
-    class StrictLoader(yaml.SafeLoader):
-        """SafeLoader without aliases or duplicate keys, with a depth cap."""
-
-        def compose_node(self, parent, index):  # type: ignore[no-untyped-def]
-            if self.check_event(yaml.AliasEvent):
-                event = self.peek_event()
-                raise ResourceError(
-                    f"line {event.start_mark.line + 1}: YAML aliases are not allowed",
-                    reason="YAMLAliasRefused",
-                )
-            self._depth = getattr(self, "_depth", 0) + 1
-            try:
-                if self._depth > MAX_DEPTH:
-                    raise ResourceError(f"nested deeper than {MAX_DEPTH} levels",
-                                        reason="YAMLTooDeep")
-                return super().compose_node(parent, index)
-            finally:
-                self._depth -= 1
-
-        def construct_mapping(self, node, deep=False):  # type: ignore[no-untyped-def]
-            seen: set[Any] = set()
-            for key_node, _ in node.value:
-                key = self.construct_object(key_node, deep=True)
-                try:
-                    duplicate = key in seen
-                except TypeError:
-                    raise ResourceError(
-                        f"line {key_node.start_mark.line + 1}: unhashable mapping key",
-                        reason="InvalidYAML") from None
-                if duplicate:
-                    raise ResourceError(
-                        f"line {key_node.start_mark.line + 1}: duplicate key {key!r}",
-                        reason="YAMLDuplicateKey",
-                    )
-                seen.add(key)
-            return super().construct_mapping(node, deep=deep)
-
-    # YAML 1.2 booleans: only true/false. YAML 1.1 (PyYAML's default) reads `state: on`
-    # and `country: no` as booleans, which is never what a resource author meant.
-    StrictLoader.yaml_implicit_resolvers = {
-        first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
-        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-    }
-    StrictLoader.add_implicit_resolver(
-        "tag:yaml.org,2002:bool",
-        re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
-    return StrictLoader
-
-
-_LOADER: type | None = None
-
-
-def load_yaml(data: bytes) -> Any:
-    """Parse one YAML document strictly (no aliases, no duplicate keys, capped)."""
-    global _LOADER
-    if len(data) > MAX_DOCUMENT_BYTES:
-        raise ResourceError(f"document is {len(data)} bytes, over the {MAX_DOCUMENT_BYTES} cap",
-                            reason="DocumentTooLarge")
-    import yaml
-
-    if _LOADER is None:
-        _LOADER = _loader_class()
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise ResourceError("not UTF-8 text", reason="InvalidYAML") from None
-    loader = _LOADER(text)
-    try:
-        if not loader.check_node():
-            raise ResourceError("empty document", reason="InvalidYAML")
-        node = loader.get_node()
-        if loader.check_node():
-            raise ResourceError("more than one YAML document in the file", reason="InvalidYAML")
-        return loader.construct_document(node)
-    except yaml.YAMLError as exc:
-        raise ResourceError(f"not valid YAML: {exc}".replace("\n", " "),
-                            reason="InvalidYAML") from None
-    finally:
-        loader.dispose()
-
-
-def dump_yaml(document: dict[str, Any]) -> bytes:
-    """Serialise a document the way status files are written (stable key order)."""
-    import yaml
-
-    return yaml.safe_dump(document, sort_keys=False, default_flow_style=False,
-                          allow_unicode=True).encode("utf-8")
 
 
 def parse_resource(path: str, data: bytes) -> Resource:

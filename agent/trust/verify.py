@@ -23,10 +23,10 @@ from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
-import yaml
-
-from giter_agent.core.errors import TrustError
+from giter_agent.core.errors import ResourceError, TrustError
+from giter_agent.core.yaml_policy import load_yaml
 from giter_agent.trust import allowed_signers as signers_file
 from giter_agent.trust import signed_commit, sshsig
 from giter_agent.trust.sshsig import PublicKey
@@ -338,7 +338,6 @@ def _tip_expires(store, tip: bytes) -> datetime | None:
 # --- publisher side: a device's status commit ------------------------------------------
 
 _YAML_SUFFIXES = (b".yaml", b".yml")
-_MAX_YAML_BYTES = 256 * 1024
 _DEVICE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
@@ -371,22 +370,18 @@ def _diff(store, old: bytes | None, new: bytes | None, prefix: bytes
             yield path, a, b
 
 
-def _without_status(store, blob: bytes, path: str, commit: bytes) -> list:
+def _without_status(store, blob: bytes, path: str, commit: bytes) -> Any:
+    """The document minus its top-level ``status``, read as the device reads it.
+
+    The one YAML policy (``core.yaml_policy``): ``state: on`` is the string the device
+    applied, not YAML 1.1's boolean, so an honest status is never taken for a forgery.
+    """
     data = _read(store, blob, _BLOB)
-    if len(data) > _MAX_YAML_BYTES:
-        raise _refuse("OwnershipViolation", f"{path}: larger than {_MAX_YAML_BYTES} bytes",
-                      commit)
     try:
-        # Aliases are refused as the resource loader refuses them: comparing two
-        # documents built from nested aliases can take exponential time.
-        if any(isinstance(event, yaml.AliasEvent)
-               for event in yaml.parse(data, Loader=yaml.SafeLoader)):
-            raise _refuse("OwnershipViolation", f"{path}: YAML aliases are not allowed", commit)
-        docs = list(yaml.safe_load_all(data))
-    except yaml.YAMLError as exc:
-        raise _refuse("OwnershipViolation", f"{path}: not valid YAML ({exc})", commit) from None
-    return [{k: v for k, v in doc.items() if k != "status"} if isinstance(doc, dict) else doc
-            for doc in docs]
+        doc = load_yaml(data)
+    except ResourceError as exc:
+        raise _refuse("OwnershipViolation", f"{path}: {exc}", commit) from None
+    return {k: v for k, v in doc.items() if k != "status"} if isinstance(doc, dict) else doc
 
 
 def _summary_path(device_id: str) -> bytes:
@@ -396,8 +391,7 @@ def _summary_path(device_id: str) -> bytes:
 
 def _check_summary(store, blob: bytes, device_id: str, path: str, commit: bytes) -> None:
     """A device summary holds one DeviceStatus document naming this device, plus status."""
-    docs = _without_status(store, blob, path, commit)
-    doc = docs[0] if len(docs) == 1 else None
+    doc = _without_status(store, blob, path, commit)
     if (not isinstance(doc, dict) or set(doc) - {"apiVersion", "kind", "metadata"}
             or doc.get("kind") != "DeviceStatus" or doc.get("metadata") != {"name": device_id}):
         raise _refuse("OwnershipViolation", f"{path} must be one DeviceStatus document "
