@@ -22,7 +22,6 @@ A bad resource fails alone; the rest still apply.
 
 from __future__ import annotations
 
-import contextlib
 import heapq
 import logging
 from collections.abc import Callable, Iterable
@@ -398,24 +397,46 @@ def _note_retry(out: PassResult, after: float) -> None:
     out.retry_after = after if out.retry_after is None else min(out.retry_after, after)
 
 
-def _evaluate(res: Resource, kinds: dict[str, Kind], ctx: Context, order: Order,
-              out: PassResult) -> tuple[Outcome, dict[str, Any] | None]:
-    """Validate, check the order, then apply (or only observe): the typed outcome."""
+@dataclass(frozen=True)
+class Checked:
+    """A resource that may be acted on: its kind, common fields and validated spec."""
+
+    kind: Kind
+    common: Common
+    spec: dict[str, Any]
+
+
+def check(res: Resource, kinds: dict[str, Kind], order: Order) -> Checked | Failed:
+    """Kind, schema and order: the one evaluation ``reconcile`` and ``plan`` both use.
+
+    Any exception from a kind's ``validate`` (a plug-in's schema bug) fails this
+    resource alone; so a plan can never disagree with what a pass does.
+    """
     kind = kinds.get(res.kind)
     if kind is None:
         return Failed("UnknownKind", f"no kind {res.kind!r} on this agent "
-                      f"(known: {', '.join(sorted(kinds))})"), None
+                      f"(known: {', '.join(sorted(kinds))})")
     try:
         common = common_fields(res.spec)
         spec = kind.validate(dict(res.spec))
     except ResourceError as exc:
-        return Failed(exc.reason, str(exc)), None
+        return Failed(exc.reason, str(exc))
     except Exception as exc:  # a plug-in's schema bug fails this resource only
-        return Failed("HandlerError", f"validate: {type(exc).__name__}: {exc}"), None
+        return Failed("HandlerError", f"validate: {type(exc).__name__}: {exc}")
     if res.key in order.cycles:
-        return Failed("DependencyCycle", f"dependsOn cycle: {order.cycles[res.key]}"), spec
+        return Failed("DependencyCycle", f"dependsOn cycle: {order.cycles[res.key]}")
     if res.key in order.problems:
-        return Failed(*order.problems[res.key]), spec
+        return Failed(*order.problems[res.key])
+    return Checked(kind, common, spec)
+
+
+def _evaluate(res: Resource, kinds: dict[str, Kind], ctx: Context, order: Order,
+              out: PassResult) -> tuple[Outcome, dict[str, Any] | None]:
+    """Check, wait for dependencies, then apply (or only observe): the typed outcome."""
+    checked = check(res, kinds, order)
+    if isinstance(checked, Failed):
+        return checked, None
+    kind, common, spec = checked.kind, checked.common, checked.spec
     waiting = [d for d in order.deps.get(res.key, [])
                if d not in out.records or not _ready(out.records[d])]
     if waiting:
@@ -459,20 +480,72 @@ def leaving(previous: dict[str, dict[str, Any]], keys: set[str], invalid_paths: 
     return [(key, gone[key]) for key in reversed(order.keys)]
 
 
-def _prune(previous: dict[str, dict[str, Any]], out: PassResult, ctx: Context,
-           kinds: dict[str, Kind]) -> None:
-    invalid_paths = {r["path"] for r in out.records.values() if r.get("invalid")}
-    for key, prev in leaving(previous, set(out.records), invalid_paths):
+@dataclass(frozen=True)
+class Leaving:
+    """A resource that left the spec, and what undoing it means (``reconcile``, ``plan``)."""
+
+    key: str
+    previous: dict[str, Any]
+    kept: str | None  # why its effect stays ("prune: false", "observe-only"), or None
+    kind: Kind | None  # None: no such kind on this agent, nothing to undo
+    spec: dict[str, Any] | None  # the validated spec to undo; None: nothing valid
+    problem: str = ""  # why there is nothing valid to undo
+
+
+def leaving_resources(previous: dict[str, dict[str, Any]], keys: set[str],
+                      invalid_paths: set[str], kinds: dict[str, Kind]) -> list[Leaving]:
+    """``leaving``, each with the decision a pass takes: keep it, or undo which spec."""
+    out: list[Leaving] = []
+    for key, prev in leaving(previous, keys, invalid_paths):
         try:
             common = common_fields(prev["spec"])
         except ResourceError:
             common = Common()
         if not common.prune or common.observe_only:
             # Kept on the device: asked for (prune: false), or never ours to change.
+            why = "prune: false" if not common.prune else "observe-only"
+            out.append(Leaving(key, prev, why, None, None))
             continue
         kind = kinds.get(prev["kind"])
-        if kind is not None:
-            # Nothing valid to undo is fine: the resource is gone from the spec either way.
-            with contextlib.suppress(ResourceError, OSError):
-                kind.prune(key, kind.validate(dict(prev["spec"])), ctx)
-        out.pruned.append(key)
+        if kind is None:
+            out.append(Leaving(key, prev, None, None, None, "no such kind here"))
+            continue
+        try:
+            spec = kind.validate(dict(prev["spec"]))
+        except ResourceError as exc:
+            out.append(Leaving(key, prev, None, kind, None, exc.reason))
+            continue
+        except Exception as exc:  # a plug-in's schema bug: nothing valid to undo
+            out.append(Leaving(key, prev, None, kind, None,
+                               f"HandlerError: validate: {type(exc).__name__}: {exc}"))
+            continue
+        out.append(Leaving(key, prev, None, kind, spec))
+    return out
+
+
+def _prune(previous: dict[str, dict[str, Any]], out: PassResult, ctx: Context,
+           kinds: dict[str, Kind]) -> None:
+    invalid_paths = {r["path"] for r in out.records.values() if r.get("invalid")}
+    now = ctx.clock()
+    for step in leaving_resources(previous, set(out.records), invalid_paths, kinds):
+        if step.kept is not None:
+            continue
+        if step.kind is not None and step.spec is not None:
+            try:
+                step.kind.prune(step.key, step.spec, ctx)
+            except (ResourceError, OSError):
+                pass  # nothing left to undo is fine: the resource is gone either way
+            except Exception as exc:  # a plug-in's prune bug fails this resource alone
+                log.exception("%s: prune failed", step.key)
+                prev = step.previous
+                message = (f"prune failed: {type(exc).__name__}: {exc}; "
+                           "tried again at the next pass")
+                # Kept as an invalid record with its spec, so the next pass retries the
+                # prune and the summary reports it until it succeeds.
+                out.records[step.key] = {
+                    "kind": prev.get("kind"), "name": prev.get("name"),
+                    "path": prev.get("path"), "spec": prev["spec"], "invalid": True,
+                    "status": {"conditions": [_condition(
+                        "Ready", False, "PruneFailed", message, now, prev)]}}
+                continue
+        out.pruned.append(step.key)

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from giter_agent.core.errors import GiterError, ResourceError
-from giter_agent.kinds.base import Context, Kind, common_fields
-from giter_agent.reconcile.engine import leaving, spec_order
+from giter_agent.kinds.base import Context, Failed, Kind
+from giter_agent.reconcile.engine import check, leaving_resources, spec_order
 from giter_agent.spec.resources import SpecSet, prefixes, select
 
 CHANGE, NONE, INVALID, PRUNE, KEEP, UNKNOWN = ("change", "none", "invalid", "prune", "keep",
@@ -78,22 +78,11 @@ def plan(specset: SpecSet, ctx: Context, kinds: dict[str, Kind],
     steps: list[Step] = []
     for key in order.keys:
         res = by_key[key]
-        kind = kinds.get(res.kind)
-        if kind is None:
-            steps.append(Step(key, INVALID, f"UnknownKind: no kind {res.kind!r} on this agent"))
+        checked = check(res, kinds, order)
+        if isinstance(checked, Failed):
+            steps.append(Step(key, INVALID, f"{checked.reason}: {checked.message}"))
             continue
-        try:
-            common = common_fields(res.spec)
-            spec = kind.validate(dict(res.spec))
-        except ResourceError as exc:
-            steps.append(Step(key, INVALID, f"{exc.reason}: {exc}"))
-            continue
-        if key in order.cycles:
-            steps.append(Step(key, INVALID, f"DependencyCycle: {order.cycles[key]}"))
-            continue
-        if key in order.problems:
-            steps.append(Step(key, INVALID, ": ".join(order.problems[key])))
-            continue
+        kind, common, spec = checked.kind, checked.common, checked.spec
         try:
             change = kind.plan(key, spec, ctx)
         except Exception as exc:  # a kind's plan bug: say so, plan the rest
@@ -115,20 +104,23 @@ def plan(specset: SpecSet, ctx: Context, kinds: dict[str, Kind],
         steps.append(Step(bad.key, INVALID, f"{bad.path}: {bad.reason}: {bad.message}"))
 
     keys = set(by_key) | {b.key for b in specset.invalid}
-    for key, prev in leaving(previous, keys, {b.path for b in specset.invalid}):
-        try:
-            common = common_fields(prev["spec"])
-        except ResourceError:
-            common = None
-        if common is not None and (not common.prune or common.observe_only):
-            why = "prune: false" if not common.prune else "observe-only"
-            steps.append(Step(key, KEEP, f"removed from the spec; its effect stays ({why})"))
-            continue
-        kind = kinds.get(prev["kind"])
-        try:
-            detail = kind.plan_prune(key, kind.validate(dict(prev["spec"])), ctx) \
-                if kind is not None else "no such kind here: nothing to undo"
-        except ResourceError as exc:
-            detail = f"nothing valid to undo ({exc.reason})"
-        steps.append(Step(key, PRUNE, detail))
+    invalid_paths = {b.path for b in specset.invalid}
+    for step in leaving_resources(previous, keys, invalid_paths, kinds):
+        if step.kept is not None:
+            steps.append(Step(step.key, KEEP,
+                              f"removed from the spec; its effect stays ({step.kept})"))
+        elif step.kind is None:
+            steps.append(Step(step.key, PRUNE, "no such kind here: nothing to undo"))
+        elif step.spec is None:
+            steps.append(Step(step.key, PRUNE, f"nothing valid to undo ({step.problem})"))
+        else:
+            try:
+                detail = step.kind.plan_prune(step.key, step.spec, ctx)
+            except ResourceError as exc:
+                detail = f"nothing valid to undo ({exc.reason})"
+            except Exception as exc:  # a kind's plan bug: say so, plan the rest
+                steps.append(Step(step.key, UNKNOWN,
+                                  f"cannot plan the prune: {type(exc).__name__}: {exc}"))
+                continue
+            steps.append(Step(step.key, PRUNE, detail))
     return steps
