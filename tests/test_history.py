@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -475,7 +477,7 @@ def test_set_ref_refuses_targets_that_are_not_accepted_commits(accepted, history
 # -- crash leftovers ---------------------------------------------------------------------
 
 
-def test_open_sweeps_what_a_crash_left_behind(history):
+def test_only_recovery_sweeps_what_a_crash_left_behind(history):
     stale = history.path / "quarantine" / "q-crashed"
     (stale / "pack").mkdir(parents=True)
     (stale / "tmp_pack_abc").write_bytes(b"PACK")
@@ -487,14 +489,24 @@ def test_open_sweeps_what_a_crash_left_behind(history):
     newborn.mkdir()
     orphan = Path(history.object_store.pack_dir) / ("pack-" + "f" * 40 + ".pack")
     orphan.write_bytes(b"PACK")
+    # Opening is reading: another process opening the repository deletes nothing (the
+    # pack without an index may be a live writer's pack in the making).
+    subprocess.run([sys.executable, "-c", "import sys; from pathlib import Path; "
+                    "from giter_agent.history.store import History; "
+                    "History(Path(sys.argv[1])).close()", str(history.path)], check=True)
     History(history.path).close()
+    assert orphan.exists() and stale.exists() and unlocked.exists()
+    # The holder of the state lock recovers.
+    with History(history.path) as holder:
+        holder.recover()
     assert [p.name for p in (history.path / "quarantine").iterdir()] == ["q-being-created"]
     assert not orphan.exists()
 
 
 def test_open_leaves_a_live_quarantine_alone(accepted, history, tmp_path):
     with history.quarantine(accepted.bundle(tmp_path / "n.bundle", "main~1..main")) as q:
-        History(history.path).close()
+        with History(history.path) as other:
+            other.recover()
         q.promote()  # its pack is still there to promote
         tip = q.refs[MAIN]
     assert tip in history.object_store

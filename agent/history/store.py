@@ -193,7 +193,8 @@ class History:
         self._refs = DiskRefsContainer(str(self.path))
         self._quarantine_root = self.path / "quarantine"
         self._quarantine_root.mkdir(exist_ok=True)
-        self._sweep()
+        # No sweep here: opening is reading. Only the holder of the state lock may delete
+        # what a crash left (``recover``); another process may be writing a pack right now.
 
     def close(self) -> None:
         self.object_store.close()
@@ -223,8 +224,13 @@ class History:
             raise
         fsync_dir(self.path.parent)
 
-    def _sweep(self) -> None:
-        """Remove what a crash mid-import can leave: stale quarantines, unindexed packs."""
+    def recover(self) -> None:
+        """Remove what a crash mid-import can leave: stale quarantines, unindexed packs.
+
+        Only the holder of the state lock calls this (``sync.agent``), before anything
+        else reads the repository: a pack without its index may be another writer's
+        pack in the making, and only the lock holder knows there is no other writer.
+        """
         for entry in self._quarantine_root.iterdir():
             if not entry.is_dir():
                 continue

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -81,18 +82,28 @@ class StateStore:
 
 
 @contextlib.contextmanager
-def state_lock(state_dir: Path) -> Iterator[None]:
-    """Hold the state directory's writer lock, or raise ``LockedError`` at once."""
+def state_lock(state_dir: Path, wait_s: float = 0.0) -> Iterator[None]:
+    """Hold the state directory's writer lock, or raise ``LockedError``.
+
+    ``wait_s`` 0 (the passes): refuse at once if another process holds it. A short wait
+    suits a follow-up write (the status bundle after a sync released the lock).
+    """
     path = Path(state_dir) / "lock"
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-            raise LockedError(
-                f"another giter-agent (pid {holder}) is using {state_dir}; "
-                "wait for it to finish, or stop the service first") from None
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() < deadline:
+                    time.sleep(0.05)
+                    continue
+                holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+                raise LockedError(
+                    f"another giter-agent (pid {holder}) is using {state_dir}; "
+                    "wait for it to finish, or stop the service first") from None
         mine = f"{os.getpid()}\n".encode()
         if os.pread(fd, 32, 0) != mine:  # the daemon's every pass would write it again
             os.ftruncate(fd, 0)

@@ -37,6 +37,9 @@ from giter_agent.state.store import State, StateStore, state_lock
 from giter_agent.transport.network import IDENTITY_REASONS, NetworkError, Remote
 
 log = logging.getLogger("giter.sync")
+# Writing the status bundle follows a sync that has just released the lock; a timer pass
+# of the daemon may hold it for a moment. Waiting this long beats refusing the stick.
+STATUS_BUNDLE_LOCK_WAIT_S = 60.0
 
 # Exit codes of `giter-agent sync` (documented in the README).
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_NOT_READY, EXIT_OFFLINE = 0, 1, 2, 3, 4
@@ -109,6 +112,12 @@ class Agent:
     def _prepare(self) -> None:
         self.config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
 
+    def _locked_history(self) -> Any:
+        """The repository, recovered from any crash: only under the state lock."""
+        history = self._history()
+        history.recover()
+        return history
+
     def _history(self) -> Any:
         from giter_agent.history.store import Caps, History
 
@@ -143,7 +152,7 @@ class Agent:
         with state_lock(self.config.state_dir):
             state = self.state_store.load()
             root = self._trust_root()
-            with self._history() as history:
+            with self._locked_history() as history:
                 self._repair_ref(history, state)
                 verdicts = self._import_all(history, state, root, bundles)
                 report = self._summarise(verdicts, state)
@@ -164,7 +173,7 @@ class Agent:
                                     f"spec {state.applied[:12]} applied")
             else:
                 report = SyncReport("no-bundles", "NoSpec", "no spec has been applied yet")
-            with self._history() as history:
+            with self._locked_history() as history:
                 self._repair_ref(history, state)
                 self._apply(history, state, report, source, record_sync=False)
             return report
@@ -384,7 +393,7 @@ class Agent:
             own_remote = remote is None
             remote = remote or open_remote(net)
             try:
-                with self._history() as history:
+                with self._locked_history() as history:
                     self._repair_ref(history, state)
                     return self._network_pass(history, state, root, remote)
             finally:
@@ -555,6 +564,12 @@ class Agent:
         it was said to hold refuses the bundle for a missing prerequisite: the next
         stick, with the hub's true word, mends it.)
         """
+        # A pack is written into the repository: only under the state lock, so that the
+        # lock holder's recovery never takes it for a crash's leftover.
+        with state_lock(self.config.state_dir, wait_s=STATUS_BUNDLE_LOCK_WAIT_S):
+            return self._write_status_bundle(path, hub_has)
+
+    def _write_status_bundle(self, path: Path, hub_has: str | None) -> bool:
         state = self.state_store.load()
         if not state.status_tip or not state.applied:
             return False
