@@ -15,6 +15,8 @@ import io
 import json
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -23,7 +25,7 @@ from helpers import run, ssh_keygen
 from giter_agent.cli.main import main as agent_main
 from giter_agent.history.bundle import read_header
 from giter_agent.state.store import StateStore
-from giter_agent.transport.usb import read_hub_status
+from giter_agent.transport.hub_status import read_hub_status
 from giter_bundle.cli import main as bundle_main
 
 API = "apiVersion: giter.dev/v1alpha1\n"
@@ -537,3 +539,37 @@ def test_a_bare_hub_that_git_gc_packed_with_bitmaps_still_works(tmp_path, fleet,
     cli("create", "-o", tmp_path / "from-hub.bundle")
     assert bundle_verifies(tmp_path / "from-hub.bundle", hub)
     run("git", "-C", hub, "fsck", "--strict", "--no-dangling")
+
+
+DEVICE_SIDE = ("gpiozero", "giter_agent.sync", "giter_agent.daemon", "giter_agent.reconcile",
+               "giter_agent.device", "giter_agent.transport.usb", "giter_agent.transport.network")
+
+
+@pytest.mark.parametrize("command", ["lint", "create", "status", "inspect"])
+def test_publisher_commands_load_no_device_code(tmp_path, fleet, stick, command):
+    """The publisher's commands never load the device's sync, board, GPIO or transports:
+    checked in the process that runs them, not only by the import contracts."""
+    (pi,) = enrolled(fleet, tmp_path, "pi-a")
+    fleet.write("devices/pi-a/motd.yaml", motd(pi, "hello\n"))
+    fleet.write("groups/lobby/beacon.yaml", BEACON)
+    fleet.ok("commit", "-m", "spec")
+    fleet.ok("create", stick)
+    args = {"lint": ["lint"], "create": ["create", str(tmp_path / "stick2")],
+            "status": ["status"],
+            "inspect": ["inspect", str(stick / "giter" / "inbox" / "main.bundle")]}[command]
+    if command == "create":
+        (tmp_path / "stick2").mkdir()
+    script = ("import sys\nfrom giter_bundle.cli import main\n"
+              "code = main(sys.argv[1:])\n"
+              f"loaded = sorted(m for m in sys.modules if m.startswith({DEVICE_SIDE!r}))\n"
+              "print('LOADED', loaded)\nsys.exit(code)\n")
+    proc = subprocess.run([sys.executable, "-c", script, "-C", str(fleet.root), *args],
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "LOADED []" in proc.stdout, proc.stdout
+
+
+def test_a_missing_file_is_one_line_not_a_traceback(tmp_path, fleet):
+    code, out = fleet.cli("inspect", tmp_path / "no-such.bundle")
+    assert code == 1
+    assert "Traceback" not in out and "no-such.bundle" in out and len(out.splitlines()) == 1

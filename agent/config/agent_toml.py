@@ -16,6 +16,7 @@ from typing import Any
 
 from giter_agent.config.settings import SECTION_KEYS, SettingsConfig, parse_section
 from giter_agent.core.errors import ConfigError
+from giter_agent.core.layout import status_ref
 
 NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
 # A conservative subset of git's ref-name rules: what a branch name in a fleet repo needs.
@@ -101,7 +102,7 @@ class Config:
 
     @property
     def status_ref(self) -> bytes:
-        return f"refs/heads/status/{self.device_id}".encode()
+        return status_ref(self.device_id)
 
 
 # Known keys: top level, and the keys each [section] may hold.

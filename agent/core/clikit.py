@@ -38,3 +38,9 @@ def run(prog: str, args: argparse.Namespace, usage_error: Callable[[GiterError],
         return 2 if usage_error(exc) else 1
     except KeyboardInterrupt:
         return 130
+    except OSError as exc:
+        # A file the command was pointed at is missing, unreadable or on a full disk:
+        # one line that names it, never a traceback (the commands type what they expect).
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"{prog}: {type(exc).__name__}: {exc.strerror or exc}{where}", file=sys.stderr)
+        return 1

@@ -20,11 +20,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from giter_agent.config.settings import Settings, SettingsConfig, resolve
 from giter_agent.core.errors import ResourceError
-from giter_agent.device.board import Board
+
+if TYPE_CHECKING:  # the board is passed in; kinds never load the board code
+    from giter_agent.device.board import Board
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from giter_agent.core.errors import ResourceError
+from giter_agent.core.layout import resource_prefixes
 from giter_agent.core.yaml_policy import MAX_DOCUMENT_BYTES, dump_yaml, load_yaml
 
 __all__ = ["API_VERSION", "MAX_DOCUMENT_BYTES", "Invalid", "Resource", "SpecSet", "dump_yaml",
@@ -104,8 +105,8 @@ def parse_resource(path: str, data: bytes) -> Resource:
 
 
 def prefixes(device_id: str, groups: tuple[str, ...]) -> list[str]:
-    """Tree folders addressed to a device, most specific first."""
-    return [f"devices/{device_id}"] + [f"groups/{g}" for g in groups]
+    """Tree folders addressed to a device, most specific first (``core.layout``)."""
+    return resource_prefixes(device_id, groups)
 
 
 def select(files: list[tuple[str, bytes]]) -> SpecSet:

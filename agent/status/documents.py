@@ -15,11 +15,8 @@ from collections.abc import Callable
 from typing import Any
 
 from giter_agent import __version__
+from giter_agent.core.layout import summary_path
 from giter_agent.spec.resources import API_VERSION, dump_yaml
-
-
-def summary_path(device_id: str) -> str:
-    return f".giter/status/{device_id}.yaml"
 
 
 def status_files(device_id: str, records: dict[str, dict[str, Any]],

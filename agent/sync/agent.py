@@ -15,7 +15,6 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +33,10 @@ from giter_agent.kinds.base import Context
 from giter_agent.reconcile.engine import reconcile, rfc3339
 from giter_agent.spec.resources import SpecSet, prefixes, select
 from giter_agent.state.store import State, StateStore, state_lock
+from giter_agent.status.report import (
+    BundleVerdict,
+    SyncReport,
+)
 from giter_agent.transport.network import IDENTITY_REASONS, NetworkError, Remote
 
 log = logging.getLogger("giter.sync")
@@ -41,47 +44,8 @@ log = logging.getLogger("giter.sync")
 # of the daemon may hold it for a moment. Waiting this long beats refusing the stick.
 STATUS_BUNDLE_LOCK_WAIT_S = 60.0
 
-# Exit codes of `giter-agent sync` (documented in the README).
-EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_NOT_READY, EXIT_OFFLINE = 0, 1, 2, 3, 4
 # Tries at pushing status/<device> when the hub's copy moved under us (fetch in between).
 PUSH_ATTEMPTS = 3
-
-
-@dataclass
-class BundleVerdict:
-    """What happened to one bundle file (or one fetch: ``file`` is then the hub's URL)."""
-
-    file: str
-    verdict: str  # applied | up-to-date | refused | unusable
-    reason: str
-    message: str
-
-
-@dataclass
-class SyncReport:
-    """The outcome of one pass, for the CLI, the receipt and the status summary."""
-
-    # applied | up-to-date | refused | unusable | no-bundles | invalid-spec, and for the
-    # network: offline (the hub could not be reached) | error (it would not serve us)
-    outcome: str
-    reason: str
-    message: str
-    accepted: str | None = None
-    applied: str | None = None
-    status_commit: str | None = None
-    bundles: list[BundleVerdict] = field(default_factory=list)
-    not_ready: list[str] = field(default_factory=list)
-    resources: dict[str, dict[str, Any]] = field(default_factory=dict)
-    stale: str | None = None  # why the applied spec is stale (its Expires: has passed)
-    network: dict[str, Any] | None = None  # the hub as last seen (state.network), if any
-
-    @property
-    def exit_code(self) -> int:
-        if self.outcome in ("refused", "unusable", "no-bundles", "invalid-spec"):
-            return EXIT_REFUSED
-        if self.outcome in ("offline", "error"):
-            return EXIT_OFFLINE
-        return EXIT_NOT_READY if self.not_ready else EXIT_OK
 
 
 class Agent:

@@ -8,17 +8,14 @@ pulled mid-write holds either the previous pair or the new one, never half a fil
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 from giter_agent.core.durable import atomic_write
 from giter_agent.core.errors import GiterError
-from giter_agent.sync.agent import Agent, SyncReport
-
-INBOX = Path("giter/inbox")
-OUTBOX = Path("giter/outbox")
-HUB_STATUS = "hub-status.txt"  # in the inbox: what the hub holds (read_hub_status)
-_SHA = re.compile(r"[0-9a-f]{40}")
+from giter_agent.core.layout import INBOX, OUTBOX
+from giter_agent.status.report import SyncReport
+from giter_agent.transport.device import SyncingDevice
+from giter_agent.transport.hub_status import read_hub_status
 
 
 class StickError(GiterError, FileNotFoundError):
@@ -37,33 +34,7 @@ def inbox_bundles(stick: Path) -> list[Path]:
                   if p.is_file() and p.suffix == ".bundle" and not p.name.startswith("."))
 
 
-def read_hub_status(inbox: Path) -> dict[str, str]:
-    """``inbox/hub-status.txt``: device id -> the status commit the hub holds.
-
-    ``giter-bundle create`` writes it beside the bundle, one ``<device-id> <commit>``
-    line per device; ``#`` starts a comment. Lines that are not that are skipped: the
-    file only ever makes a status bundle smaller (``Agent.write_status_bundle``).
-    """
-    try:
-        text = (inbox / HUB_STATUS).read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return {}
-    acks: dict[str, str] = {}
-    for line in text.splitlines()[:10_000]:
-        words = line.split("#", 1)[0].split()
-        if len(words) == 2 and _SHA.fullmatch(words[1]):
-            acks[words[0]] = words[1]
-    return acks
-
-
-def format_hub_status(acks: dict[str, str]) -> str:
-    """The text of ``hub-status.txt`` for ``acks`` (``read_hub_status`` reads it back)."""
-    head = ["# What the hub holds of each device's status branch (giter-bundle create).",
-            "# A device leaves these commits out of the status bundle it writes back."]
-    return "\n".join(head + [f"{device} {sha}" for device, sha in sorted(acks.items())]) + "\n"
-
-
-def sync_stick(agent: Agent, stick: Path) -> SyncReport:
+def sync_stick(agent: SyncingDevice, stick: Path) -> SyncReport:
     """Import the stick's inbox, then write this device's status bundle and receipt."""
     report = agent.sync(inbox_bundles(stick), source=f"usb:{stick}")
     hub_has = read_hub_status(stick / INBOX).get(agent.config.device_id)
@@ -71,7 +42,7 @@ def sync_stick(agent: Agent, stick: Path) -> SyncReport:
     return report
 
 
-def write_outbox(agent: Agent, outbox: Path, report: SyncReport,
+def write_outbox(agent: SyncingDevice, outbox: Path, report: SyncReport,
                  hub_has: str | None = None) -> None:
     """Write ``<device-id>.bundle`` (status) and ``<device-id>.txt`` (receipt) to ``outbox``.
 
@@ -83,7 +54,7 @@ def write_outbox(agent: Agent, outbox: Path, report: SyncReport,
     atomic_write(outbox / f"{device}.txt", receipt(agent, report).encode("utf-8"))
 
 
-def receipt(agent: Agent, report: SyncReport) -> str:
+def receipt(agent: SyncingDevice, report: SyncReport) -> str:
     """A short plain-text account of the sync, for the technician and the publisher."""
     from giter_agent.device.status_led import LEGEND, legend
     from giter_agent.reconcile.engine import rfc3339

@@ -26,12 +26,13 @@ from pathlib import Path
 from typing import Any
 
 from giter_agent.core.errors import ResourceError, TrustError
+from giter_agent.core.layout import TRUST_FILE_PARTS, summary_path
 from giter_agent.core.yaml_policy import load_yaml
 from giter_agent.trust import allowed_signers as signers_file
 from giter_agent.trust import signed_commit, sshsig
 from giter_agent.trust.sshsig import PublicKey
 
-TRUST_FILE = (b".giter", b"trust", b"allowed_signers")
+TRUST_FILE = TRUST_FILE_PARTS
 
 _COMMIT, _TREE, _BLOB = 1, 2, 3
 _TYPE_NAMES = {_COMMIT: b"commit", _TREE: b"tree", _BLOB: b"blob"}
@@ -385,8 +386,8 @@ def _without_status(store, blob: bytes, path: str, commit: bytes) -> Any:
 
 
 def _summary_path(device_id: str) -> bytes:
-    """Where a device writes its own DeviceStatus summary (agent.status writes it)."""
-    return f".giter/status/{device_id}.yaml".encode()
+    """Where a device writes its own DeviceStatus summary (``core.layout``)."""
+    return summary_path(device_id).encode()
 
 
 def _check_summary(store, blob: bytes, device_id: str, path: str, commit: bytes) -> None:

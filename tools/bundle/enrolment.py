@@ -24,12 +24,12 @@ from dataclasses import dataclass
 
 from giter_agent.config.agent_toml import NAME_RE
 from giter_agent.core.errors import GiterError, TreeError, TrustError
+from giter_agent.core.layout import DEVICES_DIR
 from giter_agent.spec.resources import API_VERSION, dump_yaml, load_yaml
 from giter_agent.trust import allowed_signers
 from giter_agent.trust.sshsig import KEY_TYPES, PublicKey
 from giter_bundle.errors import UsageError
 
-DEVICES_DIR = ".giter/devices"
 DEVICE_KIND = "Device"
 # One key line and a short group list; anything bigger is not an enrolment.
 _MAX_FILE_BYTES = 64 * 1024

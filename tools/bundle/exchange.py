@@ -19,17 +19,13 @@ from dulwich.objects import Commit
 from dulwich.refs import DiskRefsContainer
 
 from giter_agent.config.agent_toml import BRANCH_RE
+from giter_agent.core.layout import STATUS_PREFIX, TRUST_FILE, status_ref
 from giter_agent.history.store import History
 from giter_agent.trust.verify import TrustRoot
 from giter_bundle.enrolment import EnrolledDevice, read_devices
 from giter_bundle.errors import PublisherError, UsageError
 
-TRUST_FILE = ".giter/trust/allowed_signers"
-STATUS_PREFIX = b"refs/heads/status/"
-
-
-def status_ref(device_id: str) -> bytes:
-    return STATUS_PREFIX + device_id.encode()
+__all__ = ["STATUS_PREFIX", "TRUST_FILE", "Exchange", "signed_by", "status_ref"]
 
 
 def signed_by(object_store: Any, sha: bytes, key: Any) -> bool:

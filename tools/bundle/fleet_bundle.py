@@ -116,7 +116,8 @@ def write_hub_status(inbox: Path, targets: list[Target]) -> Path | None:
     target the hub holds nothing of loses its stale entry. None when nothing is left.
     """
     from giter_agent.core.durable import atomic_write
-    from giter_agent.transport.usb import HUB_STATUS, format_hub_status, read_hub_status
+    from giter_agent.core.layout import HUB_STATUS
+    from giter_agent.transport.hub_status import format_hub_status, read_hub_status
 
     acks = read_hub_status(inbox)
     for t in targets:

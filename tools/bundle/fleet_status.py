@@ -62,9 +62,9 @@ def _resources(exchange: Exchange, tree: bytes, device: str,
 
 
 def _summary(exchange: Exchange, tree: bytes, device: str) -> dict[str, Any]:
+    from giter_agent.core.layout import summary_path
     from giter_agent.history.tree import read_file
     from giter_agent.spec.resources import load_yaml
-    from giter_agent.status.documents import summary_path
 
     try:
         data = read_file(exchange.history.object_store, tree, summary_path(device))

@@ -28,15 +28,19 @@ from typing import Any
 from giter_agent import __version__
 from giter_agent.config.agent_toml import NAME_RE
 from giter_agent.core.durable import atomic_writer
-from giter_agent.transport.serial.endpoint import SerialPortError, open_port
 from giter_agent.transport.serial.link import (
     BUSY,
     END,
     HELLO,
+    NOTHING,
     OFFER,
     PREAMBLE,
     PROTOCOL,
+    RECEIPT,
+    SPEC,
+    STATUS,
     WANT,
+    X_SPEC,
     Link,
     LinkLost,
     Message,
@@ -46,7 +50,7 @@ from giter_agent.transport.serial.link import (
     control,
     error,
 )
-from giter_agent.transport.serial.session import NOTHING, RECEIPT, SPEC, STATUS, X_SPEC
+from giter_agent.transport.serial.port import SerialPortError, open_port
 from giter_agent.transport.serial.transfer import (
     CHUNK,
     WINDOW,

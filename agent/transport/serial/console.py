@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from giter_agent.core.errors import GiterError, LockedError
-from giter_agent.sync.agent import Agent
+from giter_agent.transport.device import SyncingDevice
 
 log = logging.getLogger("giter.serial")
 
@@ -52,7 +52,7 @@ def find_sticks(roots: Iterable[Path]) -> list[Path]:
 class Console:
     """Line editing, commands and the periodic status line; see the module docstring."""
 
-    def __init__(self, agent: Agent, write: Callable[[bytes], object], *,
+    def __init__(self, agent: SyncingDevice, write: Callable[[bytes], object], *,
                  clock: Callable[[], float] = time.monotonic,
                  status_interval: float = 5.0) -> None:
         self.agent = agent

@@ -25,9 +25,8 @@ from collections.abc import Callable
 from typing import Any
 
 from giter_agent.core.errors import GiterError
-from giter_agent.sync.agent import Agent
+from giter_agent.transport.device import SyncingDevice
 from giter_agent.transport.serial.console import Console
-from giter_agent.transport.serial.frames import MAX_ENCODED
 from giter_agent.transport.serial.link import (
     HELLO,
     PREAMBLE,
@@ -39,36 +38,14 @@ from giter_agent.transport.serial.link import (
     SerialError,
     error,
 )
+from giter_agent.transport.serial.port import open_port
 from giter_agent.transport.serial.session import DeviceSession, SessionOutcome
 from giter_agent.transport.serial.transfer import WINDOW
 
 log = logging.getLogger("giter.serial")
 
 
-class SerialPortError(GiterError, OSError):
-    """The serial port cannot be opened or has gone away."""
-
-    reason = "SerialPortUnavailable"
-
-
-def open_port(port: str, baud: int) -> Port:
-    """Open ``port`` with pyserial: 8N1, no flow control, exclusive, non-blocking reads.
-
-    A write may wait for the UART to drain a full frame ahead of it: the write timeout
-    allows twice the largest frame's time on the wire (74 s at 1200 baud, 6 s at 115200)
-    before the line counts as stuck.
-    """
-    import serial
-
-    frame_s = (MAX_ENCODED + 1) * 10 / baud if baud > 0 else 0.0
-    try:
-        return serial.Serial(port, baud, bytesize=8, parity="N", stopbits=1, timeout=0,
-                             write_timeout=5.0 + 2 * frame_s, exclusive=True)
-    except (serial.SerialException, OSError, ValueError) as exc:
-        raise SerialPortError(f"cannot open serial port {port} at {baud} baud: {exc}") from None
-
-
-def configured_port(agent: Agent) -> str | None:
+def configured_port(agent: SyncingDevice) -> str | None:
     """The port to serve: ``[serial] port``, else the board config's ``serial_port``."""
     return agent.config.serial_port or agent.board.serial_port
 
@@ -96,7 +73,7 @@ class PreambleScanner:
 class SerialEndpoint:
     """One serial port served for one ``Agent``; see the module docstring."""
 
-    def __init__(self, port: str, baud: int, agent: Agent, *,
+    def __init__(self, port: str, baud: int, agent: SyncingDevice, *,
                  opener: Callable[[str, int], Port] = open_port,
                  clock: Callable[[], float] = time.monotonic,
                  status_interval: float = 5.0, idle_timeout: float = 10.0,

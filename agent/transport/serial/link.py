@@ -45,6 +45,11 @@ CONTROL = {HELLO, OFFER, WANT, FIN, DONE, BUSY, END, ERROR}
 _LEAD_AFTER_IDLE_S = 0.1
 MAX_MESSAGE_TEXT = 600
 
+# What a session's transfers carry, and their numbers within a session: the laptop's
+# bundle, then the device's two files (``session``, ``giter_bundle.serial_peer``).
+SPEC, STATUS, RECEIPT, NOTHING = "spec", "status", "receipt", "none"
+X_SPEC, X_STATUS, X_RECEIPT = 1, 2, 3
+
 
 class Port(Protocol):
     """The part of ``serial.Serial`` the link uses."""

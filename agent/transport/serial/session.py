@@ -25,13 +25,20 @@ from typing import Any
 from giter_agent import __version__
 from giter_agent.core.durable import atomic_write
 from giter_agent.core.errors import GiterError, LockedError
-from giter_agent.sync.agent import Agent, SyncReport
+from giter_agent.status.report import SyncReport
+from giter_agent.transport.device import SyncingDevice
 from giter_agent.transport.serial.link import (
     END,
     HELLO,
+    NOTHING,
     OFFER,
     PROTOCOL,
+    RECEIPT,
+    SPEC,
+    STATUS,
     WANT,
+    X_RECEIPT,
+    X_STATUS,
     Link,
     LinkLost,
     Message,
@@ -51,9 +58,6 @@ from giter_agent.transport.serial.transfer import (
 
 log = logging.getLogger("giter.serial")
 
-SPEC, STATUS, RECEIPT, NOTHING = "spec", "status", "receipt", "none"
-# Transfer numbers within a session: the laptop's bundle, then the device's two files.
-X_SPEC, X_STATUS, X_RECEIPT = 1, 2, 3
 _META = "outbox.msgpack"
 _SPARE_BYTES = 4 * 2**20  # leave this much disk free beside a received bundle
 
@@ -83,7 +87,7 @@ def check_hello(hello: Message) -> None:
 class DeviceSession:
     """One session on an open ``Link``; ``run(hello)`` returns when it is over."""
 
-    def __init__(self, link: Link, agent: Agent, *, port_name: str, window: int = WINDOW,
+    def __init__(self, link: Link, agent: SyncingDevice, *, port_name: str, window: int = WINDOW,
                  line_rate: float = 11520.0, lock_wait_s: float | None = None) -> None:
         self.link = link
         self.agent = agent
@@ -283,7 +287,7 @@ def bundle_name(offered: str) -> str:
     return name if name.endswith(".bundle") and len(name) > len(".bundle") else "serial.bundle"
 
 
-def report_from_state(agent: Agent) -> SyncReport:
+def report_from_state(agent: SyncingDevice) -> SyncReport:
     """A ``SyncReport`` for a session that synced nothing: the device as it stands."""
     state = agent.state_store.load()
     last = state.last_sync or {}

@@ -37,7 +37,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from giter_agent.transport.usb import HUB_STATUS, INBOX
+    from giter_agent.core.layout import HUB_STATUS, INBOX
     from giter_bundle.commands import open_exchange
     from giter_bundle.errors import UsageError
     from giter_bundle.fleet_bundle import (

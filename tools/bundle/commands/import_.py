@@ -23,7 +23,7 @@ def run(args: argparse.Namespace) -> int:
     import json
     from dataclasses import asdict
 
-    from giter_agent.transport.usb import OUTBOX
+    from giter_agent.core.layout import OUTBOX
     from giter_bundle.commands import open_exchange
     from giter_bundle.errors import UsageError
     from giter_bundle.status_import import import_outbox

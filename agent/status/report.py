@@ -1,0 +1,54 @@
+"""What one sync did: the records the CLI, the receipt, the console and status all read.
+
+``sync.agent`` makes a ``SyncReport`` per pass, one ``BundleVerdict`` per bundle (or
+fetch); the transports (USB receipt, serial session) and the CLI only read them, so
+they sit below the sync layer and import this, never the ``Agent`` itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["EXIT_NOT_READY", "EXIT_OFFLINE", "EXIT_OK", "EXIT_REFUSED", "EXIT_USAGE",
+           "BundleVerdict", "SyncReport"]
+
+# Exit codes of `giter-agent sync` (documented in the README).
+EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_NOT_READY, EXIT_OFFLINE = 0, 1, 2, 3, 4
+
+
+@dataclass
+class BundleVerdict:
+    """What happened to one bundle file (or one fetch: ``file`` is then the hub's URL)."""
+
+    file: str
+    verdict: str  # applied | up-to-date | refused | unusable
+    reason: str
+    message: str
+
+
+@dataclass
+class SyncReport:
+    """The outcome of one pass, for the CLI, the receipt and the status summary."""
+
+    # applied | up-to-date | refused | unusable | no-bundles | invalid-spec, and for the
+    # network: offline (the hub could not be reached) | error (it would not serve us)
+    outcome: str
+    reason: str
+    message: str
+    accepted: str | None = None
+    applied: str | None = None
+    status_commit: str | None = None
+    bundles: list[BundleVerdict] = field(default_factory=list)
+    not_ready: list[str] = field(default_factory=list)
+    resources: dict[str, dict[str, Any]] = field(default_factory=dict)
+    stale: str | None = None  # why the applied spec is stale (its Expires: has passed)
+    network: dict[str, Any] | None = None  # the hub as last seen (state.network), if any
+
+    @property
+    def exit_code(self) -> int:
+        if self.outcome in ("refused", "unusable", "no-bundles", "invalid-spec"):
+            return EXIT_REFUSED
+        if self.outcome in ("offline", "error"):
+            return EXIT_OFFLINE
+        return EXIT_NOT_READY if self.not_ready else EXIT_OK
