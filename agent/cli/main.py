@@ -32,8 +32,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run("giter-agent", _parser().parse_args(argv),
-               lambda exc: exc.reason in ("InvalidConfig", "NotAGiterStick"))
+    return run("giter-agent", _parser().parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ import logging
 import sys
 from collections.abc import Callable, Iterable
 
-from giter_agent.core.errors import GiterError
+from giter_agent.core.errors import GiterError, UsageError
 
 
 def add_commands(p: argparse.ArgumentParser, package: str, names: Iterable[str],
@@ -27,15 +27,15 @@ def add_commands(p: argparse.ArgumentParser, package: str, names: Iterable[str],
         cmd.set_defaults(run=module.run)
 
 
-def run(prog: str, args: argparse.Namespace, usage_error: Callable[[GiterError], bool]) -> int:
-    """Run the chosen command: one line per error, 2 for usage errors, 1 for the rest."""
+def run(prog: str, args: argparse.Namespace) -> int:
+    """Run the chosen command: one line per error, 2 for a ``UsageError``, 1 for the rest."""
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format=f"{prog} %(levelname)s %(name)s: %(message)s")
     try:
         return args.run(args)
     except GiterError as exc:
         print(f"{prog}: {exc.reason}: {exc}", file=sys.stderr)
-        return 2 if usage_error(exc) else 1
+        return 2 if isinstance(exc, UsageError) else 1
     except KeyboardInterrupt:
         return 130
     except OSError as exc:

@@ -18,7 +18,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from giter_agent.core.errors import GiterError
+from giter_agent.core.errors import StatusLedError
 from giter_agent.device.board import Board
 from giter_agent.state.health import ERROR, IN_SYNC, OFFLINE, REFUSED, STALE, STATES, SYNCING
 
@@ -45,12 +45,6 @@ LEGEND: dict[str, str] = {
     ERROR: "steady on",
 }
 DARK = "dark: the agent is not running (or the board has no status LED)"
-
-
-class StatusLedError(GiterError, ValueError):
-    """``show`` was given a code that is not one of ``giter_agent.state.health.STATES``."""
-
-    reason = "UnknownStatusCode"
 
 
 def legend() -> list[str]:

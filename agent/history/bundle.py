@@ -24,7 +24,7 @@ from typing import BinaryIO
 from dulwich.refs import check_ref_format
 
 from giter_agent.core.durable import atomic_writer
-from giter_agent.core.errors import BundleError
+from giter_agent.core.errors import BundleError, UnreadableBundle
 
 SIGNATURES = {b"# v2 git bundle\n": 2, b"# v3 git bundle\n": 3}
 
@@ -488,8 +488,8 @@ class GatedPackReader:
         try:
             data = self._fh.read(min(self._chunk_size, self._remaining))
         except OSError as exc:  # a USB stick pulled mid-read, a bad sector
-            raise BundleError(f"cannot read the bundle's pack: {exc.strerror or exc}",
-                              reason="UnreadableBundle") from exc
+            raise UnreadableBundle(
+                f"cannot read the bundle's pack: {exc.strerror or exc}") from exc
         if not data:
             # The file shrank under us after its size was taken.
             self._remaining = 0

@@ -38,7 +38,14 @@ from dulwich.refs import DiskRefsContainer, check_ref_format
 from dulwich.repo import Repo
 
 from giter_agent.core.durable import fsync_dir
-from giter_agent.core.errors import BundleError, GiterError, HistoryError
+from giter_agent.core.errors import (
+    BundleError,
+    GiterError,
+    HistoryError,
+    MissingPrerequisite,
+    RemoteRefMoved,
+    UnreadableBundle,
+)
 from giter_agent.history import bundle as bundle_format
 
 _GITLINK_MODE = 0o160000
@@ -426,8 +433,8 @@ class History:
             fh = open(bundle_path, "rb")  # noqa: SIM115 - closed by the with below
             size = os.fstat(fh.fileno()).st_size
         except OSError as exc:
-            raise BundleError(f"cannot read bundle {bundle_path}: {exc.strerror or exc}",
-                              reason="UnreadableBundle") from exc
+            raise UnreadableBundle(
+                f"cannot read bundle {bundle_path}: {exc.strerror or exc}") from exc
         with fh:
             if size > caps.max_bundle_bytes:
                 raise BundleError(f"bundle is {size} bytes, over max_bundle_bytes="
@@ -452,11 +459,10 @@ class History:
             try:
                 type_num, _ = self.object_store.get_raw(sha)
             except KeyError:
-                raise HistoryError(f"bundle needs commit {_hex(sha)}, which this device"
-                                   " does not have", reason="MissingPrerequisite") from None
+                raise MissingPrerequisite(f"bundle needs commit {_hex(sha)}, which this "
+                                          "device does not have") from None
             if type_num != Commit.type_num:
-                raise HistoryError(f"bundle prerequisite {_hex(sha)} is not a commit",
-                                   reason="MissingPrerequisite")
+                raise MissingPrerequisite(f"bundle prerequisite {_hex(sha)} is not a commit")
 
     def _copy_pack(self, fh: BinaryIO, length: int, store: DiskObjectStore,
                    deadline: _Deadline) -> None:
@@ -555,7 +561,7 @@ class History:
         errors. The update names the value the server advertised as the old one, so
         the server refuses it if the ref moved meanwhile. ``may_replace(old)`` decides
         whether that old value may be replaced at all (the caller allows a fast-forward
-        only). Either refusal is ``HistoryError(reason="RemoteRefMoved")``; fetch, then
+        only). Either refusal is ``RemoteRefMoved``; fetch, then
         try again. Returns the value the server held before (None: no such ref).
         """
         self._commit(new, f"ref {name.decode(errors='replace')}")
@@ -568,9 +574,9 @@ class History:
             if old == new:
                 return {}  # the server already has it: nothing to send
             if not may_replace(old):
-                raise HistoryError(f"the server's {name.decode()} is at "
+                raise RemoteRefMoved(f"the server's {name.decode()} is at "
                                    f"{_hex(old) if old else 'nothing'}, which {_hex(new)}"
-                                   " does not build on", reason="RemoteRefMoved")
+                                   " does not build on")
             return {name: new}
 
         def generate_pack_data(have: Iterable[bytes], want: Iterable[bytes], *,
@@ -583,8 +589,8 @@ class History:
         result = client.send_pack(path, update_refs, generate_pack_data)
         problem = (result.ref_status or {}).get(name)
         if problem:
-            raise HistoryError(f"the server refused {name.decode()} -> {_hex(new)}: {problem}",
-                               reason="RemoteRefMoved")
+            raise RemoteRefMoved(
+                f"the server refused {name.decode()} -> {_hex(new)}: {problem}")
         return before[0]
 
     def write_bundle(self, path: Path, refs: dict[bytes, bytes], exclude: Iterable[bytes] = (),

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from giter_agent.config.agent_toml import NAME_RE
-from giter_agent.core.errors import GiterError, ResourceError
+from giter_agent.core.errors import CommandTimedOut, ResourceError
 from giter_agent.kinds.base import (
     Context,
     Done,
@@ -42,12 +42,6 @@ _ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
         "LANG": "C.UTF-8", "HOME": "/"}
 # After SIGTERM, how long a timed-out command gets before SIGKILL.
 _GRACE_S = 5.0
-
-
-class CommandTimedOut(GiterError, TimeoutError):
-    """The command ran past its timeout and was killed."""
-
-    reason = "CommandTimedOut"
 
 
 @dataclass(frozen=True)

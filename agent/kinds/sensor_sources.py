@@ -18,7 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from giter_agent.core.errors import GiterError
+from giter_agent.core.errors import SensorReadError
 
 # gpiozero's MCP3xxx classes and how many channels each has.
 ADC_CHIPS = {"MCP3001": 1, "MCP3002": 2, "MCP3004": 4, "MCP3008": 8, "MCP3201": 1,
@@ -27,12 +27,6 @@ ADC_CHIPS = {"MCP3001": 1, "MCP3002": 2, "MCP3004": 4, "MCP3008": 8, "MCP3201": 
 INPUTS = ("digital", "button", "motion")
 # What a DS18B20 reports before its first conversion finished: never a real reading.
 _DS18B20_POWER_ON = 85000
-
-
-class SensorReadError(GiterError, OSError):
-    """A reading could not be taken (missing device, bad CRC, unparsable value)."""
-
-    reason = "ReadFailed"
 
 
 class SysfsNumber:

@@ -79,7 +79,7 @@ class ServiceKind(Kind):
         try:
             props = systemctl.show(unit)
         except systemctl.SystemctlError as exc:
-            if exc.reason == "SystemctlNotFound":
+            if isinstance(exc, systemctl.SystemctlNotFound):
                 return Failed(exc.reason, str(exc))
             return Retry(exc.reason, str(exc), 30)
         if props["LoadState"] in ("not-found", ""):

@@ -12,22 +12,15 @@ import os
 import shutil
 import subprocess
 
-from giter_agent.core.errors import GiterError
+from giter_agent.core.errors import SystemctlError, SystemctlNotFound
 
 PROPERTIES = ("LoadState", "ActiveState", "SubState", "UnitFileState")
-
-
-class SystemctlError(GiterError, OSError):
-    """systemctl is missing, timed out, or refused; ``reason`` says which."""
-
-    reason = "SystemctlFailed"
 
 
 def _binary() -> str:
     path = shutil.which("systemctl")
     if path is None:
-        raise SystemctlError("systemctl is not on PATH (is this a systemd system?)",
-                             reason="SystemctlNotFound")
+        raise SystemctlNotFound("systemctl is not on PATH (is this a systemd system?)")
     return path
 
 

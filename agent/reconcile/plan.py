@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from giter_agent.core.errors import GiterError, ResourceError
+from giter_agent.core.errors import NoPins, ResourceError
 from giter_agent.kinds.base import Context, Failed, Kind
 from giter_agent.reconcile.engine import check, leaving_resources, spec_order
 from giter_agent.spec.resources import SpecSet, prefixes, select
@@ -33,12 +33,6 @@ class Step:
 
     def as_dict(self) -> dict[str, str]:
         return asdict(self)
-
-
-class NoPins(GiterError):
-    """A kind asked for a pin during a plan (plans must not claim pins)."""
-
-    reason = "PlanTouchesPins"
 
 
 def refuse_pins(board: Any) -> Any:

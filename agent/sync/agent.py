@@ -24,8 +24,16 @@ from giter_agent.core.errors import (
     ConfigError,
     GiterError,
     HistoryError,
+    HubIdentityError,
+    HubOffline,
+    HubRemoteError,
+    MissingPrerequisite,
+    NetworkError,
+    Reason,
+    RemoteRefMoved,
     TreeError,
     TrustError,
+    UnreadableBundle,
 )
 from giter_agent.device.board import Board, load_board, make_pin_factory
 from giter_agent.kinds import load_kinds
@@ -37,7 +45,7 @@ from giter_agent.status.report import (
     BundleVerdict,
     SyncReport,
 )
-from giter_agent.transport.network import IDENTITY_REASONS, NetworkError, Remote
+from giter_agent.transport.network import Remote
 
 log = logging.getLogger("giter.sync")
 # Writing the status bundle follows a sync that has just released the lock; a timer pass
@@ -162,7 +170,7 @@ class Agent:
             waiting: list[tuple[Path, BundleVerdict]] = []
             for path in pending:
                 verdict = self._import_one(history, state, root, path)
-                if verdict.reason == "MissingPrerequisite":
+                if verdict.reason == Reason.MissingPrerequisite:
                     waiting.append((path, verdict))
                     continue
                 progressed = progressed or verdict.verdict == "applied"
@@ -203,7 +211,7 @@ class Agent:
         except (BundleError, HistoryError, TrustError) as exc:
             # Only a bundle that cannot be used at all is "unusable"; one that was read and
             # failed a check is "refused", and a refusal is always reported loudly.
-            unusable = exc.reason in ("MissingPrerequisite", "UnreadableBundle")
+            unusable = isinstance(exc, MissingPrerequisite | UnreadableBundle)
             verdict = "unusable" if unusable else "refused"
             log.warning("%s %s: %s: %s", name, verdict, exc.reason, exc,
                         extra={"event": verdict, "reason": exc.reason,
@@ -383,8 +391,8 @@ class Agent:
             if failure is not None:
                 report.message += f"; status not pushed: {failure.reason}: {failure}"
         else:
-            outcome = ("refused" if failure.reason in IDENTITY_REASONS
-                       else "offline" if failure.reason == "Offline" else "error")
+            outcome = ("refused" if isinstance(failure, HubIdentityError)
+                       else "offline" if isinstance(failure, HubOffline) else "error")
             report = SyncReport(outcome, failure.reason, str(failure))
             self._apply(history, state, report, source, record_sync=False)
             pushed = None
@@ -444,9 +452,7 @@ class Agent:
                     log.info("pushed %s %s to %s", ref.decode(), tip.decode(), remote.display,
                              extra={"event": "pushed"})
                     return True, None
-                except HistoryError as exc:
-                    if exc.reason != "RemoteRefMoved":
-                        raise
+                except RemoteRefMoved as exc:
                     log.info("%s: %s; fetching it first", remote.display, exc,
                              extra={"event": "push-retry", "reason": exc.reason})
                 listed: dict[bytes, bytes] = {}
@@ -462,9 +468,9 @@ class Agent:
                 log.warning("%s: cannot take the hub's %s: %s: %s", remote.display,
                             ref.decode(), exc.reason, exc,
                             extra={"event": "push-failed", "reason": exc.reason})
-                return False, NetworkError(f"{remote.display}: {exc}", reason="RemoteError")
-        return False, NetworkError(f"{remote.display}: {ref.decode()} kept moving; "
-                                   f"gave up after {PUSH_ATTEMPTS} tries", reason="RemoteError")
+                return False, HubRemoteError(f"{remote.display}: {exc}")
+        return False, HubRemoteError(f"{remote.display}: {ref.decode()} kept moving; "
+                                     f"gave up after {PUSH_ATTEMPTS} tries")
 
     def _rebase_status(self, history: Any, state: State, hub: bytes) -> None:
         """Re-make our newest status report on top of the hub's ``status/<device>``."""
@@ -499,11 +505,11 @@ class Agent:
             net["failures"] = 0
             net["lastContact"] = now
         else:
-            kind = ("refused" if failure.reason in IDENTITY_REASONS
-                    else "offline" if failure.reason == "Offline" else "error")
+            kind = ("refused" if isinstance(failure, HubIdentityError)
+                    else "offline" if isinstance(failure, HubOffline) else "error")
             reason, message = failure.reason, str(failure)
             net["failures"] = int(net.get("failures", 0)) + 1
-            if pushed is False and failure.reason != "Offline":
+            if pushed is False and not isinstance(failure, HubOffline):
                 net["lastContact"] = now  # the fetch went through; only the push did not
         if net.get("state") != kind or net.get("reason") != reason:
             net["since"] = now

@@ -30,26 +30,17 @@ from urllib.parse import urlsplit, urlunsplit
 
 from giter_agent import __version__
 from giter_agent.config.agent_toml import Network
-from giter_agent.core.errors import ConfigError, GiterError
+from giter_agent.core.errors import (
+    ConfigError,
+    GiterError,
+    HubRemoteError,
+    NetworkError,
+    hub_error,
+)
 
 log = logging.getLogger("giter.network")
 
 
-class NetworkError(GiterError, ConnectionError):
-    """The hub could not be reached, or refused us. ``reason`` says which:
-
-    ``Offline`` (no route, refused, timed out, cut mid-transfer: try again later),
-    ``AuthFailed`` (the hub does not accept our credentials), ``RemoteError`` (the hub
-    answered, but not with the repository), ``HostKeyMismatch`` / ``UnknownHostKey`` /
-    ``TlsVerifyFailed`` (the server is not the pinned hub: refused, never bypassed).
-    """
-
-    reason = "Offline"
-
-
-# The server is not the hub we pinned: a refusal a person must look at, like a bad
-# signature, not a network outage.
-IDENTITY_REASONS = frozenset({"HostKeyMismatch", "UnknownHostKey", "TlsVerifyFailed"})
 
 
 @dataclass
@@ -299,7 +290,7 @@ def classify(exc: BaseException, display: str) -> NetworkError:
     from dulwich.errors import GitProtocolError, HangupException, NotGitRepository
 
     def err(reason: str, what: str) -> NetworkError:
-        return NetworkError(f"{display}: {what}", reason=reason)
+        return hub_error(f"{display}: {what}", reason)
 
     if isinstance(exc, NetworkError):
         return exc
@@ -372,5 +363,5 @@ def transport_errors(display: str) -> Iterator[None]:
     except Exception as exc:
         log.warning("%s: unexpected %s from the transport", display, type(exc).__name__,
                     exc_info=True)
-        raise NetworkError(f"{display}: the hub's answer made no sense "
+        raise HubRemoteError(f"{display}: the hub's answer made no sense "
                            f"({type(exc).__name__}: {exc})", reason="RemoteError") from exc

@@ -11,17 +11,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from giter_agent.core.durable import atomic_write
-from giter_agent.core.errors import GiterError
+from giter_agent.core.errors import StickError
 from giter_agent.core.layout import INBOX, OUTBOX
 from giter_agent.status.report import SyncReport
 from giter_agent.transport.device import SyncingDevice
 from giter_agent.transport.hub_status import read_hub_status
-
-
-class StickError(GiterError, FileNotFoundError):
-    """The folder is not a giter stick (no ``giter/inbox``)."""
-
-    reason = "NotAGiterStick"
 
 
 def inbox_bundles(stick: Path) -> list[Path]:

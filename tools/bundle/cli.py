@@ -15,9 +15,7 @@ from pathlib import Path
 
 from giter_agent import __version__
 from giter_agent.core.clikit import add_commands, run
-from giter_agent.core.errors import ConfigError
 from giter_bundle.commands import COMMANDS, module_name
-from giter_bundle.errors import UsageError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -34,8 +32,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run("giter-bundle", _parser().parse_args(argv),
-               lambda exc: isinstance(exc, UsageError | ConfigError))
+    return run("giter-bundle", _parser().parse_args(argv))
 
 
 if __name__ == "__main__":

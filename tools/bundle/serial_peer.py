@@ -28,6 +28,7 @@ from typing import Any
 from giter_agent import __version__
 from giter_agent.config.agent_toml import NAME_RE
 from giter_agent.core.durable import atomic_writer
+from giter_agent.core.errors import NoDeviceError, WrongDeviceError
 from giter_agent.transport.serial.link import (
     BUSY,
     END,
@@ -67,18 +68,6 @@ log = logging.getLogger("giter.serial")
 _MAX_ANSWER = {STATUS: 256 * 2**20, RECEIPT: 2**20}  # what a device may send back
 _SUFFIX = {STATUS: ".bundle", RECEIPT: ".txt"}
 _HELLO_EVERY_S = 0.5
-
-
-class NoDeviceError(SerialError):
-    """Nothing on the port answered like a giter device."""
-
-    reason = "NoDevice"
-
-
-class WrongDeviceError(SerialError):
-    """The device on the cable is not the one named with ``--device``."""
-
-    reason = "WrongDevice"
 
 
 @dataclass

@@ -27,7 +27,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from giter_agent.core.errors import GiterError
+from giter_agent.core.errors import (
+    LinkLost,
+    PeerError,
+    ProtocolError,
+    Restarted,
+    SerialError,
+)
 from giter_agent.transport.serial.frames import DELIMITER, FrameDecoder, encode_frame
 
 PROTOCOL = 1
@@ -62,44 +68,6 @@ class Port(Protocol):
     def read(self, size: int = 1) -> bytes: ...
 
     def write(self, data: bytes) -> int | None: ...
-
-
-class SerialError(GiterError, OSError):
-    """Base of the serial transport's errors."""
-
-    reason = "SerialError"
-
-
-class LinkLost(SerialError, TimeoutError):
-    """Nothing valid came over the line for too long: cable pulled, peer gone."""
-
-    reason = "LinkLost"
-
-
-class ProtocolError(SerialError):
-    """The other side sent a well-framed message that breaks the protocol."""
-
-    reason = "ProtocolError"
-
-
-class PeerError(SerialError):
-    """The other side reported a fatal error (an ERROR message) and ended the session."""
-
-    reason = "PeerError"
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(f"the other side reports {reason}: {message}", reason=reason)
-        self.peer_reason = reason
-
-
-class Restarted(SerialError):
-    """The laptop started a new session (a HELLO with a new nonce) in the middle of one."""
-
-    reason = "Restarted"
-
-    def __init__(self, hello: Message) -> None:
-        super().__init__("the peer started a new session")
-        self.hello = hello
 
 
 @dataclass(frozen=True)

@@ -6,15 +6,9 @@ laptop) both open their end here, so the line settings and the typed error are o
 
 from __future__ import annotations
 
-from giter_agent.core.errors import GiterError
+from giter_agent.core.errors import SerialPortError
 from giter_agent.transport.serial.frames import MAX_ENCODED
 from giter_agent.transport.serial.link import Port
-
-
-class SerialPortError(GiterError, OSError):
-    """The serial port cannot be opened or has gone away."""
-
-    reason = "SerialPortUnavailable"
 
 
 def open_port(port: str, baud: int) -> Port:

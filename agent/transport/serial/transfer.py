@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from giter_agent.core.durable import atomic_write, fsync_dir
+from giter_agent.core.errors import TransferError
 from giter_agent.transport.serial.link import (
     ACK,
     DATA,
@@ -40,7 +41,6 @@ from giter_agent.transport.serial.link import (
     Link,
     Message,
     ProtocolError,
-    SerialError,
     ack,
     control,
     data,
@@ -55,12 +55,6 @@ _STATE_FORMAT = 1
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 # Every frame costs about this much beside the chunk (msgpack header, CRC, COBS, zero).
 FRAME_OVERHEAD = 22
-
-
-class TransferError(SerialError):
-    """The transfer cannot go on (refused, corrupt end to end, impossible offer)."""
-
-    reason = "TransferFailed"
 
 
 @dataclass(frozen=True)
