@@ -1,0 +1,168 @@
+"""Applying a verified spec: reconcile it on the device, then commit signed status.
+
+``SpecApplier.apply`` reads the newest accepted spec (or keeps the last good one when
+its tree is unusable), runs the level-based reconcile pass (``reconcile.engine``),
+computes the ``Stale`` condition, commits one signed status commit when something
+changed (``status.documents``), and saves the state. Called by ``sync.agent`` after
+every import and for timer passes, and by ``sync.hub`` after a fetch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from giter_agent.config.agent_toml import Config
+from giter_agent.core.errors import TreeError
+from giter_agent.kinds.base import Context, Kind
+from giter_agent.reconcile.engine import reconcile, rfc3339
+from giter_agent.spec.resources import SpecSet, prefixes, select
+from giter_agent.state.store import State, StateStore
+from giter_agent.status.report import SyncReport
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from giter_agent.history.store import History
+
+
+class SpecApplier:
+    """Reconciles the accepted spec and records what the device did, as signed status."""
+
+    def __init__(self, config: Config, state_store: StateStore, ctx: Context,
+                 kinds: dict[str, Kind], clock: Callable[[], float],
+                 device_key: Callable[[], Ed25519PrivateKey]) -> None:
+        self.config = config
+        self.state_store = state_store
+        self.ctx = ctx
+        self.kinds = kinds
+        self.clock = clock
+        self.device_key = device_key
+
+    def repair_refs(self, history: History, state: State) -> None:
+        """Put the refs back where the state file says (the state file is the truth)."""
+        # The state file is the truth; the refs mirror it for git tools and bundles. A
+        # power cut (or a daemon abandoning a pass on SIGTERM) between moving a ref and
+        # saving the state leaves them apart; the next pass puts the ref back.
+        for ref, tip in ((self.config.branch_ref, state.accepted),
+                         (self.config.status_ref, state.status_tip)):
+            if tip and history.ref(ref) != tip.encode():
+                history.set_ref(ref, history.ref(ref), tip.encode())
+
+    def read_spec(self, history: History, commit: str) -> SpecSet:
+        """The resources of ``commit`` addressed to this device."""
+        from giter_agent.history.tree import iter_files
+
+        store = history.object_store
+        tree = store[commit.encode()].tree
+        files: list[tuple[str, bytes]] = []
+        for prefix in prefixes(self.config.device_id, self.config.groups):
+            files.extend(iter_files(store, tree, prefix, max_blob=2 * 2**20))
+        return select(files)
+
+    def apply(self, history: History, state: State, report: SyncReport, source: str,
+              *, record_sync: bool = True) -> None:
+        """Reconcile the newest valid spec, commit status if it changed, save the state."""
+        invalid_spec: str | None = None
+        specset: SpecSet | None = None
+        if state.accepted:
+            try:
+                specset = self.read_spec(history, state.accepted)
+                state.applied = state.accepted
+            except TreeError as exc:
+                invalid_spec = f"spec {state.accepted[:12]}: {exc}"
+                if state.applied:
+                    specset = self.read_spec(history, state.applied)
+        if invalid_spec:
+            report.outcome, report.reason = "invalid-spec", "InvalidTree"
+            report.message = invalid_spec + (
+                f"; spec {state.applied[:12]} stays applied" if state.applied else "")
+        if specset is not None and state.applied:
+            result = reconcile(specset, self.ctx, self.kinds, state.resources, state.applied)
+            state.resources = result.records
+            report.not_ready = result.not_ready
+            report.resources = result.records
+        now = self.clock()
+        state.conditions = [stale_condition(state, now)]
+        if state.conditions[0]["status"] == "True":
+            report.stale = state.conditions[0]["message"]
+        if record_sync:
+            # The last exchange that happened: an offline attempt does not replace it (the
+            # network record says it), so the status summary does not flap with the link.
+            state.last_sync = {"time": rfc3339(now), "source": source,
+                               "outcome": report.outcome, "reason": report.reason,
+                               "message": report.message,
+                               "bundles": [vars(v) for v in report.bundles],
+                               "notReady": report.not_ready}
+        if state.applied:
+            state.status_tip = self._commit_status(history, state, report, now)
+            history.pack_loose()
+        self.state_store.save(state)
+        report.accepted, report.applied = state.accepted, state.applied
+        report.status_commit = state.status_tip
+        report.network = dict(state.network) if self.config.network else None
+
+    def _commit_status(self, history: History, state: State, report: SyncReport,
+                       now: float) -> str | None:
+        from giter_agent.history.tree import replace_files
+        from giter_agent.status.documents import make_status_commit, status_files
+        from giter_agent.trust.signed_commit import sign_commit
+
+        store = history.object_store
+        summary = {
+            "acceptedCommit": state.accepted,
+            "appliedCommit": state.applied,
+            "expires": state.expires,
+            # What the publisher must hear about, and nothing that differs between two
+            # syncs of the same stick: a re-sync that changes nothing makes no commit.
+            "refused": [b for b in state.last_sync.get("bundles", [])
+                        if b["verdict"] == "refused"],
+            "invalid": [{"path": r["path"], "reason": r["status"]["conditions"][0]["reason"],
+                         "message": r["status"]["conditions"][0]["message"]}
+                        for r in state.resources.values() if r.get("invalid")],
+            "notReady": report.not_ready,
+            "conditions": state.conditions,
+        }
+        files = status_files(self.config.device_id, state.resources, summary)
+        spec = state.applied.encode()
+        tree = replace_files(store, store[spec].tree, files)
+        key = self.device_key()
+        previous = state.status_tip.encode() if state.status_tip else None
+        what = {"applied": "applied", "up-to-date": "in sync"}.get(report.outcome,
+                                                                    report.outcome)
+        ready = len(state.resources) - len(report.not_ready)
+        message = (f"status: {what}, {ready}/{len(state.resources)} resources Ready "
+                   f"(spec {state.applied[:12]})")
+        new = make_status_commit(store, spec_commit=spec, previous=previous, tree=tree,
+                                 device_id=self.config.device_id, message=message,
+                                 sign=lambda c: sign_commit(c, key), now=int(now))
+        if new is None:
+            return state.status_tip
+        history.set_ref(self.config.status_ref, previous, new)
+        return new.decode()
+
+    # -- the network -------------------------------------------------------------------
+
+
+def stale_condition(state: State, now: float) -> dict[str, Any]:
+    """The device's ``Stale`` condition: has the accepted spec's ``Expires:`` passed?
+
+    Compared with the device's own clock; the commit's dates play no part.
+    """
+    expires = datetime.fromisoformat(state.expires) if state.expires else None
+    if expires is None:
+        status, reason, message = "False", "NoExpiry", "the spec has no Expires: trailer"
+    elif expires.timestamp() <= now:
+        status, reason = "True", "SpecExpired"
+        message = (f"spec {(state.accepted or '')[:12]} expired at {rfc3339(expires.timestamp())}"
+                   "; it stays applied until the publisher sends a newer one")
+    else:
+        status, reason = "False", "SpecCurrent"
+        message = f"the spec is current until {rfc3339(expires.timestamp())}"
+    since = rfc3339(now)
+    for cond in state.conditions:
+        if cond.get("type") == "Stale" and cond.get("status") == status:
+            since = cond.get("lastTransitionTime", since)
+    return {"type": "Stale", "status": status, "reason": reason, "message": message,
+            "lastTransitionTime": since}

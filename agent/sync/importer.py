@@ -1,0 +1,140 @@
+"""The import gate: quarantine, verify, promote, accept - one path for every transport.
+
+A stick's bundle files and a fetch from the hub both arrive here as a checked
+quarantine (``history.store``); every new commit is verified against the trust in force
+(``trust.verify``), and only then are the objects promoted and the accepted tip moved:
+state file first (durable), then the ref. A refusal leaves everything as it was and
+comes back as a ``BundleVerdict`` saying why. Called by ``sync.agent`` and ``sync.hub``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from giter_agent.config.agent_toml import Config
+from giter_agent.core.errors import (
+    BundleError,
+    HistoryError,
+    MissingPrerequisite,
+    NetworkError,
+    Reason,
+    TrustError,
+    UnreadableBundle,
+)
+from giter_agent.state.store import State, StateStore
+from giter_agent.status.report import BundleVerdict, SyncReport
+
+if TYPE_CHECKING:
+    from giter_agent.history.store import History
+    from giter_agent.trust.verify import TrustRoot
+
+log = logging.getLogger("giter.sync")
+
+
+class SpecImporter:
+    """Takes spec bundles (or a fetch) into the repository, verified, or says why not."""
+
+    def __init__(self, config: Config, state_store: StateStore) -> None:
+        self.config = config
+        self.state_store = state_store
+
+    def import_bundles(self, history: History, state: State, root: TrustRoot,
+                       bundles: list[Path]) -> list[BundleVerdict]:
+        """Import every bundle of a stick (in any order): one verdict each."""
+        pending = sorted(bundles)
+        done: list[BundleVerdict] = []
+        # A stick may carry incremental bundles that build on each other: retry the ones
+        # whose prerequisites were missing until a pass makes no progress.
+        while pending:
+            progressed = False
+            waiting: list[tuple[Path, BundleVerdict]] = []
+            for path in pending:
+                verdict = self._import_file(history, state, root, path)
+                if verdict.reason == Reason.MissingPrerequisite:
+                    waiting.append((path, verdict))
+                    continue
+                progressed = progressed or verdict.verdict == "applied"
+                done.append(verdict)
+            if not progressed or not waiting:
+                done.extend(v for _, v in waiting)
+                break
+            pending = [p for p, _ in waiting]
+        return done
+
+    def _import_file(self, history: History, state: State, root: TrustRoot, path: Path
+                     ) -> BundleVerdict:
+        return self.import_one(history, state, root, path.name, lambda: history.quarantine(path))
+
+    def import_one(self, history: History, state: State, root: TrustRoot, name: str,
+                open_quarantine: Callable[[], contextlib.AbstractContextManager[Any]]
+                ) -> BundleVerdict:
+        """The one import path for every transport: quarantine, verify, promote, accept.
+
+        ``open_quarantine()`` yields a checked ``Quarantine`` (of a bundle file or of a
+        fetch); from there on a bundle and a fetch are treated exactly alike.
+        """
+        from giter_agent.trust.verify import verify_update
+
+        ref = self.config.branch_ref
+        try:
+            with open_quarantine() as q:
+                tip = q.refs.get(ref)
+                if tip is None:
+                    return BundleVerdict(name, "unusable", "NoSpecBranch",
+                                         f"{name} has no {ref.decode()}")
+                if state.accepted and tip.decode() == state.accepted:
+                    return BundleVerdict(name, "up-to-date", "UpToDate",
+                                         f"spec {tip.decode()[:12]} is already accepted")
+                accepted = state.accepted.encode() if state.accepted else None
+                verified = verify_update(q.object_store, accepted, tip, root,
+                                         max_commits=self.config.limits.max_commits)
+                q.promote()
+        except (BundleError, HistoryError, TrustError) as exc:
+            # Only a bundle that cannot be used at all is "unusable"; one that was read and
+            # failed a check is "refused", and a refusal is always reported loudly.
+            unusable = isinstance(exc, MissingPrerequisite | UnreadableBundle)
+            verdict = "unusable" if unusable else "refused"
+            log.warning("%s %s: %s: %s", name, verdict, exc.reason, exc,
+                        extra={"event": verdict, "reason": exc.reason,
+                               "commit": getattr(exc, "commit", None)})
+            return BundleVerdict(name, verdict, exc.reason, str(exc))
+        except NetworkError:
+            raise  # the hub, not the data: the caller reports it as offline
+        except OSError as exc:
+            log.warning("%s unreadable: %s", name, exc,
+                        extra={"event": "unusable", "reason": "BundleUnreadable"})
+            return BundleVerdict(name, "unusable", "BundleUnreadable", f"cannot read: {exc}")
+        old = state.accepted
+        state.accepted = tip.decode()
+        state.expires = verified.expires.isoformat() if verified.expires else None
+        self.state_store.save(state)  # durable before anything acts on the new spec
+        history.set_ref(ref, old.encode() if old else None, tip)
+        n = len(verified.commits)
+        log.info("%s: accepted spec %s (%d new commit%s verified)",
+                 name, state.accepted, n, "" if n == 1 else "s",
+                 extra={"event": "accepted", "spec": state.accepted})
+        return BundleVerdict(name, "applied", "Verified",
+                             f"{n} new commit{'' if n == 1 else 's'} verified, "
+                             f"spec {state.accepted[:12]}")
+
+
+def summarise(verdicts: list[BundleVerdict], state: State) -> SyncReport:
+    """The pass's outcome from its bundles' verdicts (a refusal is always reported)."""
+    refused = [v for v in verdicts if v.verdict == "refused"]
+    if refused:
+        v = refused[0]
+        return SyncReport("refused", v.reason, f"{v.file}: {v.message}", bundles=verdicts)
+    if any(v.verdict == "applied" for v in verdicts):
+        return SyncReport("applied", "Verified", f"spec {state.accepted[:12]} accepted",
+                          bundles=verdicts)
+    if any(v.verdict == "up-to-date" for v in verdicts):
+        return SyncReport("up-to-date", "UpToDate",
+                          f"spec {state.accepted[:12]} already applied", bundles=verdicts)
+    if verdicts:
+        v = verdicts[0]
+        return SyncReport("unusable", v.reason, f"{v.file}: {v.message}", bundles=verdicts)
+    return SyncReport("no-bundles", "NoBundles", "no bundle to import", bundles=verdicts)
