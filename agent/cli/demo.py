@@ -18,7 +18,11 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
+
+if TYPE_CHECKING:
+    from giter_agent.trust.sshsig import PublicKey
+    from giter_bundle.publisher import PublisherRepo
 
 DEVICE = "demo-pi"
 
@@ -217,7 +221,7 @@ def _run(work: Path, out: TextIO, *, kept: bool) -> int:
     return 1 if failures else 0
 
 
-def _import_status(fleet, bundle: Path, device_key) -> bytes:  # type: ignore[no-untyped-def]
+def _import_status(fleet: PublisherRepo, bundle: Path, device_key: PublicKey) -> bytes:
     """Bring the device's status bundle into the fleet repository: verified while still
     in quarantine (the device's key, nothing but status changed), then promoted."""
     from giter_agent.trust.verify import verify_status_commit
@@ -230,7 +234,7 @@ def _import_status(fleet, bundle: Path, device_key) -> bytes:  # type: ignore[no
     return tip
 
 
-def _git_agrees(say: Narrator, work: Path, fleet, bundle: Path,  # type: ignore[no-untyped-def]
+def _git_agrees(say: Narrator, work: Path, fleet: PublisherRepo, bundle: Path,
                 signer_line: str) -> int:
     """Cross-check with plain git when it is installed; 0 failures when it is not."""
     if shutil.which("git") is None:

@@ -26,7 +26,7 @@ def _loader_class() -> type:
     class StrictLoader(yaml.SafeLoader):
         """SafeLoader without aliases or duplicate keys, with a depth cap."""
 
-        def compose_node(self, parent, index):  # type: ignore[no-untyped-def]
+        def compose_node(self, parent: Any, index: Any) -> Any:
             if self.check_event(yaml.AliasEvent):
                 event = self.peek_event()
                 raise ResourceError(
@@ -42,7 +42,7 @@ def _loader_class() -> type:
             finally:
                 self._depth -= 1
 
-        def construct_mapping(self, node, deep=False):  # type: ignore[no-untyped-def]
+        def construct_mapping(self, node: Any, deep: bool = False) -> Any:
             seen: set[Any] = set()
             for key_node, _ in node.value:
                 key = self.construct_object(key_node, deep=True)

@@ -171,7 +171,7 @@ class Daemon:
             os.write(self._wake_w, b"w")
 
     def _install_signals(self) -> dict[int, Any]:
-        previous = {}
+        previous: dict[int, Any] = {}
         for sig, handler in ((signal.SIGTERM, lambda *_: self.request_stop()),
                              (signal.SIGINT, lambda *_: self.request_stop()),
                              (signal.SIGUSR1, lambda *_: self.sync_now())):

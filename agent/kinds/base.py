@@ -162,7 +162,7 @@ class Kind:
     the drift report of an observe-only resource); ``prune`` undoes the effect.
     """
 
-    kind: ClassVar[str]
+    kind: str  # the resource kind it serves; a class attribute, set by each kind
     # Fields every kind accepts; the reconciler, not the kind, acts on them.
     COMMON: ClassVar[frozenset[str]] = frozenset({"prune", "dependsOn", "reconcile"})
     # False for kinds that only observe (Sensor): `reconcile: observe-only` changes

@@ -135,7 +135,7 @@ class CommandKind(Kind):
         observed: dict[str, Any] = {"command": name, "ranFor": token,
                                     "durationSeconds": round(result.duration, 2)}
         if result.exit_code is None:
-            reason = CommandTimedOut.reason
+            reason: str = CommandTimedOut.reason
             message = f"{name} did not finish within {spec['timeout']:g} s and was killed"
         elif result.exit_code == 0:
             reason, message = "Succeeded", f"{name} exited 0"

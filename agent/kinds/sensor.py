@@ -114,7 +114,7 @@ class _Sampler:
 
     def due(self, now: float, spec: dict[str, Any], report_interval: float) -> bool:
         """Is a report due after the sample just added?"""
-        if self.reported is None or self.reported_value is None:
+        if self.reported is None or self.reported_value is None or self.value is None:
             return True
         if self.flags != self.reported_flags or now >= self.next_report(report_interval):
             return True
@@ -127,6 +127,8 @@ class _Sampler:
         return spec["source"] == "digital" and self.activations != self.activations_at_sample
 
     def report(self, spec: dict[str, Any]) -> None:
+        # Called only after a sample was added: the window holds at least one reading.
+        assert self.value is not None and self.at is not None and self.since is not None
         observed: dict[str, Any] = {"source": spec["source"], "value": _round(self.value)}
         if spec["unit"]:
             observed["unit"] = spec["unit"]

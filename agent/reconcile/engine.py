@@ -298,7 +298,7 @@ def reconcile(specset: SpecSet, ctx: Context, kinds: dict[str, Kind],
                   "conditions": [_condition("Ready", False, bad.reason, message, now, prev)]}
         record = {"kind": bad.kind, "name": bad.name, "path": bad.path, "status": status,
                   "invalid": True}
-        if keep:
+        if keep and prev is not None:
             # Remember the last good spec (and its kind) so a later removal prunes it.
             record.update(kind=prev["kind"], name=prev["name"], spec=prev["spec"],
                           document=prev.get("document"))
@@ -325,11 +325,11 @@ def _reconcile_one(res: Resource, prev: dict[str, Any] | None, ctx: Context,
         record["memory"] = prev["memory"]
 
     backoff = (prev or {}).get("backoff") if same_document else None
-    if backoff and backoff["notBefore"] > now:
+    if prev is not None and backoff and backoff["notBefore"] > now:
         # Backing off: this pass leaves the resource alone and repeats what it said.
-        status = dict(prev["status"])
-        status["specCommit"] = spec_commit
-        record.update(status=status, backoff=backoff)
+        repeated = dict(prev["status"])
+        repeated["specCommit"] = spec_commit
+        record.update(status=repeated, backoff=backoff)
         ctx.request_wakeup(backoff["notBefore"])
         _note_retry(out, backoff["notBefore"] - now)
         return record

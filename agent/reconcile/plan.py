@@ -49,11 +49,12 @@ def read_spec(repo: Path, commit: str, device_id: str, groups: tuple[str, ...]) 
     """
     from dulwich.object_store import DiskObjectStore
 
+    from giter_agent.history.objects import read_commit
     from giter_agent.history.tree import iter_files
 
     store = DiskObjectStore(str(repo / "objects"))
     try:
-        tree = store[commit.encode()].tree
+        tree = read_commit(store, commit.encode()).tree
         files: list[tuple[str, bytes]] = []
         for prefix in prefixes(device_id, groups):
             files.extend(iter_files(store, tree, prefix, max_blob=2 * 2**20))

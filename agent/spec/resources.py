@@ -96,7 +96,7 @@ def parse_resource(path: str, data: bytes) -> Resource:
     spec = doc.get("spec")
     if not isinstance(spec, dict):
         raise ResourceError("spec is missing or not a mapping", reason="InvalidResource")
-    warnings = ()
+    warnings: tuple[str, ...] = ()
     if "status" in doc:
         # status is the device's to write; on the spec branch it is ignored, and said so.
         warnings = ("status on the spec branch is ignored (status is written by the device)",)

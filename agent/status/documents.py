@@ -47,13 +47,15 @@ def make_status_commit(object_store: Any, *, spec_commit: bytes, previous: bytes
     """
     from dulwich.objects import Commit
 
+    from giter_agent.history.objects import oid, read_commit
+
     if previous is not None:
-        prev = object_store[previous]
+        prev = read_commit(object_store, previous)
         if prev.tree == tree and prev.parents[-1] == spec_commit:
             return None
     commit = Commit()
-    commit.tree = tree
-    commit.parents = [previous, spec_commit] if previous else [spec_commit]
+    commit.tree = oid(tree)
+    commit.parents = [oid(previous), oid(spec_commit)] if previous else [oid(spec_commit)]
     ident = f"giter-agent {device_id} <{device_id}@devices.giter.invalid>".encode()
     commit.author = commit.committer = ident
     commit.author_time = commit.commit_time = now

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from giter_agent.config.agent_toml import Config
 from giter_agent.core.errors import TreeError
+from giter_agent.history.objects import read_commit
 from giter_agent.kinds.base import Context, Kind
 from giter_agent.reconcile.engine import reconcile, rfc3339
 from giter_agent.spec.resources import SpecSet, prefixes, select
@@ -55,7 +56,7 @@ class SpecApplier:
         from giter_agent.history.tree import iter_files
 
         store = history.object_store
-        tree = store[commit.encode()].tree
+        tree = read_commit(store, commit.encode()).tree
         files: list[tuple[str, bytes]] = []
         for prefix in prefixes(self.config.device_id, self.config.groups):
             files.extend(iter_files(store, tree, prefix, max_blob=2 * 2**20))
@@ -125,8 +126,9 @@ class SpecApplier:
             "conditions": state.conditions,
         }
         files = status_files(self.config.device_id, state.resources, summary)
+        assert state.applied is not None  # only an applied spec has status to commit
         spec = state.applied.encode()
-        tree = replace_files(store, store[spec].tree, files)
+        tree = replace_files(store, read_commit(store, spec).tree, files)
         key = self.device_key()
         previous = state.status_tip.encode() if state.status_tip else None
         what = {"applied": "applied", "up-to-date": "in sync"}.get(report.outcome,

@@ -13,6 +13,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from giter_agent.history.objects import has_object
 from giter_agent.state.store import State
 
 if TYPE_CHECKING:
@@ -39,7 +40,7 @@ def write_status_bundle(history: History, state: State, status_ref: bytes, path:
     exclude = [state.applied.encode()]
     if hub_has is not None:
         ack = hub_has.encode()
-        if ack in history.object_store and history.is_ancestor(ack, tip):
+        if has_object(history.object_store, ack) and history.is_ancestor(ack, tip):
             exclude.append(ack)
         else:
             log.info("the stick says the hub holds status %s, which is not in this "

@@ -25,6 +25,7 @@ from giter_agent.core.errors import (
     NetworkError,
     RemoteRefMoved,
 )
+from giter_agent.history.objects import has_object, read_commit
 from giter_agent.reconcile.engine import rfc3339
 from giter_agent.state.store import State, StateStore
 from giter_agent.status.report import SyncReport
@@ -127,7 +128,7 @@ class HubExchange:
                 return True, None
 
             def fast_forward(old: bytes | None, tip: bytes = tip) -> bool:
-                return old is None or (old in history.object_store
+                return old is None or (has_object(history.object_store, old)
                                        and history.is_ancestor(old, tip))
 
             try:
@@ -165,7 +166,7 @@ class HubExchange:
 
         store = history.object_store
         assert state.status_tip is not None
-        mine = store[state.status_tip.encode()]
+        mine = read_commit(store, state.status_tip.encode())
         key = self.device_key()
         subject = mine.message.split(b"\n", 1)[0].decode(errors="replace")
         new = make_status_commit(store, spec_commit=mine.parents[-1], previous=hub,

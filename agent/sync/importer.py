@@ -129,11 +129,11 @@ def summarise(verdicts: list[BundleVerdict], state: State) -> SyncReport:
         v = refused[0]
         return SyncReport("refused", v.reason, f"{v.file}: {v.message}", bundles=verdicts)
     if any(v.verdict == "applied" for v in verdicts):
-        return SyncReport("applied", "Verified", f"spec {state.accepted[:12]} accepted",
+        return SyncReport("applied", "Verified", f"spec {(state.accepted or '')[:12]} accepted",
                           bundles=verdicts)
     if any(v.verdict == "up-to-date" for v in verdicts):
         return SyncReport("up-to-date", "UpToDate",
-                          f"spec {state.accepted[:12]} already applied", bundles=verdicts)
+                          f"spec {(state.accepted or '')[:12]} already applied", bundles=verdicts)
     if verdicts:
         v = verdicts[0]
         return SyncReport("unusable", v.reason, f"{v.file}: {v.message}", bundles=verdicts)

@@ -25,7 +25,7 @@ import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit, urlunsplit
 
 from giter_agent import __version__
@@ -79,12 +79,14 @@ def open_remote(net: Network) -> Remote:
     assert net.ssh_key is not None and net.known_hosts is not None  # config checked
     check_private(net.ssh_key, "network.ssh_key")
     check_not_writable_by_others(net.known_hosts, "network.known_hosts")
-    from dulwich.client import SSHGitClient
+    from dulwich.client import SSHGitClient, SSHVendor
 
     vendor = PinnedSSH(net.ssh_key, net.known_hosts, net.connect_timeout_s,
                        net.read_timeout_s)
+    # PinnedSSH implements SSHVendor's one method; subclassing it would load dulwich's
+    # client at import time, which the agent avoids (RAM), so the type is named here.
     client = SSHGitClient(host, port=parts.port, username=parts.username or net.username,
-                          vendor=vendor)
+                          vendor=cast("SSHVendor", vendor))
     return Remote(client, parts.path, display)
 
 

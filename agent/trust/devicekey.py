@@ -60,11 +60,12 @@ def load_or_create(path: Path) -> Ed25519PrivateKey:
         # Losing the race to another process is fine: we then load the key it wrote.
         _write_new(path, sshsig.private_key_openssh_bytes(key), 0o600)
     try:
-        key = sshsig.load_private_key(path)
+        loaded = sshsig.load_private_key(path)
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"{path}: not an unencrypted OpenSSH private key ({exc})") from None
-    if not isinstance(key, Ed25519PrivateKey):
+    if not isinstance(loaded, Ed25519PrivateKey):
         raise ConfigError(f"{path}: device key must be ed25519")
+    key = loaded
     if path.stat().st_mode & 0o077:
         raise ConfigError(f"{path}: device key is readable by others; chmod 600 it")
     expected = _pub_bytes(key, "giter-device")

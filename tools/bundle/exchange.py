@@ -20,6 +20,7 @@ from dulwich.refs import DiskRefsContainer
 
 from giter_agent.config.agent_toml import BRANCH_RE
 from giter_agent.core.layout import STATUS_PREFIX, TRUST_FILE, status_ref
+from giter_agent.history.objects import oid, ref
 from giter_agent.history.store import History
 from giter_agent.trust.verify import TrustRoot
 from giter_bundle.enrolment import EnrolledDevice, read_devices
@@ -96,7 +97,7 @@ class Exchange:
         return tip
 
     def commit(self, sha: bytes) -> Commit:
-        obj = self.history.object_store[sha]
+        obj = self.history.object_store[oid(sha)]
         if not isinstance(obj, Commit):
             raise PublisherError(f"{sha.decode()} is not a commit", reason="NotACommit")
         return obj
@@ -154,8 +155,8 @@ class Exchange:
     def status_tips(self) -> dict[str, bytes]:
         """device id -> tip of ``refs/heads/status/<id>``."""
         out: dict[str, bytes] = {}
-        for name in self._refs.keys(base=STATUS_PREFIX.rstrip(b"/")):
-            sha = self._refs[STATUS_PREFIX + name]
+        for name in self._refs.keys(base=ref(STATUS_PREFIX.rstrip(b"/"))):
+            sha = self._refs[ref(STATUS_PREFIX + name)]
             out[name.decode(errors="replace")] = sha
         return out
 

@@ -72,8 +72,10 @@ def _common_base(exchange: Exchange, observed: list[bytes]) -> bytes | None:
     from dulwich.graph import find_octopus_base
     from dulwich.repo import Repo
 
+    from giter_agent.history.objects import oid
+
     with Repo(str(exchange.git_dir)) as repo:
-        bases = find_octopus_base(repo, distinct)
+        bases = find_octopus_base(repo, [oid(sha) for sha in distinct])
     return bases[0] if bases else None
 
 
@@ -141,6 +143,7 @@ def superseded(exchange: Exchange, inbox: Path, keep: Path, tip: bytes) -> list[
     """
     from giter_agent.core.errors import GiterError
     from giter_agent.history.bundle import read_header
+    from giter_agent.history.objects import has_object
 
     old = []
     for path in sorted(inbox.glob("*.bundle")):
@@ -150,7 +153,8 @@ def superseded(exchange: Exchange, inbox: Path, keep: Path, tip: bytes) -> list[
             with path.open("rb") as fh:
                 refs = read_header(fh).refs
             sha = refs.get(exchange.branch_ref)
-            if (set(refs) == {exchange.branch_ref} and sha in exchange.history.object_store
+            if (set(refs) == {exchange.branch_ref} and sha is not None
+                    and has_object(exchange.history.object_store, sha)
                     and exchange.history.is_ancestor(sha, tip)):
                 old.append(path)
         except (OSError, GiterError):

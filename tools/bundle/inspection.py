@@ -133,8 +133,10 @@ def _touched(q: Any, base: bytes | None, tip: bytes) -> list[dict[str, str]]:
     old_tree = store[base].tree if base is not None else None
     out = []
     for change in tree_changes(store, old_tree, store[tip].tree):
-        entry = change.new if change.new.path is not None else change.old
-        if not entry.path.startswith(_WATCHED):
+        entry = change.new if change.new is not None and change.new.path is not None \
+            else change.old
+        if entry is None or entry.path is None or entry.sha is None \
+                or not entry.path.startswith(_WATCHED):
             continue
         resource = ""
         if entry.path.endswith((b".yaml", b".yml")):

@@ -40,7 +40,9 @@ class PublisherRepo:
         from giter_agent.history.tree import replace_files
 
         parent = self.tip
-        base = self.history.object_store[parent].tree if parent is not None else None
+        from giter_agent.history.objects import read_commit
+
+        base = read_commit(self.history.object_store, parent).tree if parent is not None else None
         tree = replace_files(self.history.object_store, base, files)
         return self.commit_tree(tree, message, sign=sign, now=now, parent=parent)
 
@@ -53,12 +55,13 @@ class PublisherRepo:
         """
         from dulwich.objects import Commit
 
+        from giter_agent.history.objects import oid
         from giter_agent.trust.signed_commit import sign_commit
 
         parent = self.tip if parent is None else parent
         commit = Commit()
-        commit.tree = tree
-        commit.parents = [parent] if parent else []
+        commit.tree = oid(tree)
+        commit.parents = [oid(parent)] if parent else []
         commit.author = commit.committer = self.identity
         commit.author_time = commit.commit_time = int(time.time()) if now is None else now
         commit.author_timezone = commit.commit_timezone = 0

@@ -9,10 +9,16 @@ is an underscore in its module's: ``serve-serial`` lives in ``serve_serial.py``)
 
 from __future__ import annotations
 
+import argparse
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from giter_agent.config.agent_toml import Config
+
 COMMANDS = ("sync", "run", "status", "plan", "key", "doctor", "serve-serial", "demo")
 
 
-def load_config(args):  # type: ignore[no-untyped-def]
+def load_config(args: argparse.Namespace) -> Config:
     """The validated config named by ``-c`` (raises ConfigError naming the key)."""
     from giter_agent.config.agent_toml import load
 

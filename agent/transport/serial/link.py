@@ -69,6 +69,8 @@ class Port(Protocol):
 
     def write(self, data: bytes) -> int | None: ...
 
+    def close(self) -> None: ...
+
 
 @dataclass(frozen=True)
 class Message:

@@ -16,6 +16,10 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from giter_bundle.exchange import Exchange
 
 from giter_bundle.commands import add_signing_arguments
 
@@ -79,7 +83,7 @@ def _configure_git(repo_root: Path, key: Path) -> list[str]:
     return changed
 
 
-def _check_history(exchange, trust: bytes) -> None:  # type: ignore[no-untyped-def]
+def _check_history(exchange: Exchange, trust: bytes) -> None:
     """Refuse to adopt a branch whose history devices would refuse."""
     from giter_agent.core.errors import TrustError
     from giter_agent.trust import allowed_signers
@@ -99,7 +103,7 @@ def _check_history(exchange, trust: bytes) -> None:  # type: ignore[no-untyped-d
             f"--branch NAME (or re-sign the history)", reason=exc.reason) from None
 
 
-def _roots(exchange, tip: bytes) -> list[str]:  # type: ignore[no-untyped-def]
+def _roots(exchange: Exchange, tip: bytes) -> list[str]:
     return sorted(sha.decode() for sha in exchange.ancestors(tip)
                   if not exchange.commit(sha).parents)
 

@@ -9,6 +9,10 @@ there is any error, so it fits a pre-commit hook or CI.
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from giter_bundle.exchange import Exchange
 
 HELP = "validate every resource against the agent's schemas (exit 1 on errors)"
 
@@ -19,20 +23,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="print errors only")
 
 
-def resolve(exchange, rev: str) -> bytes:  # type: ignore[no-untyped-def]
+def resolve(exchange: Exchange, rev: str) -> bytes:
     """A branch name or a full commit id, as a commit id."""
     import re
 
+    from giter_agent.history.objects import has_object
     from giter_bundle.errors import UsageError
 
     if re.fullmatch(r"[0-9a-f]{40}", rev):
-        sha = rev.encode()
-        if sha in exchange.history.object_store:
-            return sha
+        if has_object(exchange.history.object_store, rev.encode()):
+            return rev.encode()
     else:
-        sha = exchange.history.ref(f"refs/heads/{rev}".encode())
-        if sha is not None:
-            return sha
+        tip = exchange.history.ref(f"refs/heads/{rev}".encode())
+        if tip is not None:
+            return tip
     raise UsageError(f"--rev {rev}: no such branch or commit (give a branch name or a "
                      "full commit id)")
 

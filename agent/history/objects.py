@@ -1,0 +1,58 @@
+"""Typed reads of the object store: where a bytes id becomes dulwich's ``ObjectID``.
+
+dulwich types object ids and ref names as ``NewType``s of ``bytes``; the project passes
+plain ``bytes`` (hex ids as git prints them). These helpers are the one boundary: they
+name the id's type for the checker and check the object's type at run time, so a tree
+id where a commit was expected is a typed refusal, not an ``AttributeError``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dulwich.objects import Blob, Commit, ObjectID, Tree
+from dulwich.refs import Ref
+
+from giter_agent.core.errors import HistoryError, Reason
+
+
+def oid(sha: bytes) -> ObjectID:
+    """``sha`` (40 hex digits) as dulwich's object id type."""
+    return ObjectID(sha)
+
+
+def ref(name: bytes) -> Ref:
+    """``name`` (``refs/heads/...``) as dulwich's ref name type."""
+    return Ref(name)
+
+
+def has_object(store: Any, sha: bytes) -> bool:
+    """Whether ``store`` holds ``sha`` (loose, packed, or through an alternate)."""
+    return ObjectID(sha) in store
+
+
+def read_commit(store: Any, sha: bytes) -> Commit:
+    """The commit ``sha``; ``HistoryError(NotACommit)`` if it is another type."""
+    obj = store[ObjectID(sha)]
+    if not isinstance(obj, Commit):
+        raise HistoryError(f"{sha.decode(errors='replace')} is a {obj.type_name.decode()}, "
+                           "not a commit", reason=Reason.NotACommit)
+    return obj
+
+
+def read_tree(store: Any, sha: bytes) -> Tree:
+    """The tree ``sha``; ``HistoryError(CorruptObject)`` if it is another type."""
+    obj = store[ObjectID(sha)]
+    if not isinstance(obj, Tree):
+        raise HistoryError(f"{sha.decode(errors='replace')} is a {obj.type_name.decode()}, "
+                           "not a tree", reason=Reason.CorruptObject)
+    return obj
+
+
+def read_blob(store: Any, sha: bytes) -> Blob:
+    """The blob ``sha``; ``HistoryError(CorruptObject)`` if it is another type."""
+    obj = store[ObjectID(sha)]
+    if not isinstance(obj, Blob):
+        raise HistoryError(f"{sha.decode(errors='replace')} is a {obj.type_name.decode()}, "
+                           "not a blob", reason=Reason.CorruptObject)
+    return obj
