@@ -1,7 +1,7 @@
 """age files with ssh-ed25519 recipients: the real ``age`` tool is the oracle both ways.
 
-What ``age -R key.pub`` writes, ``agent.age`` opens with the private key; what
-``agent.age`` writes, ``age -d -i key`` opens. Every way a file can be unusable is a
+What ``age -R key.pub`` writes, ``giter_agent.trust.age`` opens with the private key; what
+``giter_agent.trust.age`` writes, ``age -d -i key`` opens. Every way a file can be unusable is a
 typed ``AgeError`` with its own reason, and none of them quotes the plaintext.
 """
 
@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from helpers import run, ssh_keygen
 
-from agent import age, devicekey, sshsig
-from agent.errors import ResourceError
+from giter_agent.core.errors import ResourceError
+from giter_agent.trust import age, devicekey, sshsig
 
 SECRET = b"correct horse battery staple"
 
@@ -79,9 +79,9 @@ def test_the_public_key_map_agrees_with_the_private_key_map(tmp_path):
 
     for _ in range(20):
         key = Ed25519PrivateKey.generate()
-        raw = key.public_key().public_bytes_raw()
+        raw = age.raw_public(key.public_key())
         assert age.ed25519_to_x25519_public(raw) == \
-            age._x25519_private(key.private_bytes_raw()).public_key().public_bytes_raw()
+            age.raw_public(age._x25519_private(age.raw_private(key)).public_key())
     # y = 2 is not the y of any point on the curve; y = p is off the field.
     for bad in ((2).to_bytes(32, "little"), (2**255 - 19).to_bytes(32, "little")):
         with pytest.raises(age.AgeError) as info:

@@ -15,10 +15,10 @@ import pytest
 from gpiozero.pins.mock import MockFactory
 from kinds_helpers import doc, make_ctx, ready, specset
 
-from agent import age, sshsig
-from agent.kinds import builtin_kinds
-from agent.plan import plan
-from agent.reconcile import reconcile
+from giter_agent.kinds import builtin_kinds
+from giter_agent.reconcile.engine import reconcile
+from giter_agent.reconcile.plan import plan
+from giter_agent.trust import age, sshsig
 
 VALUE = b"wifi-psk: s3cret-Passw0rd\n"
 
@@ -173,7 +173,7 @@ def test_a_secret_that_leaves_the_spec_is_removed(tmp_path, keys):
 
 
 def test_the_schema_names_what_is_wrong(tmp_path, keys):
-    from agent.errors import ResourceError
+    from giter_agent.core.errors import ResourceError
 
     kind = builtin_kinds()["Secret"]
     good = sealed(VALUE, keys[0])

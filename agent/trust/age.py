@@ -35,7 +35,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from agent.errors import ResourceError
+from giter_agent.core.errors import ResourceError
 
 INTRO = b"age-encryption.org/v1\n"
 ED25519_TYPE = "ssh-ed25519"
@@ -268,6 +268,28 @@ def _x25519(scalar: bytes, point: bytes) -> bytes:
                        reason="SecretCorrupt") from None
 
 
+def raw_public(key: Any) -> bytes:
+    """The 32 raw bytes of a ``cryptography`` X25519 or Ed25519 public key."""
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    return bytes(key.public_bytes(Encoding.Raw, PublicFormat.Raw))
+
+
+def raw_private(key: Any) -> bytes:
+    """The 32 raw bytes of a ``cryptography`` X25519 or Ed25519 private key.
+
+    Through ``private_bytes``: the shorter raw accessors need cryptography 40, and the
+    armhf floor is Debian's 38.
+    """
+    from cryptography.hazmat.primitives.serialization import (
+        Encoding,
+        NoEncryption,
+        PrivateFormat,
+    )
+
+    return bytes(key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption()))
+
+
 def _hkdf(ikm: bytes, salt: bytes, info: bytes, length: int = 32) -> bytes:
     from cryptography.hazmat.primitives.hashes import SHA256
     from cryptography.hazmat.primitives.kdf.hkdf import HKDF
@@ -316,8 +338,8 @@ def encrypt(recipients: Iterable[Any], plaintext: bytes) -> bytes:
     for raw in keys:
         theirs = ed25519_to_x25519_public(raw)
         ephemeral = X25519PrivateKey.generate()
-        share = ephemeral.public_key().public_bytes_raw()
-        shared = _x25519(ephemeral.private_bytes_raw(), theirs)
+        share = raw_public(ephemeral.public_key())
+        shared = _x25519(raw_private(ephemeral), theirs)
         tweak = _hkdf(b"", ssh_wire_key(raw), ED25519_LABEL)
         shared = _x25519(tweak, shared)
         wrapping = _hkdf(shared, share + theirs, ED25519_LABEL)
@@ -338,7 +360,7 @@ def _unwrap(stanza: Stanza, identity: Any) -> bytes | None:
     """The file key if ``stanza`` is for ``identity`` (an Ed25519PrivateKey), else None."""
     from cryptography.exceptions import InvalidTag
 
-    public_raw = identity.public_key().public_bytes_raw()
+    public_raw = raw_public(identity.public_key())
     if len(stanza.args) != 2:
         raise AgeError("an ssh-ed25519 stanza needs a tag and a share")
     tag, share = _b64(stanza.args[0]), _b64(stanza.args[1])
@@ -348,9 +370,9 @@ def _unwrap(stanza: Stanza, identity: Any) -> bytes | None:
         raise AgeError("an ssh-ed25519 stanza's body is not a wrapped file key")
     if tag != key_tag(public_raw):
         return None
-    ours = _x25519_private(identity.private_bytes_raw())
-    theirs = ours.public_key().public_bytes_raw()
-    shared = _x25519(ours.private_bytes_raw(), share)
+    ours = _x25519_private(raw_private(identity))
+    theirs = raw_public(ours.public_key())
+    shared = _x25519(raw_private(ours), share)
     shared = _x25519(_hkdf(b"", ssh_wire_key(public_raw), ED25519_LABEL), shared)
     wrapping = _hkdf(shared, share + theirs, ED25519_LABEL)
     try:

@@ -2,7 +2,7 @@
 
 A ``Secret`` resource's value is an age file made to the keys of the devices that apply
 it (its *scope*: the device of ``devices/<id>/``, or the members of ``groups/<g>/``
-that do not override it with their own, exactly as ``agent.resources.select`` picks)
+that do not override it with their own, exactly as ``giter_agent.spec.resources.select`` picks)
 and to every publisher *secrets key* listed in ``.giter/secrets/recipients``. The
 publisher keys are what let ``secret rekey`` open and re-seal a secret after the fleet
 changed: devices' keys cannot be used for that, the publisher holds only their public
@@ -26,9 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent.config import NAME_RE
-from agent.errors import GiterError
-from agent.sshsig import ED25519, PublicKey
+from giter_agent.config.agent_toml import NAME_RE
+from giter_agent.core.errors import GiterError
+from giter_agent.trust.sshsig import ED25519, PublicKey
 from giter_bundle.enrolment import DEVICES_DIR, EnrolledDevice
 from giter_bundle.errors import PublisherError, UsageError
 
@@ -70,7 +70,7 @@ class Check:
 
 
 def tag_of(key: PublicKey) -> bytes:
-    from agent import age
+    from giter_agent.trust import age
 
     return age.key_tag(key.blob[-32:])
 
@@ -108,7 +108,7 @@ def format_recipients(publishers: Iterable[Publisher]) -> bytes:
 
 
 def read_publishers(store: Any, tree: bytes) -> list[Publisher]:
-    from agent.tree import read_file
+    from giter_agent.history.tree import read_file
 
     data = read_file(store, tree, RECIPIENTS_FILE)
     return [] if data is None else parse_recipients(data)
@@ -118,8 +118,8 @@ def read_publishers(store: Any, tree: bytes) -> list[Publisher]:
 
 def read_folders(store: Any, tree: bytes) -> Folders:
     """``devices/<x>`` and ``groups/<x>`` folders -> their files (unreadable ones left out)."""
-    from agent.errors import TreeError
-    from agent.tree import iter_files
+    from giter_agent.core.errors import TreeError
+    from giter_agent.history.tree import iter_files
     from giter_bundle.lint import MAX_FILE_BYTES
 
     out: Folders = {}
@@ -142,9 +142,9 @@ def read_folders(store: Any, tree: bytes) -> Folders:
 
 def secret_file(path: str, data: bytes) -> SecretFile | None:
     """The Secret in resource file ``path``, or None if it is not a usable one."""
-    from agent import age
-    from agent.kinds.secret import read_ciphertext
-    from agent.resources import parse_resource
+    from giter_agent.kinds.secret import read_ciphertext
+    from giter_agent.spec.resources import parse_resource
+    from giter_agent.trust import age
 
     if not path.endswith((".yaml", ".yml")):
         return None
@@ -160,7 +160,7 @@ def secret_file(path: str, data: bytes) -> SecretFile | None:
 
 def scopes(devices: dict[str, EnrolledDevice], folders: Folders) -> dict[str, set[str]]:
     """Secret file path -> the enrolled devices that apply it (as the agent selects)."""
-    from agent.resources import prefixes, select
+    from giter_agent.spec.resources import prefixes, select
 
     out: dict[str, set[str]] = {}
     for files in folders.values():
@@ -250,7 +250,7 @@ def document(name: str, spec: dict[str, Any], generation: int, armored: str) -> 
 def seal(plaintext: bytes, devices: Iterable[EnrolledDevice],
          publishers: Iterable[Publisher]) -> str:
     """``plaintext`` as an armoured age file to the devices' and publishers' keys."""
-    from agent import age
+    from giter_agent.trust import age
 
     keys = [d.key for d in devices] + [p.key for p in publishers]
     for key in keys:
@@ -262,9 +262,9 @@ def seal(plaintext: bytes, devices: Iterable[EnrolledDevice],
 
 def load_secrets_key(path: Path, *, create: bool) -> Any:
     """The publisher's secrets key (an OpenSSH ed25519 key file), made 0600 if asked."""
-    from agent.devicekey import load_or_create
-    from agent.errors import ConfigError
-    from agent.sshsig import load_private_key
+    from giter_agent.core.errors import ConfigError
+    from giter_agent.trust.devicekey import load_or_create
+    from giter_agent.trust.sshsig import load_private_key
 
     path = path.expanduser()
     if not path.exists():

@@ -78,7 +78,7 @@ def _secrets_key_path(args: argparse.Namespace, root: Path) -> Path:
 
 def _read_value(args: argparse.Namespace) -> bytes:
     """The value, from --from-file or standard input (a terminal asks without echo)."""
-    from agent.age import MAX_PLAINTEXT_BYTES
+    from giter_agent.trust.age import MAX_PLAINTEXT_BYTES
     from giter_bundle.errors import UsageError
 
     if args.from_file is not None:
@@ -114,8 +114,8 @@ def _commit(exchange: Any, args: argparse.Namespace, files: dict[str, bytes],
 
 def _existing(store: Any, tree: bytes, path: str) -> tuple[dict[str, Any], int]:
     """The spec and generation of the Secret at ``path`` ({} and 0 when there is none)."""
-    from agent.resources import parse_resource
-    from agent.tree import read_file
+    from giter_agent.history.tree import read_file
+    from giter_agent.spec.resources import parse_resource
     from giter_bundle.errors import PublisherError
 
     data = read_file(store, tree, path)
@@ -130,9 +130,9 @@ def _existing(store: Any, tree: bytes, path: str) -> tuple[dict[str, Any], int]:
 # -- set ----------------------------------------------------------------------------------------
 
 def _set(args: argparse.Namespace) -> int:
-    from agent.kinds.secret import SecretKind
-    from agent.resources import NAME_RE, parse_resource
-    from agent.sshsig import public_key_of
+    from giter_agent.kinds.secret import SecretKind
+    from giter_agent.spec.resources import NAME_RE, parse_resource
+    from giter_agent.trust.sshsig import public_key_of
     from giter_bundle import secrets
     from giter_bundle.commands import open_exchange
     from giter_bundle.enrolment import check_name
@@ -199,7 +199,7 @@ def _set(args: argparse.Namespace) -> int:
                         f"Readable by: {', '.join(readers)} and the publisher secrets keys\n")
     import hashlib
 
-    from agent import age
+    from giter_agent.trust import age
 
     digest = hashlib.sha256(age.dearmor(armored)).hexdigest()
     print(f"sealed {path} for {', '.join(readers)} (+ {len(publishers)} publisher key(s)), "
@@ -221,8 +221,8 @@ def _print_hints(hints: list[Any]) -> None:
 
 
 def _rekey(args: argparse.Namespace) -> int:
-    from agent import age
-    from agent.sshsig import public_key_of
+    from giter_agent.trust import age
+    from giter_agent.trust.sshsig import public_key_of
     from giter_bundle import secrets
     from giter_bundle.commands import open_exchange
     from giter_bundle.errors import PublisherError, UsageError
