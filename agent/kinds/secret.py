@@ -128,7 +128,8 @@ class SecretKind(FileKind):
             return ids
         plaintext = self._open(spec, ctx)
         if isinstance(plaintext, Failed):
-            kept = "; the value written before stays" if os.path.lexists(target) else ""
+            kept = (f"; {target} is left as it was" if os.path.lexists(target)
+                    else "; nothing was written")
             return Failed(plaintext.reason, plaintext.message + kept, observed)
         uid, gid = ids
         try:
