@@ -8,8 +8,11 @@ messages and drift notes never carry the value or a digest of it.
 
 from __future__ import annotations
 
+import grp
 import hashlib
 import json
+import os
+import pwd
 
 import pytest
 from gpiozero.pins.mock import MockFactory
@@ -188,3 +191,19 @@ def test_the_schema_names_what_is_wrong(tmp_path, keys):
             kind.validate(spec)
         assert words in str(info.value)
     assert kind.validate({"path": "/srv/x", "ciphertext": good, "mode": "0640"})["mode"] == 0o640
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown to another user needs root")
+def test_owner_group_and_mode_as_for_file(tmp_path, keys):
+    nobody = pwd.getpwnam("nobody")
+    group = grp.getgrgid(nobody.pw_gid)
+    ctx = device_ctx(tmp_path, keys[0])
+    target = tmp_path / "root" / "token"
+    result = reconcile(specset(secret_doc("t", target, sealed(VALUE, keys[0]), owner="nobody",
+                                          group=group.gr_name, mode="0640")),
+                       ctx, builtin_kinds(), {}, "c1")
+    rec = result.records["Secret/t"]
+    assert ready(rec) == (True, "Applied")
+    st = target.stat()
+    assert (st.st_uid, st.st_gid, st.st_mode & 0o777) == (nobody.pw_uid, group.gr_gid, 0o640)
+    assert rec["status"]["observed"]["owner"] == "nobody"
