@@ -4,7 +4,7 @@ Run by hand (not a timed test): ``python3 bench/secret_bench.py [--secrets 200]`
 Memory: three fresh interpreters report their peak RSS (``ru_maxrss``): bare Python; the
 agent as it runs a sync without secrets (its modules, every kind, one ed25519 signature
 checked, so ``cryptography`` is loaded as on every sync); and the same plus
-``giter_agent.trust.age`` opening one 1 KiB secret. Time: opening a 1 KiB secret against
+``giter_agent.core.age`` opening one 1 KiB secret. Time: opening a 1 KiB secret against
 checking one ed25519 commit signature (``sshsig.verify``), measured in the same run, so
 the ratio holds on any machine. The numbers go into docs/performance.md, "Secrets".
 """
@@ -32,7 +32,7 @@ sig = sshsig.sign(key, b"commit")
 sshsig.verify(sig, b"commit", [sshsig.public_key_of(key)])
 """
 SECRET = """
-from giter_agent.trust import age
+from giter_agent.core import age
 sealed = age.encrypt([sshsig.public_key_of(key)], bytes(1024))
 assert age.decrypt(sealed, key) == bytes(1024)
 """
@@ -65,7 +65,8 @@ def main() -> int:
 
     import cryptography
 
-    from giter_agent.trust import age, sshsig
+    from giter_agent.core import age
+    from giter_agent.trust import sshsig
 
     print(f"{platform.machine()} python {platform.python_version()} cryptography "
           f"{cryptography.__version__}")

@@ -1,7 +1,7 @@
 """age files with ssh-ed25519 recipients: the real ``age`` tool is the oracle both ways.
 
-What ``age -R key.pub`` writes, ``giter_agent.trust.age`` opens with the private key; what
-``giter_agent.trust.age`` writes, ``age -d -i key`` opens. Every way a file can be unusable is a
+What ``age -R key.pub`` writes, ``giter_agent.core.age`` opens with the private key; what
+``giter_agent.core.age`` writes, ``age -d -i key`` opens. Every way a file can be unusable is a
 typed ``AgeError`` with its own reason, and none of them quotes the plaintext.
 """
 
@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 from helpers import run, ssh_keygen
 
+from giter_agent.core import age
 from giter_agent.core.errors import ResourceError
-from giter_agent.trust import age, devicekey, sshsig
+from giter_agent.trust import devicekey, sshsig
 
 SECRET = b"correct horse battery staple"
 

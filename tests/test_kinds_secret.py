@@ -18,10 +18,11 @@ import pytest
 from gpiozero.pins.mock import MockFactory
 from kinds_helpers import doc, make_ctx, ready, specset
 
+from giter_agent.core import age
 from giter_agent.kinds import builtin_kinds
 from giter_agent.reconcile.engine import reconcile
 from giter_agent.reconcile.plan import plan
-from giter_agent.trust import age, sshsig
+from giter_agent.trust import sshsig
 
 VALUE = b"wifi-psk: s3cret-Passw0rd\n"
 

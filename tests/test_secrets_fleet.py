@@ -24,7 +24,8 @@ from helpers import run, ssh_keygen
 from test_giter_bundle import Device, capture, enrolled, motd
 
 from giter_agent.cli.main import main as agent_main
-from giter_agent.trust import age, sshsig
+from giter_agent.core import age
+from giter_agent.trust import sshsig
 
 WIFI = b"wifi-psk=Tr0ub4dor&3-only-for-pi-a\n"
 TOKEN = b"api-token: 5f1e8a0c-lobby-shared\n"

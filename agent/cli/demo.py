@@ -242,11 +242,12 @@ def _secret_step(say: Narrator, work: Path, fleet, agent, stick: Path,  # type: 
     writes it (mode 0600), its neighbour cannot open it and writes nothing. Returns the
     new spec tip and the number of steps that went wrong."""
     from giter_agent.config import agent_toml as config_mod
+    from giter_agent.core import age
     from giter_agent.reconcile.plan import plan
     from giter_agent.spec.resources import select
     from giter_agent.sync.agent import Agent
     from giter_agent.transport.usb import sync_stick
-    from giter_agent.trust import age, sshsig
+    from giter_agent.trust import sshsig
 
     bad = 0
     say.step(f"A secret goes to {DEVICE} and not to its neighbour {NEIGHBOUR}")

@@ -2,7 +2,7 @@
 
 The spec carries an armoured age file (``spec.ciphertext``) made to the enrolled keys
 of the devices that may read it (``giter-bundle secret set``); the device opens it in
-memory with its own ed25519 key (``giter_agent.trust.age``) and writes the plaintext only to
+memory with its own ed25519 key (``giter_agent.core.age``) and writes the plaintext only to
 ``spec.path``, through ``File``'s own path rules and atomic write (under the
 ``[files] roots``, a temp file beside the target that is mode 0600 from its creation,
 owner and mode set before the rename), mode 0600 unless ``spec.mode`` says otherwise.
@@ -33,11 +33,11 @@ log = logging.getLogger("giter.kinds.secret")
 def read_ciphertext(spec: dict[str, Any]) -> bytes:
     """The binary age file of ``spec.ciphertext``, parsed far enough to be usable here.
 
-    ``ResourceError`` (an ``giter_agent.trust.age.AgeError``) when it is not armoured age, is over
+    ``ResourceError`` (an ``giter_agent.core.age.AgeError``) when it is not armoured age, is over
     the cap, does not parse, or has a recipient stanza other than ssh-ed25519. Shared
     by the device and ``giter-bundle lint``.
     """
-    from giter_agent.trust import age
+    from giter_agent.core import age
 
     text = spec["ciphertext"]
     if not isinstance(text, str):
@@ -76,7 +76,7 @@ class SecretKind(FileKind):
     @staticmethod
     def _open(spec: dict[str, Any], ctx: Context) -> bytes | Failed:
         """The plaintext, in memory only; ``Failed`` naming why it cannot be had."""
-        from giter_agent.trust import age
+        from giter_agent.core import age
 
         if ctx.identity is None:
             return Failed("NoDeviceKey", "this agent has no device key to open secrets with")

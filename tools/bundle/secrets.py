@@ -70,7 +70,7 @@ class Check:
 
 
 def tag_of(key: PublicKey) -> bytes:
-    from giter_agent.trust import age
+    from giter_agent.core import age
 
     return age.key_tag(key.blob[-32:])
 
@@ -142,9 +142,9 @@ def read_folders(store: Any, tree: bytes) -> Folders:
 
 def secret_file(path: str, data: bytes) -> SecretFile | None:
     """The Secret in resource file ``path``, or None if it is not a usable one."""
+    from giter_agent.core import age
     from giter_agent.kinds.secret import read_ciphertext
     from giter_agent.spec.resources import parse_resource
-    from giter_agent.trust import age
 
     if not path.endswith((".yaml", ".yml")):
         return None
@@ -250,7 +250,7 @@ def document(name: str, spec: dict[str, Any], generation: int, armored: str) -> 
 def seal(plaintext: bytes, devices: Iterable[EnrolledDevice],
          publishers: Iterable[Publisher]) -> str:
     """``plaintext`` as an armoured age file to the devices' and publishers' keys."""
-    from giter_agent.trust import age
+    from giter_agent.core import age
 
     keys = [d.key for d in devices] + [p.key for p in publishers]
     for key in keys:

@@ -78,7 +78,7 @@ def _secrets_key_path(args: argparse.Namespace, root: Path) -> Path:
 
 def _read_value(args: argparse.Namespace) -> bytes:
     """The value, from --from-file or standard input (a terminal asks without echo)."""
-    from giter_agent.trust.age import MAX_PLAINTEXT_BYTES
+    from giter_agent.core.age import MAX_PLAINTEXT_BYTES
     from giter_bundle.errors import UsageError
 
     if args.from_file is not None:
@@ -199,7 +199,7 @@ def _set(args: argparse.Namespace) -> int:
                         f"Readable by: {', '.join(readers)} and the publisher secrets keys\n")
     import hashlib
 
-    from giter_agent.trust import age
+    from giter_agent.core import age
 
     digest = hashlib.sha256(age.dearmor(armored)).hexdigest()
     print(f"sealed {path} for {', '.join(readers)} (+ {len(publishers)} publisher key(s)), "
@@ -221,7 +221,7 @@ def _print_hints(hints: list[Any]) -> None:
 
 
 def _rekey(args: argparse.Namespace) -> int:
-    from giter_agent.trust import age
+    from giter_agent.core import age
     from giter_agent.trust.sshsig import public_key_of
     from giter_bundle import secrets
     from giter_bundle.commands import open_exchange

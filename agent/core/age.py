@@ -12,6 +12,9 @@ wrong header MAC, a truncated or altered payload, and anything over ``MAX_FILE_B
 Every refusal is an ``AgeError`` (a ``ResourceError``) with a reason and a message that
 never quotes the plaintext.
 
+It sits in ``core`` because both the ``Secret`` kind and the publisher use it and it
+depends on nothing of the agent's but its errors (kinds may not reach into ``trust``).
+
 The recipient type, from the age specification: the ed25519 public key is mapped to
 X25519 (Montgomery ``u = (1 + y) / (1 - y) mod p``), the private key is the clamped first
 half of SHA-512 of the seed; the stanza is ``-> ssh-ed25519 <tag> <share>`` where tag is
