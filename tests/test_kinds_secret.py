@@ -208,3 +208,26 @@ def test_owner_group_and_mode_as_for_file(tmp_path, keys):
     st = target.stat()
     assert (st.st_uid, st.st_gid, st.st_mode & 0o777) == (nobody.pw_uid, group.gr_gid, 0o640)
     assert rec["status"]["observed"]["owner"] == "nobody"
+
+
+def test_the_value_is_written_only_to_a_temp_file_beside_the_target_mode_0600(
+        tmp_path, keys, monkeypatch):
+    import tempfile
+
+    real = tempfile.mkstemp
+    made: list[tuple[str, int]] = []
+
+    def watching(*args, **kwargs):
+        fd, name = real(*args, **kwargs)
+        made.append((name, os.fstat(fd).st_mode & 0o777))
+        return fd, name
+
+    monkeypatch.setattr(tempfile, "mkstemp", watching)
+    ctx = device_ctx(tmp_path, keys[0])
+    target = tmp_path / "root" / "deep" / "psk"
+    result = reconcile(specset(secret_doc("psk", target, sealed(VALUE, keys[0]),
+                                          mode="0644")), ctx, builtin_kinds(), {}, "c1")
+    assert ready(result.records["Secret/psk"]) == (True, "Applied")
+    assert [(os.path.dirname(name), mode) for name, mode in made] == [(str(target.parent),
+                                                                       0o600)]
+    assert target.stat().st_mode & 0o777 == 0o644 and not os.path.exists(made[0][0])

@@ -167,7 +167,13 @@ def test_secrets_reach_only_their_devices_and_leave_no_trace(tmp_path, fleet, mo
     observed = resource(pi_a, "Secret/wifi")["status"]["observed"]
     assert observed["ciphertext"] == hashlib.sha256(wifi).hexdigest()
     out = capture(agent_main, ["-c", pi_a.config, "status"])[1]
-    assert "Secret/wifi" in out
+    assert "Secret/wifi" in out and "Tr0ub4dor" not in out
+    # Someone edits the file on the board: `plan` says what would change, not the value.
+    (pi_a.root / "wifi.psk").write_bytes(b"guessed-by-hand\n")
+    code, out = capture(agent_main, ["-c", pi_a.config, "plan"])
+    assert code == 0 and "Secret/wifi" in out and "value not shown" in out, out
+    assert "content is not the secret's value" in out
+    assert "Tr0ub4dor" not in out and "guessed-by-hand" not in out
 
     # 5. A changed value: plan shows the change, not the value.
     value_file.write_bytes(b"new-token-value-for-lobby\n")
