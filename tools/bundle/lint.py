@@ -19,6 +19,7 @@ Called by ``giter-bundle lint``, and by ``commit`` and ``create`` before they si
 from __future__ import annotations
 
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from giter_agent.config.agent_toml import NAME_RE
@@ -91,8 +92,13 @@ def _check_resource(path: str, data: bytes, kinds: dict) -> list[Finding]:
     return [Finding(path, "StatusOnSpecBranch", w, error=False) for w in res.warnings]
 
 
-def lint_tree(store, tree: bytes, kinds: dict | None = None) -> list[Finding]:
-    """Every finding for the spec tree ``tree`` in ``store``, errors and warnings."""
+def lint_tree(store, tree: bytes, kinds: dict | None = None,
+              former_keys: Callable[[], dict[bytes, set[str]]] | None = None) -> list[Finding]:
+    """Every finding for the spec tree ``tree`` in ``store``, errors and warnings.
+
+    ``former_keys`` names keys no longer enrolled that a secret is still sealed to
+    (``giter_bundle.secrets.history_index`` over the branch; called only if needed).
+    """
     from giter_agent.history.tree import iter_files
     from giter_agent.kinds import load_kinds
     from giter_agent.spec.resources import prefixes, select
@@ -134,7 +140,7 @@ def lint_tree(store, tree: bytes, kinds: dict | None = None) -> list[Finding]:
 
     # Secrets: every device that applies one can open it, and no one else but the
     # publisher secrets keys (giter_bundle.secrets).
-    findings += lint_secrets(store, tree, devices, folders)
+    findings += lint_secrets(store, tree, devices, folders, former_keys)
 
     seen: set[tuple[str, str]] = set()
     for device in devices.values():

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import stat
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -176,12 +176,18 @@ def scopes(devices: dict[str, EnrolledDevice], folders: Folders) -> dict[str, se
 
 
 def check(devices: dict[str, EnrolledDevice], publishers: list[Publisher],
-          folders: Folders) -> list[Check]:
-    """Every secret whose recipients do not match its scope and the publisher keys."""
+          folders: Folders, former: Callable[[], dict[bytes, set[str]]] | None = None
+          ) -> list[Check]:
+    """Every secret whose recipients do not match its scope and the publisher keys.
+
+    ``former`` names keys that are no longer enrolled (``key_names`` over the history);
+    it is called only when some secret has such a key.
+    """
     by_tag: dict[bytes, str] = {tag_of(d.key): d.id for d in devices.values()}
     for p in publishers:
         by_tag.setdefault(tag_of(p.key), f"publisher key {p.name}")
     publisher_tags = {tag_of(p.key) for p in publishers}
+    former_names: dict[int, dict[bytes, set[str]]] = {}  # filled on first need
     found = []
     scope = scopes(devices, folders)
     files = {path: data for fs in folders.values() for path, data in fs}
@@ -195,8 +201,16 @@ def check(devices: dict[str, EnrolledDevice], publishers: list[Publisher],
         allowed = {tag_of(devices[d].key) for d in readers} | publisher_tags
         for tag in sorted(secret.tags - allowed):
             who = by_tag.get(tag)
+            if who is None and former is not None:
+                known = former_names.setdefault(0, former()).get(tag)
+                who = f"{', '.join(sorted(known))}: a key no longer enrolled" if known \
+                    else None
+                if who is not None:
+                    result.extra.append(who)
+                    continue
             result.extra.append(f"{who} (not in its scope)" if who else
                                 f"a key that is not enrolled (tag {tag.hex()})")
+        result.extra.sort()
         listed = secret.spec.get("recipients")
         actual = sorted(by_tag[t] for t in secret.tags if by_tag.get(t) in devices)
         if listed is not None and sorted(map(str, listed)) != actual:
@@ -209,7 +223,8 @@ def check(devices: dict[str, EnrolledDevice], publishers: list[Publisher],
 
 
 def lint_findings(store: Any, tree: bytes, devices: dict[str, EnrolledDevice],
-                  folders: Folders) -> list[Any]:
+                  folders: Folders, former: Callable[[], dict[bytes, set[str]]] | None = None
+                  ) -> list[Any]:
     """``check`` as lint findings (errors: a device would fail, or too many can read)."""
     from giter_bundle.lint import Finding
 
@@ -218,7 +233,7 @@ def lint_findings(store: Any, tree: bytes, devices: dict[str, EnrolledDevice],
     except GiterError as exc:
         return [Finding(RECIPIENTS_FILE, exc.reason, str(exc))]
     out = []
-    for c in check(devices, publishers, folders):
+    for c in check(devices, publishers, folders, former):
         if c.cannot:
             out.append(Finding(c.path, "NotARecipient",
                                f"{', '.join(c.cannot)} cannot decrypt it (run giter-bundle "
@@ -297,15 +312,15 @@ class Hint:
     in_spec: bool
 
 
-def rotate_hints(store: Any, tip: bytes, commits: Iterable[bytes]) -> list[Hint]:
-    """Secrets that some version in history sealed to a key that may not read it now.
+def history_index(store: Any, commits: Iterable[bytes]
+                  ) -> tuple[dict[str, set[bytes]], dict[bytes, set[str]]]:
+    """Over ``commits``: each Secret path -> every key tag any version was sealed to, and
+    each key tag -> the enrolments and publisher keys that ever had that key.
 
     Walks every commit's ``devices/``, ``groups/``, ``.giter/devices/`` and the
-    recipients file once per distinct tree and blob, so a long history costs its number
-    of distinct objects. Keys are named from every enrolment the history ever held.
+    recipients file once per distinct tree and blob at each path, so a long history
+    costs its number of distinct objects.
     """
-    from giter_bundle.enrolment import read_devices
-
     seen_trees: set[tuple[str, bytes]] = set()
     seen_blobs: set[tuple[str, bytes]] = set()
     tags_by_path: dict[str, set[bytes]] = {}
@@ -352,7 +367,24 @@ def rotate_hints(store: Any, tip: bytes, commits: Iterable[bytes]) -> list[Hint]
                 continue
             if stat.S_ISDIR(mode):
                 walk(sub, top.decode())
+    return tags_by_path, names
 
+
+def former_keys(exchange: Any) -> Callable[[], dict[bytes, set[str]]]:
+    """For lint: key tag -> who had that key, from the spec branch's whole history."""
+    def names() -> dict[bytes, set[str]]:
+        tip = exchange.tip
+        return {} if tip is None else history_index(exchange.history.object_store,
+                                                    exchange.ancestors(tip))[1]
+    return names
+
+
+def rotate_hints(store: Any, tip: bytes, commits: Iterable[bytes]) -> list[Hint]:
+    """Secrets that some version in history sealed to a key that may not read it now,
+    named from every enrolment the history ever held (``history_index``)."""
+    from giter_bundle.enrolment import read_devices
+
+    tags_by_path, names = history_index(store, commits)
     tip_tree = store[tip].tree
     devices, _ = read_devices(store, tip_tree)
     try:
