@@ -38,7 +38,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from giter_agent.core.errors import ResourceError
+from giter_agent.core.errors import AgeError
 
 INTRO = b"age-encryption.org/v1\n"
 ED25519_TYPE = "ssh-ed25519"
@@ -60,18 +60,6 @@ MAX_ARMORED_BYTES = (MAX_FILE_BYTES + 2) // 3 * 4 + MAX_FILE_BYTES // 48 + 128
 _P = 2**255 - 19
 _D = (-121665 * pow(121666, -1, _P)) % _P
 _ARG = re.compile(rb"[\x21-\x7e]+")
-
-
-class AgeError(ResourceError):
-    """An age file that cannot be used here: the reason says which way it failed.
-
-    Reasons: ``SecretTooLarge``, ``MalformedSecret`` (armour or header does not parse),
-    ``SecretTruncated``, ``UnsupportedRecipient`` (a stanza type other than
-    ssh-ed25519), ``NotARecipient`` (no stanza for this key), ``SecretCorrupt`` (header
-    MAC or payload does not authenticate), ``InvalidRecipient`` (a key age cannot use).
-    """
-
-    reason = "MalformedSecret"
 
 
 @dataclass(frozen=True)
