@@ -21,7 +21,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 DEVICE = "demo-pi"
 
@@ -236,7 +236,7 @@ def _run(work: Path, out: TextIO, *, kept: bool) -> int:
     return 1 if failures else 0
 
 
-def _secret_step(say: Narrator, work: Path, fleet, agent, stick: Path,  # type: ignore[no-untyped-def]
+def _secret_step(say: Narrator, work: Path, fleet: Any, agent: Any, stick: Path,
                  root: Path) -> tuple[bytes, int]:
     """A Secret sealed to demo-pi's key, in the group folder both boards read: demo-pi
     writes it (mode 0600), its neighbour cannot open it and writes nothing. Returns the
