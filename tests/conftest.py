@@ -20,13 +20,14 @@ ARCH_MODULES = {
     "test_boards", "test_bundle", "test_history", "test_tree", "test_signed_commit",
     "test_sshsig", "test_trust", "test_serial_frames", "test_serial_transfer",
     "test_kinds_output", "test_kinds_sensor", "test_status_led", "test_roundtrip",
-    "test_lock_table",
+    "test_lock_table", "test_age",
 }
 # Tests that run the installed commands, real servers or whole syncs end to end.
 E2E_MODULES = {
     "test_roundtrip", "test_sync_attacks", "test_daemon", "test_network", "test_fleet",
     "test_giter_bundle", "test_giter_bundle_import", "test_serial_sync", "test_serial_console",
     "test_technician_view", "test_doctor", "test_reconcile_scale", "test_systemd_units",
+    "test_secrets_fleet",
 }
 
 

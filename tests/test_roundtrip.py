@@ -321,6 +321,12 @@ def test_demo_runs_clean(tmp_path):
     text = out.getvalue()
     assert "Demo complete" in text and "NO " not in text
     assert "refused: UnsignedCommit" in text
+    # A secret goes to one board and not the other; plan shows it without the value.
+    assert "Secret/wifi: would write the secret (ciphertext sha256" in text
+    assert "value not shown" in text
+    assert "demo-pi wrote" in text and "demo-pi-2 refused it: NotARecipient" in text
+    psk = tmp_path / "demo" / "device-root" / "etc" / "wifi.psk"
+    assert psk.stat().st_mode & 0o777 == 0o600 and psk.read_text().strip() not in text
     assert (tmp_path / "demo" / "usb-stick" / "giter" / "outbox" / "demo-pi.txt").is_file()
 
 

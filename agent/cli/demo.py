@@ -3,8 +3,11 @@
 A publisher key and fleet repository are made, signed resources committed, a bundle
 written to a fake USB stick, the agent syncs from it, and the demo shows what happened:
 the file written, the pin's recorded states, each resource's status, and the status
-bundle on the stick verified against the device key. Then an unsigned commit is
-slipped onto the stick, and the demo shows it refused with nothing changed. Uses
+bundle on the stick verified against the device key. Then a ``Secret`` sealed to the
+board's key goes to the folder of a group it shares with a second board: ``plan`` shows
+the change without the value, the first board writes it (mode 0600), the second cannot
+open it and writes nothing. Last, an unsigned commit is slipped onto the stick, and the
+demo shows it refused with nothing changed. Uses
 nothing but the installed package (git is used only to agree, when it is there).
 """
 
@@ -18,7 +21,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 if TYPE_CHECKING:
     from giter_agent.trust.sshsig import PublicKey
@@ -52,6 +55,19 @@ spec:
   onTime: 0.1
   offTime: 0.1
 """
+
+SECRET = """\
+apiVersion: giter.dev/v1alpha1
+kind: Secret
+metadata:
+  name: wifi
+  generation: 1
+spec:
+  path: {root}/etc/wifi.psk
+  recipients: [demo-pi]
+  ciphertext: |
+{ciphertext}"""
+NEIGHBOUR = "demo-pi-2"
 
 
 class Narrator:
@@ -142,7 +158,7 @@ def _run(work: Path, out: TextIO, *, kept: bool) -> int:
     cfg_file = work / "agent.toml"
     cfg_file.write_text(
         f'device_id = "{DEVICE}"\nstate_dir = "state"\nboard = "generic-mock"\n'
-        f'allowed_signers = "allowed_signers"\ngroups = []\n\n'
+        f'allowed_signers = "allowed_signers"\ngroups = ["lobby"]\n\n'
         f'[usb]\nroots = ["{stick}"]\n\n[files]\nroots = ["{root}"]\n')
     cfg = config_mod.load(cfg_file)
     agent = Agent(cfg)
@@ -190,6 +206,9 @@ def _run(work: Path, out: TextIO, *, kept: bool) -> int:
         failures += _git_agrees(say, work, fleet, outbox / f"{DEVICE}.bundle",
                                 f'{DEVICE} namespaces="git" {device_key.openssh()}')
 
+        tip, bad = _secret_step(say, work, fleet, agent, stick, root)
+        failures += bad
+
         say.step("Someone slips an unsigned commit onto the stick")
         before = motd.read_bytes()
         fleet.commit({f"devices/{DEVICE}/motd.yaml":
@@ -219,6 +238,71 @@ def _run(work: Path, out: TextIO, *, kept: bool) -> int:
     else:
         print("To keep the folder and look closer: giter-agent demo --keep DIR", file=out)
     return 1 if failures else 0
+
+
+def _secret_step(say: Narrator, work: Path, fleet: Any, agent: Any, stick: Path,
+                 root: Path) -> tuple[bytes, int]:
+    """A Secret sealed to demo-pi's key, in the group folder both boards read: demo-pi
+    writes it (mode 0600), its neighbour cannot open it and writes nothing. Returns the
+    new spec tip and the number of steps that went wrong."""
+    from giter_agent.config import agent_toml as config_mod
+    from giter_agent.core import age
+    from giter_agent.reconcile.plan import plan
+    from giter_agent.spec.resources import select
+    from giter_agent.sync.agent import Agent
+    from giter_agent.transport.usb import sync_stick
+    from giter_agent.trust import sshsig
+
+    bad = 0
+    say.step(f"A secret goes to {DEVICE} and not to its neighbour {NEIGHBOUR}")
+    cfg_file = work / "agent-2.toml"
+    cfg_file.write_text(
+        f'device_id = "{NEIGHBOUR}"\nstate_dir = "state-2"\nboard = "generic-mock"\n'
+        f'allowed_signers = "allowed_signers"\ngroups = ["lobby"]\n\n'
+        f'[usb]\nroots = ["{stick}"]\n\n[files]\nroots = ["{root}"]\n')
+    neighbour = Agent(config_mod.load(cfg_file))
+    try:
+        # What `giter-bundle secret set wifi --device demo-pi` does, put by mistake in
+        # the folder of a group both boards are in: sealed to demo-pi's key only.
+        value = os.urandom(12).hex().encode() + b"\n"
+        sealed = age.armor(age.encrypt([sshsig.public_key_of(agent.device_key())], value))
+        doc = SECRET.format(root=root, ciphertext="".join(
+            f"    {line}\n" for line in sealed.splitlines()))
+        path = "groups/lobby/wifi.yaml"
+        tip = fleet.commit({path: doc.encode()}, "A Wi-Fi passphrase sealed to demo-pi's key")
+        say.fact(f"signed commit {tip.decode()[:12]}  {path}  Secret, an age file to "
+                 f"{DEVICE}'s key")
+        (step,) = [s for s in plan(select([(path, doc.encode())]), agent.ctx, agent.kinds, {})
+                   if s.key == "Secret/wifi"]
+        say.fact(f"giter-agent plan on {DEVICE}: {step.key}: {step.detail}")
+        inbox = stick / "giter" / "inbox"
+        (inbox / "fleet.bundle").unlink(missing_ok=True)
+        fleet.bundle(inbox / "fleet.bundle")
+        psk = root / "etc" / "wifi.psk"
+        first = sync_stick(agent, stick)
+        wrote = psk.is_file() and psk.read_bytes() == value
+        if first.exit_code == 0 and wrote and psk.stat().st_mode & 0o777 == 0o600:
+            observed = first.resources["Secret/wifi"]["status"]["observed"]
+            say.ok(f"{DEVICE} wrote {psk} (mode 0600, {len(value)} bytes; the value is "
+                   f"shown nowhere); status names ciphertext sha256 "
+                   f"{observed['ciphertext'][:12]}")
+        else:
+            say.no(f"{DEVICE} did not write the secret: {first.outcome}: {first.message}")
+            bad += 1
+        before = psk.read_bytes() if psk.is_file() else None
+        second = sync_stick(neighbour, stick)
+        cond = second.resources.get("Secret/wifi", {}).get("status", {}).get(
+            "conditions", [{}])[0]
+        if cond.get("reason") == "NotARecipient" and psk.is_file() \
+                and psk.read_bytes() == before:
+            say.ok(f"{NEIGHBOUR} refused it: {cond['reason']}: {cond['message']}; "
+                   "it wrote nothing")
+        else:
+            say.no(f"{NEIGHBOUR} should have refused the secret, got {cond}")
+            bad += 1
+    finally:
+        neighbour.close()
+    return tip, bad
 
 
 def _import_status(fleet: PublisherRepo, bundle: Path, device_key: PublicKey) -> bytes:

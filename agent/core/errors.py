@@ -140,6 +140,24 @@ class Reason(StrEnum):
     UnknownDevice = "UnknownDevice"
     UnknownGroup = "UnknownGroup"
     CannotBumpGeneration = "CannotBumpGeneration"
+    # secrets (giter_agent.core.age, the Secret kind, giter-bundle secret)
+    SecretTooLarge = "SecretTooLarge"
+    MalformedSecret = "MalformedSecret"
+    SecretTruncated = "SecretTruncated"
+    SecretCorrupt = "SecretCorrupt"
+    UnsupportedRecipient = "UnsupportedRecipient"
+    NotARecipient = "NotARecipient"
+    InvalidRecipient = "InvalidRecipient"
+    NoDeviceKey = "NoDeviceKey"
+    NotASecret = "NotASecret"
+    NotEnrolled = "NotEnrolled"
+    NoMembers = "NoMembers"
+    NoSecretsKey = "NoSecretsKey"
+    NotAPublisherKey = "NotAPublisherKey"
+    InvalidRecipients = "InvalidRecipients"
+    CannotRekey = "CannotRekey"
+    ReadableOutsideScope = "ReadableOutsideScope"
+    RecipientsMismatch = "RecipientsMismatch"
 
 
 class GiterError(Exception):
@@ -239,6 +257,16 @@ class ResourceError(GiterError, ValueError):
     """A resource document is malformed or fails its kind's schema."""
 
     reason = Reason.InvalidResource
+
+
+class AgeError(ResourceError):
+    """An age file (a ``Secret``'s ciphertext) that cannot be used here; the reason says
+    which way: ``SecretTooLarge``, ``MalformedSecret`` (armour or header does not parse),
+    ``SecretTruncated``, ``UnsupportedRecipient`` (a stanza other than ssh-ed25519),
+    ``NotARecipient``, ``SecretCorrupt`` (header MAC or payload does not authenticate),
+    ``InvalidRecipient`` (a key age cannot seal to). Never quotes the plaintext."""
+
+    reason = Reason.MalformedSecret
 
 
 class CommandTimedOut(GiterError, TimeoutError):

@@ -116,6 +116,9 @@ class Context:
     sysfs: Path = field(default_factory=_default_sysfs)
     # The effective user id (File owner/group need root); injectable for tests.
     euid: Callable[[], int] = os.geteuid
+    # The device's own ed25519 private key, loaded when a Secret needs it (None: the
+    # agent has none, and every Secret fails NoDeviceKey).
+    identity: Callable[[], Any] | None = None
     # Set by the reconciler for each pass: the previous pass's records, and each
     # resource's metadata.generation. Kinds read them, never write them.
     records: dict[str, dict[str, Any]] = field(default_factory=dict)

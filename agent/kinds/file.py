@@ -60,17 +60,41 @@ def _account(spec: dict[str, Any], name: str) -> str | None:
     return value
 
 
+def check_path(spec: dict[str, Any]) -> str:
+    """``spec.path``: absolute, without '.', '..' or NUL (File and Secret)."""
+    path = spec["path"]
+    if not isinstance(path, str) or not path.startswith("/"):
+        raise ResourceError("spec.path must be an absolute path", reason="InvalidSpec")
+    if "\0" in path or any(part in ("..", ".") for part in path.split("/")):
+        raise ResourceError("spec.path must not contain '.', '..' or NUL",
+                            reason="InvalidSpec")
+    return path
+
+
+def check_mode(spec: dict[str, Any], default: str) -> int:
+    """``spec.mode``: an octal string without setuid, setgid or sticky bits."""
+    mode = spec.get("mode", default)
+    if not isinstance(mode, str) or not mode.isdigit() or len(mode) > 4 \
+            or any(c > "7" for c in mode):
+        raise ResourceError(f"spec.mode must be an octal string like \"{default}\", "
+                            f"got {mode!r}", reason="InvalidSpec")
+    if int(mode, 8) & 0o7000:
+        raise ResourceError("spec.mode may not set setuid, setgid or sticky bits",
+                            reason="InvalidSpec")
+    return int(mode, 8)
+
+
+def account_fields(spec: dict[str, Any]) -> dict[str, str | None]:
+    """``spec.owner`` and ``spec.group`` (user and group names, or None)."""
+    return {"owner": _account(spec, "owner"), "group": _account(spec, "group")}
+
+
 class FileKind(Kind):
     kind = "File"
 
     def validate(self, spec: dict[str, Any]) -> dict[str, Any]:
         check_fields(spec, {"path"}, {"content", "contentBase64", "mode", "owner", "group"})
-        path = spec["path"]
-        if not isinstance(path, str) or not path.startswith("/"):
-            raise ResourceError("spec.path must be an absolute path", reason="InvalidSpec")
-        if "\0" in path or any(part in ("..", ".") for part in path.split("/")):
-            raise ResourceError("spec.path must not contain '.', '..' or NUL",
-                                reason="InvalidSpec")
+        path = check_path(spec)
         if ("content" in spec) == ("contentBase64" in spec):
             raise ResourceError("spec needs exactly one of content or contentBase64",
                                 reason="InvalidSpec")
@@ -87,16 +111,8 @@ class FileKind(Kind):
         if len(data) > MAX_CONTENT:
             raise ResourceError(f"content is over the {MAX_CONTENT}-byte cap",
                                 reason="InvalidSpec")
-        mode = spec.get("mode", "0644")
-        if not isinstance(mode, str) or not mode.isdigit() or len(mode) > 4 \
-                or any(c > "7" for c in mode):
-            raise ResourceError(f"spec.mode must be an octal string like \"0644\", got {mode!r}",
-                                reason="InvalidSpec")
-        if int(mode, 8) & 0o7000:
-            raise ResourceError("spec.mode may not set setuid, setgid or sticky bits",
-                                reason="InvalidSpec")
-        return {"path": path, "data": data, "mode": int(mode, 8),
-                "owner": _account(spec, "owner"), "group": _account(spec, "group"),
+        return {"path": path, "data": data, "mode": check_mode(spec, "0644"),
+                **account_fields(spec),
                 "prune": spec.get("prune", True)}
 
     # -- where, who, and what differs ----------------------------------------------------
@@ -163,6 +179,20 @@ class FileKind(Kind):
             found.append(f"{target} group gid {st.st_gid}, want {spec['group']} ({gid})")
         return found
 
+    @staticmethod
+    def write(target: Path, data: bytes, mode: int, uid: int | None, gid: int | None) -> None:
+        """Replace ``target`` atomically: a temp file beside it (mode 0600 from its
+        creation), owner and mode set before the rename. OSError if it cannot."""
+        # Folders between the root and the file are created, inside the root only.
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_writer(target, mode=mode) as fh:
+            fh.write(data)
+            if uid is not None or gid is not None:
+                # On the temp file, before the rename: the file never exists with
+                # the wrong owner, not even for an instant.
+                os.fchown(fh.fileno(), -1 if uid is None else uid,
+                          -1 if gid is None else gid)
+
     # -- the Kind interface --------------------------------------------------------------
 
     def apply(self, key: str, spec: dict[str, Any], ctx: Context) -> Outcome:
@@ -187,15 +217,7 @@ class FileKind(Kind):
         if not changes:
             return Done("Applied", _in_sync(target, data, mode), observed)
         try:
-            # Folders between the root and the file are created, inside the root only.
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with atomic_writer(target, mode=mode) as fh:
-                fh.write(data)
-                if uid is not None or gid is not None:
-                    # On the temp file, before the rename: the file never exists with
-                    # the wrong owner, not even for an instant.
-                    os.fchown(fh.fileno(), -1 if uid is None else uid,
-                              -1 if gid is None else gid)
+            self.write(target, data, mode, uid, gid)
         except OSError as exc:
             return Retry("WriteFailed", f"cannot write {target}: {exc.strerror}", 30, observed)
         # The reason and message are the same whether this pass wrote or found the file

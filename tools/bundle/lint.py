@@ -5,7 +5,9 @@ allowlist (``history.tree.iter_files``: names, symlinks, case collisions, sizes)
 strict YAML loader and document shape (``spec.resources.parse_resource``), each kind's
 schema (``Kind.validate``; built-in kinds and the plug-ins installed here, through
 ``kinds.load_kinds``), and the device-beats-group / group-vs-group rule
-(``spec.resources.select``) for every enrolled device. The trust file and the
+(``spec.resources.select``) for every enrolled device. Each ``Secret`` must open for
+every enrolled device that applies it and for no other key but the publisher secrets
+keys (``giter_bundle.secrets``). The trust file and the
 enrolments under ``.giter/`` are parsed as ``import`` will parse them.
 
 Errors are what a device would refuse or report as not Ready; warnings are what it
@@ -17,6 +19,7 @@ Called by ``giter-bundle lint``, and by ``commit`` and ``create`` before they si
 from __future__ import annotations
 
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from giter_agent.config.agent_toml import NAME_RE
@@ -89,12 +92,18 @@ def _check_resource(path: str, data: bytes, kinds: dict) -> list[Finding]:
     return [Finding(path, "StatusOnSpecBranch", w, error=False) for w in res.warnings]
 
 
-def lint_tree(store, tree: bytes, kinds: dict | None = None) -> list[Finding]:
-    """Every finding for the spec tree ``tree`` in ``store``, errors and warnings."""
+def lint_tree(store, tree: bytes, kinds: dict | None = None,
+              former_keys: Callable[[], dict[bytes, set[str]]] | None = None) -> list[Finding]:
+    """Every finding for the spec tree ``tree`` in ``store``, errors and warnings.
+
+    ``former_keys`` names keys no longer enrolled that a secret is still sealed to
+    (``giter_bundle.secrets.history_index`` over the branch; called only if needed).
+    """
     from giter_agent.history.tree import iter_files
     from giter_agent.kinds import load_kinds
     from giter_agent.spec.resources import prefixes, select
     from giter_bundle.enrolment import read_devices
+    from giter_bundle.secrets import lint_findings as lint_secrets
 
     kinds = load_kinds() if kinds is None else kinds
     findings = _check_trust_file(store, tree)
@@ -128,6 +137,10 @@ def lint_tree(store, tree: bytes, kinds: dict | None = None) -> list[Finding]:
             if top == "groups" and name not in groups_in_use:
                 findings.append(Finding(path, "NoMembers", f"no enrolled device is in group "
                                         f"{name}", error=False))
+
+    # Secrets: every device that applies one can open it, and no one else but the
+    # publisher secrets keys (giter_bundle.secrets).
+    findings += lint_secrets(store, tree, devices, folders, former_keys)
 
     seen: set[tuple[str, str]] = set()
     for device in devices.values():

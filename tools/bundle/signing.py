@@ -38,6 +38,11 @@ def _setting(config: Any, section: bytes, name: bytes) -> str | None:
         return None
 
 
+def config_value(repo_path: Path | None, section: str, name: str) -> str | None:
+    """A git configuration value as the repository sees it (None when unset)."""
+    return _setting(_config(repo_path), section.encode(), name.encode())
+
+
 def key_path(option: Path | None, repo_path: Path | None) -> Path:
     """The private key file to sign with."""
     if option is not None:

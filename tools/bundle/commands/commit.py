@@ -48,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
     from giter_bundle.generation import bump
     from giter_bundle.lint import lint_tree
     from giter_bundle.publisher import PublisherRepo
+    from giter_bundle.secrets import former_keys
     from giter_bundle.worktree import candidate_paths, read_files, stage, tree_of
 
     if not args.message and not args.bump_only:
@@ -77,7 +78,8 @@ def run(args: argparse.Namespace) -> int:
                     files[path] = (mode, result[0])
                     bumped[path] = result[1]
             if not args.no_lint:
-                errors = [f for f in lint_tree(*tree_of(files)) if f.error]
+                errors = [f for f in lint_tree(*tree_of(files),
+                                               former_keys=former_keys(exchange)) if f.error]
                 if errors:
                     for finding in errors:
                         print(finding.line())

@@ -49,12 +49,14 @@ def run(args: argparse.Namespace) -> int:
     )
     from giter_bundle.lint import lint_tree
     from giter_bundle.progress import Progress
+    from giter_bundle.secrets import former_keys
 
     with open_exchange(args) as exchange:
         plan = plan_bundle(exchange, args.device, full=args.full)
         if not args.no_lint:
             errors = [f for f in lint_tree(exchange.history.object_store,
-                                           exchange.commit(plan.tip).tree) if f.error]
+                                           exchange.commit(plan.tip).tree,
+                                           former_keys=former_keys(exchange)) if f.error]
             if errors:
                 for finding in errors:
                     print(finding.line())

@@ -46,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
 
     from giter_bundle.commands import open_exchange
     from giter_bundle.lint import lint_tree
+    from giter_bundle.secrets import former_keys
     from giter_bundle.worktree import candidate_paths, read_files, tree_of
 
     with open_exchange(args) as exchange:
@@ -53,11 +54,12 @@ def run(args: argparse.Namespace) -> int:
             with Repo(str(exchange.worktree)) as repo:
                 files = read_files(exchange.worktree, candidate_paths(repo),
                                    ("devices", "groups", ".giter"))
-            findings = lint_tree(*tree_of(files))
+            findings = lint_tree(*tree_of(files), former_keys=former_keys(exchange))
             what = "the work tree"
         else:
             sha = resolve(exchange, args.rev or exchange.branch)
-            findings = lint_tree(exchange.history.object_store, exchange.commit(sha).tree)
+            findings = lint_tree(exchange.history.object_store, exchange.commit(sha).tree,
+                                 former_keys=former_keys(exchange))
             what = f"{args.rev or exchange.branch} ({sha.decode()[:12]})"
     errors = sum(f.error for f in findings)
     for finding in findings:
