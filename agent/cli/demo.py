@@ -185,10 +185,10 @@ def _run(work: Path, out: TextIO, *, kept: bool) -> int:
         say.ok(f"pin led1 ({agent.board.pin('led1')}) recorded {len(pin.states)} states: "
                + " ".join(changes) + (" ..." if len(pin.states) > 9 else ""))
         say.fact("resources:")
-        for key, rec in sorted(report.resources.items()):
-            cond = rec["status"]["conditions"][0]
-            mark = "Ready" if cond["status"] == "True" else "NOT READY"
-            say.fact(f"  {key:<14} {mark:<6} {cond['reason']}: {cond['message']}")
+        from giter_agent.status.rows import resource_rows
+
+        for row in resource_rows(report.resources):
+            say.fact(row)
 
         say.step("The status comes back on the stick, signed by the device")
         outbox = stick / "giter" / "outbox"

@@ -14,6 +14,7 @@ from giter_agent.core.durable import atomic_write
 from giter_agent.core.errors import StickError
 from giter_agent.core.layout import INBOX, OUTBOX
 from giter_agent.status.report import SyncReport
+from giter_agent.status.rows import resource_rows
 from giter_agent.transport.device import SyncingDevice
 from giter_agent.transport.hub_status import read_hub_status
 
@@ -77,10 +78,7 @@ def receipt(agent: SyncingDevice, report: SyncReport) -> str:
     lines += [f"  {v.file:<28} {v.verdict:<11} {v.reason}: {v.message}"
               for v in report.bundles] or ["  (none)"]
     lines += ["", "resources:"]
-    for key, rec in sorted(report.resources.items()):
-        cond = rec["status"]["conditions"][0]
-        state = "Ready" if cond["status"] == "True" else "NOT READY"
-        lines.append(f"  {key:<28} {state:<10} {cond['reason']}: {cond['message']}")
+    lines += resource_rows(report.resources)
     if not report.resources:
         lines.append("  (none)")
     lines += ["", "status LED codes (while giter-agent runs as a service):"]

@@ -67,10 +67,9 @@ def run(args: argparse.Namespace) -> int:
             print(f"STALE SPEC    {cond['message']} (since {cond['lastTransitionTime']})")
     if not state.resources:
         print("resources     none")
-    for key, rec in sorted(state.resources.items()):
-        for cond in rec["status"].get("conditions", []):
-            mark = "Ready" if cond["status"] == "True" else "NOT READY"
-            print(f"  {key:<30} {mark:<10} {cond['reason']}: {cond['message']} "
-                  f"(since {cond['lastTransitionTime']})")
+    from giter_agent.status.rows import resource_rows
+
+    for row in resource_rows(state.resources, every_condition=True, since=True):
+        print(row)
     return 0
 

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from giter_agent.core.errors import GiterError, LockedError
+from giter_agent.status.rows import resource_rows
 from giter_agent.transport.device import SyncingDevice
 
 log = logging.getLogger("giter.serial")
@@ -195,11 +196,7 @@ class Console:
         lines.append(f"status commit {state.status_tip or 'none yet'}")
         if not state.resources:
             lines.append("resources     none")
-        for key, rec in sorted(state.resources.items()):
-            for cond in rec.get("status", {}).get("conditions", [])[:1]:
-                mark = "Ready" if cond.get("status") == "True" else "NOT READY"
-                lines.append(f"  {key:<28} {mark:<10} {cond.get('reason')}: "
-                             f"{cond.get('message')}")
+        lines += resource_rows(state.resources)
         return lines
 
     def sync_usb(self) -> list[str]:
