@@ -1,6 +1,6 @@
 """Benchmark: serial goodput as a fraction of the line rate, clean and with bit errors.
 
-Two pseudo-terminal pairs are joined by a relay (tests/serial_line.py) that paces bytes
+Two pseudo-terminal pairs are joined by a relay (tests/support/serial_line.py) that paces bytes
 at a UART's rate (115200 baud 8N1 carries at most 11,520 bytes/s: ten bits per byte)
 and injects bit errors over the ten bits each byte takes on the wire (a hit on a start
 or stop bit loses the byte). The agent's ``Sender`` pushes a file of random bytes
@@ -30,7 +30,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 import serial
-from serial_line import SerialLine
+from support.serial_line import SerialLine
 
 from giter_agent.transport.serial.link import OFFER, Link
 from giter_agent.transport.serial.transfer import (

@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 
 import pytest
-from helpers import Publisher, ssh_keygen
+from support.git import Publisher, ssh_keygen
 
 # What can differ by architecture: crypto (cryptography's wheels, Debian's older build on
 # armhf), dulwich (native modules on arm64, pure Python on armhf), packs and bundles, the
@@ -67,7 +67,7 @@ def publisher(tmp_path, publisher_key) -> Publisher:
 @pytest.fixture
 def clock():
     """A fake clock the test moves by hand (tests/kinds_helpers.py)."""
-    from kinds_helpers import Clock
+    from support.kinds import Clock
 
     return Clock()
 
@@ -76,7 +76,7 @@ def clock():
 def ctx(tmp_path, clock):
     """A handler context on gpiozero's mock pins with the fake clock; files under tmp."""
     from gpiozero.pins.mock import MockFactory
-    from kinds_helpers import make_ctx
+    from support.kinds import make_ctx
 
     c = make_ctx(tmp_path, MockFactory(), clock)
     yield c

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 import pytest
-from helpers import run, ssh_keygen
+from support.git import run, ssh_keygen
 
 from giter_agent.core import age
 from giter_agent.core.errors import ResourceError

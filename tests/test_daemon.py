@@ -18,8 +18,8 @@ import time
 from pathlib import Path
 
 import pytest
-from devices import NetDevice
-from servers import GitDaemon, Hub
+from support.devices import SimDevice
+from support.servers import GitDaemon, Hub
 
 from giter_agent.daemon.sd_notify import Notifier
 
@@ -92,7 +92,7 @@ def test_daemon_notifies_syncs_on_triggers_and_stops_on_sigterm(tmp_path, publis
     gitd = GitDaemon(hub).start()
     media = tmp_path / "media"
     media.mkdir()
-    dev = NetDevice(tmp_path, "pi-01", publisher.allowed_signers,
+    dev = SimDevice(tmp_path, "pi-01", publisher.allowed_signers,
                     {"url": gitd.url}, usb_roots=[media],
                     settings={"sync_interval": 3600, "log_level": "info"})
     first = publisher.commit("first", files=dev.spec_files("one\n"))
@@ -187,7 +187,7 @@ def proc_log(proc: subprocess.Popen) -> str:
 def test_daemon_reports_offline_and_backs_off(tmp_path, publisher):
     hub = Hub(tmp_path / "hub")
     gitd = GitDaemon(hub)  # never started: nothing listens on its port
-    dev = NetDevice(tmp_path, "pi-01", publisher.allowed_signers, {"url": gitd.url},
+    dev = SimDevice(tmp_path, "pi-01", publisher.allowed_signers, {"url": gitd.url},
                     settings={"log_level": "info"})
     systemd = FakeSystemd(tmp_path / "notify.sock")
     env = dict(os.environ, NOTIFY_SOCKET=str(systemd.path))
@@ -282,7 +282,7 @@ def test_sigterm_mid_pass_abandons_it_within_a_second(tmp_path, publisher):
     pass leaves nothing a later run cannot use."""
     silent = socket.create_server(("127.0.0.1", 0))  # accepts into the backlog, never reads
     port = silent.getsockname()[1]
-    dev = NetDevice(tmp_path, "pi-01", publisher.allowed_signers,
+    dev = SimDevice(tmp_path, "pi-01", publisher.allowed_signers,
                     {"url": f"git://127.0.0.1:{port}/fleet.git", "read_timeout_s": 30},
                     settings={"log_level": "info"})
     systemd = FakeSystemd(tmp_path / "notify.sock")
@@ -348,7 +348,7 @@ class PipeTrigger:
 def test_a_trigger_can_be_added_with_its_own_pass(tmp_path, publisher):
     from giter_agent.daemon.loop import Daemon
 
-    dev = NetDevice(tmp_path, "pi-01", publisher.allowed_signers)
+    dev = SimDevice(tmp_path, "pi-01", publisher.allowed_signers)
     agent = dev.agent()
     healths = []
     daemon = Daemon(agent, on_health=healths.append)

@@ -11,8 +11,8 @@ from __future__ import annotations
 import threading
 import time
 
-from devices import NetDevice, motd
-from servers import GitDaemon, Hub
+from support.devices import SimDevice, motd
+from support.servers import GitDaemon, Hub
 
 FLEET = 50
 
@@ -21,7 +21,7 @@ def test_fifty_agents_sync_concurrently_against_one_git_daemon(tmp_path, publish
     hub = Hub(tmp_path / "hub")
     gitd = GitDaemon(hub).start()
     try:
-        devices = [NetDevice(tmp_path / "fleet", f"pi-{i:03d}", publisher.allowed_signers,
+        devices = [SimDevice(tmp_path / "fleet", f"pi-{i:03d}", publisher.allowed_signers,
                              {"url": gitd.url, "connect_timeout_s": 60, "read_timeout_s": 120})
                    for i in range(FLEET)]
         publisher.commit("one file per device", files={
@@ -32,7 +32,7 @@ def test_fifty_agents_sync_concurrently_against_one_git_daemon(tmp_path, publish
         errors: list[BaseException] = []
         start = threading.Barrier(FLEET + 1)
 
-        def one(device: NetDevice) -> None:
+        def one(device: SimDevice) -> None:
             try:
                 agent = device.agent()
                 start.wait()

@@ -15,8 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from helpers import run, ssh_keygen
-from test_giter_bundle import BEACON, Device, Fleet, capture, enrolled, motd
+from support.fleet import BEACON, Device, Fleet, capture, enrolled, motd
+from support.git import run, ssh_keygen
 
 from giter_agent.history.store import History
 from giter_agent.history.tree import read_file, replace_files

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from dulwich.objects import Commit
-from helpers import run
+from support.git import run
 
 from giter_agent.core.errors import BundleError, HistoryError
 from giter_agent.history.store import Caps, History

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 from gpiozero.pins.mock import MockFactory
-from kinds_helpers import doc, make_ctx, ready, specset
+from support.kinds import doc, make_ctx, ready, specset
 
 from giter_agent.config.agent_toml import from_dict
 from giter_agent.config.settings import Settings, SettingsConfig, effective

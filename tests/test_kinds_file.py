@@ -10,7 +10,7 @@ import pwd
 
 import pytest
 from gpiozero.pins.mock import MockFactory
-from kinds_helpers import Clock, doc, make_ctx, ready, specset
+from support.kinds import Clock, doc, make_ctx, ready, specset
 
 from giter_agent.kinds import builtin_kinds
 from giter_agent.reconcile.engine import reconcile

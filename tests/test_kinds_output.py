@@ -6,7 +6,7 @@ import time
 
 import pytest
 from gpiozero.pins.mock import MockFactory, MockPWMPin
-from kinds_helpers import doc, make_ctx, ready, specset
+from support.kinds import doc, make_ctx, ready, specset
 
 from giter_agent.kinds import builtin_kinds
 from giter_agent.reconcile.engine import reconcile

@@ -16,7 +16,7 @@ import pwd
 
 import pytest
 from gpiozero.pins.mock import MockFactory
-from kinds_helpers import doc, make_ctx, ready, specset
+from support.kinds import doc, make_ctx, ready, specset
 
 from giter_agent.core import age
 from giter_agent.kinds import builtin_kinds

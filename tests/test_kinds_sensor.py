@@ -11,7 +11,7 @@ import time
 import pytest
 from gpiozero import Device
 from gpiozero.pins.mock import MockFactory, MockPWMPin, MockSPIDevice
-from kinds_helpers import T0, condition, doc, make_ctx, ready, specset
+from support.kinds import T0, condition, doc, make_ctx, ready, specset
 
 from giter_agent.config.settings import SettingsConfig
 from giter_agent.kinds import builtin_kinds
@@ -316,7 +316,7 @@ def test_a_restart_alone_makes_no_new_report(tmp_path, factory, clock):
 
 def test_status_commits_follow_reports_not_samples(tmp_path, publisher, clock, factory):
     """Through the agent: one signed status commit per report, none per sample."""
-    from kinds_helpers import Rig
+    from support.kinds import Rig
 
     rig = Rig(tmp_path, publisher)
     rig.publish({"cpu.yaml": cpu(deadband=1.0, thresholds={"above": 70})})

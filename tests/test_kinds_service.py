@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from kinds_helpers import condition, doc, ready, specset
+from support.kinds import condition, doc, ready, specset
 
 from giter_agent.kinds import builtin_kinds
 from giter_agent.reconcile.engine import reconcile
@@ -42,7 +42,7 @@ def systemd(tmp_path, monkeypatch) -> FakeSystemd:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     script = bin_dir / "systemctl"
-    source = (Path(__file__).parent / "fake_systemctl.py").read_text()
+    source = (Path(__file__).parent / "support" / "fake_systemctl.py").read_text()
     script.write_text(f"#!{sys.executable}\n{source}")
     script.chmod(0o755)
     state = tmp_path / "systemd"  # where the fake keeps its units (see fake_systemctl.py)

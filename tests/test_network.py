@@ -15,9 +15,9 @@ import random
 from pathlib import Path
 
 import pytest
-from devices import NetDevice
-from helpers import run, ssh_keygen
-from servers import GitDaemon, Hub, Lighttpd, Relay, Sshd, binary
+from support.devices import SimDevice
+from support.git import run, ssh_keygen
+from support.servers import GitDaemon, Hub, Lighttpd, Relay, Sshd, binary
 
 from giter_agent.cli.main import main
 from giter_agent.config.agent_toml import from_dict
@@ -58,7 +58,7 @@ def status_parents(publisher, ref: str) -> list[str]:
     return publisher.git("rev-list", "--parents", "-n1", ref).stdout.decode().split()[1:]
 
 
-def device_signers(tmp_path: Path, device: NetDevice) -> Path:
+def device_signers(tmp_path: Path, device: SimDevice) -> Path:
     agent = device.agent()
     path = tmp_path / f"{device.id}.signers"
     path.write_text(agent.public_key_line() + "\n")
@@ -68,7 +68,7 @@ def device_signers(tmp_path: Path, device: NetDevice) -> Path:
 
 def test_first_incremental_and_status_round_trip_over_git_daemon(tmp_path, publisher, hub,
                                                                   gitd):
-    dev = NetDevice(tmp_path, "pi-01", publisher.allowed_signers, {"url": gitd.url})
+    dev = SimDevice(tmp_path, "pi-01", publisher.allowed_signers, {"url": gitd.url})
     first = publisher.commit("first", files=dev.spec_files("hello\n"))
     hub.publish(publisher)
 
@@ -110,7 +110,7 @@ def test_first_incremental_and_status_round_trip_over_git_daemon(tmp_path, publi
 
 
 def test_cli_sync_without_source_uses_the_network(tmp_path, publisher, hub, gitd, capsys):
-    dev = NetDevice(tmp_path, "pi-01", publisher.allowed_signers, {"url": gitd.url})
+    dev = SimDevice(tmp_path, "pi-01", publisher.allowed_signers, {"url": gitd.url})
     publisher.commit("first", files=dev.spec_files("hello\n"))
     hub.publish(publisher)
     assert main(["-c", str(dev.config_path), "sync"]) == 0
@@ -129,14 +129,14 @@ def test_cli_sync_without_source_uses_the_network(tmp_path, publisher, hub, gitd
     assert dev.motd() == "hello\n"  # the last good spec stays applied
 
     # Without a [network] url, a bare `sync` is a usage error.
-    bare = NetDevice(tmp_path, "pi-02", publisher.allowed_signers)
+    bare = SimDevice(tmp_path, "pi-02", publisher.allowed_signers)
     assert main(["-c", str(bare.config_path), "sync"]) == 2
     assert "[network]" in capsys.readouterr().err
 
 
 def test_hub_rewound_main_is_refused_as_rollback_and_reported(tmp_path, publisher, hub,
                                                               gitd):
-    dev = NetDevice(tmp_path, "pi-01", publisher.allowed_signers, {"url": gitd.url})
+    dev = SimDevice(tmp_path, "pi-01", publisher.allowed_signers, {"url": gitd.url})
     first = publisher.commit("first", files=dev.spec_files("one\n"))
     second = publisher.commit("second", files=dev.spec_files("two\n"))
     hub.publish(publisher)
@@ -161,7 +161,7 @@ def test_lost_hub_mid_fetch_then_gone_then_back(tmp_path, publisher, hub, gitd):
     back: offline is reported each time, nothing half-fetched survives, then it syncs."""
     relay = Relay(gitd.port, budget=24_000)
     url = f"git://127.0.0.1:{relay.port}/fleet.git"
-    dev = NetDevice(tmp_path, "pi-01", publisher.allowed_signers,
+    dev = SimDevice(tmp_path, "pi-01", publisher.allowed_signers,
                     {"url": url, "read_timeout_s": 5})
     files = dev.spec_files("big\n")
     files["assets/noise.txt"] = os.urandom(300_000).hex()  # a pack well over the budget
@@ -196,12 +196,12 @@ def test_push_refused_because_hub_moved_is_retried_after_fetch(tmp_path, publish
                                                                gitd):
     """The hub's status/<id> holds a report this device never made (a state directory
     restored from an old backup, say): the device fetches it and builds on it."""
-    dev = NetDevice(tmp_path, "pi-01", publisher.allowed_signers, {"url": gitd.url})
+    dev = SimDevice(tmp_path, "pi-01", publisher.allowed_signers, {"url": gitd.url})
     publisher.commit("first", files=dev.spec_files("hello\n"))
     hub.publish(publisher)
     twin_dir = tmp_path / "twin"
     twin_dir.mkdir()
-    twin = NetDevice(twin_dir, "pi-01", publisher.allowed_signers, {"url": gitd.url})
+    twin = SimDevice(twin_dir, "pi-01", publisher.allowed_signers, {"url": gitd.url})
     twin.root = dev.root
     assert twin.sync().outcome == "applied"
     theirs = hub.refs()["refs/heads/status/pi-01"]
@@ -219,7 +219,7 @@ def test_push_refused_because_hub_moved_is_retried_after_fetch(tmp_path, publish
 
 
 def test_a_wrong_repository_is_an_error_not_a_crash(tmp_path, publisher, hub, gitd):
-    dev = NetDevice(tmp_path, "pi-01", publisher.allowed_signers,
+    dev = SimDevice(tmp_path, "pi-01", publisher.allowed_signers,
                     {"url": gitd.url.replace("fleet.git", "nothing.git")})
     report = dev.sync()
     assert (report.outcome, report.reason, report.exit_code) == ("error", "RemoteError", 4)
@@ -227,7 +227,7 @@ def test_a_wrong_repository_is_an_error_not_a_crash(tmp_path, publisher, hub, gi
 
 
 def test_a_second_writer_is_told_who_holds_the_lock(tmp_path, publisher, hub, gitd):
-    dev = NetDevice(tmp_path, "pi-01", publisher.allowed_signers, {"url": gitd.url})
+    dev = SimDevice(tmp_path, "pi-01", publisher.allowed_signers, {"url": gitd.url})
     (dev.dir / "state").mkdir()
     with state_lock(dev.dir / "state"), pytest.raises(LockedError) as info:
         dev.sync()
@@ -241,7 +241,7 @@ def test_https_basic_auth_through_a_real_web_server(tmp_path, publisher, hub):
         secret = private(tmp_path / "hub-password", "correct horse\n")
         net = {"url": web.url, "username": "pi-01", "password_file": secret,
                "ca_file": web.ca_file}
-        dev = NetDevice(tmp_path, "pi-01", publisher.allowed_signers, net)
+        dev = SimDevice(tmp_path, "pi-01", publisher.allowed_signers, net)
         first = publisher.commit("first", files=dev.spec_files("hello\n"))
         hub.publish(publisher)
         report = dev.sync()
@@ -266,13 +266,13 @@ def test_https_basic_auth_through_a_real_web_server(tmp_path, publisher, hub):
         secret.chmod(0o600)
 
         # A repository the web server does not have (HTTP 404): an error, reported.
-        lost = NetDevice(tmp_path, "pi-03", publisher.allowed_signers,
+        lost = SimDevice(tmp_path, "pi-03", publisher.allowed_signers,
                          dict(net, url=web.url.replace("fleet.git", "nothing.git")))
         assert (lost.sync().outcome, lost.state().network["reason"]) == ("error",
                                                                           "RemoteError")
 
         # Without the pinned CA the system's CAs do not know the server: refused.
-        other = NetDevice(tmp_path, "pi-02", publisher.allowed_signers,
+        other = SimDevice(tmp_path, "pi-02", publisher.allowed_signers,
                           {k: v for k, v in net.items() if k != "ca_file"})
         report = other.sync()
         assert (report.outcome, report.reason) == ("refused", "TlsVerifyFailed")
@@ -290,7 +290,7 @@ def test_ssh_with_pinned_host_key(tmp_path, publisher, hub):
         known_hosts.write_text(sshd.known_hosts_line())
         net = {"url": sshd.url(hub.path), "ssh_key": user_key, "known_hosts": known_hosts,
                "connect_timeout_s": 5}
-        dev = NetDevice(tmp_path, "pi-01", publisher.allowed_signers, net)
+        dev = SimDevice(tmp_path, "pi-01", publisher.allowed_signers, net)
         first = publisher.commit("first", files=dev.spec_files("hello\n"))
         hub.publish(publisher)
         report = dev.sync()
@@ -323,7 +323,7 @@ def test_ssh_with_pinned_host_key(tmp_path, publisher, hub):
 
 def test_offline_is_reported_by_status_and_on_the_usb_receipt(tmp_path, publisher, hub,
                                                               gitd, capsys):
-    dev = NetDevice(tmp_path, "pi-01", publisher.allowed_signers, {"url": gitd.url})
+    dev = SimDevice(tmp_path, "pi-01", publisher.allowed_signers, {"url": gitd.url})
     publisher.commit("first", files=dev.spec_files("hello\n"))
     hub.publish(publisher)
     bundle = publisher.bundle(tmp_path / "fleet.bundle")

@@ -7,14 +7,13 @@ import time
 
 import pytest
 from gpiozero.pins.mock import MockFactory, MockPWMPin
+from support.resources import API
 
 from giter_agent.device.board import load_board
 from giter_agent.kinds import builtin_kinds
 from giter_agent.kinds.base import Context
 from giter_agent.reconcile.engine import reconcile
 from giter_agent.spec.resources import SpecSet, parse_resource, select
-
-API = "apiVersion: giter.dev/v1alpha1\n"
 
 
 def file_doc(name: str, path: str, content: str = "hello\n", extra: str = "",

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kinds_helpers import T0, doc, ready, specset
+from support.kinds import T0, doc, ready, specset
 
 from giter_agent.kinds.base import Context, Done, Kind, Outcome, Retry, check_fields
 from giter_agent.reconcile.engine import MAX_BACKOFF_S, reconcile

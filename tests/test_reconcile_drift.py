@@ -5,7 +5,7 @@ agent's timer pass, the record lands in a signed status commit."""
 from __future__ import annotations
 
 from gpiozero.pins.mock import MockFactory, MockPWMPin
-from kinds_helpers import Rig, condition, doc, ready, specset
+from support.kinds import Rig, condition, doc, ready, specset
 
 from giter_agent.kinds import builtin_kinds
 from giter_agent.reconcile.engine import reconcile

@@ -8,7 +8,7 @@ import json
 
 import pytest
 from gpiozero.pins.mock import MockFactory
-from kinds_helpers import Rig, doc, make_ctx, specset
+from support.kinds import Rig, doc, make_ctx, specset
 
 from giter_agent.kinds import builtin_kinds
 from giter_agent.reconcile.engine import reconcile

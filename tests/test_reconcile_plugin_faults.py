@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from gpiozero.pins.mock import MockFactory
-from kinds_helpers import doc, make_ctx, ready, specset
+from support.kinds import doc, make_ctx, ready, specset
 
 from giter_agent.kinds import builtin_kinds
 from giter_agent.kinds.base import Context, Done, Kind, Outcome

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from gpiozero.pins.mock import MockFactory, MockPWMPin
-from kinds_helpers import doc, make_ctx
+from support.kinds import doc, make_ctx
 
 from giter_agent.kinds import builtin_kinds
 from giter_agent.reconcile.engine import reconcile

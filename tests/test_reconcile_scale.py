@@ -7,7 +7,7 @@ spec changes 50 files and removes 100, which are pruned.
 
 from __future__ import annotations
 
-from kinds_helpers import Rig, doc
+from support.kinds import Rig, doc
 
 
 def resources(rig: Rig, changed: int = 0, removed: int = 0) -> dict[str, bytes | None]:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from gpiozero.pins.mock import MockFactory, MockPWMPin
-from kinds_helpers import API, Clock, doc, make_ctx, specset
+from support.kinds import API, Clock, doc, make_ctx, specset
 
 from giter_agent.kinds import builtin_kinds
 from giter_agent.reconcile.engine import reconcile

@@ -15,53 +15,19 @@ import stat
 from pathlib import Path
 
 import pytest
-from helpers import Publisher, run, ssh_keygen
+from support.devices import SimDevice
+from support.git import Publisher, run, ssh_keygen
+from support.resources import API, BEACON
 
 from giter_agent.cli.demo import run_demo
 from giter_agent.cli.main import main
-from giter_agent.state.store import StateStore
-
-API = "apiVersion: giter.dev/v1alpha1\n"
 
 
-class Device:
-    """One simulated device: a config file, a state dir and a files root."""
-
-    def __init__(self, tmp: Path, device_id: str, signers: Path, groups=()) -> None:
-        self.id = device_id
-        self.dir = tmp / device_id
-        self.root = self.dir / "root"
-        self.root.mkdir(parents=True)
-        self.config = self.dir / "agent.toml"
-        self.config.write_text(
-            f'device_id = "{device_id}"\nstate_dir = "state"\nboard = "generic-mock"\n'
-            f'allowed_signers = "{signers}"\ngroups = {json.dumps(list(groups))}\n'
-            f'[files]\nroots = ["{self.root}"]\n')
-
-    def cli(self, *args: str | Path, capsys=None) -> int:
-        return main(["-c", str(self.config), *map(str, args)])
-
-    def state(self):
-        return StateStore(self.dir / "state").load()
-
-    def snapshot(self) -> dict:
-        """What a refusal must leave alone: accepted and applied spec, each resource's
-        applied spec and readiness, and every file under the root."""
-        s = self.state()
-        files = {str(p): p.read_bytes() for p in sorted(self.root.rglob("*")) if p.is_file()}
-        applied = {key: (rec.get("spec"), rec["status"]["conditions"][0]["status"],
-                         rec["status"].get("specCommit"))
-                   for key, rec in s.resources.items()}
-        return {"accepted": s.accepted, "applied": s.applied, "resources": applied,
-                "files": files}
-
-
-def motd(device: Device, text: str) -> str:
+def motd(device: SimDevice, text: str) -> str:
     return (f"{API}kind: File\nmetadata:\n  name: motd\n  generation: 1\nspec:\n"
             f"  path: {device.root}/motd\n  content: {json.dumps(text)}\n  mode: \"0640\"\n")
 
 
-BEACON = f"{API}kind: Output\nmetadata:\n  name: beacon\nspec:\n  pin: led1\n  state: on\n"
 
 
 @pytest.fixture
@@ -72,18 +38,18 @@ def stick(tmp_path) -> Path:
 
 
 @pytest.fixture
-def device(tmp_path, publisher) -> Device:
-    return Device(tmp_path, "pi-01", publisher.allowed_signers)
+def device(tmp_path, publisher) -> SimDevice:
+    return SimDevice(tmp_path, "pi-01", publisher.allowed_signers)
 
 
-def first_spec(publisher: Publisher, device: Device, text: str = "hello\n") -> str:
+def first_spec(publisher: Publisher, device: SimDevice, text: str = "hello\n") -> str:
     return publisher.commit("first spec", files={
         f"devices/{device.id}/motd.yaml": motd(device, text),
         f"devices/{device.id}/beacon.yaml": BEACON,
     })
 
 
-def device_signers(tmp_path: Path, device: Device) -> Path:
+def device_signers(tmp_path: Path, device: SimDevice) -> Path:
     """An allowed_signers file holding the device's key, as `giter-agent key` prints it."""
     path = tmp_path / f"{device.id}.signers"
     with pytest.MonkeyPatch.context() as mp:
@@ -154,7 +120,7 @@ def test_incremental_bundles_and_status_chain(tmp_path, publisher, device, stick
 
 
 def test_one_stick_serves_many_devices(tmp_path, publisher, stick):
-    devices = [Device(tmp_path, name, publisher.allowed_signers, groups=["lobby"])
+    devices = [SimDevice(tmp_path, name, publisher.allowed_signers, groups=["lobby"])
                for name in ("pi-a", "pi-b")]
     files = {f"groups/lobby/motd-{d.id}.yaml": motd(d, f"hi {d.id}\n").replace(
         "name: motd", f"name: motd-{d.id}") for d in devices}
@@ -293,7 +259,7 @@ def test_dulwich_made_bundles_import(tmp_path, device):
     key = sshsig.generate_ed25519()
     signers = tmp_path / "signers"
     signers.write_text(f'ops namespaces="git" {sshsig.public_key_of(key).openssh()}\n')
-    dev = Device(tmp_path, "pi-02", signers)
+    dev = SimDevice(tmp_path, "pi-02", signers)
     repo = PublisherRepo(tmp_path / "pub.git", key)
     first = repo.commit({f"devices/{dev.id}/motd.yaml": motd(dev, "py\n").encode()}, "one")
     b1 = repo.bundle(tmp_path / "b1.bundle")

@@ -20,8 +20,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import run, ssh_keygen
-from test_giter_bundle import Device, capture, enrolled, motd
+from support.fleet import Device, capture, enrolled, motd
+from support.git import run, ssh_keygen
 
 from giter_agent.cli.main import main as agent_main
 from giter_agent.core import age
@@ -68,7 +68,7 @@ def files_under(*roots: Path):
 
 @pytest.fixture
 def fleet(tmp_path, publisher_key):
-    from test_giter_bundle import Fleet
+    from support.fleet import Fleet
 
     return Fleet(tmp_path, publisher_key)
 

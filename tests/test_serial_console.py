@@ -10,9 +10,9 @@ import time
 
 import pytest
 import serial
-from devices import NetDevice
-from serial_line import SerialLine
-from serial_rig import ServedDevice
+from support.devices import SimDevice
+from support.serial_line import SerialLine
+from support.serial_rig import ServedDevice
 
 from giter_agent.transport.serial.console import Console, find_sticks
 from giter_agent.transport.serial.endpoint import PreambleScanner
@@ -43,7 +43,7 @@ def media(tmp_path):
 
 @pytest.fixture
 def device(tmp_path, publisher, media):
-    return NetDevice(tmp_path, "pi-01", publisher.allowed_signers, usb_roots=[media])
+    return SimDevice(tmp_path, "pi-01", publisher.allowed_signers, usb_roots=[media])
 
 
 @pytest.fixture

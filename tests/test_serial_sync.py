@@ -17,9 +17,9 @@ import time
 import msgpack
 import pytest
 import serial
-from devices import NetDevice
-from serial_line import SerialLine
-from serial_rig import ServedDevice, peer
+from support.devices import SimDevice
+from support.serial_line import SerialLine
+from support.serial_rig import ServedDevice, peer
 
 from giter_agent.transport.serial.frames import encode_frame
 from giter_agent.transport.serial.link import (
@@ -38,7 +38,7 @@ from giter_bundle.serial_peer import NoDeviceError
 
 @pytest.fixture
 def device(tmp_path, publisher):
-    return NetDevice(tmp_path, "pi-01", publisher.allowed_signers)
+    return SimDevice(tmp_path, "pi-01", publisher.allowed_signers)
 
 
 def spec_bundle(publisher, device, tmp_path, *, blob_kib: int = 48, text: str = "hello\n"):

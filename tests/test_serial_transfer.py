@@ -13,7 +13,7 @@ import threading
 import msgpack
 import pytest
 import serial
-from serial_line import SerialLine
+from support.serial_line import SerialLine
 
 from giter_agent.transport.serial.link import OFFER, Link, LinkLost
 from giter_agent.transport.serial.transfer import Offer, PartialStore, Receiver, Sender

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from dulwich.objects import Commit, Tree
 from dulwich.repo import Repo
-from helpers import (
+from support.git import (
     Publisher,
     cat_commit,
     git_verifies,

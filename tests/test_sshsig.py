@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import hashes, serialization
-from helpers import craft_sshsig, pub_line, run, ssh_keygen, write_allowed_signers
+from support.git import craft_sshsig, pub_line, run, ssh_keygen, write_allowed_signers
 
 from giter_agent.core.errors import ConfigError, TrustError
 from giter_agent.trust import allowed_signers, devicekey, sshsig

@@ -6,17 +6,17 @@ All three must name the same state (``giter_agent.state.health``) and the same L
 
 from __future__ import annotations
 
-from devices import NetDevice, motd
+from support.devices import SimDevice, motd
 
 from giter_agent.cli.main import main
 from giter_agent.device.status_led import LEGEND, legend
 
 
-def sync_stick(device: NetDevice, stick) -> int:
+def sync_stick(device: SimDevice, stick) -> int:
     return main(["-c", str(device.config_path), "sync", "--usb", str(stick)])
 
 
-def console_line(device: NetDevice, capsys) -> str:
+def console_line(device: SimDevice, capsys) -> str:
     capsys.readouterr()
     assert main(["-c", str(device.config_path), "status", "--line"]) == 0
     out = capsys.readouterr().out
@@ -25,7 +25,7 @@ def console_line(device: NetDevice, capsys) -> str:
 
 
 def test_applied_then_refused_reads_the_same_everywhere(tmp_path, publisher, capsys):
-    device = NetDevice(tmp_path, "pi-01", publisher.allowed_signers)
+    device = SimDevice(tmp_path, "pi-01", publisher.allowed_signers)
     stick = tmp_path / "stick"
     (stick / "giter" / "inbox").mkdir(parents=True)
     good = publisher.commit("spec", files={"devices/pi-01/motd.yaml":

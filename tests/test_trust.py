@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from dulwich.objects import Blob, Commit, Tree
 from dulwich.repo import Repo
-from helpers import (
+from support.git import (
     Publisher,
     cat_commit,
     craft_sshsig,

@@ -1,7 +1,7 @@
 """A device serving one end of a ``SerialLine`` and a laptop on the other, for the tests.
 
 ``ServedDevice`` runs ``SerialEndpoint.serve_forever`` in a thread on ``line.a`` for a
-``NetDevice`` (its own config, state and files root); ``peer(...)`` builds the
+``SimDevice`` (its own config, state and files root); ``peer(...)`` builds the
 laptop's ``SerialPeer`` on ``line.b``. Timeouts are short so a cut line is noticed
 in about a second.
 """
@@ -12,17 +12,16 @@ import threading
 import time
 from pathlib import Path
 
-from devices import NetDevice
-from serial_line import SerialLine
-
 from giter_agent.transport.serial.endpoint import SerialEndpoint
 from giter_bundle.serial_peer import SerialPeer
+from support.devices import SimDevice
+from support.serial_line import SerialLine
 
 IDLE_S = 1.5
 
 
 class ServedDevice:
-    def __init__(self, device: NetDevice, line: SerialLine, *, status_interval: float = 30.0,
+    def __init__(self, device: SimDevice, line: SerialLine, *, status_interval: float = 30.0,
                  idle_timeout: float = IDLE_S) -> None:
         self.device = device
         self.agent = device.agent()

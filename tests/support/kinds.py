@@ -1,30 +1,24 @@
 """Helpers for the kind and reconcile tests: resource documents, a context, a clock.
 
-Documents are written as YAML whose values are JSON (JSON is YAML), so a test states
-a spec as a Python dict. The context runs on gpiozero mock pins, a temp files root
-and a temp sysfs; the clock is a settable fake, so time never passes by accident.
+Documents are real block YAML (``support.resources.doc``), so a test states a spec as
+a Python dict and the agent reads it as an operator would have written it. The context
+runs on gpiozero mock pins, a temp files root and a temp sysfs; the clock is a settable
+fake, so time never passes by accident.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from giter_agent.device.board import load_board
 from giter_agent.kinds.base import Context
 from giter_agent.spec.resources import SpecSet, select
+from support.resources import API, doc
 
-API = "apiVersion: giter.dev/v1alpha1\n"
+__all__ = ["API", "T0", "Clock", "Rig", "condition", "doc", "make_ctx", "ready", "specset"]
+
 T0 = 1_800_000_000.0
-
-
-def doc(kind: str, name: str, spec: dict[str, Any], generation: int | None = 1) -> bytes:
-    meta: dict[str, Any] = {"name": name}
-    if generation is not None:
-        meta["generation"] = generation
-    return (f"{API}kind: {kind}\nmetadata: {json.dumps(meta)}\n"
-            f"spec: {json.dumps(spec)}\n").encode()
 
 
 def specset(*docs: bytes, folder: str = "devices/d") -> SpecSet:
@@ -130,7 +124,7 @@ class Rig:
 
     def status_commits(self) -> list[str]:
         """The device's status commits, newest first (first-parent history)."""
-        from helpers import run
+        from support.git import run
 
         tip = self.state().status_tip
         if not tip:
@@ -141,7 +135,7 @@ class Rig:
         return out.split()
 
     def show(self, path: str) -> str:
-        from helpers import run
+        from support.git import run
 
         return run("git", "--git-dir", self.state_dir / "repo.git", "show",
                    f"{self.state().status_tip}:{path}").stdout.decode()

@@ -19,7 +19,7 @@ import threading
 import time
 from pathlib import Path
 
-from helpers import run, ssh_keygen
+from support.git import run, ssh_keygen
 
 LOOPBACK = "127.0.0.1"
 
