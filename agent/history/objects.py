@@ -8,12 +8,14 @@ id where a commit was expected is a typed refusal, not an ``AttributeError``.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 from dulwich.objects import Blob, Commit, ObjectID, Tree
 from dulwich.refs import Ref
 
 from giter_agent.core.errors import HistoryError, Reason
+
+_T = TypeVar("_T", Commit, Tree, Blob)
 
 
 def oid(sha: bytes) -> ObjectID:
@@ -31,28 +33,24 @@ def has_object(store: Any, sha: bytes) -> bool:
     return ObjectID(sha) in store
 
 
+def _read(store: Any, sha: bytes, cls: type[_T], reason: Reason) -> _T:
+    obj = store[ObjectID(sha)]
+    if not isinstance(obj, cls):
+        raise HistoryError(f"{sha.decode(errors='replace')} is a {obj.type_name.decode()}, "
+                           f"not a {cls.type_name.decode()}", reason=reason)
+    return obj
+
+
 def read_commit(store: Any, sha: bytes) -> Commit:
     """The commit ``sha``; ``HistoryError(NotACommit)`` if it is another type."""
-    obj = store[ObjectID(sha)]
-    if not isinstance(obj, Commit):
-        raise HistoryError(f"{sha.decode(errors='replace')} is a {obj.type_name.decode()}, "
-                           "not a commit", reason=Reason.NotACommit)
-    return obj
+    return _read(store, sha, Commit, Reason.NotACommit)
 
 
 def read_tree(store: Any, sha: bytes) -> Tree:
     """The tree ``sha``; ``HistoryError(CorruptObject)`` if it is another type."""
-    obj = store[ObjectID(sha)]
-    if not isinstance(obj, Tree):
-        raise HistoryError(f"{sha.decode(errors='replace')} is a {obj.type_name.decode()}, "
-                           "not a tree", reason=Reason.CorruptObject)
-    return obj
+    return _read(store, sha, Tree, Reason.CorruptObject)
 
 
 def read_blob(store: Any, sha: bytes) -> Blob:
     """The blob ``sha``; ``HistoryError(CorruptObject)`` if it is another type."""
-    obj = store[ObjectID(sha)]
-    if not isinstance(obj, Blob):
-        raise HistoryError(f"{sha.decode(errors='replace')} is a {obj.type_name.decode()}, "
-                           "not a blob", reason=Reason.CorruptObject)
-    return obj
+    return _read(store, sha, Blob, Reason.CorruptObject)
