@@ -239,13 +239,24 @@ def applied_before(key: str, spec: dict[str, Any], ctx: Context) -> bool:
     return ctx.records.get(key, {}).get("fingerprint") == fingerprint(spec)
 
 
+def did_you_mean(name: str, known: set[str] | frozenset[str]) -> str:
+    """`` (did you mean onTime?)`` for a misspelt field name, or ``""``."""
+    import difflib
+
+    by_fold = {k.casefold(): k for k in known}
+    if name.casefold() in by_fold:
+        return f" (did you mean {by_fold[name.casefold()]}?)"
+    close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
 def check_fields(spec: dict[str, Any], required: set[str], optional: set[str]) -> None:
-    """Refuse unknown and missing fields, naming them."""
+    """Refuse unknown and missing fields, naming them (and the field probably meant)."""
     allowed = required | optional | Kind.COMMON
     unknown = sorted(str(k) for k in spec if k not in allowed)
     if unknown:
-        raise ResourceError(f"spec: unknown field(s) {', '.join(unknown)}",
-                            reason="InvalidSpec")
+        named = ", ".join(f"{k}{did_you_mean(k, allowed)}" for k in unknown)
+        raise ResourceError(f"spec: unknown field(s) {named}", reason="InvalidSpec")
     missing = sorted(required - set(spec))
     if missing:
         raise ResourceError(f"spec: missing field(s) {', '.join(missing)}", reason="InvalidSpec")

@@ -39,6 +39,8 @@ def _is_resource(path: str) -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
+    import time
+
     from dulwich.repo import Repo
 
     from giter_agent.history.tree import read_file
@@ -46,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     from giter_bundle.commands import open_exchange
     from giter_bundle.errors import UsageError
     from giter_bundle.generation import bump
-    from giter_bundle.lint import lint_tree
+    from giter_bundle.lint import expires_findings, lint_tree
     from giter_bundle.publisher import PublisherRepo
     from giter_bundle.secrets import former_keys
     from giter_bundle.worktree import candidate_paths, read_files, stage, tree_of
@@ -95,8 +97,11 @@ def run(args: argparse.Namespace) -> int:
         if tree == tip_tree:
             print(f"nothing to commit: the work tree matches {exchange.branch}")
             return 1
+        message = "\n\n".join(args.message)
+        for finding in expires_findings(message.encode(), time.time(), "commit message"):
+            print(finding.line())
         publisher = PublisherRepo(exchange.git_dir, key, branch=exchange.branch,
                                   identity=identity, history=exchange.history)
-        sha = publisher.commit_tree(tree, "\n\n".join(args.message), parent=tip)
+        sha = publisher.commit_tree(tree, message, parent=tip)
         print(f"[{exchange.branch} {sha.decode()[:12]}] {args.message[0]} (signed)")
     return 0
