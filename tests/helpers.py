@@ -157,7 +157,7 @@ class SoftSecurityKey:
     ``sha256(application) || flags || counter || sha256(data)``, so this does just that
     with ``cryptography`` and lays the key blob and the SSHSIG out field by field.
     ``ssh-keygen -Y verify`` and ``git verify-commit`` check them without hardware.
-    It is an ``agent.sshsig.Signer``, so ``sign_commit`` signs commits with it.
+    It is an ``giter_agent.trust.sshsig.Signer``, so ``sign_commit`` signs commits with it.
     """
 
     def __init__(self, kind: str = "ed25519", *, application: bytes = b"ssh:",
@@ -167,7 +167,7 @@ class SoftSecurityKey:
         from cryptography.hazmat.primitives import serialization
         from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
-        from agent import sshsig
+        from giter_agent.trust import sshsig
 
         def string(value: bytes) -> bytes:
             return struct.pack(">I", len(value)) + value
@@ -203,7 +203,7 @@ class SoftSecurityKey:
         from cryptography.hazmat.primitives.asymmetric import ec
         from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
-        from agent import sshsig
+        from giter_agent.trust import sshsig
 
         string = self._string
         data = (b"SSHSIG" + string(namespace.encode()) + string(b"") + string(b"sha512")

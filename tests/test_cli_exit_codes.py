@@ -14,9 +14,9 @@ from devices import NetDevice, motd
 from kinds_helpers import Rig, doc
 from test_giter_bundle import Fleet, capture
 
-from agent.cli import main
-from agent.commands.status import EXIT_CODES
-from agent.health import STATES
+from giter_agent.cli.commands.status import EXIT_CODES
+from giter_agent.cli.main import main
+from giter_agent.state.health import STATES
 from giter_bundle.cli import main as bundle_main
 
 

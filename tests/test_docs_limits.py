@@ -1,6 +1,6 @@
 """What docs/kinds.md says a File may hold is what the agent accepts.
 
-The binding limit is the 256 KiB cap on a resource document (``agent.resources``), not
+The binding limit is the 256 KiB cap on a resource document (``giter_agent.spec.resources``), not
 the File kind's own cap; through base64 that leaves about 191 KiB of binary.
 """
 
@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from agent.errors import ResourceError
-from agent.kinds.file import FileKind
-from agent.resources import MAX_DOCUMENT_BYTES, parse_resource
+from giter_agent.core.errors import ResourceError
+from giter_agent.kinds.file import FileKind
+from giter_agent.spec.resources import MAX_DOCUMENT_BYTES, parse_resource
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "kinds.md"
 HEAD = (b"apiVersion: giter.dev/v1alpha1\nkind: File\nmetadata: {name: blob}\nspec:\n"

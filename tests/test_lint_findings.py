@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from test_giter_bundle import API, Fleet
 
-from agent.kinds import load_kinds
+from giter_agent.kinds import load_kinds
 from giter_bundle.lint import _check_resource
 
 LED = (f"{API}kind: Output\nmetadata: {{name: led}}\nspec:\n  pin: 17\n  state: blink\n"

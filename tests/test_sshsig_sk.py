@@ -14,8 +14,8 @@ import pytest
 from dulwich.objects import Commit
 from helpers import SoftSecurityKey, run, write_allowed_signers
 
-from agent import allowed_signers, signed_commit, sshsig
-from agent.errors import TrustError
+from giter_agent.core.errors import TrustError
+from giter_agent.trust import allowed_signers, signed_commit, sshsig
 
 MESSAGE = b"tree 4b825dc642cb6eb9a060e54bf8d69288fbee4904\n\nhello\n"
 KINDS = ("ed25519", "ecdsa")

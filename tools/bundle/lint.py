@@ -64,8 +64,8 @@ def _folder_entries(store, tree: bytes, name: str) -> list[tuple[str, int]]:
 
 
 def _check_trust_file(store, tree: bytes) -> list[Finding]:
-    from giter_agent.trust import allowed_signers
     from giter_agent.history.tree import read_file
+    from giter_agent.trust import allowed_signers
     from giter_bundle.exchange import TRUST_FILE
 
     try:
@@ -174,7 +174,7 @@ def _stand_in(kind: Any, spec: dict[str, Any], name: str) -> Any:
 
 
 def _document_errors(path: str, data: bytes) -> tuple[list[Finding], Any]:
-    """The errors ``giter_agent.spec.resources.parse_resource`` finds around the spec, and the resource.
+    """The errors ``spec.resources.parse_resource`` finds around the spec, and the resource.
 
     After each, the part it names is replaced with a stand-in (or an unknown top-level
     field taken out) and the document parsed again, so that a wrong ``apiVersion`` does
@@ -292,9 +292,9 @@ def lint_tree(store, tree: bytes, kinds: dict | None = None,
     ``former_keys`` names keys no longer enrolled that a secret is still sealed to
     (``giter_bundle.secrets.history_index`` over the branch; called only if needed).
     """
+    from giter_agent.history.tree import iter_files
     from giter_agent.kinds import load_kinds
     from giter_agent.spec.resources import prefixes, select
-    from giter_agent.history.tree import iter_files
     from giter_bundle.enrolment import read_devices
     from giter_bundle.secrets import lint_findings as lint_secrets
 

@@ -35,8 +35,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import sys
 
-    from giter_agent.core.clikit import emit
     from giter_agent.cli.commands import load_config
+    from giter_agent.core.clikit import emit
     from giter_agent.core.errors import TreeError
     from giter_agent.reconcile.plan import plan, read_spec, refuse_pins
     from giter_agent.state.store import StateStore

@@ -27,8 +27,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from giter_agent.core.clikit import emit
     from giter_agent.cli.commands import load_config
+    from giter_agent.core.clikit import emit
     from giter_agent.state.health import health
     from giter_agent.state.store import StateStore
 

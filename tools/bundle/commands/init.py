@@ -118,8 +118,8 @@ def _configure_git(repo_root: Path, spec: str, trusted: tuple[Any, ...]) -> list
 
 def _check_history(exchange: Exchange, trust: bytes) -> None:
     """Refuse to adopt a branch whose history devices would refuse."""
-    from giter_agent.trust import allowed_signers
     from giter_agent.core.errors import TrustError
+    from giter_agent.trust import allowed_signers
     from giter_agent.trust.verify import TrustRoot, verify_update
     from giter_bundle.errors import PublisherError
 
@@ -173,8 +173,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _init(args: argparse.Namespace, root: Path, adopting: bool, spec: str, signer: Any,
           trust: bytes, who: str | None) -> int:
-    from giter_agent.trust import allowed_signers
     from giter_agent.history.tree import read_file
+    from giter_agent.trust import allowed_signers
     from giter_bundle import signing
     from giter_bundle.errors import PublisherError, UsageError
     from giter_bundle.exchange import TRUST_FILE, Exchange

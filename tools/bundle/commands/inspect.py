@@ -21,13 +21,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--allowed-signers", type=Path, metavar="FILE",
                    help="publisher keys to check root commits with (default: the "
                    "repository's trust file)")
-    from agent.clikit import add_output_option
+    from giter_agent.core.clikit import add_output_option
 
     add_output_option(p)
 
 
 def run(args: argparse.Namespace) -> int:
-    from agent.clikit import emit
+    from giter_agent.core.clikit import emit
     from giter_bundle.errors import UsageError
     from giter_bundle.exchange import Exchange
     from giter_bundle.inspection import inspect_bundle, render

@@ -14,13 +14,13 @@ HELP = "show the fleet: observed spec, lag, readiness, last report, refusals"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from agent.clikit import add_output_option
+    from giter_agent.core.clikit import add_output_option
 
     add_output_option(p)
 
 
 def run(args: argparse.Namespace) -> int:
-    from agent.clikit import emit
+    from giter_agent.core.clikit import emit
     from giter_bundle.commands import open_exchange
     from giter_bundle.fleet_status import fleet_status, render
 
