@@ -25,7 +25,8 @@ def test_every_error_in_a_file_is_reported():
     found = lines("groups/a/led.yaml", LED)
     assert found == [
         "groups/a/led.yaml: InvalidSpec: spec: unknown field(s) ontime (did you mean onTime?)",
-        'groups/a/led.yaml: InvalidSpec: spec.pin must be a logical pin name; YAML reads 17 '
+        'groups/a/led.yaml: InvalidSpec: spec.pin must be a logical pin name, got 17; YAML '
+        'reads 17 '
         'as the number 17: quote it: pin: "17"',
         "groups/a/led.yaml: InvalidSpec: spec.offTime must be a number from 0.01 to 3600, "
         "got -3",
