@@ -238,7 +238,7 @@ class SensorKind(Kind):
     def validate(self, spec: dict[str, Any]) -> dict[str, Any]:
         by = by_name(self.FIELDS)
         source = spec.get("source")
-        if source not in SOURCES:
+        if not isinstance(source, str) or source not in SOURCES:  # a list is unhashable
             by["source"].validate(source)
         check_declared(spec, self.source_fields(source))
         out: dict[str, Any] = {
