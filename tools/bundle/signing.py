@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from giter_agent.core.errors import GiterError
 from giter_agent.trust import sshsig
 from giter_bundle.errors import PublisherError, UsageError
 
@@ -125,7 +126,7 @@ class KeygenSigner:
             armour = signature.read_bytes()
         try:
             sshsig.verify(armour, message, [self.public], namespace)
-        except Exception as exc:
+        except GiterError as exc:
             raise PublisherError(f"ssh-keygen signed with another key than "
                                  f"{self.public} ({exc})", reason="SigningFailed") from None
         return armour
@@ -174,11 +175,11 @@ def load_key(spec: str | Path) -> Any:
     if text.startswith("key::") or _LITERAL.fullmatch(text):
         literal = text.removeprefix("key::").strip()
         try:
-            public = sshsig.PublicKey.from_openssh(literal)
-        except Exception as exc:
+            literal_key = sshsig.PublicKey.from_openssh(literal)
+        except GiterError as exc:
             raise UsageError(f"user.signingkey {literal[:40]!r}... is not a usable public "
                              f"key ({exc})", reason="NoSigningKey") from None
-        return KeygenSigner(public, literal=public.openssh())
+        return KeygenSigner(literal_key, literal=literal_key.openssh())
     path = Path(text).expanduser()
     if path.suffix == ".pub":
         private, pub = path.with_suffix(""), path
@@ -197,7 +198,7 @@ def load_key(spec: str | Path) -> Any:
     if pub_data is not None:
         try:
             public = sshsig.PublicKey.from_openssh(pub_data)
-        except Exception as exc:
+        except GiterError as exc:
             raise UsageError(f"{pub}: not a usable public key ({exc})",
                              reason="NoSigningKey") from None
     elif private_data is not None:
