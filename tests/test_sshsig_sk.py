@@ -120,3 +120,45 @@ def test_git_verify_commit_accepts_an_sk_signed_commit_we_accept(tmp_path, kind)
     assert run("git", "-C", repo, "-c", "gpg.format=ssh", "-c",
                f"gpg.ssh.allowedSignersFile={signers}", "verify-commit", sha,
                check=False).returncode == 0
+
+
+def test_a_device_takes_in_a_history_signed_by_a_security_key(tmp_path):
+    """The whole trust path, not only sshsig: verify_update over an sk-signed chain."""
+    from dulwich.objects import Tree
+    from dulwich.repo import Repo
+
+    from giter_agent.trust.verify import TrustRoot, verify_update
+
+    key = SoftSecurityKey("ecdsa")
+    repo = Repo.init_bare(str(tmp_path / "fleet.git"), mkdir=True)
+    tree = Tree()
+    repo.object_store.add_object(tree)
+    parent: list[bytes] = []
+    for n in range(3):
+        commit = Commit()
+        commit.tree = tree.id
+        commit.parents = parent
+        commit.author = commit.committer = b"Op <op@example.org>"
+        commit.author_time = commit.commit_time = 1_700_000_000 + n
+        commit.author_timezone = commit.commit_timezone = 0
+        commit.message = f"step {n}\n".encode()
+        signed_commit.sign_commit(commit, key)
+        repo.object_store.add_object(commit)
+        parent = [commit.id]
+    verified = verify_update(repo.object_store, None, parent[0], TrustRoot((key.public,)))
+    assert len(verified.commits) == 3
+    assert set(verified.signer_by_commit.values()) == {key.public.fingerprint()}
+    untouched = SoftSecurityKey("ecdsa", flags=0)
+    untouched._key, untouched.public = key._key, key.public
+    commit = Commit()
+    commit.tree = tree.id
+    commit.parents = parent
+    commit.author = commit.committer = b"Op <op@example.org>"
+    commit.author_time = commit.commit_time = 1_700_000_100
+    commit.author_timezone = commit.commit_timezone = 0
+    commit.message = b"nobody touched the key\n"
+    signed_commit.sign_commit(commit, untouched)
+    repo.object_store.add_object(commit)
+    with pytest.raises(TrustError) as caught:
+        verify_update(repo.object_store, parent[0], commit.id, TrustRoot((key.public,)))
+    assert caught.value.reason == "UserPresenceMissing"
