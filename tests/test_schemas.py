@@ -142,3 +142,19 @@ def test_init_writes_the_schemas_and_lint_stays_clean(tmp_path, publisher_key):
     assert code == 0 and "0 error(s)" in out, out
     committed = fleet.git("ls-files", ".giter/schemas").stdout.decode().split()
     assert sorted(committed) == sorted(f".giter/schemas/{n}" for n in [*written, "README.md"])
+
+
+def test_a_plug_in_kind_without_declared_fields_is_not_refused():
+    from giter_agent.kinds.base import Kind
+    from giter_agent.kinds.schema import schema_files
+
+    class Lamp(Kind):
+        kind = "Lamp"
+
+    files = schema_files({**builtin_kinds(), "Lamp": Lamp()})
+    assert "lamp.json" not in files
+    check = jsonschema.Draft202012Validator(json.loads(files[RESOURCE_FILE]))
+    assert check.is_valid({"apiVersion": "giter.dev/v1alpha1", "kind": "Lamp",
+                           "metadata": {"name": "l"}, "spec": {"colour": "red"}})
+    assert not check.is_valid({"apiVersion": "giter.dev/v1alpha1", "kind": "Teapot",
+                               "metadata": {"name": "t"}, "spec": {}})

@@ -81,10 +81,12 @@ def combined_schema(kinds: dict[str, Any]) -> dict[str, Any]:
 
 
 def schema_files(kinds: dict[str, Any]) -> dict[str, bytes]:
-    """file name -> JSON text, for every kind with declared fields and the combined one."""
+    """file name -> JSON text: one per kind with declared fields, and the combined one."""
     declared = {name: kind for name, kind in kinds.items() if kind.FIELDS is not None}
     out = {f"{name.lower()}.json": resource_schema(kind) for name, kind in declared.items()}
-    out[RESOURCE_FILE] = combined_schema(declared)
+    # every kind installed here: one without declared fields takes any spec mapping, so
+    # the schema never refuses a resource the device would read
+    out[RESOURCE_FILE] = combined_schema(kinds)
     return {name: (json.dumps(doc, indent=2, sort_keys=True, ensure_ascii=False)
                    + "\n").encode("utf-8") for name, doc in sorted(out.items())}
 
