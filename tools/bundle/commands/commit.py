@@ -1,9 +1,11 @@
-"""``giter-bundle commit -m MSG``: sign the work tree's changes in pure Python (no git needed).
+"""``giter-bundle commit -m MSG``: sign the work tree's changes, no git needed.
 
 Does what ``git add -A && git commit -S`` does, for machines without git: every change
 in the work tree (``.gitignore`` honoured, deletions included) goes into one commit on
-the spec branch, signed with an OpenSSH key file through the agent's own signing code,
-so ``git verify-commit`` and the devices accept it. Before that, it bumps
+the spec branch, signed with the key git would use (``giter_bundle.signing``: a key file
+in-process, a passphrase, ssh-agent or FIDO key through ``ssh-keygen -Y sign``), so
+``git verify-commit`` and the devices accept it. An ``Expires:`` already past is warned
+about. Before that, it bumps
 ``metadata.generation`` of each resource whose ``spec`` changed (a new resource gets 1),
 editing only that number in the file, and lints the result: a tree that fails lint is
 not committed, and nothing is written (``--no-lint`` commits anyway).
@@ -19,7 +21,7 @@ import argparse
 
 from giter_bundle.commands import add_signing_arguments
 
-HELP = "sign the work tree's changes in pure Python, bumping changed resources' generation"
+HELP = "sign the work tree's changes without git, bumping changed resources' generation"
 
 _RESOURCE_DIRS = ("devices/", "groups/")
 
