@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -40,23 +41,25 @@ def encrypted_key(path: Path) -> Path:
 @pytest.fixture
 def agent(tmp_path, monkeypatch) -> Iterator[dict[str, str]]:
     """A real ssh-agent for this test only; its socket is exported as SSH_AUTH_SOCK."""
-    sock = tmp_path / "agent.sock"
+    import shutil
+    import tempfile
+
+    short = Path(tempfile.mkdtemp(prefix="gsa-"))  # a socket path must stay under 108 bytes
+    sock = short / "agent.sock"
     proc = subprocess.Popen(["ssh-agent", "-D", "-a", str(sock)], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     try:
-        for _ in range(200):
-            if sock.exists():
+        for _ in range(500):  # the socket appears once the agent listens
+            if sock.exists() or proc.poll() is not None:
                 break
-            proc.wait(timeout=0.05) if proc.poll() is not None else None
-            import time
-
-            time.sleep(0.02)
+            time.sleep(0.01)
         assert sock.exists(), "ssh-agent did not start"
         monkeypatch.setenv("SSH_AUTH_SOCK", str(sock))
         yield {"SSH_AUTH_SOCK": str(sock)}
     finally:
         proc.terminate()
         proc.wait()
+        shutil.rmtree(short, ignore_errors=True)
 
 
 def ssh_add(key: Path, env: dict[str, str]) -> None:
