@@ -100,7 +100,8 @@ def _defaults() -> dict[str, object]:
 def _ranges() -> dict[str, tuple[float, float]]:
     from giter_agent.config import agent_toml
 
-    out = {f"limits.{k}": v for k, v in agent_toml._LIMIT_RANGES.items()}
+    out: dict[str, tuple[float, float]] = {
+        f"limits.{k}": v for k, v in agent_toml._LIMIT_RANGES.items()}
     out.update({f"network.{k}": v for k, v in agent_toml._NETWORK_RANGES.items()})
     return out
 

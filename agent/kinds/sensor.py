@@ -240,6 +240,7 @@ class SensorKind(Kind):
         source = spec.get("source")
         if not isinstance(source, str) or source not in SOURCES:  # a list is unhashable
             by["source"].validate(source)
+            raise AssertionError("unreachable: the declaration refuses it")
         check_declared(spec, self.source_fields(source))
         out: dict[str, Any] = {
             "source": source,

@@ -191,9 +191,9 @@ def _init(args: argparse.Namespace, root: Path, adopting: bool, spec: str, signe
         def committed(path: str) -> bool:
             return tree is not None and read_file(store, tree, path) is not None
 
-        has_trust = committed(TRUST_FILE)
-        in_force = read_file(store, tree, TRUST_FILE) if has_trust else trust
-        trusted = allowed_signers.keys_for(allowed_signers.parse(in_force or b"", TRUST_FILE))
+        committed_trust = read_file(store, tree, TRUST_FILE) if tree is not None else None
+        in_force = committed_trust if committed_trust is not None else trust
+        trusted = allowed_signers.keys_for(allowed_signers.parse(in_force, TRUST_FILE))
         if public not in trusted:
             raise PublisherError(
                 f"{spec} ({public.fingerprint()}) is not in the committed {TRUST_FILE}, so "
