@@ -123,7 +123,7 @@ def test_cli_sync_without_source_uses_the_network(tmp_path, publisher, hub, gitd
     assert main(["-c", str(dev.config_path), "sync"]) == 4
     err = capsys.readouterr().err
     assert err.startswith("offline: ") and gitd.url in err
-    assert main(["-c", str(dev.config_path), "status"]) == 0
+    assert main(["-c", str(dev.config_path), "status"]) == 4  # offline
     out = capsys.readouterr().out
     assert "offline" in out and "hello" not in out
     assert dev.motd() == "hello\n"  # the last good spec stays applied
@@ -336,7 +336,7 @@ def test_offline_is_reported_by_status_and_on_the_usb_receipt(tmp_path, publishe
     receipt = (stick / "giter/outbox/pi-01.txt").read_text()
     assert "network:" in receipt and "OFFLINE" in receipt and gitd.url in receipt
     capsys.readouterr()
-    assert main(["-c", str(dev.config_path), "status"]) == 0
+    assert main(["-c", str(dev.config_path), "status"]) == 4  # offline
     out = capsys.readouterr().out
     assert "hub" in out and "offline" in out
 

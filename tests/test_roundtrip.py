@@ -309,7 +309,7 @@ def test_expired_spec_stays_applied_and_is_reported_stale(tmp_path, publisher, d
     assert state.conditions[0]["type"] == "Stale" and state.conditions[0]["status"] == "True"
     assert state.conditions[0]["reason"] == "SpecExpired"
     assert "STALE SPEC" in (stick / "giter/outbox/pi-01.txt").read_text()
-    assert device.cli("status") == 0
+    assert device.cli("status") == 5  # stale
     assert "STALE SPEC" in capsys.readouterr().out
     # A newer commit without the trailer lifts the freeze.
     publisher.commit("thaw")

@@ -16,9 +16,9 @@ def sync_stick(device: SimDevice, stick) -> int:
     return main(["-c", str(device.config_path), "sync", "--usb", str(stick)])
 
 
-def console_line(device: SimDevice, capsys) -> str:
+def console_line(device: SimDevice, capsys, code: int) -> str:
     capsys.readouterr()
-    assert main(["-c", str(device.config_path), "status", "--line"]) == 0
+    assert main(["-c", str(device.config_path), "status", "--line"]) == code
     out = capsys.readouterr().out
     assert out.count("\n") == 1  # one line, for a serial console
     return out.strip()
@@ -35,7 +35,7 @@ def test_applied_then_refused_reads_the_same_everywhere(tmp_path, publisher, cap
     receipt = (stick / "giter/outbox/pi-01.txt").read_text()
     assert "state:          in-sync: InSync:" in receipt
     assert f"status LED:     {LEGEND['in-sync']}" in receipt
-    line = console_line(device, capsys)
+    line = console_line(device, capsys, 0)
     assert line.startswith("giter-agent pi-01: in-sync: InSync: spec ")
     assert line.endswith(f"[LED: {LEGEND['in-sync']}]")
     # The whole legend is on the stick, for whoever reads the receipt far from the board.
@@ -49,10 +49,10 @@ def test_applied_then_refused_reads_the_same_everywhere(tmp_path, publisher, cap
     receipt = (stick / "giter/outbox/pi-01.txt").read_text()
     assert "state:          refused: UnsignedCommit: evil.bundle:" in receipt
     assert f"status LED:     {LEGEND['refused']}" in receipt
-    line = console_line(device, capsys)
+    line = console_line(device, capsys, 1)  # status exits 1 when refused
     assert line.startswith("giter-agent pi-01: refused: UnsignedCommit: evil.bundle:")
     assert line.endswith("[LED: 3 quick blinks, then 1.6 s dark, repeating]")
-    assert main(["-c", str(device.config_path), "status"]) == 0
+    assert main(["-c", str(device.config_path), "status"]) == 1
     full = capsys.readouterr().out
     assert "state         refused (UnsignedCommit: evil.bundle:" in full
     assert f"LED           {LEGEND['refused']}" in full

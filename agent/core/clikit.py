@@ -12,6 +12,7 @@ import importlib
 import logging
 import sys
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from giter_agent.core.errors import GiterError, UsageError
 
@@ -44,3 +45,28 @@ def run(prog: str, args: argparse.Namespace) -> int:
         where = f" {exc.filename}" if exc.filename else ""
         print(f"{prog}: {type(exc).__name__}: {exc.strerror or exc}{where}", file=sys.stderr)
         return 1
+
+
+OUTPUT_FORMATS = ("text", "json", "yaml")
+
+
+def add_output_option(p: argparse.ArgumentParser) -> None:
+    """``-o json|yaml`` as kubectl has it, and the older ``--json`` (same as ``-o json``)."""
+    p.add_argument("-o", "--output", choices=OUTPUT_FORMATS, default="text",
+                   dest="output_format", metavar="FORMAT",
+                   help="text (default), json or yaml")
+    p.add_argument("--json", action="store_const", const="json", dest="output_format",
+                   help="same as -o json")
+
+
+def emit(doc: Any, fmt: str) -> None:
+    """Print ``doc`` as JSON or YAML (keys sorted, so output diffs cleanly)."""
+    if fmt == "yaml":
+        import yaml
+
+        print(yaml.safe_dump(doc, sort_keys=True, default_flow_style=False,
+                             allow_unicode=True), end="")
+    else:
+        import json
+
+        print(json.dumps(doc, indent=2, sort_keys=True))

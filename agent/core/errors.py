@@ -34,6 +34,9 @@ class Reason(StrEnum):
     InvalidName = "InvalidName"
     InvalidKey = "InvalidKey"
     NoSigningKey = "NoSigningKey"
+    NoAuthor = "NoAuthor"
+    SigningFailed = "SigningFailed"
+    UntrustedSigningKey = "UntrustedSigningKey"
     Refused = "Refused"
     # bundles and history
     InvalidBundle = "InvalidBundle"
@@ -76,6 +79,8 @@ class Reason(StrEnum):
     InvalidTrustFile = "InvalidTrustFile"
     NoTrustFile = "NoTrustFile"
     InvalidExpires = "InvalidExpires"
+    SpecExpired = "SpecExpired"
+    UserPresenceMissing = "UserPresenceMissing"
     Rollback = "Rollback"
     Fork = "Fork"
     WrongGenesis = "WrongGenesis"

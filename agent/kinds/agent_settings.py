@@ -15,7 +15,6 @@ from __future__ import annotations
 from typing import Any
 
 from giter_agent.config.settings import LOG_LEVELS, SPEC_FIELDS, check_override
-from giter_agent.core.errors import ResourceError
 from giter_agent.kinds.base import (
     Context,
     Done,
@@ -23,9 +22,8 @@ from giter_agent.kinds.base import (
     Kind,
     Outcome,
     applied_before,
-    check_fields,
-    number,
 )
+from giter_agent.kinds.fields import Field, check_declared
 
 NAME = "agent"
 
@@ -33,19 +31,23 @@ NAME = "agent"
 class AgentKind(Kind):
     kind = "Agent"
 
+    DESCRIPTION = ("The agent's own intervals and log level, within the device's [agent] "
+                   "bounds; named agent.")
+    FIELDS = (
+        Field(SPEC_FIELDS["report_interval"], "number", "seconds between status reports "
+              "(within the device's [agent] bounds)", minimum=1, maximum=30 * 86400),
+        Field(SPEC_FIELDS["sync_interval"], "number", "seconds between syncs (within the "
+              "device's [agent] bounds)", minimum=1, maximum=30 * 86400),
+        Field(SPEC_FIELDS["log_level"], "string", "the agent's log level", enum=LOG_LEVELS),
+    )
+
     def validate(self, spec: dict[str, Any]) -> dict[str, Any]:
-        check_fields(spec, set(), set(SPEC_FIELDS.values()))
+        check_declared(spec, self.FIELDS)
         overrides: dict[str, Any] = {}
         for name, spec_field in SPEC_FIELDS.items():
-            if spec_field not in spec:
-                continue
-            if name == "log_level":
-                if spec[spec_field] not in LOG_LEVELS:
-                    raise ResourceError(f"spec.logLevel must be one of {', '.join(LOG_LEVELS)}",
-                                        reason="InvalidSpec")
-                overrides[name] = spec[spec_field]
-            else:
-                overrides[name] = number(spec, spec_field, None, 1, 30 * 86400)
+            if spec_field in spec:
+                raw = spec[spec_field]
+                overrides[name] = raw if name == "log_level" else float(raw)
         return {"overrides": overrides, "prune": spec.get("prune", True)}
 
     @staticmethod

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from giter_agent.config.settings import Settings, SettingsConfig, resolve
 from giter_agent.core.errors import ResourceError
+from giter_agent.kinds.fields import Field
 
 if TYPE_CHECKING:  # the board is passed in; kinds never load the board code
     from giter_agent.device.board import Board
@@ -168,9 +169,23 @@ class Kind:
     kind: str  # the resource kind it serves; a class attribute, set by each kind
     # Fields every kind accepts; the reconciler, not the kind, acts on them.
     COMMON: ClassVar[frozenset[str]] = frozenset({"prune", "dependsOn", "reconcile"})
+    # The kind's own spec fields, declared once (``giter_agent.kinds.fields``): its
+    # ``validate`` checks them through ``check_declared`` and its JSON Schema is made
+    # from them. None: the kind has no declared schema (a plug-in may not have one).
+    FIELDS: ClassVar[tuple[Field, ...] | None] = None
+    DESCRIPTION: ClassVar[str] = ""
     # False for kinds that only observe (Sensor): `reconcile: observe-only` changes
     # nothing for them, so they are applied as usual.
     ACTS: ClassVar[bool] = True
+
+    @classmethod
+    def spec_schema(cls) -> dict[str, Any]:
+        """JSON Schema of ``spec``, made from ``FIELDS`` (any mapping when undeclared)."""
+        from giter_agent.kinds.fields import spec_schema
+
+        if cls.FIELDS is None:
+            return {"type": "object"}
+        return spec_schema(cls.FIELDS, COMMON_FIELDS)
 
     def validate(self, spec: dict[str, Any]) -> dict[str, Any]:
         """Return the normalised spec or raise ``ResourceError`` naming the field."""
@@ -209,23 +224,27 @@ class Common:
 RECONCILE_MODES = ("apply", "observe-only")
 _DEP_RE = re.compile(r"([A-Za-z][A-Za-z0-9]{0,62}/)?[a-z0-9]([a-z0-9.-]{0,61}[a-z0-9])?")
 
+# The fields every kind accepts and the reconciler acts on (docs/kinds.md).
+COMMON_FIELDS = (
+    Field("prune", "boolean", "undo the resource's effect when it leaves the spec",
+          default=True),
+    Field("dependsOn", "array", "apply after these resources are Ready (\"name\" or "
+          "\"Kind/name\")", max_items=64,
+          items=Field("dependsOn", "string", "a resource name", pattern=_DEP_RE.pattern),
+          message="must be a list of resource names (\"name\" or \"Kind/name\")"),
+    Field("reconcile", "string", "apply: act; observe-only: report drift, never act",
+          enum=RECONCILE_MODES, default="apply"),
+)
+
 
 def common_fields(spec: dict[str, Any]) -> Common:
     """Validate ``prune``, ``dependsOn`` and ``reconcile``; ``ResourceError`` names the field."""
-    prune = spec.get("prune", True)
-    if not isinstance(prune, bool):
-        raise ResourceError("spec.prune must be true or false", reason="InvalidSpec")
+    for f in COMMON_FIELDS:
+        if f.name in spec:
+            f.validate(spec[f.name])
     deps = spec.get("dependsOn", [])
-    if not isinstance(deps, list) or len(deps) > 64 \
-            or not all(isinstance(d, str) and _DEP_RE.fullmatch(d) for d in deps):
-        raise ResourceError("spec.dependsOn must be a list of resource names "
-                            "(\"name\" or \"Kind/name\")", reason="InvalidSpec")
-    mode = spec.get("reconcile", "apply")
-    if mode not in RECONCILE_MODES:
-        raise ResourceError(f"spec.reconcile must be one of {', '.join(RECONCILE_MODES)}, "
-                            f"got {mode!r}", reason="InvalidSpec")
-    return Common(prune=prune, depends_on=tuple(dict.fromkeys(deps)),
-                  observe_only=mode == "observe-only")
+    return Common(prune=spec.get("prune", True), depends_on=tuple(dict.fromkeys(deps)),
+                  observe_only=spec.get("reconcile", "apply") == "observe-only")
 
 
 def fingerprint(spec: dict[str, Any]) -> str:
@@ -239,13 +258,24 @@ def applied_before(key: str, spec: dict[str, Any], ctx: Context) -> bool:
     return ctx.records.get(key, {}).get("fingerprint") == fingerprint(spec)
 
 
+def did_you_mean(name: str, known: set[str] | frozenset[str]) -> str:
+    """`` (did you mean onTime?)`` for a misspelt field name, or ``""``."""
+    import difflib
+
+    by_fold = {k.casefold(): k for k in known}
+    if name.casefold() in by_fold:
+        return f" (did you mean {by_fold[name.casefold()]}?)"
+    close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
 def check_fields(spec: dict[str, Any], required: set[str], optional: set[str]) -> None:
-    """Refuse unknown and missing fields, naming them."""
+    """Refuse unknown and missing fields, naming them (and the field probably meant)."""
     allowed = required | optional | Kind.COMMON
     unknown = sorted(str(k) for k in spec if k not in allowed)
     if unknown:
-        raise ResourceError(f"spec: unknown field(s) {', '.join(unknown)}",
-                            reason="InvalidSpec")
+        named = ", ".join(f"{k}{did_you_mean(k, allowed)}" for k in unknown)
+        raise ResourceError(f"spec: unknown field(s) {named}", reason="InvalidSpec")
     missing = sorted(required - set(spec))
     if missing:
         raise ResourceError(f"spec: missing field(s) {', '.join(missing)}", reason="InvalidSpec")

@@ -24,17 +24,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from giter_agent.config.agent_toml import NAME_RE
-from giter_agent.core.errors import CommandTimedOut, ResourceError
+from giter_agent.core.errors import CommandTimedOut
 from giter_agent.kinds.base import (
     Context,
     Done,
     Failed,
     Kind,
     Outcome,
-    check_fields,
     fingerprint,
-    number,
 )
+from giter_agent.kinds.fields import Field, by_name, check_declared, value
 
 TAIL_BYTES = 2048
 TAIL_LINES = 20
@@ -92,13 +91,20 @@ def _kill_group(proc: subprocess.Popen) -> None:
 class CommandKind(Kind):
     kind = "Command"
 
+    DESCRIPTION = ("Runs a command from the device's own [commands] allowlist, once per "
+                   "metadata.generation.")
+    FIELDS = (
+        Field("command", "string", "a name in the agent's [commands] allowed list",
+              required=True, pattern=NAME_RE.pattern,
+              message="must name an entry of the agent's [commands] allowed list"),
+        Field("timeout", "number", "seconds before the command is killed", default=60,
+              minimum=1, maximum=3600),
+    )
+
     def validate(self, spec: dict[str, Any]) -> dict[str, Any]:
-        check_fields(spec, {"command"}, {"timeout"})
-        name = spec["command"]
-        if not isinstance(name, str) or not NAME_RE.fullmatch(name):
-            raise ResourceError("spec.command must name an entry of the agent's "
-                                "[commands] allowed list", reason="InvalidSpec")
-        return {"command": name, "timeout": number(spec, "timeout", 60, 1, 3600),
+        check_declared(spec, self.FIELDS)
+        return {"command": spec["command"],
+                "timeout": float(value(spec, by_name(self.FIELDS)["timeout"])),
                 "prune": spec.get("prune", True)}
 
     @staticmethod

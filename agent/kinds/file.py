@@ -26,9 +26,9 @@ from giter_agent.kinds.base import (
     Kind,
     Outcome,
     Retry,
-    check_fields,
     would_fail,
 )
+from giter_agent.kinds.fields import Field, check_declared
 
 MAX_CONTENT = 1024 * 1024
 # User and group names as useradd accepts them (and nothing a shell would care about).
@@ -89,11 +89,35 @@ def account_fields(spec: dict[str, Any]) -> dict[str, str | None]:
     return {"owner": _account(spec, "owner"), "group": _account(spec, "group")}
 
 
+# A user or group name: lower-case, digits, _ - . ; not starting with -; at most 32.
+_ACCOUNT = r"[a-z0-9_.][a-z0-9_.-]{0,31}"
+
+PATH_FIELD = Field("path", "string", "absolute path, inside a [files] roots folder",
+                   required=True, pattern=r"/.*", message="must be an absolute path")
+OWNER_FIELD = Field("owner", "string", "user name, resolved on the device (needs root)",
+                    pattern=_ACCOUNT, message="must be a user name")
+GROUP_FIELD = Field("group", "string", "group name, resolved on the device (needs root)",
+                    pattern=_ACCOUNT, message="must be a group name")
+
+
 class FileKind(Kind):
     kind = "File"
 
+    DESCRIPTION = "A file written atomically under one of the agent's [files] roots."
+    FIELDS = (
+        PATH_FIELD,
+        Field("content", "string", "the file's text (or contentBase64); the resource file "
+              "is capped at 256 KiB"),
+        Field("contentBase64", "string", "the file's bytes in base64 (or content)",
+              message="is not valid base64"),
+        Field("mode", "string", "octal permissions, quoted: \"0644\"", default="0644",
+              pattern=r"[0-7]{1,4}", message="must be an octal string like \"0644\""),
+        OWNER_FIELD,
+        GROUP_FIELD,
+    )
+
     def validate(self, spec: dict[str, Any]) -> dict[str, Any]:
-        check_fields(spec, {"path"}, {"content", "contentBase64", "mode", "owner", "group"})
+        check_declared(spec, self.FIELDS)
         path = check_path(spec)
         if ("content" in spec) == ("contentBase64" in spec):
             raise ResourceError("spec needs exactly one of content or contentBase64",

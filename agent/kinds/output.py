@@ -27,12 +27,9 @@ from giter_agent.kinds.base import (
     Outcome,
     Retry,
     applied_before,
-    boolean,
-    check_fields,
-    integer,
-    number,
     would_fail,
 )
+from giter_agent.kinds.fields import Field, by_name, check_declared, value
 
 STATES = ("on", "off", "blink", "pwm")
 
@@ -80,16 +77,34 @@ def _describe(spec: dict[str, Any], logical: str, pin: str) -> str:
 class OutputKind(Kind):
     kind = "Output"
 
+    DESCRIPTION = "A digital or PWM output on a logical pin (LED, relay, buzzer)."
+    FIELDS = (
+        Field("pin", "string", "the board's logical pin name (led1, relay1, ...)",
+              required=True, message="must be a logical pin name"),
+        Field("state", "string", "on, off, blink, or pwm (hold value)", required=True,
+              enum=STATES),
+        Field("onTime", "number", "blink: seconds on", default=1.0, minimum=0.01,
+              maximum=3600),
+        Field("offTime", "number", "blink: seconds off", default=1.0, minimum=0.01,
+              maximum=3600),
+        Field("count", "integer", "blink: this many times, then off (default: forever)",
+              minimum=1, maximum=1_000_000),
+        Field("fadeInTime", "number", "blink: seconds to fade in (PWM)", default=0,
+              minimum=0, maximum=3600),
+        Field("fadeOutTime", "number", "blink: seconds to fade out (PWM)", default=0,
+              minimum=0, maximum=3600),
+        Field("value", "number", "pwm: duty cycle, 0 to 1 (required with state: pwm)",
+              minimum=0, maximum=1),
+        Field("frequency", "number", "PWM frequency in Hz", default=100, minimum=1,
+              maximum=10_000),
+        Field("activeHigh", "boolean", "false when the pin is on at low level",
+              default=True),
+    )
+
     def validate(self, spec: dict[str, Any]) -> dict[str, Any]:
-        check_fields(spec, {"pin", "state"},
-                     {"onTime", "offTime", "count", "fadeInTime", "fadeOutTime", "value",
-                      "frequency", "activeHigh"})
-        if not isinstance(spec["pin"], str):
-            raise ResourceError("spec.pin must be a logical pin name", reason="InvalidSpec")
+        check_declared(spec, self.FIELDS)
+        f = by_name(self.FIELDS)
         state = spec["state"]
-        if state not in STATES:
-            raise ResourceError(f"spec.state must be one of {', '.join(STATES)}, "
-                                f"got {state!r}", reason="InvalidSpec")
         if state == "pwm" and "value" not in spec:
             raise ResourceError("spec.value (0 to 1) is required with state: pwm",
                                 reason="InvalidSpec")
@@ -98,8 +113,8 @@ class OutputKind(Kind):
             if name in spec and state != only:
                 raise ResourceError(f"spec.{name} applies only to state: {only}",
                                     reason="InvalidSpec")
-        fade_in = number(spec, "fadeInTime", 0, 0, 3600)
-        fade_out = number(spec, "fadeOutTime", 0, 0, 3600)
+        fade_in = float(value(spec, f["fadeInTime"]))
+        fade_out = float(value(spec, f["fadeOutTime"]))
         pwm = state == "pwm" or bool(fade_in or fade_out)
         if "frequency" in spec and not pwm:
             raise ResourceError("spec.frequency applies only to PWM (state: pwm, or fades)",
@@ -107,15 +122,15 @@ class OutputKind(Kind):
         return {
             "pin": spec["pin"],
             "state": state,
-            "value": number(spec, "value", None, 0, 1) if state == "pwm" else None,
-            "onTime": number(spec, "onTime", 1.0, 0.01, 3600),
-            "offTime": number(spec, "offTime", 1.0, 0.01, 3600),
-            "count": integer(spec, "count", None, 1, 1_000_000) if "count" in spec else None,
+            "value": float(spec["value"]) if state == "pwm" else None,
+            "onTime": float(value(spec, f["onTime"])),
+            "offTime": float(value(spec, f["offTime"])),
+            "count": spec.get("count"),
             "fadeInTime": fade_in,
             "fadeOutTime": fade_out,
             "pwm": pwm,
-            "frequency": number(spec, "frequency", 100, 1, 10_000),
-            "activeHigh": boolean(spec, "activeHigh", True),
+            "frequency": float(value(spec, f["frequency"])),
+            "activeHigh": value(spec, f["activeHigh"]),
             "prune": spec.get("prune", True),
         }
 

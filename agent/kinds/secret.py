@@ -24,8 +24,17 @@ from pathlib import Path
 from typing import Any
 
 from giter_agent.core.errors import ResourceError
-from giter_agent.kinds.base import Context, Done, Failed, Outcome, Retry, check_fields, would_fail
-from giter_agent.kinds.file import FileKind, account_fields, check_mode, check_path
+from giter_agent.kinds.base import Context, Done, Failed, Outcome, Retry, would_fail
+from giter_agent.kinds.fields import Field, check_declared
+from giter_agent.kinds.file import (
+    GROUP_FIELD,
+    OWNER_FIELD,
+    PATH_FIELD,
+    FileKind,
+    account_fields,
+    check_mode,
+    check_path,
+)
 
 log = logging.getLogger("giter.kinds.secret")
 
@@ -62,8 +71,25 @@ def check_recipients(spec: dict[str, Any]) -> tuple[str, ...]:
 class SecretKind(FileKind):
     kind = "Secret"
 
+    DESCRIPTION = ("A file whose content is an age file sealed to the devices' keys; "
+                   "written with the plaintext, which is never stored or logged.")
+    FIELDS = (
+        PATH_FIELD,
+        Field("ciphertext", "string", "the armoured age file (giter-bundle secret)",
+              required=True, message="must be an armoured age file (giter-bundle secret "
+              "seal makes one)"),
+        Field("mode", "string", "octal permissions, quoted: \"0600\"", default="0600",
+              pattern=r"[0-7]{1,4}", message="must be an octal string like \"0600\""),
+        OWNER_FIELD,
+        GROUP_FIELD,
+        Field("recipients", "array", "the device ids it is sealed to, for readers of a diff "
+              "(lint checks it against the ciphertext)", max_items=64,
+              items=Field("recipients", "string", "a device id", pattern=r".+"),
+              message="must be a list of device ids"),
+    )
+
     def validate(self, spec: dict[str, Any]) -> dict[str, Any]:
-        check_fields(spec, {"path", "ciphertext"}, {"mode", "owner", "group", "recipients"})
+        check_declared(spec, self.FIELDS)
         path = check_path(spec)
         data = read_ciphertext(spec)
         check_recipients(spec)

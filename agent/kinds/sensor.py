@@ -23,6 +23,7 @@ Sources are in ``kinds.sensor_sources``.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Any
 
 from giter_agent.core.errors import ResourceError
@@ -35,13 +36,10 @@ from giter_agent.kinds.base import (
     Outcome,
     Retry,
     applied_before,
-    boolean,
-    check_fields,
     fingerprint,
-    integer,
-    number,
     rfc3339,
 )
+from giter_agent.kinds.fields import Field, by_name, check_declared, value
 from giter_agent.kinds.sensor_sources import ADC_CHIPS, INPUTS, SensorReadError, open_source
 
 SOURCES = {
@@ -51,7 +49,6 @@ SOURCES = {
     "adc": ({"chip", "channel", "spiDevice", "scale", "offset"}, ""),
 }
 _COMMON_FIELDS = {"source", "interval", "deadband", "thresholds", "unit"}
-_W1_ID = set("0123456789abcdef-")
 
 
 def _round(value: float) -> float:
@@ -175,70 +172,109 @@ class SensorKind(Kind):
     kind = "Sensor"
     ACTS = False  # it only reads, so observe-only changes nothing
 
+    DESCRIPTION = ("A reading (CPU temperature, DS18B20, a digital input, an ADC channel) "
+                   "summarised into status.")
+    FIELDS = (
+        Field("source", "string", "where the reading comes from", required=True,
+              enum=tuple(SOURCES)),
+        Field("interval", "number", "seconds between samples", default=60, minimum=1,
+              maximum=86400),
+        Field("deadband", "number", "report only when the value moves this much (also "
+              "the thresholds' hysteresis)", minimum=0, maximum=1e9),
+        Field("thresholds", "object", "conditions AboveThreshold/BelowThreshold",
+              properties=(Field("above", "number", "report AboveThreshold over this"),
+                          Field("below", "number", "report BelowThreshold under this")),
+              message="may hold above and below"),
+        Field("unit", "string", "the unit shown in status (default per source)",
+              max_length=16, message="must be a short string"),
+        Field("zone", "integer", "cpu-temperature: the thermal zone", default=0, minimum=0,
+              maximum=63),
+        Field("device", "string", "ds18b20: the 1-wire id, like 28-0316a279f3ff",
+              pattern=r"28-[0-9a-f-]{0,17}",
+              message="must be a DS18B20 id like 28-0316a279f3ff"),
+        Field("pin", "string", "digital: the board's logical pin name",
+              message="must be a logical pin name"),
+        Field("input", "string", "digital: what is wired to the pin", default="digital",
+              enum=INPUTS),
+        Field("pullUp", "boolean", "digital: use the internal pull-up (default: true for "
+              "a button)"),
+        Field("chip", "string", "adc: the MCP3xxx chip", enum=tuple(ADC_CHIPS)),
+        Field("channel", "integer", "adc: the chip's channel", default=0, minimum=0,
+              maximum=max(ADC_CHIPS.values()) - 1),
+        Field("spiDevice", "integer", "adc: SPI chip select", default=0, minimum=0,
+              maximum=1),
+        Field("scale", "number", "adc: value = reading * scale + offset", default=1,
+              minimum=-1e9, maximum=1e9),
+        Field("offset", "number", "adc: value = reading * scale + offset", default=0,
+              minimum=-1e9, maximum=1e9),
+    )
+
+    @staticmethod
+    def _required(source: str) -> set[str]:
+        return {"source", *({"digital": {"pin"}, "ds18b20": {"device"},
+                             "adc": {"chip"}}.get(source, set()))}
+
+    @classmethod
+    def source_fields(cls, source: str) -> tuple[Field, ...]:
+        """The fields one source accepts, each marked required or not for it."""
+        allowed = _COMMON_FIELDS | SOURCES[source][0]
+        required = cls._required(source)
+        return tuple(replace(f, required=f.name in required) for f in cls.FIELDS
+                     if f.name in allowed)
+
+    @classmethod
+    def spec_schema(cls) -> dict[str, Any]:
+        """Every field, and per source (``if``/``then``) what it requires and forbids."""
+        out = super().spec_schema()
+        everything = {f.name for f in cls.FIELDS}
+        out["allOf"] = [{
+            "if": {"properties": {"source": {"const": source}}, "required": ["source"]},
+            "then": {"required": sorted(cls._required(source)),
+                     "not": {"anyOf": [{"required": [name]} for name in
+                                       sorted(everything - _COMMON_FIELDS - fields)]}},
+        } for source, (fields, _unit) in SOURCES.items()]
+        return out
+
     def validate(self, spec: dict[str, Any]) -> dict[str, Any]:
+        by = by_name(self.FIELDS)
         source = spec.get("source")
-        if source not in SOURCES:
-            raise ResourceError(f"spec.source must be one of {', '.join(SOURCES)}, "
-                                f"got {source!r}", reason="InvalidSpec")
-        fields, default_unit = SOURCES[source]
-        required = {"source", "pin"} if source == "digital" else {"source"}
-        if source in ("ds18b20", "adc"):
-            required |= {"device"} if source == "ds18b20" else {"chip"}
-        check_fields(spec, required, (_COMMON_FIELDS | fields) - required)
+        if not isinstance(source, str) or source not in SOURCES:  # a list is unhashable
+            by["source"].validate(source)
+            raise AssertionError("unreachable: the declaration refuses it")
+        check_declared(spec, self.source_fields(source))
         out: dict[str, Any] = {
             "source": source,
-            "interval": number(spec, "interval", 60, 1, 86400),
-            "deadband": number(spec, "deadband", None, 0, 1e9) if "deadband" in spec
-            else None,
+            "interval": float(value(spec, by["interval"])),
+            "deadband": float(spec["deadband"]) if "deadband" in spec else None,
             "above": None, "below": None,
             "prune": spec.get("prune", True),
         }
-        unit = spec.get("unit", default_unit)
-        if not isinstance(unit, str) or len(unit) > 16:
-            raise ResourceError("spec.unit must be a short string", reason="InvalidSpec")
-        out["unit"] = unit
+        out["unit"] = spec.get("unit", SOURCES[source][1])
         thresholds = spec.get("thresholds", {})
-        if not isinstance(thresholds, dict) or not set(thresholds) <= {"above", "below"}:
-            raise ResourceError("spec.thresholds may hold above and below",
-                                reason="InvalidSpec")
         for name in ("above", "below"):
             if name in thresholds:
-                value = thresholds[name]
-                if isinstance(value, bool) or not isinstance(value, int | float):
-                    raise ResourceError(f"spec.thresholds.{name} must be a number",
-                                        reason="InvalidSpec")
-                out[name] = float(value)
+                out[name] = float(thresholds[name])
         if out["above"] is not None and out["below"] is not None \
                 and out["below"] >= out["above"]:
             raise ResourceError("spec.thresholds.below must be lower than above",
                                 reason="InvalidSpec")
         if source == "cpu-temperature":
-            out["zone"] = integer(spec, "zone", 0, 0, 63)
+            out["zone"] = value(spec, by["zone"])
         elif source == "ds18b20":
-            device = spec["device"]
-            if not isinstance(device, str) or not device.startswith("28-") \
-                    or not set(device) <= _W1_ID or len(device) > 20:
-                raise ResourceError("spec.device must be a DS18B20 id like 28-0316a279f3ff",
-                                    reason="InvalidSpec")
-            out["device"] = device
+            out["device"] = spec["device"]
         elif source == "digital":
-            if not isinstance(spec["pin"], str):
-                raise ResourceError("spec.pin must be a logical pin name", reason="InvalidSpec")
-            kind = spec.get("input", "digital")
-            if kind not in INPUTS:
-                raise ResourceError(f"spec.input must be one of {', '.join(INPUTS)}",
-                                    reason="InvalidSpec")
-            out.update(pin=spec["pin"], input=kind,
-                       pullUp=boolean(spec, "pullUp", kind == "button"))
+            kind = value(spec, by["input"])
+            out.update(pin=spec["pin"], input=kind, pullUp=spec.get("pullUp", kind == "button"))
         else:
             chip = spec["chip"]
-            if chip not in ADC_CHIPS:
-                raise ResourceError(f"spec.chip must be one of {', '.join(ADC_CHIPS)}",
+            channel = value(spec, by["channel"])
+            if channel > ADC_CHIPS[chip] - 1:
+                raise ResourceError(f"spec.channel must be a whole number from 0 to "
+                                    f"{ADC_CHIPS[chip] - 1} on a {chip}, got {channel!r}",
                                     reason="InvalidSpec")
-            out.update(chip=chip, channel=integer(spec, "channel", 0, 0, ADC_CHIPS[chip] - 1),
-                       spiDevice=integer(spec, "spiDevice", 0, 0, 1),
-                       scale=number(spec, "scale", 1, -1e9, 1e9),
-                       offset=number(spec, "offset", 0, -1e9, 1e9))
+            out.update(chip=chip, channel=channel, spiDevice=value(spec, by["spiDevice"]),
+                       scale=float(value(spec, by["scale"])),
+                       offset=float(value(spec, by["offset"])))
         return out
 
     def _open(self, key: str, spec: dict[str, Any], fp: str, ctx: Context

@@ -12,7 +12,6 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from giter_agent.core.errors import ResourceError
 from giter_agent.kinds import systemctl
 from giter_agent.kinds.base import (
     Context,
@@ -21,10 +20,9 @@ from giter_agent.kinds.base import (
     Kind,
     Outcome,
     Retry,
-    boolean,
-    check_fields,
     would_fail,
 )
+from giter_agent.kinds.fields import Field, check_declared
 
 UNIT_RE = re.compile(r"[A-Za-z0-9:_.@-]{1,200}\.(service|socket|timer|path|target|mount)")
 STATES = ("running", "stopped")
@@ -61,17 +59,18 @@ def _needed(spec: dict[str, Any], props: dict[str, str]) -> list[tuple[str, str]
 class ServiceKind(Kind):
     kind = "Service"
 
+    DESCRIPTION = "A systemd unit kept running or stopped, and optionally enabled."
+    FIELDS = (
+        Field("unit", "string", "a systemd unit name like app.service", required=True,
+              pattern=r"(?!-)" + UNIT_RE.pattern,
+              message="must be a systemd unit name like app.service"),
+        Field("state", "string", "running or stopped", required=True, enum=STATES),
+        Field("enabled", "boolean", "enable or disable it at boot (default: unchanged)"),
+    )
+
     def validate(self, spec: dict[str, Any]) -> dict[str, Any]:
-        check_fields(spec, {"unit", "state"}, {"enabled"})
-        unit = spec["unit"]
-        if not isinstance(unit, str) or unit.startswith("-") or not UNIT_RE.fullmatch(unit):
-            raise ResourceError(f"spec.unit must be a systemd unit name like app.service, "
-                                f"got {unit!r}", reason="InvalidSpec")
-        if spec["state"] not in STATES:
-            raise ResourceError(f"spec.state must be one of {', '.join(STATES)}, "
-                                f"got {spec['state']!r}", reason="InvalidSpec")
-        enabled = boolean(spec, "enabled", None) if "enabled" in spec else None
-        return {"unit": unit, "state": spec["state"], "enabled": enabled,
+        check_declared(spec, self.FIELDS)
+        return {"unit": spec["unit"], "state": spec["state"], "enabled": spec.get("enabled"),
                 "prune": spec.get("prune", True)}
 
     @staticmethod

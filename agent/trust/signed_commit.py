@@ -136,12 +136,12 @@ def split(raw: bytes, commit: str | None = None) -> tuple[bytes, bytes]:
     return parts.payload, parts.signature
 
 
-def sign_commit(commit: Commit, private_key: sshsig.PrivateKey) -> None:
+def sign_commit(commit: Commit, private_key: sshsig.PrivateKey | sshsig.Signer) -> None:
     """Sign ``commit`` in place exactly as ``git commit -S`` would (ssh format, ns "git")."""
     commit.gpgsig = None
     payload = commit.as_raw_string()
     # dulwich stores the header value without the armour's final newline and writes
     # each further line as a continuation: the same bytes git's add_header_signature makes.
-    commit.gpgsig = sshsig.sign(private_key, payload)[:-1]
+    commit.gpgsig = sshsig.sign_with(private_key, payload)[:-1]
     if split(commit.as_raw_string()) != (payload, commit.gpgsig + b"\n"):
         raise AssertionError("dulwich serialised the signed commit unlike git")

@@ -18,6 +18,7 @@ import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
@@ -39,7 +40,17 @@ ED25519 = "ssh-ed25519"
 ECDSA_P256 = "ecdsa-sha2-nistp256"
 ECDSA_P384 = "ecdsa-sha2-nistp384"
 RSA = "ssh-rsa"
-KEY_TYPES = (ED25519, ECDSA_P256, ECDSA_P384, RSA)
+# FIDO/U2F security keys (OpenSSH's PROTOCOL.u2f): the blob adds the application string,
+# the signature adds the authenticator's flags and counter, which are signed too.
+SK_ED25519 = "sk-ssh-ed25519@openssh.com"
+SK_ECDSA_P256 = "sk-ecdsa-sha2-nistp256@openssh.com"
+SK_KEY_TYPES = (SK_ED25519, SK_ECDSA_P256)
+KEY_TYPES = (ED25519, ECDSA_P256, ECDSA_P384, RSA, *SK_KEY_TYPES)
+
+# PROTOCOL.u2f signature flag: the user touched the key. Always required here (stricter
+# than ``ssh-keygen -Y verify``, which does not look): a signature nobody touched for is
+# one malware on the publisher's workstation could make unattended.
+SK_USER_PRESENT = 0x01
 
 # Below this an RSA key is not worth trusting, whatever OpenSSH still tolerates (1024).
 RSA_MIN_BITS = 2048
@@ -48,6 +59,7 @@ _CURVES: dict[str, tuple[str, ec.EllipticCurve, hashes.HashAlgorithm]] = {
     # key type -> (curve identifier inside the blob, curve, hash RFC 5656 pairs with it)
     ECDSA_P256: ("nistp256", ec.SECP256R1(), hashes.SHA256()),
     ECDSA_P384: ("nistp384", ec.SECP384R1(), hashes.SHA384()),
+    SK_ECDSA_P256: ("nistp256", ec.SECP256R1(), hashes.SHA256()),
 }
 
 # The message digest SSHSIG wraps. md5, sha1 and anything else are refused outright.
@@ -166,6 +178,18 @@ class PublicKey:
                                        serialization.PublicFormat.OpenSSH)
         return cls.from_openssh(line)
 
+    @property
+    def application(self) -> bytes | None:
+        """The FIDO application string of a security key (``ssh:`` usually), else None."""
+        if self.keytype not in SK_KEY_TYPES:
+            return None
+        reader = _Reader(self.blob, "public key", "MalformedKey")
+        reader.text()
+        if self.keytype == SK_ECDSA_P256:
+            reader.text()
+        reader.string()
+        return reader.string()
+
     def fingerprint(self) -> str:
         """``SHA256:<base64, unpadded>``, the form ``ssh-keygen -l`` prints."""
         digest = hashlib.sha256(self.blob).digest()
@@ -181,8 +205,10 @@ class PublicKey:
             reader = _Reader(self.blob, "public key", "MalformedKey")
             reader.text()
         try:
-            if self.keytype == ED25519:
+            if self.keytype in (ED25519, SK_ED25519):
                 raw = reader.string()
+                if self.keytype == SK_ED25519:
+                    reader.string()  # application
                 reader.end()
                 if len(raw) != 32:
                     raise reader.error("ed25519 key must be 32 bytes")
@@ -192,6 +218,8 @@ class PublicKey:
                 if reader.text() != curve_name:
                     raise reader.error("curve does not match key type")
                 point = reader.string()
+                if self.keytype == SK_ECDSA_P256:
+                    reader.string()  # application
                 reader.end()
                 if not point or point[0] != 4:
                     raise reader.error("ecdsa point must be uncompressed")
@@ -269,16 +297,35 @@ def _signed_data(namespace: bytes, hash_alg: str, message: bytes) -> bytes:
             + _string(digest))
 
 
+def _sk_signed_data(key: PublicKey, reader: _Reader, data: bytes) -> bytes:
+    """What a security key signed (PROTOCOL.u2f): its flags and counter are part of it.
+
+    ``sha256(application) || flags || counter || sha256(data)``; a signature made without
+    the user's touch is refused.
+    """
+    flags = reader.raw(1)[0]
+    counter = reader.raw(4)
+    if not flags & SK_USER_PRESENT:
+        raise _fail("UserPresenceMissing",
+                    f"signature by {key.fingerprint()} was made without touching the "
+                    "security key (sign again and touch it when it blinks)")
+    application = key.application or b""
+    return (hashlib.sha256(application).digest() + bytes([flags]) + counter
+            + hashlib.sha256(data).digest())
+
+
 def _check(key: PublicKey, signature: bytes, data: bytes) -> None:
     """Check the inner SSH signature blob (``string alg, string sig``) of ``key`` over data."""
     reader = _Reader(signature, "signature blob", "MalformedSignature")
     alg = reader.text()
     raw = reader.string()
+    if key.keytype in SK_KEY_TYPES:
+        data = _sk_signed_data(key, reader, data)
     reader.end()
     public = key._load()
     try:
-        if key.keytype == ED25519:
-            if alg != ED25519:
+        if key.keytype in (ED25519, SK_ED25519):
+            if alg != key.keytype:
                 raise reader.error(f"{alg!r} signature from an {key.keytype} key")
             if len(raw) != 64:
                 raise reader.error("ed25519 signature must be 64 bytes")
@@ -335,8 +382,32 @@ def signer_of(armored: bytes) -> PublicKey:
     return PublicKey.from_blob(_parse(dearmor(armored)).key_blob, reason="MalformedSignature")
 
 
-def public_key_of(private_key: PrivateKey) -> PublicKey:
+@runtime_checkable
+class Signer(Protocol):
+    """Something that makes SSHSIG signatures without handing out a private key.
+
+    ``giter_bundle.signing`` implements it over ``ssh-keygen -Y sign`` (ssh-agent,
+    passphrase and FIDO keys); ``sign_with`` accepts it wherever a key file's key goes.
+    """
+
+    public: PublicKey
+
+    def sign_sshsig(self, message: bytes, namespace: str) -> bytes:
+        """The armoured SSHSIG over ``message``, as ``ssh-keygen -Y sign`` writes it."""
+        ...
+
+
+def public_key_of(private_key: PrivateKey | Signer) -> PublicKey:
+    if isinstance(private_key, Signer):
+        return private_key.public
     return PublicKey.from_cryptography(private_key.public_key())
+
+
+def sign_with(key: PrivateKey | Signer, message: bytes, namespace: str = "git") -> bytes:
+    """Armoured SSHSIG over ``message`` by an in-memory key or a ``Signer``."""
+    if isinstance(key, Signer):
+        return key.sign_sshsig(message, namespace)
+    return sign(key, message, namespace)
 
 
 def sign(private_key: PrivateKey, message: bytes, namespace: str = "git",

@@ -148,3 +148,76 @@ def craft_sshsig(private_key, message: bytes, *, namespace: bytes = b"git",
     blob = (b"SSHSIG" + struct.pack(">I", version) + string(public.blob) + string(namespace)
             + string(reserved) + string(hash_alg) + string(inner))
     return sshsig.armor(blob)
+
+
+class SoftSecurityKey:
+    """A FIDO security key in software: the signatures a real ``sk-`` key makes.
+
+    No hardware is needed to make them: PROTOCOL.u2f says the authenticator signs
+    ``sha256(application) || flags || counter || sha256(data)``, so this does just that
+    with ``cryptography`` and lays the key blob and the SSHSIG out field by field.
+    ``ssh-keygen -Y verify`` and ``git verify-commit`` check them without hardware.
+    It is an ``giter_agent.trust.sshsig.Signer``, so ``sign_commit`` signs commits with it.
+    """
+
+    def __init__(self, kind: str = "ed25519", *, application: bytes = b"ssh:",
+                 flags: int = 0x01, counter: int = 7) -> None:
+        import struct
+
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+
+        from giter_agent.trust import sshsig
+
+        def string(value: bytes) -> bytes:
+            return struct.pack(">I", len(value)) + value
+
+        self._string = string
+        self.kind = kind
+        self.application = application
+        self.flags = flags
+        self.counter = counter
+        if kind == "ed25519":
+            self._key = ed25519.Ed25519PrivateKey.generate()
+            raw = self._key.public_key().public_bytes(serialization.Encoding.Raw,
+                                                      serialization.PublicFormat.Raw)
+            self.keytype = sshsig.SK_ED25519
+            blob = string(self.keytype.encode()) + string(raw) + string(application)
+        else:
+            self._key = ec.generate_private_key(ec.SECP256R1())
+            point = self._key.public_key().public_bytes(
+                serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
+            self.keytype = sshsig.SK_ECDSA_P256
+            blob = (string(self.keytype.encode()) + string(b"nistp256") + string(point)
+                    + string(application))
+        self.public = sshsig.PublicKey.from_blob(blob)
+
+    def line(self) -> str:
+        return self.public.openssh()
+
+    def sign_sshsig(self, message: bytes, namespace: str = "git") -> bytes:
+        import hashlib
+        import struct
+
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+
+        from giter_agent.trust import sshsig
+
+        string = self._string
+        data = (b"SSHSIG" + string(namespace.encode()) + string(b"") + string(b"sha512")
+                + string(hashlib.sha512(message).digest()))
+        tail = bytes([self.flags]) + struct.pack(">I", self.counter)
+        signed = (hashlib.sha256(self.application).digest() + tail
+                  + hashlib.sha256(data).digest())
+        if self.kind == "ed25519":
+            raw = self._key.sign(signed)
+        else:
+            r, s = decode_dss_signature(self._key.sign(signed, ec.ECDSA(hashes.SHA256())))
+            raw = sshsig._mpint(r) + sshsig._mpint(s)
+        inner = string(self.keytype.encode()) + string(raw) + tail
+        blob = (b"SSHSIG" + struct.pack(">I", 1) + string(self.public.blob)
+                + string(namespace.encode()) + string(b"") + string(b"sha512")
+                + string(inner))
+        return sshsig.armor(blob)

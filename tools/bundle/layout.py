@@ -5,6 +5,10 @@ directly in those folders is never read by a device (devices read
 ``devices/<their-id>/`` and ``groups/<group>/`` only). The top README is for the people
 who edit the repository.
 
+``.giter/schemas/`` holds a JSON Schema per resource kind (``giter_agent.kinds.schema``:
+generated from the kinds' own field declarations, plug-ins installed here included) and
+a README saying how to point an editor at them.
+
 Called by ``giter-bundle init``.
 """
 
@@ -21,6 +25,7 @@ anything else, and act only on what is in their own folders.
 .giter/trust/allowed_signers   publisher keys (git's allowed_signers format)
 .giter/devices/<id>.pub        an enrolled device's key  (giter-bundle enroll)
 .giter/devices/<id>.yaml       its groups
+.giter/schemas/*.json          JSON Schema per resource kind, for editors and CI
 devices/<id>/*.yaml            resources for one device
 groups/<group>/*.yaml          resources for every device in the group
 refs/heads/status/<id>         what each device reported (written by the device)
@@ -29,6 +34,7 @@ refs/heads/status/<id>         what each device reported (written by the device)
 A resource, one per file:
 
 ```yaml
+# yaml-language-server: $schema=../../.giter/schemas/resource.json
 apiVersion: giter.dev/v1alpha1
 kind: File
 metadata:
@@ -64,8 +70,42 @@ overrides one of the same kind and name from a group.
 """
 
 
+SCHEMAS = ".giter/schemas"
+
+SCHEMAS_README = """\
+JSON Schemas of the giter resource kinds (draft 2020-12), generated from the agent's own
+kind definitions by `giter-bundle init`: `resource.json` for any resource (it picks by
+`kind`), `<kind>.json` for one kind. They check each field's type, range, choices and
+name while you type; `giter-bundle lint` checks everything a device checks.
+
+Editors with yaml-language-server (VS Code's YAML extension, Neovim, Helix, ...): put
+this first line in a resource file under `devices/<id>/` or `groups/<group>/`
+
+    # yaml-language-server: $schema=../../.giter/schemas/resource.json
+
+or map them all at once, in VS Code's `.vscode/settings.json`:
+
+    {{"yaml.schemas": {{"./.giter/schemas/resource.json": ["devices/*/*.yaml",
+                                                          "groups/*/*.yaml"]}}}}
+
+After upgrading giter-agent, remove this folder and run `giter-bundle init` again to
+write the new schemas (existing files are never overwritten).
+"""
+
+
+def schema_files() -> dict[str, bytes]:
+    """``.giter/schemas/*``: the kinds' JSON Schemas (plug-ins installed here included)."""
+    from giter_agent.kinds import load_kinds
+    from giter_agent.kinds.schema import schema_files as generate
+
+    files = {f"{SCHEMAS}/{name}": data for name, data in generate(load_kinds()).items()}
+    files[f"{SCHEMAS}/README.md"] = SCHEMAS_README.format().encode()
+    return files
+
+
 def layout_files(branch: str, *, readme_path: str = "README.md") -> dict[str, bytes]:
     """The READMEs of a new exchange repository, by path."""
     return {readme_path: README.format(branch=branch).encode(),
             "devices/README.md": DEVICES_README.encode(),
-            "groups/README.md": GROUPS_README.encode()}
+            "groups/README.md": GROUPS_README.encode(),
+            **schema_files()}

@@ -1,26 +1,34 @@
 """Check a spec tree the way the agent will read it, before anything ships.
 
 Every check calls the agent's own code, so lint and device can never disagree: the tree
-allowlist (``history.tree.iter_files``: names, symlinks, case collisions, sizes), the
-strict YAML loader and document shape (``spec.resources.parse_resource``), each kind's
+allowlist (``giter_agent.history.tree.iter_files``: names, symlinks, case collisions, sizes), the
+strict YAML loader and document shape (``giter_agent.spec.resources.parse_resource``), each kind's
 schema (``Kind.validate``; built-in kinds and the plug-ins installed here, through
-``kinds.load_kinds``), and the device-beats-group / group-vs-group rule
-(``spec.resources.select``) for every enrolled device. Each ``Secret`` must open for
-every enrolled device that applies it and for no other key but the publisher secrets
-keys (``giter_bundle.secrets``). The trust file and the
+``giter_agent.kinds.load_kinds``), and the device-beats-group / group-vs-group rule
+(``giter_agent.spec.resources.select``) for every enrolled device. Each ``Secret`` must
+open for every enrolled device that applies it and for no other key but the publisher
+secrets keys (``giter_bundle.secrets``). The trust file and the
 enrolments under ``.giter/`` are parsed as ``import`` will parse them.
 
 Errors are what a device would refuse or report as not Ready; warnings are what it
 would silently ignore (a file that is not YAML, a folder no enrolled device reads).
+Every error in a file is reported, not only the first: each kind's ``validate`` stops
+at one, so it is run again with the named field taken out or stood in for. An unknown
+field says which one was probably meant (``ontime`` -> ``onTime``), and a value YAML
+typed as a number where text was meant says how to quote it (``mode: "0644"``). A name
+the device refuses, which makes it ignore the whole folder, is reported beside the
+errors of the folder's other files.
 
 Called by ``giter-bundle lint``, and by ``commit`` and ``create`` before they sign or ship.
 """
 
 from __future__ import annotations
 
+import re
 import stat
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from giter_agent.config.agent_toml import NAME_RE
 from giter_agent.core.errors import GiterError, TreeError
@@ -73,23 +81,208 @@ def _check_trust_file(store, tree: bytes) -> list[Finding]:
     return []
 
 
-def _check_resource(path: str, data: bytes, kinds: dict) -> list[Finding]:
-    from giter_agent.spec.resources import parse_resource
+_FIELD = re.compile(r"spec\.([A-Za-z][A-Za-z0-9]*)")
+_FIELD_LIST = re.compile(r"spec: (unknown|missing) field\(s\) (.*)")
+# Values tried in place of a broken or missing required field, so that the kind's own
+# validate goes on to the fields after it: the first it accepts for that field stays.
+_STAND_INS: tuple[Any, ...] = ("x", "/x", 1, 0.5, True, ["x"], {})
+_MAX_ROUNDS = 48
 
+
+def _quote_hint(data: bytes, name: str, value: Any) -> str:
+    """``; quote it: mode: "0644"`` when YAML typed what was meant as text."""
+    if isinstance(value, str) or not isinstance(value, int | float | bool):
+        return ""
+    text = data.decode("utf-8", "replace")
+    found = re.search(rf"^[ \t-]*{re.escape(name)}[ \t]*:[ \t]*([^\s#'\"][^#\n]*?)[ \t]*"
+                      r"(?:#.*)?$", text, flags=re.MULTILINE)
+    if found is None:
+        return ""
+    raw = found.group(1)
+    return (f"; YAML reads {raw} as the number {value!r}" if not isinstance(value, bool)
+            else f"; YAML reads {raw} as {str(value).lower()}") + \
+        f": quote it: {name}: \"{raw}\""
+
+
+def _fields_named(message: str) -> tuple[str | None, list[str]]:
+    """(``unknown``/``missing``/None, the spec fields an error message names)."""
+    listed = _FIELD_LIST.match(message)
+    if listed:
+        names = [re.sub(r" \(did you mean .*\)$", "", part.strip())
+                 for part in re.split(r",\s*(?![^()]*\))", listed.group(2))]
+        return listed.group(1), names
+    single = _FIELD.search(message)
+    return None, [single.group(1)] if single else []
+
+
+def _spec_errors(kind: Any, spec: dict[str, Any], path: str, data: bytes) -> list[Finding]:
+    """Every error the kind's own ``validate`` finds in ``spec``, not only the first.
+
+    ``validate`` stops at the first problem; after each one the field it names is taken
+    out (an unknown or optional field) or replaced with a stand-in the kind accepts (a
+    required one), and ``validate`` runs again, until it passes or names no field.
+    """
+    findings: list[Finding] = []
+    spec = dict(spec)
+    reported: set[str] = set()
+    original = dict(spec)
+    for _ in range(_MAX_ROUNDS):
+        try:
+            kind.validate(dict(spec))
+            return findings
+        except GiterError as exc:
+            message = str(exc)
+            what, names = _fields_named(message)
+            fresh = [n for n in names if n not in reported]
+            if what != "missing" or fresh:
+                wants_text = any(w in message for w in ("string", "name", "one of"))
+                hint = "".join(_quote_hint(data, n, original[n]) for n in names
+                               if n in original and what is None and wants_text)
+                findings.append(Finding(path, exc.reason, message + hint))
+            if not fresh:
+                return findings
+            reported.update(fresh)
+            for name in fresh:
+                if what == "unknown":
+                    spec.pop(name, None)
+                    continue
+                spec.pop(name, None)
+                if _needs_stand_in(kind, spec, name):
+                    spec[name] = _stand_in(kind, spec, name)
+    return findings
+
+
+def _message_of(kind: Any, spec: dict[str, Any]) -> str | None:
+    try:
+        kind.validate(dict(spec))
+    except GiterError as exc:
+        return str(exc)
+    return None
+
+
+def _needs_stand_in(kind: Any, spec: dict[str, Any], name: str) -> bool:
+    what, names = _fields_named(_message_of(kind, spec) or "")
+    return what == "missing" and name in names
+
+
+def _stand_in(kind: Any, spec: dict[str, Any], name: str) -> Any:
+    for value in _STAND_INS:
+        _, names = _fields_named(_message_of(kind, {**spec, name: value}) or "")
+        if name not in names:
+            return value
+    return _STAND_INS[0]
+
+
+def _document_errors(path: str, data: bytes) -> tuple[list[Finding], Any]:
+    """The errors ``spec.resources.parse_resource`` finds around the spec, and the resource.
+
+    After each, the part it names is replaced with a stand-in (or an unknown top-level
+    field taken out) and the document parsed again, so that a wrong ``apiVersion`` does
+    not hide a bad ``metadata.name`` or the spec's errors. The resource comes back None
+    when nothing stands in for the broken part.
+    """
+    import yaml
+
+    from giter_agent.spec.resources import API_VERSION, load_yaml, parse_resource
+
+    try:
+        return [], parse_resource(path, data)
+    except GiterError as exc:
+        error = exc
+    findings: list[Finding] = []
+    try:
+        doc = load_yaml(data)
+    except GiterError:
+        doc = None
+    for _ in range(8):
+        findings.append(Finding(path, error.reason, str(error)))
+        message = str(error)
+        if not isinstance(doc, dict):
+            return findings, None
+        meta = doc.get("metadata") if isinstance(doc.get("metadata"), dict) else None
+        if message.startswith("unknown top-level"):
+            doc = {k: v for k, v in doc.items()
+                   if k in ("apiVersion", "kind", "metadata", "spec", "status")}
+        elif message.startswith("apiVersion"):
+            doc["apiVersion"] = API_VERSION
+        elif message.startswith("metadata.name") and meta is not None:
+            doc["metadata"] = {**meta, "name": "x"}
+        elif message.startswith("metadata.generation") and meta is not None:
+            doc["metadata"] = {k: v for k, v in meta.items() if k != "generation"}
+        else:
+            return findings, None
+        try:
+            return findings, parse_resource(path, yaml.safe_dump(doc).encode())
+        except GiterError as exc:
+            error = exc
+    return findings, None
+
+
+def _loose_files(store: Any, tree: bytes, path: str) -> list[tuple[str, bytes]]:
+    """The regular files under folder ``path``, read without the device's allowlist.
+
+    For lint only: when a name the device refuses (say ``Motd.yaml``) makes it ignore the
+    whole folder, the other files still get their say.
+    """
+    from giter_agent.history.tree import MAX_DEPTH
+
+    out: list[tuple[str, bytes]] = []
+    sha = tree
+    try:
+        for part in path.split("/"):
+            sha = store[sha][part.encode()][1]
+    except KeyError:
+        return out
+    stack = [(sha, path, 0)]
+    while stack:
+        sub, where, depth = stack.pop()
+        for name, mode, oid in store[sub].iteritems():
+            entry = f"{where}/{name.decode('utf-8', 'replace')}"
+            if stat.S_ISDIR(mode) and depth < MAX_DEPTH:
+                stack.append((oid, entry, depth + 1))
+            elif mode in (0o100644, 0o100755):
+                data = store[oid].as_raw_string()
+                if len(data) <= MAX_FILE_BYTES:
+                    out.append((entry, data))
+    return sorted(out)
+
+
+def _check_resource(path: str, data: bytes, kinds: dict) -> list[Finding]:
     if not path.endswith(RESOURCE_SUFFIXES):
         return [Finding(path, "NotAResource", "ignored by the agent (only .yaml and .yml "
                         "files are resources)", error=False)]
+    findings, res = _document_errors(path, data)
+    if res is None:
+        return findings
+    kind = kinds.get(res.kind)
+    if kind is None:
+        return [Finding(path, "UnknownKind", f"no kind {res.kind!r} in the agent "
+                        f"(known: {', '.join(sorted(kinds))}; a plug-in kind lints once "
+                        "its package is installed here too)")]
+    findings += _spec_errors(kind, dict(res.spec), path, data)
+    return findings + [Finding(path, "StatusOnSpecBranch", w, error=False)
+                       for w in res.warnings]
+
+
+def expires_findings(message: bytes, now: float, where: str) -> list[Finding]:
+    """A warning when the commit message's ``Expires:`` trailer is already past.
+
+    Devices refuse a spec whose tip has expired (``SpecExpired``), so a commit that is
+    born expired never applies anywhere; an unreadable trailer is an error.
+    """
+    from datetime import UTC, datetime
+
+    from giter_agent.trust.verify import expires_of
+
     try:
-        res = parse_resource(path, data)
-        kind = kinds.get(res.kind)
-        if kind is None:
-            return [Finding(path, "UnknownKind", f"no kind {res.kind!r} in the agent "
-                            f"(known: {', '.join(sorted(kinds))}; a plug-in kind lints once "
-                            "its package is installed here too)")]
-        kind.validate(dict(res.spec))
+        expires = expires_of(message)
     except GiterError as exc:
-        return [Finding(path, exc.reason, str(exc))]
-    return [Finding(path, "StatusOnSpecBranch", w, error=False) for w in res.warnings]
+        return [Finding(where, exc.reason, str(exc))]
+    if expires is not None and expires <= datetime.fromtimestamp(now, UTC):
+        return [Finding(where, "SpecExpired", f"Expires: {expires.isoformat()} is already "
+                        "past: devices refuse this spec (SpecExpired); commit again with a "
+                        "later Expires:", error=False)]
+    return []
 
 
 def lint_tree(store, tree: bytes, kinds: dict | None = None,
@@ -127,7 +320,10 @@ def lint_tree(store, tree: bytes, kinds: dict | None = None,
             try:
                 folders[path] = list(iter_files(store, tree, path, MAX_FILE_BYTES))
             except TreeError as exc:
-                findings.append(Finding(path, exc.reason, str(exc)))
+                findings.append(Finding(path, exc.reason, f"{exc} (the device ignores this "
+                                        "whole folder until it is fixed)"))
+                for file_path, data in _loose_files(store, tree, path):
+                    findings += _check_resource(file_path, data, kinds)
                 continue
             for file_path, data in folders[path]:
                 findings += _check_resource(file_path, data, kinds)

@@ -1,7 +1,8 @@
-"""The publisher's signed commits and bundles, in pure Python, for machines without git.
+"""The publisher's signed commits and bundles, for machines without git.
 
-Commits are built in the agent's own history layer and signed with an OpenSSH key
-through the agent's own signature code (``trust.signed_commit.sign_commit``), so there
+Commits are built in the agent's own history layer and signed through the agent's own
+signature code (``trust.signed_commit.sign_commit``), with an in-memory key or a
+``giter_bundle.signing.KeygenSigner`` (ssh-keygen: passphrase, ssh-agent, FIDO), so there
 is one implementation of both, and ``git verify-commit`` accepts what comes out. Plain
 ``git commit -S`` with ``gpg.format=ssh`` produces commits the agent accepts just the
 same; nothing here is needed for that path.

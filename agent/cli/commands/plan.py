@@ -1,23 +1,33 @@
 """``giter-agent plan``: what applying the newest verified spec would change, changing nothing.
 
 Reads the state file and the repository (no lock taken, nothing written; see
-``reconcile.plan``), so it runs safely beside the daemon. Exit code 0 whether or not
-something would change; 1 if the accepted spec's tree cannot be read.
+``giter_agent.reconcile.plan``), so it runs safely beside the daemon. Exit code 0 whether or not
+something would change; 1 if the accepted spec's tree cannot be read. With
+``--detailed-exitcode`` (terraform's flag, opt-in as there): ``0`` nothing would change,
+``3`` something would change or be pruned, ``1`` an error or a resource the device would
+refuse (INVALID); ``2`` stays what it is for every command, a usage or configuration
+error, which is why "changes" is not terraform's 2.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 
 HELP = "show what applying the newest verified spec would change (a dry run)"
+
+CHANGES = 3  # --detailed-exitcode: something would change
 
 _MARK = {"change": "change", "none": "-", "invalid": "INVALID", "prune": "prune",
          "keep": "keep", "unknown": "?"}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--json", action="store_true", help="machine-readable output")
+    from giter_agent.core.clikit import add_output_option
+
+    add_output_option(p)
+    p.add_argument("--detailed-exitcode", action="store_true",
+                   help=f"exit 0 when nothing would change, {CHANGES} when something "
+                   "would, 1 on an error or an invalid resource")
     p.add_argument("--all", action="store_true",
                    help="also list resources that would not change")
 
@@ -26,6 +36,7 @@ def run(args: argparse.Namespace) -> int:
     import sys
 
     from giter_agent.cli.commands import load_config
+    from giter_agent.core.clikit import emit
     from giter_agent.core.errors import TreeError
     from giter_agent.reconcile.plan import plan, read_spec, refuse_pins
     from giter_agent.state.store import StateStore
@@ -48,10 +59,17 @@ def run(args: argparse.Namespace) -> int:
         steps = plan(specset, agent.ctx, agent.kinds, state.resources)
     finally:
         agent.close()
-    if args.json:
-        print(json.dumps({"spec": state.accepted, "applied": state.applied,
-                          "steps": [s.as_dict() for s in steps]}, indent=2))
-        return 0
+    counts = {a: sum(1 for s in steps if s.action == a) for a in _MARK}
+    if not args.detailed_exitcode:
+        code = 0
+    elif counts["invalid"]:
+        code = 1
+    else:
+        code = CHANGES if counts["change"] or counts["prune"] else 0
+    if args.output_format != "text":
+        emit({"spec": state.accepted, "applied": state.applied,
+              "steps": [s.as_dict() for s in steps]}, args.output_format)
+        return code
     applied = "applied" if state.applied == state.accepted else \
         f"not applied yet; applied is {(state.applied or 'none')[:12]}"
     print(f"plan for spec {state.accepted[:12]} ({applied})")
@@ -60,7 +78,6 @@ def run(args: argparse.Namespace) -> int:
         if step.action == "none" and not args.all:
             continue
         print(f"  {_MARK[step.action]:<8} {step.key:<{width}}  {step.detail}")
-    counts = {a: sum(1 for s in steps if s.action == a) for a in _MARK}
     print(f"{counts['change']} to change, {counts['none']} unchanged, {counts['prune']} to "
           f"prune, {counts['keep']} kept, {counts['invalid']} invalid")
-    return 0
+    return code

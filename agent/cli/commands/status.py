@@ -1,26 +1,38 @@
-"""``giter-agent status``: the applied spec, the last sync and each resource's conditions."""
+"""``giter-agent status``: the applied spec, the last sync and each resource's conditions.
+
+The exit code says the state, so a script (or a monitoring check) needs no parsing:
+``0`` in-sync, ``1`` refused, ``3`` error (a resource not Ready, a failed pass, a hub
+that will not serve us), ``4`` offline (or nothing applied yet), ``5`` stale (the spec's
+``Expires:`` has passed); ``2`` is a configuration or usage error, as for every command.
+The same codes whatever the output format (``-o json|yaml``, ``--line``).
+"""
 
 from __future__ import annotations
 
 import argparse
-import json
 
-HELP = "show the applied spec, last sync and conditions"
+HELP = "show the applied spec, last sync and conditions (exit 0 only when in sync)"
+
+# health state -> exit code; 1, 3 and 4 mean what they mean for `sync`.
+EXIT_CODES = {"in-sync": 0, "refused": 1, "error": 3, "offline": 4, "stale": 5,
+              "syncing": 0}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--json", action="store_true", help="machine-readable output")
+    from giter_agent.core.clikit import add_output_option
+
+    add_output_option(p)
     p.add_argument("--line", action="store_true",
                    help="one line: the state in words and its LED code (the console line)")
 
 
 def run(args: argparse.Namespace) -> int:
     from giter_agent.cli.commands import load_config
+    from giter_agent.core.clikit import emit
     from giter_agent.state.health import health
     from giter_agent.state.store import StateStore
 
     config = load_config(args)
-    as_json = args.json
     state = StateStore(config.state_dir).load()
     words = health(state)
     doc = {
@@ -36,14 +48,15 @@ def run(args: argparse.Namespace) -> int:
         "resources": {k: {"path": r.get("path"), "status": r["status"]}
                       for k, r in sorted(state.resources.items())},
     }
-    if as_json:
-        print(json.dumps(doc, indent=2, sort_keys=True))
-        return 0
+    code = EXIT_CODES[words.state]
+    if args.output_format != "text":
+        emit(doc, args.output_format)
+        return code
     from giter_agent.device.status_led import LEGEND
 
     if args.line:
         print(f"giter-agent {config.device_id}: {words.line()} [LED: {LEGEND[words.state]}]")
-        return 0
+        return code
     last = state.last_sync
     print(f"device        {config.device_id}")
     print(f"state         {words.state} ({words.reason}: {words.message})")
@@ -71,5 +84,5 @@ def run(args: argparse.Namespace) -> int:
 
     for row in resource_rows(state.resources, every_condition=True, since=True):
         print(row)
-    return 0
+    return code
 

@@ -34,8 +34,9 @@ def open_exchange(args: argparse.Namespace) -> Any:
 def add_signing_arguments(p: argparse.ArgumentParser) -> None:
     """``--signing-key`` and ``--author``, for the commands that make signed commits."""
     p.add_argument("--signing-key", type=_path, metavar="FILE",
-                   help="unencrypted OpenSSH private key (default: git config "
-                   "user.signingkey)")
+                   help="OpenSSH key to sign with: a private key file (a passphrase is "
+                   "asked for), or its .pub when ssh-agent holds the key; FIDO keys work "
+                   "(default: git config user.signingkey)")
     p.add_argument("--author", metavar="'NAME <EMAIL>'",
                    help="author and committer (default: git config user.name/user.email)")
 

@@ -1,9 +1,11 @@
-"""``giter-bundle commit -m MSG``: sign the work tree's changes in pure Python (no git needed).
+"""``giter-bundle commit -m MSG``: sign the work tree's changes, no git needed.
 
 Does what ``git add -A && git commit -S`` does, for machines without git: every change
 in the work tree (``.gitignore`` honoured, deletions included) goes into one commit on
-the spec branch, signed with an OpenSSH key file through the agent's own signing code,
-so ``git verify-commit`` and the devices accept it. Before that, it bumps
+the spec branch, signed with the key git would use (``giter_bundle.signing``: a key file
+in-process, a passphrase, ssh-agent or FIDO key through ``ssh-keygen -Y sign``), so
+``git verify-commit`` and the devices accept it. An ``Expires:`` already past is warned
+about. Before that, it bumps
 ``metadata.generation`` of each resource whose ``spec`` changed (a new resource gets 1),
 editing only that number in the file, and lints the result: a tree that fails lint is
 not committed, and nothing is written (``--no-lint`` commits anyway).
@@ -19,7 +21,7 @@ import argparse
 
 from giter_bundle.commands import add_signing_arguments
 
-HELP = "sign the work tree's changes in pure Python, bumping changed resources' generation"
+HELP = "sign the work tree's changes without git, bumping changed resources' generation"
 
 _RESOURCE_DIRS = ("devices/", "groups/")
 
@@ -39,6 +41,8 @@ def _is_resource(path: str) -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
+    import time
+
     from dulwich.repo import Repo
 
     from giter_agent.history.tree import read_file
@@ -46,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     from giter_bundle.commands import open_exchange
     from giter_bundle.errors import UsageError
     from giter_bundle.generation import bump
-    from giter_bundle.lint import lint_tree
+    from giter_bundle.lint import expires_findings, lint_tree
     from giter_bundle.publisher import PublisherRepo
     from giter_bundle.secrets import former_keys
     from giter_bundle.worktree import candidate_paths, read_files, stage, tree_of
@@ -95,8 +99,11 @@ def run(args: argparse.Namespace) -> int:
         if tree == tip_tree:
             print(f"nothing to commit: the work tree matches {exchange.branch}")
             return 1
+        message = "\n\n".join(args.message)
+        for finding in expires_findings(message.encode(), time.time(), "commit message"):
+            print(finding.line())
         publisher = PublisherRepo(exchange.git_dir, key, branch=exchange.branch,
                                   identity=identity, history=exchange.history)
-        sha = publisher.commit_tree(tree, "\n\n".join(args.message), parent=tip)
+        sha = publisher.commit_tree(tree, message, parent=tip)
         print(f"[{exchange.branch} {sha.decode()[:12]}] {args.message[0]} (signed)")
     return 0

@@ -8,14 +8,18 @@ commit the hub holds of each target, which the device's status bundle then leave
 Targets are every enrolled device, or those named with ``--device``. Older bundles of
 the branch on the stick are removed: a device that is ahead of one would refuse it as a
 rollback. The spec is linted first and not shipped if it fails (``--no-lint`` ships
-anyway). ``--output FILE`` writes the bundle elsewhere instead of a stick. The result
-passes ``git bundle verify``.
+anyway). Every commit the bundle carries is then verified by the rules a device applies
+(``giter_agent.trust.verify.verify_update``: signed by a key the trust file in force lists, a tip
+whose ``Expires:`` is not past): a bundle a device would refuse is not written, and the
+command says which commit and why. ``--output FILE`` writes the bundle elsewhere
+instead of a stick. The result passes ``git bundle verify``.
 """
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 HELP = "write the smallest bundle every target device can apply to a USB stick"
 
@@ -30,10 +34,41 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="only for this device (repeatable; default: every enrolled device)")
     p.add_argument("--full", action="store_true", help="a full bundle, whatever is known")
     p.add_argument("--no-lint", action="store_true", help="ship even if lint finds errors")
+    p.add_argument("--allowed-signers", type=Path, metavar="FILE",
+                   help="the publisher keys the devices pinned (default: the trust file on "
+                   "the branch, which is what init tells you to install)")
     shown = p.add_mutually_exclusive_group()
     shown.add_argument("--progress", action="store_true",
                        help="show progress even for a small bundle")
     shown.add_argument("-q", "--quiet", action="store_true", help="no progress")
+
+
+def _verify_as_devices(exchange: Any, plan: Any, allowed_signers: Path | None) -> None:
+    """Refuse (PublisherError) when a target device would refuse what the bundle carries.
+
+    The commits are those a device holding the bundle's prerequisite takes in (every one
+    from the first, for a full bundle), against a device pinned with ``allowed_signers``
+    or the branch's trust file; the tip must not have expired.
+    """
+    from datetime import UTC, datetime
+
+    from giter_agent.core.errors import TrustError
+    from giter_agent.trust.verify import verify_update
+    from giter_bundle.errors import PublisherError
+
+    root = exchange.trust_root(allowed_signers=allowed_signers)
+    try:
+        verified = verify_update(exchange.history.object_store, plan.prerequisite, plan.tip,
+                                 root)
+    except TrustError as exc:
+        raise PublisherError(f"not shipped: a device would refuse {exchange.branch}: {exc}. "
+                             "Re-sign the commits with a key in the trust file (git rebase "
+                             "--exec 'git commit --amend --no-edit -S')",
+                             reason=exc.reason) from None
+    if verified.expires is not None and verified.expires <= datetime.now(UTC):
+        raise PublisherError(f"not shipped: a device would refuse {exchange.branch}: its tip "
+                             f"expired at {verified.expires.isoformat()} (Expires: trailer); "
+                             "commit again with a later one", reason="SpecExpired")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -63,6 +98,7 @@ def run(args: argparse.Namespace) -> int:
                 print(f"not shipped: {exchange.branch} has {len(errors)} lint error(s) "
                       "(--no-lint to ship anyway)")
                 return 1
+        _verify_as_devices(exchange, plan, args.allowed_signers)
         if args.output is not None:
             target = args.output
         else:

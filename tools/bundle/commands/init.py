@@ -3,8 +3,12 @@
 Lays out ``.giter/trust/allowed_signers`` (the publisher keys: the signing key's public
 half, plus any ``--signer``), READMEs for ``devices/`` and ``groups/``, and a README for
 the people who edit the repository; sets ``gpg.format=ssh``, ``commit.gpgsign`` and
-``user.signingkey`` where they are not set, so ``git commit -S`` works at once; and makes
-the first signed commit. Files that already exist are never overwritten.
+``user.signingkey`` so ``git commit -S`` works at once (a ``user.signingkey`` naming a
+key the trust file does not list is replaced, and said so); and makes the first signed
+commit. Files that already exist are never overwritten. It is all or nothing: the key,
+the author and the history are checked before anything is written, and a commit that
+fails (a passphrase not given, a security key not touched) leaves no repository and no
+git setting behind.
 
 Adopting a repository whose spec branch already has commits: devices verify every
 commit from the first one, so that history must already be signed by the publisher
@@ -16,7 +20,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from giter_bundle.exchange import Exchange
@@ -38,47 +42,76 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="write the files only; commit them yourself with git commit -S")
 
 
-def _public_line(key: Path) -> str:
-    """``<type> <base64>`` of a key pair, from its ``.pub`` or from the private half."""
-    from giter_agent.trust import sshsig
-    from giter_bundle.signing import load_key
-
-    pub = key.with_name(key.name + ".pub")
-    if pub.is_file():
-        return sshsig.PublicKey.from_openssh(pub.read_text()).openssh()
-    return sshsig.public_key_of(load_key(key)).openssh()
-
-
-def _trust_file(args: argparse.Namespace, key: Path) -> bytes:
+def _trust_file(args: argparse.Namespace, public: Any) -> bytes:
     from giter_agent.trust import allowed_signers
     from giter_agent.trust.sshsig import PublicKey
     from giter_bundle.enrolment import check_name
+    from giter_bundle.errors import UsageError
 
     check_name("principal", args.principal)
-    lines = [f'{args.principal} namespaces="git" {_public_line(key)}']
+    lines = [f'{args.principal} namespaces="git" {public.openssh()}']
     for i, path in enumerate(args.signer, start=2):
-        lines.append(f'{args.principal}-{i} namespaces="git" '
-                     f"{PublicKey.from_openssh(path.read_text()).openssh()}")
+        try:
+            line = PublicKey.from_openssh(path.read_text()).openssh()
+        except OSError as exc:
+            raise UsageError(f"--signer {path}: cannot read ({exc.strerror})") from None
+        lines.append(f'{args.principal}-{i} namespaces="git" {line}')
     data = ("\n".join(lines) + "\n").encode()
     allowed_signers.parse(data, "allowed_signers")  # what devices will parse
     return data
 
 
-def _configure_git(repo_root: Path, key: Path) -> list[str]:
-    """Set what ``git commit -S`` needs, where the repository does not say otherwise."""
+def _signingkey_value(spec: str) -> str:
+    """``user.signingkey`` as git wants it: an absolute path, or ``key::`` and a literal."""
+    if spec.startswith("key::") or " " in spec.strip():
+        return spec if spec.startswith("key::") else f"key::{spec}"
+    return str(Path(spec).expanduser().absolute())
+
+
+def _trusts(spec: str, trusted: tuple[Any, ...]) -> bool:
+    """Whether the key ``spec`` names is one of ``trusted`` (False when it cannot be read)."""
+    from giter_bundle import signing
+    from giter_bundle.errors import UsageError
+
+    try:
+        return signing.public_key(signing.load_key(spec)) in trusted
+    except UsageError:
+        return False
+
+
+def _configure_git(repo_root: Path, spec: str, trusted: tuple[Any, ...]) -> list[str]:
+    """Make ``git commit -S`` in this repository sign with a key the trust file lists.
+
+    Sets ``gpg.format=ssh`` and ``commit.gpgsign=true`` where unset; ``gpg.format`` set
+    to anything but ssh, and a ``user.signingkey`` naming a key the trust file does not
+    list (say, left by an earlier init with another key), are replaced, and said so.
+    """
     from dulwich.repo import Repo
 
     changed = []
     with Repo(str(repo_root)) as repo:
         config = repo.get_config()
-        for section, name, value in ((b"gpg", b"format", b"ssh"),
-                                     (b"commit", b"gpgsign", b"true"),
-                                     (b"user", b"signingkey", str(key.absolute()).encode())):
+
+        def current(section: bytes, name: bytes) -> str | None:
             try:
-                config.get((section,), name)
+                return config.get((section,), name).decode("utf-8", errors="replace")
             except KeyError:
-                config.set((section,), name, value)
-                changed.append(f"{section.decode()}.{name.decode()}={value.decode()}")
+                return None
+
+        wanted = (("gpg", "format", "ssh", lambda v: v == "ssh"),
+                  ("commit", "gpgsign", "true", lambda v: True),
+                  ("user", "signingkey", _signingkey_value(spec),
+                   lambda v: _trusts(v, trusted)))
+        for section, name, value, keep in wanted:
+            old = current(section.encode(), name.encode())
+            if old is not None and keep(old):
+                continue
+            config.set((section.encode(),), name.encode(), value.encode())
+            note = "" if old is None else f" (was {old}: "
+            if old is not None:
+                note += ("the trust file does not list that key)" if name == "signingkey"
+                         else "devices only accept ssh signatures)")
+            changed.append(f"{section}.{name}={value}{note}")
         config.write_to_path()
     return changed
 
@@ -109,21 +142,45 @@ def _roots(exchange: Exchange, tip: bytes) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Everything that can fail is checked before anything is written; a commit that
+    fails (a passphrase not given, a security key not touched) leaves no repository and
+    no git setting behind."""
+    import shutil
+
     from dulwich.repo import Repo
 
-    from giter_agent.history.tree import read_file
     from giter_bundle import signing
-    from giter_bundle.errors import UsageError
-    from giter_bundle.exchange import TRUST_FILE, Exchange
-    from giter_bundle.layout import layout_files
 
     root = (args.directory or args.repo).absolute()
     adopting = (root / ".git").exists() or (root / "HEAD").is_file()
-    key = signing.key_path(args.signing_key, root if adopting else None)
-    trust = _trust_file(args, key)
+    spec = signing.key_path(args.signing_key, root if adopting else None)
+    signer = signing.load_key(spec)
+    public = signing.public_key(signer)
+    trust = _trust_file(args, public)
+    who = None if args.no_commit else signing.identity(args.author,
+                                                      root if adopting else None)
+    made_root = not root.exists()
     if not adopting:
         root.mkdir(parents=True, exist_ok=True)
         Repo.init(str(root), default_branch=args.branch.encode()).close()
+    try:
+        return _init(args, root, adopting, spec, signer, trust, who)
+    except BaseException:
+        if not adopting:  # leave the folder as we found it
+            shutil.rmtree(root if made_root else root / ".git", ignore_errors=True)
+        raise
+
+
+def _init(args: argparse.Namespace, root: Path, adopting: bool, spec: str, signer: Any,
+          trust: bytes, who: str | None) -> int:
+    from giter_agent.history.tree import read_file
+    from giter_agent.trust import allowed_signers
+    from giter_bundle import signing
+    from giter_bundle.errors import PublisherError, UsageError
+    from giter_bundle.exchange import TRUST_FILE, Exchange
+    from giter_bundle.layout import layout_files
+
+    public = signing.public_key(signer)
     with Exchange.open(root, args.branch) as exchange:
         if exchange.worktree is None and args.no_commit:
             raise UsageError("a bare repository has no work tree to write files into")
@@ -134,34 +191,49 @@ def run(args: argparse.Namespace) -> int:
         def committed(path: str) -> bool:
             return tree is not None and read_file(store, tree, path) is not None
 
-        has_trust = committed(TRUST_FILE)
-        _check_history(exchange, read_file(store, tree, TRUST_FILE) if has_trust else trust)
+        committed_trust = read_file(store, tree, TRUST_FILE) if tree is not None else None
+        in_force = committed_trust if committed_trust is not None else trust
+        trusted = allowed_signers.keys_for(allowed_signers.parse(in_force, TRUST_FILE))
+        if public not in trusted:
+            raise PublisherError(
+                f"{spec} ({public.fingerprint()}) is not in the committed {TRUST_FILE}, so "
+                "devices would refuse what it signs; nothing was changed. Sign with a "
+                "listed key, or add this one to the trust file in a commit signed by one",
+                reason="UntrustedSigningKey")
+        _check_history(exchange, in_force)
         readme = "README.md"
         if committed(readme) or (exchange.worktree and (exchange.worktree / readme).exists()):
             readme = ".giter/README.md"
         wanted = {TRUST_FILE: trust, **layout_files(args.branch, readme_path=readme)}
         files = {p: data for p, data in wanted.items() if not committed(p)
                  and not (exchange.worktree and (exchange.worktree / p).exists())}
-        if exchange.worktree is not None:
-            for change in _configure_git(exchange.worktree, key):
-                print(f"git config {change}")
-        for path in files:
-            print(f"wrote {path}")
+
+        def configure() -> None:
+            if exchange.worktree is not None:
+                for change in _configure_git(exchange.worktree, spec, trusted):
+                    print(f"git config {change}")
+
         if not files:
+            configure()
             print(f"{root} is already an exchange repository; nothing to do")
             return 0
         if args.no_commit:
             exchange.write_files(files)
+            configure()
+            for path in files:
+                print(f"wrote {path}")
             print("now review and commit them: git add -A && git commit -S -m 'Start the "
                   "exchange repository'")
             return 0
+        assert who is not None
         sha = exchange.commit_files(files, "Start the exchange repository: trust file and "
-                                    "layout", signing.load_key(key),
-                                    signing.identity(args.author, root))
+                                    "layout", signer, who)
+        configure()
+        for path in files:
+            print(f"wrote {path}")
         print(f"{'adopted' if adopting else 'created'} {root}: {args.branch} at "
               f"{sha.decode()[:12]} (signed)")
         roots = _roots(exchange, sha)
         print(f"genesis commit (pin it as `genesis` in each agent.toml): {', '.join(roots)}")
         print(f"install {TRUST_FILE} as each device's allowed_signers file")
     return 0
-

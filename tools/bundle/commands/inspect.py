@@ -21,12 +21,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--allowed-signers", type=Path, metavar="FILE",
                    help="publisher keys to check root commits with (default: the "
                    "repository's trust file)")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
+    from giter_agent.core.clikit import add_output_option
+
+    add_output_option(p)
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
-
+    from giter_agent.core.clikit import emit
     from giter_bundle.errors import UsageError
     from giter_bundle.exchange import Exchange
     from giter_bundle.inspection import inspect_bundle, render
@@ -42,5 +43,8 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if exchange is not None:
             exchange.close()
-    print(json.dumps(doc, indent=2) if args.json else render(doc), end="\n" if args.json else "")
+    if args.output_format != "text":
+        emit(doc, args.output_format)
+    else:
+        print(render(doc), end="")
     return 0 if doc["ok"] else 1

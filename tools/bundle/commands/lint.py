@@ -2,7 +2,10 @@
 
 Checks the work tree by default (what the next commit would hold; ``.gitignore``
 honoured), or a committed tree with ``--rev`` (the branch tip, in a bare repository).
-One line per finding, ``path: Reason: message``; warnings say ``warning:``. Exits 1 if
+One line per finding, ``path: Reason: message``; warnings say ``warning:``; every error in
+a file is listed, with the likely field name for a misspelt one and the quoting fix for
+a value YAML typed as a number. The commit devices would get (the tip, or ``--rev``) is
+checked for an ``Expires:`` trailer already past (a warning). Exits 1 if
 there is any error, so it fits a pre-commit hook or CI.
 """
 
@@ -42,10 +45,12 @@ def resolve(exchange: Exchange, rev: str) -> bytes:
 
 
 def run(args: argparse.Namespace) -> int:
+    import time
+
     from dulwich.repo import Repo
 
     from giter_bundle.commands import open_exchange
-    from giter_bundle.lint import lint_tree
+    from giter_bundle.lint import expires_findings, lint_tree
     from giter_bundle.secrets import former_keys
     from giter_bundle.worktree import candidate_paths, read_files, tree_of
 
@@ -56,11 +61,15 @@ def run(args: argparse.Namespace) -> int:
                                    ("devices", "groups", ".giter"))
             findings = lint_tree(*tree_of(files), former_keys=former_keys(exchange))
             what = "the work tree"
+            sha = exchange.tip
         else:
             sha = resolve(exchange, args.rev or exchange.branch)
             findings = lint_tree(exchange.history.object_store, exchange.commit(sha).tree,
                                  former_keys=former_keys(exchange))
             what = f"{args.rev or exchange.branch} ({sha.decode()[:12]})"
+        if sha is not None:  # the spec devices get is the tip's: its Expires: counts
+            findings += expires_findings(exchange.commit(sha).message, time.time(),
+                                         f"commit {sha.decode()[:12]}")
     errors = sum(f.error for f in findings)
     for finding in findings:
         if finding.error or not args.quiet:

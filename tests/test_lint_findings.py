@@ -1,0 +1,86 @@
+"""``giter-bundle lint`` says everything wrong in a file, in words a person can act on.
+
+Every finding still comes from the agent's own parser and each kind's own ``validate``;
+lint only keeps asking after the first answer.
+"""
+
+from __future__ import annotations
+
+from support.fleet import API, Fleet
+
+from giter_agent.kinds import load_kinds
+from giter_bundle.lint import _check_resource
+
+LED = (f"{API}kind: Output\nmetadata: {{name: led}}\nspec:\n  pin: 17\n  state: blink\n"
+       "  ontime: 0.5\n  offTime: -3\n  count: many\n")
+MOTD = (f"{API}kind: File\nmetadata: {{name: motd}}\nspec:\n  path: /etc/motd\n"
+        "  content: hi\n  mode: 0644  # rw-r--r--\n  ownr: pi\n")
+
+
+def lines(path: str, text: str) -> list[str]:
+    return [f.line() for f in _check_resource(path, text.encode(), load_kinds())]
+
+
+def test_every_error_in_a_file_is_reported():
+    found = lines("groups/a/led.yaml", LED)
+    assert found == [
+        "groups/a/led.yaml: InvalidSpec: spec: unknown field(s) ontime (did you mean onTime?)",
+        'groups/a/led.yaml: InvalidSpec: spec.pin must be a logical pin name, got 17; YAML '
+        'reads 17 '
+        'as the number 17: quote it: pin: "17"',
+        "groups/a/led.yaml: InvalidSpec: spec.offTime must be a number from 0.01 to 3600, "
+        "got -3",
+        "groups/a/led.yaml: InvalidSpec: spec.count must be a whole number from 1 to "
+        "1000000, got 'many'",
+    ]
+
+
+def test_yaml_typing_mistakes_come_with_their_fix():
+    found = lines("groups/a/motd.yaml", MOTD)
+    assert "groups/a/motd.yaml: InvalidSpec: spec: unknown field(s) ownr (did you mean " \
+           "owner?)" in found
+    assert any(line.endswith('YAML reads 0644 as the number 420: quote it: mode: "0644"')
+               for line in found), found
+
+
+def test_errors_around_the_spec_do_not_hide_the_spec_s_errors():
+    text = LED.replace("giter.dev/v1alpha1", "giter.dev/v9").replace("name: led", "name: LED")
+    found = lines("groups/a/led.yaml", text)
+    assert found[0].startswith("groups/a/led.yaml: UnsupportedAPIVersion: ")
+    assert found[1].startswith("groups/a/led.yaml: InvalidResource: metadata.name 'LED'")
+    assert any("did you mean onTime?" in line for line in found)
+    assert any("spec.count" in line for line in found)
+
+
+def test_a_good_file_has_no_findings():
+    good = f"{API}kind: Output\nmetadata: {{name: led}}\nspec: {{pin: led1, state: \"on\"}}\n"
+    assert lines("groups/a/led.yaml", good) == []
+
+
+def test_an_upper_case_name_does_not_hide_the_folder_s_other_errors(tmp_path,
+                                                                    publisher_key):
+    fleet = Fleet(tmp_path, publisher_key)
+    fleet.write("groups/lobby/Upper.yaml", LED.replace("name: led", "name: upper"))
+    fleet.write("groups/lobby/motd.yaml", MOTD)
+    code, out = fleet.cli("lint")
+    assert code == 1
+    assert "groups/lobby: UnsafeTreeEntry: groups/lobby/Upper.yaml: name is not allowed" in out
+    assert "groups/lobby/motd.yaml: InvalidSpec: spec: unknown field(s) ownr" in out
+    assert 'quote it: mode: "0644"' in out
+
+
+def test_an_expires_trailer_already_past_is_a_warning(tmp_path, publisher_key):
+    fleet = Fleet(tmp_path, publisher_key)
+    fleet.write("groups/lobby/led.yaml",
+                f"{API}kind: Output\nmetadata: {{name: led}}\nspec: {{pin: led1, state: "
+                "\"on\"}\n")
+    code, out = fleet.cli("commit", "-m", "freeze\n\nExpires: 2001-01-01T00:00:00Z")
+    assert code == 0, out
+    assert "commit message: warning: SpecExpired: Expires: 2001-01-01T00:00:00+00:00 is " \
+           "already past" in out
+    code, out = fleet.cli("lint")
+    assert code == 0, out
+    assert "warning: SpecExpired" in out and "0 error(s), 2 warning(s)" in out
+    code, out = fleet.cli("commit", "-m", "later\n\nExpires: 2999-01-01T00:00:00Z",
+                          "--no-lint")
+    assert "SpecExpired" not in out
