@@ -26,8 +26,8 @@ CHILD = textwrap.dedent("""
     from pathlib import Path
     sys.path.insert(0, {tests!r})
     import packcraft
-    import agent.pack_index as pack_index
-    from agent.history import Caps, History
+    import giter_agent.history.pack_index as pack_index
+    from giter_agent.history.store import Caps, History
     tmp = Path({tmp!r})
     if {reference!r}:
         pack_index.add_pack = (lambda store, read_all, read_some, budget, cache_bytes:

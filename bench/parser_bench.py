@@ -19,9 +19,10 @@ import time
 import zlib
 from collections.abc import Callable
 
-from agent import bundle, signed_commit, trust
-from agent.errors import GiterError
-from agent.resources import MAX_DOCUMENT_BYTES, load_yaml
+from giter_agent.core.errors import GiterError
+from giter_agent.history import bundle, commit_layout
+from giter_agent.spec.resources import MAX_DOCUMENT_BYTES, load_yaml
+from giter_agent.trust import verify as trust
 
 IDENT = b"a <a@example.invalid> 1700000000 +0000"
 TREE = b"tree " + b"1" * 40 + b"\n"
@@ -54,7 +55,7 @@ def message_lines(n: int) -> bytes:
 
 def parse_commit(raw: bytes) -> None:
     with contextlib.suppress(GiterError):  # the gpgsig case is refused, after parsing
-        signed_commit.parse(raw, check_armour=False)
+        commit_layout.parse_layout(raw)
 
 
 def scan_pack(pack: bytes) -> None:

@@ -19,8 +19,8 @@ import pytest
 from helpers import run
 from test_trust import World, keys  # noqa: F401 - keys is a fixture World needs
 
-from agent.budget import Budget
 from giter_agent.config.agent_toml import load
+from giter_agent.core.budget import Budget
 from giter_agent.core.errors import BundleError
 from giter_agent.history.store import Caps, History
 from giter_agent.sync.agent import Agent

@@ -17,8 +17,8 @@ from devices import NetDevice
 from helpers import Publisher, run
 from servers import GitDaemon, Hub
 
-from agent.cli import main
-from agent.state import StateStore
+from giter_agent.cli.main import main
+from giter_agent.state.store import StateStore
 
 API = "apiVersion: giter.dev/v1alpha1\n"
 IDENT = b"Mallory <m@example.invalid> 1700000000 +0000"

@@ -49,8 +49,7 @@ from giter_agent.core.errors import (
     UnreadableBundle,
 )
 from giter_agent.history import bundle as bundle_format
-from giter_agent.history import pack_index
-from giter_agent.trust import signed_commit
+from giter_agent.history import commit_layout, pack_index
 
 _GITLINK_MODE = 0o160000
 _LOCK_NAME = "lock"
@@ -111,7 +110,7 @@ def _subject(commit: Commit) -> bytes:
     return b" ".join(line.strip() for line in paragraph.splitlines()).strip()
 
 
-def _gate_commit(store: BaseObjectStore, sha: bytes) -> signed_commit.CommitParts:
+def _gate_commit(store: BaseObjectStore, sha: bytes) -> commit_layout.CommitParts:
     """A quarantined commit parsed by the one strict parser, before anything else reads it.
 
     dulwich's own parser is lenient and can raise anything on hostile bytes (an empty
@@ -123,7 +122,7 @@ def _gate_commit(store: BaseObjectStore, sha: bytes) -> signed_commit.CommitPart
         raise HistoryError(f"bundle is incomplete: {_hex(sha)} is a parent but not"
                            " a commit", reason="IncompleteBundle")
     try:
-        return signed_commit.parse(raw, _hex(sha), check_armour=False)
+        return commit_layout.parse_layout(raw, _hex(sha))
     except TrustError as exc:
         raise BundleError(f"bundle holds a malformed commit: {exc}",
                           reason="MalformedCommit") from None

@@ -19,9 +19,12 @@ from pathlib import Path
 import packcraft
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
-from agent import allowed_signers, bundle, serial_frames, serial_link, signed_commit, sshsig
-from agent.budget import Budget
-from agent.errors import ConfigError, GiterError, ResourceError, TrustError
+from giter_agent.core.budget import Budget
+from giter_agent.core.errors import ConfigError, GiterError, ResourceError, TrustError
+from giter_agent.history import bundle
+from giter_agent.transport.serial import frames as serial_frames
+from giter_agent.transport.serial import link as serial_link
+from giter_agent.trust import allowed_signers, signed_commit, sshsig
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 
@@ -92,7 +95,7 @@ def _pack_seeds() -> list[bytes]:
 
 @cache
 def _history():  # type: ignore[no-untyped-def]
-    from agent.history import Caps, History
+    from giter_agent.history.store import Caps, History
 
     where = Path(tempfile.mkdtemp(prefix="giter-fuzz-"))
     caps = Caps(max_bundle_bytes=4 << 20, max_objects=2000, max_object_bytes=1 << 20,
@@ -108,7 +111,7 @@ def import_gate(data: bytes) -> None:
     path = where / "in.bundle"
     path.write_bytes(data)
     with history.quarantine(path, Budget(10)) as q:
-        from agent.trust import TrustRoot, verify_update
+        from giter_agent.trust.verify import TrustRoot, verify_update
 
         tip = q.refs.get(b"refs/heads/main")
         if tip is not None:
@@ -169,7 +172,7 @@ def _objects_seeds() -> list[bytes]:
 # -- commits and signatures -------------------------------------------------------------
 
 def commit_parser(data: bytes) -> None:
-    from agent import trust
+    from giter_agent.trust import verify as trust
 
     parts = signed_commit.parse(data, "fuzz")
     trust.expires_of(parts.message)
@@ -221,13 +224,13 @@ def _signers_seeds() -> list[bytes]:
 
 @cache
 def _kinds():  # type: ignore[no-untyped-def]
-    from agent.kinds import builtin_kinds
+    from giter_agent.kinds import builtin_kinds
 
     return builtin_kinds()
 
 
 def resources(data: bytes) -> None:
-    from agent.resources import select
+    from giter_agent.spec.resources import select
 
     specset = select([("devices/d1/r.yaml", data)])
     for res in specset.resources:
@@ -277,7 +280,7 @@ def _frame_seeds() -> list[bytes]:
 # -- the agent's config file --------------------------------------------------------------
 
 def config_loader(data: bytes) -> None:
-    from agent.config import load
+    from giter_agent.config.agent_toml import load
 
     _, where = _history()
     path = where / "agent.toml"
