@@ -68,9 +68,15 @@ def main(argv: list[str] | None = None) -> int:
     if runs is None and seconds is None:
         seconds = 60.0
     results = []
+    failed = []
     for name in names:
-        results.append(run_target(name, engine=args.engine, seconds=seconds, runs=runs,
-                                  seed=args.seed, save=args.findings))
+        try:
+            results.append(run_target(name, engine=args.engine, seconds=seconds, runs=runs,
+                                      seed=args.seed, save=args.findings))
+        except RuntimeError as exc:  # a child that crashed outright: report, go on
+            failed.append(name)
+            print(f"{name}: {exc}", flush=True)
+            continue
         print(f"{name}: {results[-1].executions} executions, "
               f"{len(results[-1].findings)} finding(s)", flush=True)
     report(results)
@@ -79,4 +85,4 @@ def main(argv: list[str] | None = None) -> int:
             "target": r.target, "engine": r.engine, "executions": r.executions,
             "seconds": round(r.seconds), "findings": [f.summary for f in r.findings.values()],
         } for r in results], indent=2) + "\n")
-    return 1 if any(r.findings for r in results) else 0
+    return 1 if failed or any(r.findings for r in results) else 0
