@@ -21,13 +21,17 @@ import tempfile
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from dulwich.file import GitFile
 from dulwich.object_store import DiskObjectStore
+from dulwich.objects import RawObjectID
 from dulwich.pack import (
     PackData,
+    PackIndexEntry,
     PackIndexer,
     PackStreamCopier,
+    ResolveExtRefFn,
     UnpackedObject,
     extend_pack,
     iter_sha1,
@@ -47,10 +51,10 @@ def _length(chunks: bytes | list[bytes]) -> int:
 class BoundedIndexer(PackIndexer):
     """dulwich's ``PackIndexer`` with a byte-capped base cache instead of a growing stack."""
 
-    def __init__(self, file_obj: object, hash_func: Callable[[], object], *,
-                 resolve_ext_ref: Callable[[bytes], tuple[int, bytes]],
+    def __init__(self, file_obj: Any, hash_func: Any, *,
+                 resolve_ext_ref: ResolveExtRefFn,
                  budget: Budget, cache_bytes: int) -> None:
-        super().__init__(file_obj, hash_func, resolve_ext_ref=resolve_ext_ref)  # type: ignore[arg-type]
+        super().__init__(file_obj, hash_func, resolve_ext_ref=resolve_ext_ref)
         self._budget = budget
         self._cache_bytes = cache_bytes
         self._cache: OrderedDict[_Key, bytes | list[bytes]] = OrderedDict()
@@ -88,7 +92,7 @@ class BoundedIndexer(PackIndexer):
         for step in reversed(chain):
             self._budget.check()
             if isinstance(step, tuple):
-                chunks = self._resolve_ext_ref(step[1])[1]  # type: ignore[misc]
+                chunks = self._ext(step[1])[1]
             else:
                 self.rebuilds += 1
                 chunks = self._resolve_object(step, self._recipe[step][1], chunks).obj_chunks
@@ -97,7 +101,11 @@ class BoundedIndexer(PackIndexer):
         return chunks
 
     # -- the walk (replacing DeltaChainIterator's) --------------------------------
-    def _walk_all_chains(self) -> Iterator[object]:
+    def _ext(self, sha: bytes) -> tuple[int, bytes | list[bytes]]:
+        assert self._resolve_ext_ref is not None
+        return self._resolve_ext_ref(RawObjectID(sha))
+
+    def _walk_all_chains(self) -> Iterator[PackIndexEntry]:
         for offset, type_num in self._full_ofs:
             yield from self._walk(offset, type_num, None)
         yield from self._walk_ref_chains()
@@ -106,21 +114,22 @@ class BoundedIndexer(PackIndexer):
 
             raise ApplyDeltaError("pack has deltas whose base offset is no object")
 
-    def _walk_ref_chains(self) -> Iterator[object]:
+    def _walk_ref_chains(self) -> Iterator[PackIndexEntry]:
         for base_sha in sorted(self._pending_ref):
             if base_sha not in self._pending_ref:
                 continue
             try:
-                type_num, _ = self._resolve_ext_ref(base_sha)  # type: ignore[misc]
+                type_num, _ = self._ext(base_sha)
             except KeyError:
                 continue  # in this pack after all, or never resolvable (checked below)
             key: _Key = ("ext", base_sha)
-            self._ext_refs.append(base_sha)  # type: ignore[arg-type]
+            self._ext_refs.append(RawObjectID(base_sha))
             for offset in self._pending_ref.pop(base_sha):
                 yield from self._walk(offset, type_num, key)
         self._ensure_no_pending()
 
-    def _walk(self, offset: int, type_num: int, base_key: _Key | None) -> Iterator[object]:
+    def _walk(self, offset: int, type_num: int, base_key: _Key | None
+              ) -> Iterator[PackIndexEntry]:
         todo: list[tuple[int, int, _Key | None]] = [(offset, type_num, base_key)]
         while todo:
             self._budget.check()
