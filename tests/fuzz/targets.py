@@ -7,9 +7,11 @@ fixed contents) so a seeded run is the same run everywhere.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import io
 import re
+import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -98,6 +100,7 @@ def _history():  # type: ignore[no-untyped-def]
     from giter_agent.history.store import Caps, History
 
     where = Path(tempfile.mkdtemp(prefix="giter-fuzz-"))
+    atexit.register(shutil.rmtree, where, True)
     caps = Caps(max_bundle_bytes=4 << 20, max_objects=2000, max_object_bytes=1 << 20,
                 time_budget_s=10)
     return History(where / "repo.git", caps), where
