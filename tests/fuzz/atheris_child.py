@@ -15,7 +15,7 @@ from pathlib import Path
 
 import atheris
 
-with atheris.instrument_imports(include=["agent", "dulwich", "yaml", "msgpack"]):
+with atheris.instrument_imports(include=["giter_agent", "dulwich", "yaml", "msgpack"]):
     from fuzz import targets
 
 from fuzz.engine import check_one
