@@ -16,6 +16,12 @@ from pathlib import Path
 import atheris
 
 with atheris.instrument_imports(include=["giter_agent", "dulwich", "yaml", "msgpack"]):
+    # What the targets import lazily must be imported here to be instrumented.
+    import giter_agent.config.agent_toml
+    import giter_agent.history.store
+    import giter_agent.kinds
+    import giter_agent.spec.resources
+    import giter_agent.trust.verify  # noqa: F401
     from fuzz import targets
 
 from fuzz.engine import check_one
