@@ -1,7 +1,7 @@
 """Peak memory of importing a stacked-delta bundle: bounded indexer against dulwich's.
 
 Run by hand: ``python3 bench/delta_memory_bench.py [--mib 32] [--levels 24]``. Builds
-(tests/packcraft.py) an unsigned bundle of a few kilobytes whose deltas stack ``--mib``
+(tests/support/packcraft.py) an unsigned bundle of a few kilobytes whose deltas stack ``--mib``
 MiB results ``--levels`` deep, each level with a pending sibling, and imports it in a
 child process twice: through ``History.quarantine`` as shipped, and with the pack
 handed to dulwich's own ``add_thin_pack`` instead (the reference). Each child reports
@@ -25,7 +25,7 @@ CHILD = textwrap.dedent("""
     import json, resource, sys, time
     from pathlib import Path
     sys.path.insert(0, {tests!r})
-    import packcraft
+    from support import packcraft
     import giter_agent.history.pack_index as pack_index
     from giter_agent.history.store import Caps, History
     tmp = Path({tmp!r})

@@ -14,9 +14,9 @@ import sys
 import textwrap
 from pathlib import Path
 
-import packcraft
 import pytest
-from helpers import run
+from support import packcraft
+from support.git import run
 from test_trust import World, keys  # noqa: F401 - keys is a fixture World needs
 
 from giter_agent.config.agent_toml import load
@@ -47,7 +47,7 @@ def test_stacked_delta_results_do_not_grow_memory_per_level(tmp_path):
         import resource, sys
         from pathlib import Path
         sys.path.insert(0, {str(TESTS)!r})
-        import packcraft
+        from support import packcraft
         from giter_agent.history.store import Caps, History
         tmp = Path({str(tmp_path)!r})
         (tmp / "warm.bundle").write_bytes(packcraft.stacked(4096, 1).bundle)

@@ -13,9 +13,9 @@ import json
 from pathlib import Path
 
 import pytest
-from devices import NetDevice
-from helpers import Publisher, run
-from servers import GitDaemon, Hub
+from support.devices import SimDevice
+from support.git import Publisher, run
+from support.servers import GitDaemon, Hub
 
 from giter_agent.cli.main import main
 from giter_agent.state.store import StateStore
@@ -127,7 +127,7 @@ def test_hostile_commit_on_the_hub_is_a_refusal_not_a_hub_problem(tmp_path, publ
     hub = Hub(tmp_path / "hub")
     gitd = GitDaemon(hub).start()
     try:
-        dev = NetDevice(tmp_path, "pi-01", publisher.allowed_signers, {"url": gitd.url})
+        dev = SimDevice(tmp_path, "pi-01", publisher.allowed_signers, {"url": gitd.url})
         first = publisher.commit("first", files=dev.spec_files("hello\n"))
         hub.publish(publisher)
         assert dev.sync().outcome == "applied"

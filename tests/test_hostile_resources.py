@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 import pytest
-from test_giter_bundle import Fleet, enrolled
+from support.fleet import Fleet, enrolled
 
 from giter_agent.cli.main import main
 from giter_agent.core.errors import ResourceError

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-import packcraft
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from support import packcraft
 
 from giter_agent.core.budget import Budget
 from giter_agent.core.errors import ConfigError, GiterError, ResourceError, TrustError
