@@ -159,6 +159,11 @@ def atheris_run(name: str, *, seconds: int, seed: int = 0, save: Path) -> Result
         [str(TESTS), str(REPO), os.environ.get("PYTHONPATH", "")]))
     work = save / "corpus" / name
     work.mkdir(parents=True, exist_ok=True)
+    # libFuzzer ends the child without running atexit handlers: keep its scratch
+    # repository beside the findings instead of in the system's temp folder.
+    scratch = save / "tmp"
+    scratch.mkdir(exist_ok=True)
+    env["TMPDIR"] = str(scratch)
     start = time.monotonic()
     proc = subprocess.run(
         [sys.executable, "-m", "fuzz.atheris_child", name, str(save), f"-seed={seed}",
