@@ -25,6 +25,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+from giter_agent.core.budget import Budget
 from giter_agent.core.errors import ResourceError, TrustError
 from giter_agent.core.layout import TRUST_FILE_PARTS, summary_path
 from giter_agent.core.yaml_policy import load_yaml
@@ -289,11 +290,12 @@ def expires_of(message: bytes, commit: bytes | None = None) -> datetime | None:
 
 
 def verify_update(object_store, accepted: bytes | None, new: bytes, root: TrustRoot, *,
-                  max_commits: int = 100_000) -> Verified:
+                  max_commits: int = 100_000, budget: Budget | None = None) -> Verified:
     """Verify everything ``new`` brings beyond ``accepted``; raise TrustError on any doubt.
 
     Ids are 40-digit hex ``bytes``. Nothing is written: the caller moves its refs only
-    after this returns.
+    after this returns. ``budget`` (the sync's time budget) is checked before each
+    commit's signature is verified: BundleError(TimeBudgetExceeded) once it is spent.
     """
     known: set[bytes] = set()
     if accepted is not None:
@@ -316,8 +318,11 @@ def verify_update(object_store, accepted: bytes | None, new: bytes, root: TrustR
                           f"{', '.join(f.decode() for f in firsts)}, not at the pinned "
                           f"genesis commit {root.genesis.decode()}", new)
     sets = _SignerSets(object_store, root)
-    signers = {oid: _verify_commit(object_store, oid, root, sets).fingerprint()
-               for oid in order}
+    signers: dict[bytes, str] = {}
+    for oid in order:
+        if budget is not None:
+            budget.check()
+        signers[oid] = _verify_commit(object_store, oid, root, sets).fingerprint()
     return Verified(new, tuple(order), signers, _tip_expires(object_store, new))
 
 
