@@ -61,7 +61,7 @@ def _loader_class() -> type:
                 seen.add(key)
             return super().construct_mapping(node, deep=deep)
 
-        def construct_yaml_int(self, node):  # type: ignore[no-untyped-def]
+        def construct_yaml_int(self, node: Any) -> int:
             # Hex, octal and sexagesimal integers have no digit limit in Python: one of
             # 100,000 digits would load, then crash whatever prints or stores it.
             value = super().construct_yaml_int(node)

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-from dulwich.refs import check_ref_format
+from dulwich.refs import Ref, check_ref_format
 
 from giter_agent.core.durable import atomic_writer
 from giter_agent.core.errors import BundleError, UnreadableBundle
@@ -68,7 +68,7 @@ def show_name(name: bytes) -> str:
 
 
 def _check_refname(name: bytes) -> bool:
-    return name == b"HEAD" or (name.startswith(b"refs/") and check_ref_format(name))
+    return name == b"HEAD" or (name.startswith(b"refs/") and check_ref_format(Ref(name)))
 
 
 def read_header(fh: BinaryIO, *, max_header_bytes: int = MAX_HEADER_BYTES) -> BundleHeader:
