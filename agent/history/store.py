@@ -145,20 +145,39 @@ class Quarantine:
         """Ancestry over the quarantined and accepted objects together."""
         return _is_ancestor(self.object_store, ancestor, descendant)
 
-    def promote(self) -> None:
-        """Move the quarantined pack(s) into the main store durably; then they are accepted."""
+    def held(self, sha: bytes) -> bool:
+        """Whether the device held ``sha`` before this import (it is in the main store)."""
+        return sha in self._history.object_store
+
+    def promote(self, tips: Iterable[bytes] | None = None) -> None:
+        """Move what ``tips`` (default: every ref) need into the main store durably.
+
+        Only objects reachable from ``tips`` that the main store lacks are accepted.
+        When the quarantined pack(s) hold nothing else, they move as they are (deltas
+        kept); otherwise, e.g. a pack re-made with unreachable junk in it, the needed
+        objects are re-packed first and the rest is dropped with the quarantine.
+        """
         if self._closed:
             raise HistoryError("quarantine already closed; import the bundle again",
                                reason="QuarantineClosed")
         if self.promoted:
             return
+        main = self._history.object_store
+        tips = list(self.refs.values()) if tips is None else list(tips)
+        needed = self._history._new_objects(self.object_store, tips)
+        packs = list(self.object_store.packs)
+        junk = any(sha not in needed and sha not in main for pack in packs for sha in pack)
+        names = None
+        if junk:
+            kept = self.object_store.add_objects(_Lazy(self.object_store, sorted(needed)))
+            names = set() if kept is None else {f"pack-{kept.name().decode()}.idx"}
         src = self._directory / "pack"
-        dst = Path(self._history.object_store.pack_dir)
+        dst = Path(main.pack_dir)
         empty = {f"pack-{p.name().decode()}.idx" for p in self.object_store.packs if not len(p)}
         for idx in sorted(src.glob("*.idx")):
             pack = idx.with_suffix(".pack")
-            if idx.name in empty:
-                continue  # a bundle of refs we already had: nothing to accept
+            if idx.name in empty or (names is not None and idx.name not in names):
+                continue  # nothing to accept, or only what the tips do not need
             if (dst / idx.name).exists():
                 # Pack names hash the object ids: same name, same objects already accepted.
                 # Renaming over it would briefly pair the old index with the new pack.
@@ -173,6 +192,22 @@ class Quarantine:
         if not self._closed:
             self._closed = True
             self.object_store.close()
+
+
+class _Lazy(Sequence):  # type: ignore[type-arg]
+    """(object, None) for each id, read from ``store`` one at a time as a pack is written."""
+
+    def __init__(self, store: BaseObjectStore, ids: list[bytes]) -> None:
+        self._store, self._ids = store, ids
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def __getitem__(self, i):  # type: ignore[no-untyped-def]
+        return self._store[self._ids[i]], None
+
+    def __iter__(self) -> Iterator[tuple[Any, None]]:
+        return ((self._store[sha], None) for sha in self._ids)
 
 
 class _ObjectStore(DiskObjectStore):
@@ -499,29 +534,38 @@ class History:
 
     def _check_complete(self, store: DiskObjectStore, tips: list[bytes],
                         deadline: _Deadline) -> None:
-        """Every commit, tree and blob the tips need is here, down to accepted history.
+        """Every commit, tree and blob the tips need is here, down to accepted history."""
+        self._new_objects(store, tips, deadline)
+
+    def _new_objects(self, store: DiskObjectStore, tips: list[bytes],
+                     deadline: _Deadline | None = None) -> set[bytes]:
+        """The objects ``tips`` need that only the quarantine has; IncompleteBundle if any
+        is missing.
 
         Objects in the main store were complete when they were accepted, so the walk
         stops at them; everything else must be in the quarantined pack.
         """
         main = self.object_store
         seen: set[bytes] = set()
+        quarantined: set[bytes] = set()
 
         def new(sha: bytes, what: str) -> bool:
             """True if ``sha`` is only in quarantine (walk on), False if accepted (stop)."""
             if sha in seen:
                 return False
             seen.add(sha)
-            if store.contains_packed(sha):
-                return True
             if sha in main:
                 return False
+            if store.contains_packed(sha):
+                quarantined.add(sha)
+                return True
             raise HistoryError(f"bundle is incomplete: {what} {_hex(sha)} is missing",
                                reason="IncompleteBundle")
 
         commits = [t for t in tips if new(t, "commit")]
         while commits:
-            deadline.check()
+            if deadline is not None:
+                deadline.check()
             sha = commits.pop()
             commit = store[sha]
             if not isinstance(commit, Commit):
@@ -531,6 +575,7 @@ class History:
                 self._check_tree(store, commit.tree, sha, new)
             commits.extend(p for p in commit.parents
                            if new(p, f"parent of commit {_hex(sha)}:"))
+        return quarantined
 
     @staticmethod
     def _check_tree(store: DiskObjectStore, tree_id: bytes, commit: bytes,
