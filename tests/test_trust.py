@@ -22,6 +22,7 @@ from support.git import (
     cat_commit,
     craft_sshsig,
     git_verifies,
+    low_s,
     pub_line,
     run,
     ssh_keygen,
@@ -69,8 +70,10 @@ class World:
                 self.pub.write(rel, text)
         self.git("add", "-A")
         sign = ["-S"] if key else ["--no-gpg-sign"]
-        self.git("-c", f"user.signingkey={self.keys[key or 'A']}", "commit", "-q",
-                 "--allow-empty", "-m", message, *sign)
+        signing = ("-c", f"user.signingkey={self.keys[key or 'A']}")
+        self.git(*signing, "commit", "-q", "--allow-empty", "-m", message, *sign)
+        if key:
+            low_s(self.git, *signing)
         return self.pub.head()
 
     def trust_text(self, *names: str, options: str = 'namespaces="git"') -> str:
