@@ -125,7 +125,8 @@ def test_sneakernet_cycle_two_devices_share_one_stick(tmp_path, fleet, stick):
 
     # Round two, signed with plain git: only pi-b's spec changes, and only pi-b syncs.
     fleet.write("devices/pi-b/motd.yaml", motd(pi_b, "second\n", "  generation: 2\n"))
-    fleet.git("commit", "-q", "-a", "-S", "-m", "New welcome for pi-b")
+    fleet.git("commit", "-q", "-a", "-S", "--trailer", "Giter-Branch: main", "-m",
+              "New welcome for pi-b")
     second = fleet.rev()
     fleet.ok("create", stick)
     with bundle.open("rb") as fh:
@@ -160,7 +161,8 @@ def test_sneakernet_cycle_two_devices_share_one_stick(tmp_path, fleet, stick):
     assert [p for p in fleet.git("ls-files").stdout.decode().split()
             if not p.startswith(".giter/schemas/")] == [
         ".giter/devices/pi-a.pub", ".giter/devices/pi-a.yaml", ".giter/devices/pi-b.pub",
-        ".giter/devices/pi-b.yaml", ".giter/trust/allowed_signers", "README.md",
+        ".giter/devices/pi-b.yaml", ".giter/trust/allowed_signers",
+        ".giter/trust/policy.toml", "README.md",
         "devices/README.md", "devices/pi-a/motd.yaml", "devices/pi-b/motd.yaml",
         "groups/README.md", "groups/lobby/beacon.yaml"]
 
@@ -176,7 +178,8 @@ def test_offline_device_catches_up_on_fifty_commits_with_one_bundle(tmp_path, fl
 
     for day in range(1, 51):  # pi-a is away while the publisher commits 50 times
         fleet.write("devices/pi-a/motd.yaml", motd(pi_a, f"day {day}\n"))
-        fleet.git("commit", "-q", "-a", "-S", "-m", f"day {day}")
+        fleet.git("commit", "-q", "-a", "-S", "--trailer", "Giter-Branch: main", "-m",
+                  f"day {day}")
     tip = fleet.rev()
     assert fleet.status()["pi-a"]["behind"] == 50
 
@@ -292,7 +295,8 @@ def test_lint_names_every_problem_the_agent_would_refuse(tmp_path, fleet):
     for rel in ("devices/pi-a/thing.yaml", "devices/pi-a/dup.yaml"):
         (fleet.root / rel).unlink()
     fleet.git("add", "-A")
-    fleet.git("commit", "-q", "-S", "-m", "ship the broken one")
+    fleet.git("commit", "-q", "-S", "--trailer", "Giter-Branch: main", "-m",
+              "ship the broken one")
     code, out = fleet.cli("create", "-o", tmp_path / "x.bundle")
     assert code == 1 and "not shipped" in out and not (tmp_path / "x.bundle").exists()
 
@@ -462,3 +466,42 @@ def test_a_missing_file_is_one_line_not_a_traceback(tmp_path, fleet):
     code, out = fleet.cli("inspect", tmp_path / "no-such.bundle")
     assert code == 1
     assert "Traceback" not in out and "no-such.bundle" in out and len(out.splitlines()) == 1
+
+
+def test_init_binds_branches_and_create_refuses_what_devices_would(tmp_path, fleet, stick):
+    """A new fleet binds tips to their branch: giter-bundle commit names it, a plain
+    `git commit -S` must say `--trailer 'Giter-Branch: main'`, and create checks it (and
+    the rest of the devices' rule) before it ships anything."""
+    from giter_agent.trust.verify import branch_of
+
+    assert fleet.git("show", "main:.giter/trust/policy.toml").stdout.decode().endswith(
+        "bind_branch = true\n")
+    (pi_a,) = enrolled(fleet, tmp_path, "pi-a")
+    fleet.write("devices/pi-a/motd.yaml", motd(pi_a, "hello\n"))
+    fleet.ok("commit", "-m", "Welcome")
+    message = fleet.git("log", "-1", "--format=%B").stdout
+    assert branch_of(message) == "main"
+    fleet.ok("create", stick)
+    assert pi_a.cli("sync", "--usb", stick) == 0
+    fleet.ok("import", stick)
+
+    fleet.write("devices/pi-a/motd.yaml", motd(pi_a, "unbound\n", "  generation: 2\n"))
+    fleet.git("commit", "-q", "-a", "-S", "-m", "forgot the trailer")
+    code, out = fleet.cli("create", stick)
+    assert code != 0 and "BranchNotBound" in out and "not shipped" in out, out
+    fleet.git("commit", "-q", "--amend", "--no-edit", "-S", "--trailer", "Giter-Branch: main")
+    fleet.ok("create", stick)
+    assert pi_a.cli("sync", "--usb", stick) == 0
+    assert (pi_a.root / "motd").read_text() == "unbound\n"
+
+    # A side branch built on an older commit than pi-a holds: devices refuse it as a fork.
+    fleet.git("checkout", "-q", "-b", "late", "main~1")
+    fleet.write("devices/pi-a/late.txt", "late\n")
+    fleet.git("add", "-A")
+    fleet.git("commit", "-q", "-S", "--trailer", "Giter-Branch: main", "-m", "late work")
+    fleet.git("checkout", "-q", "main")
+    fleet.git("merge", "-q", "--no-ff", "--no-commit", "late")
+    fleet.git("commit", "-q", "-S", "--trailer", "Giter-Branch: main", "-m", "merge late")
+    fleet.ok("import", stick)
+    code, out = fleet.cli("create", stick)
+    assert code != 0 and "Fork" in out, out

@@ -20,10 +20,10 @@ import pytest
 from helpers import pub_line, run, write_allowed_signers
 from test_trust import TRUST_PATH, World, keys  # noqa: F401 - keys is a fixture World needs
 
-from agent import trust
-from agent.cli import main
-from agent.state import StateStore
-from agent.trust import TrustRoot, verify_update
+from giter_agent.trust import verify as trust
+from giter_agent.cli.main import main
+from giter_agent.state.store import StateStore
+from giter_agent.trust.verify import TrustRoot, verify_update
 
 MOTD = ("apiVersion: giter.dev/v1alpha1\nkind: File\nmetadata:\n  name: motd\nspec:\n"
         "  path: {root}/motd\n  content: {text}\n")
@@ -323,3 +323,105 @@ def test_first_sync_takes_one_root_only(tmp_path, keys):  # noqa: F811
     with pytest.raises(trust.TrustError) as caught:
         verify_update(world.store(), None, merge.encode(), root)
     assert caught.value.reason == "NewRoot"
+
+
+# --- a signature binds the branch -------------------------------------------------------
+
+POLICY = ".giter/trust/policy.toml"
+
+
+def bound_fleet(tmp_path: Path, keys, policy: str | None = "bind_branch = true\n"  # noqa: F811
+                ) -> tuple[World, Device]:
+    world = World(tmp_path, keys)
+    with_resource(world, tmp_path / "device-root")
+    if policy is not None:
+        world.commit("bind branches", files={POLICY: policy})
+    device = Device(tmp_path, world)
+    assert device.offer(world.pub.head()) == 0
+    return world, device
+
+
+def commit_with_trailer(w: World, message: str, *trailers: str, files=None) -> str:
+    for rel, text in (files or {}).items():
+        w.pub.write(rel, text)
+    w.git("add", "-A")
+    args = [a for t in trailers for a in ("--trailer", t)]
+    w.git("commit", "-q", "--allow-empty", "-S", *args, "-m", message)
+    return w.pub.head()
+
+
+@pytest.mark.parametrize("policy,trailers,reason", [
+    ("bind_branch = true\n", ["Giter-Branch: staging"], "WrongBranch"),
+    ("bind_branch = true\n", [], "BranchNotBound"),
+    ("bind_branch = true\n", ["Giter-Branch: main", "Giter-Branch: staging"], "WrongBranch"),
+    (None, ["Giter-Branch: staging"], "WrongBranch"),
+    ("bind_branch = 1\n", ["Giter-Branch: main"], "InvalidTrustFile"),
+    ("bind_branches = true\n", ["Giter-Branch: main"], "InvalidTrustFile"),
+], ids=["staging commit offered as main", "no trailer where binding is required",
+        "two trailers", "another branch named, no policy", "policy value not a bool",
+        "unknown policy key"])
+def test_commit_for_another_branch_is_refused(tmp_path, keys, policy, trailers,  # noqa: F811
+                                              reason):
+    world, device = bound_fleet(tmp_path, keys, policy)
+    before = device.snapshot()
+    staged = commit_with_trailer(world, "staged change", *trailers, files={
+        "devices/d1/motd.yaml": MOTD.format(root=device.files, text=json.dumps("staged\n"))})
+    assert device.offer(staged) == 1
+    after = device.state.load()
+    assert (after.last_sync["outcome"], after.last_sync["reason"]) == ("refused", reason)
+    assert device.snapshot() == before
+    assert not device.has(staged)
+
+
+@pytest.mark.parametrize("policy", ["bind_branch = true\n", None], ids=["bound", "unbound"])
+def test_commit_naming_its_branch_applies(tmp_path, keys, policy):  # noqa: F811
+    world, device = bound_fleet(tmp_path, keys, policy)
+    tip = commit_with_trailer(world, "for main", "Giter-Branch: main", files={
+        "devices/d1/motd.yaml": MOTD.format(root=device.files, text=json.dumps("main\n"))})
+    assert device.offer(tip) == 0
+    assert (device.files / "motd").read_text() == "main\n"
+
+
+def test_only_the_tip_names_the_branch(tmp_path, keys):  # noqa: F811
+    """Commits merged in from a staging branch may name it; the merge names main."""
+    world, device = bound_fleet(tmp_path, keys)
+    world.git("checkout", "-q", "-b", "staging")
+    commit_with_trailer(world, "try it", "Giter-Branch: staging")
+    world.git("checkout", "-q", "main")
+    world.git("merge", "-q", "--no-ff", "--no-commit", "staging")
+    merge = commit_with_trailer(world, "ship it", "Giter-Branch: main")
+    assert device.offer(merge) == 0
+
+
+def test_policy_turned_off_only_by_a_bound_commit(tmp_path, keys):  # noqa: F811
+    """The tree of the parent decides: removing the policy is itself bound."""
+    world, device = bound_fleet(tmp_path, keys)
+    (world.pub.root / POLICY).unlink()
+    unbound = commit_with_trailer(world, "drop the policy")
+    assert device.offer(unbound) == 1
+    world.git("reset", "-q", "--hard", unbound + "^")
+    (world.pub.root / POLICY).unlink()
+    bound = commit_with_trailer(world, "drop the policy", "Giter-Branch: main")
+    assert device.offer(bound) == 0
+    assert device.offer(commit_with_trailer(world, "free again")) == 0
+
+
+@pytest.mark.parametrize("message,expected", [
+    ("subject", "subject\n\nGiter-Branch: main\n"),
+    ("subject\n\nbody text", "subject\n\nbody text\n\nGiter-Branch: main\n"),
+    ("subject\n\nExpires: 2030-01-02T12:00:00Z", "subject\n\nExpires: 2030-01-02T12:00:00Z\n"
+     "Giter-Branch: main\n"),
+    ("subject\n\nGiter-Branch: main\n", "subject\n\nGiter-Branch: main\n"),
+])
+def test_branch_trailer_is_added_as_git_would(tmp_path, message, expected):
+    assert trust.with_branch_trailer(message, "main") == expected
+    assert trust.branch_of(expected.encode()) == "main"
+    if "Expires" in message:
+        assert trust.expires_of(expected.encode()) is not None
+    # `git commit --trailer` agrees.
+    repo = tmp_path / "r"
+    run("git", "init", "-q", repo)
+    run("git", "-C", repo, "-c", "user.name=a", "-c", "user.email=b@c", "commit", "-q",
+        "--allow-empty", "--trailer", "Giter-Branch: main", "-m", message)
+    raw = run("git", "-C", repo, "cat-file", "commit", "HEAD").stdout.decode()
+    assert raw.split("\n\n", 1)[1] == expected

@@ -428,11 +428,12 @@ def with_branch_trailer(message: str, branch: str) -> str:
 def _check_branch(store, tip: bytes, branch: str, sets: _SignerSets) -> None:
     """The new tip names ``branch``; it must name it if a parent's policy binds branches."""
     parts = signed_commit.parse(_read(store, tip, _COMMIT), tip.decode())
+    required = [sets.binds_branch(p) for p in parts.parents]  # a broken policy refuses
     named = branch_of(parts.message, tip)
     if named is not None and named != branch:
         raise _refuse("WrongBranch", f"commit {tip.decode()} was signed for branch "
                       f"{named!r}, not {branch!r}", tip)
-    if named is None and any(sets.binds_branch(p) for p in parts.parents):
+    if named is None and any(required):
         raise _refuse("BranchNotBound", f"commit {tip.decode()} has no {BRANCH_TRAILER}: "
                       f"{branch} trailer, which {b'/'.join(POLICY_FILE).decode()} requires",
                       tip)

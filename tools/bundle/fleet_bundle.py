@@ -14,6 +14,10 @@ When every target is already at the tip, the bundle is empty (its prerequisite i
 tip): git accepts it, and a device syncing it reports "up to date" and writes a fresh
 status for the technician to carry back.
 
+Before anything is written, ``verify_plan`` checks the branch by the devices' own rule
+(``giter_agent.trust.verify.verify_update``) from what each target holds: a bundle a device would
+refuse is never shipped.
+
 Called by ``giter-bundle create``.
 """
 
@@ -23,8 +27,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from giter_agent.trust.verify import Verified
 from giter_bundle.enrolment import EnrolledDevice
-from giter_bundle.errors import UsageError
+from giter_bundle.errors import PublisherError, UsageError
 from giter_bundle.exchange import Exchange, signed_by
 
 
@@ -97,6 +102,47 @@ def plan_bundle(exchange: Exchange, devices: list[str] | None = None, *,
         return plan
     plan.prerequisite = _common_base(exchange, [t.observed for t in targets if t.observed])
     return plan
+
+
+def verify_plan(exchange: Exchange, plan: Plan,
+                allowed_signers: Path | None = None) -> Verified:
+    """Refuse to ship what a target would refuse, by the rule a device applies.
+
+    ``giter_agent.trust.verify.verify_update`` runs once for each distinct commit the targets are known
+    to hold (their accepted tip), and once as a first sync when a target has never
+    reported (pinned set: the trust file of the branch's first commit, as ``init`` tells
+    operators to install; genesis: that commit; ``allowed_signers`` instead when given).
+    PublisherError names the first refusal; the last verdict is returned (the tip's
+    ``Expires:``).
+    """
+    from giter_agent.core.errors import TrustError
+    from giter_agent.trust.verify import TrustRoot, ancestors, verify_update
+
+    verified = None
+
+    store = exchange.history.object_store
+    starts = list(dict.fromkeys(t.observed for t in plan.targets)) or [None]
+    for start in starts:
+        try:
+            if start is None:
+                history = ancestors(store, plan.tip)
+                firsts = sorted(c for c in history if not exchange.commit(c).parents)
+                root = exchange.trust_root(firsts[0] if len(firsts) == 1 else None,
+                                           allowed_signers)
+                if len(firsts) == 1:
+                    root = TrustRoot(root.signers, (), firsts[0])
+                verified = verify_update(store, None, plan.tip, root, branch=exchange.branch)
+            else:
+                held = ancestors(store, start)
+                verified = verify_update(store, start, plan.tip,
+                                         exchange.trust_root(start, allowed_signers),
+                                         held=held.__contains__, branch=exchange.branch)
+        except TrustError as exc:
+            who = f"a device at {start.decode()[:12]}" if start else "a new device"
+            raise PublisherError(f"not shipped: {who} would refuse {exchange.branch}: "
+                                 f"{exc}", reason=exc.reason) from None
+    assert verified is not None
+    return verified
 
 
 def bundle_name(branch: str) -> str:
