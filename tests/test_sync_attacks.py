@@ -9,8 +9,11 @@ refusal is recorded with the verifier's reason.
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import pytest
+from helpers import run
 from test_trust import ATTACKS, World, keys  # noqa: F401 - keys is a fixture World needs
 
 from giter_agent.cli.main import main
@@ -62,3 +65,56 @@ def test_attack_bundle_changes_nothing(tmp_path, keys, build, reason):  # noqa: 
             if "status" not in p.parts}  # the status ref records the refusal itself
     assert refs == {p: v for p, v in before_refs.items() if "status" not in p.parts}
     assert not list((repo / "quarantine").glob("*"))
+
+
+def _with_junk(world: World, bundle: Path, revs: str, tmp: Path, mib: float = 1.5
+               ) -> tuple[Path, list[str]]:
+    """``bundle`` with its pack re-made by ``git pack-objects`` to carry unreachable junk.
+
+    What a courier can do without any key: the header (refs, prerequisites) is the same,
+    the pack checksum is right, every ref's history is complete; only junk is added.
+    """
+    junk = []
+    for i in range(2):
+        blob = tmp / f"junk{i}"
+        blob.write_bytes(os.urandom(int(mib * 2**20 / 2)))
+        junk.append(world.git("hash-object", "-w", blob).stdout.decode().strip())
+    pack = world.git("pack-objects", "--revs", "--stdout", "-q",
+                     input=(revs + "\n" + "\n".join(junk) + "\n").encode()).stdout
+    raw = bundle.read_bytes()
+    header = raw[:raw.index(b"\n\n") + 2]
+    out = tmp / "junk.bundle"
+    out.write_bytes(header + pack)
+    return out, junk
+
+
+def test_unreachable_junk_in_a_valid_bundle_is_not_kept(tmp_path, keys):  # noqa: F811
+    world = World(tmp_path, keys)
+    first = world.commit("first", files={"devices/d1/a.txt": "a"})
+    config = tmp_path / "agent.toml"
+    config.write_text(f'device_id = "d1"\nstate_dir = "state"\nboard = "generic-mock"\n'
+                      f'allowed_signers = "{world.pinned}"\n')
+    repo = tmp_path / "state" / "repo.git"
+
+    def has(sha: str) -> bool:
+        return run("git", "--git-dir", repo, "cat-file", "-e", sha,
+                   check=False).returncode == 0
+
+    def sync(bundle: Path) -> int:
+        return main(["-c", str(config), "sync", "--bundle", str(bundle)])
+
+    # A full bundle, then an incremental (thin) one: junk rides along with both.
+    full = world.pub.bundle(tmp_path / "full.bundle")
+    offer, junk = _with_junk(world, full, "main", tmp_path)
+    assert run("git", "-C", world.pub.root, "bundle", "verify", offer).returncode == 0
+    assert sync(offer) == 0
+    assert has(first) and not any(has(j) for j in junk)
+
+    tip = world.commit("second", files={"devices/d1/b.txt": "b"})
+    thin = world.pub.bundle(tmp_path / "thin.bundle", "main", f"^{first}")
+    offer, junk = _with_junk(world, thin, f"main\n^{first}", tmp_path)
+    assert sync(offer) == 0
+    assert StateStore(tmp_path / "state").load().accepted == tip
+    assert has(tip) and not any(has(j) for j in junk)
+    run("git", "--git-dir", repo, "fsck", "--strict", "--no-dangling")
+    assert run("git", "--git-dir", repo, "count-objects", "-v").stdout.count(b"garbage: 0")
