@@ -20,9 +20,9 @@ import pytest
 from helpers import pub_line, run, write_allowed_signers
 from test_trust import TRUST_PATH, World, keys  # noqa: F401 - keys is a fixture World needs
 
-from giter_agent.trust import verify as trust
 from giter_agent.cli.main import main
 from giter_agent.state.store import StateStore
+from giter_agent.trust import verify as trust
 from giter_agent.trust.verify import TrustRoot, verify_update
 
 MOTD = ("apiVersion: giter.dev/v1alpha1\nkind: File\nmetadata:\n  name: motd\nspec:\n"

@@ -95,7 +95,7 @@ def low_s(git, *config: str) -> None:
     about half of its ECDSA signatures are high: what a publisher using plain git with
     an ECDSA key does (docs/trust.md). ``git(*args)`` runs git in the repository.
     """
-    from agent import signed_commit, sshsig
+    from giter_agent.trust import signed_commit, sshsig
 
     for _ in range(64):
         raw = git("cat-file", "commit", "HEAD").stdout

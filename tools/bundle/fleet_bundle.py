@@ -108,8 +108,8 @@ def verify_plan(exchange: Exchange, plan: Plan,
                 allowed_signers: Path | None = None) -> Verified:
     """Refuse to ship what a target would refuse, by the rule a device applies.
 
-    ``giter_agent.trust.verify.verify_update`` runs once for each distinct commit the targets are known
-    to hold (their accepted tip), and once as a first sync when a target has never
+    ``trust.verify.verify_update`` runs once for each distinct commit the targets are
+    known to hold (their accepted tip), and once as a first sync when a target has never
     reported (pinned set: the trust file of the branch's first commit, as ``init`` tells
     operators to install; genesis: that commit; ``allowed_signers`` instead when given).
     PublisherError names the first refusal; the last verdict is returned (the tip's
