@@ -32,7 +32,7 @@ from typing import Any, BinaryIO
 from dulwich.errors import ApplyDeltaError, ChecksumMismatch, ObjectFormatException
 from dulwich.file import FileLocked
 from dulwich.object_store import BaseObjectStore, DiskObjectStore, ObjectStoreGraphWalker
-from dulwich.objects import Commit, Tree
+from dulwich.objects import Blob, Commit, Tree, hex_to_sha
 from dulwich.pack import UnresolvedDeltas, write_pack_data
 from dulwich.refs import DiskRefsContainer, check_ref_format
 from dulwich.repo import Repo
@@ -47,8 +47,56 @@ from giter_agent.core.errors import (
     UnreadableBundle,
 )
 from giter_agent.history import bundle as bundle_format
+from giter_agent.history import tree as tree_module
 
 _GITLINK_MODE = 0o160000
+_TYPE_NAMES = {1: "commit", 2: "tree", 3: "blob", 4: "tag"}
+_OFS_DELTA, _REF_DELTA = 6, 7
+
+
+def _object_type(store: BaseObjectStore, sha: bytes, depth: int = 0) -> int:
+    """An object's type, read from its pack entry's header (and its delta bases'),
+    without inflating it: a tree may name megabytes of blobs. The store's own packs
+    first, then its alternates' (the main store behind a quarantine); a loose object is
+    read whole. KeyError when nobody has it."""
+    for where in (store, *getattr(store, "alternates", ())):
+        found = _packed_type(where, sha, depth)
+        if found is not None:
+            return found
+    return store.get_raw(sha)[0]
+
+
+def _packed_type(store: BaseObjectStore, sha: bytes, depth: int) -> int | None:
+    binsha = hex_to_sha(sha)
+    for pack in getattr(store, "packs", ()):
+        try:
+            offset = pack.index.object_offset(binsha)
+        except KeyError:
+            continue
+        with open(pack._data_path, "rb") as fh:  # dulwich keeps the full path only here
+            while True:
+                if depth > 64:
+                    raise HistoryError(f"object {_hex(sha)}: delta chain deeper than 64",
+                                       reason="CorruptBundle")
+                fh.seek(offset)
+                head = fh.read(32)
+                kind, i = (head[0] >> 4) & 7, 0
+                while head[i] & 0x80:
+                    i += 1
+                i += 1
+                if kind == _REF_DELTA:
+                    return _object_type(store, head[i:i + 20].hex().encode(), depth + 1)
+                if kind != _OFS_DELTA:
+                    return kind
+                byte = head[i]
+                back = byte & 0x7F
+                while byte & 0x80:
+                    i += 1
+                    byte = head[i]
+                    back = ((back + 1) << 7) | (byte & 0x7F)
+                offset -= back
+                depth += 1
+    return None
 _LOCK_NAME = "lock"
 # A quarantine directory without its lock file is only left alone this long.
 _UNLOCKED_GRACE_S = 60.0
@@ -580,20 +628,35 @@ class History:
     @staticmethod
     def _check_tree(store: DiskObjectStore, tree_id: bytes, commit: bytes,
                     new: Callable[[bytes, str], bool]) -> None:
+        """Every new tree below ``tree_id`` is one git calls sound, and names objects of
+        the type its modes say; the new ones are walked on (HistoryError otherwise)."""
         trees = [tree_id]
         while trees:
             sha = trees.pop()
-            tree = store[sha]
-            if not isinstance(tree, Tree):
+            type_num, raw = store.get_raw(sha)
+            if type_num != Tree.type_num:
                 raise HistoryError(f"bundle is incomplete: {_hex(sha)} (in commit"
                                    f" {_hex(commit)}) is not a tree", reason="IncompleteBundle")
-            for name, mode, entry in tree.iteritems():
+            try:
+                entries = tree_module.parse_tree(raw)
+            except ValueError as exc:
+                raise HistoryError(f"tree {_hex(sha)} of commit {_hex(commit)} is broken: "
+                                   f"{exc}", reason="BrokenTree") from None
+            for name, mode, entry in entries:
                 if mode == _GITLINK_MODE:
                     continue  # a submodule's commit lives in another repository
                 is_tree = stat.S_ISDIR(mode)
-                what = (f"{'tree' if is_tree else 'blob'} {name.decode(errors='replace')!r}"
-                        f" of commit {_hex(commit)}:")
-                if new(entry, what) and is_tree:
+                shown = name.decode(errors="replace")
+                what = f"{'tree' if is_tree else 'blob'} {shown!r} of commit {_hex(commit)}:"
+                is_new = new(entry, what)
+                wanted = Tree.type_num if is_tree else Blob.type_num
+                found = _object_type(store, entry)
+                if found != wanted:
+                    raise HistoryError(
+                        f"tree {_hex(sha)} of commit {_hex(commit)} is broken: entry "
+                        f"{shown!r} has mode {mode:o} but names a "
+                        f"{_TYPE_NAMES.get(found, 'bad object')}", reason="BrokenTree")
+                if is_new and is_tree:
                     trees.append(entry)
 
     # -- export --------------------------------------------------------------------------
