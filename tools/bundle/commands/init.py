@@ -226,7 +226,8 @@ def _init(args: argparse.Namespace, root: Path, adopting: bool, spec: str, signe
             configure()
             for path in files:
                 print(f"wrote {path}")
-            print("now review and commit them: git add -A && git commit -S -m 'Start the "
+            print("now review and commit them: git add -A && git commit -S --trailer "
+                  "'Giter-Branch: " + args.branch + "' -m 'Start the "
                   "exchange repository'")
             return 0
         assert who is not None
