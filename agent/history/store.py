@@ -242,7 +242,7 @@ class Quarantine:
             self.object_store.close()
 
 
-class _Lazy(Sequence):  # type: ignore[type-arg]
+class _Lazy(Sequence[tuple[Any, None]]):
     """(object, None) for each id, read from ``store`` one at a time as a pack is written."""
 
     def __init__(self, store: BaseObjectStore, ids: list[bytes]) -> None:
@@ -251,7 +251,7 @@ class _Lazy(Sequence):  # type: ignore[type-arg]
     def __len__(self) -> int:
         return len(self._ids)
 
-    def __getitem__(self, i):  # type: ignore[no-untyped-def]
+    def __getitem__(self, i: int) -> tuple[Any, None]:  # type: ignore[override]
         return self._store[self._ids[i]], None
 
     def __iter__(self) -> Iterator[tuple[Any, None]]:

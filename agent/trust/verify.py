@@ -107,7 +107,7 @@ def _parents(raw: bytes) -> list[bytes]:
             if line.startswith(b"parent ") and len(line) == 47]
 
 
-def ancestors(store, tip: bytes) -> set[bytes]:
+def ancestors(store: Any, tip: bytes) -> set[bytes]:
     """``tip`` and every commit reachable from it: a whole-history walk.
 
     For tools that judge a bundle against a commit they name (the publisher's
@@ -124,7 +124,7 @@ def ancestors(store, tip: bytes) -> set[bytes]:
     return seen
 
 
-def new_commits(store, accepted: bytes | None, new: bytes, *,
+def new_commits(store: Any, accepted: bytes | None, new: bytes, *,
                 held: Callable[[bytes], bool], genesis: bytes | None = None,
                 max_commits: int = 100_000) -> list[bytes]:
     """The commits ``new`` brings beyond ``accepted``, parents first, if their shape is one
@@ -222,7 +222,7 @@ class _SignerSets:
     are memoised by tree id and the parsed files by blob id.
     """
 
-    def __init__(self, store, root: TrustRoot) -> None:
+    def __init__(self, store: Any, root: TrustRoot) -> None:
         self._store = store
         self._root = root
         self._trees: dict[bytes, bytes] = {}  # commit -> tree, from commits already parsed
@@ -308,7 +308,7 @@ def parse_policy(data: bytes, source: str) -> bool:
     return bind
 
 
-def _verify_commit(store, oid: bytes, root: TrustRoot, sets: _SignerSets) -> PublicKey:
+def _verify_commit(store: Any, oid: bytes, root: TrustRoot, sets: _SignerSets) -> PublicKey:
     """One commit: signed by a root key, or by a key the trust file of EVERY parent trusts
     (the pinned set for a commit without parents). Parent order plays no part."""
     name = oid.decode()
@@ -425,7 +425,7 @@ def with_branch_trailer(message: str, branch: str) -> str:
     return f"{body}{chr(10) if is_trailers else chr(10) * 2}{BRANCH_TRAILER}: {branch}\n"
 
 
-def _check_branch(store, tip: bytes, branch: str, sets: _SignerSets) -> None:
+def _check_branch(store: Any, tip: bytes, branch: str, sets: _SignerSets) -> None:
     """The new tip names ``branch``; it must name it if a parent's policy binds branches."""
     parts = signed_commit.parse(_read(store, tip, _COMMIT), tip.decode())
     required = [sets.binds_branch(p) for p in parts.parents]  # a broken policy refuses
@@ -439,7 +439,7 @@ def _check_branch(store, tip: bytes, branch: str, sets: _SignerSets) -> None:
                       tip)
 
 
-def verify_update(object_store, accepted: bytes | None, new: bytes, root: TrustRoot, *,
+def verify_update(object_store: Any, accepted: bytes | None, new: bytes, root: TrustRoot, *,
                   held: Callable[[bytes], bool] | None = None, branch: str | None = None,
                   max_commits: int = 100_000) -> Verified:
     """Verify everything ``new`` brings beyond ``accepted``; raise TrustError on any doubt.
@@ -472,7 +472,7 @@ class UpdateCheck:
     constructor); ``verify(id)`` checks one of them by exactly the rule a device applies.
     """
 
-    def __init__(self, object_store, accepted: bytes | None, new: bytes, root: TrustRoot, *,
+    def __init__(self, object_store: Any, accepted: bytes | None, new: bytes, root: TrustRoot, *,
                  held: Callable[[bytes], bool], branch: str | None = None,
                  max_commits: int = 100_000) -> None:
         self._store = object_store
