@@ -264,6 +264,7 @@ def test_lint_names_every_problem_the_agent_would_refuse(tmp_path, fleet):
                 + "status: {}\n")
     fleet.write("devices/ghost/x.yaml", BEACON)
     fleet.write(".giter/devices/pi-z.pub", "not a key\n")
+    fleet.write(".giter/trust/policy.toml", "bind_branch = yes\n")
     os.symlink("/etc/passwd", fleet.root / "devices/pi-a/link.yaml")
     code, out = fleet.cli("lint")
     assert code == 1, out
@@ -271,6 +272,7 @@ def test_lint_names_every_problem_the_agent_would_refuse(tmp_path, fleet):
         "devices/pi-a: UnsafeTreeEntry: devices/pi-a/link.yaml: is a symlink",
         "groups/hall: UnsafeTreeEntry: groups/hall/Upper.yaml: name is not allowed",
         ".giter/devices/pi-z.pub: InvalidTrustFile:",
+        ".giter/trust/policy.toml: InvalidTrustFile: .giter/trust/policy.toml: not valid TOML",
         "groups/lobby/notes.txt: warning: NotAResource:",
         "devices/ghost: warning: NotEnrolled:",
     ]
