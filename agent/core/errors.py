@@ -68,6 +68,7 @@ class Reason(StrEnum):
     InvalidTree = "InvalidTree"
     UnsafeTreeEntry = "UnsafeTreeEntry"
     UnexpectedName = "UnexpectedName"
+    BrokenTree = "BrokenTree"
     # trust
     UntrustedCommit = "UntrustedCommit"
     UnsignedCommit = "UnsignedCommit"
@@ -83,7 +84,11 @@ class Reason(StrEnum):
     UserPresenceMissing = "UserPresenceMissing"
     Rollback = "Rollback"
     Fork = "Fork"
+    NewRoot = "NewRoot"
     WrongGenesis = "WrongGenesis"
+    WrongBranch = "WrongBranch"
+    BranchNotBound = "BranchNotBound"
+    NonCanonicalSignature = "NonCanonicalSignature"
     OwnershipViolation = "OwnershipViolation"
     UnknownSpecCommit = "UnknownSpecCommit"
     # resources and kinds

@@ -33,15 +33,19 @@ from pathlib import Path
 from typing import Any
 
 from giter_agent.core.errors import ResourceError, TrustError
-from giter_agent.core.layout import TRUST_FILE_PARTS, summary_path
+from giter_agent.core.layout import (
+    BRANCH_TRAILER,
+    POLICY_FILE_PARTS,
+    TRUST_FILE_PARTS,
+    summary_path,
+)
 from giter_agent.core.yaml_policy import load_yaml
 from giter_agent.trust import allowed_signers as signers_file
 from giter_agent.trust import signed_commit, sshsig
 from giter_agent.trust.sshsig import PublicKey
 
 TRUST_FILE = TRUST_FILE_PARTS
-POLICY_FILE = (b".giter", b"trust", b"policy.toml")
-BRANCH_TRAILER = "Giter-Branch"
+POLICY_FILE = POLICY_FILE_PARTS
 
 _COMMIT, _TREE, _BLOB = 1, 2, 3
 _TYPE_NAMES = {_COMMIT: b"commit", _TREE: b"tree", _BLOB: b"blob"}

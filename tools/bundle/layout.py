@@ -14,6 +14,10 @@ Called by ``giter-bundle init``.
 
 from __future__ import annotations
 
+from giter_agent.core.layout import POLICY_FILE
+
+__all__ = ["POLICY", "POLICY_FILE", "SCHEMAS", "layout_files", "schema_files"]
+
 README = """\
 # Fleet specs ({branch})
 
@@ -112,7 +116,8 @@ def schema_files() -> dict[str, bytes]:
     return files
 
 
-POLICY_FILE = ".giter/trust/policy.toml"
+
+
 POLICY = """\
 # Read by every device (docs/trust.md). With bind_branch = true, the newest commit of
 # an update must carry a `Giter-Branch: <branch>` trailer naming the branch it is
