@@ -54,49 +54,62 @@ _TYPE_NAMES = {1: "commit", 2: "tree", 3: "blob", 4: "tag"}
 _OFS_DELTA, _REF_DELTA = 6, 7
 
 
-def _object_type(store: BaseObjectStore, sha: bytes, depth: int = 0) -> int:
-    """An object's type, read from its pack entry's header (and its delta bases'),
-    without inflating it: a tree may name megabytes of blobs. The store's own packs
+class _TypeReader:
+    """Objects' types, read from their pack entries' headers (following delta bases)
+    without inflating them: a tree may name megabytes of blobs. The store's own packs
     first, then its alternates' (the main store behind a quarantine); a loose object is
-    read whole. KeyError when nobody has it."""
-    for where in (store, *getattr(store, "alternates", ())):
-        found = _packed_type(where, sha, depth)
-        if found is not None:
-            return found
-    return store.get_raw(sha)[0]
+    read whole. Pack lists and open pack files are kept for one walk; ``close()`` ends it.
+    """
 
+    def __init__(self, store: BaseObjectStore) -> None:
+        self._store = store
+        self._packs = [list(getattr(where, "packs", ()))
+                       for where in (store, *getattr(store, "alternates", ()))]
+        self._files: dict[str, BinaryIO] = {}
 
-def _packed_type(store: BaseObjectStore, sha: bytes, depth: int) -> int | None:
-    binsha = hex_to_sha(sha)
-    for pack in getattr(store, "packs", ()):
-        try:
-            offset = pack.index.object_offset(binsha)
-        except KeyError:
-            continue
-        with open(pack._data_path, "rb") as fh:  # dulwich keeps the full path only here
-            while True:
-                if depth > 64:
-                    raise HistoryError(f"object {_hex(sha)}: delta chain deeper than 64",
-                                       reason="CorruptBundle")
-                fh.seek(offset)
-                head = fh.read(32)
-                kind, i = (head[0] >> 4) & 7, 0
-                while head[i] & 0x80:
-                    i += 1
+    def close(self) -> None:
+        for fh in self._files.values():
+            fh.close()
+        self._files.clear()
+
+    def type_of(self, sha: bytes, depth: int = 0) -> int:
+        """The type number of ``sha``; KeyError when nobody has it."""
+        binsha = hex_to_sha(sha)
+        for packs in self._packs:
+            for pack in packs:
+                try:
+                    offset = pack.index.object_offset(binsha)
+                except KeyError:
+                    continue
+                return self._type_at(pack._data_path, offset, sha, depth)
+        return self._store.get_raw(sha)[0]
+
+    def _type_at(self, path: str, offset: int, sha: bytes, depth: int) -> int:
+        fh = self._files.get(path)
+        if fh is None:
+            fh = self._files[path] = open(path, "rb")  # noqa: SIM115 - closed by close()
+        while True:
+            if depth > 64:
+                raise HistoryError(f"object {_hex(sha)}: delta chain deeper than 64",
+                                   reason="CorruptBundle")
+            fh.seek(offset)
+            head = fh.read(32)
+            kind, i = (head[0] >> 4) & 7, 0
+            while head[i] & 0x80:
                 i += 1
-                if kind == _REF_DELTA:
-                    return _object_type(store, head[i:i + 20].hex().encode(), depth + 1)
-                if kind != _OFS_DELTA:
-                    return kind
+            i += 1
+            if kind == _REF_DELTA:
+                return self.type_of(head[i:i + 20].hex().encode(), depth + 1)
+            if kind != _OFS_DELTA:
+                return kind
+            byte = head[i]
+            back = byte & 0x7F
+            while byte & 0x80:
+                i += 1
                 byte = head[i]
-                back = byte & 0x7F
-                while byte & 0x80:
-                    i += 1
-                    byte = head[i]
-                    back = ((back + 1) << 7) | (byte & 0x7F)
-                offset -= back
-                depth += 1
-    return None
+                back = ((back + 1) << 7) | (byte & 0x7F)
+            offset -= back
+            depth += 1
 _LOCK_NAME = "lock"
 # A quarantine directory without its lock file is only left alone this long.
 _UNLOCKED_GRACE_S = 60.0
@@ -611,23 +624,27 @@ class History:
                                reason="IncompleteBundle")
 
         commits = [t for t in tips if new(t, "commit")]
-        while commits:
-            if deadline is not None:
-                deadline.check()
-            sha = commits.pop()
-            commit = store[sha]
-            if not isinstance(commit, Commit):
-                raise HistoryError(f"bundle is incomplete: {_hex(sha)} is a parent but not"
-                                   " a commit", reason="IncompleteBundle")
-            if new(commit.tree, f"tree of commit {_hex(sha)}:"):
-                self._check_tree(store, commit.tree, sha, new)
-            commits.extend(p for p in commit.parents
-                           if new(p, f"parent of commit {_hex(sha)}:"))
+        types = _TypeReader(store)
+        try:
+            while commits:
+                if deadline is not None:
+                    deadline.check()
+                sha = commits.pop()
+                commit = store[sha]
+                if not isinstance(commit, Commit):
+                    raise HistoryError(f"bundle is incomplete: {_hex(sha)} is a parent but"
+                                       " not a commit", reason="IncompleteBundle")
+                if new(commit.tree, f"tree of commit {_hex(sha)}:"):
+                    self._check_tree(store, commit.tree, sha, new, types)
+                commits.extend(p for p in commit.parents
+                               if new(p, f"parent of commit {_hex(sha)}:"))
+        finally:
+            types.close()
         return quarantined
 
     @staticmethod
     def _check_tree(store: DiskObjectStore, tree_id: bytes, commit: bytes,
-                    new: Callable[[bytes, str], bool]) -> None:
+                    new: Callable[[bytes, str], bool], types: _TypeReader) -> None:
         """Every new tree below ``tree_id`` is one git calls sound, and names objects of
         the type its modes say; the new ones are walked on (HistoryError otherwise)."""
         trees = [tree_id]
@@ -650,7 +667,7 @@ class History:
                 what = f"{'tree' if is_tree else 'blob'} {shown!r} of commit {_hex(commit)}:"
                 is_new = new(entry, what)
                 wanted = Tree.type_num if is_tree else Blob.type_num
-                found = _object_type(store, entry)
+                found = types.type_of(entry)
                 if found != wanted:
                     raise HistoryError(
                         f"tree {_hex(sha)} of commit {_hex(commit)} is broken: entry "
