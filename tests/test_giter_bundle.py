@@ -507,3 +507,20 @@ def test_init_binds_branches_and_create_refuses_what_devices_would(tmp_path, fle
     fleet.ok("import", stick)
     code, out = fleet.cli("create", stick)
     assert code != 0 and "Fork" in out, out
+    # inspect says the same of a bundle made with plain git for a device at pi-a's tip.
+    held = pi_a.state().accepted
+    offer = tmp_path / "late.bundle"
+    fleet.git("bundle", "create", "-q", offer, "main", f"^{held}")
+    code, out = fleet.cli("inspect", offer, "--json")
+    doc = json.loads(out)
+    assert code == 1 and not doc["ok"]
+    assert any("Fork" in p for p in doc["problems"]), doc["problems"]
+    # ...and the same work rebased onto main ships.
+    fleet.git("reset", "-q", "--hard", "main~1")
+    fleet.git("checkout", "-q", "late")
+    fleet.git("rebase", "-q", "main")
+    fleet.git("checkout", "-q", "main")
+    fleet.git("merge", "-q", "--no-ff", "--no-commit", "late")
+    fleet.git("commit", "-q", "-S", "--trailer", "Giter-Branch: main", "-m", "merge late")
+    fleet.ok("create", stick)
+    assert pi_a.cli("sync", "--usb", stick) == 0
