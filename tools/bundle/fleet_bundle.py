@@ -15,7 +15,7 @@ tip): git accepts it, and a device syncing it reports "up to date" and writes a 
 status for the technician to carry back.
 
 Before anything is written, ``verify_plan`` checks the branch by the devices' own rule
-(``giter_agent.trust.verify.verify_update``) from what each target holds: a bundle a device would
+(``trust.verify.verify_update``) from what each target holds: a bundle a device would
 refuse is never shipped.
 
 Called by ``giter-bundle create``.
