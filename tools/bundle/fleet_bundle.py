@@ -111,31 +111,35 @@ def verify_plan(exchange: Exchange, plan: Plan,
     ``trust.verify.verify_update`` runs once for each distinct commit the targets are
     known to hold (their accepted tip), and once as a first sync when a target has never
     reported (pinned set: the trust file of the branch's first commit, as ``init`` tells
-    operators to install; genesis: that commit; ``allowed_signers`` instead when given).
-    PublisherError names the first refusal; the last verdict is returned (the tip's
-    ``Expires:``).
+    operators to install, or the tip's when it has none; genesis: that commit;
+    ``allowed_signers`` instead when given). PublisherError names the first refusal; the
+    last verdict is returned (the tip's ``Expires:``).
     """
     from giter_agent.core.errors import TrustError
     from giter_agent.trust.verify import TrustRoot, ancestors, verify_update
 
-    verified = None
+    def pinned(commit: bytes | None) -> TrustRoot:
+        """The trust file of ``commit`` standing in for a device's pinned file (the tip's
+        when ``commit`` has none: a repository adopted by ``init``)."""
+        try:
+            return exchange.trust_root(commit, allowed_signers)
+        except UsageError:
+            return exchange.trust_root(None, allowed_signers)
 
+    verified: Verified | None = None
     store = exchange.history.object_store
     starts = list(dict.fromkeys(t.observed for t in plan.targets)) or [None]
     for start in starts:
         try:
             if start is None:
-                history = ancestors(store, plan.tip)
-                firsts = sorted(c for c in history if not exchange.commit(c).parents)
-                root = exchange.trust_root(firsts[0] if len(firsts) == 1 else None,
-                                           allowed_signers)
-                if len(firsts) == 1:
-                    root = TrustRoot(root.signers, (), firsts[0])
+                firsts = [c for c in ancestors(store, plan.tip)
+                          if not exchange.commit(c).parents]
+                genesis = firsts[0] if len(firsts) == 1 else None
+                root = TrustRoot(pinned(genesis).signers, (), genesis)
                 verified = verify_update(store, None, plan.tip, root, branch=exchange.branch)
             else:
                 held = ancestors(store, start)
-                verified = verify_update(store, start, plan.tip,
-                                         exchange.trust_root(start, allowed_signers),
+                verified = verify_update(store, start, plan.tip, pinned(start),
                                          held=held.__contains__, branch=exchange.branch)
         except TrustError as exc:
             who = f"a device at {start.decode()[:12]}" if start else "a new device"
