@@ -10,6 +10,7 @@ through ``import``. Real git is the oracle for everything the toolkit writes:
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess

@@ -223,7 +223,7 @@ def test_hub_status_observing_an_unaccepted_spec_is_not_taken(tmp_path, publishe
     """A twin reported a spec this device has not accepted (here: the hub's newest spec
     is refused). Taking the twin's report would bring that spec's commits in unverified,
     and the next good update through them would look like a fork for good."""
-    dev = NetDevice(tmp_path, "pi-01", publisher.allowed_signers, {"url": gitd.url})
+    dev = SimDevice(tmp_path, "pi-01", publisher.allowed_signers, {"url": gitd.url})
     first = publisher.commit("first", files=dev.spec_files("hello\n"))
     hub.publish(publisher)
     assert dev.sync().outcome == "applied"
@@ -231,7 +231,7 @@ def test_hub_status_observing_an_unaccepted_spec_is_not_taken(tmp_path, publishe
     hub.publish(publisher)
     twin_dir = tmp_path / "twin"
     twin_dir.mkdir()
-    twin = NetDevice(twin_dir, "pi-01", publisher.allowed_signers, {"url": gitd.url})
+    twin = SimDevice(twin_dir, "pi-01", publisher.allowed_signers, {"url": gitd.url})
     assert twin.sync().outcome == "applied"  # its report observes `second`
     publisher.commit("unsigned", sign=False)
     hub.publish(publisher)

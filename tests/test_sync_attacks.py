@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 import pytest
-from helpers import run
+from support.git import run
 from test_trust import ATTACKS, World, keys  # noqa: F401 - keys is a fixture World needs
 
 from giter_agent.cli.main import main

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from helpers import pub_line, run, write_allowed_signers
+from support.git import pub_line, run, write_allowed_signers
 from test_trust import TRUST_PATH, World, keys  # noqa: F401 - keys is a fixture World needs
 
 from giter_agent.cli.main import main
