@@ -235,7 +235,10 @@ class SoftSecurityKey:
             raw = self._key.sign(signed)
         else:
             r, s = decode_dss_signature(self._key.sign(signed, ec.ECDSA(hashes.SHA256())))
-            raw = sshsig._mpint(r) + sshsig._mpint(s)
+            # Devices take low-s ECDSA only (docs/trust.md); a real key that signs high is
+            # asked to sign again, which this simulated one never needs.
+            n = sshsig._ORDERS[sshsig.SK_ECDSA_P256]
+            raw = sshsig._mpint(r) + sshsig._mpint(min(s, n - s))
         inner = string(self.keytype.encode()) + string(raw) + tail
         blob = (b"SSHSIG" + struct.pack(">I", 1) + string(self.public.blob)
                 + string(namespace.encode()) + string(b"") + string(b"sha512")

@@ -116,8 +116,6 @@ def schema_files() -> dict[str, bytes]:
     return files
 
 
-
-
 POLICY = """\
 # Read by every device (docs/trust.md). With bind_branch = true, the newest commit of
 # an update must carry a `Giter-Branch: <branch>` trailer naming the branch it is
