@@ -142,9 +142,12 @@ def verify_plan(exchange: Exchange, plan: Plan,
                 verified = verify_update(store, start, plan.tip, pinned(start),
                                          held=held.__contains__, branch=exchange.branch)
         except TrustError as exc:
-            who = f"a device at {start.decode()[:12]}" if start else "a new device"
-            raise PublisherError(f"not shipped: {who} would refuse {exchange.branch}: "
-                                 f"{exc}", reason=exc.reason) from None
+            who = f"one at {start.decode()[:12]}" if start else "a new one"
+            hint = (". Re-sign the commits with a key in the trust file (git rebase --exec "
+                    "'git commit --amend --no-edit -S')"
+                    if exc.reason in ("UnknownSigner", "UnsignedCommit") else "")
+            raise PublisherError(f"not shipped: a device would refuse {exchange.branch} "
+                                 f"({who}): {exc}{hint}", reason=exc.reason) from None
     assert verified is not None
     return verified
 
