@@ -27,7 +27,7 @@ E2E_MODULES = {
     "test_roundtrip", "test_sync_attacks", "test_daemon", "test_network", "test_fleet",
     "test_giter_bundle", "test_giter_bundle_import", "test_serial_sync", "test_serial_console",
     "test_technician_view", "test_doctor", "test_reconcile_scale", "test_systemd_units",
-    "test_secrets_fleet",
+    "test_secrets_fleet", "test_hostile_bytes", "test_hostile_resources", "test_amplification",
 }
 
 

@@ -55,6 +55,10 @@ def test_good_config_resolves_relative_paths(tmp_path):
     (GOOD + "[limits]\nmax_commits = 0\n", "limits.max_commits"),
     (GOOD + "[limits]\nmax_bundle_mib = 1.5\n", "limits.max_bundle_mib"),
     (GOOD + "[limits]\nmax_blobs = 1\n", "limits.max_blobs"),
+    # "~name" of a user the system lacks: Path.expanduser raised RuntimeError (found by
+    # the config fuzz target, tests/fuzz/regressions/config-home-of-unknown-user.bin).
+    ('state_dir = "~no-such-user-giter/state"\n' + GOOD.replace("state_dir", "#state_dir"),
+     "state_dir"),
 ])
 def test_bad_config_names_the_key(tmp_path, text, key):
     with pytest.raises(ConfigError) as err:

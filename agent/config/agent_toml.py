@@ -155,7 +155,10 @@ def from_dict(raw: dict[str, Any], *, base: Path, source: Path | None = None) ->
         return value
 
     def a_path(key: str, value: Any) -> Path:
-        p = Path(string(key, value)).expanduser()
+        try:
+            p = Path(string(key, value)).expanduser()
+        except RuntimeError:  # "~name" for a user this system does not have
+            raise fail(key, f"{value!r}: cannot expand '~': no such user or home") from None
         return p if p.is_absolute() else (base / p)
 
     def paths(key: str, value: Any) -> tuple[Path, ...]:

@@ -43,6 +43,7 @@ class Reason(StrEnum):
     NotABundle = "NotABundle"
     UnsupportedBundle = "UnsupportedBundle"
     MalformedBundle = "MalformedBundle"
+    MalformedTree = "MalformedTree"
     TruncatedBundle = "TruncatedBundle"
     IncompleteBundle = "IncompleteBundle"
     CorruptBundle = "CorruptBundle"

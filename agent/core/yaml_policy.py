@@ -18,6 +18,7 @@ from giter_agent.core.errors import ResourceError
 
 MAX_DOCUMENT_BYTES = 256 * 1024
 MAX_DEPTH = 32
+MAX_INT = 2**64  # integers fit in 64 bits (signed or not)
 
 
 def _loader_class() -> type:
@@ -60,6 +61,16 @@ def _loader_class() -> type:
                 seen.add(key)
             return super().construct_mapping(node, deep=deep)
 
+        def construct_yaml_int(self, node):  # type: ignore[no-untyped-def]
+            # Hex, octal and sexagesimal integers have no digit limit in Python: one of
+            # 100,000 digits would load, then crash whatever prints or stores it.
+            value = super().construct_yaml_int(node)
+            if not -MAX_INT < value < MAX_INT:
+                raise ResourceError(f"line {node.start_mark.line + 1}: integer out of range"
+                                    " (more than 64 bits)", reason="InvalidYAML")
+            return value
+
+    StrictLoader.add_constructor("tag:yaml.org,2002:int", StrictLoader.construct_yaml_int)
     # YAML 1.2 booleans: only true/false. YAML 1.1 (PyYAML's default) reads `state: on`
     # and `country: no` as booleans, which is never what a resource author meant.
     StrictLoader.yaml_implicit_resolvers = {
@@ -89,19 +100,30 @@ def load_yaml(data: bytes) -> Any:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise ResourceError("not UTF-8 text", reason="InvalidYAML") from None
-    loader = _LOADER(text)
+    loader = None
     try:
+        # The reader refuses control characters (NUL, ESC, form feed) already here,
+        # so the loader is built inside the try.
+        loader = _LOADER(text)
         if not loader.check_node():
             raise ResourceError("empty document", reason="InvalidYAML")
         node = loader.get_node()
         if loader.check_node():
             raise ResourceError("more than one YAML document in the file", reason="InvalidYAML")
         return loader.construct_document(node)
-    except yaml.YAMLError as exc:
-        raise ResourceError(f"not valid YAML: {exc}".replace("\n", " "),
-                            reason="InvalidYAML") from None
+    except ResourceError:
+        raise
+    except (yaml.YAMLError, ValueError, OverflowError) as exc:
+        # ValueError/OverflowError: a constructor choking on a scalar it matched (an
+        # integer of more than 4,300 digits, month 13, a time zone of 99 hours).
+        raise ResourceError(f"not valid YAML: {_one_line(exc)}", reason="InvalidYAML") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:300]
 
 
 def dump_yaml(document: dict[str, Any]) -> bytes:

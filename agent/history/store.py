@@ -37,6 +37,7 @@ from dulwich.pack import UnresolvedDeltas, write_pack_data
 from dulwich.refs import DiskRefsContainer, check_ref_format
 from dulwich.repo import Repo
 
+from giter_agent.core.budget import Budget
 from giter_agent.core.durable import fsync_dir
 from giter_agent.core.errors import (
     BundleError,
@@ -44,9 +45,11 @@ from giter_agent.core.errors import (
     HistoryError,
     MissingPrerequisite,
     RemoteRefMoved,
+    TrustError,
     UnreadableBundle,
 )
 from giter_agent.history import bundle as bundle_format
+from giter_agent.history import commit_layout, pack_index
 from giter_agent.history import tree as tree_module
 
 _GITLINK_MODE = 0o160000
@@ -110,6 +113,8 @@ class _TypeReader:
                 back = ((back + 1) << 7) | (byte & 0x7F)
             offset -= back
             depth += 1
+
+
 _LOCK_NAME = "lock"
 # A quarantine directory without its lock file is only left alone this long.
 _UNLOCKED_GRACE_S = 60.0
@@ -123,22 +128,6 @@ class Caps:
     max_objects: int = 1_000_000
     max_object_bytes: int = 32 * 2**20  # checked from pack object headers BEFORE inflating
     time_budget_s: float = 600.0
-
-
-class _Deadline:
-    def __init__(self, budget_s: float) -> None:
-        self.budget_s = budget_s
-        self._end = time.monotonic() + budget_s
-
-    def check(self) -> None:
-        if time.monotonic() > self._end:
-            raise BundleError(f"import took longer than time_budget_s={self.budget_s:g}",
-                              reason="TimeBudgetExceeded")
-
-    def progress(self, _message: bytes) -> None:
-        # dulwich reports progress per object while it copies and indexes: a cheap
-        # place to stop a slow import.
-        self.check()
 
 
 def _hex(sha: bytes) -> str:
@@ -182,6 +171,24 @@ def _subject(commit: Commit) -> bytes:
     """The subject line as git prints it: the first paragraph joined onto one line."""
     paragraph = commit.message.strip().split(b"\n\n", 1)[0] if commit.message else b""
     return b" ".join(line.strip() for line in paragraph.splitlines()).strip()
+
+
+def _gate_commit(store: BaseObjectStore, sha: bytes) -> commit_layout.CommitParts:
+    """A quarantined commit parsed by the one strict parser, before anything else reads it.
+
+    dulwich's own parser is lenient and can raise anything on hostile bytes (an empty
+    time zone, an upper-case tree id that fails its checksum later); this one refuses
+    every header layout git would not write, as a typed error of this bundle alone.
+    """
+    type_num, raw = store.get_raw(sha)
+    if type_num != Commit.type_num:
+        raise HistoryError(f"bundle is incomplete: {_hex(sha)} is a parent but not"
+                           " a commit", reason="IncompleteBundle")
+    try:
+        return commit_layout.parse_layout(raw, _hex(sha))
+    except TrustError as exc:
+        raise BundleError(f"bundle holds a malformed commit: {exc}",
+                          reason="MalformedCommit") from None
 
 
 class Quarantine:
@@ -422,13 +429,16 @@ class History:
     # -- import --------------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def quarantine(self, bundle_path: Path) -> Iterator[Quarantine]:
+    def quarantine(self, bundle_path: Path, budget: Budget | None = None
+                   ) -> Iterator[Quarantine]:
         """Stream ``bundle_path`` into a quarantine store and check it; yield it.
 
         Nothing reaches the main store unless the caller calls ``promote()``. On any
         error, and on leaving the block, the quarantine directory is removed entirely.
+        ``budget`` is the sync's time budget (one per sync, shared by all its bundles);
+        without one the import gets ``caps.time_budget_s`` of its own.
         """
-        deadline = _Deadline(self.caps.time_budget_s)
+        deadline = budget or Budget(self.caps.time_budget_s)
         with self._quarantine_directory() as directory:
             quarantine = self._receive(Path(bundle_path), directory, deadline)
             try:
@@ -439,7 +449,8 @@ class History:
     @contextlib.contextmanager
     def quarantine_fetch(self, client: Any, path: str | bytes, refs: Sequence[bytes], *,
                          also_list: Sequence[bytes] = (),
-                         haves: Iterable[bytes] = ()) -> Iterator[Quarantine]:
+                         haves: Iterable[bytes] = (),
+                         budget: Budget | None = None) -> Iterator[Quarantine]:
         """Fetch ``refs`` from a git server into a quarantine store, checked as a bundle is.
 
         ``client`` is a dulwich client (``fetch_pack``); the caller maps its transport
@@ -452,7 +463,7 @@ class History:
         ``refs`` the server has; ``q.listed`` adds what it said about ``also_list``.
         Nothing reaches the main store unless the caller calls ``promote()``.
         """
-        deadline = _Deadline(self.caps.time_budget_s)
+        deadline = budget or Budget(self.caps.time_budget_s)
         main = self.object_store
         listed: dict[bytes, bytes] = {}
 
@@ -523,7 +534,7 @@ class History:
         return DiskObjectStore(str(directory), fsync_object_files=True,
                                alternates=[str(self.path / "objects")])
 
-    def _receive(self, bundle_path: Path, directory: Path, deadline: _Deadline) -> Quarantine:
+    def _receive(self, bundle_path: Path, directory: Path, deadline: Budget) -> Quarantine:
         caps = self.caps
         try:
             fh = open(bundle_path, "rb")  # noqa: SIM115 - closed by the with below
@@ -561,7 +572,7 @@ class History:
                 raise MissingPrerequisite(f"bundle prerequisite {_hex(sha)} is not a commit")
 
     def _copy_pack(self, fh: BinaryIO, length: int, store: DiskObjectStore,
-                   deadline: _Deadline) -> None:
+                   deadline: Budget) -> None:
         """Stream the pack into ``store`` through the scanner; map dulwich's errors."""
         scanner = bundle_format.PackScanner(max_objects=self.caps.max_objects,
                                             max_object_bytes=self.caps.max_object_bytes)
@@ -569,7 +580,11 @@ class History:
         try:
             # Thin packs work: deltas against prerequisite objects resolve through the
             # alternate (the main store) and the bases are appended to the new pack.
-            store.add_thin_pack(reader.read_all, reader.read_some, progress=deadline.progress)
+            # Not dulwich's add_thin_pack: its delta walk keeps a base per level of a
+            # fanned-out chain alive, and it re-reads every object afterwards with no
+            # deadline. Bases are cached up to one largest object instead.
+            pack_index.add_pack(store, reader.read_all, reader.read_some, budget=deadline,
+                                cache_bytes=self.caps.max_object_bytes)
             reader.drain()
         except GiterError:
             raise
@@ -583,23 +598,24 @@ class History:
 
     def _check_refs(self, store: DiskObjectStore, refs: dict[bytes, bytes]) -> None:
         for name, sha in refs.items():
+            shown = bundle_format.show_name(name)
             try:
                 type_num, _ = store.get_raw(sha)
             except KeyError:
-                raise HistoryError(f"bundle ref {name.decode()} points to {_hex(sha)},"
+                raise HistoryError(f"bundle ref {shown} points to {_hex(sha)},"
                                    " which is not in the bundle or the history",
                                    reason="RefTargetMissing") from None
             if type_num != Commit.type_num:
-                raise HistoryError(f"bundle ref {name.decode()} points to {_hex(sha)},"
+                raise HistoryError(f"bundle ref {shown} points to {_hex(sha)},"
                                    " which is not a commit", reason="RefTargetNotCommit")
 
     def _check_complete(self, store: DiskObjectStore, tips: list[bytes],
-                        deadline: _Deadline) -> None:
+                        deadline: Budget) -> None:
         """Every commit, tree and blob the tips need is here, down to accepted history."""
         self._new_objects(store, tips, deadline)
 
     def _new_objects(self, store: DiskObjectStore, tips: list[bytes],
-                     deadline: _Deadline | None = None) -> set[bytes]:
+                     deadline: Budget | None = None) -> set[bytes]:
         """The objects ``tips`` need that only the quarantine has; IncompleteBundle if any
         is missing.
 
@@ -625,18 +641,22 @@ class History:
 
         commits = [t for t in tips if new(t, "commit")]
         types = _TypeReader(store)
+        budget = deadline or Budget(float("inf"))
         try:
             while commits:
-                if deadline is not None:
-                    deadline.check()
+                budget.check()
                 sha = commits.pop()
-                commit = store[sha]
-                if not isinstance(commit, Commit):
-                    raise HistoryError(f"bundle is incomplete: {_hex(sha)} is a parent but"
-                                       " not a commit", reason="IncompleteBundle")
-                if new(commit.tree, f"tree of commit {_hex(sha)}:"):
-                    self._check_tree(store, commit.tree, sha, new, types)
-                commits.extend(p for p in commit.parents
+                parts = _gate_commit(store, sha)
+                if new(parts.tree, f"tree of commit {_hex(sha)}:"):
+                    try:
+                        self._check_tree(store, parts.tree, sha, new, budget, types)
+                    except (ChecksumMismatch, ObjectFormatException, ValueError) as exc:
+                        if isinstance(exc, GiterError):
+                            raise
+                        raise BundleError(f"bundle holds a malformed tree (in commit "
+                                          f"{_hex(sha)}): {type(exc).__name__}: {exc}",
+                                          reason="MalformedTree") from None
+                commits.extend(p for p in parts.parents
                                if new(p, f"parent of commit {_hex(sha)}:"))
         finally:
             types.close()
@@ -644,11 +664,13 @@ class History:
 
     @staticmethod
     def _check_tree(store: DiskObjectStore, tree_id: bytes, commit: bytes,
-                    new: Callable[[bytes, str], bool], types: _TypeReader) -> None:
+                    new: Callable[[bytes, str], bool], deadline: Budget,
+                    types: _TypeReader) -> None:
         """Every new tree below ``tree_id`` is one git calls sound, and names objects of
         the type its modes say; the new ones are walked on (HistoryError otherwise)."""
         trees = [tree_id]
         while trees:
+            deadline.check()
             sha = trees.pop()
             type_num, raw = store.get_raw(sha)
             if type_num != Tree.type_num:

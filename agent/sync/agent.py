@@ -46,6 +46,7 @@ from giter_agent.transport.network import Remote
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+    from giter_agent.core.budget import Budget
     from giter_agent.history.store import History
     from giter_agent.trust.verify import TrustRoot
 
@@ -64,9 +65,11 @@ class Agent:
 
     def __init__(self, config: Config, *, clock: Callable[[], float] = time.time,
                  pin_factory_maker: Callable[[Board], Any] = make_pin_factory,
-                 board: Board | None = None) -> None:
+                 board: Board | None = None,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
         self.config = config
         self.clock = clock
+        self.monotonic = monotonic  # the time budget's clock (one budget per sync)
         base = config.source.resolve().parent if config.source else None
         self.board = board or load_board(config.board, base)
         self.ctx = Context(board=self.board, files_roots=config.files_roots,
@@ -120,6 +123,12 @@ class Agent:
 
         return allowed_signers_line(self.device_key(), self.config.device_id)
 
+    def _budget(self) -> Budget:
+        """The one time budget of a sync pass, shared by every bundle and stage in it."""
+        from giter_agent.core.budget import Budget
+
+        return Budget(float(self.config.limits.time_budget_s), self.monotonic)
+
     def _trust_root(self) -> TrustRoot:
         from giter_agent.trust.verify import TrustRoot
 
@@ -135,7 +144,8 @@ class Agent:
             root = self._trust_root()
             with self._locked_history() as history:
                 self.applier.repair_refs(history, state)
-                verdicts = self.importer.import_bundles(history, state, root, bundles)
+                verdicts = self.importer.import_bundles(history, state, root, bundles,
+                                                        self._budget())
                 report = summarise(verdicts, state)
                 self.applier.apply(history, state, report, source)
             return report
@@ -183,7 +193,7 @@ class Agent:
             try:
                 with self._locked_history() as history:
                     self.applier.repair_refs(history, state)
-                    return self.hub.exchange(history, state, root, remote)
+                    return self.hub.exchange(history, state, root, remote, self._budget())
             finally:
                 if own_remote:
                     remote.close()

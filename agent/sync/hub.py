@@ -36,6 +36,7 @@ from giter_agent.transport.network import Remote
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+    from giter_agent.core.budget import Budget
     from giter_agent.history.store import History
     from giter_agent.trust.verify import TrustRoot
 
@@ -58,15 +59,19 @@ class HubExchange:
         self.clock = clock
         self.device_key = device_key
 
-    def exchange(self, history: History, state: State, root: TrustRoot, remote: Remote
-                 ) -> SyncReport:
-        """Fetch and import the spec branch, apply, push status; record the hub's state."""
+    def exchange(self, history: History, state: State, root: TrustRoot, remote: Remote,
+                 budget: Budget) -> SyncReport:
+        """Fetch and import the spec branch, apply, push status; record the hub's state.
+
+        ``budget`` is the sync's time budget, shared by the fetch, its gate and its
+        verification."""
         source = f"network:{remote.display}"
         listed: dict[bytes, bytes] = {}
         failure: NetworkError | None = None
         try:
-            verdict = self.importer.import_one(history, state, root, remote.display,
-                                   lambda: self._fetched(history, state, remote, listed))
+            verdict = self.importer.import_one(
+                history, state, root, remote.display,
+                lambda: self._fetched(history, state, remote, listed, budget=budget), budget)
         except NetworkError as exc:
             failure = exc
             log.warning("%s", exc, extra={"event": "offline", "reason": exc.reason})
@@ -90,8 +95,8 @@ class HubExchange:
 
     @contextlib.contextmanager
     def _fetched(self, history: History, state: State, remote: Remote,
-                 listed: dict[bytes, bytes], refs: tuple[bytes, ...] | None = None
-                 ) -> Iterator[Any]:
+                 listed: dict[bytes, bytes], refs: tuple[bytes, ...] | None = None,
+                 budget: Budget | None = None) -> Iterator[Any]:
         """A quarantined fetch of the spec branch (or ``refs``), transport errors mapped.
 
         The hub's ``status/<device>`` is listed too (not fetched): if it already holds
@@ -104,7 +109,7 @@ class HubExchange:
             with transport_errors(remote.display):
                 q = stack.enter_context(history.quarantine_fetch(
                     remote.client, remote.path, refs or (self.config.branch_ref,),
-                    also_list=(self.config.status_ref,), haves=haves))
+                    also_list=(self.config.status_ref,), haves=haves, budget=budget))
             listed.update(q.listed)
             yield q
 

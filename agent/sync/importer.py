@@ -29,6 +29,7 @@ from giter_agent.state.store import State, StateStore
 from giter_agent.status.report import BundleVerdict, SyncReport
 
 if TYPE_CHECKING:
+    from giter_agent.core.budget import Budget
     from giter_agent.history.store import History
     from giter_agent.trust.verify import TrustRoot
 
@@ -43,8 +44,11 @@ class SpecImporter:
         self.state_store = state_store
 
     def import_bundles(self, history: History, state: State, root: TrustRoot,
-                       bundles: list[Path]) -> list[BundleVerdict]:
-        """Import every bundle of a stick (in any order): one verdict each."""
+                       bundles: list[Path], budget: Budget) -> list[BundleVerdict]:
+        """Import every bundle of a stick (in any order): one verdict each.
+
+        ``budget`` is the sync's one time budget: every bundle's every stage checks it.
+        """
         pending = sorted(bundles)
         done: list[BundleVerdict] = []
         # A stick may carry incremental bundles that build on each other: retry the ones
@@ -53,7 +57,7 @@ class SpecImporter:
             progressed = False
             waiting: list[tuple[Path, BundleVerdict]] = []
             for path in pending:
-                verdict = self._import_file(history, state, root, path)
+                verdict = self._import_file(history, state, root, path, budget)
                 if verdict.reason == Reason.MissingPrerequisite:
                     waiting.append((path, verdict))
                     continue
@@ -65,13 +69,14 @@ class SpecImporter:
             pending = [p for p, _ in waiting]
         return done
 
-    def _import_file(self, history: History, state: State, root: TrustRoot, path: Path
-                     ) -> BundleVerdict:
-        return self.import_one(history, state, root, path.name, lambda: history.quarantine(path))
+    def _import_file(self, history: History, state: State, root: TrustRoot, path: Path,
+                     budget: Budget) -> BundleVerdict:
+        return self.import_one(history, state, root, path.name,
+                               lambda: history.quarantine(path, budget), budget)
 
     def import_one(self, history: History, state: State, root: TrustRoot, name: str,
-                open_quarantine: Callable[[], contextlib.AbstractContextManager[Any]]
-                ) -> BundleVerdict:
+                open_quarantine: Callable[[], contextlib.AbstractContextManager[Any]],
+                budget: Budget) -> BundleVerdict:
         """The one import path for every transport: quarantine, verify, promote, accept.
 
         ``open_quarantine()`` yields a checked ``Quarantine`` (of a bundle file or of a
@@ -92,7 +97,8 @@ class SpecImporter:
                 accepted = state.accepted.encode() if state.accepted else None
                 verified = verify_update(q.object_store, accepted, tip, root, held=q.held,
                                          branch=self.config.branch,
-                                         max_commits=self.config.limits.max_commits)
+                                         max_commits=self.config.limits.max_commits,
+                                         budget=budget)
                 q.promote([tip])  # what the tip needs: a courier's junk stays behind
         except (BundleError, HistoryError, TrustError) as exc:
             # Only a bundle that cannot be used at all is "unusable"; one that was read and

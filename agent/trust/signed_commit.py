@@ -12,109 +12,18 @@ in git's order, once each, and armour byte-identical to what ``ssh-keygen -Y sig
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
-
 from dulwich.objects import Commit
 
 from giter_agent.core.errors import TrustError
+from giter_agent.history.commit_layout import CommitParts, malformed, parse_layout
 from giter_agent.trust import sshsig
-
-_HEX40 = re.compile(rb"[0-9a-f]{40}")
-# "Name <email> seconds +hhmm", as git writes it; fsck's rule, a little looser on the name.
-_IDENT = re.compile(rb"[^<>\n]*<[^<>\n]*> [0-9]+ [+-][0-9]{4}")
-
-# Header order git writes; "*" repeats, "?" optional. gpgsig must come last.
-_ORDER = (("tree", "1"), ("parent", "*"), ("author", "1"), ("committer", "1"),
-          ("encoding", "?"), ("mergetag", "*"), ("gpgsig", "?"))
-_MULTILINE = {"mergetag", "gpgsig"}
-
-
-@dataclass(frozen=True)
-class CommitParts:
-    """What trust needs from one commit, all read from its exact stored bytes."""
-
-    tree: bytes                 # hex id
-    parents: tuple[bytes, ...]  # hex ids, in order (first parent first)
-    message: bytes
-    payload: bytes              # the commit minus its gpgsig header: what was signed
-    signature: bytes | None     # the armour, exactly as ssh-keygen wrote it
-
-
-def _malformed(commit: str | None, detail: str) -> TrustError:
-    where = f"commit {commit}: " if commit else ""
-    return TrustError(f"{where}{detail}", reason="MalformedCommit", commit=commit)
-
-
-def _headers(head: bytes, commit: str | None) -> list[tuple[str, list[bytes], int, int]]:
-    """(name, value lines, start, end) per header; continuation lines lose their space."""
-    headers: list[tuple[str, list[bytes], int, int]] = []
-    pos = 0
-    while pos < len(head):
-        end = head.index(b"\n", pos) + 1
-        line = head[pos:end - 1]
-        if line.startswith(b" "):
-            if not headers or headers[-1][0] not in _MULTILINE:
-                raise _malformed(commit, "continuation line outside a multi-line header")
-            name, lines, start, _ = headers[-1]
-            headers[-1] = (name, [*lines, line[1:]], start, end)
-        else:
-            name, sep, value = line.partition(b" ")
-            if not sep:
-                raise _malformed(commit, f"header line without a value: {line[:40]!r}")
-            headers.append((name.decode("ascii", errors="replace"), [value], pos, end))
-        pos = end
-    return headers
-
-
-def _check_order(names: list[str], commit: str | None) -> None:
-    rank = {name: index for index, (name, _) in enumerate(_ORDER)}
-    last = -1
-    for name in names:
-        if name == "gpgsig-sha256":
-            raise _malformed(commit, "gpgsig-sha256 header is not accepted")
-        if name not in rank:
-            raise _malformed(commit, f"unknown header {name!r}")
-        here = rank[name]
-        if here < last or (here == last and _ORDER[here][1] != "*"):
-            raise _malformed(commit, f"duplicated or misplaced {name} header")
-        last = here
-    for name, count in _ORDER:
-        if count == "1" and name not in names:
-            raise _malformed(commit, f"missing {name} header")
 
 
 def parse(raw: bytes, commit: str | None = None) -> CommitParts:
-    """Parse a commit object's stored body strictly; ``commit`` names it in errors."""
-    split = raw.find(b"\n\n")
-    if split < 0:
-        raise _malformed(commit, "no blank line between headers and message")
-    head = raw[:split + 1]
-    if b"\0" in head or b"\r" in head:
-        raise _malformed(commit, "NUL or CR in headers")
-    headers = _headers(head, commit)
-    _check_order([name for name, _, _, _ in headers], commit)
-
-    tree = b""
-    parents: list[bytes] = []
-    signature = None
-    payload = raw
-    for name, lines, start, end in headers:
-        value = lines[0]
-        if name in ("tree", "parent"):
-            if not _HEX40.fullmatch(value):
-                raise _malformed(commit, f"{name} is not a 40-digit lowercase hex id")
-            if name == "tree":
-                tree = value
-            else:
-                parents.append(value)
-        elif name in ("author", "committer") and not _IDENT.fullmatch(value):
-            raise _malformed(commit, f"malformed {name} line")
-        elif name == "encoding" and not value:
-            raise _malformed(commit, "empty encoding header")
-        elif name == "gpgsig":
-            signature = b"\n".join(lines) + b"\n"
-            payload = raw[:start] + raw[end:]
+    """Parse a commit's stored body strictly (``history.commit_layout``) and check that
+    its signature armour, if any, is exactly what ``ssh-keygen -Y sign`` wrote."""
+    parts = parse_layout(raw, commit)
+    signature = parts.signature
     if signature is not None:
         if signature.startswith(b"-----BEGIN ") and not signature.startswith(sshsig.BEGIN):
             raise TrustError(f"commit {commit}: signature is not an SSH signature "
@@ -123,8 +32,8 @@ def parse(raw: bytes, commit: str | None = None) -> CommitParts:
         try:
             sshsig.dearmor(signature)
         except TrustError as exc:
-            raise _malformed(commit, f"signature armour altered: {exc}") from None
-    return CommitParts(tree, tuple(parents), raw[split + 2:], payload, signature)
+            raise malformed(commit, f"signature armour altered: {exc}") from None
+    return parts
 
 
 def split(raw: bytes, commit: str | None = None) -> tuple[bytes, bytes]:

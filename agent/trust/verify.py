@@ -32,6 +32,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+from giter_agent.core.budget import Budget
 from giter_agent.core.errors import ResourceError, TrustError
 from giter_agent.core.layout import (
     BRANCH_TRAILER,
@@ -445,14 +446,16 @@ def _check_branch(store: Any, tip: bytes, branch: str, sets: _SignerSets) -> Non
 
 def verify_update(object_store: Any, accepted: bytes | None, new: bytes, root: TrustRoot, *,
                   held: Callable[[bytes], bool] | None = None, branch: str | None = None,
-                  max_commits: int = 100_000) -> Verified:
+                  max_commits: int = 100_000, budget: Budget | None = None) -> Verified:
     """Verify everything ``new`` brings beyond ``accepted``; raise TrustError on any doubt.
 
     Ids are 40-digit hex ``bytes``. ``held(id)``: whether the device held a commit
     before this import (required with ``accepted``; see ``new_commits``). ``branch``:
     the branch ``new`` is offered as, checked against its ``Giter-Branch:`` trailer
     (None: not checked, for tools that look at a commit outside any branch). Nothing
-    is written: the caller moves its refs only after this returns.
+    is written: the caller moves its refs only after this returns. ``budget`` (the
+    sync's time budget) is checked before each commit's signature is verified:
+    BundleError(TimeBudgetExceeded) once it is spent.
     """
     if accepted is not None and held is None:
         raise ValueError("verify_update needs held= to judge an update to an accepted tip")
@@ -461,8 +464,11 @@ def verify_update(object_store: Any, accepted: bytes | None, new: bytes, root: T
     order = new_commits(object_store, accepted, new, held=held or (lambda _: False),
                         genesis=root.genesis, max_commits=max_commits)
     sets = _SignerSets(object_store, root)
-    signers = {oid: _verify_commit(object_store, oid, root, sets).fingerprint()
-               for oid in order}
+    signers: dict[bytes, str] = {}
+    for oid in order:
+        if budget is not None:
+            budget.check()
+        signers[oid] = _verify_commit(object_store, oid, root, sets).fingerprint()
     if branch is not None:
         _check_branch(object_store, new, branch, sets)
     return Verified(new, tuple(order), signers, _tip_expires(object_store, new))

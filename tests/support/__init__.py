@@ -2,4 +2,5 @@
 documents written as real YAML (``resources``), simulated devices (``devices``), an
 exchange repository driven through giter-bundle (``fleet``), the kinds' context and
 clock (``kinds``), the servers tests start on loopback (``servers``), serial lines
-(``serial_line``, ``serial_rig``) and a fake systemctl (``fake_systemctl``)."""
+(``serial_line``, ``serial_rig``), a fake systemctl (``fake_systemctl``) and packs
+and bundles built byte by byte (``packcraft``)."""

@@ -1,0 +1,190 @@
+"""Index an incoming pack with memory bounded by the largest object, under the sync's budget.
+
+dulwich resolves a pack's deltas depth first and keeps every base that still has a
+pending child alive on its work list; a few kilobytes of deltas that fan out at every
+level of a chain of 32 MiB results then hold one 32 MiB base per level (hundreds of
+megabytes on a board). Its ``add_thin_pack`` also re-reads every object afterwards, with
+its own lenient parsers and no deadline. Here the work list holds pack offsets only;
+bases live in a cache capped in bytes (``cache_bytes``), and a base that was evicted is
+rebuilt from its chain when a child needs it, exactly as git's index-pack does. Every
+delta applied, indexing or rebuilding, checks the sync's ``Budget``, so the extra CPU an
+evicting structure costs is bounded in time while the memory is bounded in bytes.
+
+Objects are not parsed here: the import gate (``history.store``) parses what it walks
+with the project's strict parsers. Called by ``giter_agent.history.store`` only.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from dulwich.file import GitFile
+from dulwich.object_store import DiskObjectStore
+from dulwich.objects import RawObjectID
+from dulwich.pack import (
+    PackData,
+    PackIndexEntry,
+    PackIndexer,
+    PackStreamCopier,
+    ResolveExtRefFn,
+    UnpackedObject,
+    extend_pack,
+    iter_sha1,
+    write_pack_index,
+)
+
+from giter_agent.core.budget import Budget
+
+# A base's key: its pack offset, or ("ext", sha) for a thin pack's base outside it.
+_Key = int | tuple[str, bytes]
+
+
+def _length(chunks: bytes | list[bytes]) -> int:
+    return len(chunks) if isinstance(chunks, bytes) else sum(map(len, chunks))
+
+
+class BoundedIndexer(PackIndexer):
+    """dulwich's ``PackIndexer`` with a byte-capped base cache instead of a growing stack."""
+
+    def __init__(self, file_obj: Any, hash_func: Any, *,
+                 resolve_ext_ref: ResolveExtRefFn,
+                 budget: Budget, cache_bytes: int) -> None:
+        super().__init__(file_obj, hash_func, resolve_ext_ref=resolve_ext_ref)
+        self._budget = budget
+        self._cache_bytes = cache_bytes
+        self._cache: OrderedDict[_Key, bytes | list[bytes]] = OrderedDict()
+        self._cached = 0
+        # How to rebuild a base that has children: (its own base key or None, its type).
+        self._recipe: dict[_Key, tuple[_Key | None, int]] = {}
+        self.rebuilds = 0  # deltas re-applied to rebuild evicted bases (tests count them)
+        self.peak_cached = 0
+
+    # -- the byte-capped cache -----------------------------------------------------
+    def _put(self, key: _Key, chunks: bytes | list[bytes]) -> None:
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            return
+        self._cache[key] = chunks
+        self._cached += _length(chunks)
+        # Evict oldest first, but never the entry just put: its child needs it next.
+        while self._cached > self._cache_bytes and len(self._cache) > 1:
+            _, old = self._cache.popitem(last=False)
+            self._cached -= _length(old)
+        self.peak_cached = max(self.peak_cached, self._cached)
+
+    def _base(self, key: _Key) -> bytes | list[bytes]:
+        cached = self._cache.get(key)
+        if cached is not None:
+            self._cache.move_to_end(key)
+            return cached
+        # Walk down the recipes to something cached (or a whole object), then forward.
+        chain: list[_Key] = []
+        k: _Key | None = key
+        while k is not None and k not in self._cache:
+            chain.append(k)
+            k = None if isinstance(k, tuple) else self._recipe[k][0]
+        chunks: bytes | list[bytes] | None = self._cache[k] if k is not None else None
+        for step in reversed(chain):
+            self._budget.check()
+            if isinstance(step, tuple):
+                chunks = self._ext(step[1])[1]
+            else:
+                self.rebuilds += 1
+                chunks = self._resolve_object(step, self._recipe[step][1], chunks).obj_chunks
+        assert chunks is not None
+        self._put(key, chunks)
+        return chunks
+
+    # -- the walk (replacing DeltaChainIterator's) --------------------------------
+    def _ext(self, sha: bytes) -> tuple[int, bytes | list[bytes]]:
+        assert self._resolve_ext_ref is not None
+        return self._resolve_ext_ref(RawObjectID(sha))
+
+    def _walk_all_chains(self) -> Iterator[PackIndexEntry]:
+        for offset, type_num in self._full_ofs:
+            yield from self._walk(offset, type_num, None)
+        yield from self._walk_ref_chains()
+        if self._pending_ofs:
+            from dulwich.errors import ApplyDeltaError
+
+            raise ApplyDeltaError("pack has deltas whose base offset is no object")
+
+    def _walk_ref_chains(self) -> Iterator[PackIndexEntry]:
+        for base_sha in sorted(self._pending_ref):
+            if base_sha not in self._pending_ref:
+                continue
+            try:
+                type_num, _ = self._ext(base_sha)
+            except KeyError:
+                continue  # in this pack after all, or never resolvable (checked below)
+            key: _Key = ("ext", base_sha)
+            self._ext_refs.append(RawObjectID(base_sha))
+            for offset in self._pending_ref.pop(base_sha):
+                yield from self._walk(offset, type_num, key)
+        self._ensure_no_pending()
+
+    def _walk(self, offset: int, type_num: int, base_key: _Key | None
+              ) -> Iterator[PackIndexEntry]:
+        todo: list[tuple[int, int, _Key | None]] = [(offset, type_num, base_key)]
+        while todo:
+            self._budget.check()
+            offset, type_num, base_key = todo.pop()
+            base = None if base_key is None else self._base(base_key)
+            unpacked: UnpackedObject = self._resolve_object(offset, type_num, base)
+            del base
+            yield self._result(unpacked)
+            children = [*self._pending_ofs.pop(offset, []),
+                        *self._pending_ref.pop(unpacked.sha(), [])]
+            if children:
+                assert unpacked.obj_chunks is not None and unpacked.obj_type_num is not None
+                self._recipe[offset] = (base_key, unpacked.obj_type_num)
+                self._put(offset, unpacked.obj_chunks)
+                todo.extend((child, unpacked.obj_type_num, offset) for child in children)
+            del unpacked
+
+
+def add_pack(store: DiskObjectStore, read_all: Callable[[int], bytes],
+             read_some: Callable[[int], bytes], *, budget: Budget, cache_bytes: int
+             ) -> BoundedIndexer:
+    """Copy a (thin) pack stream into ``store``, index it and complete it with its bases.
+
+    The pack lands under ``store``'s pack directory only once indexed and completed; on
+    any error the temp file is removed. Returns the indexer (its counters, for tests).
+    """
+    fd, tmp = tempfile.mkstemp(dir=store.path, prefix="tmp_pack_")
+    path = Path(tmp)
+    try:
+        with os.fdopen(fd, "w+b") as f:
+            indexer = BoundedIndexer(f, store.object_format.hash_func,
+                                     resolve_ext_ref=store.get_raw, budget=budget,
+                                     cache_bytes=cache_bytes)
+            copier = PackStreamCopier(store.object_format.hash_func, read_all, read_some, f,
+                                      delta_iter=indexer)  # type: ignore[arg-type]
+            copier.verify(progress=budget.progress)
+            f.flush()
+            f.seek(0)
+            with PackData(str(path), file=f, object_format=store.object_format) as data:
+                indexer.set_pack_data(data)
+                entries = []
+                for entry in indexer:
+                    entries.append(entry)
+                ext_refs = set(indexer.ext_refs())
+            pack_sha, extra = extend_pack(f, ext_refs, get_raw=store.get_raw,
+                                          object_format=store.object_format)
+            f.flush()
+            os.fsync(f.fileno())
+        entries.extend(extra)
+        entries.sort()
+        base = Path(store.pack_dir) / f"pack-{iter_sha1(e[0] for e in entries).decode()}"
+        os.replace(path, base.with_suffix(".pack"))
+        with GitFile(str(base.with_suffix(".idx")), "wb", fsync=True) as index:
+            write_pack_index(index, entries, pack_sha)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    return indexer
