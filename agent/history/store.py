@@ -51,6 +51,7 @@ from giter_agent.core.errors import (
 from giter_agent.history import bundle as bundle_format
 from giter_agent.history import commit_layout, pack_index
 from giter_agent.history import tree as tree_module
+from giter_agent.history.objects import has_object, oid
 
 _GITLINK_MODE = 0o160000
 _TYPE_NAMES = {1: "commit", 2: "tree", 3: "blob", 4: "tag"}
@@ -77,7 +78,7 @@ class _TypeReader:
 
     def type_of(self, sha: bytes, depth: int = 0) -> int:
         """The type number of ``sha``; KeyError when nobody has it."""
-        binsha = hex_to_sha(sha)
+        binsha = hex_to_sha(oid(sha))
         for packs in self._packs:
             for pack in packs:
                 try:
@@ -85,7 +86,7 @@ class _TypeReader:
                 except KeyError:
                     continue
                 return self._type_at(pack._data_path, offset, sha, depth)
-        return self._store.get_raw(sha)[0]
+        return self._store.get_raw(oid(sha))[0]
 
     def _type_at(self, path: str, offset: int, sha: bytes, depth: int) -> int:
         fh = self._files.get(path)
@@ -215,7 +216,7 @@ class Quarantine:
 
     def held(self, sha: bytes) -> bool:
         """Whether the device held ``sha`` before this import (it is in the main store)."""
-        return sha in self._history.object_store
+        return has_object(self._history.object_store, sha)
 
     def promote(self, tips: Iterable[bytes] | None = None) -> None:
         """Move what ``tips`` (default: every ref) need into the main store durably.
@@ -272,10 +273,10 @@ class _Lazy(Sequence[tuple[Any, None]]):
         return len(self._ids)
 
     def __getitem__(self, i: int) -> tuple[Any, None]:  # type: ignore[override]
-        return self._store[self._ids[i]], None
+        return self._store[oid(self._ids[i])], None
 
     def __iter__(self) -> Iterator[tuple[Any, None]]:
-        return ((self._store[sha], None) for sha in self._ids)
+        return ((self._store[oid(sha)], None) for sha in self._ids)
 
 
 class _ObjectStore(DiskObjectStore):
@@ -672,7 +673,7 @@ class History:
         while trees:
             deadline.check()
             sha = trees.pop()
-            type_num, raw = store.get_raw(sha)
+            type_num, raw = store.get_raw(oid(sha))
             if type_num != Tree.type_num:
                 raise HistoryError(f"bundle is incomplete: {_hex(sha)} (in commit"
                                    f" {_hex(commit)}) is not a tree", reason="IncompleteBundle")
