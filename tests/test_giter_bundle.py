@@ -10,6 +10,7 @@ through ``import``. Real git is the oracle for everything the toolkit writes:
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -125,7 +126,8 @@ def test_sneakernet_cycle_two_devices_share_one_stick(tmp_path, fleet, stick):
 
     # Round two, signed with plain git: only pi-b's spec changes, and only pi-b syncs.
     fleet.write("devices/pi-b/motd.yaml", motd(pi_b, "second\n", "  generation: 2\n"))
-    fleet.git("commit", "-q", "-a", "-S", "-m", "New welcome for pi-b")
+    fleet.git("commit", "-q", "-a", "-S", "--trailer", "Giter-Branch: main", "-m",
+              "New welcome for pi-b")
     second = fleet.rev()
     fleet.ok("create", stick)
     with bundle.open("rb") as fh:
@@ -160,7 +162,8 @@ def test_sneakernet_cycle_two_devices_share_one_stick(tmp_path, fleet, stick):
     assert [p for p in fleet.git("ls-files").stdout.decode().split()
             if not p.startswith(".giter/schemas/")] == [
         ".giter/devices/pi-a.pub", ".giter/devices/pi-a.yaml", ".giter/devices/pi-b.pub",
-        ".giter/devices/pi-b.yaml", ".giter/trust/allowed_signers", "README.md",
+        ".giter/devices/pi-b.yaml", ".giter/trust/allowed_signers",
+        ".giter/trust/policy.toml", "README.md",
         "devices/README.md", "devices/pi-a/motd.yaml", "devices/pi-b/motd.yaml",
         "groups/README.md", "groups/lobby/beacon.yaml"]
 
@@ -176,7 +179,8 @@ def test_offline_device_catches_up_on_fifty_commits_with_one_bundle(tmp_path, fl
 
     for day in range(1, 51):  # pi-a is away while the publisher commits 50 times
         fleet.write("devices/pi-a/motd.yaml", motd(pi_a, f"day {day}\n"))
-        fleet.git("commit", "-q", "-a", "-S", "-m", f"day {day}")
+        fleet.git("commit", "-q", "-a", "-S", "--trailer", "Giter-Branch: main", "-m",
+                  f"day {day}")
     tip = fleet.rev()
     assert fleet.status()["pi-a"]["behind"] == 50
 
@@ -261,6 +265,7 @@ def test_lint_names_every_problem_the_agent_would_refuse(tmp_path, fleet):
                 + "status: {}\n")
     fleet.write("devices/ghost/x.yaml", BEACON)
     fleet.write(".giter/devices/pi-z.pub", "not a key\n")
+    fleet.write(".giter/trust/policy.toml", "bind_branch = yes\n")
     os.symlink("/etc/passwd", fleet.root / "devices/pi-a/link.yaml")
     code, out = fleet.cli("lint")
     assert code == 1, out
@@ -268,6 +273,7 @@ def test_lint_names_every_problem_the_agent_would_refuse(tmp_path, fleet):
         "devices/pi-a: UnsafeTreeEntry: devices/pi-a/link.yaml: is a symlink",
         "groups/hall: UnsafeTreeEntry: groups/hall/Upper.yaml: name is not allowed",
         ".giter/devices/pi-z.pub: InvalidTrustFile:",
+        ".giter/trust/policy.toml: InvalidTrustFile: .giter/trust/policy.toml: not valid TOML",
         "groups/lobby/notes.txt: warning: NotAResource:",
         "devices/ghost: warning: NotEnrolled:",
     ]
@@ -292,7 +298,8 @@ def test_lint_names_every_problem_the_agent_would_refuse(tmp_path, fleet):
     for rel in ("devices/pi-a/thing.yaml", "devices/pi-a/dup.yaml"):
         (fleet.root / rel).unlink()
     fleet.git("add", "-A")
-    fleet.git("commit", "-q", "-S", "-m", "ship the broken one")
+    fleet.git("commit", "-q", "-S", "--trailer", "Giter-Branch: main", "-m",
+              "ship the broken one")
     code, out = fleet.cli("create", "-o", tmp_path / "x.bundle")
     assert code == 1 and "not shipped" in out and not (tmp_path / "x.bundle").exists()
 
@@ -462,3 +469,59 @@ def test_a_missing_file_is_one_line_not_a_traceback(tmp_path, fleet):
     code, out = fleet.cli("inspect", tmp_path / "no-such.bundle")
     assert code == 1
     assert "Traceback" not in out and "no-such.bundle" in out and len(out.splitlines()) == 1
+
+
+def test_init_binds_branches_and_create_refuses_what_devices_would(tmp_path, fleet, stick):
+    """A new fleet binds tips to their branch: giter-bundle commit names it, a plain
+    `git commit -S` must say `--trailer 'Giter-Branch: main'`, and create checks it (and
+    the rest of the devices' rule) before it ships anything."""
+    from giter_agent.trust.verify import branch_of
+
+    assert fleet.git("show", "main:.giter/trust/policy.toml").stdout.decode().endswith(
+        "bind_branch = true\n")
+    (pi_a,) = enrolled(fleet, tmp_path, "pi-a")
+    fleet.write("devices/pi-a/motd.yaml", motd(pi_a, "hello\n"))
+    fleet.ok("commit", "-m", "Welcome")
+    message = fleet.git("log", "-1", "--format=%B").stdout
+    assert branch_of(message) == "main"
+    fleet.ok("create", stick)
+    assert pi_a.cli("sync", "--usb", stick) == 0
+    fleet.ok("import", stick)
+
+    fleet.write("devices/pi-a/motd.yaml", motd(pi_a, "unbound\n", "  generation: 2\n"))
+    fleet.git("commit", "-q", "-a", "-S", "-m", "forgot the trailer")
+    code, out = fleet.cli("create", stick)
+    assert code != 0 and "BranchNotBound" in out and "not shipped" in out, out
+    fleet.git("commit", "-q", "--amend", "--no-edit", "-S", "--trailer", "Giter-Branch: main")
+    fleet.ok("create", stick)
+    assert pi_a.cli("sync", "--usb", stick) == 0
+    assert (pi_a.root / "motd").read_text() == "unbound\n"
+
+    # A side branch built on an older commit than pi-a holds: devices refuse it as a fork.
+    fleet.git("checkout", "-q", "-b", "late", "main~1")
+    fleet.write("devices/pi-a/late.txt", "late\n")
+    fleet.git("add", "-A")
+    fleet.git("commit", "-q", "-S", "--trailer", "Giter-Branch: main", "-m", "late work")
+    fleet.git("checkout", "-q", "main")
+    fleet.git("merge", "-q", "--no-ff", "--no-commit", "late")
+    fleet.git("commit", "-q", "-S", "--trailer", "Giter-Branch: main", "-m", "merge late")
+    fleet.ok("import", stick)
+    code, out = fleet.cli("create", stick)
+    assert code != 0 and "Fork" in out, out
+    # inspect says the same of a bundle made with plain git for a device at pi-a's tip.
+    held = pi_a.state().accepted
+    offer = tmp_path / "late.bundle"
+    fleet.git("bundle", "create", "-q", offer, "main", f"^{held}")
+    code, out = fleet.cli("inspect", offer, "--json")
+    doc = json.loads(out)
+    assert code == 1 and not doc["ok"]
+    assert any("Fork" in p for p in doc["problems"]), doc["problems"]
+    # ...and the same work rebased onto main ships.
+    fleet.git("reset", "-q", "--hard", "main~1")
+    fleet.git("checkout", "-q", "late")
+    fleet.git("rebase", "-q", "main")
+    fleet.git("checkout", "-q", "main")
+    fleet.git("merge", "-q", "--no-ff", "--no-commit", "late")
+    fleet.git("commit", "-q", "-S", "--trailer", "Giter-Branch: main", "-m", "merge late")
+    fleet.ok("create", stick)
+    assert pi_a.cli("sync", "--usb", stick) == 0

@@ -218,6 +218,38 @@ def test_push_refused_because_hub_moved_is_retried_after_fetch(tmp_path, publish
     assert state.network["state"] == "online"
 
 
+def test_hub_status_observing_an_unaccepted_spec_is_not_taken(tmp_path, publisher, hub,
+                                                              gitd):
+    """A twin reported a spec this device has not accepted (here: the hub's newest spec
+    is refused). Taking the twin's report would bring that spec's commits in unverified,
+    and the next good update through them would look like a fork for good."""
+    dev = SimDevice(tmp_path, "pi-01", publisher.allowed_signers, {"url": gitd.url})
+    first = publisher.commit("first", files=dev.spec_files("hello\n"))
+    hub.publish(publisher)
+    assert dev.sync().outcome == "applied"
+    second = publisher.commit("second", files=dev.spec_files("two\n"))
+    hub.publish(publisher)
+    twin_dir = tmp_path / "twin"
+    twin_dir.mkdir()
+    twin = SimDevice(twin_dir, "pi-01", publisher.allowed_signers, {"url": gitd.url})
+    assert twin.sync().outcome == "applied"  # its report observes `second`
+    publisher.commit("unsigned", sign=False)
+    hub.publish(publisher)
+
+    report = dev.sync()
+    assert report.outcome == "refused" and report.reason == "UnsignedCommit"
+    assert dev.state().accepted == first
+    in_store = run("git", "--git-dir", dev.dir / "state" / "repo.git", "cat-file", "-e",
+                   second, check=False).returncode == 0
+    assert not in_store  # the twin's report, and `second` with it, stayed out
+
+    publisher.git("reset", "-q", "--hard", second)
+    third = publisher.commit("third", files=dev.spec_files("three\n"))
+    hub.publish(publisher, force=True)
+    assert dev.sync().outcome == "applied"
+    assert dev.state().accepted == third
+
+
 def test_a_wrong_repository_is_an_error_not_a_crash(tmp_path, publisher, hub, gitd):
     dev = SimDevice(tmp_path, "pi-01", publisher.allowed_signers,
                     {"url": gitd.url.replace("fleet.git", "nothing.git")})

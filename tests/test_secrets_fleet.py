@@ -145,7 +145,8 @@ def test_secrets_reach_only_their_devices_and_leave_no_trace(tmp_path, fleet, mo
     assert code == 1 and "groups/lobby/mistake.yaml: NotARecipient: pi-b cannot decrypt " \
         "it" in out, out
     fleet.git("add", "-A")
-    fleet.git("commit", "-q", "-S", "-m", "the mistake, committed with plain git")
+    fleet.git("commit", "-q", "-S", "--trailer", "Giter-Branch: main", "-m",
+              "the mistake, committed with plain git")
     code, out = fleet.cli("create", stick)
     assert code == 1 and "pi-b cannot decrypt it" in out and "not shipped" in out
     fleet.ok("create", "--no-lint", stick)
@@ -180,7 +181,8 @@ def test_secrets_reach_only_their_devices_and_leave_no_trace(tmp_path, fleet, mo
     fleet.ok("secret", "set", "token", "--group", "lobby", "--from-file", value_file,
              "--secrets-key", secrets_key)
     fleet.git("rm", "-q", "groups/lobby/mistake.yaml")
-    fleet.git("commit", "-q", "-S", "-m", "no more mistake")
+    fleet.git("commit", "-q", "-S", "--trailer", "Giter-Branch: main", "-m",
+              "no more mistake")
     fleet.ok("create", stick)
     shutil.copy(stick / "giter/inbox/main.bundle", tmp_path / "main.bundle")
     assert capture(agent_main, ["-c", pi_a.config, "sync", "--bundle",
@@ -223,7 +225,8 @@ def test_rekey_follows_enrolment_and_names_what_to_rotate(tmp_path, fleet, monke
     shutil.rmtree(pi_b.dir / "state")
     fleet.ok("enroll", "pi-b", pi_b.key_line(), "--replace")
     fleet.git("rm", "-q", ".giter/devices/pi-c.pub", ".giter/devices/pi-c.yaml")
-    fleet.git("commit", "-q", "-S", "-m", "pi-c retired")
+    fleet.git("commit", "-q", "-S", "--trailer", "Giter-Branch: main", "-m",
+              "pi-c retired")
     (pi_d,) = enrolled(fleet, tmp_path, "pi-d")
     fp_c = sshsig.PublicKey.from_openssh(
         pi_c.key_file.with_name("device_key.pub").read_text()).fingerprint()

@@ -114,9 +114,55 @@ def test_small_rsa_and_compressed_ecdsa_are_refused(keys):
 
 # --- signatures: both directions with ssh-keygen ------------------------------------------
 
+def ssh_keygen_sign_low_s(tmp_path: Path, key: Path, message: bytes = MESSAGE) -> bytes:
+    """ssh-keygen's signature, drawn again until s is low (about half of them are)."""
+    for _ in range(64):
+        armour = ssh_keygen_sign(tmp_path, key, message)
+        if not sshsig.ecdsa_high_s(armour):
+            return armour
+    raise AssertionError("64 high-s signatures in a row")
+
+
+def _ecdsa_twin(armour: bytes, order: int) -> bytes:
+    """The same ECDSA signature with s -> n - s: valid too, with other bytes."""
+    fields = _fields(sshsig.dearmor(armour))
+    inner = _fields(b"\0" * 10 + fields[-1])[2:]  # [alg, mpints]
+    mp = _fields(b"\0" * 10 + inner[1])[2:]       # [r, s]
+    s = order - int.from_bytes(mp[1], "big")
+    twin_s = s.to_bytes(s.bit_length() // 8 + 1, "big")
+    inner_blob = _pack([b"", b"", inner[0], _pack([b"", b"", mp[0], twin_s])])
+    return sshsig.armor(_pack([*fields[:-1], inner_blob]))
+
+
+@pytest.mark.parametrize("name,order", [
+    ("ecdsa256", 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551),
+    ("ecdsa384", int("FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFC7634D81F4372DDF"
+                     "581A0DB248B0A77AECEC196ACCC52973", 16))])
+def test_ecdsa_twin_of_a_real_signature_is_refused(tmp_path, keys, name, order):
+    """ssh-keygen takes both (r, s) and (r, n - s); we take only the low one."""
+    armour = ssh_keygen_sign_low_s(tmp_path, keys[name])
+    twin = _ecdsa_twin(armour, order)
+    assert twin != armour and sshsig.ecdsa_high_s(twin)
+    assert ssh_keygen_verify(tmp_path, armour, keys[name])
+    assert ssh_keygen_verify(tmp_path, twin, keys[name])  # a second valid encoding
+    assert sshsig.verify(armour, MESSAGE, [public(keys[name])]) == public(keys[name])
+    with pytest.raises(TrustError) as caught:
+        sshsig.verify(twin, MESSAGE, [public(keys[name])])
+    assert caught.value.reason == "NonCanonicalSignature"
+
+
+@pytest.mark.parametrize("name", ["ecdsa256", "ecdsa384"])
+def test_our_ecdsa_signatures_are_low_s(keys, name):
+    key = sshsig.load_private_key(keys[name])
+    for i in range(24):  # a high s would turn up about every other time
+        armour = sshsig.sign(key, MESSAGE + bytes([i]))
+        assert not sshsig.ecdsa_high_s(armour)
+        sshsig.verify(armour, MESSAGE + bytes([i]), [public(keys[name])])
+
+
 @pytest.mark.parametrize("name", KEY_SPECS)
 def test_ssh_keygen_signatures_verify(tmp_path, keys, name):
-    armour = ssh_keygen_sign(tmp_path, keys[name])
+    armour = ssh_keygen_sign_low_s(tmp_path, keys[name])
     assert sshsig.verify(armour, MESSAGE, [public(keys["other"]), public(keys[name])]) == \
         public(keys[name])
 

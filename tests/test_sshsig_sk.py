@@ -160,5 +160,6 @@ def test_a_device_takes_in_a_history_signed_by_a_security_key(tmp_path):
     signed_commit.sign_commit(commit, untouched)
     repo.object_store.add_object(commit)
     with pytest.raises(TrustError) as caught:
-        verify_update(repo.object_store, parent[0], commit.id, TrustRoot((key.public,)))
+        verify_update(repo.object_store, parent[0], commit.id, TrustRoot((key.public,)),
+                      held={parent[0]}.__contains__)
     assert caught.value.reason == "UserPresenceMissing"

@@ -22,6 +22,7 @@ from support.git import (
     cat_commit,
     craft_sshsig,
     git_verifies,
+    low_s,
     pub_line,
     run,
     ssh_keygen,
@@ -69,8 +70,10 @@ class World:
                 self.pub.write(rel, text)
         self.git("add", "-A")
         sign = ["-S"] if key else ["--no-gpg-sign"]
-        self.git("-c", f"user.signingkey={self.keys[key or 'A']}", "commit", "-q",
-                 "--allow-empty", "-m", message, *sign)
+        signing = ("-c", f"user.signingkey={self.keys[key or 'A']}")
+        self.git(*signing, "commit", "-q", "--allow-empty", "-m", message, *sign)
+        if key:
+            low_s(self.git, *signing)
         return self.pub.head()
 
     def trust_text(self, *names: str, options: str = 'namespaces="git"') -> str:
@@ -96,8 +99,11 @@ class World:
         return Repo(str(self.pub.root)).object_store
 
     def verify(self, accepted: str | None, new: str, **kw) -> trust.Verified:
-        return verify_update(self.store(), accepted.encode() if accepted else None,
-                             new.encode(), self.root, **kw)
+        """``verify_update`` as a device at ``accepted`` runs it: it holds that history."""
+        store = self.store()
+        held = trust.ancestors(store, accepted.encode()) if accepted else set()
+        return verify_update(store, accepted.encode() if accepted else None,
+                             new.encode(), self.root, held=held.__contains__, **kw)
 
     # -- raw surgery for attacks git will not make itself ---------------------------
     def payload(self, commit: str) -> bytes:
@@ -488,7 +494,8 @@ def test_object_that_does_not_hash_to_its_id_is_refused(world):
     raw = cat_commit(world.pub.root, tip).replace(b"pay 10", b"pay 99")
     store = LyingStore(world.store(), tip.encode(), raw)
     with pytest.raises(TrustError) as caught:
-        verify_update(store, base.encode(), tip.encode(), world.root)
+        verify_update(store, base.encode(), tip.encode(), world.root,
+                      held={base.encode()}.__contains__)
     assert caught.value.reason == "CorruptObject"
 
 
@@ -737,4 +744,5 @@ def test_pinned_genesis_is_required_on_first_sync(world):
     assert caught.value.reason == "WrongGenesis"
     assert first in str(caught.value)
     # Once a tip is accepted, the pin has done its work: fast-forward rules from there.
-    assert verify_update(world.store(), first.encode(), tip.encode(), pinned).commits
+    assert verify_update(world.store(), first.encode(), tip.encode(), pinned,
+                         held={first.encode()}.__contains__).commits

@@ -69,6 +69,7 @@ class Reason(StrEnum):
     InvalidTree = "InvalidTree"
     UnsafeTreeEntry = "UnsafeTreeEntry"
     UnexpectedName = "UnexpectedName"
+    BrokenTree = "BrokenTree"
     # trust
     UntrustedCommit = "UntrustedCommit"
     UnsignedCommit = "UnsignedCommit"
@@ -84,7 +85,11 @@ class Reason(StrEnum):
     UserPresenceMissing = "UserPresenceMissing"
     Rollback = "Rollback"
     Fork = "Fork"
+    NewRoot = "NewRoot"
     WrongGenesis = "WrongGenesis"
+    WrongBranch = "WrongBranch"
+    BranchNotBound = "BranchNotBound"
+    NonCanonicalSignature = "NonCanonicalSignature"
     OwnershipViolation = "OwnershipViolation"
     UnknownSpecCommit = "UnknownSpecCommit"
     # resources and kinds

@@ -12,6 +12,9 @@ from pathlib import Path
 # -- the exchange repository ---------------------------------------------------------------
 TRUST_FILE = ".giter/trust/allowed_signers"  # publisher keys (git's allowed_signers format)
 TRUST_FILE_PARTS = tuple(part.encode() for part in TRUST_FILE.split("/"))
+POLICY_FILE = ".giter/trust/policy.toml"  # bind_branch = true: tips name their branch
+POLICY_FILE_PARTS = tuple(part.encode() for part in POLICY_FILE.split("/"))
+BRANCH_TRAILER = "Giter-Branch"  # the signed trailer naming the branch a commit is for
 DEVICES_DIR = ".giter/devices"  # <id>.pub: an enrolled device's key; <id>.yaml: its record
 STATUS_DIR = ".giter/status"  # <id>.yaml: a device's DeviceStatus summary, on its branch
 DEVICE_FOLDER = "devices"  # devices/<id>/*.yaml: resources for one device

@@ -32,7 +32,7 @@ from typing import Any, BinaryIO
 from dulwich.errors import ApplyDeltaError, ChecksumMismatch, ObjectFormatException
 from dulwich.file import FileLocked
 from dulwich.object_store import BaseObjectStore, DiskObjectStore, ObjectStoreGraphWalker
-from dulwich.objects import Commit, Tree
+from dulwich.objects import Blob, Commit, Tree, hex_to_sha
 from dulwich.pack import UnresolvedDeltas, write_pack_data
 from dulwich.refs import DiskRefsContainer, check_ref_format
 from dulwich.repo import Repo
@@ -50,8 +50,72 @@ from giter_agent.core.errors import (
 )
 from giter_agent.history import bundle as bundle_format
 from giter_agent.history import commit_layout, pack_index
+from giter_agent.history import tree as tree_module
+from giter_agent.history.objects import has_object, oid
 
 _GITLINK_MODE = 0o160000
+_TYPE_NAMES = {1: "commit", 2: "tree", 3: "blob", 4: "tag"}
+_OFS_DELTA, _REF_DELTA = 6, 7
+
+
+class _TypeReader:
+    """Objects' types, read from their pack entries' headers (following delta bases)
+    without inflating them: a tree may name megabytes of blobs. The store's own packs
+    first, then its alternates' (the main store behind a quarantine); a loose object is
+    read whole. Pack lists and open pack files are kept for one walk; ``close()`` ends it.
+    """
+
+    def __init__(self, store: BaseObjectStore) -> None:
+        self._store = store
+        self._packs = [list(getattr(where, "packs", ()))
+                       for where in (store, *getattr(store, "alternates", ()))]
+        self._files: dict[str, BinaryIO] = {}
+
+    def close(self) -> None:
+        for fh in self._files.values():
+            fh.close()
+        self._files.clear()
+
+    def type_of(self, sha: bytes, depth: int = 0) -> int:
+        """The type number of ``sha``; KeyError when nobody has it."""
+        binsha = hex_to_sha(oid(sha))
+        for packs in self._packs:
+            for pack in packs:
+                try:
+                    offset = pack.index.object_offset(binsha)
+                except KeyError:
+                    continue
+                return self._type_at(pack._data_path, offset, sha, depth)
+        return self._store.get_raw(oid(sha))[0]
+
+    def _type_at(self, path: str, offset: int, sha: bytes, depth: int) -> int:
+        fh = self._files.get(path)
+        if fh is None:
+            fh = self._files[path] = open(path, "rb")  # noqa: SIM115 - closed by close()
+        while True:
+            if depth > 64:
+                raise HistoryError(f"object {_hex(sha)}: delta chain deeper than 64",
+                                   reason="CorruptBundle")
+            fh.seek(offset)
+            head = fh.read(32)
+            kind, i = (head[0] >> 4) & 7, 0
+            while head[i] & 0x80:
+                i += 1
+            i += 1
+            if kind == _REF_DELTA:
+                return self.type_of(head[i:i + 20].hex().encode(), depth + 1)
+            if kind != _OFS_DELTA:
+                return kind
+            byte = head[i]
+            back = byte & 0x7F
+            while byte & 0x80:
+                i += 1
+                byte = head[i]
+                back = ((back + 1) << 7) | (byte & 0x7F)
+            offset -= back
+            depth += 1
+
+
 _LOCK_NAME = "lock"
 # A quarantine directory without its lock file is only left alone this long.
 _UNLOCKED_GRACE_S = 60.0
@@ -150,20 +214,39 @@ class Quarantine:
         """Ancestry over the quarantined and accepted objects together."""
         return _is_ancestor(self.object_store, ancestor, descendant)
 
-    def promote(self) -> None:
-        """Move the quarantined pack(s) into the main store durably; then they are accepted."""
+    def held(self, sha: bytes) -> bool:
+        """Whether the device held ``sha`` before this import (it is in the main store)."""
+        return has_object(self._history.object_store, sha)
+
+    def promote(self, tips: Iterable[bytes] | None = None) -> None:
+        """Move what ``tips`` (default: every ref) need into the main store durably.
+
+        Only objects reachable from ``tips`` that the main store lacks are accepted.
+        When the quarantined pack(s) hold nothing else, they move as they are (deltas
+        kept); otherwise, e.g. a pack re-made with unreachable junk in it, the needed
+        objects are re-packed first and the rest is dropped with the quarantine.
+        """
         if self._closed:
             raise HistoryError("quarantine already closed; import the bundle again",
                                reason="QuarantineClosed")
         if self.promoted:
             return
+        main = self._history.object_store
+        tips = list(self.refs.values()) if tips is None else list(tips)
+        needed = self._history._new_objects(self.object_store, tips)
+        packs = list(self.object_store.packs)
+        junk = any(sha not in needed and sha not in main for pack in packs for sha in pack)
+        names = None
+        if junk:
+            kept = self.object_store.add_objects(_Lazy(self.object_store, sorted(needed)))
+            names = set() if kept is None else {f"pack-{kept.name().decode()}.idx"}
         src = self._directory / "pack"
-        dst = Path(self._history.object_store.pack_dir)
+        dst = Path(main.pack_dir)
         empty = {f"pack-{p.name().decode()}.idx" for p in self.object_store.packs if not len(p)}
         for idx in sorted(src.glob("*.idx")):
             pack = idx.with_suffix(".pack")
-            if idx.name in empty:
-                continue  # a bundle of refs we already had: nothing to accept
+            if idx.name in empty or (names is not None and idx.name not in names):
+                continue  # nothing to accept, or only what the tips do not need
             if (dst / idx.name).exists():
                 # Pack names hash the object ids: same name, same objects already accepted.
                 # Renaming over it would briefly pair the old index with the new pack.
@@ -178,6 +261,22 @@ class Quarantine:
         if not self._closed:
             self._closed = True
             self.object_store.close()
+
+
+class _Lazy(Sequence[tuple[Any, None]]):
+    """(object, None) for each id, read from ``store`` one at a time as a pack is written."""
+
+    def __init__(self, store: BaseObjectStore, ids: list[bytes]) -> None:
+        self._store, self._ids = store, ids
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def __getitem__(self, i: int) -> tuple[Any, None]:  # type: ignore[override]
+        return self._store[oid(self._ids[i])], None
+
+    def __iter__(self) -> Iterator[tuple[Any, None]]:
+        return ((self._store[oid(sha)], None) for sha in self._ids)
 
 
 class _ObjectStore(DiskObjectStore):
@@ -513,61 +612,91 @@ class History:
 
     def _check_complete(self, store: DiskObjectStore, tips: list[bytes],
                         deadline: Budget) -> None:
-        """Every commit, tree and blob the tips need is here, down to accepted history.
+        """Every commit, tree and blob the tips need is here, down to accepted history."""
+        self._new_objects(store, tips, deadline)
+
+    def _new_objects(self, store: DiskObjectStore, tips: list[bytes],
+                     deadline: Budget | None = None) -> set[bytes]:
+        """The objects ``tips`` need that only the quarantine has; IncompleteBundle if any
+        is missing.
 
         Objects in the main store were complete when they were accepted, so the walk
         stops at them; everything else must be in the quarantined pack.
         """
         main = self.object_store
         seen: set[bytes] = set()
+        quarantined: set[bytes] = set()
 
         def new(sha: bytes, what: str) -> bool:
             """True if ``sha`` is only in quarantine (walk on), False if accepted (stop)."""
             if sha in seen:
                 return False
             seen.add(sha)
-            if store.contains_packed(sha):
-                return True
             if sha in main:
                 return False
+            if store.contains_packed(sha):
+                quarantined.add(sha)
+                return True
             raise HistoryError(f"bundle is incomplete: {what} {_hex(sha)} is missing",
                                reason="IncompleteBundle")
 
         commits = [t for t in tips if new(t, "commit")]
-        while commits:
-            deadline.check()
-            sha = commits.pop()
-            parts = _gate_commit(store, sha)
-            if new(parts.tree, f"tree of commit {_hex(sha)}:"):
-                try:
-                    self._check_tree(store, parts.tree, sha, new, deadline)
-                except (ChecksumMismatch, ObjectFormatException, ValueError) as exc:
-                    if isinstance(exc, GiterError):
-                        raise
-                    raise BundleError(f"bundle holds a malformed tree (in commit {_hex(sha)}):"
-                                      f" {type(exc).__name__}: {exc}",
-                                      reason="MalformedTree") from None
-            commits.extend(p for p in parts.parents
-                           if new(p, f"parent of commit {_hex(sha)}:"))
+        types = _TypeReader(store)
+        budget = deadline or Budget(float("inf"))
+        try:
+            while commits:
+                budget.check()
+                sha = commits.pop()
+                parts = _gate_commit(store, sha)
+                if new(parts.tree, f"tree of commit {_hex(sha)}:"):
+                    try:
+                        self._check_tree(store, parts.tree, sha, new, budget, types)
+                    except (ChecksumMismatch, ObjectFormatException, ValueError) as exc:
+                        if isinstance(exc, GiterError):
+                            raise
+                        raise BundleError(f"bundle holds a malformed tree (in commit "
+                                          f"{_hex(sha)}): {type(exc).__name__}: {exc}",
+                                          reason="MalformedTree") from None
+                commits.extend(p for p in parts.parents
+                               if new(p, f"parent of commit {_hex(sha)}:"))
+        finally:
+            types.close()
+        return quarantined
 
     @staticmethod
     def _check_tree(store: DiskObjectStore, tree_id: bytes, commit: bytes,
-                    new: Callable[[bytes, str], bool], deadline: Budget) -> None:
+                    new: Callable[[bytes, str], bool], deadline: Budget,
+                    types: _TypeReader) -> None:
+        """Every new tree below ``tree_id`` is one git calls sound, and names objects of
+        the type its modes say; the new ones are walked on (HistoryError otherwise)."""
         trees = [tree_id]
         while trees:
             deadline.check()
             sha = trees.pop()
-            tree = store[sha]
-            if not isinstance(tree, Tree):
+            type_num, raw = store.get_raw(oid(sha))
+            if type_num != Tree.type_num:
                 raise HistoryError(f"bundle is incomplete: {_hex(sha)} (in commit"
                                    f" {_hex(commit)}) is not a tree", reason="IncompleteBundle")
-            for name, mode, entry in tree.iteritems():
+            try:
+                entries = tree_module.parse_tree(raw)
+            except ValueError as exc:
+                raise HistoryError(f"tree {_hex(sha)} of commit {_hex(commit)} is broken: "
+                                   f"{exc}", reason="BrokenTree") from None
+            for name, mode, entry in entries:
                 if mode == _GITLINK_MODE:
                     continue  # a submodule's commit lives in another repository
                 is_tree = stat.S_ISDIR(mode)
-                what = (f"{'tree' if is_tree else 'blob'} {name.decode(errors='replace')!r}"
-                        f" of commit {_hex(commit)}:")
-                if new(entry, what) and is_tree:
+                shown = name.decode(errors="replace")
+                what = f"{'tree' if is_tree else 'blob'} {shown!r} of commit {_hex(commit)}:"
+                is_new = new(entry, what)
+                wanted = Tree.type_num if is_tree else Blob.type_num
+                found = types.type_of(entry)
+                if found != wanted:
+                    raise HistoryError(
+                        f"tree {_hex(sha)} of commit {_hex(commit)} is broken: entry "
+                        f"{shown!r} has mode {mode:o} but names a "
+                        f"{_TYPE_NAMES.get(found, 'bad object')}", reason="BrokenTree")
+                if is_new and is_tree:
                     trees.append(entry)
 
     # -- export --------------------------------------------------------------------------

@@ -31,6 +31,52 @@ _GITLINK_MODE = 0o160000
 MAX_DEPTH = 32
 
 
+# The modes git writes, as it writes them: "40000" (never "040000"), and no 100664.
+GIT_MODES = {b"100644": 0o100644, b"100755": 0o100755, b"120000": 0o120000,
+             b"40000": 0o040000, b"160000": 0o160000}
+
+
+def parse_tree(raw: bytes) -> list[tuple[bytes, int, bytes]]:
+    """(name, mode, hex id) of each entry of a tree object's bytes, as ``git fsck --strict``
+    would have it; ValueError names what git calls broken.
+
+    Refused: a truncated entry, a mode git does not write (zero-padded, 100664, other),
+    an empty name, a name with ``/``, ``.``, ``..`` or ``.git`` (any case), the null id,
+    two entries of one name (a file and a folder included), and entries out of git's
+    order. git reads the first of two same-named entries and a checkout writes the
+    second, so a tree like that shows one thing and applies another.
+    """
+    entries: list[tuple[bytes, int, bytes]] = []
+    previous: bytes | None = None
+    names: set[bytes] = set()
+    pos = 0
+    while pos < len(raw):
+        space = raw.find(b" ", pos, pos + 8)
+        nul = raw.find(b"\0", space + 1) if space >= 0 else -1
+        if space < 0 or nul < 0 or nul + 21 > len(raw):
+            raise ValueError("truncated tree entry")
+        mode_text, name, binsha = raw[pos:space], raw[space + 1:nul], raw[nul + 1:nul + 21]
+        pos = nul + 21
+        shown = name.decode("utf-8", "replace")
+        mode = GIT_MODES.get(mode_text)
+        if mode is None:
+            raise ValueError(f"entry {shown!r} has mode {mode_text.decode('ascii', 'replace')!r}"
+                             ", which git does not write")
+        if not name or b"/" in name or name in (b".", b"..") or name.lower() == b".git":
+            raise ValueError(f"entry name {shown!r} is not allowed in a tree")
+        if binsha == bytes(20):
+            raise ValueError(f"entry {shown!r} has the null id")
+        if name in names:
+            raise ValueError(f"two entries are named {shown!r}")
+        names.add(name)
+        key = name + b"/" if mode == 0o040000 else name  # git sorts a folder as "name/"
+        if previous is not None and key <= previous:
+            raise ValueError(f"entry {shown!r} is out of git's order")
+        previous = key
+        entries.append((name, mode, binsha.hex().encode()))
+    return entries
+
+
 def _join(prefix: str, name: str) -> str:
     return f"{prefix}/{name}" if prefix else name
 

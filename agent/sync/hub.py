@@ -149,6 +149,8 @@ class HubExchange:
                              extra={"event": "push-retry", "reason": exc.reason})
                 listed: dict[bytes, bytes] = {}
                 with self._fetched(history, state, remote, listed, refs=(ref,)) as q:
+                    if ref in q.refs:
+                        _observes_held_specs(q, q.refs[ref])
                     q.promote()  # a status commit drives nothing: complete is enough
                 hub = listed.get(ref)
                 if hub is not None and not fast_forward(hub):
@@ -210,3 +212,24 @@ class HubExchange:
         if pushed:
             net["hubStatus"] = state.status_tip
         state.network = net
+
+
+def _observes_held_specs(q: Any, tip: bytes) -> None:
+    """The hub's status chain may come in only if every report in it observes a spec
+    commit this device already holds.
+
+    Otherwise promoting it would bring in spec commits the device never verified, and
+    the trust rule (docs/trust.md) counts a commit the device holds as old history: the
+    spec branch's next update through them would be refused as a fork for good.
+    """
+    todo, seen = [tip], set()
+    while todo:
+        sha = todo.pop()
+        if sha in seen or q.held(sha):
+            continue
+        seen.add(sha)
+        parents = q.object_store[sha].parents
+        if len(parents) not in (1, 2) or not q.held(parents[-1]):
+            raise HistoryError(f"the hub's status commit {sha.decode()} observes a spec "
+                               "commit this device has not accepted", reason="UnknownSpecCommit")
+        todo.extend(parents[:-1])

@@ -95,10 +95,11 @@ class SpecImporter:
                     return BundleVerdict(name, "up-to-date", "UpToDate",
                                          f"spec {tip.decode()[:12]} is already accepted")
                 accepted = state.accepted.encode() if state.accepted else None
-                verified = verify_update(q.object_store, accepted, tip, root,
+                verified = verify_update(q.object_store, accepted, tip, root, held=q.held,
+                                         branch=self.config.branch,
                                          max_commits=self.config.limits.max_commits,
                                          budget=budget)
-                q.promote()
+                q.promote([tip])  # what the tip needs: a courier's junk stays behind
         except (BundleError, HistoryError, TrustError) as exc:
             # Only a bundle that cannot be used at all is "unusable"; one that was read and
             # failed a check is "refused", and a refusal is always reported loudly.

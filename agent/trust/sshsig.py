@@ -61,6 +61,15 @@ _CURVES: dict[str, tuple[str, ec.EllipticCurve, hashes.HashAlgorithm]] = {
     ECDSA_P384: ("nistp384", ec.SECP384R1(), hashes.SHA384()),
     SK_ECDSA_P256: ("nistp256", ec.SECP256R1(), hashes.SHA256()),
 }
+# The order n of each curve's group. (r, s) and (r, n - s) both verify, so a signature
+# is canonical only with s <= n/2 (low-s, as Bitcoin's BIP 62 and libsecp256k1 require):
+# otherwise anyone could give a signed commit a twin with another id.
+_ORDERS = {
+    ECDSA_P256: 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551,
+    SK_ECDSA_P256: 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551,
+    ECDSA_P384: int("FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFC7634D81F4372DDF"
+                    "581A0DB248B0A77AECEC196ACCC52973", 16),
+}
 
 # The message digest SSHSIG wraps. md5, sha1 and anything else are refused outright.
 _HASHES = {"sha512": hashlib.sha512, "sha256": hashlib.sha256}
@@ -337,6 +346,11 @@ def _check(key: PublicKey, signature: bytes, data: bytes) -> None:
             r = inner.mpint()
             s = inner.mpint()
             inner.end()
+            if s > _ORDERS[key.keytype] // 2:
+                raise _fail("NonCanonicalSignature",
+                            f"ecdsa signature by {key.fingerprint()} has a high s (> n/2): "
+                            "the twin of a canonical signature; sign again (each ECDSA "
+                            "signature is random), or use an ed25519 key")
             public.verify(encode_dss_signature(r, s), data,
                           ec.ECDSA(_CURVES[key.keytype][2]))
         else:
@@ -375,6 +389,23 @@ def verify(armored: bytes, message: bytes, keys: Iterable[PublicKey],
         raise _fail("UnknownSigner", f"signed by {claimed}, which is not a trusted key")
     _check(key, sig.signature, _signed_data(sig.namespace, sig.hash_alg, message))
     return key
+
+
+def ecdsa_high_s(armored: bytes) -> bool:
+    """Whether an ECDSA signature has s > n/2, which ``verify`` refuses (others: False).
+
+    ``ssh-keygen`` does not normalise s, so about half of its ECDSA signatures are
+    high: tools use this to sign again before a device sees one.
+    """
+    sig = _parse(dearmor(armored))
+    reader = _Reader(sig.signature, "signature blob", "MalformedSignature")
+    alg = reader.text()
+    raw = reader.string()
+    if alg not in _ORDERS:
+        return False
+    inner = _Reader(raw, "ecdsa signature", "MalformedSignature")
+    inner.mpint()
+    return inner.mpint() > _ORDERS[alg] // 2
 
 
 def signer_of(armored: bytes) -> PublicKey:
@@ -422,6 +453,8 @@ def sign(private_key: PrivateKey, message: bytes, namespace: str = "git",
     elif isinstance(private_key, ec.EllipticCurvePrivateKey):
         r, s = decode_dss_signature(
             private_key.sign(data, ec.ECDSA(_CURVES[public.keytype][2])))
+        order = _ORDERS[public.keytype]
+        s = min(s, order - s)  # low-s: the one encoding verify() accepts
         inner = _string(public.keytype.encode()) + _string(_mpint(r) + _mpint(s))
     elif isinstance(private_key, rsa.RSAPrivateKey):
         raw = private_key.sign(data, padding.PKCS1v15(), hashes.SHA512())

@@ -4,14 +4,21 @@ The sync path calls ``verify_update`` after a fetch lands objects and before any
 ``tools/bundle`` calls ``verify_status_commit`` before it takes a device's status commit
 into the publisher's repository. See docs/trust.md for the model this implements.
 
-Rules, in the order they are checked:
+The rule, in one sentence: a device takes a new commit only if every parent of it is
+the accepted tip or another new commit, and its signer is trusted by the trust file of
+every one of those parents (a root key: by any). In the order they are checked:
 
-1. ``new`` must descend from the accepted tip (else Rollback or Fork).
-2. Every commit reachable from ``new`` and not from the accepted tip is verified, oldest
-   first, merges included, against the signer set of its first parent's tree
-   (``.giter/trust/allowed_signers``, or the device's pinned set when the file is absent);
-   a genesis commit against the pinned set. A root key is trusted for every commit.
-3. The ``Expires:`` trailer of the new tip is parsed and returned; the caller compares it
+1. Shape (``new_commits``): walking down from ``new``, every parent is the accepted tip
+   or a commit the device did not hold before (else Rollback or Fork); no new commit
+   without parents, except the first commit of a first sync (NewRoot), which must be
+   the pinned genesis when one is pinned (WrongGenesis). The walk reads new commits only.
+2. Signatures (``_verify_commit``), parents first: signed by a key that the
+   ``.giter/trust/allowed_signers`` of each parent's tree trusts (the pinned set when a
+   tree has none, and for the first commit), or by a root key.
+3. The new tip names its branch in a ``Giter-Branch:`` trailer: a different name is
+   refused, and no name is refused when a parent's ``.giter/trust/policy.toml`` says
+   ``bind_branch = true``.
+4. The ``Expires:`` trailer of the new tip is parsed and returned; the caller compares it
    with its own clock. Committer dates are never read.
 """
 
@@ -27,13 +34,19 @@ from typing import Any
 
 from giter_agent.core.budget import Budget
 from giter_agent.core.errors import ResourceError, TrustError
-from giter_agent.core.layout import TRUST_FILE_PARTS, summary_path
+from giter_agent.core.layout import (
+    BRANCH_TRAILER,
+    POLICY_FILE_PARTS,
+    TRUST_FILE_PARTS,
+    summary_path,
+)
 from giter_agent.core.yaml_policy import load_yaml
 from giter_agent.trust import allowed_signers as signers_file
 from giter_agent.trust import signed_commit, sshsig
 from giter_agent.trust.sshsig import PublicKey
 
 TRUST_FILE = TRUST_FILE_PARTS
+POLICY_FILE = POLICY_FILE_PARTS
 
 _COMMIT, _TREE, _BLOB = 1, 2, 3
 _TYPE_NAMES = {_COMMIT: b"commit", _TREE: b"tree", _BLOB: b"blob"}
@@ -99,8 +112,13 @@ def _parents(raw: bytes) -> list[bytes]:
             if line.startswith(b"parent ") and len(line) == 47]
 
 
-def _ancestors(store, tip: bytes) -> set[bytes]:
-    """``tip`` and every commit reachable from it."""
+def ancestors(store: Any, tip: bytes) -> set[bytes]:
+    """``tip`` and every commit reachable from it: a whole-history walk.
+
+    For tools that judge a bundle against a commit they name (the publisher's
+    ``inspect`` and ``create``) and for tests; the device never calls it, since it
+    knows what it holds from its object store (``Quarantine.held``).
+    """
     seen = {tip}
     todo = [tip]
     while todo:
@@ -111,33 +129,72 @@ def _ancestors(store, tip: bytes) -> set[bytes]:
     return seen
 
 
-def _new_commits(store, new: bytes, known: set[bytes], max_commits: int
-                 ) -> tuple[list[bytes], set[bytes]]:
-    """Commits reachable from ``new`` but not in ``known``, parents before children.
+def new_commits(store: Any, accepted: bytes | None, new: bytes, *,
+                held: Callable[[bytes], bool], genesis: bytes | None = None,
+                max_commits: int = 100_000) -> list[bytes]:
+    """The commits ``new`` brings beyond ``accepted``, parents first, if their shape is one
+    a device may take; TrustError otherwise. Reads commits only, never a signature.
 
-    Also returns the ``known`` commits the walk stepped onto. The accepted tip is among
-    them exactly when ``new`` descends from it: no commit between the two can be one of
-    the accepted tip's own ancestors.
+    ``held(id)`` says whether the device held a commit before this import. The walk
+    goes down from ``new`` and stops at ``accepted``; it refuses at once a parent the
+    device held that is not ``accepted`` (``Fork``), so it reads only the new commits,
+    however long the accepted history is. It also refuses a new commit without
+    parents unless it is the first commit of a first sync (``NewRoot``), and on a first
+    sync a history that does not start at the pinned ``genesis`` (``WrongGenesis``).
     """
+    if accepted is not None and new != accepted and held(new):
+        raise _refuse("Rollback", f"{new.decode()} is already in this device's history and "
+                      f"is not the accepted tip {accepted.decode()}: an older state",
+                      new)
     order: list[bytes] = []
+    roots: list[bytes] = []
     seen = {new}
-    touched_known: set[bytes] = set()
-    stack = [(new, iter(_parents(_read(store, new, _COMMIT))))]
+    reached = False
+
+    def parents_of(oid: bytes) -> Iterator[bytes]:
+        parents = _parents(_read(store, oid, _COMMIT))
+        if not parents:
+            roots.append(oid)
+        return iter(parents)
+
+    stack = [(new, parents_of(new))] if new != accepted else []
     while stack:
         oid, pending = stack[-1]
         parent = next(pending, None)
         if parent is None:
             stack.pop()
             order.append(oid)
-        elif parent in known:
-            touched_known.add(parent)
+        elif parent == accepted:
+            reached = True
         elif parent not in seen:
+            if accepted is not None and held(parent):
+                raise _refuse("Fork", f"{new.decode()} does not descend from the accepted "
+                              f"tip {accepted.decode()} alone: commit {oid.decode()} has "
+                              f"parent {parent.decode()}, an older commit", new)
             seen.add(parent)
             if len(seen) > max_commits:
                 raise _refuse("TooManyCommits", f"update brings more than {max_commits} "
                               "new commits", new)
-            stack.append((parent, iter(_parents(_read(store, parent, _COMMIT)))))
-    return order, touched_known
+            stack.append((parent, parents_of(parent)))
+    if accepted is not None:
+        if not reached:
+            raise _refuse("Fork", f"{new.decode()} does not descend from the accepted tip "
+                          f"{accepted.decode()}", new)
+        if roots:
+            raise _refuse("NewRoot", f"commit {roots[0].decode()} has no parent: after the "
+                          "first commit, every commit builds on the accepted history",
+                          roots[0])
+    elif genesis is not None and roots != [genesis]:
+        # First sync: the history must grow from the pinned first commit, so that an old
+        # image's pinned keys cannot be replayed into some other repository they signed.
+        raise _refuse("WrongGenesis", f"history of {new.decode()} starts at "
+                      f"{', '.join(r.decode() for r in roots)}, not at the pinned "
+                      f"genesis commit {genesis.decode()}", new)
+    elif len(roots) > 1:
+        raise _refuse("NewRoot", f"history of {new.decode()} has {len(roots)} commits "
+                      f"without a parent ({', '.join(r.decode()[:12] for r in roots)}); "
+                      "a history has one first commit", new)
+    return order
 
 
 def _tree_entries(raw: bytes) -> Iterator[tuple[bytes, int, bytes]]:
@@ -163,36 +220,51 @@ def _tree_entry(store, tree: bytes, name: bytes) -> tuple[int, bytes] | None:
 
 
 class _SignerSets:
-    """The keys each commit's tree trusts: what that commit's children answer to.
+    """What each commit's tree says about its children: the keys it trusts, and whether
+    a tip built on it must name its branch.
 
     Consecutive commits mostly share their ``.giter`` subtree and trust file, so lookups
-    are memoised by tree id and the parsed file by blob id.
+    are memoised by tree id and the parsed files by blob id.
     """
 
-    def __init__(self, store, root: TrustRoot) -> None:
+    def __init__(self, store: Any, root: TrustRoot) -> None:
         self._store = store
         self._root = root
         self._trees: dict[bytes, bytes] = {}  # commit -> tree, from commits already parsed
-        self._found: dict[tuple[bytes, int], bytes | None] = {}  # (tree, depth) -> blob
+        self._found: dict[tuple[bytes, tuple[bytes, ...]], bytes | None] = {}
         self._by_blob: dict[bytes, tuple[PublicKey, ...]] = {}
+        self._policies: dict[bytes, bool] = {}
 
     def note_tree(self, commit: bytes, tree: bytes) -> None:
         self._trees[commit] = tree
 
     def of(self, commit: bytes) -> tuple[PublicKey, ...]:
-        where = b"/".join(TRUST_FILE).decode()
-        try:
-            blob = self._find(self._tree_of(commit), 0)
-        except ValueError as exc:
-            raise _refuse("InvalidTrustFile", f"{where} in commit {commit.decode()}: {exc}",
-                          commit) from None
+        """The keys ``commit``'s tree trusts (the pinned set when it has no trust file)."""
+        blob = self._blob(commit, TRUST_FILE)
         if blob is None:
             return self._root.signers
         if blob not in self._by_blob:
-            source = f"{where}@{commit.decode()[:12]}"
+            source = f"{b'/'.join(TRUST_FILE).decode()}@{commit.decode()[:12]}"
             data = _read(self._store, blob, _BLOB)
             self._by_blob[blob] = signers_file.keys_for(signers_file.parse(data, source))
         return self._by_blob[blob]
+
+    def binds_branch(self, commit: bytes) -> bool:
+        """Whether ``commit``'s tree asks every tip built on it to name its branch."""
+        blob = self._blob(commit, POLICY_FILE)
+        if blob is None:
+            return False
+        if blob not in self._policies:
+            where = f"{b'/'.join(POLICY_FILE).decode()}@{commit.decode()[:12]}"
+            self._policies[blob] = parse_policy(_read(self._store, blob, _BLOB), where)
+        return self._policies[blob]
+
+    def _blob(self, commit: bytes, path: tuple[bytes, ...]) -> bytes | None:
+        try:
+            return self._find(self._tree_of(commit), path)
+        except ValueError as exc:
+            raise _refuse("InvalidTrustFile", f"{b'/'.join(path).decode()} in commit "
+                          f"{commit.decode()}: {exc}", commit) from None
 
     def _tree_of(self, commit: bytes) -> bytes:
         if commit not in self._trees:
@@ -202,49 +274,84 @@ class _SignerSets:
             self._trees[commit] = raw[5:45]
         return self._trees[commit]
 
-    def _find(self, tree: bytes, depth: int) -> bytes | None:
-        """The trust file's blob id below ``tree`` (at ``TRUST_FILE[depth:]``), or None."""
-        key = (tree, depth)
+    def _find(self, tree: bytes, path: tuple[bytes, ...]) -> bytes | None:
+        """The blob id of the regular file at ``path`` below ``tree``, or None."""
+        key = (tree, path)
         if key not in self._found:
-            name = TRUST_FILE[depth]
-            entry = _tree_entry(self._store, tree, name)
-            last = depth == len(TRUST_FILE) - 1
+            entry = _tree_entry(self._store, tree, path[0])
+            last = len(path) == 1
             if entry is None:
                 found = None
             elif last and entry[0] in _FILE_MODES:
                 found = entry[1]
             elif not last and entry[0] == _DIR_MODE:
-                found = self._find(entry[1], depth + 1)
+                found = self._find(entry[1], path[1:])
             else:  # a symlink or submodule where the trust file or its folders belong
-                raise ValueError(f"{name.decode()} has mode {entry[0]:o}")
+                raise ValueError(f"{path[0].decode(errors='replace')} has mode {entry[0]:o}")
             self._found[key] = found
         return self._found[key]
 
 
-def _verify_commit(store, oid: bytes, root: TrustRoot, sets: _SignerSets) -> PublicKey:
+def parse_policy(data: bytes, source: str) -> bool:
+    """``.giter/trust/policy.toml``: whether tips must name their branch (``bind_branch``).
+
+    Strict: an unknown key or a value of the wrong type refuses the whole file, so a typo
+    can never switch a protection off without anyone noticing.
+    """
+    import tomllib
+
+    try:
+        doc = tomllib.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise _refuse("InvalidTrustFile", f"{source}: not valid TOML ({exc})") from None
+    unknown = sorted(set(doc) - {"bind_branch"})
+    if unknown:
+        raise _refuse("InvalidTrustFile", f"{source}: unknown setting {unknown[0]!r}")
+    bind = doc.get("bind_branch", False)
+    if not isinstance(bind, bool):
+        raise _refuse("InvalidTrustFile", f"{source}: bind_branch must be true or false")
+    return bind
+
+
+def _verify_commit(store: Any, oid: bytes, root: TrustRoot, sets: _SignerSets) -> PublicKey:
+    """One commit: signed by a root key, or by a key the trust file of EVERY parent trusts
+    (the pinned set for a commit without parents). Parent order plays no part."""
     name = oid.decode()
     parts = signed_commit.parse(_read(store, oid, _COMMIT), name)
     sets.note_tree(oid, parts.tree)
     if parts.signature is None:
         raise _refuse("UnsignedCommit", f"commit {name} is not signed", oid)
+    parents = list(dict.fromkeys(parts.parents))
+    in_force: list[tuple[bytes | None, tuple[PublicKey, ...]]] = []
     trust_file_error = None
     try:
-        signers = sets.of(parts.parents[0]) if parts.parents else root.signers
+        in_force = [(p, sets.of(p)) for p in parents] or [(None, root.signers)]
     except TrustError as exc:
         # A root key may still sign here: that is how a broken trust file gets repaired.
-        signers, trust_file_error = (), exc
+        trust_file_error = exc
+    candidates = {k.blob: k for _, keys in in_force for k in keys}
     try:
-        return sshsig.verify(parts.signature, parts.payload, root.root_keys + signers)
+        key = sshsig.verify(parts.signature, parts.payload,
+                            [*root.root_keys, *candidates.values()])
     except TrustError as exc:
         if trust_file_error is not None and exc.reason == "UnknownSigner":
             raise _refuse(trust_file_error.reason,
                           f"commit {name}: parent's {trust_file_error}", oid) from None
         raise _refuse(exc.reason, f"commit {name}: {exc}", oid) from None
+    if key in root.root_keys:
+        return key
+    for parent, keys in in_force:
+        if key not in keys:
+            raise _refuse("UnknownSigner", f"commit {name}: signed by {key}, which the "
+                          f"trust file of its parent {parent.decode() if parent else ''} "
+                          "does not trust (a commit answers to every parent)", oid)
+    return key
 
 
 _RFC3339 = re.compile(
     r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?(?:([Zz])|([+-])(\d{2}):(\d{2}))")
 _EXPIRES = re.compile(r"expires[ \t]*:(.*)", re.IGNORECASE)
+_BRANCH = re.compile(re.escape(BRANCH_TRAILER) + r"[ \t]*:(.*)", re.IGNORECASE)
 
 
 def parse_rfc3339(value: str) -> datetime:
@@ -264,19 +371,27 @@ def parse_rfc3339(value: str) -> datetime:
     return when.astimezone(UTC)
 
 
-def expires_of(message: bytes, commit: bytes | None = None) -> datetime | None:
-    """The ``Expires:`` trailer in the last paragraph of a commit message, if any.
+def _trailers(message: bytes, pattern: re.Pattern[str]) -> list[str]:
+    """Values of the lines matching ``pattern`` in the last paragraph of a commit message.
 
-    Any ``Expires:`` line in that paragraph counts, even among non-trailer lines: a
-    publisher who meant to freeze a spec must never be ignored on a formatting detail.
-    Two of them, or one that does not parse, is a rejection.
+    Any matching line in that paragraph counts, even among non-trailer lines: a
+    publisher who meant to freeze or bind a spec must never be ignored on a formatting
+    detail. The first paragraph is the subject, never trailers.
     """
     paragraphs = [p for p in re.split(r"\n[ \t]*\n", message.decode("utf-8", "replace").strip())
                   if p.strip()]
-    if len(paragraphs) < 2:  # the first paragraph is the subject, never trailers
-        return None
-    values = [m[1].strip() for line in paragraphs[-1].split("\n")
-              if (m := _EXPIRES.fullmatch(line.strip()))]
+    if len(paragraphs) < 2:
+        return []
+    return [m[1].strip() for line in paragraphs[-1].split("\n")
+            if (m := pattern.fullmatch(line.strip()))]
+
+
+def expires_of(message: bytes, commit: bytes | None = None) -> datetime | None:
+    """The ``Expires:`` trailer in the last paragraph of a commit message, if any.
+
+    Two of them, or one that does not parse, is a rejection.
+    """
+    values = _trailers(message, _EXPIRES)
     if not values:
         return None
     name = commit.decode() if commit else "the new tip"
@@ -289,51 +404,102 @@ def expires_of(message: bytes, commit: bytes | None = None) -> datetime | None:
         raise _refuse("InvalidExpires", f"commit {name}: Expires: {exc}", commit) from None
 
 
-def verify_update(object_store, accepted: bytes | None, new: bytes, root: TrustRoot, *,
+def branch_of(message: bytes, commit: bytes | None = None) -> str | None:
+    """The branch a commit names in its ``Giter-Branch:`` trailer, if any (two: refused)."""
+    values = _trailers(message, _BRANCH)
+    if len(values) > 1:
+        name = commit.decode() if commit else "the new tip"
+        raise _refuse("WrongBranch", f"commit {name} has {len(values)} {BRANCH_TRAILER}: "
+                      "trailers", commit)
+    return values[0] if values else None
+
+
+def with_branch_trailer(message: str, branch: str) -> str:
+    """``message`` with ``Giter-Branch: <branch>`` added as its last trailer (once).
+
+    What ``git commit --trailer 'Giter-Branch: main'`` does: appended to the last
+    paragraph when that paragraph is already trailers, else as a paragraph of its own.
+    """
+    if branch_of(message.encode()) is not None:
+        return message if message.endswith("\n") else message + "\n"
+    body = message.rstrip("\n")
+    paragraphs = re.split(r"\n[ \t]*\n", body)
+    last = paragraphs[-1].split("\n")
+    is_trailers = len(paragraphs) > 1 and all(
+        re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9-]*[ \t]*:.*", line) for line in last)
+    return f"{body}{chr(10) if is_trailers else chr(10) * 2}{BRANCH_TRAILER}: {branch}\n"
+
+
+def _check_branch(store: Any, tip: bytes, branch: str, sets: _SignerSets) -> None:
+    """The new tip names ``branch``; it must name it if a parent's policy binds branches."""
+    parts = signed_commit.parse(_read(store, tip, _COMMIT), tip.decode())
+    required = [sets.binds_branch(p) for p in parts.parents]  # a broken policy refuses
+    named = branch_of(parts.message, tip)
+    if named is not None and named != branch:
+        raise _refuse("WrongBranch", f"commit {tip.decode()} was signed for branch "
+                      f"{named!r}, not {branch!r}", tip)
+    if named is None and any(required):
+        raise _refuse("BranchNotBound", f"commit {tip.decode()} has no {BRANCH_TRAILER}: "
+                      f"{branch} trailer, which {b'/'.join(POLICY_FILE).decode()} requires",
+                      tip)
+
+
+def verify_update(object_store: Any, accepted: bytes | None, new: bytes, root: TrustRoot, *,
+                  held: Callable[[bytes], bool] | None = None, branch: str | None = None,
                   max_commits: int = 100_000, budget: Budget | None = None) -> Verified:
     """Verify everything ``new`` brings beyond ``accepted``; raise TrustError on any doubt.
 
-    Ids are 40-digit hex ``bytes``. Nothing is written: the caller moves its refs only
-    after this returns. ``budget`` (the sync's time budget) is checked before each
-    commit's signature is verified: BundleError(TimeBudgetExceeded) once it is spent.
+    Ids are 40-digit hex ``bytes``. ``held(id)``: whether the device held a commit
+    before this import (required with ``accepted``; see ``new_commits``). ``branch``:
+    the branch ``new`` is offered as, checked against its ``Giter-Branch:`` trailer
+    (None: not checked, for tools that look at a commit outside any branch). Nothing
+    is written: the caller moves its refs only after this returns. ``budget`` (the
+    sync's time budget) is checked before each commit's signature is verified:
+    BundleError(TimeBudgetExceeded) once it is spent.
     """
-    known: set[bytes] = set()
-    if accepted is not None:
-        if new == accepted:
-            return Verified(new, (), {}, _tip_expires(object_store, new))
-        known = _ancestors(object_store, accepted)
-        if new in known:
-            raise _refuse("Rollback", f"{new.decode()} is older than the accepted tip "
-                          f"{accepted.decode()}", new)
-    order, touched = _new_commits(object_store, new, known, max_commits)
-    if accepted is not None and accepted not in touched:
-        raise _refuse("Fork", f"{new.decode()} does not descend from the accepted tip "
-                      f"{accepted.decode()}", new)
-    if accepted is None and root.genesis is not None:
-        # First sync: the history must grow from the pinned first commit, so that an old
-        # image's pinned keys cannot be replayed into some other repository they signed.
-        firsts = [oid for oid in order if not _parents(_read(object_store, oid, _COMMIT))]
-        if firsts != [root.genesis]:
-            raise _refuse("WrongGenesis", f"history of {new.decode()} starts at "
-                          f"{', '.join(f.decode() for f in firsts)}, not at the pinned "
-                          f"genesis commit {root.genesis.decode()}", new)
+    if accepted is not None and held is None:
+        raise ValueError("verify_update needs held= to judge an update to an accepted tip")
+    if accepted is not None and new == accepted:
+        return Verified(new, (), {}, _tip_expires(object_store, new))
+    order = new_commits(object_store, accepted, new, held=held or (lambda _: False),
+                        genesis=root.genesis, max_commits=max_commits)
     sets = _SignerSets(object_store, root)
     signers: dict[bytes, str] = {}
     for oid in order:
         if budget is not None:
             budget.check()
         signers[oid] = _verify_commit(object_store, oid, root, sets).fingerprint()
+    if branch is not None:
+        _check_branch(object_store, new, branch, sets)
     return Verified(new, tuple(order), signers, _tip_expires(object_store, new))
 
 
-def verify_commit(object_store, commit: bytes, root: TrustRoot) -> PublicKey:
-    """Verify one commit by the rule ``verify_update`` applies to each new commit.
+class UpdateCheck:
+    """The rule of ``verify_update``, one commit at a time, for tools that show a verdict
+    per commit (``giter-bundle inspect``) rather than one for a whole update.
 
-    Signed (namespace git) by a key trusted in its first parent's tree, or by the pinned
-    set for a root commit, or by a root key; returns the key. For tools that show a
-    verdict per commit (``giter-bundle inspect``) rather than one for a whole range.
+    ``commits`` is what ``new_commits`` returns (its TrustError propagates from the
+    constructor); ``verify(id)`` checks one of them by exactly the rule a device applies.
     """
-    return _verify_commit(object_store, commit, root, _SignerSets(object_store, root))
+
+    def __init__(self, object_store: Any, accepted: bytes | None, new: bytes, root: TrustRoot, *,
+                 held: Callable[[bytes], bool], branch: str | None = None,
+                 max_commits: int = 100_000) -> None:
+        self._store = object_store
+        self._root = root
+        self._sets = _SignerSets(object_store, root)
+        self.tip = new
+        self.branch = branch
+        self.commits = new_commits(object_store, accepted, new, held=held,
+                                   genesis=root.genesis, max_commits=max_commits)
+
+    def verify(self, commit: bytes) -> PublicKey:
+        key = _verify_commit(self._store, commit, self._root, self._sets)
+        if commit == self.tip:
+            if self.branch is not None:
+                _check_branch(self._store, commit, self.branch, self._sets)
+            _tip_expires(self._store, commit)
+        return key
 
 
 def _tip_expires(store, tip: bytes) -> datetime | None:

@@ -72,6 +72,8 @@ class Publisher:
             args.append("--allow-empty")
         args.append("-S" if sign else "--no-gpg-sign")
         self.git(*args)
+        if sign:
+            low_s(self.git)
         return self.head()
 
     def head(self, ref: str = "HEAD") -> str:
@@ -84,6 +86,24 @@ class Publisher:
 
     def verify_commit(self, rev: str) -> bool:
         return self.git("verify-commit", rev, check=False).returncode == 0
+
+
+def low_s(git, *config: str) -> None:
+    """Sign HEAD again while its ECDSA signature has a high s, which devices refuse.
+
+    ssh-keygen draws a fresh random signature each time and does not normalise s, so
+    about half of its ECDSA signatures are high: what a publisher using plain git with
+    an ECDSA key does (docs/trust.md). ``git(*args)`` runs git in the repository.
+    """
+    from giter_agent.trust import signed_commit, sshsig
+
+    for _ in range(64):
+        raw = git("cat-file", "commit", "HEAD").stdout
+        armour = signed_commit.parse(raw).signature
+        if armour is None or not sshsig.ecdsa_high_s(armour):
+            return
+        git(*config, "commit", "-q", "--amend", "--no-edit", "--allow-empty", "-S")
+    raise AssertionError("64 high-s ECDSA signatures in a row")
 
 
 # --- signed-commit surgery (trust tests) ---------------------------------------------
@@ -215,7 +235,10 @@ class SoftSecurityKey:
             raw = self._key.sign(signed)
         else:
             r, s = decode_dss_signature(self._key.sign(signed, ec.ECDSA(hashes.SHA256())))
-            raw = sshsig._mpint(r) + sshsig._mpint(s)
+            # Devices take low-s ECDSA only (docs/trust.md); a real key that signs high is
+            # asked to sign again, which this simulated one never needs.
+            n = sshsig._ORDERS[sshsig.SK_ECDSA_P256]
+            raw = sshsig._mpint(r) + sshsig._mpint(min(s, n - s))
         inner = string(self.keytype.encode()) + string(raw) + tail
         blob = (b"SSHSIG" + struct.pack(">I", 1) + string(self.public.blob)
                 + string(namespace.encode()) + string(b"") + string(b"sha512")

@@ -106,17 +106,11 @@ class Exchange:
         return None if commit is None else self.commit(commit).tree
 
     def ancestors(self, tip: bytes | None) -> set[bytes]:
-        """``tip`` and every commit reachable from it, in the accepted store."""
-        if tip is None:
-            return set()
-        seen = {tip}
-        todo = [tip]
-        while todo:
-            for parent in self.commit(todo.pop()).parents:
-                if parent not in seen:
-                    seen.add(parent)
-                    todo.append(parent)
-        return seen
+        """``tip`` and every commit reachable from it, in the accepted store (the
+        devices' own walk, ``trust.verify.ancestors``)."""
+        from giter_agent.trust.verify import ancestors
+
+        return set() if tip is None else ancestors(self.history.object_store, tip)
 
     # -- what the spec branch says ------------------------------------------------------
 

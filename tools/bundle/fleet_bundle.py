@@ -14,6 +14,10 @@ When every target is already at the tip, the bundle is empty (its prerequisite i
 tip): git accepts it, and a device syncing it reports "up to date" and writes a fresh
 status for the technician to carry back.
 
+Before anything is written, ``verify_plan`` checks the branch by the devices' own rule
+(``trust.verify.verify_update``) from what each target holds: a bundle a device would
+refuse is never shipped.
+
 Called by ``giter-bundle create``.
 """
 
@@ -23,8 +27,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from giter_agent.trust.verify import Verified
 from giter_bundle.enrolment import EnrolledDevice
-from giter_bundle.errors import UsageError
+from giter_bundle.errors import PublisherError, UsageError
 from giter_bundle.exchange import Exchange, signed_by
 
 
@@ -97,6 +102,54 @@ def plan_bundle(exchange: Exchange, devices: list[str] | None = None, *,
         return plan
     plan.prerequisite = _common_base(exchange, [t.observed for t in targets if t.observed])
     return plan
+
+
+def verify_plan(exchange: Exchange, plan: Plan,
+                allowed_signers: Path | None = None) -> Verified:
+    """Refuse to ship what a target would refuse, by the rule a device applies.
+
+    ``trust.verify.verify_update`` runs once for each distinct commit the targets are
+    known to hold (their accepted tip), and once as a first sync when a target has never
+    reported (pinned set: the trust file of the branch's first commit, as ``init`` tells
+    operators to install, or the tip's when it has none; genesis: that commit;
+    ``allowed_signers`` instead when given). PublisherError names the first refusal; the
+    last verdict is returned (the tip's ``Expires:``).
+    """
+    from giter_agent.core.errors import TrustError
+    from giter_agent.trust.verify import TrustRoot, ancestors, verify_update
+
+    def pinned(commit: bytes | None) -> TrustRoot:
+        """The trust file of ``commit`` standing in for a device's pinned file (the tip's
+        when ``commit`` has none: a repository adopted by ``init``)."""
+        try:
+            return exchange.trust_root(commit, allowed_signers)
+        except UsageError:
+            return exchange.trust_root(None, allowed_signers)
+
+    verified: Verified | None = None
+    store = exchange.history.object_store
+    starts = list(dict.fromkeys(t.observed for t in plan.targets)) or [None]
+    for start in starts:
+        try:
+            if start is None:
+                firsts = [c for c in ancestors(store, plan.tip)
+                          if not exchange.commit(c).parents]
+                genesis = firsts[0] if len(firsts) == 1 else None
+                root = TrustRoot(pinned(genesis).signers, (), genesis)
+                verified = verify_update(store, None, plan.tip, root, branch=exchange.branch)
+            else:
+                held = ancestors(store, start)
+                verified = verify_update(store, start, plan.tip, pinned(start),
+                                         held=held.__contains__, branch=exchange.branch)
+        except TrustError as exc:
+            who = f"one at {start.decode()[:12]}" if start else "a new one"
+            hint = (". Re-sign the commits with a key in the trust file (git rebase --exec "
+                    "'git commit --amend --no-edit -S')"
+                    if exc.reason in ("UnknownSigner", "UnsignedCommit") else "")
+            raise PublisherError(f"not shipped: a device would refuse {exchange.branch} "
+                                 f"({who}): {exc}{hint}", reason=exc.reason) from None
+    assert verified is not None
+    return verified
 
 
 def bundle_name(branch: str) -> str:

@@ -8,10 +8,13 @@ folder serves, which can only open bundles without prerequisites.
 
 Each commit the bundle brings gets a verdict from the agent's own verifiers:
 
-- spec commits (any ref but ``refs/heads/status/*``): ``trust.verify.verify_commit``,
-  the rule a device applies to every new commit, against the trust file in the parent's
-  tree; a root commit against the hub's current trust file (or ``--allowed-signers``),
-  standing in for a device's pinned file;
+- spec commits (any ref but ``refs/heads/status/*``): ``trust.verify.UpdateCheck``, the
+  rule a device applies to an update, for a device whose accepted tip is the bundle's
+  prerequisite (no prerequisite: a device's first sync): every parent is that tip or a
+  new commit, and each commit is signed by a key every parent's trust file trusts; a
+  first commit against the hub's current trust file (or ``--allowed-signers``),
+  standing in for a device's pinned file. A shape the device would refuse (a fork, a
+  new root commit) is reported as a problem of that ref;
 - status commits (``refs/heads/status/<id>``): ``trust.verify.verify_status_commit``
   against the device's enrolled key and groups, as ``import`` would check them.
 
@@ -39,36 +42,6 @@ _WATCHED = (b"devices/", b"groups/", b".giter/")
 
 def _subject(commit: Commit) -> str:
     return commit.message.decode("utf-8", "replace").strip().split("\n", 1)[0]
-
-
-def _reachable(store: Any, tips: list[bytes]) -> set[bytes]:
-    seen = set(tips)
-    todo = list(tips)
-    while todo:
-        for parent in store[todo.pop()].parents:
-            if parent not in seen:
-                seen.add(parent)
-                todo.append(parent)
-    return seen
-
-
-def _spec_commits(store: Any, tip: bytes, held: set[bytes]) -> list[bytes]:
-    """Commits reachable from ``tip`` and not in ``held``, parents first."""
-    order: list[bytes] = []
-    if tip in held:
-        return order
-    seen = {tip}
-    stack = [(tip, iter(store[tip].parents))]
-    while stack:
-        sha, parents = stack[-1]
-        parent = next(parents, None)
-        if parent is None:
-            stack.pop()
-            order.append(sha)
-        elif parent not in seen and parent not in held:
-            seen.add(parent)
-            stack.append((parent, iter(store[parent].parents)))
-    return order
 
 
 def _status_commits(store: Any, tip: bytes, held: set[bytes]) -> list[bytes]:
@@ -164,7 +137,7 @@ def inspect_bundle(path: Path, exchange: Exchange | None,
                    allowed_signers: Path | None = None) -> dict[str, Any]:
     """Everything ``inspect`` prints, as plain data; ``ok`` is False if anything is refused."""
     from giter_agent.history.bundle import read_header
-    from giter_agent.trust.verify import verify_commit, verify_status_commit
+    from giter_agent.trust.verify import ancestors, verify_status_commit
 
     with path.open("rb") as fh:
         header = read_header(fh)
@@ -200,13 +173,25 @@ def inspect_bundle(path: Path, exchange: Exchange | None,
         base = header.prerequisites[0] if header.prerequisites else None
         with history.quarantine(path) as q:
             # What a device holding the prerequisites would receive: everything else.
-            held = _reachable(q.object_store, header.prerequisites)
+            held: set[bytes] = set()
+            for sha in header.prerequisites:
+                held |= ancestors(q.object_store, sha)
             for ref, tip in header.refs.items():
                 refname = ref.decode(errors="replace")
                 device = (ref[len(STATUS_PREFIX):].decode(errors="replace")
                           if ref.startswith(STATUS_PREFIX) else None)
-                walk = _status_commits if device is not None else _spec_commits
-                for sha in walk(q.object_store, tip, held):
+                if device is not None:
+                    commits = _status_commits(q.object_store, tip, held)
+                    check = None
+                else:
+                    try:
+                        commits, check = _spec_check(q.object_store, base, tip, ref, root,
+                                                     held)
+                    except GiterError as exc:
+                        doc["ok"] = False
+                        doc["problems"].append(f"{refname}: {exc.reason}: {exc}")
+                        continue
+                for sha in commits:
                     entry = {"commit": sha.decode(), "ref": refname,
                              "subject": _subject(q.object_store[sha]),
                              "signer": _signer(q.object_store, sha, names)}
@@ -220,16 +205,29 @@ def inspect_bundle(path: Path, exchange: Exchange | None,
                                 q.object_store, s, d.id, d.key,
                                 on_branch.__contains__ if on_branch is not None else None,
                                 device_groups=d.groups))
-                    elif root is None:
+                    elif check is None:
                         result = ("unchecked", "NoTrustFile", "no publisher keys to check with")
                     else:
-                        result = _verdict(lambda s=sha: verify_commit(q.object_store, s, root))
+                        result = _verdict(lambda s=sha, c=check: c.verify(s))
                     entry.update(zip(("verdict", "reason", "message"), result, strict=True))
                     doc["ok"] = doc["ok"] and result[0] == "good"
                     doc["commits"].append(entry)
                 start = base if base is not None and q.is_ancestor(base, tip) else None
                 doc["touched"] += [{"ref": refname, **t} for t in _touched(q, start, tip)]
     return doc
+
+
+def _spec_check(store: Any, base: bytes | None, tip: bytes, ref: bytes, root: Any,
+                held: set[bytes]) -> tuple[list[bytes], Any]:
+    """The commits a device at ``base`` would verify for ``tip``, and the check to apply
+    to each (None without publisher keys). TrustError when their shape is refused."""
+    from giter_agent.trust.verify import UpdateCheck, new_commits
+
+    branch = ref[len(b"refs/heads/"):].decode() if ref.startswith(b"refs/heads/") else None
+    if root is None:
+        return new_commits(store, base, tip, held=held.__contains__), None
+    check = UpdateCheck(store, base, tip, root, held=held.__contains__, branch=branch)
+    return check.commits, check
 
 
 def _load_root(allowed_signers: Path | None) -> Any:

@@ -14,6 +14,10 @@ Called by ``giter-bundle init``.
 
 from __future__ import annotations
 
+from giter_agent.core.layout import POLICY_FILE
+
+__all__ = ["POLICY", "POLICY_FILE", "SCHEMAS", "layout_files", "schema_files"]
+
 README = """\
 # Fleet specs ({branch})
 
@@ -23,6 +27,7 @@ anything else, and act only on what is in their own folders.
 
 ```
 .giter/trust/allowed_signers   publisher keys (git's allowed_signers format)
+.giter/trust/policy.toml       bind_branch = true: every tip names its branch
 .giter/devices/<id>.pub        an enrolled device's key  (giter-bundle enroll)
 .giter/devices/<id>.yaml       its groups
 .giter/schemas/*.json          JSON Schema per resource kind, for editors and CI
@@ -48,9 +53,17 @@ spec:
 
 1. Edit files under `devices/` and `groups/`.
 2. `giter-bundle lint` checks them against the agent's schemas.
-3. Sign: `git commit -S` (this repository sets `gpg.format=ssh`), or on a machine
-   without git `giter-bundle commit -m "what and why"`, which also bumps
-   `metadata.generation` of each resource whose spec changed.
+3. Sign, naming the branch the commit is for:
+   `git commit -S --trailer "Giter-Branch: {branch}"` (this repository sets
+   `gpg.format=ssh`), or on a machine without git
+   `giter-bundle commit -m "what and why"`, which adds the trailer itself and also
+   bumps `metadata.generation` of each resource whose spec changed. Devices refuse a
+   tip whose trailer names another branch, or (with `bind_branch = true` in
+   `.giter/trust/policy.toml`) has none: a commit signed for `staging` can never be
+   applied as `{branch}`. To merge a branch: `git merge --no-ff --no-commit NAME`, then
+   the same `git commit -S --trailer ...`. Start branches from the newest `{branch}`
+   (or rebase them onto it): devices refuse a merge that brings in commits built on
+   anything older than what they hold.
 4. `giter-bundle create /media/STICK` writes the bundle every device needs.
 5. Back from the field: `giter-bundle import /media/STICK`, then `giter-bundle status`.
 
@@ -101,6 +114,14 @@ def schema_files() -> dict[str, bytes]:
     files = {f"{SCHEMAS}/{name}": data for name, data in generate(load_kinds()).items()}
     files[f"{SCHEMAS}/README.md"] = SCHEMAS_README.format().encode()
     return files
+
+
+POLICY = """\
+# Read by every device (docs/trust.md). With bind_branch = true, the newest commit of
+# an update must carry a `Giter-Branch: <branch>` trailer naming the branch it is
+# offered as: `git commit -S --trailer "Giter-Branch: main"`, or `giter-bundle commit`.
+bind_branch = true
+"""
 
 
 def layout_files(branch: str, *, readme_path: str = "README.md") -> dict[str, bytes]:

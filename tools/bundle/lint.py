@@ -8,7 +8,8 @@ schema (``Kind.validate``; built-in kinds and the plug-ins installed here, throu
 (``giter_agent.spec.resources.select``) for every enrolled device. Each ``Secret`` must
 open for every enrolled device that applies it and for no other key but the publisher
 secrets keys (``giter_bundle.secrets``). The trust file and the
-enrolments under ``.giter/`` are parsed as ``import`` will parse them.
+enrolments under ``.giter/`` are parsed as ``import`` will parse them, and the trust
+policy (``.giter/trust/policy.toml``) as devices will.
 
 Errors are what a device would refuse or report as not Ready; warnings are what it
 would silently ignore (a file that is not YAML, a folder no enrolled device reads).
@@ -78,6 +79,25 @@ def _check_trust_file(store, tree: bytes) -> list[Finding]:
                             "no key in it may sign for namespace git")]
     except GiterError as exc:
         return [Finding(TRUST_FILE, exc.reason, str(exc))]
+    return _check_policy(store, tree)
+
+
+def _check_policy(store, tree: bytes) -> list[Finding]:
+    """``.giter/trust/policy.toml`` as devices parse it: a broken one refuses every
+    commit built on it."""
+    from giter_agent.history.tree import read_file
+    from giter_agent.trust.verify import parse_policy
+    from giter_bundle.layout import POLICY_FILE
+
+    try:
+        data = read_file(store, tree, POLICY_FILE)
+        if data is None:
+            return [Finding(POLICY_FILE, "BranchNotBound", "absent: a commit signed for "
+                            "another branch is applied if offered as this one (bind_branch "
+                            "= true binds them; docs/trust.md)", error=False)]
+        parse_policy(data, POLICY_FILE)
+    except GiterError as exc:
+        return [Finding(POLICY_FILE, exc.reason, str(exc))]
     return []
 
 

@@ -28,6 +28,7 @@ class PublisherRepo:
 
         self.history = history if history is not None else History(Path(path))
         self.key = key
+        self.branch = branch
         self.ref = f"refs/heads/{branch}".encode()
         self.identity = identity.encode()
 
@@ -51,13 +52,16 @@ class PublisherRepo:
                     now: int | None = None, parent: bytes | None = None) -> bytes:
         """Commit ``tree`` on top of ``parent`` (default: the tip) and move the branch.
 
-        The branch moves only if it still points at that parent: a concurrent commit by
-        someone else is an error, never overwritten.
+        The message gets a ``Giter-Branch: <branch>`` trailer (unless it has one), which
+        binds the signed commit to the branch it is for (docs/trust.md). The branch
+        moves only if it still points at that parent: a concurrent commit by someone
+        else is an error, never overwritten.
         """
         from dulwich.objects import Commit
 
         from giter_agent.history.objects import oid
         from giter_agent.trust.signed_commit import sign_commit
+        from giter_agent.trust.verify import with_branch_trailer
 
         parent = self.tip if parent is None else parent
         commit = Commit()
@@ -66,7 +70,7 @@ class PublisherRepo:
         commit.author = commit.committer = self.identity
         commit.author_time = commit.commit_time = int(time.time()) if now is None else now
         commit.author_timezone = commit.commit_timezone = 0
-        commit.message = message.encode() if message.endswith("\n") else (message + "\n").encode()
+        commit.message = with_branch_trailer(message, self.branch).encode()
         if sign:
             sign_commit(commit, self.key)
         self.history.object_store.add_object(commit)

@@ -111,7 +111,7 @@ def import_bundle(exchange: Exchange, path: Path, device: EnrolledDevice,
             chain = _chain(q.object_store, tip, old, device.id, restart)
             for sha in chain[:-1]:
                 verify(sha)
-            q.promote()
+            q.promote([tip])  # only what the status tip needs
         exchange.history.set_ref(ref, old, tip)
     except (BundleError, HistoryError, TrustError, PublisherError) as exc:
         return _refused(path, device.id, exc.reason, str(exc))

@@ -46,25 +46,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def _verify_as_devices(exchange: Any, plan: Any, allowed_signers: Path | None) -> None:
     """Refuse (PublisherError) when a target device would refuse what the bundle carries.
 
-    The commits are those a device holding the bundle's prerequisite takes in (every one
-    from the first, for a full bundle), against a device pinned with ``allowed_signers``
-    or the branch's trust file; the tip must not have expired.
+    By the devices' own rule (``fleet_bundle.verify_plan``), from the commit each target
+    holds (every one from the first, for a target that never reported), against a device
+    pinned with ``allowed_signers`` or the branch's trust file; the tip must not have
+    expired.
     """
     from datetime import UTC, datetime
 
-    from giter_agent.core.errors import TrustError
-    from giter_agent.trust.verify import verify_update
     from giter_bundle.errors import PublisherError
+    from giter_bundle.fleet_bundle import verify_plan
 
-    root = exchange.trust_root(allowed_signers=allowed_signers)
-    try:
-        verified = verify_update(exchange.history.object_store, plan.prerequisite, plan.tip,
-                                 root)
-    except TrustError as exc:
-        raise PublisherError(f"not shipped: a device would refuse {exchange.branch}: {exc}. "
-                             "Re-sign the commits with a key in the trust file (git rebase "
-                             "--exec 'git commit --amend --no-edit -S')",
-                             reason=exc.reason) from None
+    verified = verify_plan(exchange, plan, allowed_signers)
     if verified.expires is not None and verified.expires <= datetime.now(UTC):
         raise PublisherError(f"not shipped: a device would refuse {exchange.branch}: its tip "
                              f"expired at {verified.expires.isoformat()} (Expires: trailer); "

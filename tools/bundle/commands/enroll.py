@@ -72,7 +72,8 @@ def run(args: argparse.Namespace) -> int:
         files = device.files()
         if args.no_commit:
             exchange.write_files(files)
-            print(f"wrote {', '.join(files)}; commit them with git commit -S")
+            print(f"wrote {', '.join(files)}; commit them with git commit -S --trailer "
+                  f"'Giter-Branch: {exchange.branch}'")
             return 0
         what = "Re-enrol" if current is not None else "Enrol"
         message = (f"{what} device {device_id}" + (f" (groups: {', '.join(groups)})"

@@ -1,7 +1,9 @@
 """``giter-bundle init [DIR]``: make an exchange repository, or adopt an existing git one.
 
 Lays out ``.giter/trust/allowed_signers`` (the publisher keys: the signing key's public
-half, plus any ``--signer``), READMEs for ``devices/`` and ``groups/``, and a README for
+half, plus any ``--signer``), for a new fleet ``.giter/trust/policy.toml`` with
+``bind_branch = true`` (every tip must carry a signed ``Giter-Branch:`` trailer naming
+its branch; docs/trust.md), READMEs for ``devices/`` and ``groups/``, and a README for
 the people who edit the repository; sets ``gpg.format=ssh``, ``commit.gpgsign`` and
 ``user.signingkey`` so ``git commit -S`` works at once (a ``user.signingkey`` naming a
 key the trust file does not list is replaced, and said so); and makes the first signed
@@ -178,7 +180,7 @@ def _init(args: argparse.Namespace, root: Path, adopting: bool, spec: str, signe
     from giter_bundle import signing
     from giter_bundle.errors import PublisherError, UsageError
     from giter_bundle.exchange import TRUST_FILE, Exchange
-    from giter_bundle.layout import layout_files
+    from giter_bundle.layout import POLICY, POLICY_FILE, layout_files
 
     public = signing.public_key(signer)
     with Exchange.open(root, args.branch) as exchange:
@@ -205,6 +207,8 @@ def _init(args: argparse.Namespace, root: Path, adopting: bool, spec: str, signe
         if committed(readme) or (exchange.worktree and (exchange.worktree / readme).exists()):
             readme = ".giter/README.md"
         wanted = {TRUST_FILE: trust, **layout_files(args.branch, readme_path=readme)}
+        if tip is None:  # a new fleet: its tips name their branch from the first commit on
+            wanted[POLICY_FILE] = POLICY.encode()
         files = {p: data for p, data in wanted.items() if not committed(p)
                  and not (exchange.worktree and (exchange.worktree / p).exists())}
 
@@ -222,7 +226,8 @@ def _init(args: argparse.Namespace, root: Path, adopting: bool, spec: str, signe
             configure()
             for path in files:
                 print(f"wrote {path}")
-            print("now review and commit them: git add -A && git commit -S -m 'Start the "
+            print("now review and commit them: git add -A && git commit -S --trailer "
+                  "'Giter-Branch: " + args.branch + "' -m 'Start the "
                   "exchange repository'")
             return 0
         assert who is not None
