@@ -17,11 +17,14 @@ from __future__ import annotations
 import re
 import stat
 from collections.abc import Iterator
+from typing import TypeVar
 
 from dulwich.object_store import BaseObjectStore
-from dulwich.objects import Blob, ShaFile, Tree
+from dulwich.objects import Blob, ObjectID, Tree
 
 from giter_agent.core.errors import TreeError
+
+_T = TypeVar("_T", Blob, Tree)
 
 SAFE_NAME = re.compile(r"[a-z0-9][a-z0-9._-]*")
 REGULAR_MODES = (0o100644, 0o100755)
@@ -88,9 +91,9 @@ def _split(path: str) -> list[str]:
     return parts
 
 
-def _load(object_store: BaseObjectStore, sha: bytes, cls: type[ShaFile], path: str) -> ShaFile:
+def _load(object_store: BaseObjectStore, sha: bytes, cls: type[_T], path: str) -> _T:
     try:
-        obj = object_store[sha]
+        obj = object_store[ObjectID(sha)]
     except KeyError:
         raise TreeError(f"{path or '/'}: object {sha.decode()} is missing",
                         reason="MissingObject") from None
@@ -263,7 +266,7 @@ def _write_tree(object_store: BaseObjectStore, tree_id: bytes | None, changes: d
                 raise _unsafe(entry_path, "is a file where a directory is needed")
             subtree = _write_tree(object_store, existing[1] if existing else None, change,
                                   entry_path)
-            tree.add(key, stat.S_IFDIR, subtree)
+            tree.add(key, stat.S_IFDIR, ObjectID(subtree))
             continue
         mode = 0o100644
         if existing is not None:

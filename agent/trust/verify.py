@@ -530,11 +530,11 @@ def _diff(store, old: bytes | None, new: bytes | None, prefix: bytes
         if a == b:
             continue
         path = prefix + name
-        a_dir = a is not None and a[0] == _DIR_MODE
-        b_dir = b is not None and b[0] == _DIR_MODE
+        a_tree = a[1] if a is not None and a[0] == _DIR_MODE else None
+        b_tree = b[1] if b is not None and b[0] == _DIR_MODE else None
+        a_dir, b_dir = a_tree is not None, b_tree is not None
         if a_dir or b_dir:
-            yield from _diff(store, a[1] if a_dir else None, b[1] if b_dir else None,
-                             path + b"/")
+            yield from _diff(store, a_tree, b_tree, path + b"/")
             # A file replaced by a directory (or back) is a change of its own.
             if (a is not None and not a_dir) or (b is not None and not b_dir):
                 yield path, None if a_dir else a, None if b_dir else b
@@ -616,9 +616,8 @@ def verify_status_commit(object_store, status_commit: bytes, device_id: str,
     spec_parts = signed_commit.parse(_read(object_store, spec, _COMMIT), spec.decode())
     for path, old, new in _diff(object_store, spec_parts.tree, parts.tree, b""):
         shown = path.decode(errors="replace")
-        summary = (path == _summary_path(device_id) and new is not None
-                   and new[0] in _FILE_MODES and (old is None or old[0] == new[0]))
-        if summary:
+        if (new is not None and path == _summary_path(device_id)
+                and new[0] in _FILE_MODES and (old is None or old[0] == new[0])):
             _check_summary(object_store, new[1], device_id, shown, status_commit)
             if old is None:
                 continue  # a new summary: its shape was all there was to check
@@ -626,6 +625,7 @@ def verify_status_commit(object_store, status_commit: bytes, device_id: str,
                 or not _status_path(path, device_id, device_groups)):
             raise _refuse("OwnershipViolation", f"status commit {name} from {device_id} "
                           f"changes {shown}, which is not its status", status_commit)
+        assert old is not None and new is not None  # both files: checked just above
         if (_without_status(object_store, old[1], shown, status_commit)
                 != _without_status(object_store, new[1], shown, status_commit)):
             raise _refuse("OwnershipViolation", f"status commit {name} from {device_id} "
