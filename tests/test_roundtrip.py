@@ -201,7 +201,15 @@ def test_refusals_change_nothing(tmp_path, publisher, device, stick):
     before = device.snapshot()
     assert before["accepted"] == newer
     publisher.git("update-ref", "refs/heads/main", good)
-    offer(("main",), "Rollback", git_ok=True)
+    # The older bundle again (yesterday's stick): nothing new, not a refusal; the device
+    # keeps the newer spec.
+    for p in inbox.iterdir():
+        p.unlink()
+    publisher.bundle(inbox / "offer.bundle", "main")
+    assert device.cli("sync", "--usb", stick) == 0
+    assert device.state().last_sync["reason"] == "UpToDate"
+    assert "nothing new" in device.state().last_sync["message"]
+    assert device.snapshot()["accepted"] == newer
 
 
 def test_corrupt_and_unusable_bundles(tmp_path, publisher, device, stick):

@@ -61,7 +61,7 @@ def receipt(agent: SyncingDevice, report: SyncReport) -> str:
         "giter-agent receipt",
         f"device:         {cfg.device_id}",
         f"time:           {rfc3339(agent.clock())} (device clock)",
-        f"result:         {report.outcome.upper()} - {report.message}",
+        f"result:         {result_line(report)}",
         f"spec applied:   {report.applied or 'none yet'}",
         *([f"STALE SPEC:     {report.stale}"] if report.stale else []),
         f"status commit:  {report.status_commit or 'none yet'}",
@@ -83,4 +83,35 @@ def receipt(agent: SyncingDevice, report: SyncReport) -> str:
         lines.append("  (none)")
     lines += ["", "status LED codes (while giter-agent runs as a service):"]
     lines += [f"  {row}" for row in legend()]
+    lines += ["", f"NEXT: {next_step(report)}"]
     return "\n".join(lines) + "\n"
+
+
+def result_line(report: SyncReport) -> str:
+    """What the sync did, in one line. A stick that carried a good bundle and a bad one
+    says both: the good one was applied, and which one was refused and why."""
+    applied = [v for v in report.bundles if v.verdict == "applied"]
+    refused = [v for v in report.bundles if v.verdict in ("refused", "unusable")]
+    if applied and refused:
+        spec = (report.accepted or "")[:12]
+        return (f"APPLIED spec {spec} from {', '.join(v.file for v in applied)}; "
+                + "; ".join(f"{v.verdict.upper()} {v.file} ({v.reason})" for v in refused))
+    return f"{report.outcome.upper()} - {report.message}"
+
+
+def next_step(report: SyncReport) -> str:
+    """One plain sentence: what the person holding the stick does now."""
+    bad = [v for v in report.bundles if v.verdict in ("refused", "unusable")]
+    if bad or report.outcome in ("refused", "unusable", "invalid-spec", "error"):
+        code = f"{bad[0].reason} ({bad[0].file})" if bad else report.reason
+        return f"call the operator with this code: {code}, and carry the stick back"
+    if report.not_ready:
+        return (f"call the operator with this code: NotReady ({', '.join(report.not_ready)}),"
+                " and carry the stick back")
+    if report.stale:
+        return "the spec has expired: carry the stick back and ask the operator for a newer one"
+    if report.outcome == "no-bundles":
+        return "nothing to do here: the stick carried no bundle; carry it back to the operator"
+    if report.status_commit:
+        return "nothing more to do here: carry the stick back to the operator"
+    return "nothing to do"
