@@ -119,3 +119,25 @@ def test_a_stick_with_a_good_and_a_refused_bundle_says_both(tmp_path, publisher)
     assert receipt.endswith("NEXT: call the operator with this code: UnsignedCommit "
                             "(zz-evil.bundle), and carry the stick back\n")
     assert (device.root / "motd").read_text() == "hello\n"
+
+
+def test_an_unenrolled_board_hands_its_key_over_on_the_stick(tmp_path, publisher, capsys):
+    device = NetDevice(tmp_path, "pi-01", publisher.allowed_signers)
+    stick = tmp_path / "stick"
+    inbox = stick / "giter" / "inbox"
+    inbox.mkdir(parents=True)
+    publisher.commit("spec", files={"devices/pi-01/motd.yaml": motd(device.root, "hi\n")})
+    publisher.bundle(inbox / "fleet.bundle")
+    assert sync_stick(device, stick) == 0
+    capsys.readouterr()
+    assert main(["-c", str(device.config_path), "key"]) == 0
+    key_line = capsys.readouterr().out
+    pub = stick / "giter/outbox/pi-01.pub"
+    assert pub.read_text() == key_line  # what `giter-bundle enroll pi-01 FILE` reads
+
+    # Once the spec enrols it, the file is no longer written (and the old one goes).
+    publisher.commit("enrol pi-01", files={".giter/devices/pi-01.pub": key_line})
+    (inbox / "fleet.bundle").unlink()
+    publisher.bundle(inbox / "fleet.bundle")
+    assert sync_stick(device, stick) == 0
+    assert not pub.exists()

@@ -120,6 +120,25 @@ class Agent:
 
         return allowed_signers_line(self.device_key(), self.config.device_id)
 
+    def enrolled(self) -> bool:
+        """Does the accepted spec hold this device's key (``.giter/devices/<id>.pub``, what
+        ``giter-bundle enroll`` commits)? False before any spec: nobody enrolled it yet."""
+        from giter_agent.history.tree import read_file
+
+        state = self.state_store.load()
+        if not state.accepted:
+            return False
+        try:
+            with self._history() as history:
+                tree = history.object_store[state.accepted.encode()].tree
+                text = read_file(history.object_store, tree,
+                                 f".giter/devices/{self.config.device_id}.pub",
+                                 max_blob=65536)
+        except (GiterError, KeyError):
+            return False
+        mine = self.public_key_line().split()[-1]  # the base64 key blob
+        return text is not None and mine.encode() in text.split()
+
     def _trust_root(self) -> TrustRoot:
         from giter_agent.trust.verify import TrustRoot
 

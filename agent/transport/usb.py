@@ -39,13 +39,22 @@ def sync_stick(agent: SyncingDevice, stick: Path) -> SyncReport:
 
 def write_outbox(agent: SyncingDevice, outbox: Path, report: SyncReport,
                  hub_has: str | None = None) -> None:
-    """Write ``<device-id>.bundle`` (status) and ``<device-id>.txt`` (receipt) to ``outbox``.
+    """Write ``<device-id>.bundle`` (status) and ``<device-id>.txt`` (receipt) to ``outbox``,
+    and ``<device-id>.pub`` (its key, for ``giter-bundle enroll``) while the accepted spec
+    does not enrol this device.
 
     ``hub_has``: the status commit the hub already holds (see ``read_hub_status``).
     """
     outbox.mkdir(parents=True, exist_ok=True)
     device = agent.config.device_id
     agent.write_status_bundle(outbox / f"{device}.bundle", hub_has=hub_has)
+    # A device its spec does not enrol hands its key over on the stick:
+    # ``giter-bundle enroll <id> giter/outbox/<id>.pub`` reads the file as it is.
+    pub = outbox / f"{device}.pub"
+    if not agent.enrolled():
+        atomic_write(pub, (agent.public_key_line() + "\n").encode("utf-8"))
+    else:
+        pub.unlink(missing_ok=True)
     atomic_write(outbox / f"{device}.txt", receipt(agent, report).encode("utf-8"))
 
 
