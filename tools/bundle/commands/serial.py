@@ -34,6 +34,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache", type=Path, metavar="DIR",
                    help="partial transfers kept for resuming "
                    "(default ~/.cache/giter-bundle/serial)")
+    p.add_argument("--hub", type=Path, metavar="REPO",
+                   help="the exchange repository whose status branches the device's status "
+                   "bundle may leave out (as a stick's hub-status.txt does); default: send "
+                   "the whole status history")
     p.add_argument("--give-up-after", type=float, default=300.0, metavar="SECONDS",
                    help="how long to wait for a lost line to come back (default 300)")
 
@@ -46,11 +50,18 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"{args.bundle}: no such bundle file")
     if not 50 <= args.baud <= 4_000_000:
         raise UsageError(f"--baud {args.baud}: not a serial line speed")
+    hub_status: dict[str, str] = {}
+    if args.hub is not None:
+        from giter_bundle.exchange import Exchange
+
+        with Exchange.open(args.hub, getattr(args, "branch", "main")) as exchange:
+            hub_status = {d: sha.decode() for d, sha in exchange.status_tips().items()}
     display = ProgressDisplay(sys.stderr)
     peer = SerialPeer(args.port, args.baud, bundle=args.bundle, outbox=args.outbox,
                       cache=args.cache or default_cache(),
                       branch=getattr(args, "branch", "main"), expect_device=args.device,
-                      give_up_after=args.give_up_after, on_event=display)
+                      give_up_after=args.give_up_after, on_event=display,
+                      hub_status=hub_status)
     result = peer.run()
     display.finish()
     r = result.result
