@@ -64,7 +64,9 @@ class Agent:
 
     def __init__(self, config: Config, *, clock: Callable[[], float] = time.time,
                  pin_factory_maker: Callable[[Board], Any] = make_pin_factory,
-                 board: Board | None = None) -> None:
+                 board: Board | None = None, lasting: bool = True) -> None:
+        """``lasting``: this process stays to hold what it sets (the daemon); False for
+        a one-shot command, whose Outputs then report what outlives it."""
         self.config = config
         self.clock = clock
         base = config.source.resolve().parent if config.source else None
@@ -72,7 +74,7 @@ class Agent:
         self.ctx = Context(board=self.board, files_roots=config.files_roots,
                            pin_factory_maker=pin_factory_maker, clock=clock,
                            commands=config.commands, settings_config=config.agent,
-                           identity=self.device_key)
+                           identity=self.device_key, lasting=lasting)
         self.kinds = load_kinds()  # built-in kinds and giter_agent.kinds plug-ins
         self.state_store = StateStore(config.state_dir)
         self.importer = SpecImporter(config, self.state_store)
