@@ -72,10 +72,31 @@ class Doctor:
                             "with scripts/install")]
         findings = [Finding("config", OK, f"{self.config_path}: device {config.device_id}, "
                             f"board {config.board}")]
-        for check in (self._board, self._trust, self._state_dir, self._device_key,
-                      self._clock, self._disk, self._roots):
-            findings.extend(check(config))
+        for name, check in (("board", self._board), ("trust file", self._trust),
+                            ("state directory", self._state_dir),
+                            ("device key", self._device_key), ("clock", self._clock),
+                            ("disk", self._disk), ("roots", self._roots)):
+            try:
+                findings.extend(check(config))
+            except OSError as exc:
+                # A file this user may not read (the service user's state, run as pi):
+                # a finding with the command to run instead, never a traceback.
+                findings.append(self._unreadable(name, exc))
         return findings
+
+    def _unreadable(self, check: str, exc: OSError) -> Finding:
+        from giter_agent.core.access import explain, owner, rerun_as
+
+        argv = ["-c", str(self.config_path), "doctor"]
+        if isinstance(exc, PermissionError):
+            path = Path(exc.filename) if exc.filename else None
+            found = owner(path) if path is not None else None
+            fix = (rerun_as(found[1], "giter-agent", argv)
+                   if found is not None and found[0] != self.euid else
+                   f"check the permissions of {path}")
+            return Finding(check, FAIL, str(explain(exc, "giter-agent", argv)), fix)
+        return Finding(check, FAIL, f"{exc.filename or ''}: {exc.strerror or exc}",
+                       "see the message; then run giter-agent doctor again")
 
     # -- checks --------------------------------------------------------------------------
     def _board(self, config: Config) -> Iterator[Finding]:
