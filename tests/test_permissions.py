@@ -83,7 +83,7 @@ def giter_agent(python: str, device: NetDevice, *args: str, as_user: int | None 
         # added by the other user's interpreter.
         site = next(p for p in sys.path if p.endswith("site-packages"))
         boot = ("import runpy, site, sys; site.addsitedir(sys.argv.pop(1)); "
-                "runpy.run_module('agent', run_name='__main__', alter_sys=True)")
+                "runpy.run_module('giter_agent', run_name='__main__', alter_sys=True)")
         argv = [python, "-c", boot, site, "-c", *cli]
         extra = {"user": as_user, "group": as_user, "extra_groups": []}
     env = dict(os.environ, HOME="/tmp")

@@ -23,8 +23,8 @@ def load_config(args: argparse.Namespace, *, writes: bool = True) -> Config:
 
     A command that ``writes`` the state directory refuses to run as root on one that
     belongs to the service user (``giter_agent.core.access.refuse_root``)."""
-    from giter_agent.core.access import refuse_root
     from giter_agent.config.agent_toml import load
+    from giter_agent.core.access import refuse_root
 
     config = load(args.config)
     if writes:
