@@ -57,6 +57,10 @@ class Doctor:
     disk_usage: Callable[[Path], Any] = shutil.disk_usage
     installed_at: Callable[[], float] = _installed_at
     euid: int = -1
+    # Which OS this is, for the right install command in a fix (Raspberry Pi OS ships
+    # python3-lgpio, plain Debian does not).
+    os_release: Path = Path("/etc/os-release")
+    rpi_issue: Path = Path("/etc/rpi-issue")
 
     def __post_init__(self) -> None:
         if self.euid == -1:
@@ -83,6 +87,20 @@ class Doctor:
                 # a finding with the command to run instead, never a traceback.
                 findings.append(self._unreadable(name, exc))
         return findings
+
+    def _distro(self) -> str:
+        """``raspios``, ``ubuntu``, ``debian`` or ``other``, from /etc/os-release."""
+        if self.rpi_issue.exists():
+            return "raspios"
+        try:
+            text = self.os_release.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return "other"
+        fields = dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+        ident = fields.get("ID", "").strip('"')
+        if ident == "raspbian":
+            return "raspios"
+        return ident if ident in ("ubuntu", "debian") else "other"
 
     def _unreadable(self, check: str, exc: OSError) -> Finding:
         from giter_agent.core.access import explain, owner, rerun_as
@@ -113,7 +131,8 @@ class Doctor:
         try:
             factory = self.pin_factory_maker(board)
         except GiterError as exc:
-            yield Finding("pin factory", FAIL, str(exc), _factory_fix(board.pin_factory))
+            yield Finding("pin factory", FAIL, str(exc),
+                          _factory_fix(board.pin_factory, self._distro()))
             return
         # Closing a factory opened only to test it cannot matter to the verdict.
         with contextlib.suppress(Exception):
@@ -290,7 +309,12 @@ def _not_owned(path: Path, uid: int, limit: int = 2000) -> list[Path]:
     return found
 
 
-def _factory_fix(factory: str) -> str:
+def _factory_fix(factory: str, distro: str = "raspios") -> str:
+    """The command that installs ``factory``'s library on ``distro`` (``Doctor._distro``)."""
+    if factory == "lgpio" and distro not in ("raspios", "ubuntu"):
+        # Plain Debian has no python3-lgpio: PyPI's lgpio wheels carry the library.
+        return ("sudo /opt/giter-agent/bin/pip install lgpio (this OS has no python3-lgpio "
+                "package), and check the service user is in the gpio group (id giter)")
     return {
         "lgpio": "sudo apt-get install python3-lgpio, and check the service user is in the "
                  "gpio group (id giter)",
