@@ -9,6 +9,7 @@ every import and for timer passes, and by ``sync.hub`` after a fetch.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -27,6 +28,8 @@ if TYPE_CHECKING:
 
     from giter_agent.history.store import History
 
+
+log = logging.getLogger("giter.sync")
 
 class SpecApplier:
     """Reconciles the accepted spec and records what the device did, as signed status."""
@@ -100,9 +103,26 @@ class SpecApplier:
             state.status_tip = self._commit_status(history, state, report, now)
             history.pack_loose()
         self.state_store.save(state)
+        self.write_metrics(history, state)
         report.accepted, report.applied = state.accepted, state.applied
         report.status_commit = state.status_tip
         report.network = dict(state.network) if self.config.network else None
+
+    def write_metrics(self, history: History, state: State) -> None:
+        """``[metrics] textfile``, when set and changed (``status.metrics``); never fails
+        the pass: a file that cannot be written is a warning in the log."""
+        path = self.config.metrics_textfile
+        if path is None:
+            return
+        from giter_agent.status.metrics import render, write_if_changed
+
+        try:
+            spec_time = (float(history.object_store[state.applied.encode()].commit_time)
+                         if state.applied else None)
+            write_if_changed(path, render(self.config.device_id, state, spec_time=spec_time))
+        except (OSError, KeyError) as exc:
+            log.warning("cannot write the metrics file %s: %s", path, exc,
+                        extra={"event": "metrics", "reason": "MetricsUnwritable"})
 
     def _commit_status(self, history: History, state: State, report: SyncReport,
                        now: float) -> str | None:
