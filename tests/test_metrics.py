@@ -104,5 +104,5 @@ def test_the_textfile_must_be_a_prom_file(tmp_path):
     config = from_dict({**base, "metrics": {"textfile": "/var/lib/ne/giter.prom"}},
                        base=tmp_path)
     assert str(config.metrics_textfile) == "/var/lib/ne/giter.prom"
-    with pytest.raises(ConfigError, match="metrics.textfile: must end in .prom"):
+    with pytest.raises(ConfigError, match=r"metrics\.textfile: must end in \.prom"):
         from_dict({**base, "metrics": {"textfile": "/var/lib/ne/giter.txt"}}, base=tmp_path)
