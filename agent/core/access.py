@@ -18,13 +18,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from giter_agent.core.errors import GiterError
-
-
-class AccessError(GiterError, PermissionError):
-    """A file of the agent cannot be used by this user (or must not be, by root)."""
-
-    reason = "PermissionDenied"
+from giter_agent.core.errors import AccessError, Reason
 
 
 def owner(path: Path) -> tuple[int, str] | None:
@@ -80,4 +74,4 @@ def refuse_root(state_dir: Path, prog: str, argv: Sequence[str] | None, *,
     name = found[1] if found else str(uid)
     raise AccessError(f"{state_dir} belongs to {name}; as root this command would leave "
                       f"root-owned files there that the service cannot open. Run: "
-                      f"{rerun_as(name, prog, argv)}", reason="RunningAsRoot")
+                      f"{rerun_as(name, prog, argv)}", reason=Reason.RunningAsRoot)
