@@ -28,8 +28,8 @@ if TYPE_CHECKING:
 
     from giter_agent.history.store import History
 
-
 log = logging.getLogger("giter.sync")
+
 
 class SpecApplier:
     """Reconciles the accepted spec and records what the device did, as signed status."""
