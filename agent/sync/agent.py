@@ -125,6 +125,7 @@ class Agent:
     def enrolled(self) -> bool:
         """Does the accepted spec hold this device's key (``.giter/devices/<id>.pub``, what
         ``giter-bundle enroll`` commits)? False before any spec: nobody enrolled it yet."""
+        from giter_agent.history.objects import read_commit
         from giter_agent.history.tree import read_file
 
         state = self.state_store.load()
@@ -132,7 +133,7 @@ class Agent:
             return False
         try:
             with self._history() as history:
-                tree = history.object_store[state.accepted.encode()].tree
+                tree = read_commit(history.object_store, state.accepted.encode()).tree
                 text = read_file(history.object_store, tree,
                                  f".giter/devices/{self.config.device_id}.pub",
                                  max_blob=65536)

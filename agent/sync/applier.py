@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from giter_agent.config.agent_toml import Config
-from giter_agent.core.errors import TreeError
+from giter_agent.core.errors import HistoryError, TreeError
 from giter_agent.history.objects import read_commit
 from giter_agent.kinds.base import Context, Kind
 from giter_agent.reconcile.engine import reconcile, rfc3339
@@ -114,13 +114,15 @@ class SpecApplier:
         path = self.config.metrics_textfile
         if path is None:
             return
+        from giter_agent.history.objects import read_commit
         from giter_agent.status.metrics import render, write_if_changed
 
         try:
-            spec_time = (float(history.object_store[state.applied.encode()].commit_time)
+            spec_time = (float(read_commit(history.object_store,
+                                           state.applied.encode()).commit_time)
                          if state.applied else None)
             write_if_changed(path, render(self.config.device_id, state, spec_time=spec_time))
-        except (OSError, KeyError) as exc:
+        except (OSError, KeyError, HistoryError) as exc:
             log.warning("cannot write the metrics file %s: %s", path, exc,
                         extra={"event": "metrics", "reason": "MetricsUnwritable"})
 
