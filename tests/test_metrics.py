@@ -7,8 +7,8 @@ import re
 import stat
 
 import pytest
-from devices import NetDevice
-from servers import free_port
+from support.devices import SimDevice
+from support.servers import free_port
 
 from giter_agent.cli.main import main
 
@@ -35,7 +35,7 @@ def parse(text: str) -> dict[str, float]:
     return samples
 
 
-def with_metrics(device: NetDevice, tmp_path) -> object:
+def with_metrics(device: SimDevice, tmp_path) -> object:
     prom = tmp_path / "textfile" / "giter.prom"
     prom.parent.mkdir()
     with device.config_path.open("a") as f:
@@ -44,7 +44,7 @@ def with_metrics(device: NetDevice, tmp_path) -> object:
 
 
 def test_metrics_follow_syncs_and_are_written_only_on_change(tmp_path, publisher):
-    device = NetDevice(tmp_path, "pi-01", publisher.allowed_signers)
+    device = SimDevice(tmp_path, "pi-01", publisher.allowed_signers)
     prom = with_metrics(device, tmp_path)
     tip = publisher.commit("spec", files=device.spec_files("hello\n"))
     bundle = publisher.bundle(tmp_path / "fleet.bundle")
@@ -85,7 +85,7 @@ def test_metrics_follow_syncs_and_are_written_only_on_change(tmp_path, publisher
 
 
 def test_an_unreachable_hub_shows_as_offline(tmp_path, publisher):
-    device = NetDevice(tmp_path, "pi-01", publisher.allowed_signers,
+    device = SimDevice(tmp_path, "pi-01", publisher.allowed_signers,
                        {"url": f"git://127.0.0.1:{free_port()}/fleet.git"})
     prom = with_metrics(device, tmp_path)
     assert main(["-c", str(device.config_path), "sync"]) == 4

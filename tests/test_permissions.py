@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from devices import NetDevice
+from support.devices import SimDevice
 
 OWNER = pwd.getpwnam("daemon") if "daemon" in {p.pw_name for p in pwd.getpwall()} else None
 NOBODY = 65534
@@ -50,7 +50,7 @@ def board(publisher):
         base.chmod(0o755)
         signers = base / "allowed_signers"
         shutil.copy(publisher.allowed_signers, signers)
-        device = NetDevice(base, "pi-01", signers)
+        device = SimDevice(base, "pi-01", signers)
         tip = publisher.commit("spec", files=device.spec_files("hello\n"))
         bundle = publisher.bundle(base / "fleet.bundle")
         agent = device.agent()
@@ -72,7 +72,7 @@ def board(publisher):
         shutil.rmtree(base, ignore_errors=True)
 
 
-def giter_agent(python: str, device: NetDevice, *args: str, as_user: int | None = NOBODY
+def giter_agent(python: str, device: SimDevice, *args: str, as_user: int | None = NOBODY
                 ) -> subprocess.CompletedProcess:
     cli = [str(device.config_path), *args]
     if as_user is None:

@@ -14,9 +14,9 @@ import sys
 import time
 
 import serial
-from devices import NetDevice
-from serial_line import SerialLine
-from serial_rig import peer
+from support.devices import SimDevice
+from support.serial_line import SerialLine
+from support.serial_rig import peer
 
 
 def read_until(port: serial.Serial, marker: bytes, timeout: float = 20.0,
@@ -37,7 +37,7 @@ def read_until(port: serial.Serial, marker: bytes, timeout: float = 20.0,
 def test_the_daemon_serves_console_sticks_and_sync_on_the_uart(tmp_path, publisher):
     media = tmp_path / "media"
     media.mkdir()
-    device = NetDevice(tmp_path, "pi-01", publisher.allowed_signers, usb_roots=[media])
+    device = SimDevice(tmp_path, "pi-01", publisher.allowed_signers, usb_roots=[media])
     with SerialLine() as line:
         with device.config_path.open("a") as f:
             f.write(f'[serial]\nport = "{line.a}"\n')
@@ -110,9 +110,9 @@ def test_a_stick_going_away_says_safe_to_remove_or_pulled_out(tmp_path):
 
 def test_serve_serial_status_line_is_posted_from_other_threads(tmp_path, publisher):
     """``post`` from another thread reaches the console (the daemon's stick news)."""
-    from serial_rig import ServedDevice
+    from support.serial_rig import ServedDevice
 
-    device = NetDevice(tmp_path, "pi-01", publisher.allowed_signers)
+    device = SimDevice(tmp_path, "pi-01", publisher.allowed_signers)
     with SerialLine() as line:
         served = ServedDevice(device, line)
         term = serial.Serial(line.b, 115200, timeout=0.1)

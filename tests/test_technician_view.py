@@ -64,7 +64,7 @@ def test_applied_then_refused_reads_the_same_everywhere(tmp_path, publisher, cap
 
 def test_yesterdays_stick_is_nothing_new_and_a_fork_stays_refused(tmp_path, publisher,
                                                                   capsys):
-    device = NetDevice(tmp_path, "pi-01", publisher.allowed_signers)
+    device = SimDevice(tmp_path, "pi-01", publisher.allowed_signers)
     stick = tmp_path / "stick"
     inbox = stick / "giter" / "inbox"
     inbox.mkdir(parents=True)
@@ -102,7 +102,7 @@ def test_yesterdays_stick_is_nothing_new_and_a_fork_stays_refused(tmp_path, publ
 
 
 def test_a_stick_with_a_good_and_a_refused_bundle_says_both(tmp_path, publisher):
-    device = NetDevice(tmp_path, "pi-01", publisher.allowed_signers)
+    device = SimDevice(tmp_path, "pi-01", publisher.allowed_signers)
     stick = tmp_path / "stick"
     inbox = stick / "giter" / "inbox"
     inbox.mkdir(parents=True)
@@ -122,7 +122,7 @@ def test_a_stick_with_a_good_and_a_refused_bundle_says_both(tmp_path, publisher)
 
 
 def test_an_unenrolled_board_hands_its_key_over_on_the_stick(tmp_path, publisher, capsys):
-    device = NetDevice(tmp_path, "pi-01", publisher.allowed_signers)
+    device = SimDevice(tmp_path, "pi-01", publisher.allowed_signers)
     stick = tmp_path / "stick"
     inbox = stick / "giter" / "inbox"
     inbox.mkdir(parents=True)
