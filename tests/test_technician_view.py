@@ -84,7 +84,7 @@ def test_yesterdays_stick_is_nothing_new_and_a_fork_stays_refused(tmp_path, publ
     assert "monday.bundle" in receipt and "OlderSpec: nothing new" in receipt
     assert "state:          in-sync:" in receipt
     assert f"status LED:     {LEGEND['in-sync']}" in receipt
-    assert console_line(device, capsys).startswith("giter-agent pi-01: in-sync:")
+    assert console_line(device, capsys, 0).startswith("giter-agent pi-01: in-sync:")
     assert device.state().accepted == tuesday and (device.root / "motd").read_text() == "tue\n"
 
     # A history that does not descend from Tuesday (a fork) is still refused.
