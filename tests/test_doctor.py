@@ -244,3 +244,26 @@ def test_cli_exit_codes(board_dir, capsys):
     assert main(["-c", str(board_dir / "agent.toml"), "doctor"]) == 1
     out = capsys.readouterr().out
     assert "FAIL  state directory" in out and "fix: chmod 700" in out
+
+
+@pytest.mark.parametrize(("os_release", "rpi_issue", "command"), [
+    ('ID=debian\nVERSION_CODENAME=bookworm\n', True, "sudo apt-get install python3-lgpio"),
+    ('ID=raspbian\n', False, "sudo apt-get install python3-lgpio"),
+    ('PRETTY_NAME="Debian GNU/Linux 12"\nID=debian\n', False,
+     "sudo /opt/giter-agent/bin/pip install lgpio"),
+])
+def test_the_lgpio_fix_names_a_command_this_os_has(board_dir, tmp_path, os_release,
+                                                  rpi_issue, command):
+    text = (board_dir / "agent.toml").read_text().replace("generic-mock", "rpi-4b")
+    (board_dir / "agent.toml").write_text(text)
+    (tmp_path / "os-release").write_text(os_release)
+    if rpi_issue:
+        (tmp_path / "rpi-issue").write_text("Raspberry Pi reference 2024-07-04\n")
+
+    def broken(board):
+        raise ConfigError("pin_factory: cannot start 'lgpio': No module named 'lgpio'")
+
+    (pf,) = by_check(doctor(board_dir, pin_factory_maker=broken,
+                            os_release=tmp_path / "os-release",
+                            rpi_issue=tmp_path / "rpi-issue").run(), "pin factory")
+    assert pf.level == FAIL and pf.fix.startswith(command)

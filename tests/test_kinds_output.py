@@ -138,3 +138,23 @@ def test_plan_reads_live_pins_and_otherwise_trusts_the_record(ctx, factory):
     ctx.devices.clear()  # another process: the record says it was applied
     assert kind.plan("Output/l", spec, ctx) is None
     assert factory.pin("GPIO17").state == 0  # planning changed nothing
+
+
+def test_a_one_shot_sync_reports_what_outlives_it(ctx, factory):
+    """``giter-agent sync`` exits when it is done: no blink thread survives it."""
+    ctx.lasting = False
+    led1, led2, buzzer = (factory.pin(p) for p in ("GPIO17", "GPIO18", "GPIO23"))
+    result = reconcile(specset(
+        out("beacon", pin="led1", state="blink", onTime=0.1, offTime=0.1),
+        out("dim", pin="led2", state="pwm", value=0.25),
+        out("beeps", pin="buzzer", state="blink", onTime=0.01, offTime=0.01, count=3),
+    ), ctx, builtin_kinds(), {}, "c1")
+    # An endless blink and a dimmed level need the service: not Ready, and said why.
+    for key, pin in (("Output/beacon", led1), ("Output/dim", led2)):
+        is_ready, reason = ready(result.records[key])
+        assert (is_ready, reason) == (False, "NeedsDaemon"), key
+        assert "giter-agent" in result.records[key]["status"]["conditions"][0]["message"]
+        assert not pin.state  # left off, as it will be once the process is gone
+    # Three beeps are over before the sync returns: what is true afterwards is "done".
+    assert ready(result.records["Output/beeps"]) == (True, "Blinked")
+    assert [s.state for s in buzzer.states].count(True) == 3 and not buzzer.state

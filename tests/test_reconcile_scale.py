@@ -26,7 +26,9 @@ def resources(rig: Rig, changed: int = 0, removed: int = 0) -> dict[str, bytes |
     for i in range(45):
         out[f"cmd-{i:02d}.yaml"] = doc("Command", f"cmd-{i:02d}",
                                        {"command": "tick", "dependsOn": [f"file-{i:03d}"]})
-    for name, spec in [("led1", {"state": "on"}), ("led2", {"state": "pwm", "value": 0.3}),
+    # A one-shot sync cannot hold a level between 0 and 1 (software PWM dies with it):
+    # full brightness through PWM keeps the PWM path without needing the daemon.
+    for name, spec in [("led1", {"state": "on"}), ("led2", {"state": "pwm", "value": 1.0}),
                        ("relay1", {"state": "on"}), ("relay2", {"state": "off"}),
                        ("buzzer", {"state": "blink", "onTime": 0.1, "count": 2})]:
         out[f"out-{name}.yaml"] = doc("Output", f"out-{name}", {"pin": name, **spec})

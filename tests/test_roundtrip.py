@@ -75,7 +75,9 @@ def test_round_trip_over_usb(tmp_path, publisher, device, stick):
     assert stat.S_IMODE(key.stat().st_mode) == 0o600
 
     outbox = stick / "giter/outbox"
-    assert sorted(p.name for p in outbox.iterdir()) == ["pi-01.bundle", "pi-01.txt"]
+    # The spec does not enrol pi-01: its key rides along for `giter-bundle enroll`.
+    assert sorted(p.name for p in outbox.iterdir()) == ["pi-01.bundle", "pi-01.pub",
+                                                        "pi-01.txt"]
     receipt = (outbox / "pi-01.txt").read_text()
     assert "APPLIED" in receipt and "File/motd" in receipt and tip in receipt
 
@@ -129,7 +131,8 @@ def test_one_stick_serves_many_devices(tmp_path, publisher, stick):
     for d in devices:
         assert d.cli("sync", "--usb", stick) in (0, 3)
     names = sorted(p.name for p in (stick / "giter/outbox").iterdir())
-    assert names == ["pi-a.bundle", "pi-a.txt", "pi-b.bundle", "pi-b.txt"]
+    assert names == ["pi-a.bundle", "pi-a.pub", "pi-a.txt", "pi-b.bundle", "pi-b.pub",
+                     "pi-b.txt"]  # .pub: neither is enrolled by this spec
 
 
 def tamper(publisher: Publisher, rev: str) -> str:
@@ -201,7 +204,15 @@ def test_refusals_change_nothing(tmp_path, publisher, device, stick):
     before = device.snapshot()
     assert before["accepted"] == newer
     publisher.git("update-ref", "refs/heads/main", good)
-    offer(("main",), "Rollback", git_ok=True)
+    # The older bundle again (yesterday's stick): nothing new, not a refusal; the device
+    # keeps the newer spec.
+    for p in inbox.iterdir():
+        p.unlink()
+    publisher.bundle(inbox / "offer.bundle", "main")
+    assert device.cli("sync", "--usb", stick) == 0
+    assert device.state().last_sync["reason"] == "UpToDate"
+    assert "nothing new" in device.state().last_sync["message"]
+    assert device.snapshot()["accepted"] == newer
 
 
 def test_corrupt_and_unusable_bundles(tmp_path, publisher, device, stick):

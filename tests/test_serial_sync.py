@@ -339,3 +339,36 @@ def test_the_wrong_board_gets_nothing(tmp_path, publisher, device):
             served.close()
     assert served.endpoint.last_error.reason == "WrongDevice"
     assert device.state().accepted is None
+
+
+def test_status_bundle_leaves_out_what_the_hub_holds(tmp_path, publisher, device):
+    """``--hub``: the device sends only the status commits the laptop's hub lacks, as it
+    does for a stick's hub-status.txt."""
+    _, first = spec_bundle(publisher, device, tmp_path, blob_kib=0, text="one\n")
+    with SerialLine() as line:
+        served = ServedDevice(device, line)
+        try:
+            assert peer(line, tmp_path / "a", first).run().exit_code == 0
+            hub_has = device.state().status_tip
+            _, second = spec_bundle(publisher, device, tmp_path, blob_kib=0, text="two\n")
+            result = peer(line, tmp_path / "b", second,
+                          hub_status={"pi-01": hub_has, "pi-02": "f" * 40}).run()
+            assert result.exit_code == 0, result.result
+            # The same answer again, without the hub: the whole chain, not the kept cut.
+            whole = peer(line, tmp_path / "c", None).run()
+        finally:
+            served.close()
+    cut = tmp_path / "b/outbox/pi-01.bundle"
+    # A hub that holds the first status (fetched from the first session's bundle) takes
+    # the cut bundle as it is.
+    publisher.git("fetch", "-q", tmp_path / "a/outbox/pi-01.bundle",
+                  "refs/heads/status/pi-01:refs/heads/hub-status")
+    publisher.git("bundle", "verify", cut)
+    heads = publisher.git("bundle", "list-heads", cut).stdout.decode()
+    assert device.state().status_tip in heads
+    header = cut.read_bytes().split(b"\n\n", 1)[0].decode()
+    # A prerequisite line ("-<sha>") names the hub's commit: it is left out.
+    assert f"-{hub_has}" in header
+    full_header = (tmp_path / "c/outbox/pi-01.bundle").read_bytes().split(b"\n\n", 1)[0]
+    assert f"-{hub_has}".encode() not in full_header  # it needs only the spec commits
+    assert whole.exit_code == 0

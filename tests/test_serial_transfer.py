@@ -16,7 +16,7 @@ import serial
 from support.serial_line import SerialLine
 
 from giter_agent.transport.serial.link import OFFER, Link, LinkLost
-from giter_agent.transport.serial.transfer import Offer, PartialStore, Receiver, Sender
+from giter_agent.transport.serial.transfer import Offer, PartialStore, Progress, Receiver, Sender
 
 
 def run_transfer(line, source, store, *, offer=None, idle=1.0, window=16):
@@ -109,3 +109,59 @@ def test_a_chunk_of_the_wrong_length_is_a_protocol_error(tmp_path):
     assert partial.write(2, b"z" * 952) and not partial.write(2, b"z" * 952)
     assert not partial.write(3, b"z")  # past the end: ignored
     partial.close()
+
+
+class _Terminal:
+    """A screen ``cols`` wide as a terminal draws it: ``\\r`` to the start of the row,
+    ``\\n`` a new row, a character past the edge wraps to a new row."""
+
+    def __init__(self, cols: int) -> None:
+        self.cols = cols
+        self.rows: list[list[str]] = [[]]
+        self.col = 0
+
+    def isatty(self) -> bool:
+        return True
+
+    def flush(self) -> None:
+        pass
+
+    def write(self, text: str) -> None:
+        for ch in text:
+            if ch == "\r":
+                self.col = 0
+            elif ch == "\n":
+                self.rows.append([])
+                self.col = 0
+            else:
+                if self.col >= self.cols:
+                    self.rows.append([])
+                    self.col = 0
+                row = self.rows[-1]
+                row.extend(" " * (self.col + 1 - len(row)))
+                row[self.col] = ch
+                self.col += 1
+
+    def lines(self) -> list[str]:
+        return ["".join(r).rstrip() for r in self.rows]
+
+
+@pytest.mark.parametrize("cols", [40, 60, 100])
+def test_progress_bar_fits_the_terminal_and_leaves_nothing_behind(cols):
+    from giter_bundle.commands.serial import ProgressDisplay
+    from giter_bundle.serial_peer import PeerEvent
+
+    screen = _Terminal(cols)
+    display = ProgressDisplay(screen, clock=lambda: 0.0, columns=lambda: cols)
+    total = 3 * 2**30
+    # Long numbers first (GiB left, a fast rate, hours to go), then short ones.
+    display(PeerEvent("sending", progress=Progress("spec", 1, total, rate=2**30 * 5)))
+    display(PeerEvent("sending", progress=Progress("spec", total // 2, total, rate=900.0)))
+    display(PeerEvent("sending", progress=Progress("spec", total, total, rate=None)))
+    display.finish()
+    lines = [line for line in screen.lines() if line]
+    # One row: the bar never wrapped, and the last one drawn is all that is left of it.
+    assert len(lines) == 1, lines
+    last = display.bar(Progress("spec", total, total, rate=None), cols - 1)[:cols - 1]
+    assert lines[0] == last.rstrip()
+    assert lines[0].startswith("sending [########") and "] 100%" in lines[0]

@@ -87,12 +87,15 @@ def test_patterns_cannot_be_mistaken_for_each_other():
         lit = sum(secs for on, secs in PATTERNS[code] if on)
         return pulses, round(period, 2), round(lit / period, 2)
 
-    # Offline and stale share the attention pattern by design; every other pair differs.
+    # Every code has a rhythm of its own: offline (the hub is away) and stale (the spec
+    # expired) too, since a technician acts differently on each.
     groups = {}
     for code in STATES:
         groups.setdefault(signature(code), set()).add(code)
-    assert sorted(map(sorted, groups.values())) == sorted(
-        [[IN_SYNC], [SYNCING], sorted([OFFLINE, STALE]), [REFUSED], [ERROR]])
+    assert sorted(map(sorted, groups.values())) == sorted([[c] for c in STATES])
+    assert LEGEND[OFFLINE] != LEGEND[STALE]
+    # Not just a different speed: the share of time lit differs clearly too.
+    assert abs(signature(OFFLINE)[2] - signature(STALE)[2]) >= 0.25
     # Refused is the only pattern with a countable burst: three blinks per period.
     assert signature(REFUSED)[0] == 3
     assert all(signature(c)[0] <= 1 for c in STATES if c != REFUSED)

@@ -3,7 +3,9 @@
 ``test_trust`` proves the verifier's verdicts; this proves the promise around them:
 after every refusal the accepted tip, the applied spec, every file the agent wrote and
 the object store's refs are exactly as before, nothing is left in quarantine, and the
-refusal is recorded with the verifier's reason.
+refusal is recorded with the verifier's reason. An old tip offered again in a bundle
+file (the verifier's ``Rollback``) changes nothing either, and is reported as nothing
+new rather than refused.
 """
 
 from __future__ import annotations
@@ -55,10 +57,18 @@ def test_attack_bundle_changes_nothing(tmp_path, keys, build, reason):  # noqa: 
     repo = tmp_path / "state" / "repo.git"
     before_refs = {p: p.read_bytes() for p in (repo / "refs").rglob("*") if p.is_file()}
 
-    assert offer(attack.new) == 1
+    after_code = offer(attack.new)
     after = state_store.load()
-    assert after.last_sync["outcome"] == "refused"
-    assert after.last_sync["reason"] == reason
+    if reason == "Rollback":
+        # An ancestor of the accepted spec in a bundle file is yesterday's stick, not a
+        # threat: nothing new (exit 0), and, like a refusal, nothing changes.
+        assert after_code == 0
+        assert after.last_sync["outcome"] == "up-to-date"
+        assert after.last_sync["bundles"][0]["reason"] == "OlderSpec"
+    else:
+        assert after_code == 1
+        assert after.last_sync["outcome"] == "refused"
+        assert after.last_sync["reason"] == reason
     assert (after.accepted, after.applied) == (before_state.accepted, before_state.applied)
     assert {p: p.read_bytes() for p in root.rglob("*") if p.is_file()} == before_files
     refs = {p: p.read_bytes() for p in (repo / "refs").rglob("*") if p.is_file()

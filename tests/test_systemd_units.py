@@ -137,3 +137,42 @@ def test_the_udev_rule_starts_the_unit_only_for_usb_filesystems():
     assert 'ENV{ID_BUS}=="usb"' in rule and 'ENV{ID_FS_TYPE}=="vfat|exfat"' in rule
     assert 'ENV{SYSTEMD_WANTS}+="giter-usb@%k.service"' in rule
     assert "RUN" not in rule  # udev must not mount: its own namespace, its own time limits
+
+
+def _udev_rule_applies(rule_file: Path, props: dict[str, str]) -> dict[str, str]:
+    """What the rule assigns for a device with ``props`` ({} if it does not match), read
+    the way udev reads it: ``KEY=="a|b*"`` matches a shell glob of alternatives."""
+    import fnmatch
+    import re
+
+    text = rule_file.read_text().replace("\\\n", " ")
+    assigned: dict[str, str] = {}
+    for line in text.splitlines():
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        pairs = re.findall(r'([A-Z_]+(?:\{[A-Z_]+\})?)\s*(==|!=|\+=|=)\s*"([^"]*)"', line)
+        ok, out = True, {}
+        for key, op, value in pairs:
+            have = props.get(key[4:-1] if key.startswith("ENV{") else key, "")
+            if op in ("==", "!="):
+                hit = any(fnmatch.fnmatchcase(have, alt) for alt in value.split("|"))
+                ok = ok and (hit if op == "==" else not hit)
+            else:
+                out[key] = value
+        if ok:
+            assigned.update(out)
+    return assigned
+
+
+@pytest.mark.parametrize(("label", "fs", "ours"), [
+    ("GITER", "vfat", True), ("GITER-01", "exfat", True), ("giter", "vfat", True),
+    ("KINGSTON", "vfat", False), ("", "vfat", False), ("PHOTOS", "exfat", False),
+    ("GITER", "ext4", False),
+])
+def test_the_udev_rule_takes_only_giter_sticks(label, fs, ours):
+    props = {"ACTION": "add", "SUBSYSTEM": "block", "ID_BUS": "usb",
+             "ID_FS_USAGE": "filesystem", "ID_FS_TYPE": fs, "ID_FS_LABEL": label}
+    assigned = _udev_rule_applies(UNITS / "99-giter-usb.rules", props)
+    # A stick that is not a giter stick stays visible to the desktop, and untouched.
+    assert ("ENV{UDISKS_IGNORE}" in assigned) is ours
+    assert ("ENV{SYSTEMD_WANTS}" in assigned) is ours

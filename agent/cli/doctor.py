@@ -57,6 +57,10 @@ class Doctor:
     disk_usage: Callable[[Path], Any] = shutil.disk_usage
     installed_at: Callable[[], float] = _installed_at
     euid: int = -1
+    # Which OS this is, for the right install command in a fix (Raspberry Pi OS ships
+    # python3-lgpio, plain Debian does not).
+    os_release: Path = Path("/etc/os-release")
+    rpi_issue: Path = Path("/etc/rpi-issue")
 
     def __post_init__(self) -> None:
         if self.euid == -1:
@@ -72,10 +76,45 @@ class Doctor:
                             "with scripts/install")]
         findings = [Finding("config", OK, f"{self.config_path}: device {config.device_id}, "
                             f"board {config.board}")]
-        for check in (self._board, self._trust, self._state_dir, self._device_key,
-                      self._clock, self._disk, self._roots):
-            findings.extend(check(config))
+        for name, check in (("board", self._board), ("trust file", self._trust),
+                            ("state directory", self._state_dir),
+                            ("device key", self._device_key), ("clock", self._clock),
+                            ("disk", self._disk), ("roots", self._roots)):
+            try:
+                findings.extend(check(config))
+            except OSError as exc:
+                # A file this user may not read (the service user's state, run as pi):
+                # a finding with the command to run instead, never a traceback.
+                findings.append(self._unreadable(name, exc))
         return findings
+
+    def _distro(self) -> str:
+        """``raspios``, ``ubuntu``, ``debian`` or ``other``, from /etc/os-release."""
+        if self.rpi_issue.exists():
+            return "raspios"
+        try:
+            text = self.os_release.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return "other"
+        fields = dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+        ident = fields.get("ID", "").strip('"')
+        if ident == "raspbian":
+            return "raspios"
+        return ident if ident in ("ubuntu", "debian") else "other"
+
+    def _unreadable(self, check: str, exc: OSError) -> Finding:
+        from giter_agent.core.access import explain, owner, rerun_as
+
+        argv = ["-c", str(self.config_path), "doctor"]
+        if isinstance(exc, PermissionError):
+            path = Path(exc.filename) if exc.filename else None
+            found = owner(path) if path is not None else None
+            fix = (rerun_as(found[1], "giter-agent", argv)
+                   if found is not None and found[0] != self.euid else
+                   f"check the permissions of {path}")
+            return Finding(check, FAIL, str(explain(exc, "giter-agent", argv)), fix)
+        return Finding(check, FAIL, f"{exc.filename or ''}: {exc.strerror or exc}",
+                       "see the message; then run giter-agent doctor again")
 
     # -- checks --------------------------------------------------------------------------
     def _board(self, config: Config) -> Iterator[Finding]:
@@ -92,7 +131,8 @@ class Doctor:
         try:
             factory = self.pin_factory_maker(board)
         except GiterError as exc:
-            yield Finding("pin factory", FAIL, str(exc), _factory_fix(board.pin_factory))
+            yield Finding("pin factory", FAIL, str(exc),
+                          _factory_fix(board.pin_factory, self._distro()))
             return
         # Closing a factory opened only to test it cannot matter to the verdict.
         with contextlib.suppress(Exception):
@@ -269,7 +309,12 @@ def _not_owned(path: Path, uid: int, limit: int = 2000) -> list[Path]:
     return found
 
 
-def _factory_fix(factory: str) -> str:
+def _factory_fix(factory: str, distro: str = "raspios") -> str:
+    """The command that installs ``factory``'s library on ``distro`` (``Doctor._distro``)."""
+    if factory == "lgpio" and distro not in ("raspios", "ubuntu"):
+        # Plain Debian has no python3-lgpio: PyPI's lgpio wheels carry the library.
+        return ("sudo /opt/giter-agent/bin/pip install lgpio (this OS has no python3-lgpio "
+                "package), and check the service user is in the gpio group (id giter)")
     return {
         "lgpio": "sudo apt-get install python3-lgpio, and check the service user is in the "
                  "gpio group (id giter)",

@@ -32,7 +32,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run("giter-agent", _parser().parse_args(argv))
+    return run("giter-agent", _parser().parse_args(argv), argv)
 
 
 if __name__ == "__main__":

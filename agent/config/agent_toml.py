@@ -94,6 +94,8 @@ class Config:
     # [serial]: the port the device serves (default: the board's serial_port) and its speed.
     serial_port: str | None = None
     serial_baud: int = 115200
+    # [metrics] textfile: a node_exporter textfile-collector file (giter_agent.status.metrics).
+    metrics_textfile: Path | None = None
     source: Path | None = field(default=None, compare=False)
 
     @property
@@ -112,6 +114,7 @@ _SECTIONS = {"usb": {"roots"}, "files": {"roots"}, "limits": set(_LIMIT_RANGES),
              "network": {"url", "username", *_NETWORK_PATHS, *_NETWORK_RANGES}}
 _SECTIONS.update({"agent": set(SECTION_KEYS), "commands": {"allowed"}})
 _SECTIONS["serial"] = {"port", "baud"}
+_SECTIONS["metrics"] = {"textfile"}
 _REQUIRED = ("device_id", "state_dir", "board", "allowed_signers")
 
 
@@ -212,6 +215,8 @@ def from_dict(raw: dict[str, Any], *, base: Path, source: Path | None = None) ->
         serial_port=string("serial.port", raw["serial"]["port"])
         if "port" in raw.get("serial", {}) else None,
         serial_baud=_baud(raw.get("serial", {}).get("baud", 115200), fail),
+        metrics_textfile=_textfile(raw["metrics"]["textfile"], fail, a_path)
+        if "textfile" in raw.get("metrics", {}) else None,
         source=source,
     )
 
@@ -298,3 +303,12 @@ def _baud(value: Any, fail: Any) -> int:
     if type(value) is not int or not 1200 <= value <= 4_000_000:
         raise fail("serial.baud", f"must be a line speed from 1200 to 4000000, got {value!r}")
     return value
+
+
+def _textfile(value: Any, fail: Any, a_path: Any) -> Path:
+    """``[metrics] textfile``: a ``*.prom`` path (node_exporter reads only those)."""
+    path = a_path("metrics.textfile", value)
+    if path.suffix != ".prom":
+        raise fail("metrics.textfile", f"must end in .prom (the textfile collector reads "
+                   f"only those), got {value!r}")
+    return Path(path)

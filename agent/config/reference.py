@@ -17,6 +17,7 @@ SECTION_HELP = {
     "usb": "USB sticks (docs/sneakernet.md).",
     "files": "Where File resources may write.",
     "serial": "The serial console and sync protocol over a UART (docs/serial.md).",
+    "metrics": "Prometheus metrics in a node_exporter textfile (docs/operating.md).",
     "network": "The fleet's git server (docs/network.md); without it, sticks and serial "
                "only.",
     "agent": "The agent's own settings and the bounds within which the Agent resource may "
@@ -42,8 +43,11 @@ KEYS = {
                "not start there is refused.",
     "usb.roots": "Folders where sticks are mounted (default /media/giter).",
     "files.roots": "File resources write only under these folders.",
-    "serial.port": "The UART to serve (default: the board config's serial_port).",
+    "serial.port": "The UART giter-agent run serves (serve-serial alone defaults to the "
+                   "board config's serial_port).",
     "serial.baud": "Its speed (default 115200).",
+    "metrics.textfile": "A *.prom file for node_exporter's textfile collector, rewritten "
+                        "after a pass only when it changed (default: none).",
     "network.url": "git://, http(s):// or ssh:// URL of the fleet repository.",
     "network.username": "http(s): the basic-auth user; ssh: the user when the URL has "
                         "none.",

@@ -11,7 +11,7 @@ import argparse
 import importlib
 import logging
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from giter_agent.core.errors import GiterError, UsageError
@@ -28,15 +28,25 @@ def add_commands(p: argparse.ArgumentParser, package: str, names: Iterable[str],
         cmd.set_defaults(run=module.run)
 
 
-def run(prog: str, args: argparse.Namespace) -> int:
-    """Run the chosen command: one line per error, 2 for a ``UsageError``, 1 for the rest."""
+def run(prog: str, args: argparse.Namespace, argv: Sequence[str] | None = None) -> int:
+    """Run the chosen command: one line per error, 2 for a ``UsageError``, 1 for the rest.
+
+    A permission problem is one of those lines too: the file, its owner and the command
+    to run instead (``giter_agent.core.access``); ``argv`` is the command line it repeats."""
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format=f"{prog} %(levelname)s %(name)s: %(message)s")
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
         return args.run(args)
     except GiterError as exc:
         print(f"{prog}: {exc.reason}: {exc}", file=sys.stderr)
         return 2 if isinstance(exc, UsageError) else 1
+    except PermissionError as exc:
+        from giter_agent.core.access import explain
+
+        err = explain(exc, prog, args.argv)
+        print(f"{prog}: {err.reason}: {err}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
     except OSError as exc:

@@ -30,6 +30,8 @@ class Reason(StrEnum):
     NotAGiterStick = "NotAGiterStick"
     RequiresRoot = "RequiresRoot"
     Busy = "Busy"
+    PermissionDenied = "PermissionDenied"
+    RunningAsRoot = "RunningAsRoot"
     StateCorrupt = "StateCorrupt"
     InvalidName = "InvalidName"
     InvalidKey = "InvalidKey"
@@ -204,6 +206,13 @@ class StickError(UsageError, FileNotFoundError):
     """The folder is not a giter stick (no ``giter/inbox``)."""
 
     reason = Reason.NotAGiterStick
+
+
+class AccessError(GiterError, PermissionError):
+    """A file of the agent cannot be used by this user, or must not be, by root
+    (``core.access``: the message names the owner and the command to run instead)."""
+
+    reason = Reason.PermissionDenied
 
 
 class LockedError(GiterError):

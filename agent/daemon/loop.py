@@ -18,6 +18,12 @@ finish for up to ``grace_s``. A pass still running then is abandoned by exiting:
 step of a pass is written so that a power cut at any instant resumes cleanly (state
 file replaced atomically, refs repaired from it, quarantines swept), and an exit is
 no worse. SIGUSR1 asks for a network sync now.
+
+A trigger may also be a service with a thread of its own (``SerialService``: the serial
+console and sync protocol); the daemon starts and closes it, counts it ``syncing``
+while its ``busy()`` says so, tells it when the health changes (``status_changed``),
+and hands it the USB stick's news (``notice``: syncing, the result, SAFE TO REMOVE)
+so a technician on the serial console sees what a stick did.
 """
 
 from __future__ import annotations
@@ -101,7 +107,7 @@ class Daemon:
                                         failures=failures, now=clock())
             self.triggers.append(self.sync_timer)
         if config.usb_roots:
-            self.triggers.append(UsbWatch(config.usb_roots))
+            self.triggers.append(UsbWatch(config.usb_roots, say=self._say))
         self.triggers.append(self._wakeups)
         config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.triggers.append(StateWatch(config.state_dir, lambda: self._own_state,
@@ -137,8 +143,13 @@ class Daemon:
             logging.getLogger().setLevel(level)
 
     def add_trigger(self, trigger: Any) -> None:
-        """Add a trigger (see ``daemon.triggers`` for what it must offer)."""
+        """Add a trigger (see ``daemon.triggers`` for what it must offer, and the module
+        docstring for a service's extras)."""
         self.triggers.append(trigger)
+
+    def wake(self) -> None:
+        """Look again now (thread-safe): a service's ``busy()`` changed, say."""
+        self._wake()
 
     # -- what it tells people -----------------------------------------------------------
     def health(self) -> Health:
@@ -147,7 +158,11 @@ class Daemon:
             state = self.agent.state_store.load()
         except GiterError as exc:
             return Health("error", exc.reason, str(exc))
-        return health(state, syncing=not self._idle.is_set(), failure=self._failure)
+        return health(state, syncing=not self._idle.is_set() or self._service_busy(),
+                      failure=self._failure)
+
+    def _service_busy(self) -> bool:
+        return any(getattr(t, "busy", lambda: False)() for t in self.triggers)
 
     def _publish_health(self) -> None:
         now = self.health()
@@ -156,6 +171,19 @@ class Daemon:
             self.notifier.status(now.line()[:200])
             if self.on_health is not None:
                 self.on_health(now)
+        # The console's status line also names the last sync: it looks whenever a pass
+        # began or ended, and prints only what changed.
+        for trigger in self.triggers:
+            changed = getattr(trigger, "status_changed", None)
+            if changed is not None:
+                changed()
+
+    def _say(self, line: str) -> None:
+        """News for a person at the board (the serial console), and for the log."""
+        for trigger in self.triggers:
+            notice = getattr(trigger, "notice", None)
+            if notice is not None:
+                notice(line)
 
     # -- signals ------------------------------------------------------------------------
     def request_stop(self) -> None:
@@ -190,6 +218,10 @@ class Daemon:
         poller = select.poll()
         owners: dict[int, Any] = {}
         poller.register(self._wake_r, select.POLLIN)
+        for trigger in self.triggers:
+            start = getattr(trigger, "start", None)
+            if start is not None:
+                start()
         for trigger in self.triggers:
             for fd, mask in trigger.fds():
                 poller.register(fd, mask)
@@ -230,6 +262,8 @@ class Daemon:
                     with contextlib.suppress(BlockingIOError):
                         while os.read(self._wake_r, 512):
                             pass
+                    if self._idle.is_set():
+                        self._publish_health()  # a service may have started or ended a sync
                 elif fd in owners:
                     fired.setdefault(id(owners[fd]), set()).add(fd)
             for trigger in self.triggers:
@@ -271,6 +305,8 @@ class Daemon:
             self._pending = [p for p in self._pending if p.job.kind != RECONCILE]
         self._running = chosen
         self._started_at = now
+        if chosen.job.kind == USB:
+            self._say(f"USB stick {Path(chosen.job.arg or '').name}: syncing, leave it in")
         self._idle.clear()
         self._publish_health()
         self._jobs.put(chosen)
@@ -318,10 +354,16 @@ class Daemon:
                 self._failure = f"{item.job.kind} pass failed: {reason}: {error}"
                 log.error("%s", self._failure, extra={"event": "pass-failed", "reason": reason},
                           exc_info=not isinstance(error, GiterError))
+                if item.job.kind == USB:
+                    self._say(f"USB stick {Path(item.job.arg or '').name}: sync failed: "
+                              f"{reason}; wait for SAFE TO REMOVE")
                 item.trigger.finished(item.job, None, now)
             else:
                 self._failure = None
                 self._log_report(item.job, report)
+                if item.job.kind == USB:
+                    self._say(f"USB stick {Path(item.job.arg or '').name}: {report.outcome}: "
+                              f"{report.message}; receipt written, wait for SAFE TO REMOVE")
                 item.trigger.finished(item.job, report, now)
             self._own_state = identity(self._state_file)
             self._wakeups.refresh(now)

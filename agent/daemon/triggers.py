@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import re
 import select
 import time
 from collections.abc import Callable, Iterable
@@ -150,13 +151,24 @@ class UsbWatch:
 
     A stick is synced once per appearance; taking it out and putting it back syncs it
     again. Sticks already present at start are synced.
+
+    When a stick goes away, ``say`` (the daemon's: the serial console) gets one line:
+    ``SAFE TO REMOVE`` if it was a mount whose block device is still there (it was
+    unmounted, so written back: ``giter-usb eject``), or that it was pulled out before
+    it was unmounted (the device is gone: plug it in again to resync).
     """
 
     name = "usb"
 
     def __init__(self, roots: Iterable[Path], settle_s: float = 0.5,
-                 patience_s: float = 15.0, mountinfo: str = "/proc/self/mountinfo") -> None:
+                 patience_s: float = 15.0, mountinfo: str = "/proc/self/mountinfo",
+                 say: Callable[[str], None] | None = None,
+                 sys_block: Path = Path("/sys/class/block")) -> None:
         self.roots = [Path(r) for r in roots]
+        self.say = say
+        self.mountinfo = mountinfo
+        self.sys_block = sys_block
+        self._sources: dict[str, str] = {}  # stick path -> its block device, when a mount
         self.settle_s = settle_s
         self.patience_s = patience_s
         self._inotify = inotify.Inotify()
@@ -230,8 +242,32 @@ class UsbWatch:
                 if self._seen.get(path) != ident]
         for job in jobs:
             log.info("USB stick at %s", job.arg, extra={"event": "usb-stick"})
+        if jobs:
+            mounts = mount_sources(self.mountinfo)
+            for job in jobs:
+                source = mounts.get(job.arg or "")
+                if source is not None:
+                    self._sources[job.arg or ""] = source
+                else:
+                    self._sources.pop(job.arg or "", None)
+        for gone in sorted(set(self._seen) - set(present)):
+            self._gone(gone)
         self._seen = present
         return jobs, pending
+
+    def _gone(self, path: str) -> None:
+        source = self._sources.pop(path, None)
+        name = Path(path).name
+        if source is None or not source.startswith("/dev/"):
+            line = f"USB stick {name}: gone"
+        elif (self.sys_block / Path(source).name).exists():
+            line = f"USB stick {name}: written back and unmounted: SAFE TO REMOVE"
+        else:
+            line = (f"USB stick {name}: pulled out before it was unmounted: "
+                    "plug it in again to resync")
+        log.info("%s", line, extra={"event": "usb-gone"})
+        if self.say is not None:
+            self.say(line)
 
     def finished(self, job: Job, report: Any, now: float) -> None:
         """Nothing: a stick is synced once per appearance, whatever the outcome."""
@@ -288,6 +324,23 @@ class StateWatch:
 
     def close(self) -> None:
         self._inotify.close()
+
+
+def mount_sources(mountinfo: str) -> dict[str, str]:
+    """Mount point -> mounted source (``/dev/sda1``), from a ``/proc/*/mountinfo`` file."""
+    try:
+        text = Path(mountinfo).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return {}
+    sources: dict[str, str] = {}
+    for row in text.splitlines():
+        left, sep, right = row.partition(" - ")
+        fields, tail = left.split(), right.split()
+        if sep and len(fields) >= 5 and len(tail) >= 2:
+            # Spaces, tabs and backslashes in a mount point are escaped as \ooo.
+            point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[4])
+            sources[point] = tail[1]
+    return sources
 
 
 def identity(path: Path) -> tuple[int, int] | None:

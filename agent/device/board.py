@@ -23,7 +23,9 @@ PIN_NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
 # gpiozero pin specs we accept: "GPIO17", "BCM17", "BOARD11", "J8:11", or a bare number.
 PIN_SPEC_RE = re.compile(r"(GPIO|BCM|BOARD|WPI)?\d{1,3}|J8:\d{1,2}")
 
-_KEYS = {"name", "description", "pin_factory", "status_led", "serial_port", "usb_roots", "pins"}
+_KEYS = {"name", "description", "models", "pin_factory", "status_led", "serial_port",
+         "usb_roots", "pins"}
+DEVICE_TREE_MODEL = Path("/proc/device-tree/model")  # see device.models
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,8 @@ class Board:
     usb_roots: tuple[Path, ...] = ()
     description: str = ""
     source: Path | None = None
+    # What /proc/device-tree/model says on this board (up to its " Rev ..." suffix).
+    models: tuple[str, ...] = ()
 
     def pin(self, logical: str) -> str:
         """The gpiozero pin spec for a logical name; KeyError if the board has none."""
@@ -113,6 +117,9 @@ def _from_dict(raw: dict[str, Any], source: Path) -> Board:
     roots = raw.get("usb_roots", [])
     if not isinstance(roots, list) or not all(isinstance(r, str) for r in roots):
         raise fail("usb_roots", "must be a list of folder paths")
+    models = raw.get("models", [])
+    if not isinstance(models, list) or not all(isinstance(m, str) and m for m in models):
+        raise fail("models", "must be a list of device-tree model names")
     description = raw.get("description", "")
     if not isinstance(description, str):
         raise fail("description", "must be a string")
@@ -125,7 +132,16 @@ def _from_dict(raw: dict[str, Any], source: Path) -> Board:
         usb_roots=tuple(Path(r) for r in roots),
         description=description,
         source=source,
+        models=tuple(models),
     )
+
+
+def detect_board(model_file: Path = DEVICE_TREE_MODEL) -> tuple[str | None, str]:
+    """(the shipped board that fits this machine's device-tree model, or None; the model
+    text): ``giter_agent.device.models``, over the shipped board configs."""
+    from giter_agent.device.models import detect
+
+    return detect(Path(str(resources.files("giter_boards"))), model_file)
 
 
 def make_pin_factory(board: Board) -> Any:
@@ -151,3 +167,4 @@ def make_pin_factory(board: Board) -> Any:
         raise ConfigError(
             f"{board.source}: pin_factory: cannot start {board.pin_factory!r}: {exc}"
         ) from None
+

@@ -8,7 +8,8 @@ the next ``show`` or ``close``.
 
 The patterns differ in rhythm, not only in speed, so that none can be mistaken for
 another across a room: a lone blip (in sync), a flicker (syncing), an even blink
-(offline or stale), three quick blinks then dark (refused), steady light (error).
+(offline), a long glow with a short dark gap (stale), three quick blinks then dark
+(refused), steady light (error).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ PATTERNS: dict[str, Pattern] = {
     IN_SYNC: ((True, 0.1), (False, 2.9)),
     SYNCING: ((True, 0.05), (False, 0.05)),
     OFFLINE: ((True, 1.0), (False, 1.0)),
-    STALE: ((True, 1.0), (False, 1.0)),
+    STALE: ((True, 2.5), (False, 0.5)),
     REFUSED: ((True, 0.2), (False, 0.2), (True, 0.2), (False, 0.2), (True, 0.2),
               (False, 1.6)),
     ERROR: ((True, 60.0),),
@@ -40,7 +41,7 @@ LEGEND: dict[str, str] = {
     IN_SYNC: "one short blink every 3 s (heartbeat)",
     SYNCING: "fast flicker: a sync is running, leave the stick in",
     OFFLINE: "slow even blink, 1 s on / 1 s off",
-    STALE: "slow even blink, 1 s on / 1 s off",
+    STALE: "mostly on: 2.5 s on, a 0.5 s dark gap, repeating",
     REFUSED: "3 quick blinks, then 1.6 s dark, repeating",
     ERROR: "steady on",
 }

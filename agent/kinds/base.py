@@ -115,6 +115,9 @@ class Context:
     commands: dict[str, tuple[str, ...]] = field(default_factory=dict)
     # Where sysfs is mounted (thermal zones, 1-wire); a temp folder in tests.
     sysfs: Path = field(default_factory=_default_sysfs)
+    # Does this process stay to hold what it sets (the daemon, serve-serial)? A one-shot
+    # `giter-agent sync` does not: a blink or software PWM would die with it.
+    lasting: bool = True
     # The effective user id (File owner/group need root); injectable for tests.
     euid: Callable[[], int] = os.geteuid
     # The device's own ed25519 private key, loaded when a Secret needs it (None: the

@@ -8,7 +8,12 @@ config names, so a laptop (mock pins) and a Raspberry Pi run the same code.
 
 The gpiozero device is kept in the context between passes: a blink runs in
 gpiozero's background thread for as long as the agent process lives (the daemon),
-and a changed spec reuses or replaces it. A pin found at another level than the spec
+and a changed spec reuses or replaces it. A one-shot ``giter-agent sync``
+(``Context.lasting`` false) reports what is true once it has exited: a counted blink
+short enough (``ONE_SHOT_BLINK_S``) runs to its end before it returns (``Blinked``);
+an endless blink or a PWM level between 0 and 1 (software PWM, a thread of this
+process) cannot outlive it, so the pin is driven off and the resource is not Ready
+(``NeedsDaemon``: the service will hold it). A pin found at another level than the spec
 says (flipped by hand or by another program) is set back and reported as drift.
 """
 
@@ -32,6 +37,8 @@ from giter_agent.kinds.base import (
 from giter_agent.kinds.fields import Field, by_name, check_declared, value
 
 STATES = ("on", "off", "blink", "pwm")
+# The longest counted blink a one-shot sync runs to the end before it exits.
+ONE_SHOT_BLINK_S = 30.0
 
 
 @dataclass
@@ -174,6 +181,10 @@ class OutputKind(Kind):
                 return Retry("PinUnavailable", f"{pin}: {exc}", 30, observed)
             dev = ctx.devices[key] = _Driven(led, want)
         message = _describe(spec, logical, pin)
+        if not ctx.lasting:
+            outcome = self._one_shot(spec, dev, message, observed)
+            if outcome is not None:
+                return outcome
         if spec["state"] == "blink":
             pattern = _pattern(spec)
             if dev.pattern != pattern:
@@ -202,6 +213,28 @@ class OutputKind(Kind):
             dev.led.off()
         observed["value"] = round(float(dev.led.value), 4)
         return Done("Set", message, observed, changes=changes)
+
+    def _one_shot(self, spec: dict[str, Any], dev: _Driven, message: str,
+                  observed: dict[str, Any]) -> Outcome | None:
+        """What a process about to exit can truly do; None: the same as a daemon."""
+        on, off, fade_in, fade_out, count = _pattern(spec)
+        if spec["state"] == "blink":
+            if count and count * (on + off + fade_in + fade_out) <= ONE_SHOT_BLINK_S:
+                dev.pattern = None
+                if spec["pwm"]:
+                    dev.led.blink(on_time=on, off_time=off, fade_in_time=fade_in,
+                                  fade_out_time=fade_out, n=count, background=False)
+                else:
+                    dev.led.blink(on_time=on, off_time=off, n=count, background=False)
+                return Done("Blinked", f"{message}: done, now off", observed)
+        elif not (spec["state"] == "pwm" and 0.0 < _desired(spec) < 1.0):
+            return None
+        dev.pattern = None
+        dev.led.off()
+        observed["value"] = 0.0
+        return Failed("NeedsDaemon", f"{message} only while giter-agent runs as a service: "
+                      "this one-shot sync exits, so the pin is left off; the running "
+                      "service (systemctl start giter-agent) holds it", observed)
 
     def plan(self, key: str, spec: dict[str, Any], ctx: Context) -> str | None:
         pin = self._pin(spec, ctx)

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from giter_agent.config.agent_toml import Config
 from giter_agent.core.errors import ConfigError, GiterError
+from giter_agent.core.layout import DEVICES_DIR
 from giter_agent.device.board import Board, load_board, make_pin_factory
 from giter_agent.kinds import load_kinds
 from giter_agent.kinds.base import Context
@@ -66,7 +67,10 @@ class Agent:
     def __init__(self, config: Config, *, clock: Callable[[], float] = time.time,
                  pin_factory_maker: Callable[[Board], Any] = make_pin_factory,
                  board: Board | None = None,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
+                 monotonic: Callable[[], float] = time.monotonic, lasting: bool = True) -> None:
+        """``lasting``: this process stays to hold what it sets (the daemon); False for
+        a one-shot command, whose Outputs then report what outlives it. ``monotonic``:
+        the time budget's clock (one budget per sync)."""
         self.config = config
         self.clock = clock
         self.monotonic = monotonic  # the time budget's clock (one budget per sync)
@@ -75,7 +79,7 @@ class Agent:
         self.ctx = Context(board=self.board, files_roots=config.files_roots,
                            pin_factory_maker=pin_factory_maker, clock=clock,
                            commands=config.commands, settings_config=config.agent,
-                           identity=self.device_key)
+                           identity=self.device_key, lasting=lasting)
         self.kinds = load_kinds()  # built-in kinds and giter_agent.kinds plug-ins
         self.state_store = StateStore(config.state_dir)
         self.importer = SpecImporter(config, self.state_store)
@@ -128,6 +132,26 @@ class Agent:
         from giter_agent.core.budget import Budget
 
         return Budget(float(self.config.limits.time_budget_s), self.monotonic)
+
+    def enrolled(self) -> bool:
+        """Does the accepted spec hold this device's key (``.giter/devices/<id>.pub``, what
+        ``giter-bundle enroll`` commits)? False before any spec: nobody enrolled it yet."""
+        from giter_agent.history.objects import read_commit
+        from giter_agent.history.tree import read_file
+
+        state = self.state_store.load()
+        if not state.accepted:
+            return False
+        try:
+            with self._history() as history:
+                tree = read_commit(history.object_store, state.accepted.encode()).tree
+                text = read_file(history.object_store, tree,
+                                 f"{DEVICES_DIR}/{self.config.device_id}.pub",
+                                 max_blob=65536)
+        except (GiterError, KeyError):
+            return False
+        mine = self.public_key_line().split()[-1]  # the base64 key blob
+        return text is not None and mine.encode() in text.split()
 
     def _trust_root(self) -> TrustRoot:
         from giter_agent.trust.verify import TrustRoot

@@ -9,12 +9,13 @@ every import and for timer passes, and by ``sync.hub`` after a fetch.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from giter_agent.config.agent_toml import Config
-from giter_agent.core.errors import TreeError
+from giter_agent.core.errors import HistoryError, TreeError
 from giter_agent.history.objects import read_commit
 from giter_agent.kinds.base import Context, Kind
 from giter_agent.reconcile.engine import reconcile, rfc3339
@@ -26,6 +27,8 @@ if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     from giter_agent.history.store import History
+
+log = logging.getLogger("giter.sync")
 
 
 class SpecApplier:
@@ -100,9 +103,28 @@ class SpecApplier:
             state.status_tip = self._commit_status(history, state, report, now)
             history.pack_loose()
         self.state_store.save(state)
+        self.write_metrics(history, state)
         report.accepted, report.applied = state.accepted, state.applied
         report.status_commit = state.status_tip
         report.network = dict(state.network) if self.config.network else None
+
+    def write_metrics(self, history: History, state: State) -> None:
+        """``[metrics] textfile``, when set and changed (``status.metrics``); never fails
+        the pass: a file that cannot be written is a warning in the log."""
+        path = self.config.metrics_textfile
+        if path is None:
+            return
+        from giter_agent.history.objects import read_commit
+        from giter_agent.status.metrics import render, write_if_changed
+
+        try:
+            spec_time = (float(read_commit(history.object_store,
+                                           state.applied.encode()).commit_time)
+                         if state.applied else None)
+            write_if_changed(path, render(self.config.device_id, state, spec_time=spec_time))
+        except (OSError, KeyError, HistoryError) as exc:
+            log.warning("cannot write the metrics file %s: %s", path, exc,
+                        extra={"event": "metrics", "reason": "MetricsUnwritable"})
 
     def _commit_status(self, history: History, state: State, report: SyncReport,
                        now: float) -> str | None:

@@ -90,6 +90,7 @@ class HubExchange:
             pushed = None
         self._record_network(state, remote, failure, pushed)
         self.state_store.save(state)
+        self.applier.write_metrics(history, state)  # the hub's state is news too
         report.network = dict(state.network)
         return report
 

@@ -72,15 +72,20 @@ class SpecImporter:
     def _import_file(self, history: History, state: State, root: TrustRoot, path: Path,
                      budget: Budget) -> BundleVerdict:
         return self.import_one(history, state, root, path.name,
-                               lambda: history.quarantine(path, budget), budget)
+                               lambda: history.quarantine(path, budget), budget,
+                               older_is_nothing_new=True)
 
     def import_one(self, history: History, state: State, root: TrustRoot, name: str,
-                open_quarantine: Callable[[], contextlib.AbstractContextManager[Any]],
-                budget: Budget) -> BundleVerdict:
+                   open_quarantine: Callable[[], contextlib.AbstractContextManager[Any]],
+                   budget: Budget, *, older_is_nothing_new: bool = False) -> BundleVerdict:
         """The one import path for every transport: quarantine, verify, promote, accept.
 
         ``open_quarantine()`` yields a checked ``Quarantine`` (of a bundle file or of a
-        fetch); from there on a bundle and a fetch are treated exactly alike.
+        fetch); from there on a bundle and a fetch are treated exactly alike, but for
+        ``older_is_nothing_new`` (bundle files): a tip that is an ancestor of the
+        accepted spec (``Rollback``) is yesterday's stick, not an attack; it brings
+        nothing new and the device keeps what it has. A tip that does not descend (a
+        fork) stays refused, and so does a hub that rewinds.
         """
         from giter_agent.trust.verify import verify_update
 
@@ -101,6 +106,11 @@ class SpecImporter:
                                          budget=budget)
                 q.promote([tip])  # what the tip needs: a courier's junk stays behind
         except (BundleError, HistoryError, TrustError) as exc:
+            if exc.reason == Reason.Rollback and older_is_nothing_new:
+                log.info("%s: nothing new: %s", name, exc,
+                         extra={"event": "up-to-date", "reason": "OlderSpec"})
+                return BundleVerdict(name, "up-to-date", "OlderSpec",
+                                     f"nothing new: it holds an older spec ({exc})")
             # Only a bundle that cannot be used at all is "unusable"; one that was read and
             # failed a check is "refused", and a refusal is always reported loudly.
             unusable = isinstance(exc, MissingPrerequisite | UnreadableBundle)
@@ -139,8 +149,10 @@ def summarise(verdicts: list[BundleVerdict], state: State) -> SyncReport:
         return SyncReport("applied", "Verified", f"spec {(state.accepted or '')[:12]} accepted",
                           bundles=verdicts)
     if any(v.verdict == "up-to-date" for v in verdicts):
+        older = all(v.reason == "OlderSpec" for v in verdicts if v.verdict == "up-to-date")
         return SyncReport("up-to-date", "UpToDate",
-                          f"spec {(state.accepted or '')[:12]} already applied", bundles=verdicts)
+                          f"{'nothing new: ' if older else ''}spec "
+                          f"{(state.accepted or '')[:12]} already applied", bundles=verdicts)
     if verdicts:
         v = verdicts[0]
         return SyncReport("unusable", v.reason, f"{v.file}: {v.message}", bundles=verdicts)

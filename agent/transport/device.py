@@ -38,3 +38,7 @@ class SyncingDevice(Protocol):
     def public_key_line(self) -> str:
         """The device key as an allowed_signers line, for enrolment."""
         ...
+
+    def enrolled(self) -> bool:
+        """Whether the accepted spec enrols this device's key (else it hands it over)."""
+        ...

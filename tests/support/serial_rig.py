@@ -45,7 +45,9 @@ class ServedDevice:
 
     def close(self) -> None:
         self._stop.set()
+        self.endpoint.wake()
         self._thread.join(10)
+        self.endpoint.shut()
         self.agent.close()
 
 

@@ -26,6 +26,7 @@ class Progress:
         self.quiet = quiet
         self.threshold = threshold
         self._tty = self.stream.isatty()
+        self._shown = 0  # characters of the rewritten line now on screen
         self._last = -1
         self._finished = False
 
@@ -41,7 +42,12 @@ class Progress:
         self._finished = done >= total
         text = f"{self.label}: {percent:3d}% ({done}/{total})"
         if self._tty:
-            self.stream.write("\r" + text + ("\n" if self._finished else ""))
+            # A shorter line blanks what the longer one left; never wider than the screen.
+            import shutil
+
+            text = text[:max(20, shutil.get_terminal_size((80, 24)).columns - 1)]
+            self.stream.write("\r" + text.ljust(self._shown) + ("\n" if self._finished else ""))
+            self._shown = len(text)
         else:
             self.stream.write(text + "\n")
         self.stream.flush()

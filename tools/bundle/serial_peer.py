@@ -16,6 +16,7 @@ The protocol is written up in docs/serial.md.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import random
 import shutil
@@ -130,8 +131,12 @@ class SerialPeer:
                  sleep: Callable[[float], None] = time.sleep,
                  chunk: int = CHUNK, window: int = WINDOW, connect_timeout: float = 10.0,
                  idle_timeout: float = 10.0, give_up_after: float = 300.0,
-                 on_event: Callable[[PeerEvent], None] | None = None) -> None:
+                 on_event: Callable[[PeerEvent], None] | None = None,
+                 hub_status: dict[str, str] | None = None) -> None:
         self.port_name = port
+        # device id -> the status commit the hub holds (--hub): sent with the offer, so
+        # the device's status bundle carries only what the hub lacks.
+        self.hub_status = hub_status or {}
         self.baud = baud
         self.bundle = Path(bundle) if bundle is not None else None
         self.outbox = Path(outbox)
@@ -188,7 +193,10 @@ class SerialPeer:
             spec = hello.get("spec")
             self._event("connected", f"device {device} holds spec "
                         f"{spec[:12] if isinstance(spec, str) else 'none'}")
-            self._offer(link, offer, spec, attempt)
+            hub_has = self.hub_status.get(device) if isinstance(device, str) else None
+            if offer is not None:
+                offer = dataclasses.replace(offer, hub_has=hub_has)
+            self._offer(link, offer, spec, attempt, hub_has)
             return self._answers(link, device, spec if isinstance(spec, str) else None)
         except (ProtocolError, WrongDeviceError) as exc:
             # Tell the device, so it goes back to its console now rather than time out.
@@ -246,13 +254,14 @@ class SerialPeer:
         return hello
 
     def _offer(self, link: Link, offer: Offer | None, device_spec: Any,
-               attempt: Attempt) -> None:
+               attempt: Attempt, hub_has: str | None = None) -> None:
         if offer is not None and offer.tip is not None and offer.tip == device_spec:
             self._event("sending", f"the device already holds spec {offer.tip[:12]}: "
                         "nothing to send")
             offer = None
         if offer is None or self.bundle is None:
-            link.request(control(OFFER, x=0, kind=NOTHING),
+            extra = {"hub_has": hub_has} if hub_has else {}
+            link.request(control(OFFER, x=0, kind=NOTHING, **extra),
                          lambda m: m.kind == WANT and m.body["x"] == 0)
             return
         sender = Sender(link, self.bundle, offer, window=self.window,

@@ -18,8 +18,15 @@ if TYPE_CHECKING:
 COMMANDS = ("sync", "run", "status", "plan", "key", "doctor", "serve-serial", "demo")
 
 
-def load_config(args: argparse.Namespace) -> Config:
-    """The validated config named by ``-c`` (raises ConfigError naming the key)."""
-    from giter_agent.config.agent_toml import load
+def load_config(args: argparse.Namespace, *, writes: bool = True) -> Config:
+    """The validated config named by ``-c`` (raises ConfigError naming the key).
 
-    return load(args.config)
+    A command that ``writes`` the state directory refuses to run as root on one that
+    belongs to the service user (``giter_agent.core.access.refuse_root``)."""
+    from giter_agent.config.agent_toml import load
+    from giter_agent.core.access import refuse_root
+
+    config = load(args.config)
+    if writes:
+        refuse_root(config.state_dir, "giter-agent", getattr(args, "argv", None))
+    return config

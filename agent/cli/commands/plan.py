@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     from giter_agent.state.store import StateStore
     from giter_agent.sync.agent import Agent
 
-    config = load_config(args)
+    config = load_config(args, writes=False)
     state = StateStore(config.state_dir).load()
     if not state.accepted:
         print("no verified spec yet: nothing to plan")

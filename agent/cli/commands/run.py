@@ -1,6 +1,9 @@
 """``giter-agent run``: the daemon. Syncs on an interval, when a USB stick appears and
 when asked (SIGUSR1), re-runs reconcile passes when resources ask, and speaks systemd's
-notify protocol (READY, STATUS, WATCHDOG, STOPPING). Stops cleanly on SIGTERM."""
+notify protocol (READY, STATUS, WATCHDOG, STOPPING). Stops cleanly on SIGTERM.
+
+With ``[serial] port`` set it also serves that port (the console and the sync
+protocol, docs/serial.md) from this process, the one that owns the pins and the LED."""
 
 from __future__ import annotations
 
@@ -39,6 +42,13 @@ def run(args: argparse.Namespace) -> int:
     led = StatusLed(agent.board, agent.ctx.pin_factory)
     daemon = Daemon(agent, notifier=Notifier.from_environ(), log_level=fixed,
                     on_health=lambda now: led.show(now.state))
+    if config.serial_port:
+        from giter_agent.transport.serial.endpoint import SerialEndpoint, SerialService
+
+        # The status line is printed when the daemon's health changes, not on a timer.
+        endpoint = SerialEndpoint(config.serial_port, config.serial_baud, agent,
+                                  status_interval=None)
+        daemon.add_trigger(SerialService(endpoint, on_change=daemon.wake))
     try:
         return daemon.run()
     finally:

@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
     from giter_agent.state.health import health
     from giter_agent.state.store import StateStore
 
-    config = load_config(args)
+    config = load_config(args, writes=False)
     state = StateStore(config.state_dir).load()
     words = health(state)
     doc = {

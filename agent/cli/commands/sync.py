@@ -24,7 +24,8 @@ def run(args: argparse.Namespace) -> int:
     from giter_agent.sync.agent import Agent
     from giter_agent.transport.usb import sync_stick, write_outbox
 
-    agent = Agent(load_config(args))
+    # One-shot: an Output reports what is true once this process has exited.
+    agent = Agent(load_config(args), lasting=False)
     try:
         if args.usb is not None:
             report = sync_stick(agent, args.usb)

@@ -1,15 +1,17 @@
 """The serial port as a console for a person with ``screen`` or ``minicom``.
 
-While no protocol peer talks, the device prints one status line every few seconds
-(device id, applied spec, the one-word state from ``state.health``, last sync) and a
-prompt, echoes what is typed, and answers ``status``, ``sync`` (from a stick mounted
-under the USB roots) and ``help``. Lines end in CRLF, backspace and Ctrl-U/Ctrl-C
-edit the line, arrow keys are ignored, and a status line never lands in the middle of
-a line being typed. Output is plain ASCII: a serial terminal's character set is
-anybody's guess.
+While no protocol peer talks, the device prints a status line (device id, applied
+spec, the one-word state from ``giter_agent.state.health``, last sync) when it changes, and a
+prompt; it echoes what is typed, and answers ``status``, ``sync`` (from a stick
+mounted under the USB roots), ``key`` and ``help``. Ctrl-L prints the status line
+again. The line is looked at every ``status_interval`` seconds (``None``: only when
+``refresh`` is called, as the daemon does when its health changes). Lines end in
+CRLF, backspace and Ctrl-U/Ctrl-C edit the line, arrow keys are ignored, and a status
+line never lands in the middle of a line being typed. Output is plain ASCII: a serial
+terminal's character set is anybody's guess.
 
-``transport.serial.endpoint`` feeds it the bytes it reads (minus a peer's preamble) and
-asks it for the periodic line; it writes through the ``write`` it is given.
+``giter_agent.transport.serial.endpoint`` feeds it the bytes it reads (minus a peer's preamble) and
+asks it for the status line; it writes through the ``write`` it is given.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ HELP = (
     "commands:",
     "  status   the applied spec, the last sync and every resource",
     "  sync     sync from a USB stick mounted under the USB roots",
+    "  key      this device's public key, to enrol it (allowed_signers line)",
     "  help     this list",
     "A laptop syncs over this cable with: giter-bundle serial --port PORT --bundle FILE",
 )
@@ -51,21 +54,36 @@ def find_sticks(roots: Iterable[Path]) -> list[Path]:
 
 
 class Console:
-    """Line editing, commands and the periodic status line; see the module docstring."""
+    """Line editing, commands and the status line; see the module docstring."""
 
     def __init__(self, agent: SyncingDevice, write: Callable[[bytes], object], *,
                  clock: Callable[[], float] = time.monotonic,
-                 status_interval: float = 5.0) -> None:
+                 status_interval: float | None = 5.0, typing_pause: float = 5.0,
+                 on_busy: Callable[[], None] | None = None) -> None:
         self.agent = agent
         self.write = write
         self.clock = clock
         self.status_interval = status_interval
-        self.busy: str | None = None  # what this port is doing, shown as "syncing"
+        self.typing_pause = typing_pause  # a status line waits this long after a keystroke
+        self.on_busy = on_busy  # called when ``busy`` changes
+        self._busy: str | None = None
         self._line = bytearray()
         self._esc = 0  # 1: after ESC, 2: inside an ESC [ ... sequence
         self._after_cr = False
         self._typed_at = float("-inf")
-        self._next_status = clock()
+        self._next_status = clock()  # the first look is at once
+        self._shown: str | None = None  # the status line last printed
+
+    @property
+    def busy(self) -> str | None:
+        """What this port is doing (``serial``, ``usb``), shown as ``syncing``; or None."""
+        return self._busy
+
+    @busy.setter
+    def busy(self, what: str | None) -> None:
+        self._busy = what
+        if self.on_busy is not None:
+            self.on_busy()
 
     # -- output -------------------------------------------------------------------------
     def _emit(self, text: str) -> None:
@@ -79,21 +97,31 @@ class Console:
         typed = self._line.decode("ascii", "replace")
         self._emit("\r" + text.ljust(len(PROMPT) + len(typed)) + "\r\n" + PROMPT + typed)
 
-    # -- the periodic line --------------------------------------------------------------
+    # -- the status line -----------------------------------------------------------------
     def due(self) -> float:
-        """When (``clock`` time) the next status line is due."""
+        """When (``clock`` time) the status line is next looked at (inf: not until
+        ``refresh``)."""
         return self._next_status
 
+    def refresh(self) -> None:
+        """Look at the status line at the next ``tick`` (something may have changed)."""
+        self._next_status = min(self._next_status, self.clock())
+
     def tick(self) -> None:
-        """Print the status line if it is due and nobody is halfway through a line."""
+        """Print the status line if it is due, it changed since it was last printed, and
+        nobody is halfway through a line (then it waits for a pause in the typing)."""
         now = self.clock()
         if now < self._next_status:
             return
-        if self._line and now - self._typed_at < self.status_interval:
-            self._next_status = self._typed_at + self.status_interval
+        if self._line and now - self._typed_at < self.typing_pause:
+            self._next_status = self._typed_at + self.typing_pause
             return
-        self._next_status = now + self.status_interval
-        self.notice(self.status_line())
+        interval = self.status_interval
+        self._next_status = now + interval if interval is not None else float("inf")
+        line = self.status_line()
+        if line != self._shown:
+            self._shown = line
+            self.notice(line)
 
     def _syncing(self) -> bool:
         from giter_agent.state.lock_table import sync_in_progress
@@ -146,7 +174,8 @@ class Console:
             self._line.clear()
             self._emit("^C\r\n" + PROMPT if byte == _CTRL_C else "\r\n" + PROMPT)
         elif byte == _CTRL_L:
-            self.notice(self.status_line())
+            self._shown = self.status_line()
+            self.notice(self._shown)
         elif 0x20 <= byte < 0x7F and len(self._line) < MAX_LINE:
             self._line.append(byte)
             self._typed_at = self.clock()
@@ -160,7 +189,6 @@ class Console:
             log.info("serial console: %r", command[:40])
             self._lines(self.run(command))
         self._emit(PROMPT)
-        self._next_status = self.clock() + self.status_interval
 
     def run(self, command: str) -> list[str]:
         """The reply to one typed command, as lines."""
@@ -171,6 +199,8 @@ class Console:
             return self.status_text()
         if word == "sync":
             return self.sync_usb()
+        if word == "key":
+            return self.key_text()
         return [f"unknown command {command[:30]!r}: type help"]
 
     # -- commands -----------------------------------------------------------------------
@@ -198,6 +228,16 @@ class Console:
             lines.append("resources     none")
         lines += resource_rows(state.resources)
         return lines
+
+    def key_text(self) -> list[str]:
+        """The device's public key as its ``allowed_signers`` line, for enrolment."""
+        try:
+            line = self.agent.public_key_line()
+        except GiterError as exc:
+            return [f"no device key: {exc.reason}: {exc}"]
+        return ["this device's public key (its allowed_signers line; the publisher enrols",
+                "it with: giter-bundle enroll DEVICE-ID 'LINE'):",
+                line]
 
     def sync_usb(self) -> list[str]:
         from giter_agent.transport.usb import sync_stick

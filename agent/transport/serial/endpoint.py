@@ -8,8 +8,11 @@ console. A session that fails (a pulled cable, garbage, a protocol error) is log
 and shown on the console; a partial transfer is kept for the next session.
 
 Run it in the foreground (``giter-agent serve-serial``: ``serve_forever``), in a
-thread of the daemon (``serve_forever(stop)``), or from any select loop with
-``fileno``, ``next_timeout``, ``handle_readable`` and ``handle_timeout``.
+thread of the daemon (``SerialService``: ``giter-agent run`` with ``[serial] port``),
+or from any select loop with ``fileno``, ``next_timeout``, ``handle_readable`` and
+``handle_timeout``. Other threads hand it lines for the console (``post``: the USB
+stick's progress, ``SAFE TO REMOVE``) and news of a changed state (``refresh``); it
+prints them between sessions, never inside one.
 A session blocks its caller while it runs (at most ``idle_timeout`` of silence, and
 the sync itself); ``heartbeat`` is called at least once a second meanwhile.
 """
@@ -18,6 +21,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import queue
 import select
 import threading
 import time
@@ -76,7 +81,7 @@ class SerialEndpoint:
     def __init__(self, port: str, baud: int, agent: SyncingDevice, *,
                  opener: Callable[[str, int], Port] = open_port,
                  clock: Callable[[], float] = time.monotonic,
-                 status_interval: float = 5.0, idle_timeout: float = 10.0,
+                 status_interval: float | None = 5.0, idle_timeout: float = 10.0,
                  window: int = WINDOW, heartbeat: Callable[[], None] | None = None) -> None:
         self.port_name = port
         self.baud = baud
@@ -93,6 +98,11 @@ class SerialEndpoint:
         self.last_session: SessionOutcome | None = None
         self.last_error: GiterError | None = None
         self.sessions = 0  # sessions served (ended, well or not), for tests and the log
+        # Lines from other threads, printed by the serving thread; the pipe wakes it.
+        self._mail: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._last_failure = ""  # the last reason the port could not be served, logged once
+        self.on_busy: Callable[[], None] | None = None  # a session or sync starts or ends
 
     @property
     def line_rate(self) -> float:
@@ -104,7 +114,7 @@ class SerialEndpoint:
         self.port = self.opener(self.port_name, self.baud)
         self.scanner = PreambleScanner()
         self.console = Console(self.agent, self._write, clock=self.clock,
-                               status_interval=self.status_interval)
+                               status_interval=self.status_interval, on_busy=self.on_busy)
         log.info("serving %s at %d baud", self.port_name, self.baud)
 
     def close(self) -> None:
@@ -123,6 +133,38 @@ class SerialEndpoint:
 
     def fileno(self) -> int:
         return self.port.fileno()
+
+    # -- from other threads -------------------------------------------------------------
+    def post(self, line: str) -> None:
+        """Print ``line`` on the console soon (thread-safe; dropped while the port is shut)."""
+        self._mail.put(line)
+        self.wake()
+
+    def refresh(self) -> None:
+        """The state may have changed: look at the status line soon (thread-safe)."""
+        self._mail.put(None)
+        self.wake()
+
+    def wake(self) -> None:
+        with contextlib.suppress(BlockingIOError, OSError):
+            os.write(self._wake_w, b"w")
+
+    def _deliver(self) -> None:
+        with contextlib.suppress(BlockingIOError, OSError):
+            while os.read(self._wake_r, 512):
+                pass
+        console = self.console
+        while True:
+            try:
+                item = self._mail.get_nowait()
+            except queue.Empty:
+                return
+            if console is None:
+                continue
+            if item is None:
+                console.refresh()
+            else:
+                console.notice(item[:200])
 
     def _write(self, data: bytes) -> None:
         """Console output: best effort. A USB gadget port with no host reading it blocks
@@ -158,10 +200,14 @@ class SerialEndpoint:
             self.serve_session(rest)
 
     def serve_once(self, timeout: float | None = None) -> None:
-        """Wait up to ``timeout`` (default: until the next status line) and handle it."""
+        """Wait up to ``timeout`` (default: until the status line is due, or a line is
+        posted) and handle what came."""
         wait = self.next_timeout() if timeout is None else min(timeout, self.next_timeout())
-        ready, _, _ = select.select([self.fileno()], [], [], wait)
-        if ready:
+        ready, _, _ = select.select([self.fileno(), self._wake_r], [], [],
+                                    None if wait == float("inf") else wait)
+        if self._wake_r in ready:
+            self._deliver()
+        if self.fileno() in ready:
             self.handle_readable()
         self.handle_timeout()
 
@@ -173,11 +219,17 @@ class SerialEndpoint:
             try:
                 if self.port is None:
                     self.open()
-                self.serve_once(0.5)
+                    self._last_failure = ""
+                # Sleeps until a key, a posted line, the status line or ``stop`` (``wake``).
+                self.serve_once()
             except (OSError, GiterError) as exc:
-                # A USB serial adapter pulled out, or the port not there yet.
-                log.warning("serial port %s: %s; trying again in %.0f s", self.port_name, exc,
-                            reopen_s)
+                # A USB serial adapter pulled out, or the port not there yet: said once,
+                # not every few seconds for as long as it stays away.
+                failure = str(exc)
+                log.log(logging.DEBUG if failure == self._last_failure else logging.WARNING,
+                        "serial port %s: %s; trying again every %.0f s", self.port_name, exc,
+                        reopen_s)
+                self._last_failure = failure
                 self.close()
                 stop.wait(reopen_s)
             except Exception:
@@ -187,6 +239,12 @@ class SerialEndpoint:
                 self.close()
                 stop.wait(reopen_s)
         self.close()
+
+    def shut(self) -> None:
+        """Release the wake-up pipe (after ``serve_forever`` has returned)."""
+        for fd in (self._wake_r, self._wake_w):
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
     # -- a protocol session -------------------------------------------------------------
     def serve_session(self, initial: bytes = b"") -> SessionOutcome | None:
@@ -254,3 +312,75 @@ class SerialEndpoint:
         log.warning("serial session failed: %s: %s", exc.reason, exc)
         return exc
 
+
+
+class SerialService:
+    """The serial port served by the daemon (``giter-agent run`` with ``[serial] port``).
+
+    The endpoint runs in a thread of its own, in the process that owns the pins and the
+    LED: a serial sync uses the daemon's ``Agent`` and takes the state lock like any
+    pass (a pass waits for it, and it for a pass). The daemon sees it as a trigger with
+    no descriptors and no jobs of its own; what it adds:
+
+    - ``start()``/``close()``: the thread, from the daemon's start and shutdown;
+    - ``busy()``: a session or a console sync is running (the LED says ``syncing``);
+    - ``notice(line)``: news for the console (the USB stick's progress, SAFE TO REMOVE);
+    - ``status_changed()``: the daemon's health changed, so the status line may have.
+
+    ``on_change`` is called (from the serial thread) when ``busy()`` flips or a session
+    ends, so the daemon can show it at once.
+    """
+
+    name = "serial"
+
+    def __init__(self, endpoint: SerialEndpoint, *, reopen_s: float = 5.0,
+                 on_change: Callable[[], None] | None = None) -> None:
+        self.endpoint = endpoint
+        self.reopen_s = reopen_s
+        self.on_change = on_change
+        endpoint.on_busy = on_change
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._sessions = 0
+
+    def start(self) -> None:
+        log.info("serving the serial port %s at %d baud", self.endpoint.port_name,
+                 self.endpoint.baud, extra={"event": "serial"})
+        self._thread = threading.Thread(target=self._serve, name="giter-serial", daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        self.endpoint.serve_forever(self._stop, reopen_s=self.reopen_s)
+
+    def busy(self) -> bool:
+        console = self.endpoint.console
+        return console is not None and console.busy is not None
+
+    def notice(self, line: str) -> None:
+        self.endpoint.post(line)
+
+    def status_changed(self) -> None:
+        self.endpoint.refresh()
+
+    # The trigger interface (agent.triggers): no descriptors, never due, no jobs.
+    def fds(self) -> list[tuple[int, int]]:
+        return []
+
+    def next_due(self, now: float) -> float | None:
+        return None
+
+    def fire(self, now: float, ready: set[int]) -> list[Any]:
+        return []
+
+    def finished(self, job: Any, report: Any, now: float) -> None:
+        """Nothing: a serial session is not one of the daemon's jobs."""
+
+    def close(self) -> None:
+        self._stop.set()
+        self.endpoint.wake()
+        if self._thread is not None:
+            # A session mid-sync is abandoned like any pass at shutdown (the thread is a
+            # daemon thread); every step of a sync survives that.
+            self._thread.join(2.0)
+        if self._thread is None or not self._thread.is_alive():
+            self.endpoint.shut()

@@ -84,6 +84,9 @@ def check_hello(hello: Message) -> None:
                             reason="UnsupportedVersion")
 
 
+_SHA = re.compile(r"[0-9a-f]{40}")
+
+
 class DeviceSession:
     """One session on an open ``Link``; ``run(hello)`` returns when it is over."""
 
@@ -99,6 +102,7 @@ class DeviceSession:
         self.dir = agent.config.state_dir / "serial"
         self.store = PartialStore(self.dir / "partial")
         self.outbox = self.dir / "outbox"
+        self.hub_has: str | None = None  # the peer's hub's copy of status/<device>
 
     def run(self, hello: Message) -> SessionOutcome:
         link, agent = self.link, self.agent
@@ -136,6 +140,10 @@ class DeviceSession:
     def _take(self, offer_msg: Message) -> tuple[dict[str, Any], Received | None]:
         link = self.link
         kind = offer_msg.body["kind"]
+        # What the laptop's hub already holds of this device's status (giter-bundle serial
+        # --hub): the status bundle leaves it out, as a stick's hub-status.txt does.
+        hub_has = offer_msg.body.get("hub_has")
+        self.hub_has = hub_has if isinstance(hub_has, str) and _SHA.fullmatch(hub_has) else None
         if kind == NOTHING:
             link.answer(offer_msg, control(WANT, x=offer_msg.body["x"], have=True,
                                            message="nothing offered"))
@@ -256,6 +264,7 @@ class DeviceSession:
         state = self.agent.state_store.load()
         return (meta.get("status_tip") == state.status_tip
                 and meta.get("last_sync") == state.last_sync.get("time")
+                and meta.get("hub_has") == self.hub_has
                 and (self.outbox / f"{self.agent.config.device_id}.txt").is_file())
 
     def _write_outbox(self, report: SyncReport, result: dict[str, Any],
@@ -268,10 +277,11 @@ class DeviceSession:
             (self.dir / _META).unlink()
         shutil.rmtree(self.outbox, ignore_errors=True)
         self.outbox.mkdir(parents=True, mode=0o700)
-        write_outbox(self.agent, self.outbox, report)
+        write_outbox(self.agent, self.outbox, report, hub_has=self.hub_has)
         state = self.agent.state_store.load()
         meta = {"bundle": bundle, "status_tip": state.status_tip,
-                "last_sync": state.last_sync.get("time"), "result": result}
+                "last_sync": state.last_sync.get("time"), "hub_has": self.hub_has,
+                "result": result}
         atomic_write(self.dir / _META, msgpack.packb(meta, use_bin_type=True), mode=0o600)
 
     def _answer_files(self) -> list[tuple[int, str, Path]]:

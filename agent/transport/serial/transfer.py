@@ -68,14 +68,18 @@ class Offer:
     sha256: bytes
     chunk: int = CHUNK
     tip: str | None = None  # the spec commit a bundle brings, when it is one
+    # The laptop's offer of a spec: the status commit its hub holds of this device, which
+    # the device's status bundle then leaves out (giter-bundle serial --hub).
+    hub_has: str | None = None
 
     @property
     def hex(self) -> str:
         return self.sha256.hex()
 
     def message(self) -> Message:
+        extra = {"hub_has": self.hub_has} if self.hub_has else {}
         return control(OFFER, x=self.x, kind=self.kind, name=self.name, size=self.size,
-                       sha256=self.sha256, chunk=self.chunk, tip=self.tip)
+                       sha256=self.sha256, chunk=self.chunk, tip=self.tip, **extra)
 
     @classmethod
     def from_message(cls, msg: Message) -> Offer:

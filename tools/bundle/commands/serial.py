@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -33,6 +34,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache", type=Path, metavar="DIR",
                    help="partial transfers kept for resuming "
                    "(default ~/.cache/giter-bundle/serial)")
+    p.add_argument("--hub", type=Path, metavar="REPO",
+                   help="the exchange repository whose status branches the device's status "
+                   "bundle may leave out (as a stick's hub-status.txt does); default: send "
+                   "the whole status history")
     p.add_argument("--give-up-after", type=float, default=300.0, metavar="SECONDS",
                    help="how long to wait for a lost line to come back (default 300)")
 
@@ -45,11 +50,18 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"{args.bundle}: no such bundle file")
     if not 50 <= args.baud <= 4_000_000:
         raise UsageError(f"--baud {args.baud}: not a serial line speed")
+    hub_status: dict[str, str] = {}
+    if args.hub is not None:
+        from giter_bundle.exchange import Exchange
+
+        with Exchange.open(args.hub, getattr(args, "branch", "main")) as exchange:
+            hub_status = {d: sha.decode() for d, sha in exchange.status_tips().items()}
     display = ProgressDisplay(sys.stderr)
     peer = SerialPeer(args.port, args.baud, bundle=args.bundle, outbox=args.outbox,
                       cache=args.cache or default_cache(),
                       branch=getattr(args, "branch", "main"), expect_device=args.device,
-                      give_up_after=args.give_up_after, on_event=display)
+                      give_up_after=args.give_up_after, on_event=display,
+                      hub_status=hub_status)
     result = peer.run()
     display.finish()
     r = result.result
@@ -81,15 +93,24 @@ def human_time(seconds: float | None) -> str:
 
 
 class ProgressDisplay:
-    """Turn ``PeerEvent``s into a progress bar on a terminal, or sparse lines in a log."""
+    """Turn ``PeerEvent``s into a progress bar on a terminal, or sparse lines in a log.
 
-    WIDTH = 28
+    On a terminal the bar is one line rewritten in place: it fits the terminal's width
+    (``columns()``, read each time: a window can be resized), the bar itself shrinks
+    first, and a shorter line blanks what the longer one before it left behind.
+    """
 
-    def __init__(self, stream: TextIO, *, clock: Any = time.monotonic) -> None:
+    WIDTH = 28  # the bar's width on a terminal wide enough
+    MIN_WIDTH = 8
+
+    def __init__(self, stream: TextIO, *, clock: Any = time.monotonic,
+                 columns: Callable[[], int] | None = None) -> None:
         self.stream = stream
         self.clock = clock
         self.tty = stream.isatty()
+        self.columns = columns or _terminal_columns
         self._bar_open = False
+        self._shown = 0  # characters of the bar line now on screen
         self._last_line = ""
         self._last_log = float("-inf")
 
@@ -100,27 +121,37 @@ class ProgressDisplay:
                 self._last_line = event.message
                 self._line(event.message)
             return
-        text = self.bar(progress)
         if self.tty:
-            self.stream.write("\r" + text)
+            # One column short of the edge: a line that fills it wraps on some terminals,
+            # and "\r" then returns to the wrong row.
+            room = max(20, self.columns() - 1)
+            text = self.bar(progress, room)[:room]
+            self.stream.write("\r" + text.ljust(min(self._shown, room)))
+            self._shown = len(text)
             self._bar_open = True
         elif self.clock() - self._last_log >= 5 or progress.done >= progress.total:
             self._last_log = self.clock()
-            self.stream.write(text + "\n")
+            self.stream.write(self.bar(progress) + "\n")
         self.stream.flush()
 
-    def bar(self, p: Any) -> str:
+    def bar(self, p: Any, room: int | None = None) -> str:
+        """The progress line; with ``room``, the bar narrows so the line fits in it."""
         fraction = p.done / p.total if p.total else 1.0
-        filled = int(self.WIDTH * fraction)
         label = {"spec": "sending", "status": "status", "receipt": "receipt"}.get(p.kind, p.kind)
         rate = f"{human_bytes(p.rate)}/s" if p.rate else "-"
-        return (f"{label:<8}[{'#' * filled}{'.' * (self.WIDTH - filled)}] {fraction:4.0%} "
-                f"{human_bytes(p.left)} left, {human_time(p.eta)} left, {rate}   ")
+        tail = (f" {fraction:4.0%} {human_bytes(p.left)} left, {human_time(p.eta)} left, "
+                f"{rate}")
+        width = self.WIDTH
+        if room is not None:
+            width = max(self.MIN_WIDTH, min(width, room - len(tail) - 10))
+        filled = int(width * fraction)
+        return f"{label:<8}[{'#' * filled}{'.' * (width - filled)}]{tail}"
 
     def _line(self, text: str) -> None:
         if self._bar_open:
             self.stream.write("\n")
             self._bar_open = False
+            self._shown = 0
         self.stream.write(text + "\n")
         self.stream.flush()
 
@@ -128,4 +159,11 @@ class ProgressDisplay:
         if self._bar_open:
             self.stream.write("\n")
             self._bar_open = False
+            self._shown = 0
             self.stream.flush()
+
+
+def _terminal_columns() -> int:
+    import shutil
+
+    return shutil.get_terminal_size((80, 24)).columns
