@@ -390,6 +390,7 @@ def test_backoff_grows_with_jitter_and_is_capped():
     ({"url": "https://u:pw@hub/fleet.git"}, "password"),
     ({"url": "ssh://hub/fleet.git"}, "known_hosts"),
     ({"url": "ssh://hub/fleet.git", "ssh_key": "k"}, "known_hosts"),
+    ({"url": "ssh://hub/fleet.git", "ssh_key": ""}, "ssh_key"),
     ({"url": "http://hub/fleet.git", "username": "u", "password_file": "p"}, "clear text"),
     ({"url": "https://hub/fleet.git", "username": "u"}, "go together"),
     ({"url": "git://hub/fleet.git", "ssh_key": "k"}, "does not apply"),
@@ -412,6 +413,13 @@ def test_network_config_defaults_and_paths(tmp_path):
     net = from_dict(raw, base=tmp_path).network
     assert net.ssh_key == tmp_path / "key" and net.read_timeout_s == 20.0
     assert net.connect_timeout_s == 10.0 and net.scheme == "ssh"
+
+
+def test_ssh_key_defaults_to_the_enrolled_device_key(tmp_path):
+    raw = {"device_id": "pi-01", "state_dir": "s", "board": "generic-mock",
+           "allowed_signers": "a",
+           "network": {"url": "ssh://git@hub/fleet", "known_hosts": "/etc/kh"}}
+    assert from_dict(raw, base=tmp_path).network.ssh_key == tmp_path / "s/device_key"
 
 
 def test_ssh_client_never_trusts_on_first_use(tmp_path):
