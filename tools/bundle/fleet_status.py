@@ -94,7 +94,8 @@ def _summary(exchange: Exchange, tree: bytes, device: str) -> dict[str, Any]:
 
 
 def _device_row(exchange: Exchange, device: str, groups: tuple[str, ...], enrolled: bool,
-                status_tip: bytes | None, on_branch: set[bytes]) -> dict[str, Any]:
+                status_tip: bytes | None, on_branch: set[bytes],
+                behind: dict[bytes, int]) -> dict[str, Any]:
     row: dict[str, Any] = {
         "device": device, "enrolled": enrolled, "groups": list(groups),
         "statusCommit": None, "observedSpec": None, "onBranch": None, "behind": None,
@@ -108,7 +109,11 @@ def _device_row(exchange: Exchange, device: str, groups: tuple[str, ...], enroll
     row.update(statusCommit=status_tip.decode(), observedSpec=spec.decode(),
                onBranch=spec in on_branch, reportedAt=_time(commit.commit_time))
     if spec in on_branch:
-        row["behind"] = len(on_branch - exchange.ancestors(spec))
+        # Every ancestor of a commit on the branch is on it: the lag is a difference of
+        # counts, walked once per distinct spec commit (a fleet observes a handful).
+        if spec not in behind:
+            behind[spec] = len(on_branch) - len(exchange.ancestors(spec))
+        row["behind"] = behind[spec]
     ready, not_ready, problems = _resources(exchange, commit.tree, device, groups)
     row.update(ready=ready, notReady=not_ready, problems=problems)
     summary = _summary(exchange, commit.tree, device)
@@ -130,10 +135,11 @@ def fleet_status(exchange: Exchange) -> dict[str, Any]:
     tips = exchange.status_tips()
     on_branch = exchange.ancestors(tip)
     rows = []
+    behind: dict[bytes, int] = {}
     for device in sorted(set(devices) | set(tips)):
         enrolled = devices.get(device)
         rows.append(_device_row(exchange, device, enrolled.groups if enrolled else (),
-                                enrolled is not None, tips.get(device), on_branch))
+                                enrolled is not None, tips.get(device), on_branch, behind))
     return {"branch": exchange.branch, "tip": tip.decode(),
             "tipTime": _time(exchange.commit(tip).commit_time), "devices": rows}
 
