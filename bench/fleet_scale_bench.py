@@ -103,7 +103,7 @@ def main() -> int:
                 stick = base / f"{n}-stick"
                 outbox = stick / "giter/outbox"
                 outbox.mkdir(parents=True)
-                from agent.history import History
+                from giter_agent.history.store import History
 
                 with History(fleet / ".git") as history:
                     tip = history.ref(b"refs/heads/main")

@@ -64,8 +64,8 @@ def _motd(root: Path, text: str) -> bytes:
 
 
 def _worker(queue: Any, results: Any, configs: list[str]) -> None:
-    from agent.config import load
-    from agent.sync import Agent
+    from giter_agent.config.agent_toml import load
+    from giter_agent.sync.agent import Agent
 
     while True:
         batch = queue.get()
@@ -170,10 +170,10 @@ def main() -> int:
         print(f"cannot run: {why}", file=sys.stderr)
         return 2
 
-    from agent import sshsig
-    from agent.config import load
-    from agent.devicekey import load_or_create
-    from agent.history import History
+    from giter_agent.config.agent_toml import load
+    from giter_agent.history.store import History
+    from giter_agent.trust import sshsig
+    from giter_agent.trust.devicekey import load_or_create
     from giter_bundle import signing
     from giter_bundle.cli import main as bundle_main
     from giter_bundle.enrolment import EnrolledDevice

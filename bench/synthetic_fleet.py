@@ -9,9 +9,10 @@ project's own writers, so the tools read it exactly as they read a real fleet:
   adds the resources of group ``all`` (a ``File`` and a CPU-temperature ``Sensor``);
   then ``spec_commits - 1`` signed commits each change the File;
 - per device, ``reports`` status commits written by the agent's one status writer
-  (``agent.status.status_files`` / ``make_status_commit``), signed with the device's own
-  ed25519 key, each observing one of the newest spec commits; the Sensor's status
-  carries a reading and its window (min/max/mean) as the agent reports it;
+  (``giter_agent.status.documents``: ``status_files``, ``make_status_commit``), signed
+  with the device's own ed25519 key, each observing one of the newest spec commits;
+  the Sensor's status carries a reading and its window (min/max/mean) as the agent
+  reports it;
 - ``refs/heads/status/<id>`` at each device's newest report.
 
 A few devices are made unusual so tables and pages have something to show: one is
@@ -53,7 +54,7 @@ def _rfc3339(t: float) -> str:
 
 def _records(spec_tree_files: dict[str, Any], ready: bool, temp: float, spread: float,
              at: float, spec_hex: str) -> dict[str, dict[str, Any]]:
-    from agent.resources import load_yaml
+    from giter_agent.spec.resources import load_yaml
 
     cond_time = _rfc3339(at)
     motd = load_yaml(spec_tree_files["groups/all/motd.yaml"])
@@ -84,11 +85,11 @@ def make_fleet(root: Path, devices: int, *, reports: int = 3, spec_commits: int 
     """Make the fleet at ``root/fleet``; returns paths and facts for the caller."""
     from dulwich.objects import Commit
 
-    from agent import sshsig
-    from agent.history import History
-    from agent.signed_commit import sign_commit
-    from agent.status import make_status_commit, status_files
-    from agent.tree import replace_files
+    from giter_agent.history.store import History
+    from giter_agent.history.tree import replace_files
+    from giter_agent.status.documents import make_status_commit, status_files
+    from giter_agent.trust import sshsig
+    from giter_agent.trust.signed_commit import sign_commit
     from giter_bundle.enrolment import EnrolledDevice
     from giter_bundle.publisher import PublisherRepo
 

@@ -18,7 +18,7 @@ from helpers import run, ssh_keygen
 from servers import Gitolite
 from test_giter_bundle import Fleet, enrolled, motd
 
-from agent.sshsig import PublicKey
+from giter_agent.trust.sshsig import PublicKey
 from giter_bundle.enrolment import DEVICES_DIR
 from giter_bundle.hub_gitolite import publisher_user
 

@@ -163,7 +163,7 @@ class Doctor:
                           f"sudo chown -R {st.st_uid}:{st.st_gid} {path}")
 
     def _device_key(self, config: Config) -> Iterator[Finding]:
-        from agent.config import DEVICE_KEY_FILE
+        from giter_agent.config.agent_toml import DEVICE_KEY_FILE
 
         path = config.state_dir / DEVICE_KEY_FILE
         if not path.exists():

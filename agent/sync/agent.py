@@ -91,7 +91,7 @@ class Agent:
 
     @property
     def key_path(self) -> Path:
-        from agent.config import DEVICE_KEY_FILE
+        from giter_agent.config.agent_toml import DEVICE_KEY_FILE
 
         return self.config.state_dir / DEVICE_KEY_FILE
 

@@ -6,7 +6,7 @@ commit's parents are the previous report and the spec it observed), newest first
 most ``history`` reports. For each report: when (the device's clock), which spec
 commit and whether it is on the branch, how many resources were Ready, and every
 sensor reading it carried (``status.observed``: value, and the report window's
-min/max/mean, as ``agent.kinds.sensor`` writes them). Only status commits that were
+min/max/mean, as ``giter_agent.kinds.sensor`` writes them). Only status commits that were
 verified on import are on these branches, so the report shows nothing unverified.
 
 Called by ``giter-bundle report``; ``giter_bundle.report_html`` renders it.

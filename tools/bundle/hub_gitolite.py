@@ -29,7 +29,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from agent.sshsig import PublicKey
+from giter_agent.trust.sshsig import PublicKey
 from giter_bundle.enrolment import EnrolledDevice
 from giter_bundle.errors import PublisherError, UsageError
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from agent.sshsig import PublicKey
+    from giter_agent.trust.sshsig import PublicKey
 
 HELP = "generate the git server's per-device write rules (gitolite) from the enrolment"
 
@@ -35,8 +35,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _publisher_keys(files: list[Path]) -> list[PublicKey]:
-    from agent.errors import TrustError
-    from agent.sshsig import PublicKey
+    from giter_agent.core.errors import TrustError
+    from giter_agent.trust.sshsig import PublicKey
     from giter_bundle.errors import UsageError
 
     keys: list[PublicKey] = []
@@ -68,7 +68,9 @@ def run(args: argparse.Namespace) -> int:
     for what, users in (("added", changes.added), ("replaced", changes.replaced),
                         ("removed", changes.removed)):
         if users:
-            print(f"{what} {len(users)} key(s): {', '.join(users)}")
+            shown = ", ".join(users[:10]) + (f" and {len(users) - 10} more"
+                                              if len(users) > 10 else "")
+            print(f"{what} {len(users)} key(s): {shown}")
     if changes.include_added:
         print(f"added `{files.include_line}` to conf/gitolite.conf")
     if not changes.any:

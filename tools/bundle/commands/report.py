@@ -27,7 +27,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import time
 
-    from agent.fsutil import atomic_writer
+    from giter_agent.core.durable import atomic_writer
     from giter_bundle.commands import open_exchange
     from giter_bundle.errors import UsageError
     from giter_bundle.fleet_report import DEFAULT_HISTORY, fleet_report
