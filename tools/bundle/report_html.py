@@ -36,7 +36,7 @@ h1{font-size:1.4em;margin:0 0 .2em}h2{font-size:1.15em;margin:1.6em 0 .4em}
 table{border-collapse:collapse;background:#fff;width:100%}
 th,td{border-bottom:1px solid #e5e9ee;padding:.35em .6em;text-align:left;vertical-align:top}
 th{background:#eef1f5;font-weight:600;position:sticky;top:0}
-td.mono{white-space:nowrap}.chart-title{margin:.8em 0 0}
+td.mono,td.nowrap{white-space:nowrap}.chart-title{margin:.8em 0 0}
 td.mono,code{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:.92em}
 tr.ok td:first-child{border-left:4px solid #2e9d57}
 tr.behind td:first-child{border-left:4px solid #d99a00}tr.behind{background:#fff8e6}
@@ -214,7 +214,7 @@ def _table(rows: list[dict[str, Any]]) -> str:
             f'<td class="mono">{_e(row["observedSpec"][:12]) if reported else "-"}</td>'
             f"<td>{_e(behind)}</td>"
             f"<td>{_e(ready)}</td>"
-            f"<td>{_e(row['reportedAt'] or 'never')}</td>"
+            f"<td class=\"nowrap\">{_e(row['reportedAt'] or 'never')}</td>"
             f"<td>{_e(notes(row) or '-')}</td></tr>")
     out.append("</tbody></table>")
     return "".join(out)
