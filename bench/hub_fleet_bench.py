@@ -1,6 +1,6 @@
 """A fleet against one gitolite hub over SSH on loopback: sync latency and hub CPU per sync.
 
-Starts the same hub the end-to-end test uses (``tests/servers.py`` ``Gitolite``:
+Starts the same hub the end-to-end test uses (``tests/support/servers.py`` ``Gitolite``:
 gitolite3 behind OpenSSH's sshd on 127.0.0.1, as a unix user made for the run and
 removed after; needs root), makes N devices, each with its own config, state
 directory, files root and ed25519 key (the agent's own ``device_key``, which is also
@@ -154,7 +154,7 @@ def _percentiles(values: list[float]) -> dict[str, float]:
 
 
 def main() -> int:
-    from servers import Gitolite
+    from support.servers import Gitolite
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--devices", type=int, default=1000)

@@ -14,9 +14,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from helpers import run, ssh_keygen
-from servers import Gitolite
-from test_giter_bundle import Fleet, enrolled, motd
+from support.fleet import Fleet, enrolled, motd
+from support.git import run, ssh_keygen
+from support.servers import Gitolite
 
 from giter_agent.trust.sshsig import PublicKey
 from giter_bundle.enrolment import DEVICES_DIR

@@ -20,7 +20,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-from test_giter_bundle import Fleet, capture, enrolled, motd
+from support.fleet import Fleet, capture, enrolled, motd
 
 from giter_bundle.cli import main as bundle_main
 
