@@ -390,7 +390,6 @@ def test_backoff_grows_with_jitter_and_is_capped():
     ({"url": "https://u:pw@hub/fleet.git"}, "password"),
     ({"url": "ssh://hub/fleet.git"}, "known_hosts"),
     ({"url": "ssh://hub/fleet.git", "ssh_key": "k"}, "known_hosts"),
-    ({"url": "ssh://hub/fleet.git", "ssh_key": ""}, "ssh_key"),
     ({"url": "http://hub/fleet.git", "username": "u", "password_file": "p"}, "clear text"),
     ({"url": "https://hub/fleet.git", "username": "u"}, "go together"),
     ({"url": "git://hub/fleet.git", "ssh_key": "k"}, "does not apply"),
