@@ -11,6 +11,7 @@ YAML 1.1 rules and refused honest status as a forgery). Errors are ``ResourceErr
 
 from __future__ import annotations
 
+import importlib
 import re
 from typing import Any
 
@@ -19,6 +20,14 @@ from giter_agent.core.errors import ResourceError
 MAX_DOCUMENT_BYTES = 256 * 1024
 MAX_DEPTH = 32
 MAX_INT = 2**64  # integers fit in 64 bits (signed or not)
+
+
+def _cyaml() -> Any:
+    """PyYAML's libyaml binding, or None when it was built without libyaml."""
+    try:
+        return importlib.import_module("yaml.cyaml")
+    except ImportError:
+        return None
 
 
 def _loader_class(use_libyaml: bool = True) -> type:
@@ -74,13 +83,11 @@ def _loader_class(use_libyaml: bool = True) -> type:
 
     c_parser: Any = None
     if use_libyaml:
-        try:
-            from yaml.cyaml import CParser as c_parser
-        except ImportError:  # PyYAML built without libyaml: the pure-Python parser
-            c_parser = None
+        # None when PyYAML was built without libyaml: the pure-Python parser then.
+        c_parser = getattr(_cyaml(), "CParser", None)
     loader: Any
     if c_parser is not None:
-        class StrictCLoader(Strict, Composer, c_parser, SafeConstructor, Resolver):  # type: ignore[misc]
+        class StrictCLoader(Strict, Composer, c_parser, SafeConstructor, Resolver):
             """Composer's methods come before CParser's, which would compose in C."""
 
             def __init__(self, stream: str) -> None:
@@ -91,7 +98,7 @@ def _loader_class(use_libyaml: bool = True) -> type:
 
         loader = StrictCLoader
     else:
-        class StrictPyLoader(Strict, yaml.SafeLoader):  # type: ignore[misc]
+        class StrictPyLoader(Strict, yaml.SafeLoader):
             """The pure-Python reader, scanner and parser."""
 
         loader = StrictPyLoader

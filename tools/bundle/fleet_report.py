@@ -32,7 +32,9 @@ def _sensor_point(status: dict[str, Any], when: int) -> dict[str, Any] | None:
     observed = status.get("observed")
     if not isinstance(observed, dict) or _number(observed.get("value")) is None:
         return None
-    window = observed.get("window") if isinstance(observed.get("window"), dict) else {}
+    window = observed.get("window")
+    if not isinstance(window, dict):
+        window = {}
     point: dict[str, Any] = {"t": when, "value": _number(observed["value"])}
     for key in ("min", "max", "mean"):
         point[key] = _number(window.get(key))
