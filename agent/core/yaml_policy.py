@@ -81,6 +81,15 @@ def _loader_class(use_libyaml: bool = True) -> type:
                 seen.add(key)
             return SafeConstructor.construct_mapping(self, node, deep=deep)  # type: ignore[arg-type]
 
+        def construct_yaml_int(self, node: Any) -> int:
+            # Hex, octal and sexagesimal integers have no digit limit in Python: one of
+            # 100,000 digits would load, then crash whatever prints or stores it.
+            value = SafeConstructor.construct_yaml_int(self, node)  # type: ignore[arg-type]
+            if not -MAX_INT < value < MAX_INT:
+                raise ResourceError(f"line {node.start_mark.line + 1}: integer out of range"
+                                    " (more than 64 bits)", reason="InvalidYAML")
+            return value
+
     c_parser: Any = None
     if use_libyaml:
         # None when PyYAML was built without libyaml: the pure-Python parser then.
@@ -103,16 +112,7 @@ def _loader_class(use_libyaml: bool = True) -> type:
 
         loader = StrictPyLoader
 
-        def construct_yaml_int(self, node: Any) -> int:
-            # Hex, octal and sexagesimal integers have no digit limit in Python: one of
-            # 100,000 digits would load, then crash whatever prints or stores it.
-            value = super().construct_yaml_int(node)
-            if not -MAX_INT < value < MAX_INT:
-                raise ResourceError(f"line {node.start_mark.line + 1}: integer out of range"
-                                    " (more than 64 bits)", reason="InvalidYAML")
-            return value
-
-    StrictLoader.add_constructor("tag:yaml.org,2002:int", StrictLoader.construct_yaml_int)
+    loader.add_constructor("tag:yaml.org,2002:int", loader.construct_yaml_int)
     # YAML 1.2 booleans: only true/false. YAML 1.1 (PyYAML's default) reads `state: on`
     # and `country: no` as booleans, which is never what a resource author meant.
     loader.yaml_implicit_resolvers = {
