@@ -441,7 +441,7 @@ DEVICE_SIDE = ("gpiozero", "giter_agent.sync", "giter_agent.daemon", "giter_agen
                "giter_agent.device", "giter_agent.transport.usb", "giter_agent.transport.network")
 
 
-@pytest.mark.parametrize("command", ["lint", "create", "status", "inspect"])
+@pytest.mark.parametrize("command", ["lint", "create", "status", "inspect", "report", "hub"])
 def test_publisher_commands_load_no_device_code(tmp_path, fleet, stick, command):
     """The publisher's commands never load the device's sync, board, GPIO or transports:
     checked in the process that runs them, not only by the import contracts."""
@@ -451,8 +451,11 @@ def test_publisher_commands_load_no_device_code(tmp_path, fleet, stick, command)
     fleet.ok("commit", "-m", "spec")
     fleet.ok("create", stick)
     args = {"lint": ["lint"], "create": ["create", str(tmp_path / "stick2")],
-            "status": ["status"],
+            "status": ["status"], "report": ["report", "--html", str(tmp_path / "page")],
+            "hub": ["hub", "gitolite", str(tmp_path / "admin")],
             "inspect": ["inspect", str(stick / "giter" / "inbox" / "main.bundle")]}[command]
+    (tmp_path / "admin/conf").mkdir(parents=True)
+    (tmp_path / "admin/conf/gitolite.conf").write_text("repo gitolite-admin\n  RW+ = admin\n")
     if command == "create":
         (tmp_path / "stick2").mkdir()
     script = ("import sys\nfrom giter_bundle.cli import main\n"

@@ -414,6 +414,13 @@ def test_network_config_defaults_and_paths(tmp_path):
     assert net.connect_timeout_s == 10.0 and net.scheme == "ssh"
 
 
+def test_ssh_key_defaults_to_the_enrolled_device_key(tmp_path):
+    raw = {"device_id": "pi-01", "state_dir": "s", "board": "generic-mock",
+           "allowed_signers": "a",
+           "network": {"url": "ssh://git@hub/fleet", "known_hosts": "/etc/kh"}}
+    assert from_dict(raw, base=tmp_path).network.ssh_key == tmp_path / "s/device_key"
+
+
 def test_ssh_client_never_trusts_on_first_use(tmp_path):
     from giter_agent.transport.network import PinnedSSH
 

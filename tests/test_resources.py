@@ -83,3 +83,40 @@ def test_select_device_overrides_group_and_bad_files_fail_alone():
 def test_yaml_12_booleans_only():
     assert load_yaml(b"a: on\nb: off\nc: yes\nd: no\ne: true\nf: False\n") == {
         "a": "on", "b": "off", "c": "yes", "d": "no", "e": True, "f": False}
+
+
+def _with_loader(loader: type, data: bytes) -> object:
+    """``load_yaml(data)`` with ``loader``: the value, or the refusal's reason."""
+    import giter_agent.core.yaml_policy as resources
+
+    saved = resources._LOADER
+    resources._LOADER = loader
+    try:
+        return load_yaml(data)
+    except ResourceError as exc:
+        return exc.reason
+    finally:
+        resources._LOADER = saved
+
+
+def test_libyaml_and_pure_python_loaders_read_the_same():
+    """The C event parser (speed) and the pure-Python one (boards without libyaml) agree.
+
+    Every resource and status file the suite and the examples use, and the refusals.
+    """
+    from pathlib import Path
+
+    from giter_agent.core.yaml_policy import _loader_class
+
+    c_loader, py_loader = _loader_class(True), _loader_class(False)
+    assert "CParser" in {k.__name__ for k in c_loader.__mro__}  # libyaml is really in use
+    assert "CParser" not in {k.__name__ for k in py_loader.__mro__}
+    root = Path(__file__).resolve().parent.parent
+    corpus = [p.read_bytes() for p in sorted(root.rglob("*.yaml"))
+              if ".venv" not in p.parts and p.stat().st_size < 65536]
+    corpus += [DOC, b"a: &x [1]\nb: *x\n", b"a: 1\nb: 2\na: 3\n", b"[" * 64 + b"]" * 64,
+               b"a: [\n", b"a: 1\n---\nb: 2\n", b"", b"\ta: 1\n", b"a: on\nb: 0x1f\nc: 1e3\n",
+               b"k: !!binary aGk=\n", b"? [1, 2]\n: x\n", "ü: \"\\u00fc\"\n".encode(),
+               b"a: |\n  two\n  lines\n", b"a: 2026-12-04\nb: 12:30:00\n", b"- ~\n- null\n"]
+    for data in corpus:
+        assert _with_loader(c_loader, data) == _with_loader(py_loader, data), data[:80]

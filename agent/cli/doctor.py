@@ -203,7 +203,9 @@ class Doctor:
                           f"sudo chown -R {st.st_uid}:{st.st_gid} {path}")
 
     def _device_key(self, config: Config) -> Iterator[Finding]:
-        path = config.state_dir / "device_key"
+        from giter_agent.config.agent_toml import DEVICE_KEY_FILE
+
+        path = config.state_dir / DEVICE_KEY_FILE
         if not path.exists():
             yield Finding("device key", WARN, f"{path} does not exist yet",
                           "it is created on the first sync; `sudo -u giter giter-agent key` "

@@ -39,6 +39,9 @@ _LIMIT_RANGES = {"max_bundle_mib": (1, 65536), "max_objects": (1, 100_000_000),
                  "time_budget_s": (1, 86400)}
 
 NETWORK_SCHEMES = ("git", "http", "https", "ssh")
+# The device's signing key, in the state directory. It is also the key an ssh:// hub
+# knows the device by when [network] ssh_key is not given (docs/network.md).
+DEVICE_KEY_FILE = "device_key"
 
 
 @dataclass(frozen=True)
@@ -209,7 +212,9 @@ def from_dict(raw: dict[str, Any], *, base: Path, source: Path | None = None) ->
         usb_roots=paths("usb.roots", raw.get("usb", {}).get("roots", [])),
         files_roots=paths("files.roots", raw.get("files", {}).get("roots", [])),
         limits=Limits(**limits),
-        network=_network(raw["network"], fail, a_path) if "network" in raw else None,
+        network=_network(raw["network"], fail, a_path,
+                         a_path("state_dir", raw["state_dir"]) / DEVICE_KEY_FILE)
+        if "network" in raw else None,
         agent=parse_section(raw.get("agent", {}), fail),
         commands=_commands(raw.get("commands", {}).get("allowed", {}), fail),
         serial_port=string("serial.port", raw["serial"]["port"])
@@ -221,7 +226,7 @@ def from_dict(raw: dict[str, Any], *, base: Path, source: Path | None = None) ->
     )
 
 
-def _network(raw: dict[str, Any], fail: Any, a_path: Any) -> Network:
+def _network(raw: dict[str, Any], fail: Any, a_path: Any, device_key: Path) -> Network:
     """Validate ``[network]``: one URL, the secrets its scheme needs, and timeouts."""
     from urllib.parse import urlsplit
 
@@ -264,9 +269,12 @@ def _network(raw: dict[str, Any], fail: Any, a_path: Any) -> Network:
     for key in ("username", *_NETWORK_PATHS):
         if key in values and key not in allowed:
             raise fail(f"network.{key}", f"does not apply to {scheme}:// URLs")
-    if scheme == "ssh" and ("ssh_key" not in values or "known_hosts" not in values):
-        raise fail("network", "ssh:// needs ssh_key and known_hosts (the hub's pinned host "
-                   "key: giter-agent never trusts a host key on first use)")
+    if scheme == "ssh" and "known_hosts" not in values:
+        raise fail("network", "ssh:// needs known_hosts (the hub's pinned host key: "
+                   "giter-agent never trusts a host key on first use)")
+    if scheme == "ssh" and "ssh_key" not in values:
+        # The enrolled key: the hub's per-device rules follow enrolment (giter-bundle hub).
+        values["ssh_key"] = device_key
     if ("username" in values) != ("password_file" in values) and scheme != "ssh":
         raise fail("network", "username and password_file go together")
     if scheme == "http" and "password_file" in values:

@@ -54,7 +54,8 @@ KEYS = {
     "network.password_file": "http(s): a file holding the password or access token, "
                              "readable by the agent only.",
     "network.ssh_key": "ssh: the private key offered, mode 0600, owned by the agent's "
-                       "user.",
+                       "user; default: the device key, state_dir/device_key, the key "
+                       "enrolled on the spec branch.",
     "network.known_hosts": "ssh: the hub's pinned host key(s); never learned on first "
                            "use.",
     "network.ca_file": "https: trust this CA bundle instead of the system's.",

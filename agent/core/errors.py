@@ -40,6 +40,8 @@ class Reason(StrEnum):
     SigningFailed = "SigningFailed"
     UntrustedSigningKey = "UntrustedSigningKey"
     Refused = "Refused"
+    NotGitoliteAdmin = "NotGitoliteAdmin"  # giter-bundle hub gitolite: not an admin tree
+    NoPublisherKey = "NoPublisherKey"  # ... and no key may push the spec branch
     # bundles and history
     InvalidBundle = "InvalidBundle"
     NotABundle = "NotABundle"

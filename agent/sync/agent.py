@@ -95,7 +95,9 @@ class Agent:
 
     @property
     def key_path(self) -> Path:
-        return self.config.state_dir / "device_key"
+        from giter_agent.config.agent_toml import DEVICE_KEY_FILE
+
+        return self.config.state_dir / DEVICE_KEY_FILE
 
     def _prepare(self) -> None:
         self.config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -213,6 +215,8 @@ class Agent:
             state = self.state_store.load()
             root = self._trust_root()
             own_remote = remote is None
+            if own_remote and net.ssh_key == self.key_path:
+                self.device_key()  # the hub knows us by it: it must exist before we connect
             remote = remote or open_remote(net)
             try:
                 with self._locked_history() as history:

@@ -332,3 +332,139 @@ AcceptEnv GIT_PROTOCOL
     def stop(self) -> None:
         stop(self.proc)
         self.proc = None
+
+
+class Gitolite:
+    """gitolite3 behind OpenSSH's sshd on a high loopback port, as a throwaway unix user.
+
+    The test creates the user (``useradd``, home in a fresh folder under /tmp), runs
+    ``gitolite setup`` as that user with an admin key, and starts sshd with that user's
+    ``~/.ssh/authorized_keys``, which gitolite writes (one forced ``gitolite-shell <user>``
+    line per key). Needs root; ``stop`` removes the user and its home.
+    """
+
+    def __init__(self, workdir: Path) -> None:
+        self.dir = workdir
+        self.port = free_port()
+        self.user = f"gth{os.getpid() % 100000}x{int(time.time() * 1000) % 10000}"
+        self.home = Path("/tmp") / f"giter-{self.user}"
+        self.admin_key = workdir / "admin"
+        self.host_key = workdir / "ssh_host_ed25519_key"
+        self.proc: subprocess.Popen | None = None
+        self.log: list[tuple[float, str]] = []  # (arrival time, sshd log line)
+        self._made_user = False
+
+    @staticmethod
+    def missing() -> str | None:
+        """Why this machine cannot run the hub, or None."""
+        if os.geteuid() != 0:
+            return "gitolite tests create a unix user: run as root (CI does)"
+        if binary("gitolite", "/usr/bin") is None or binary("sshd", "/usr/sbin") is None:
+            return ("gitolite3 or openssh-server not installed (Debian: gitolite3, "
+                    "openssh-server; scripts/test installs them)")
+        return None
+
+    def url(self, repo: str) -> str:
+        return f"ssh://{self.user}@{LOOPBACK}:{self.port}/{repo}"
+
+    def known_hosts_line(self) -> str:
+        pub = Path(f"{self.host_key}.pub").read_text().split()
+        return f"[{LOOPBACK}]:{self.port} {pub[0]} {pub[1]}\n"
+
+    def ssh_command(self, key: Path) -> str:
+        """A ``GIT_SSH_COMMAND`` for real git, logging in with ``key``."""
+        known = self.dir / "known_hosts"
+        known.write_text(self.known_hosts_line())
+        return (f"ssh -F /dev/null -i {key} -o IdentitiesOnly=yes -o BatchMode=yes "
+                f"-o StrictHostKeyChecking=yes -o UserKnownHostsFile={known}")
+
+    def git(self, key: Path, *args: str | os.PathLike, check: bool = True
+            ) -> subprocess.CompletedProcess:
+        """Real git talking to the hub with ``key``."""
+        env = {**os.environ, "GIT_SSH_COMMAND": self.ssh_command(key)}
+        proc = subprocess.run(["git", *map(str, args)], env=env, capture_output=True,
+                              check=False)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"git {args} failed: {proc.stderr.decode(errors='replace')}")
+        return proc
+
+    def _as_user(self, *args: str) -> None:
+        import pwd
+
+        pw = pwd.getpwnam(self.user)
+        env = {"HOME": str(self.home), "PATH": "/usr/bin:/bin", "USER": self.user,
+               "LANG": "C"}
+        proc = subprocess.run(list(args), user=pw.pw_uid, group=pw.pw_gid, env=env,
+                              cwd=self.home, capture_output=True, check=False)
+        if proc.returncode != 0:
+            raise AssertionError(f"{args} as {self.user} failed: {proc.stderr.decode()}")
+
+    def start(self, sshd_args: tuple[str, ...] = ()) -> Gitolite:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(self.home, ignore_errors=True)
+        run("useradd", "--system", "--home-dir", self.home, "--create-home", "--shell",
+            "/bin/sh", "--password", "*", self.user)
+        self._made_user = True
+        self.home.chmod(0o755)
+        ssh_keygen(self.admin_key)
+        admin_pub = self.home / "admin.pub"
+        shutil.copy(f"{self.admin_key}.pub", admin_pub)
+        os.chmod(admin_pub, 0o644)
+        self._as_user(binary("gitolite", "/usr/bin") or "gitolite", "setup", "-pk",
+                      str(admin_pub))
+        ssh_keygen(self.host_key)
+        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
+        conf = self.dir / "sshd_config"
+        conf.write_text(f"""
+Port {self.port}
+ListenAddress {LOOPBACK}
+HostKey {self.host_key}
+PidFile none
+AuthorizedKeysFile {self.home}/.ssh/authorized_keys
+AllowUsers {self.user}
+PubkeyAuthentication yes
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+StrictModes no
+AcceptEnv GIT_PROTOCOL
+MaxStartups 200:30:400
+LogLevel VERBOSE
+""")
+        exe = binary("sshd", "/usr/sbin")
+        assert exe is not None
+        self.proc = subprocess.Popen([exe, "-D", "-e", "-f", str(conf), *sshd_args],
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE)
+        wait_listening(self.port, self.proc)
+        threading.Thread(target=self._read_log, daemon=True).start()
+        return self
+
+    def _read_log(self) -> None:
+        assert self.proc is not None and self.proc.stderr is not None
+        for raw in self.proc.stderr:
+            self.log.append((time.monotonic(), raw.decode(errors="replace").rstrip()))
+
+    def admin_clone(self, dest: Path) -> Path:
+        self.git(self.admin_key, "clone", "-q", self.url("gitolite-admin"), dest)
+        for key, value in (("user.name", "Hub Admin"), ("user.email", "admin@example.invalid"),
+                           ("commit.gpgsign", "false")):
+            run("git", "-C", dest, "config", key, value)
+        return dest
+
+    def push_admin(self, admin: Path, message: str = "giter fleet") -> None:
+        """Commit and push the admin tree: gitolite compiles the rules and keys."""
+        run("git", "-C", admin, "add", "-A")
+        run("git", "-C", admin, "commit", "-q", "--allow-empty", "-m", message)
+        self.git(self.admin_key, "-C", admin, "push", "-q", "origin", "HEAD:master")
+
+    def repo_path(self, repo: str) -> Path:
+        return self.home / "repositories" / f"{repo}.git"
+
+    def stop(self) -> None:
+        stop(self.proc)
+        self.proc = None
+        if self._made_user:
+            run("userdel", self.user, check=False)
+            self._made_user = False
+        shutil.rmtree(self.home, ignore_errors=True)

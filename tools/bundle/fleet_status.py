@@ -24,14 +24,17 @@ def _time(seconds: int) -> str:
     return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _resources(exchange: Exchange, tree: bytes, device: str,
-               groups: tuple[str, ...]) -> tuple[list[str], list[dict[str, str]], list[str]]:
-    """(Ready keys, not-Ready entries, problems) from the status tree's resource files."""
+def reported_documents(exchange: Exchange, tree: bytes, device: str, groups: tuple[str, ...]
+                       ) -> tuple[list[tuple[str, str, dict[str, Any]]], list[str]]:
+    """([(path, "Kind/name", status)], problems): what the device reported in ``tree``.
+
+    The resource files of the device's own folder and its groups' folders that carry a
+    ``status`` mapping; the report (``giter-bundle report``) reads sensors from these.
+    """
     from giter_agent.history.tree import iter_files
     from giter_agent.spec.resources import load_yaml, prefixes
 
-    ready: list[str] = []
-    not_ready: list[dict[str, str]] = []
+    found: list[tuple[str, str, dict[str, Any]]] = []
     problems: list[str] = []
     for prefix in prefixes(device, groups):
         try:
@@ -48,16 +51,31 @@ def _resources(exchange: Exchange, tree: bytes, device: str,
             if not isinstance(status, dict):
                 continue
             meta = doc.get("metadata") if isinstance(doc.get("metadata"), dict) else {}
-            key = f"{doc.get('kind')}/{meta.get('name')}"
-            cond = next((c for c in status.get("conditions") or []
-                         if isinstance(c, dict) and c.get("type") == "Ready"), None)
-            if cond is not None and cond.get("status") == "True":
-                ready.append(key)
-            else:
-                cond = cond or {}
-                not_ready.append({"resource": key, "path": path,
-                                  "reason": str(cond.get("reason", "NoReadyCondition")),
-                                  "message": str(cond.get("message", ""))})
+            found.append((path, f"{doc.get('kind')}/{meta.get('name')}", status))
+    return found, problems
+
+
+def ready_condition(status: dict[str, Any]) -> dict[str, Any] | None:
+    """The ``Ready`` condition of one resource's status, if it has one."""
+    return next((c for c in status.get("conditions") or []
+                 if isinstance(c, dict) and c.get("type") == "Ready"), None)
+
+
+def _resources(exchange: Exchange, tree: bytes, device: str,
+               groups: tuple[str, ...]) -> tuple[list[str], list[dict[str, str]], list[str]]:
+    """(Ready keys, not-Ready entries, problems) from the status tree's resource files."""
+    ready: list[str] = []
+    not_ready: list[dict[str, str]] = []
+    found, problems = reported_documents(exchange, tree, device, groups)
+    for path, key, status in found:
+        cond = ready_condition(status)
+        if cond is not None and cond.get("status") == "True":
+            ready.append(key)
+        else:
+            cond = cond or {}
+            not_ready.append({"resource": key, "path": path,
+                              "reason": str(cond.get("reason", "NoReadyCondition")),
+                              "message": str(cond.get("message", ""))})
     return ready, not_ready, problems
 
 
@@ -76,7 +94,8 @@ def _summary(exchange: Exchange, tree: bytes, device: str) -> dict[str, Any]:
 
 
 def _device_row(exchange: Exchange, device: str, groups: tuple[str, ...], enrolled: bool,
-                status_tip: bytes | None, on_branch: set[bytes]) -> dict[str, Any]:
+                status_tip: bytes | None, on_branch: set[bytes],
+                behind: dict[bytes, int]) -> dict[str, Any]:
     row: dict[str, Any] = {
         "device": device, "enrolled": enrolled, "groups": list(groups),
         "statusCommit": None, "observedSpec": None, "onBranch": None, "behind": None,
@@ -90,7 +109,11 @@ def _device_row(exchange: Exchange, device: str, groups: tuple[str, ...], enroll
     row.update(statusCommit=status_tip.decode(), observedSpec=spec.decode(),
                onBranch=spec in on_branch, reportedAt=_time(commit.commit_time))
     if spec in on_branch:
-        row["behind"] = len(on_branch - exchange.ancestors(spec))
+        # Every ancestor of a commit on the branch is on it: the lag is a difference of
+        # counts, walked once per distinct spec commit (a fleet observes a handful).
+        if spec not in behind:
+            behind[spec] = len(on_branch) - len(exchange.ancestors(spec))
+        row["behind"] = behind[spec]
     ready, not_ready, problems = _resources(exchange, commit.tree, device, groups)
     row.update(ready=ready, notReady=not_ready, problems=problems)
     summary = _summary(exchange, commit.tree, device)
@@ -112,15 +135,16 @@ def fleet_status(exchange: Exchange) -> dict[str, Any]:
     tips = exchange.status_tips()
     on_branch = exchange.ancestors(tip)
     rows = []
+    behind: dict[bytes, int] = {}
     for device in sorted(set(devices) | set(tips)):
         enrolled = devices.get(device)
         rows.append(_device_row(exchange, device, enrolled.groups if enrolled else (),
-                                enrolled is not None, tips.get(device), on_branch))
+                                enrolled is not None, tips.get(device), on_branch, behind))
     return {"branch": exchange.branch, "tip": tip.decode(),
             "tipTime": _time(exchange.commit(tip).commit_time), "devices": rows}
 
 
-def _notes(row: dict[str, Any]) -> str:
+def notes(row: dict[str, Any]) -> str:
     notes = []
     if not row["enrolled"]:
         notes.append("NOT ENROLLED")
@@ -151,7 +175,7 @@ def render(doc: dict[str, Any]) -> str:
             str(row["behind"]) if row["behind"] is not None else "-",
             f"{len(row['ready'])}/{total}" if reported else "-",
             row["reportedAt"] or "never",
-            _notes(row) or "-",
+            notes(row) or "-",
         ))
     if len(table) == 1:
         return "\n".join([*lines, "no devices enrolled (giter-bundle enroll)"]) + "\n"

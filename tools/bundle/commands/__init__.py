@@ -16,7 +16,7 @@ import keyword
 from typing import Any
 
 COMMANDS = ("init", "enroll", "commit", "lint", "create", "import", "status", "inspect",
-            "serial", "secret")
+            "serial", "secret", "hub", "report")
 
 
 def module_name(command: str) -> str:
