@@ -28,6 +28,8 @@ class Reason(StrEnum):
     InvalidConfig = "InvalidConfig"
     UsageError = "UsageError"
     NotAGiterStick = "NotAGiterStick"
+    StickRemoved = "StickRemoved"
+    UnsafeStickPath = "UnsafeStickPath"
     RequiresRoot = "RequiresRoot"
     Busy = "Busy"
     StateCorrupt = "StateCorrupt"
@@ -204,6 +206,18 @@ class StickError(UsageError, FileNotFoundError):
     """The folder is not a giter stick (no ``giter/inbox``)."""
 
     reason = Reason.NotAGiterStick
+
+
+class StickGone(GiterError, FileNotFoundError):
+    """The stick was removed (or replaced) during the sync: nothing more is written."""
+
+    reason = Reason.StickRemoved
+
+
+class UnsafeStick(GiterError, PermissionError):
+    """A folder on the stick is a symlink, not a folder, or on another filesystem."""
+
+    reason = Reason.UnsafeStickPath
 
 
 class LockedError(GiterError):

@@ -198,17 +198,19 @@ class Agent:
                 if own_remote:
                     remote.close()
 
-    def write_status_bundle(self, path: Path, hub_has: str | None = None) -> bool:
+    def write_status_bundle(self, path: Path, hub_has: str | None = None, *,
+                            dir_fd: int | None = None) -> bool:
         """Write ``status/<device>`` as a bundle the hub can fetch; False if none yet.
 
         Takes the state lock (waiting briefly: it follows a sync that has just let go
-        of it); see ``sync.export.write_status_bundle``.
+        of it); see ``sync.export.write_status_bundle``. With ``dir_fd``, ``path`` is a
+        name in that open folder (the stick's pinned outbox).
         """
         with state_lock(self.config.state_dir, wait_s=STATUS_BUNDLE_LOCK_WAIT_S):
             state = self.state_store.load()
             with self._history() as history:
                 return write_status_bundle(history, state, self.config.status_ref, path,
-                                           hub_has)
+                                           hub_has, dir_fd=dir_fd)
 
     def next_wakeup(self) -> float | None:
         """When the daemon should run ``reconcile_pass`` next (clock time), or None."""
