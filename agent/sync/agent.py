@@ -190,6 +190,8 @@ class Agent:
             root = self._trust_root()
             own_remote = remote is None
             remote = remote or open_remote(net)
+            lim = self.config.limits
+            remote.arm(float(lim.time_budget_s), lim.max_bundle_mib * 2**20)
             try:
                 with self._locked_history() as history:
                     self.applier.repair_refs(history, state)
