@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from giter_agent.config.agent_toml import Services
 from giter_agent.config.settings import Settings, SettingsConfig, resolve
 from giter_agent.core.errors import ResourceError
 from giter_agent.kinds.fields import Field
@@ -113,6 +114,8 @@ class Context:
     settings_config: SettingsConfig = field(default_factory=SettingsConfig)
     # The local [commands] allowlist: name -> argv.
     commands: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # The local [services] allowlist: which units a Service may act on.
+    services: Services = field(default_factory=Services)
     # Where sysfs is mounted (thermal zones, 1-wire); a temp folder in tests.
     sysfs: Path = field(default_factory=_default_sysfs)
     # The effective user id (File owner/group need root); injectable for tests.

@@ -74,8 +74,8 @@ class Agent:
         self.board = board or load_board(config.board, base)
         self.ctx = Context(board=self.board, files_roots=config.files_roots,
                            pin_factory_maker=pin_factory_maker, clock=clock,
-                           commands=config.commands, settings_config=config.agent,
-                           identity=self.device_key)
+                           commands=config.commands, services=config.services,
+                           settings_config=config.agent, identity=self.device_key)
         self.kinds = load_kinds()  # built-in kinds and giter_agent.kinds plug-ins
         self.state_store = StateStore(config.state_dir)
         self.importer = SpecImporter(config, self.state_store)
