@@ -130,6 +130,15 @@ class Caps:
     max_object_bytes: int = 32 * 2**20  # checked from pack object headers BEFORE inflating
     time_budget_s: float = 600.0
 
+    @classmethod
+    def from_limits(cls, limits: Any) -> Caps:
+        """The caps of a ``config.agent_toml.Limits`` (``[limits]``): the device's, and
+        the hub's import gate with the device's defaults, so both refuse the same bundles."""
+        return cls(max_bundle_bytes=limits.max_bundle_mib * 2**20,
+                   max_objects=limits.max_objects,
+                   max_object_bytes=limits.max_object_mib * 2**20,
+                   time_budget_s=float(limits.time_budget_s))
+
 
 def _hex(sha: bytes) -> str:
     return sha.decode("ascii", errors="replace")

@@ -105,11 +105,7 @@ class Agent:
     def _history(self) -> History:
         from giter_agent.history.store import Caps, History
 
-        lim = self.config.limits
-        return History(self.repo_path, Caps(max_bundle_bytes=lim.max_bundle_mib * 2**20,
-                                            max_objects=lim.max_objects,
-                                            max_object_bytes=lim.max_object_mib * 2**20,
-                                            time_budget_s=float(lim.time_budget_s)))
+        return History(self.repo_path, Caps.from_limits(self.config.limits))
 
     def device_key(self) -> Ed25519PrivateKey:
         """The device's ed25519 key, created on first use (mode 0600)."""

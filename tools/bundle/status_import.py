@@ -11,7 +11,13 @@ For each ``giter/outbox/<id>.bundle``:
    (along first parents) is checked by ``trust.verify.verify_status_commit``: signed by
    the device's enrolled key, changing nothing but the status of that device's own
    resources (and its summary), and observing a spec commit that is on the branch.
-5. Only then is the pack promoted and the ref moved, by compare-and-swap.
+5. Only then are the objects the new tip reaches promoted (nothing else the bundle
+   carries is kept) and the ref moved, by compare-and-swap.
+
+The caps are a device's default ``[limits]`` (``Exchange`` opens the history with
+them) and every status document is read by the device's own strict YAML loader
+(``core.yaml_policy.load_yaml``, through ``trust.verify.verify_status_commit``): the
+hub takes in nothing a device would refuse.
 
 A bundle older than what the hub has is "up to date", not an error: the same stick is
 often imported twice. The hub stays a plain git repository; nothing here writes
@@ -27,14 +33,15 @@ from pathlib import Path
 
 from dulwich.objects import Commit
 
-from giter_agent.config.agent_toml import NAME_RE
+from giter_agent.config.agent_toml import NAME_RE, Limits
 from giter_agent.core.errors import BundleError, HistoryError, TrustError
 from giter_bundle.enrolment import EnrolledDevice
 from giter_bundle.errors import PublisherError
 from giter_bundle.exchange import Exchange, signed_by, status_ref
 
-# A device reports when something changed; this many reports in one bundle is hostile.
-MAX_STATUS_COMMITS = 100_000
+# A device reports when something changed; more reports than a device would take spec
+# commits in one bundle (its default [limits] max_commits) is hostile.
+MAX_STATUS_COMMITS = Limits().max_commits
 
 
 @dataclass(frozen=True)
