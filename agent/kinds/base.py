@@ -116,6 +116,13 @@ class Context:
     commands: dict[str, tuple[str, ...]] = field(default_factory=dict)
     # The local [services] allowlist: which units a Service may act on.
     services: Services = field(default_factory=Services)
+    # Where a Command is recorded as started before it runs (state.command_journal);
+    # None: not journaled (a dry run, a test without a state directory).
+    command_journal: Any = None
+    # Seconds a pass may run beyond the daemon's usual bound because a kind is waiting
+    # on something bounded of its own (a Command's timeout). The daemon zeroes it when a
+    # pass starts and keeps feeding systemd's watchdog within it (``allow_busy``).
+    busy_allowance: float = 0.0
     # Where sysfs is mounted (thermal zones, 1-wire); a temp folder in tests.
     sysfs: Path = field(default_factory=_default_sysfs)
     # The effective user id (File owner/group need root); injectable for tests.
@@ -129,6 +136,10 @@ class Context:
     generations: dict[str, int | None] = field(default_factory=dict)
     _factory: Any = None
     _wakeups: list[float] = field(default_factory=list)
+
+    def allow_busy(self, seconds: float) -> None:
+        """Say this pass will legitimately take up to ``seconds`` longer (a command)."""
+        self.busy_allowance += seconds
 
     def request_wakeup(self, at: float) -> None:
         """Ask for another pass at time ``at`` (a sensor's next sample, a retry)."""

@@ -27,6 +27,7 @@ from giter_agent.core.errors import ConfigError, GiterError
 from giter_agent.device.board import Board, load_board, make_pin_factory
 from giter_agent.kinds import load_kinds
 from giter_agent.kinds.base import Context
+from giter_agent.state.command_journal import CommandJournal
 from giter_agent.state.store import StateStore, state_lock
 from giter_agent.status.report import (
     EXIT_NOT_READY,
@@ -58,6 +59,7 @@ log = logging.getLogger("giter.sync")
 # Writing the status bundle follows a sync that has just released the lock; a timer pass
 # of the daemon may hold it for a moment. Waiting this long beats refusing the stick.
 STATUS_BUNDLE_LOCK_WAIT_S = 60.0
+JOURNAL = "commands.journal"  # in the state directory (state.command_journal)
 
 
 class Agent:
@@ -75,6 +77,7 @@ class Agent:
         self.ctx = Context(board=self.board, files_roots=config.files_roots,
                            pin_factory_maker=pin_factory_maker, clock=clock,
                            commands=config.commands, services=config.services,
+                           command_journal=CommandJournal(config.state_dir / JOURNAL),
                            settings_config=config.agent, identity=self.device_key)
         self.kinds = load_kinds()  # built-in kinds and giter_agent.kinds plug-ins
         self.state_store = StateStore(config.state_dir)
