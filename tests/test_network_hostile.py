@@ -102,3 +102,45 @@ def test_budget_counts_time_and_bytes_on_its_own_clock():
     with pytest.raises(NetworkError) as slow:
         budget.remaining()
     assert slow.value.reason == "TimeBudgetExceeded"
+
+
+FAKE_SSH = """\
+import sys, time
+# Stands in for OpenSSH: whatever it is asked, it plays a hostile hub on stdout.
+out = sys.stdout.buffer
+def pkt(body):
+    return b"%04x" % (len(body) + 4) + body
+if {endless!r}:
+    out.write(pkt(b"a" * 40 + b" HEAD\\0side-band-64k ofs-delta\\n"))
+    line = pkt(b"b" * 40 + b" refs/heads/r00000000000\\n")
+    for _ in range(64 * 2**20 // len(line)):
+        out.write(line)
+    out.flush()
+else:
+    for byte in b"ffff" + b"x" * 2000:
+        out.write(bytes([byte]))
+        out.flush()
+        time.sleep(0.01)
+"""
+
+
+@pytest.mark.parametrize("endless,budget_s,reason", [(True, 600, "TooLarge"),
+                                                     (False, 1, "TimeBudgetExceeded")])
+def test_an_ssh_hub_is_read_inside_the_same_budget(tmp_path, publisher, endless, budget_s,
+                                                   reason):
+    import sys
+
+    from dulwich.client import SSHGitClient
+
+    from giter_agent.transport.network import PinnedSSH, Remote
+
+    fake = tmp_path / "ssh"
+    fake.write_text(f"#!{sys.executable}\n" + FAKE_SSH.format(endless=endless))
+    fake.chmod(0o755)
+    vendor = PinnedSSH(tmp_path / "key", tmp_path / "known_hosts", 5, 5, ssh=str(fake))
+    remote = Remote(SSHGitClient("hub.example", vendor=vendor), "/fleet.git",
+                    "ssh://hub.example/fleet.git")
+    dev = device(tmp_path, publisher, 9, time_budget_s=budget_s)
+    report = dev.sync(remote=remote)
+    remote.close()
+    assert (report.outcome, report.reason) == ("error", reason)

@@ -8,7 +8,7 @@ key file and a pinned known_hosts file, never trusting a host key on first use).
 ``transport_errors`` maps whatever a transport raises into a ``NetworkError`` whose
 reason says what a person should do about it.
 
-Every byte a git:// hub sends is read inside the sync's budget (``Budget``, armed by
+Every byte a git:// or ssh:// hub sends is read inside the sync's budget (``Budget``, armed by
 ``Remote.arm``): no read outlives ``time_budget_s`` (a hub sending a byte a second is
 cut when the budget ends, not when it pauses), what the hub says before we ask for a
 pack (its ref advertisement) is capped at ``MAX_ADVERTISEMENT_BYTES``, and the whole
@@ -139,6 +139,44 @@ class BudgetedSocket:
         self.sock.sendall(data)
 
 
+class BudgetedPipe:
+    """``read`` for dulwich's ``Protocol`` over an ssh client's stdout, inside a ``Budget``.
+
+    Liveness is ssh's own business (keep-alives); what this adds is the sync's budget:
+    each wait for bytes ends when the budget does, and every byte counts against the
+    caps, the ref advertisement's until the client first asks for objects.
+    """
+
+    def __init__(self, fd: int, budget: Budget) -> None:
+        self.fd = fd
+        self.budget = budget
+        self.advertising = True
+        self.unused: Any = None
+
+    def read(self, n: int) -> bytes:
+        chunks: list[bytes] = []
+        got = 0
+        while got < n:
+            ready, _, _ = select.select([self.fd], [], [], self.budget.remaining())
+            if not ready:
+                continue  # the budget ran out while waiting: remaining() raises
+            chunk = os.read(self.fd, min(n - got, 1 << 16))
+            if not chunk:
+                break
+            self.budget.take(len(chunk), advertising=self.advertising)
+            chunks.append(chunk)
+            got += len(chunk)
+        return b"".join(chunks)
+
+    def watch(self, write: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
+        """``write``, noting when the client first asks for objects."""
+        def watched(data: bytes) -> Any:
+            if self.advertising and (b"want " in data or b"command=fetch" in data):
+                self.advertising = False
+            return write(data)
+        return watched
+
+
 @dataclass
 class Remote:
     """A connected-on-demand dulwich client and the path to the repository on it."""
@@ -148,12 +186,17 @@ class Remote:
     display: str  # the URL as logs and reports show it (never holds a secret)
 
     def arm(self, seconds: float, max_bytes: int) -> None:
-        """Bound every later read from the hub by one ``Budget`` (git:// clients)."""
-        if hasattr(self.client, "budget"):
-            self.client.budget = Budget.start(seconds, max_bytes, self.display)
+        """Bound every later read from the hub by one ``Budget`` (git:// and ssh://)."""
+        budget = Budget.start(seconds, max_bytes, self.display)
+        for holder in (self.client, getattr(self.client, "ssh_vendor", None)):
+            if hasattr(holder, "budget"):
+                holder.budget = budget
 
     def close(self) -> None:
         self.client.close()
+        vendor = getattr(self.client, "ssh_vendor", None)
+        if isinstance(vendor, PinnedSSH):
+            vendor.close()
 
 
 def display_url(url: str) -> str:
@@ -333,6 +376,8 @@ class PinnedSSH:
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
         self.ssh = ssh
+        self.budget: Budget | None = None  # Remote.arm: the sync's time and bytes
+        self._procs: list[Any] = []  # ssh clients started, ended by close()
 
     def argv(self, host: str, command: str, username: str | None, port: int | None,
              protocol_version: int | None) -> list[str]:
@@ -371,7 +416,27 @@ class PinnedSSH:
         proc = subprocess.Popen(self.argv(host, cmd, username, port, protocol_version),
                                 bufsize=0, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE)
-        return SubprocessWrapper(proc)
+        self._procs = [p for p in self._procs if p.poll() is None] + [proc]
+        wrapper = SubprocessWrapper(proc)
+        if self.budget is not None:
+            assert proc.stdout is not None
+            pipe = BudgetedPipe(proc.stdout.fileno(), self.budget)
+            # dulwich's own buffered reader would close the pipe when dropped: kept.
+            pipe.unused = wrapper.read
+            wrapper.read = pipe.read
+            wrapper.write = pipe.watch(wrapper.write)
+        return wrapper
+
+    def close(self) -> None:
+        """End ssh clients a connection cut short left running (a budget, a cap)."""
+        for proc in self._procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            for stream in (proc.stdin, proc.stdout, proc.stderr):
+                if stream is not None:
+                    stream.close()
+        self._procs.clear()
 
 
 # -- failures -----------------------------------------------------------------------------
