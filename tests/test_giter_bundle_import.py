@@ -330,3 +330,16 @@ def test_a_status_bundle_stuffed_with_unreachable_objects_keeps_only_what_it_rea
     for blob in filler:
         assert fleet.git("cat-file", "-e", blob.decode(), check=False).returncode != 0
     fleet.git("fsck", "--strict", "--no-dangling")
+
+
+def test_a_linked_status_bundle_on_the_stick_is_not_followed(tmp_path, fleet, stick):
+    reported(fleet, tmp_path, stick)
+    outbox = stick / "giter/outbox"
+    elsewhere = tmp_path / "workstation-file.bundle"
+    (outbox / "pi-a.bundle").rename(elsewhere)
+    (outbox / "pi-a.bundle").symlink_to(elsewhere)
+    before = hub_snapshot(fleet)
+    code, out = fleet.cli("import", stick)
+    assert code == 1
+    assert "pi-a.bundle                  REFUSED     NotARegularFile:" in out, out
+    assert hub_snapshot(fleet) == before

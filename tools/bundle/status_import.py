@@ -34,6 +34,7 @@ from pathlib import Path
 from dulwich.objects import Commit
 
 from giter_agent.config.agent_toml import NAME_RE, Limits
+from giter_agent.core.durable import shown
 from giter_agent.core.errors import BundleError, HistoryError, TrustError
 from giter_bundle.enrolment import EnrolledDevice
 from giter_bundle.errors import PublisherError
@@ -58,7 +59,7 @@ class ImportResult:
 
 
 def _refused(path: Path, device: str, reason: str, message: str) -> ImportResult:
-    return ImportResult(path.name, device, "refused", reason, message)
+    return ImportResult(shown(path.name), device, "refused", reason, message)
 
 
 def _chain(store, tip: bytes, old: bytes | None, device: str, restart: bool) -> list[bytes]:
@@ -137,12 +138,17 @@ def import_outbox(exchange: Exchange, outbox: Path) -> list[ImportResult]:
     on_branch = exchange.ancestors(tip)
     results = []
     for path in sorted(outbox.glob("*.bundle")):
-        if path.name.startswith(".") or not path.is_file():
+        if path.name.startswith("."):
             continue
         device_id = path.name[:-len(".bundle")]
-        if not NAME_RE.fullmatch(device_id):
-            results.append(_refused(path, device_id, "InvalidName",
-                                    f"{device_id!r} is not a device id"))
+        if path.is_symlink() or not path.is_file():
+            # A stick comes from the field: a link (out of the stick, to a device) or a
+            # FIFO is never followed or read.
+            results.append(_refused(path, shown(device_id), "NotARegularFile",
+                                    f"{shown(path.name)} is a link or not a regular file"))
+        elif not NAME_RE.fullmatch(device_id):
+            results.append(_refused(path, shown(device_id), "InvalidName",
+                                    f"{shown(device_id)!r} is not a device id"))
         elif device_id not in devices:
             results.append(_refused(path, device_id, "UnknownDevice",
                                     f"{device_id} is not enrolled on {exchange.branch} "
