@@ -109,7 +109,7 @@ class Stick:
                     if (entry.name.endswith(".bundle") and not entry.name.startswith(".")
                             and entry.is_file(follow_symlinks=False)):
                         names.append(entry.name)
-                    elif entry.name.endswith(".bundle"):
+                    elif entry.name.endswith(".bundle") and not entry.name.startswith("."):
                         log.warning("%s: %s is not a regular file: skipped", self.display,
                                     shown(entry.name))
         return [self.root / INBOX / name for name in sorted(names)]
