@@ -176,7 +176,7 @@ def receipt(agent: SyncingDevice, report: SyncReport) -> str:
         "giter-agent receipt",
         f"device:         {cfg.device_id}",
         f"time:           {rfc3339(agent.clock())} (device clock)",
-        f"result:         {report.outcome.upper()} - {report.message}",
+        f"result:         {report.outcome.upper()} - {shown(report.message)}",
         f"spec applied:   {report.applied or 'none yet'}",
         *([f"STALE SPEC:     {report.stale}"] if report.stale else []),
         f"status commit:  {report.status_commit or 'none yet'}",
