@@ -188,7 +188,8 @@ class Remote:
     def arm(self, seconds: float, max_bytes: int) -> None:
         """Bound every later read from the hub by one ``Budget`` (git:// and ssh://)."""
         budget = Budget.start(seconds, max_bytes, self.display)
-        for holder in (self.client, getattr(self.client, "ssh_vendor", None)):
+        holders: tuple[Any, ...] = (self.client, getattr(self.client, "ssh_vendor", None))
+        for holder in holders:
             if hasattr(holder, "budget"):
                 holder.budget = budget
 
@@ -423,8 +424,9 @@ class PinnedSSH:
             pipe = BudgetedPipe(proc.stdout.fileno(), self.budget)
             # dulwich's own buffered reader would close the pipe when dropped: kept.
             pipe.unused = wrapper.read
-            wrapper.read = pipe.read
-            wrapper.write = pipe.watch(wrapper.write)
+            # dulwich's Protocol calls read(n) with a size, never read() to the end.
+            wrapper.read = pipe.read  # type: ignore[assignment]
+            wrapper.write = pipe.watch(wrapper.write)  # type: ignore[assignment]
         return wrapper
 
     def close(self) -> None:
