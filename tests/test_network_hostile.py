@@ -16,8 +16,8 @@ import time
 from collections.abc import Callable, Iterator
 
 import pytest
-from devices import NetDevice
-from servers import free_port
+from support.devices import SimDevice
+from support.servers import free_port
 
 
 @contextlib.contextmanager
@@ -66,8 +66,8 @@ def trickle(conn: socket.socket) -> None:
         time.sleep(0.01)
 
 
-def device(tmp_path, publisher, port: int, time_budget_s: int) -> NetDevice:
-    dev = NetDevice(tmp_path, "pi-01", publisher.allowed_signers,
+def device(tmp_path, publisher, port: int, time_budget_s: int) -> SimDevice:
+    dev = SimDevice(tmp_path, "pi-01", publisher.allowed_signers,
                     {"url": f"git://127.0.0.1:{port}/fleet.git", "read_timeout_s": 5})
     with dev.config_path.open("a") as fh:
         fh.write(f"[limits]\ntime_budget_s = {time_budget_s}\nmax_bundle_mib = 1\n")

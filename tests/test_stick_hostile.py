@@ -14,7 +14,8 @@ import threading
 from pathlib import Path
 
 import pytest
-from test_roundtrip import Device, first_spec
+from support.devices import SimDevice
+from test_roundtrip import first_spec
 
 from giter_agent.core.layout import HUB_STATUS
 from giter_agent.transport.hub_status import read_hub_status
@@ -29,8 +30,8 @@ def stick(tmp_path) -> Path:
 
 
 @pytest.fixture
-def device(tmp_path, publisher) -> Device:
-    return Device(tmp_path, "pi-01", publisher.allowed_signers)
+def device(tmp_path, publisher) -> SimDevice:
+    return SimDevice(tmp_path, "pi-01", publisher.allowed_signers)
 
 
 def test_hub_status_fifo_is_ignored_not_waited_on(stick):
