@@ -39,6 +39,14 @@ def test_good_config_resolves_relative_paths(tmp_path):
     assert cfg.groups == ("kitchen", "floor-2")
     assert cfg.usb_roots == (Path("/media/giter"),)
     assert cfg.files_roots == (Path("/srv/giter"),)
+    assert cfg.services.allowed == () and cfg.services.force == ()  # no unit by default
+
+
+def test_services_allowlist(tmp_path):
+    cfg = load(write(tmp_path, GOOD + '[services]\nallowed = ["kiosk-*.service", '
+                     '"ssh.service"]\nforce = ["ssh.service"]\n'))
+    assert cfg.services.allowed == ("kiosk-*.service", "ssh.service")
+    assert cfg.services.force == ("ssh.service",)
 
 
 @pytest.mark.parametrize("text, key", [
@@ -59,6 +67,10 @@ def test_good_config_resolves_relative_paths(tmp_path):
     # the config fuzz target, tests/fuzz/regressions/config-home-of-unknown-user.bin).
     ('state_dir = "~no-such-user-giter/state"\n' + GOOD.replace("state_dir", "#state_dir"),
      "state_dir"),
+    (GOOD + '[services]\nallowed = "app.service"\n', "services.allowed"),
+    (GOOD + '[services]\nallowed = ["a b.service"]\n', "services.allowed"),
+    (GOOD + '[services]\nforce = ["ssh*"]\n', "services.force"),
+    (GOOD + '[services]\nallow = []\n', "services.allow"),
 ])
 def test_bad_config_names_the_key(tmp_path, text, key):
     with pytest.raises(ConfigError) as err:

@@ -63,8 +63,22 @@ def test_a_board_set_up_right_passes_every_check(board_dir):
     assert {f.level for f in findings} == {OK}, render(findings)
     assert set(levels(findings)) == {"config", "board", "pin factory", "trust file",
                                      "state directory", "device key", "clock", "free disk",
-                                     "USB root", "File root"}
+                                     "USB root", "File root", "services"}
     assert render(findings).endswith("all checks passed")
+
+
+def test_doctor_reports_the_services_allowlist(board_dir):
+    with_key(board_dir)
+    config = board_dir / "agent.toml"
+    base = config.read_text()
+    config.write_text(base + '[services]\nallowed = ["kiosk-*.service"]\n')
+    (finding,) = by_check(doctor(board_dir).run(), "services")
+    assert finding.level == OK and "kiosk-*.service" in finding.message
+    assert "refused" in finding.message
+    config.write_text(base + '[services]\nallowed = ["*"]\nforce = ["ssh.service"]\n')
+    found = by_check(doctor(board_dir).run(), "services")
+    assert [f.level for f in found] == [OK, WARN]
+    assert "ssh.service" in found[0].message
 
 
 def test_a_missing_device_key_is_a_warning_with_the_command_that_makes_it(board_dir):

@@ -289,3 +289,57 @@ def test_unquoted_on_and_off_are_applied_and_their_status_imported(fleet, tmp_pa
     shown = fleet.git("show", "status/pi-a:groups/lobby/beacon.yaml").stdout.decode()
     assert "state: 'on'" in shown or 'state: "on"' in shown, shown
     assert "pi-a" in fleet.ok("status")
+
+
+def test_a_status_bundle_stuffed_with_unreachable_objects_keeps_only_what_it_reaches(
+        tmp_path, fleet, stick):
+    """A correctly signed status commit whose pack also carries blobs nothing reaches
+    (filler to grow the hub): the report is taken, the filler is not."""
+    import os
+
+    from giter_agent.history import bundle as bundle_format
+
+    pi_a, _pi_b = reported(fleet, tmp_path, stick)
+    fleet.write("devices/pi-a/motd.yaml", motd(pi_a, "again\n"))
+    fleet.ok("commit", "-m", "again")
+    fleet.ok("create", stick)
+    assert pi_a.cli("sync", "--usb", stick) == 0
+    honest = stick / "giter/outbox/pi-a.bundle"
+    with honest.open("rb") as fh:
+        header = bundle_format.read_header(fh)
+    (tip,) = header.refs.values()
+
+    scratch = tmp_path / "stuff.git"
+    run("git", "clone", "-q", "--bare", fleet.root, scratch)
+    run("git", "-C", scratch, "fetch", "-q", honest, "refs/heads/status/pi-a:refs/heads/x")
+    filler = [run("git", "-C", scratch, "hash-object", "-w", "--stdin",
+                  input=os.urandom(256 * 1024)).stdout.strip() for _ in range(3)]
+    wanted = run("git", "-C", scratch, "rev-list", "--objects", "x", "--not",
+                 *[p.decode() for p in header.prerequisites]).stdout.split(b"\n")
+    ids = b"\n".join([line.split(b" ")[0] for line in wanted if line] + filler) + b"\n"
+    pack = run("git", "-C", scratch, "pack-objects", "--stdout", "-q", input=ids).stdout
+    bundle_format.write_bundle(
+        honest, refs=header.refs,
+        prerequisites=[(p, header.prerequisite_comments.get(p, b""))
+                       for p in header.prerequisites],
+        pack_writer=lambda out: out.write(pack))
+    run("git", "-C", fleet.root, "bundle", "verify", "-q", honest)  # git takes it too
+
+    assert "pi-a.bundle                  ACCEPTED" in fleet.ok("import", stick)
+    assert fleet.rev("status/pi-a") == tip.decode()
+    for blob in filler:
+        assert fleet.git("cat-file", "-e", blob.decode(), check=False).returncode != 0
+    fleet.git("fsck", "--strict", "--no-dangling")
+
+
+def test_a_linked_status_bundle_on_the_stick_is_not_followed(tmp_path, fleet, stick):
+    reported(fleet, tmp_path, stick)
+    outbox = stick / "giter/outbox"
+    elsewhere = tmp_path / "workstation-file.bundle"
+    (outbox / "pi-a.bundle").rename(elsewhere)
+    (outbox / "pi-a.bundle").symlink_to(elsewhere)
+    before = hub_snapshot(fleet)
+    code, out = fleet.cli("import", stick)
+    assert code == 1
+    assert "pi-a.bundle                  REFUSED     NotARegularFile:" in out, out
+    assert hub_snapshot(fleet) == before

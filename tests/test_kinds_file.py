@@ -7,6 +7,7 @@ import grp
 import hashlib
 import os
 import pwd
+from pathlib import Path
 
 import pytest
 from gpiozero.pins.mock import MockFactory
@@ -126,3 +127,64 @@ def test_clock_does_not_leak_into_status(tmp_path):
     clock.advance(3600)
     second = reconcile(spec, ctx, builtin_kinds(), first.records, "c1")
     assert second.records == first.records
+
+
+# -- a local process racing the agent inside a [files] root ----------------------------
+
+def test_a_symlinked_folder_below_the_root_is_never_followed(ctx, tmp_path):
+    """Even one pointing back inside the root: a link below the root is refused."""
+    root = tmp_path / "root"
+    (root / "real").mkdir()
+    (root / "sub").symlink_to(root / "real")
+    spec = specset(file_doc("f", root / "sub" / "f", content="x\n"))
+    result = reconcile(spec, ctx, builtin_kinds(), {}, "c1")
+    assert ready(result.records["File/f"]) == (False, "PathNotAllowed")
+    assert list((root / "real").iterdir()) == []
+
+
+def swap_on_touch(monkeypatch, names: tuple[str, ...], victim: Path, to: Path) -> list[str]:
+    """Make ``victim`` (a folder) a symlink to ``to`` the first time the code under test
+    touches the file named ``f`` through one of ``os.<names>``: the moment between the
+    kind's checks and its write that a racing local process would aim for."""
+    swapped: list[str] = []
+    for name in names:
+        real = getattr(os, name)
+
+        def hooked(path, *args, _real=real, _name=name, **kwargs):
+            if not swapped and os.path.basename(os.fspath(path)) == "f":
+                os.rename(victim, victim.with_name("moved"))
+                victim.symlink_to(to)
+                swapped.append(_name)
+            return _real(path, *args, **kwargs)
+
+        monkeypatch.setattr(os, name, hooked)
+    return swapped
+
+
+def test_a_folder_swapped_for_a_link_mid_write_writes_nothing_outside(ctx, tmp_path,
+                                                                      monkeypatch):
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    (root / "sub").mkdir()
+    outside.mkdir()
+    spec = specset(file_doc("f", root / "sub" / "f", content="x\n"))
+    swapped = swap_on_touch(monkeypatch, ("lstat", "open", "stat"), root / "sub", outside)
+    reconcile(spec, ctx, builtin_kinds(), {}, "c1")
+    monkeypatch.undo()
+    assert swapped  # the race really happened
+    assert list(outside.iterdir()) == []
+
+
+def test_a_folder_swapped_for_a_link_mid_prune_deletes_nothing_outside(ctx, tmp_path,
+                                                                       monkeypatch):
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    outside.mkdir()
+    (outside / "f").write_text("not the agent's\n")
+    kinds = builtin_kinds()
+    spec = specset(file_doc("f", root / "sub" / "f", content="x\n"))
+    first = reconcile(spec, ctx, kinds, {}, "c1")
+    assert ready(first.records["File/f"]) == (True, "Applied")
+    swapped = swap_on_touch(monkeypatch, ("unlink",), root / "sub", outside)
+    reconcile(specset(), ctx, kinds, first.records, "c2")  # the resource left the spec
+    monkeypatch.undo()
+    assert swapped
+    assert (outside / "f").read_text() == "not the agent's\n"

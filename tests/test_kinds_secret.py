@@ -212,17 +212,17 @@ def test_owner_group_and_mode_as_for_file(tmp_path, keys):
 
 def test_the_value_is_written_only_to_a_temp_file_beside_the_target_mode_0600(
         tmp_path, keys, monkeypatch):
-    import tempfile
-
-    real = tempfile.mkstemp
+    real = os.open
     made: list[tuple[str, int]] = []
 
-    def watching(*args, **kwargs):
-        fd, name = real(*args, **kwargs)
-        made.append((name, os.fstat(fd).st_mode & 0o777))
-        return fd, name
+    def watching(path, flags, *args, dir_fd=None, **kwargs):
+        fd = real(path, flags, *args, dir_fd=dir_fd, **kwargs)
+        if flags & os.O_CREAT:  # the writer creates its temp file relative to the folder
+            folder = os.readlink(f"/proc/self/fd/{dir_fd}") if dir_fd is not None else ""
+            made.append((os.path.join(folder, path), os.fstat(fd).st_mode & 0o777))
+        return fd
 
-    monkeypatch.setattr(tempfile, "mkstemp", watching)
+    monkeypatch.setattr(os, "open", watching)
     ctx = device_ctx(tmp_path, keys[0])
     target = tmp_path / "root" / "deep" / "psk"
     result = reconcile(specset(secret_doc("psk", target, sealed(VALUE, keys[0]),

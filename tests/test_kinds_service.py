@@ -9,8 +9,16 @@ from pathlib import Path
 import pytest
 from support.kinds import condition, doc, ready, specset
 
+from giter_agent.config.agent_toml import Services
 from giter_agent.kinds import builtin_kinds
 from giter_agent.reconcile.engine import reconcile
+
+
+@pytest.fixture
+def ctx(ctx):
+    """The shared context, with the units these tests use on the device's allowlist."""
+    ctx.services = Services(allowed=("app.service", "other.service"))
+    return ctx
 
 
 class FakeSystemd:
@@ -155,3 +163,49 @@ def test_plan_only_reads(ctx, systemd):
         "would start: app.service is inactive (dead), spec says running; "
         "would disable: app.service is enabled, spec says disabled")
     assert systemd.acted() == []
+
+
+# -- the device's [services] allowlist -------------------------------------------------
+
+def test_a_unit_off_the_allowlist_is_never_touched(ctx, systemd):
+    systemd.add("db.service")
+    result = reconcile(specset(svc(unit="db.service")), ctx, builtin_kinds(), {}, "c1")
+    assert ready(result.records["Service/app"]) == (False, "ServiceNotAllowed")
+    assert systemd.calls() == []
+
+
+def test_allowlist_globs(ctx, systemd):
+    ctx.services = Services(allowed=("kiosk-*.service",))
+    systemd.add("kiosk-web.service")
+    result = reconcile(specset(svc(unit="kiosk-web.service")), ctx, builtin_kinds(), {}, "c1")
+    assert ready(result.records["Service/app"]) == (True, "Running")
+    assert systemd.acted() == ["start kiosk-web.service"]
+
+
+@pytest.mark.parametrize("unit", ["poweroff.target", "ssh.service", "sshd.service",
+                                  "giter-agent.service", "systemd-networkd.service",
+                                  "getty@tty1.service", "dbus.service",
+                                  "networking.service"])
+def test_critical_units_are_refused_even_when_allowed(ctx, systemd, unit):
+    ctx.services = Services(allowed=("*",))
+    systemd.add(unit, active="active", sub="running")
+    result = reconcile(specset(svc(unit=unit, state="stopped")), ctx, builtin_kinds(), {}, "c1")
+    assert ready(result.records["Service/app"]) == (False, "CriticalService")
+    assert systemd.calls() == []
+
+
+def test_a_critical_unit_named_in_force_is_acted_on(ctx, systemd):
+    ctx.services = Services(allowed=("*",), force=("ssh.service",))
+    systemd.add("ssh.service")
+    result = reconcile(specset(svc(unit="ssh.service")), ctx, builtin_kinds(), {}, "c1")
+    assert ready(result.records["Service/app"]) == (True, "Running")
+
+
+def test_prune_leaves_a_unit_the_device_no_longer_allows(ctx, systemd):
+    systemd.add("app.service")
+    first = reconcile(specset(svc()), ctx, builtin_kinds(), {}, "c1")
+    assert ready(first.records["Service/app"]) == (True, "Running")
+    ctx.services = Services(allowed=())
+    reconcile(specset(), ctx, builtin_kinds(), first.records, "c2")
+    assert systemd.acted() == ["start app.service"]
+    assert systemd.units()["app.service"]["active"] == "active"

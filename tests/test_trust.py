@@ -666,6 +666,10 @@ OWNERSHIP = [
      "OwnershipViolation"),
     ("YAML aliases", "d1", {"devices/d1/app.yaml": D1_STATUS + "x: &a [1]\ny: *a\n"}, "own",
      "OwnershipViolation"),
+    # Two `spec:` keys: a lenient parser keeps the last (the published spec), another
+    # the first; the device's loader refuses, and so must the hub.
+    ("duplicate key", "d1", {"devices/d1/app.yaml": "spec: {image: evil}\n" + D1_STATUS},
+     "own", "OwnershipViolation"),
     ("own summary created", "d1", {".giter/status/d1.yaml": SUMMARY.format("d1")}, "own", None),
     ("summary naming another device", "d1", {".giter/status/d1.yaml": SUMMARY.format("d2")},
      "own", "OwnershipViolation"),

@@ -1,7 +1,8 @@
 """``giter-agent doctor``: check what a board needs before the agent can be trusted to run.
 
 Each check looks at one thing (config, board and pin factory, trust file, device key,
-state directory, clock, free disk, USB and File roots) and returns findings: ``ok``,
+state directory, clock, free disk, USB and File roots, the services allowlist) and
+returns findings: ``ok``,
 ``warn`` (works, but a person should know) or ``fail`` (the agent will not work, or
 not safely), each failure with the command that fixes it. Run by the technician, by
 ``scripts/install`` before it starts the service, and by the QEMU boot test.
@@ -79,7 +80,8 @@ class Doctor:
         for name, check in (("board", self._board), ("trust file", self._trust),
                             ("state directory", self._state_dir),
                             ("device key", self._device_key), ("clock", self._clock),
-                            ("disk", self._disk), ("roots", self._roots)):
+                            ("disk", self._disk), ("roots", self._roots),
+                            ("services", self._services)):
             try:
                 findings.extend(check(config))
             except OSError as exc:
@@ -291,6 +293,24 @@ class Doctor:
         if not config.usb_roots:
             yield Finding("USB root", WARN, "no [usb] roots: sticks are mounted under "
                           "/media/giter by the USB trigger", 'add [usb] roots = ["/media/giter"]')
+
+
+    def _services(self, config: Config) -> Iterator[Finding]:
+        from giter_agent.kinds.service import CRITICAL
+
+        services = config.services
+        if not services.allowed:
+            yield Finding("services", OK, "no [services] allowed: Service resources act on "
+                          "no unit")
+            return
+        forced = f"; forced critical units: {', '.join(services.force)}" \
+            if services.force else f"; critical units ({', '.join(CRITICAL[:4])}...) refused"
+        yield Finding("services", OK, f"Service resources may act on "
+                      f"{', '.join(services.allowed)}{forced}")
+        if "*" in services.allowed or "*.service" in services.allowed:
+            yield Finding("services", WARN, "[services] allowed matches every unit: a signed "
+                          "spec may stop any service that is not critical",
+                          "list the units the fleet manages, e.g. \"kiosk-*.service\"")
 
 
 def _not_owned(path: Path, uid: int, limit: int = 2000) -> list[Path]:

@@ -94,6 +94,8 @@ class Config:
     agent: SettingsConfig = field(default_factory=SettingsConfig)  # [agent]: agent.settings
     # [commands] allowed: the names a Command resource may run, each a fixed argv.
     commands: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # [services]: the units a Service resource may act on (agent.kinds.service).
+    services: Services = field(default_factory=lambda: Services())
     # [serial]: the port the device serves (default: the board's serial_port) and its speed.
     serial_port: str | None = None
     serial_baud: int = 115200
@@ -110,12 +112,27 @@ class Config:
         return status_ref(self.device_id)
 
 
+@dataclass(frozen=True)
+class Services:
+    """``[services]``: which systemd units a Service resource may start, stop, enable.
+
+    ``allowed``: unit names or glob patterns (``kiosk-*.service``); nothing else is
+    touched. ``force``: exact names of critical units (``giter_agent.kinds.service.CRITICAL``:
+    the agent's own, ssh, targets, systemd-*, getty, dbus, networking...) that a spec may
+    act on anyway; without it they are refused even when ``allowed`` matches them.
+    """
+
+    allowed: tuple[str, ...] = ()
+    force: tuple[str, ...] = ()
+
+
 # Known keys: top level, and the keys each [section] may hold.
 _TOP = {"device_id", "state_dir", "board", "allowed_signers", "branch", "groups", "root_keys",
         "genesis"}
 _SECTIONS = {"usb": {"roots"}, "files": {"roots"}, "limits": set(_LIMIT_RANGES),
              "network": {"url", "username", *_NETWORK_PATHS, *_NETWORK_RANGES}}
-_SECTIONS.update({"agent": set(SECTION_KEYS), "commands": {"allowed"}})
+_SECTIONS.update({"agent": set(SECTION_KEYS), "commands": {"allowed"},
+                  "services": {"allowed", "force"}})
 _SECTIONS["serial"] = {"port", "baud"}
 _SECTIONS["metrics"] = {"textfile"}
 _REQUIRED = ("device_id", "state_dir", "board", "allowed_signers")
@@ -217,6 +234,7 @@ def from_dict(raw: dict[str, Any], *, base: Path, source: Path | None = None) ->
         if "network" in raw else None,
         agent=parse_section(raw.get("agent", {}), fail),
         commands=_commands(raw.get("commands", {}).get("allowed", {}), fail),
+        services=_services(raw.get("services", {}), fail),
         serial_port=string("serial.port", raw["serial"]["port"])
         if "port" in raw.get("serial", {}) else None,
         serial_baud=_baud(raw.get("serial", {}).get("baud", 115200), fail),
@@ -304,6 +322,27 @@ def _commands(raw: Any, fail: Any) -> dict[str, tuple[str, ...]]:
                        "(PATH is not searched)")
         allowed[name] = tuple(argv)
     return allowed
+
+
+_UNIT_PATTERN = re.compile(r"[A-Za-z0-9:_.@*?\[\]!-]{1,200}")
+
+
+def _services(raw: dict[str, Any], fail: Any) -> Services:
+    """Validate ``[services]``: lists of unit names (``allowed`` may hold globs)."""
+    lists = {}
+    for key in ("allowed", "force"):
+        value = raw.get(key, [])
+        if not isinstance(value, list) or not all(
+                isinstance(v, str) and _UNIT_PATTERN.fullmatch(v) and not v.startswith("-")
+                for v in value):
+            raise fail(f"services.{key}", "must be a list of systemd unit names"
+                       + (" or glob patterns like \"kiosk-*.service\"" if key == "allowed"
+                          else " (exact, no patterns)") + f", got {value!r}")
+        if key == "force" and any(set(v) & set("*?[]!") for v in value):
+            raise fail("services.force", "names exact units, not patterns: forcing a "
+                       "critical unit is done one unit at a time")
+        lists[key] = tuple(value)
+    return Services(**lists)
 
 
 def _baud(value: Any, fail: Any) -> int:

@@ -23,6 +23,7 @@ SECTION_HELP = {
     "agent": "The agent's own settings and the bounds within which the Agent resource may "
              "move them (docs/kinds.md).",
     "commands": "The commands the Command kind may run.",
+    "services": "The systemd units the Service kind may act on (docs/operating.md).",
     "limits": "Caps on what one sync may bring in, sized for a 512 MB board.",
 }
 
@@ -72,6 +73,10 @@ KEYS = {
     "agent.log_levels": "The log levels the Agent resource may choose.",
     "commands.allowed": "A table name = [\"/abs/argv\", ...]: the only commands Command "
                         "resources may run, by name.",
+    "services.allowed": "Unit names or glob patterns (\"kiosk-*.service\") Service "
+                        "resources may start, stop, enable or disable; none by default.",
+    "services.force": "Critical units (ssh, *.target, systemd-*, giter-*...) a Service may "
+                      "act on anyway, each named exactly; refused otherwise.",
     "limits.max_bundle_mib": "Largest bundle file, in MiB.",
     "limits.max_objects": "Most objects in one bundle.",
     "limits.max_object_mib": "Largest object, checked before inflating.",

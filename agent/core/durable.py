@@ -3,16 +3,141 @@
 Used by every part that writes state, status receipts, USB outbox files and File
 resources. The pattern is the classic one: write a temp file in the same directory,
 fsync it, rename it over the target, fsync the directory.
+
+Where the folder itself is not to be trusted (a USB stick, a ``[files]`` root others
+may write in), callers open the folder once and pass its descriptor (``dir_fd``):
+every later step is relative to that open folder, so nobody can swap a path component
+for a symlink between a check and a write. ``open_dir_under`` opens such a folder one
+component at a time without following links; ``read_regular`` reads a file only if it
+is a regular file under a size cap, without following a link or blocking on a FIFO.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import secrets
+import stat
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO
+
+# Open flags for a file that must be read as it is named: never through a symlink,
+# never blocking on a FIFO or a device, never taking a terminal.
+_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+class UnsafePath(OSError):
+    """A path component is a symlink, not a folder, not a regular file, or too large."""
+
+
+def shown(name: str | bytes) -> str:
+    """``name`` safe to print on one line: control characters and bytes that are not
+    UTF-8 (surrogate-escaped by ``os.listdir``) written as escapes (``\\n``, ``\\xff``).
+
+    Idempotent (what it returns is printable), so a message may be passed through it
+    again wherever it is shown.
+    """
+    if isinstance(name, bytes):
+        name = name.decode("utf-8", "surrogateescape")
+    out = []
+    for ch in name:
+        code = ord(ch)
+        if 0xDC80 <= code <= 0xDCFF:  # an undecodable byte, as os.fsdecode keeps it
+            out.append(f"\\x{code - 0xDC00:02x}")
+        elif not ch.isprintable():
+            out.append(ch.encode("unicode_escape").decode("ascii"))
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def open_dir_under(root_fd: int, parts: Sequence[str], *, create: bool = False,
+                   mode: int = 0o755, dev: int | None = None) -> int:
+    """Open the folder ``root/parts[0]/parts[1]/...`` one component at a time.
+
+    No component may be a symlink (``O_NOFOLLOW``) or anything but a folder; with
+    ``dev``, each must be on that filesystem (no mount point of something else in
+    between). With ``create``, missing folders are made (``mkdir`` relative to the
+    open parent, so never anywhere else). Returns a new descriptor; the caller closes
+    it. ``UnsafePath`` for a link or a non-folder, ``FileNotFoundError`` when missing.
+    """
+    fd = os.dup(root_fd)
+    try:
+        for part in parts:
+            if part in ("", ".", "..") or "/" in part or "\0" in part:
+                raise UnsafePath(errno.EINVAL, f"{shown(part)!r} is not a folder name")
+            try:
+                child = os.open(part, _DIR_FLAGS, dir_fd=fd)
+            except FileNotFoundError:
+                if not create:
+                    raise
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(part, mode, dir_fd=fd)
+                    fsync_fd(fd)
+                child = os.open(part, _DIR_FLAGS, dir_fd=fd)
+            except OSError as exc:
+                if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                    raise UnsafePath(exc.errno, f"{shown(part)} is a symlink or not a "
+                                                "folder") from None
+                raise
+            os.close(fd)
+            fd = child
+            if dev is not None and os.fstat(fd).st_dev != dev:
+                raise UnsafePath(errno.EXDEV, f"{shown(part)} is on another filesystem")
+        return fd
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def read_regular(name: str | Path, max_bytes: int, *, dir_fd: int | None = None,
+                 dev: int | None = None) -> bytes:
+    """The bytes of ``name`` if it is a regular file of at most ``max_bytes``.
+
+    The type and size are checked on the open descriptor (``fstat``), before a byte is
+    read; a symlink, FIFO, device or socket is ``UnsafePath`` and never blocks; so is a
+    file that grows past the cap while it is read, and (with ``dev``) one on another
+    filesystem.
+    """
+    try:
+        fd = os.open(name, _READ_FLAGS, dir_fd=dir_fd)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise UnsafePath(exc.errno, f"{shown(str(name))} is a symlink") from None
+        raise
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise UnsafePath(errno.EINVAL, f"{shown(str(name))} is not a regular file")
+        if dev is not None and st.st_dev != dev:
+            raise UnsafePath(errno.EXDEV, f"{shown(str(name))} is on another filesystem")
+        if st.st_size > max_bytes:
+            raise UnsafePath(errno.EFBIG, f"{shown(str(name))} is {st.st_size} bytes, over "
+                                          f"the {max_bytes}-byte cap")
+        os.set_blocking(fd, True)
+        chunks, size = [], 0
+        while size <= max_bytes:
+            chunk = os.read(fd, min(1 << 16, max_bytes + 1 - size))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        if size > max_bytes:
+            raise UnsafePath(errno.EFBIG, f"{shown(str(name))} grew past the "
+                                          f"{max_bytes}-byte cap while read")
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def fsync_fd(fd: int) -> None:
+    """fsync an open folder (FAT and some network filesystems refuse: ignored)."""
+    with contextlib.suppress(OSError):
+        os.fsync(fd)
 
 
 def fsync_dir(path: Path) -> None:
@@ -30,8 +155,19 @@ def fsync_dir(path: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_writer(path: Path, mode: int = 0o644) -> Iterator[BinaryIO]:
-    """Yield a binary file; on clean exit it replaces ``path`` atomically and durably."""
+def atomic_writer(path: Path, mode: int = 0o644, *,
+                  dir_fd: int | None = None) -> Iterator[BinaryIO]:
+    """Yield a binary file; on clean exit it replaces ``path`` atomically and durably.
+
+    With ``dir_fd``, ``path`` is a bare name in that open folder and nothing is
+    resolved by path again: the temp file, the rename and the folder's fsync all go
+    through the descriptor (``*at`` calls). A symlink at ``path`` is replaced, never
+    followed.
+    """
+    if dir_fd is not None:
+        with _atomic_writer_at(dir_fd, str(path), mode) as fh:
+            yield fh
+        return
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -48,7 +184,31 @@ def atomic_writer(path: Path, mode: int = 0o644) -> Iterator[BinaryIO]:
     fsync_dir(path.parent)
 
 
-def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Replace ``path`` with ``data`` atomically and durably."""
-    with atomic_writer(path, mode) as fh:
+def atomic_write(path: Path, data: bytes, mode: int = 0o644, *,
+                 dir_fd: int | None = None) -> None:
+    """Replace ``path`` with ``data`` atomically and durably (``dir_fd``: see
+    ``atomic_writer``)."""
+    with atomic_writer(path, mode, dir_fd=dir_fd) as fh:
         fh.write(data)
+
+
+@contextlib.contextmanager
+def _atomic_writer_at(dir_fd: int, name: str, mode: int) -> Iterator[BinaryIO]:
+    if "/" in name or name in ("", ".", ".."):
+        raise UnsafePath(errno.EINVAL, f"{shown(name)!r} is not a file name")
+    # The same temp name pattern as the path-based writer: one sweep finds both.
+    tmp = f".{name}.{secrets.token_hex(4)}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                 0o600, dir_fd=dir_fd)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            yield fh
+            fh.flush()
+            os.fchmod(fh.fileno(), mode)
+            os.fsync(fh.fileno())
+        os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp, dir_fd=dir_fd)
+        raise
+    fsync_fd(dir_fd)

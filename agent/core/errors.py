@@ -28,6 +28,8 @@ class Reason(StrEnum):
     InvalidConfig = "InvalidConfig"
     UsageError = "UsageError"
     NotAGiterStick = "NotAGiterStick"
+    StickRemoved = "StickRemoved"
+    UnsafeStickPath = "UnsafeStickPath"
     RequiresRoot = "RequiresRoot"
     Busy = "Busy"
     PermissionDenied = "PermissionDenied"
@@ -215,6 +217,18 @@ class AccessError(GiterError, PermissionError):
     (``core.access``: the message names the owner and the command to run instead)."""
 
     reason = Reason.PermissionDenied
+
+
+class StickGone(GiterError, FileNotFoundError):
+    """The stick was removed (or replaced) during the sync: nothing more is written."""
+
+    reason = Reason.StickRemoved
+
+
+class UnsafeStick(GiterError, PermissionError):
+    """A folder on the stick is a symlink, not a folder, or on another filesystem."""
+
+    reason = Reason.UnsafeStickPath
 
 
 class LockedError(GiterError):

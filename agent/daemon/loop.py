@@ -246,7 +246,7 @@ class Daemon:
                     self._queue(trigger.fire(now, set()), trigger, now)
             self._dispatch(now)
             if interval is not None and now >= next_ping:
-                if self._idle.is_set() or now - self._started_at < self.max_pass_s:
+                if self._may_feed(now):
                     self.notifier.watchdog()
                 else:
                     log.error("a %s pass has run for %.0f s; no longer feeding the watchdog",
@@ -277,6 +277,13 @@ class Daemon:
         os.close(self._wake_w)
         return code
 
+    def _may_feed(self, now: float) -> bool:
+        """Feed systemd's watchdog: idle, or a pass within its bound. The bound grows
+        while a kind runs something bounded of its own (a Command up to its timeout),
+        so a long command does not get the daemon killed and the command run again."""
+        bound = self.max_pass_s + self.agent.ctx.busy_allowance
+        return self._idle.is_set() or now - self._started_at < bound
+
     def _timeout(self, now: float, next_ping: float | None) -> float | None:
         dues = [t.next_due(now) for t in self.triggers]
         if self._idle.is_set():
@@ -305,6 +312,7 @@ class Daemon:
             self._pending = [p for p in self._pending if p.job.kind != RECONCILE]
         self._running = chosen
         self._started_at = now
+        self.agent.ctx.busy_allowance = 0.0
         if chosen.job.kind == USB:
             self._say(f"USB stick {Path(chosen.job.arg or '').name}: syncing, leave it in")
         self._idle.clear()

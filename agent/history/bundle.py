@@ -216,14 +216,16 @@ def format_header(refs: Mapping[bytes, bytes], prerequisites: Sequence[tuple[byt
 
 def write_bundle(path: Path, *, refs: Mapping[bytes, bytes],
                  prerequisites: Sequence[tuple[bytes, bytes]] = (),
-                 pack_writer: Callable[[BinaryIO], None], version: int = 2) -> None:
+                 pack_writer: Callable[[BinaryIO], None], version: int = 2,
+                 dir_fd: int | None = None) -> None:
     """Write header then ``pack_writer(fh)``'s pack to ``path``: temp, fsync, rename.
 
     A crash or an exception from ``pack_writer`` leaves any previous file at ``path``
-    untouched and no temp file behind.
+    untouched and no temp file behind. With ``dir_fd``, ``path`` is a name in that
+    open folder (``giter_agent.core.durable.atomic_writer``).
     """
     header = format_header(refs, prerequisites, version)
-    with atomic_writer(Path(path)) as fh:
+    with atomic_writer(Path(path), dir_fd=dir_fd) as fh:
         fh.write(header)
         pack_writer(fh)
 

@@ -38,7 +38,7 @@ from dulwich.refs import DiskRefsContainer, check_ref_format
 from dulwich.repo import Repo
 
 from giter_agent.core.budget import Budget
-from giter_agent.core.durable import fsync_dir
+from giter_agent.core.durable import fsync_dir, shown
 from giter_agent.core.errors import (
     BundleError,
     GiterError,
@@ -129,6 +129,15 @@ class Caps:
     max_objects: int = 1_000_000
     max_object_bytes: int = 32 * 2**20  # checked from pack object headers BEFORE inflating
     time_budget_s: float = 600.0
+
+    @classmethod
+    def from_limits(cls, limits: Any) -> Caps:
+        """The caps of a ``config.agent_toml.Limits`` (``[limits]``): the device's, and
+        the hub's import gate with the device's defaults, so both refuse the same bundles."""
+        return cls(max_bundle_bytes=limits.max_bundle_mib * 2**20,
+                   max_objects=limits.max_objects,
+                   max_object_bytes=limits.max_object_mib * 2**20,
+                   time_budget_s=float(limits.time_budget_s))
 
 
 def _hex(sha: bytes) -> str:
@@ -537,12 +546,20 @@ class History:
 
     def _receive(self, bundle_path: Path, directory: Path, deadline: Budget) -> Quarantine:
         caps = self.caps
+        shown_path = shown(str(bundle_path))
         try:
-            fh = open(bundle_path, "rb")  # noqa: SIM115 - closed by the with below
-            size = os.fstat(fh.fileno()).st_size
+            # Never blocks on a FIFO or a device: only a regular file is read.
+            fd = os.open(bundle_path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                os.close(fd)
+                raise UnreadableBundle(f"cannot read bundle {shown_path}: not a regular file")
+            os.set_blocking(fd, True)
+            fh = open(fd, "rb")  # noqa: SIM115 - closed by the with below
+            size = st.st_size
         except OSError as exc:
             raise UnreadableBundle(
-                f"cannot read bundle {bundle_path}: {exc.strerror or exc}") from exc
+                f"cannot read bundle {shown_path}: {exc.strerror or exc}") from exc
         with fh:
             if size > caps.max_bundle_bytes:
                 raise BundleError(f"bundle is {size} bytes, over max_bundle_bytes="
@@ -743,13 +760,15 @@ class History:
 
     def write_bundle(self, path: Path, refs: dict[bytes, bytes], exclude: Iterable[bytes] = (),
                      version: int = 2,
-                     progress: Callable[[int, int], None] | None = None) -> None:
+                     progress: Callable[[int, int], None] | None = None,
+                     dir_fd: int | None = None) -> None:
         """Write a bundle of ``refs`` holding what is not reachable from ``exclude``.
 
         The exclude commits become the bundle's prerequisites (with their subject line,
         as git writes them). The pack streams straight into a temp file beside
         ``path``, which is fsynced and renamed into place. ``progress(done, total)`` is
         called as each object is written (the publisher shows it for large bundles).
+        With ``dir_fd``, ``path`` is a name in that open folder.
         """
         for name, sha in refs.items():
             self._commit(sha, f"ref {name.decode(errors='replace')}")
@@ -766,7 +785,7 @@ class History:
                             object_format=self.object_store.object_format)
 
         bundle_format.write_bundle(Path(path), refs=refs, prerequisites=prerequisites,
-                                   pack_writer=pack_writer, version=version)
+                                   pack_writer=pack_writer, version=version, dir_fd=dir_fd)
 
     def _commit(self, sha: bytes, what: str) -> Commit:
         try:

@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from giter_agent.config.agent_toml import Services
 from giter_agent.config.settings import Settings, SettingsConfig, resolve
 from giter_agent.core.errors import ResourceError
 from giter_agent.kinds.fields import Field
@@ -113,6 +114,15 @@ class Context:
     settings_config: SettingsConfig = field(default_factory=SettingsConfig)
     # The local [commands] allowlist: name -> argv.
     commands: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # The local [services] allowlist: which units a Service may act on.
+    services: Services = field(default_factory=Services)
+    # Where a Command is recorded as started before it runs (state.command_journal);
+    # None: not journaled (a dry run, a test without a state directory).
+    command_journal: Any = None
+    # Seconds a pass may run beyond the daemon's usual bound because a kind is waiting
+    # on something bounded of its own (a Command's timeout). The daemon zeroes it when a
+    # pass starts and keeps feeding systemd's watchdog within it (``allow_busy``).
+    busy_allowance: float = 0.0
     # Where sysfs is mounted (thermal zones, 1-wire); a temp folder in tests.
     sysfs: Path = field(default_factory=_default_sysfs)
     # Does this process stay to hold what it sets (the daemon, serve-serial)? A one-shot
@@ -129,6 +139,10 @@ class Context:
     generations: dict[str, int | None] = field(default_factory=dict)
     _factory: Any = None
     _wakeups: list[float] = field(default_factory=list)
+
+    def allow_busy(self, seconds: float) -> None:
+        """Say this pass will legitimately take up to ``seconds`` longer (a command)."""
+        self.busy_allowance += seconds
 
     def request_wakeup(self, at: float) -> None:
         """Ask for another pass at time ``at`` (a sensor's next sample, a retry)."""

@@ -5,8 +5,12 @@ command; the argv comes from the local config's ``[commands] allowed`` table, so
 publisher can never run anything the device's owner did not list. The command runs
 once for each ``metadata.generation`` (without one: once for each distinct spec),
 remembered in the resource's record, so every later pass repeats the result instead
-of running it again. At least once, not exactly once: a power cut while it runs
-means it runs again after the restart.
+of running it again. At most once: the run is journaled as started, durably, before
+the command starts (``state.command_journal``), so an agent that dies while it runs
+(power cut, watchdog, OOM kill) reports it ``CommandInterrupted`` after the restart
+and never starts it a second time; a new ``metadata.generation`` runs it again. While
+it runs, the pass tells the daemon it may take up to the command's timeout
+(``Context.allow_busy``), so systemd's watchdog keeps being fed.
 
 The command gets no stdin, ``/`` as its folder, a fixed minimal environment (nothing
 of the agent's own), and its own process group, killed whole on timeout. Output goes
@@ -15,6 +19,7 @@ to a temp file and only its tail is kept: a chatty command cannot fill a 512 MB 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -31,7 +36,9 @@ from giter_agent.kinds.base import (
     Failed,
     Kind,
     Outcome,
+    Retry,
     fingerprint,
+    rfc3339,
 )
 from giter_agent.kinds.fields import Field, by_name, check_declared, value
 
@@ -130,14 +137,34 @@ class CommandKind(Kind):
             return argv
         token = self._token(key, spec, ctx)
         memory = ctx.memory(key)
-        if memory.get("ran") == token:
-            return _outcome(memory["result"], memory)  # once per generation: say it again
+        journal = ctx.command_journal
         name = spec["command"]
+        if memory.get("ran") == token:
+            if journal is not None and journal.get(key) is not None:
+                journal.forget(key)  # the state file holds the result now
+            return _outcome(memory["result"], memory)  # once per generation: say it again
+        entry = journal.get(key) if journal is not None else None
+        if entry is not None and entry.get("token") == token:
+            if entry.get("phase") == "finished":
+                record = entry["result"]  # it ran; the pass that ran it was cut short
+            else:
+                record = _interrupted(name, token, entry.get("at"))
+            return _outcome(record, {"ran": token, "result": record})
+        try:
+            if journal is not None:
+                journal.started(key, token, ctx.clock())
+        except OSError as exc:
+            # Not journaled, not run: running it now could mean running it twice.
+            return Retry("JournalWriteFailed", f"{name}: cannot record the run before "
+                         f"starting it: {exc.strerror or exc}", 60)
+        ctx.allow_busy(spec["timeout"] + 2 * _GRACE_S)
         try:
             result = run_bounded(argv, spec["timeout"])
         except OSError as exc:
-            return Failed("CommandNotRunnable", f"{name}: cannot run {argv[0]}: "
-                          f"{exc.strerror or exc}")
+            record = {"reason": "CommandNotRunnable", "observed": {"command": name},
+                      "message": f"{name}: cannot run {argv[0]}: {exc.strerror or exc}"}
+            _finish(journal, key, token, record)
+            return _outcome(record, {"ran": token, "result": record})
         observed: dict[str, Any] = {"command": name, "ranFor": token,
                                     "durationSeconds": round(result.duration, 2)}
         if result.exit_code is None:
@@ -152,6 +179,7 @@ class CommandKind(Kind):
         observed["exitCode"] = result.exit_code
         observed["outputTail"] = result.tail
         record = {"reason": reason, "message": message, "observed": observed}
+        _finish(journal, key, token, record)
         return _outcome(record, {"ran": token, "result": record})
 
     def plan(self, key: str, spec: dict[str, Any], ctx: Context) -> str | None:
@@ -161,10 +189,32 @@ class CommandKind(Kind):
         token = self._token(key, spec, ctx)
         if ctx.memory(key).get("ran") == token:
             return None
+        journal = ctx.command_journal
+        entry = journal.get(key) if journal is not None else None
+        if entry is not None and entry.get("token") == token:
+            return None  # started already (and maybe cut short): never run twice
         return f"would run {spec['command']} ({' '.join(argv)}) once for {token}"
 
     def plan_prune(self, key: str, spec: dict[str, Any], ctx: Context) -> str:
         return "nothing to undo (a command that ran stays run)"
+
+
+def _interrupted(name: str, token: str, at: float | None) -> dict[str, Any]:
+    when = f" at {rfc3339(at)}" if isinstance(at, (int, float)) else ""
+    return {"reason": "CommandInterrupted", "observed": {"command": name, "ranFor": token,
+                                                         "exitCode": None},
+            "message": f"{name} was started for {token}{when} and the agent stopped before "
+                       "it finished (power cut, restart); it is not run again: bump "
+                       "metadata.generation to run it again"}
+
+
+def _finish(journal: Any, key: str, token: str, record: dict[str, Any]) -> None:
+    if journal is None:
+        return
+    # If this write fails, "started" stays: a restart before the state is saved reports
+    # the run interrupted, which is true enough and never runs it twice.
+    with contextlib.suppress(OSError):
+        journal.finished(key, token, record)
 
 
 def _outcome(record: dict[str, Any], memory: dict[str, Any]) -> Outcome:

@@ -1,23 +1,33 @@
 """``File``: a file written atomically under an allowed root, with a mode and owner.
 
-Called by the reconciler through the ``Kind`` interface. The path must resolve
-(symlinks followed for the folders) inside one of the agent's ``[files] roots``; the
-file itself is replaced by rename, so a symlink planted at the target is replaced
-rather than followed. ``owner``/``group`` are names, resolved on the device, and
-need the agent to run as root. Reports the SHA-256 of what it observed; a hand edit
-is put right on the next pass and reported as drift.
+Called by the reconciler through the ``Kind`` interface. The path must lie under one
+of the agent's ``[files] roots`` as written (or as the root resolves). Everything
+below the root is reached through descriptors: the root is opened, then each folder
+below it with ``O_NOFOLLOW`` relative to the one before (``core.durable.open_dir_under``),
+and the file is read, written (temp file, fsync, rename) and pruned relative to its
+open folder. A symlink anywhere below the root is refused, and there is no window
+between a check and a write in which a local process could swap a folder for a link
+and have the agent write or delete outside the roots. A symlink planted at the target
+itself is replaced, never followed. ``owner``/``group`` are names, resolved on the
+device, and need the agent to run as root. Reports the SHA-256 of what it observed; a
+hand edit is put right on the next pass and reported as drift.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
+import errno
 import hashlib
 import logging
 import os
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from giter_agent.core.durable import atomic_writer, fsync_dir
+from giter_agent.core.durable import UnsafePath, atomic_writer, fsync_fd, open_dir_under
 from giter_agent.core.errors import ResourceError
 from giter_agent.kinds.base import (
     Context,
@@ -41,8 +51,69 @@ def _in_sync(target: Path, data: bytes, mode: int) -> str:
     return f"{target} has the desired content ({len(data)} bytes, mode {mode:04o})"
 
 
-def _under(path: Path, roots: tuple[Path, ...]) -> bool:
-    return any(path == r or r in path.parents for r in roots)
+@dataclass(frozen=True)
+class Place:
+    """Where a File lives: the root it is under and the components below it."""
+
+    root: Path
+    folders: tuple[str, ...]
+    name: str
+    target: Path  # as shown in status and messages
+
+    @contextlib.contextmanager
+    def folder(self, *, create: bool = False) -> Iterator[int]:
+        """The open folder that holds the file (``create``: make missing folders).
+
+        ``UnsafePath`` when a folder below the root is a symlink or not a folder;
+        ``FileNotFoundError`` when one is missing and not to be made.
+        """
+        root_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            fd = open_dir_under(root_fd, self.folders, create=create)
+        finally:
+            os.close(root_fd)
+        try:
+            yield fd
+        finally:
+            os.close(fd)
+
+    def current(self) -> tuple[os.stat_result, bytes] | str | None:
+        """What is there now, read through the open folder: None when missing, a
+        sentence when it is not a regular file, else its ``fstat`` and content.
+        ``UnsafePath`` when a folder below the root is a link."""
+        try:
+            with self.folder() as dir_fd:
+                try:
+                    fd = os.open(self.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK
+                                 | os.O_NOCTTY | os.O_CLOEXEC, dir_fd=dir_fd)
+                except FileNotFoundError:
+                    return None
+                except OSError as exc:
+                    if exc.errno == errno.ELOOP:
+                        return f"{self.target} is not a regular file"
+                    raise
+                st = os.fstat(fd)
+                if not stat.S_ISREG(st.st_mode):
+                    os.close(fd)
+                    return f"{self.target} is not a regular file"
+                with os.fdopen(fd, "rb") as fh:
+                    return st, fh.read()
+        except FileNotFoundError:
+            return None
+
+    def exists(self) -> bool:
+        """Whether anything (even a link) is at the target, looked up through its folder."""
+        try:
+            with self.folder() as dir_fd:
+                os.stat(self.name, dir_fd=dir_fd, follow_symlinks=False)
+        except OSError:  # missing, or behind a link: nothing the agent would touch
+            return False
+        return True
+
+
+def refused(place: Place, exc: UnsafePath) -> Failed:
+    return Failed("PathNotAllowed", f"{place.target}: a folder below the root is a symlink "
+                  f"or not a folder ({exc.strerror}); links are never followed")
 
 
 def _short(digest: str) -> str:
@@ -141,17 +212,20 @@ class FileKind(Kind):
 
     # -- where, who, and what differs ----------------------------------------------------
 
-    def _target(self, spec: dict[str, Any], ctx: Context) -> Path | Failed:
-        roots = tuple(Path(os.path.realpath(r)) for r in ctx.files_roots)
-        if not roots:
+    def _target(self, spec: dict[str, Any], ctx: Context) -> Place | Failed:
+        if not ctx.files_roots:
             return Failed("PathNotAllowed", "the agent config has no [files] roots")
         path = Path(spec["path"])
-        parent = Path(os.path.realpath(path.parent))
-        target = parent / path.name
-        if not _under(parent, roots) or target in roots:
-            return Failed("PathNotAllowed",
-                          f"{path} is outside the allowed roots ({', '.join(map(str, roots))})")
-        return target
+        # Matched as written: the root as configured, or as it resolves (the root
+        # itself may be reached through a link; nothing below it may).
+        for root in ctx.files_roots:
+            for form in dict.fromkeys((Path(os.path.abspath(root)),
+                                       Path(os.path.realpath(root)))):
+                if form in path.parents:
+                    parts = path.relative_to(form).parts
+                    return Place(form, parts[:-1], parts[-1], path)
+        return Failed("PathNotAllowed", f"{path} is outside the allowed roots "
+                      f"({', '.join(map(str, ctx.files_roots))})")
 
     @staticmethod
     def _ids(spec: dict[str, Any], ctx: Context) -> tuple[int | None, int | None] | Outcome:
@@ -180,19 +254,20 @@ class FileKind(Kind):
         return uid, gid
 
     @staticmethod
-    def _differences(target: Path, spec: dict[str, Any], uid: int | None,
+    def _differences(place: Place, spec: dict[str, Any], uid: int | None,
                      gid: int | None) -> list[str]:
         """What differs between the file on disk and the spec (empty: in sync)."""
         data, mode = spec["data"], spec["mode"]
+        target = place.target
         want = hashlib.sha256(data).hexdigest()
-        try:
-            st = os.lstat(target)
-        except FileNotFoundError:
+        found_now = place.current()
+        if found_now is None:
             return [f"{target} is missing (want {len(data)} bytes, sha256 {_short(want)})"]
-        if not os.path.isfile(target) or os.path.islink(target):
-            return [f"{target} is not a regular file"]
+        if isinstance(found_now, str):
+            return [found_now]
+        st, content = found_now
+        current = hashlib.sha256(content).hexdigest()
         found = []
-        current = hashlib.sha256(target.read_bytes()).hexdigest()
         if current != want:
             found.append(f"{target} content sha256 {_short(current)}, want {_short(want)}")
         if st.st_mode & 0o7777 != mode:
@@ -204,12 +279,14 @@ class FileKind(Kind):
         return found
 
     @staticmethod
-    def write(target: Path, data: bytes, mode: int, uid: int | None, gid: int | None) -> None:
-        """Replace ``target`` atomically: a temp file beside it (mode 0600 from its
-        creation), owner and mode set before the rename. OSError if it cannot."""
-        # Folders between the root and the file are created, inside the root only.
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_writer(target, mode=mode) as fh:
+    def write(place: Place, data: bytes, mode: int, uid: int | None, gid: int | None
+              ) -> None:
+        """Replace the file atomically through its open folder: a temp file beside it
+        (mode 0600 from its creation), owner and mode set before the rename. Folders
+        between the root and the file are made, inside the root only. ``UnsafePath`` if
+        a folder below the root is a link; OSError if it cannot write."""
+        with place.folder(create=True) as dir_fd, \
+                atomic_writer(Path(place.name), mode=mode, dir_fd=dir_fd) as fh:
             fh.write(data)
             if uid is not None or gid is not None:
                 # On the temp file, before the rename: the file never exists with
@@ -220,9 +297,10 @@ class FileKind(Kind):
     # -- the Kind interface --------------------------------------------------------------
 
     def apply(self, key: str, spec: dict[str, Any], ctx: Context) -> Outcome:
-        target = self._target(spec, ctx)
-        if isinstance(target, Failed):
-            return target
+        place = self._target(spec, ctx)
+        if isinstance(place, Failed):
+            return place
+        target = place.target
         data, mode = spec["data"], spec["mode"]
         observed: dict[str, Any] = {"path": str(target),
                                     "sha256": hashlib.sha256(data).hexdigest(),
@@ -235,13 +313,17 @@ class FileKind(Kind):
             return ids
         uid, gid = ids
         try:
-            changes = self._differences(target, spec, uid, gid)
+            changes = self._differences(place, spec, uid, gid)
+        except UnsafePath as exc:
+            return refused(place, exc)
         except OSError as exc:
             return Retry("ReadFailed", f"cannot read {target}: {exc.strerror}", 30, observed)
         if not changes:
             return Done("Applied", _in_sync(target, data, mode), observed)
         try:
-            self.write(target, data, mode, uid, gid)
+            self.write(place, data, mode, uid, gid)
+        except UnsafePath as exc:
+            return refused(place, exc)
         except OSError as exc:
             return Retry("WriteFailed", f"cannot write {target}: {exc.strerror}", 30, observed)
         # The reason and message are the same whether this pass wrote or found the file
@@ -250,32 +332,37 @@ class FileKind(Kind):
         return Done("Applied", _in_sync(target, data, mode), observed, changes=tuple(changes))
 
     def plan(self, key: str, spec: dict[str, Any], ctx: Context) -> str | None:
-        target = self._target(spec, ctx)
-        if isinstance(target, Failed):
-            return would_fail(target)
+        place = self._target(spec, ctx)
+        if isinstance(place, Failed):
+            return would_fail(place)
         ids = self._ids(spec, ctx)
         if not isinstance(ids, tuple):
             return would_fail(ids)
         try:
-            changes = self._differences(target, spec, *ids)
+            changes = self._differences(place, spec, *ids)
+        except UnsafePath as exc:
+            return would_fail(refused(place, exc))
         except OSError as exc:
-            return f"cannot read {target}: {exc.strerror}"
+            return f"cannot read {place.target}: {exc.strerror}"
         if not changes:
             return None
         return "would write: " + "; ".join(changes)
 
     def plan_prune(self, key: str, spec: dict[str, Any], ctx: Context) -> str:
-        target = self._target(spec, ctx)
-        if isinstance(target, Failed) or not os.path.lexists(target):
+        place = self._target(spec, ctx)
+        if isinstance(place, Failed) or not place.exists():
             return "nothing to remove"
-        return f"would remove {target}"
+        return f"would remove {place.target}"
 
     def prune(self, key: str, spec: dict[str, Any], ctx: Context) -> None:
-        target = self._target(spec, ctx)
-        if isinstance(target, Failed):
+        place = self._target(spec, ctx)
+        if isinstance(place, Failed):
             return
         try:
-            os.unlink(target)
-            fsync_dir(target.parent)
-        except FileNotFoundError:
+            with place.folder() as dir_fd:
+                os.unlink(place.name, dir_fd=dir_fd)
+                fsync_fd(dir_fd)
+        except (FileNotFoundError, UnsafePath):
+            # Gone already, or a folder on the way is now a link: what it points at
+            # was never the agent's to delete.
             pass

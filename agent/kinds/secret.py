@@ -19,10 +19,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
+from giter_agent.core.durable import UnsafePath
 from giter_agent.core.errors import ResourceError
 from giter_agent.kinds.base import Context, Done, Failed, Outcome, Retry, would_fail
 from giter_agent.kinds.fields import Field, check_declared
@@ -31,9 +31,11 @@ from giter_agent.kinds.file import (
     OWNER_FIELD,
     PATH_FIELD,
     FileKind,
+    Place,
     account_fields,
     check_mode,
     check_path,
+    refused,
 )
 
 log = logging.getLogger("giter.kinds.secret")
@@ -112,18 +114,21 @@ class SecretKind(FileKind):
             return Failed(exc.reason, str(exc))
 
     @staticmethod
-    def _secret_differences(target: Path, spec: dict[str, Any], plaintext: bytes,
+    def _secret_differences(place: Place, spec: dict[str, Any], plaintext: bytes,
                             uid: int | None, gid: int | None) -> list[str]:
-        """What differs between the file and the secret; the value itself is never named."""
-        mode = spec["mode"]
-        try:
-            st = os.lstat(target)
-        except FileNotFoundError:
+        """What differs between the file and the secret; the value itself is never named.
+
+        Read through the file's open folder, as ``File`` reads (``Place.current``).
+        """
+        mode, target = spec["mode"], place.target
+        found_now = place.current()
+        if found_now is None:
             return [f"{target} is missing"]
-        if not os.path.isfile(target) or os.path.islink(target):
-            return [f"{target} is not a regular file"]
+        if isinstance(found_now, str):
+            return [found_now]
+        st, content = found_now
         found = []
-        if not hmac.compare_digest(target.read_bytes(), plaintext):
+        if not hmac.compare_digest(content, plaintext):
             found.append(f"{target} content is not the secret's value")
         if st.st_mode & 0o7777 != mode:
             found.append(f"{target} mode {st.st_mode & 0o7777:04o}, want {mode:04o}")
@@ -141,9 +146,10 @@ class SecretKind(FileKind):
     # -- the Kind interface --------------------------------------------------------------
 
     def apply(self, key: str, spec: dict[str, Any], ctx: Context) -> Outcome:
-        target = self._target(spec, ctx)
-        if isinstance(target, Failed):
-            return target
+        place = self._target(spec, ctx)
+        if isinstance(place, Failed):
+            return place
+        target = place.target
         observed: dict[str, Any] = {"path": str(target), "ciphertext": spec["digest"],
                                     "mode": f"{spec['mode']:04o}"}
         for name in ("owner", "group"):
@@ -154,27 +160,32 @@ class SecretKind(FileKind):
             return ids
         plaintext = self._open(spec, ctx)
         if isinstance(plaintext, Failed):
-            kept = (f"; {target} is left as it was" if os.path.lexists(target)
+            kept = (f"; {target} is left as it was" if place.exists()
                     else "; nothing was written")
             return Failed(plaintext.reason, plaintext.message + kept, observed)
         uid, gid = ids
         try:
-            changes = self._secret_differences(target, spec, plaintext, uid, gid)
+            changes = self._secret_differences(place, spec, plaintext, uid, gid)
+        except UnsafePath as exc:
+            return refused(place, exc)
         except OSError as exc:
             return Retry("ReadFailed", f"cannot read {target}: {exc.strerror}", 30, observed)
         if not changes:
             return Done("Applied", self._in_sync(target, spec), observed)
         try:
-            self.write(target, plaintext, spec["mode"], uid, gid)
+            self.write(place, plaintext, spec["mode"], uid, gid)
+        except UnsafePath as exc:
+            return refused(place, exc)
         except OSError as exc:
             return Retry("WriteFailed", f"cannot write {target}: {exc.strerror}", 30, observed)
         log.info("wrote the secret of ciphertext sha256 %s to %s", spec["digest"][:12], target)
         return Done("Applied", self._in_sync(target, spec), observed, changes=tuple(changes))
 
     def plan(self, key: str, spec: dict[str, Any], ctx: Context) -> str | None:
-        target = self._target(spec, ctx)
-        if isinstance(target, Failed):
-            return would_fail(target)
+        place = self._target(spec, ctx)
+        if isinstance(place, Failed):
+            return would_fail(place)
+        target = place.target
         ids = self._ids(spec, ctx)
         if not isinstance(ids, tuple):
             return would_fail(ids)
@@ -182,7 +193,9 @@ class SecretKind(FileKind):
         if isinstance(plaintext, Failed):
             return would_fail(plaintext)
         try:
-            changes = self._secret_differences(target, spec, plaintext, *ids)
+            changes = self._secret_differences(place, spec, plaintext, *ids)
+        except UnsafePath as exc:
+            return would_fail(refused(place, exc))
         except OSError as exc:
             return f"cannot read {target}: {exc.strerror}"
         if not changes:

@@ -5,13 +5,22 @@ Called by the reconciler through the ``Kind`` interface; talks to systemd throug
 ``UnitFileState``). A unit stopped by hand is started again on the next pass and
 reported as drift; pruning a Service stops the unit (and leaves its enablement,
 which may predate the agent, alone).
+
+A signed spec only *names* a unit; the device decides which it may touch: the unit must
+match the local ``[services] allowed`` list (names or glob patterns), and a critical
+unit (``CRITICAL``: the agent's own, ssh, every target, systemd-*, getty, dbus,
+networking...) is refused even then unless ``[services] force`` names it exactly. A
+refused unit is never shown, started, stopped or pruned: ``ServiceNotAllowed`` or
+``CriticalService``.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import re
 from typing import Any
 
+from giter_agent.config.agent_toml import Services
 from giter_agent.kinds import systemctl
 from giter_agent.kinds.base import (
     Context,
@@ -25,6 +34,31 @@ from giter_agent.kinds.base import (
 from giter_agent.kinds.fields import Field, check_declared
 
 UNIT_RE = re.compile(r"[A-Za-z0-9:_.@-]{1,200}\.(service|socket|timer|path|target|mount)")
+# Units a spec may not act on unless [services] force names them: stopping one can cut
+# the board off (ssh, network, dbus, a getty), power it down (every target: poweroff,
+# rescue, reboot...) or stop the agent that would put it right (its own units).
+CRITICAL = ("giter-*", "ssh.*", "sshd.*", "ssh@*", "sshd@*", "*.target", "systemd-*",
+            "getty@*", "serial-getty@*", "autovt@*", "console-getty.*", "dbus.*",
+            "dbus-broker.*", "networking.*", "NetworkManager*", "network-manager.*",
+            "wpa_supplicant*", "dhcpcd.*", "ifup@*", "user@*", "user-runtime-dir@*",
+            "init.scope", "-.mount", "*.slice", "polkit.*", "udev*", "cron.*")
+
+
+def is_critical(unit: str) -> bool:
+    return any(fnmatch.fnmatchcase(unit, pattern) for pattern in CRITICAL)
+
+
+def unit_refusal(unit: str, services: Services) -> Failed | None:
+    """Why the device will not act on ``unit`` (None: it may)."""
+    if not any(fnmatch.fnmatchcase(unit, pattern) for pattern in services.allowed):
+        allowed = ", ".join(services.allowed) or "none"
+        return Failed("ServiceNotAllowed", f"{unit} is not in this device's [services] "
+                      f"allowed list (allowed: {allowed})")
+    if is_critical(unit) and unit not in services.force:
+        return Failed("CriticalService", f"{unit} is critical to the board (ssh, network, "
+                      "targets, the agent itself...): refused unless [services] force "
+                      "names it")
+    return None
 STATES = ("running", "stopped")
 # ActiveStates in which a unit counts as not running.
 _DOWN = ("inactive", "failed")
@@ -90,6 +124,9 @@ class ServiceKind(Kind):
 
     def apply(self, key: str, spec: dict[str, Any], ctx: Context) -> Outcome:
         unit = spec["unit"]
+        refused = unit_refusal(unit, ctx.services)
+        if refused is not None:
+            return refused
         props = self._show(unit)
         if not isinstance(props, dict):
             return props
@@ -119,6 +156,9 @@ class ServiceKind(Kind):
                     changes=tuple(why for _verb, why in actions))
 
     def plan(self, key: str, spec: dict[str, Any], ctx: Context) -> str | None:
+        refused = unit_refusal(spec["unit"], ctx.services)
+        if refused is not None:
+            return would_fail(refused)
         props = self._show(spec["unit"])
         if not isinstance(props, dict):
             return would_fail(props)
@@ -128,9 +168,14 @@ class ServiceKind(Kind):
         return "; ".join(f"would {verb}: {why}" for verb, why in actions)
 
     def plan_prune(self, key: str, spec: dict[str, Any], ctx: Context) -> str:
+        refused = unit_refusal(spec["unit"], ctx.services)
+        if refused is not None:
+            return f"nothing to stop ({refused.reason})"
         return f"would stop {spec['unit']}"
 
     def prune(self, key: str, spec: dict[str, Any], ctx: Context) -> None:
+        if unit_refusal(spec["unit"], ctx.services) is not None:
+            return  # the agent never acted on it, so there is nothing of its to undo
         try:
             systemctl.run("stop", "--", spec["unit"], timeout=90)
         except systemctl.SystemctlError as exc:

@@ -28,6 +28,7 @@ from giter_agent.core.layout import DEVICES_DIR
 from giter_agent.device.board import Board, load_board, make_pin_factory
 from giter_agent.kinds import load_kinds
 from giter_agent.kinds.base import Context
+from giter_agent.state.command_journal import CommandJournal
 from giter_agent.state.store import StateStore, state_lock
 from giter_agent.status.report import (
     EXIT_NOT_READY,
@@ -59,6 +60,7 @@ log = logging.getLogger("giter.sync")
 # Writing the status bundle follows a sync that has just released the lock; a timer pass
 # of the daemon may hold it for a moment. Waiting this long beats refusing the stick.
 STATUS_BUNDLE_LOCK_WAIT_S = 60.0
+JOURNAL = "commands.journal"  # in the state directory (state.command_journal)
 
 
 class Agent:
@@ -78,8 +80,10 @@ class Agent:
         self.board = board or load_board(config.board, base)
         self.ctx = Context(board=self.board, files_roots=config.files_roots,
                            pin_factory_maker=pin_factory_maker, clock=clock,
-                           commands=config.commands, settings_config=config.agent,
-                           identity=self.device_key, lasting=lasting)
+                           commands=config.commands, services=config.services,
+                           command_journal=CommandJournal(config.state_dir / JOURNAL),
+                           settings_config=config.agent, identity=self.device_key,
+                           lasting=lasting)
         self.kinds = load_kinds()  # built-in kinds and giter_agent.kinds plug-ins
         self.state_store = StateStore(config.state_dir)
         self.importer = SpecImporter(config, self.state_store)
@@ -111,11 +115,7 @@ class Agent:
     def _history(self) -> History:
         from giter_agent.history.store import Caps, History
 
-        lim = self.config.limits
-        return History(self.repo_path, Caps(max_bundle_bytes=lim.max_bundle_mib * 2**20,
-                                            max_objects=lim.max_objects,
-                                            max_object_bytes=lim.max_object_mib * 2**20,
-                                            time_budget_s=float(lim.time_budget_s)))
+        return History(self.repo_path, Caps.from_limits(self.config.limits))
 
     def device_key(self) -> Ed25519PrivateKey:
         """The device's ed25519 key, created on first use (mode 0600)."""
@@ -218,6 +218,8 @@ class Agent:
             if own_remote and net.ssh_key == self.key_path:
                 self.device_key()  # the hub knows us by it: it must exist before we connect
             remote = remote or open_remote(net)
+            lim = self.config.limits
+            remote.arm(float(lim.time_budget_s), lim.max_bundle_mib * 2**20)
             try:
                 with self._locked_history() as history:
                     self.applier.repair_refs(history, state)
@@ -226,17 +228,19 @@ class Agent:
                 if own_remote:
                     remote.close()
 
-    def write_status_bundle(self, path: Path, hub_has: str | None = None) -> bool:
+    def write_status_bundle(self, path: Path, hub_has: str | None = None, *,
+                            dir_fd: int | None = None) -> bool:
         """Write ``status/<device>`` as a bundle the hub can fetch; False if none yet.
 
         Takes the state lock (waiting briefly: it follows a sync that has just let go
-        of it); see ``sync.export.write_status_bundle``.
+        of it); see ``sync.export.write_status_bundle``. With ``dir_fd``, ``path`` is a
+        name in that open folder (the stick's pinned outbox).
         """
         with state_lock(self.config.state_dir, wait_s=STATUS_BUNDLE_LOCK_WAIT_S):
             state = self.state_store.load()
             with self._history() as history:
                 return write_status_bundle(history, state, self.config.status_ref, path,
-                                           hub_has)
+                                           hub_has, dir_fd=dir_fd)
 
     def next_wakeup(self) -> float | None:
         """When the daemon should run ``reconcile_pass`` next (clock time), or None."""

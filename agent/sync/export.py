@@ -23,7 +23,7 @@ log = logging.getLogger("giter.sync")
 
 
 def write_status_bundle(history: History, state: State, status_ref: bytes, path: Path,
-                        hub_has: str | None = None) -> bool:
+                        hub_has: str | None = None, *, dir_fd: int | None = None) -> bool:
     """Write ``status_ref`` at the state's status tip as a bundle; False if none yet.
 
     ``hub_has`` is the status commit the hub holds, as the publisher's stick says
@@ -32,7 +32,8 @@ def write_status_bundle(history: History, state: State, status_ref: bytes, path:
     not signed, so the word is only used to leave things out, and only if it names a
     commit the status tip reaches; anything else gets the whole chain. (A hub that
     lacks what it was said to hold refuses the bundle for a missing prerequisite: the
-    next stick, with the hub's true word, mends it.)
+    next stick, with the hub's true word, mends it.) With ``dir_fd``, ``path`` is a
+    name in that open folder.
     """
     if not state.status_tip or not state.applied:
         return False
@@ -45,5 +46,5 @@ def write_status_bundle(history: History, state: State, status_ref: bytes, path:
         else:
             log.info("the stick says the hub holds status %s, which is not in this "
                      "device's status history: writing the whole chain", hub_has[:12])
-    history.write_bundle(path, {status_ref: tip}, exclude=exclude)
+    history.write_bundle(path, {status_ref: tip}, exclude=exclude, dir_fd=dir_fd)
     return True

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from giter_agent.config.agent_toml import Config
+from giter_agent.core.durable import shown
 from giter_agent.core.errors import (
     BundleError,
     HistoryError,
@@ -71,7 +72,8 @@ class SpecImporter:
 
     def _import_file(self, history: History, state: State, root: TrustRoot, path: Path,
                      budget: Budget) -> BundleVerdict:
-        return self.import_one(history, state, root, path.name,
+        # A file name comes from a stick: shown escaped (not UTF-8, a newline) everywhere.
+        return self.import_one(history, state, root, shown(path.name),
                                lambda: history.quarantine(path, budget), budget,
                                older_is_nothing_new=True)
 
@@ -118,13 +120,14 @@ class SpecImporter:
             log.warning("%s %s: %s: %s", name, verdict, exc.reason, exc,
                         extra={"event": verdict, "reason": exc.reason,
                                "commit": getattr(exc, "commit", None)})
-            return BundleVerdict(name, verdict, exc.reason, str(exc))
+            return BundleVerdict(name, verdict, exc.reason, shown(str(exc)))
         except NetworkError:
             raise  # the hub, not the data: the caller reports it as offline
         except OSError as exc:
             log.warning("%s unreadable: %s", name, exc,
                         extra={"event": "unusable", "reason": "BundleUnreadable"})
-            return BundleVerdict(name, "unusable", "BundleUnreadable", f"cannot read: {exc}")
+            return BundleVerdict(name, "unusable", "BundleUnreadable",
+                                 shown(f"cannot read: {exc}"))
         old = state.accepted
         state.accepted = tip.decode()
         state.expires = verified.expires.isoformat() if verified.expires else None

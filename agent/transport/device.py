@@ -31,8 +31,10 @@ class SyncingDevice(Protocol):
         """Import ``bundles``, apply the newest verified spec, commit status."""
         ...
 
-    def write_status_bundle(self, path: Path, hub_has: str | None = None) -> bool:
-        """Write the device's status history as a bundle; False if there is none yet."""
+    def write_status_bundle(self, path: Path, hub_has: str | None = None, *,
+                            dir_fd: int | None = None) -> bool:
+        """Write the device's status history as a bundle; False if there is none yet
+        (``dir_fd``: ``path`` is a name in that open folder)."""
         ...
 
     def public_key_line(self) -> str:

@@ -8,6 +8,13 @@ key file and a pinned known_hosts file, never trusting a host key on first use).
 ``transport_errors`` maps whatever a transport raises into a ``NetworkError`` whose
 reason says what a person should do about it.
 
+Every byte a git:// or ssh:// hub sends is read inside the sync's budget (``Budget``, armed by
+``Remote.arm``): no read outlives ``time_budget_s`` (a hub sending a byte a second is
+cut when the budget ends, not when it pauses), what the hub says before we ask for a
+pack (its ref advertisement) is capped at ``MAX_ADVERTISEMENT_BYTES``, and the whole
+answer at the bundle cap. A breach is a ``NetworkError`` (``TimeBudgetExceeded``,
+``TooLarge``), never a hang or an unbounded dict of refs.
+
 Nothing here touches the object store: ``history.store`` fetches and pushes through
 the client this module builds, and ``sync.agent`` decides what to fetch and push.
 dulwich's client modules are heavy, so they are imported only when a sync connects.
@@ -22,8 +29,9 @@ import os
 import select
 import socket
 import stat
+import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 from urllib.parse import urlsplit, urlunsplit
@@ -43,6 +51,132 @@ log = logging.getLogger("giter.network")
 
 
 
+# What a hub may send before we ask it for a pack: its ref advertisement (protocol v2
+# lists only the refs we ask about; even v0 for a fleet of 10 000 devices is ~1 MiB).
+MAX_ADVERTISEMENT_BYTES = 8 * 2**20
+
+
+@dataclass
+class Budget:
+    """Time and bytes one sync may spend reading from the hub (all its connections).
+
+    ``clock`` is monotonic seconds (injectable); ``deadline`` is on that clock.
+    """
+
+    deadline: float
+    max_bytes: int
+    display: str = "the hub"
+    clock: Callable[[], float] = time.monotonic
+    max_advertisement: int = MAX_ADVERTISEMENT_BYTES
+    received: int = field(default=0, init=False)
+
+    @classmethod
+    def start(cls, seconds: float, max_bytes: int, display: str = "the hub",
+              clock: Callable[[], float] = time.monotonic) -> Budget:
+        return cls(clock() + seconds, max_bytes, display, clock)
+
+    def remaining(self) -> float:
+        """Seconds left; ``TimeBudgetExceeded`` when none are."""
+        left = self.deadline - self.clock()
+        if left <= 0:
+            raise NetworkError(f"{self.display}: the hub did not finish within the sync's "
+                               "time_budget_s", reason="TimeBudgetExceeded")
+        return left
+
+    def take(self, n: int, *, advertising: bool) -> None:
+        """Count ``n`` bytes received; ``TooLarge`` past the cap that applies."""
+        self.received += n
+        cap = self.max_advertisement if advertising else self.max_bytes
+        if self.received > cap:
+            what = "a ref advertisement" if advertising else "an answer"
+            raise NetworkError(f"{self.display}: the hub sent {what} over {cap} bytes",
+                               reason="TooLarge")
+
+
+class BudgetedSocket:
+    """``read``/``write`` for dulwich's ``Protocol`` over a socket, inside a ``Budget``.
+
+    Unbuffered: each ``recv`` waits at most the read timeout or what is left of the
+    budget, whichever is less, so a trickle of bytes cannot stretch one read. Until
+    the client asks for objects (a ``want`` line or ``command=fetch``), what arrives is
+    the ref advertisement and falls under its own, smaller cap.
+    """
+
+    def __init__(self, sock: socket.socket, read_timeout: float,
+                 budget: Budget | None) -> None:
+        self.sock = sock
+        self.read_timeout = read_timeout
+        self.budget = budget
+        self.advertising = True
+
+    def read(self, n: int) -> bytes:
+        chunks: list[bytes] = []
+        got = 0
+        while got < n:
+            timeout = self.read_timeout
+            if self.budget is not None:
+                timeout = min(timeout, self.budget.remaining())
+            self.sock.settimeout(timeout)
+            try:
+                chunk = self.sock.recv(min(n - got, 1 << 16))
+            except TimeoutError:
+                if self.budget is not None:
+                    self.budget.remaining()  # raises when it was the budget that ran out
+                raise
+            if not chunk:
+                break
+            if self.budget is not None:
+                self.budget.take(len(chunk), advertising=self.advertising)
+            chunks.append(chunk)
+            got += len(chunk)
+        return b"".join(chunks)
+
+    def write(self, data: bytes) -> None:
+        if self.advertising and (b"want " in data or b"command=fetch" in data):
+            self.advertising = False
+        if self.budget is not None:
+            self.sock.settimeout(min(self.read_timeout, self.budget.remaining()))
+        self.sock.sendall(data)
+
+
+class BudgetedPipe:
+    """``read`` for dulwich's ``Protocol`` over an ssh client's stdout, inside a ``Budget``.
+
+    Liveness is ssh's own business (keep-alives); what this adds is the sync's budget:
+    each wait for bytes ends when the budget does, and every byte counts against the
+    caps, the ref advertisement's until the client first asks for objects.
+    """
+
+    def __init__(self, fd: int, budget: Budget) -> None:
+        self.fd = fd
+        self.budget = budget
+        self.advertising = True
+        self.unused: Any = None
+
+    def read(self, n: int) -> bytes:
+        chunks: list[bytes] = []
+        got = 0
+        while got < n:
+            ready, _, _ = select.select([self.fd], [], [], self.budget.remaining())
+            if not ready:
+                continue  # the budget ran out while waiting: remaining() raises
+            chunk = os.read(self.fd, min(n - got, 1 << 16))
+            if not chunk:
+                break
+            self.budget.take(len(chunk), advertising=self.advertising)
+            chunks.append(chunk)
+            got += len(chunk)
+        return b"".join(chunks)
+
+    def watch(self, write: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
+        """``write``, noting when the client first asks for objects."""
+        def watched(data: bytes) -> Any:
+            if self.advertising and (b"want " in data or b"command=fetch" in data):
+                self.advertising = False
+            return write(data)
+        return watched
+
+
 @dataclass
 class Remote:
     """A connected-on-demand dulwich client and the path to the repository on it."""
@@ -51,8 +185,19 @@ class Remote:
     path: str
     display: str  # the URL as logs and reports show it (never holds a secret)
 
+    def arm(self, seconds: float, max_bytes: int) -> None:
+        """Bound every later read from the hub by one ``Budget`` (git:// and ssh://)."""
+        budget = Budget.start(seconds, max_bytes, self.display)
+        holders: tuple[Any, ...] = (self.client, getattr(self.client, "ssh_vendor", None))
+        for holder in holders:
+            if hasattr(holder, "budget"):
+                holder.budget = budget
+
     def close(self) -> None:
         self.client.close()
+        vendor = getattr(self.client, "ssh_vendor", None)
+        if isinstance(vendor, PinnedSSH):
+            vendor.close()
 
 
 def display_url(url: str) -> str:
@@ -173,28 +318,35 @@ def _timed_tcp_class() -> type:
                      read_timeout: float) -> None:
             super().__init__(host, port=port)
             self._timeouts = (connect_timeout, read_timeout)
+            self.budget: Budget | None = None  # Remote.arm: the sync's time and bytes
+            # dulwich closes a connection only once it has read the first line; one
+            # cut before that (a budget, a cap) is closed here, by Remote.close.
+            self._sockets: list[socket.socket] = []
+
+        def close(self) -> None:
+            for sock in self._sockets:
+                sock.close()
+            self._sockets.clear()
+            super().close()
 
         def _connect(self, cmd: bytes, path: str | bytes,
                      protocol_version: int | None = None) -> tuple[Any, Callable[[], bool], None]:
             connect_timeout, read_timeout = self._timeouts
             raw_path = path.encode() if isinstance(path, str) else path
+            budget = self.budget
+            if budget is not None:
+                connect_timeout = min(connect_timeout, budget.remaining())
             sock = socket.create_connection((self._host, self._port), timeout=connect_timeout)
-            sock.settimeout(read_timeout)  # every later recv/send: a stalled hub is offline
+            self._sockets = [s for s in self._sockets if s.fileno() != -1] + [sock]
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            rfile = sock.makefile("rb", -1)
-            wfile = sock.makefile("wb", 0)
-
-            def close() -> None:
-                rfile.close()
-                wfile.close()
-                sock.close()
+            # Every later recv/send: a stalled hub is offline, a slow one out of budget.
+            io = BudgetedSocket(sock, read_timeout, budget)
 
             def shutdown_write() -> None:
-                wfile.flush()
                 with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_WR)
 
-            proto = Protocol(rfile.read, wfile.write, close,
+            proto = Protocol(io.read, io.write, sock.close,
                              report_activity=self._report_activity,
                              shutdown_write=shutdown_write)
             # Fetches ask for protocol v2 after two NULs, where servers that only know
@@ -225,6 +377,8 @@ class PinnedSSH:
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
         self.ssh = ssh
+        self.budget: Budget | None = None  # Remote.arm: the sync's time and bytes
+        self._procs: list[Any] = []  # ssh clients started, ended by close()
 
     def argv(self, host: str, command: str, username: str | None, port: int | None,
              protocol_version: int | None) -> list[str]:
@@ -263,7 +417,28 @@ class PinnedSSH:
         proc = subprocess.Popen(self.argv(host, cmd, username, port, protocol_version),
                                 bufsize=0, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE)
-        return SubprocessWrapper(proc)
+        self._procs = [p for p in self._procs if p.poll() is None] + [proc]
+        wrapper = SubprocessWrapper(proc)
+        if self.budget is not None:
+            assert proc.stdout is not None
+            pipe = BudgetedPipe(proc.stdout.fileno(), self.budget)
+            # dulwich's own buffered reader would close the pipe when dropped: kept.
+            pipe.unused = wrapper.read
+            # dulwich's Protocol calls read(n) with a size, never read() to the end.
+            wrapper.read = pipe.read  # type: ignore[assignment]
+            wrapper.write = pipe.watch(wrapper.write)  # type: ignore[assignment]
+        return wrapper
+
+    def close(self) -> None:
+        """End ssh clients a connection cut short left running (a budget, a cap)."""
+        for proc in self._procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            for stream in (proc.stdin, proc.stdout, proc.stderr):
+                if stream is not None:
+                    stream.close()
+        self._procs.clear()
 
 
 # -- failures -----------------------------------------------------------------------------
@@ -294,8 +469,12 @@ def classify(exc: BaseException, display: str) -> NetworkError:
     def err(reason: str, what: str) -> NetworkError:
         return hub_error(f"{display}: {what}", reason)
 
-    if isinstance(exc, NetworkError):
-        return exc
+    cause: BaseException | None = exc
+    while cause is not None:
+        # Our own verdict (a budget, a cap) even when dulwich wrapped it on the way out.
+        if isinstance(cause, NetworkError):
+            return cause
+        cause = cause.__cause__
     if isinstance(exc, HTTPUnauthorized):
         return err("AuthFailed", "the hub refused our credentials (HTTP 401)")
     if isinstance(exc, HTTPProxyUnauthorized):

@@ -4,36 +4,140 @@ One stick serves a whole fleet: the inbox holds the publisher's bundles for ever
 device, and each device writes its own status bundle and a receipt a person can read,
 named by device id. Both are written atomically (temp file, fsync, rename), so a stick
 pulled mid-write holds either the previous pair or the new one, never half a file.
+
+A stick is hostile input. Its root is pinned when a sync starts (``Stick``: the
+filesystem it is on, ``st_dev``), and every later step goes through folders opened one
+component at a time without following links and checked to be on that filesystem: a
+``giter/outbox`` that is a symlink, or a stick pulled mid-sync (its mount point left
+behind on the board's own filesystem), is refused with a typed error and nothing is
+written anywhere else; the stick root is never created. Files read from it must be
+regular files under a size cap (no FIFO, device or link), and names are shown escaped.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import logging
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
-from giter_agent.core.durable import atomic_write
-from giter_agent.core.errors import StickError
+from giter_agent.core.durable import UnsafePath, atomic_write, open_dir_under, shown
+from giter_agent.core.errors import GiterError, StickError, StickGone, UnsafeStick
 from giter_agent.core.layout import INBOX, OUTBOX
 from giter_agent.status.report import SyncReport
 from giter_agent.status.rows import resource_rows
 from giter_agent.transport.device import SyncingDevice
 from giter_agent.transport.hub_status import read_hub_status
 
+log = logging.getLogger("giter.usb")
+
+
+class Stick:
+    """A mounted stick, pinned to the filesystem its root was on when the sync began.
+
+    ``folder()`` opens ``giter/inbox`` or ``giter/outbox`` relative to the root, one
+    component at a time, refusing links and anything on another filesystem; a root
+    that has gone, or is now on another filesystem, is ``StickGone``.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        try:
+            st = os.stat(self.root)  # the mount point itself may be reached by a link
+        except OSError as exc:
+            raise StickError(f"{shown(str(root))}: {exc.strerror or exc}") from None
+        if not os.path.isdir(self.root):
+            raise StickError(f"{shown(str(root))} is not a folder")
+        self.dev = st.st_dev
+
+    @property
+    def display(self) -> str:
+        return shown(str(self.root))
+
+    @contextlib.contextmanager
+    def folder(self, rel: Path, *, create: bool = False) -> Iterator[int]:
+        """An open descriptor of the folder ``rel`` on the stick (``create``: make its
+        last component if missing; never the stick root or anything above ``rel``)."""
+        try:
+            root_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError:
+            raise self._gone() from None
+        try:
+            if os.fstat(root_fd).st_dev != self.dev:
+                raise self._gone()
+            *parents, last = rel.parts
+            fd = open_dir_under(root_fd, parents, dev=self.dev)
+            try:
+                last_fd = open_dir_under(fd, [last], dev=self.dev, create=create)
+            finally:
+                os.close(fd)
+        except FileNotFoundError:
+            raise self._gone() if self._is_gone() else StickError(
+                f"{self.display}: no {rel}/ folder: this is not a giter stick (the "
+                "publisher's `giter-bundle create` makes one)") from None
+        except UnsafePath as exc:
+            if exc.errno == errno.EXDEV and self._is_gone():
+                raise self._gone() from None
+            raise UnsafeStick(f"{self.display}/{rel}: {exc.strerror}: refused") from None
+        finally:
+            os.close(root_fd)
+        try:
+            yield last_fd
+        finally:
+            os.close(last_fd)
+
+    def _is_gone(self) -> bool:
+        try:
+            return os.stat(self.root).st_dev != self.dev
+        except OSError:
+            return True
+
+    def _gone(self) -> StickGone:
+        return StickGone(f"{self.display}: the stick was removed during the sync; "
+                         "nothing was written to it (sync it again)")
+
+    def inbox_bundles(self) -> list[Path]:
+        """The bundles in ``giter/inbox``: regular files named ``*.bundle`` (no links)."""
+        with self.folder(INBOX) as fd:
+            names = []
+            with os.scandir(fd) as entries:
+                for entry in entries:
+                    # Dotfiles are temp files of an interrupted copy; never import half a
+                    # bundle. Links (even into the stick) and FIFOs are never followed.
+                    if (entry.name.endswith(".bundle") and not entry.name.startswith(".")
+                            and entry.is_file(follow_symlinks=False)):
+                        names.append(entry.name)
+                    elif entry.name.endswith(".bundle") and not entry.name.startswith("."):
+                        log.warning("%s: %s is not a regular file: skipped", self.display,
+                                    shown(entry.name))
+        return [self.root / INBOX / name for name in sorted(names)]
+
+    def hub_status(self) -> dict[str, str]:
+        """``read_hub_status`` of this stick's inbox, read through the pinned folder."""
+        try:
+            with self.folder(INBOX) as fd:
+                return read_hub_status(self.root / INBOX, dir_fd=fd, dev=self.dev)
+        except GiterError:
+            return {}
+
 
 def inbox_bundles(stick: Path) -> list[Path]:
-    inbox = stick / INBOX
-    if not inbox.is_dir():
-        raise StickError(f"{stick}: no {INBOX}/ folder: this is not a giter stick "
-                         "(the publisher's `giter-bundle create` makes one)")
-    # Dotfiles are temp files of an interrupted copy; never import half a bundle.
-    return sorted(p for p in inbox.iterdir()
-                  if p.is_file() and p.suffix == ".bundle" and not p.name.startswith("."))
+    return Stick(stick).inbox_bundles()
 
 
 def sync_stick(agent: SyncingDevice, stick: Path) -> SyncReport:
-    """Import the stick's inbox, then write this device's status bundle and receipt."""
-    report = agent.sync(inbox_bundles(stick), source=f"usb:{stick}")
-    hub_has = read_hub_status(stick / INBOX).get(agent.config.device_id)
-    write_outbox(agent, stick / OUTBOX, report, hub_has=hub_has)
+    """Import the stick's inbox, then write this device's status bundle and receipt.
+
+    ``StickGone`` when the stick went away (or its outbox is unsafe) before both were
+    written: the sync happened on the device, but the stick does not say so.
+    """
+    pinned = Stick(stick)
+    report = agent.sync(pinned.inbox_bundles(), source=f"usb:{pinned.display}")
+    hub_has = pinned.hub_status().get(agent.config.device_id)
+    with pinned.folder(OUTBOX, create=True) as fd:
+        write_outbox_at(agent, fd, report, hub_has=hub_has)
     return report
 
 
@@ -41,21 +145,33 @@ def write_outbox(agent: SyncingDevice, outbox: Path, report: SyncReport,
                  hub_has: str | None = None) -> None:
     """Write ``<device-id>.bundle`` (status) and ``<device-id>.txt`` (receipt) to ``outbox``,
     and ``<device-id>.pub`` (its key, for ``giter-bundle enroll``) while the accepted spec
-    does not enrol this device.
+    does not enrol this device. ``outbox`` is a local folder here (``sync --outbox``, the
+    serial session), made if missing; a stick's goes through ``write_outbox_at``.
 
     ``hub_has``: the status commit the hub already holds (see ``read_hub_status``).
     """
     outbox.mkdir(parents=True, exist_ok=True)
+    fd = os.open(outbox, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        write_outbox_at(agent, fd, report, hub_has=hub_has)
+    finally:
+        os.close(fd)
+
+
+def write_outbox_at(agent: SyncingDevice, dir_fd: int, report: SyncReport,
+                    hub_has: str | None = None) -> None:
+    """``write_outbox`` into an open folder: every write relative to ``dir_fd``."""
     device = agent.config.device_id
-    agent.write_status_bundle(outbox / f"{device}.bundle", hub_has=hub_has)
+    agent.write_status_bundle(Path(f"{device}.bundle"), hub_has=hub_has, dir_fd=dir_fd)
     # A device its spec does not enrol hands its key over on the stick:
     # ``giter-bundle enroll <id> giter/outbox/<id>.pub`` reads the file as it is.
-    pub = outbox / f"{device}.pub"
     if not agent.enrolled():
-        atomic_write(pub, (agent.public_key_line() + "\n").encode("utf-8"))
+        atomic_write(Path(f"{device}.pub"), (agent.public_key_line() + "\n").encode("utf-8"),
+                     dir_fd=dir_fd)
     else:
-        pub.unlink(missing_ok=True)
-    atomic_write(outbox / f"{device}.txt", receipt(agent, report).encode("utf-8"))
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(f"{device}.pub", dir_fd=dir_fd)
+    atomic_write(Path(f"{device}.txt"), receipt(agent, report).encode("utf-8"), dir_fd=dir_fd)
 
 
 def receipt(agent: SyncingDevice, report: SyncReport) -> str:
@@ -84,7 +200,8 @@ def receipt(agent: SyncingDevice, report: SyncReport) -> str:
         "",
         "bundles on this stick:",
     ]
-    lines += [f"  {v.file:<28} {v.verdict:<11} {v.reason}: {v.message}"
+    # Names and messages come from the stick: escaped, so none can start a line of its own.
+    lines += [f"  {shown(v.file):<28} {v.verdict:<11} {v.reason}: {shown(v.message)}"
               for v in report.bundles] or ["  (none)"]
     lines += ["", "resources:"]
     lines += resource_rows(report.resources)
@@ -105,7 +222,7 @@ def result_line(report: SyncReport) -> str:
         spec = (report.accepted or "")[:12]
         return (f"APPLIED spec {spec} from {', '.join(v.file for v in applied)}; "
                 + "; ".join(f"{v.verdict.upper()} {v.file} ({v.reason})" for v in refused))
-    return f"{report.outcome.upper()} - {report.message}"
+    return f"{report.outcome.upper()} - {shown(report.message)}"
 
 
 def next_step(report: SyncReport) -> str:

@@ -18,10 +18,10 @@ from typing import Any
 from dulwich.objects import Commit
 from dulwich.refs import DiskRefsContainer
 
-from giter_agent.config.agent_toml import BRANCH_RE
+from giter_agent.config.agent_toml import BRANCH_RE, Limits
 from giter_agent.core.layout import STATUS_PREFIX, TRUST_FILE, status_ref
 from giter_agent.history.objects import oid, ref
-from giter_agent.history.store import History
+from giter_agent.history.store import Caps, History
 from giter_agent.trust.verify import TrustRoot
 from giter_bundle.enrolment import EnrolledDevice, read_devices
 from giter_bundle.errors import PublisherError, UsageError
@@ -50,7 +50,9 @@ class Exchange:
         self.git_dir = git_dir
         self.worktree = worktree
         self.branch = branch
-        self.history = History(git_dir)
+        # The same caps as a device with default [limits]: the hub takes in nothing a
+        # device would refuse to send it.
+        self.history = History(git_dir, Caps.from_limits(Limits()))
         self._refs = DiskRefsContainer(str(git_dir))
 
     @classmethod

@@ -11,7 +11,13 @@ For each ``giter/outbox/<id>.bundle``:
    (along first parents) is checked by ``trust.verify.verify_status_commit``: signed by
    the device's enrolled key, changing nothing but the status of that device's own
    resources (and its summary), and observing a spec commit that is on the branch.
-5. Only then is the pack promoted and the ref moved, by compare-and-swap.
+5. Only then are the objects the new tip reaches promoted (nothing else the bundle
+   carries is kept) and the ref moved, by compare-and-swap.
+
+The caps are a device's default ``[limits]`` (``Exchange`` opens the history with
+them) and every status document is read by the device's own strict YAML loader
+(``core.yaml_policy.load_yaml``, through ``trust.verify.verify_status_commit``): the
+hub takes in nothing a device would refuse.
 
 A bundle older than what the hub has is "up to date", not an error: the same stick is
 often imported twice. The hub stays a plain git repository; nothing here writes
@@ -27,14 +33,16 @@ from pathlib import Path
 
 from dulwich.objects import Commit
 
-from giter_agent.config.agent_toml import NAME_RE
+from giter_agent.config.agent_toml import NAME_RE, Limits
+from giter_agent.core.durable import shown
 from giter_agent.core.errors import BundleError, HistoryError, TrustError
 from giter_bundle.enrolment import EnrolledDevice
 from giter_bundle.errors import PublisherError
 from giter_bundle.exchange import Exchange, signed_by, status_ref
 
-# A device reports when something changed; this many reports in one bundle is hostile.
-MAX_STATUS_COMMITS = 100_000
+# A device reports when something changed; more reports than a device would take spec
+# commits in one bundle (its default [limits] max_commits) is hostile.
+MAX_STATUS_COMMITS = Limits().max_commits
 
 
 @dataclass(frozen=True)
@@ -51,7 +59,7 @@ class ImportResult:
 
 
 def _refused(path: Path, device: str, reason: str, message: str) -> ImportResult:
-    return ImportResult(path.name, device, "refused", reason, message)
+    return ImportResult(shown(path.name), device, "refused", reason, message)
 
 
 def _chain(store, tip: bytes, old: bytes | None, device: str, restart: bool) -> list[bytes]:
@@ -130,12 +138,17 @@ def import_outbox(exchange: Exchange, outbox: Path) -> list[ImportResult]:
     on_branch = exchange.ancestors(tip)
     results = []
     for path in sorted(outbox.glob("*.bundle")):
-        if path.name.startswith(".") or not path.is_file():
+        if path.name.startswith("."):
             continue
         device_id = path.name[:-len(".bundle")]
-        if not NAME_RE.fullmatch(device_id):
-            results.append(_refused(path, device_id, "InvalidName",
-                                    f"{device_id!r} is not a device id"))
+        if path.is_symlink() or not path.is_file():
+            # A stick comes from the field: a link (out of the stick, to a device) or a
+            # FIFO is never followed or read.
+            results.append(_refused(path, shown(device_id), "NotARegularFile",
+                                    f"{shown(path.name)} is a link or not a regular file"))
+        elif not NAME_RE.fullmatch(device_id):
+            results.append(_refused(path, shown(device_id), "InvalidName",
+                                    f"{shown(device_id)!r} is not a device id"))
         elif device_id not in devices:
             results.append(_refused(path, device_id, "UnknownDevice",
                                     f"{device_id} is not enrolled on {exchange.branch} "

@@ -21,6 +21,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from giter_agent.cli.commands import load_config
+    from giter_agent.core.durable import shown
     from giter_agent.sync.agent import Agent
     from giter_agent.transport.usb import sync_stick, write_outbox
 
@@ -33,10 +34,10 @@ def run(args: argparse.Namespace) -> int:
             report = agent.sync_network()
         else:
             if not args.bundle.is_file():
-                print(f"giter-agent: BundleUnreadable: {args.bundle}: no such file",
+                print(f"giter-agent: BundleUnreadable: {shown(str(args.bundle))}: no such file",
                       file=sys.stderr)
                 return 1
-            report = agent.sync([args.bundle], source=f"bundle:{args.bundle}")
+            report = agent.sync([args.bundle], source=f"bundle:{shown(str(args.bundle))}")
             if args.outbox is not None:
                 write_outbox(agent, args.outbox, report)
     finally:
