@@ -20,7 +20,6 @@ from giter_agent.core.errors import (
     BundleError,
     HistoryError,
     MissingPrerequisite,
-    NetworkError,
     Reason,
     TrustError,
     UnreadableBundle,
@@ -109,12 +108,9 @@ class SpecImporter:
                         extra={"event": verdict, "reason": exc.reason,
                                "commit": getattr(exc, "commit", None)})
             return BundleVerdict(name, verdict, exc.reason, str(exc))
-        except NetworkError:
-            raise  # the hub, not the data: the caller reports it as offline
-        except OSError as exc:
-            log.warning("%s unreadable: %s", name, exc,
-                        extra={"event": "unusable", "reason": "BundleUnreadable"})
-            return BundleVerdict(name, "unusable", "BundleUnreadable", f"cannot read: {exc}")
+        # Reading a bundle maps its own errors (UnreadableBundle); any other OSError is
+        # this device's disk refusing a write, and ends the pass (Agent._locked). A
+        # NetworkError (the hub, not the data) goes up to be reported as offline.
         old = state.accepted
         state.accepted = tip.decode()
         state.expires = verified.expires.isoformat() if verified.expires else None

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from giter_agent.core.durable import atomic_write
-from giter_agent.core.errors import StickError
+from giter_agent.core.durable import atomic_write, mkdir_durable
+from giter_agent.core.errors import GiterError, StickError, StorageError
 from giter_agent.core.layout import INBOX, OUTBOX
 from giter_agent.status.report import SyncReport
 from giter_agent.status.rows import resource_rows
@@ -42,11 +42,25 @@ def write_outbox(agent: SyncingDevice, outbox: Path, report: SyncReport,
     """Write ``<device-id>.bundle`` (status) and ``<device-id>.txt`` (receipt) to ``outbox``.
 
     ``hub_has``: the status commit the hub already holds (see ``read_hub_status``).
+    A stick that refuses the write (full, failing) is a ``StorageError``; each file
+    there is then the previous one or none, never half of one.
     """
-    outbox.mkdir(parents=True, exist_ok=True)
+    from giter_agent.state.recovery import sweep_outbox
+
     device = agent.config.device_id
-    agent.write_status_bundle(outbox / f"{device}.bundle", hub_has=hub_has)
-    atomic_write(outbox / f"{device}.txt", receipt(agent, report).encode("utf-8"))
+    try:
+        mkdir_durable(outbox)
+        sweep_outbox(outbox, device)  # temp files of a write cut short last time
+        agent.write_status_bundle(outbox / f"{device}.bundle", hub_has=hub_has)
+        atomic_write(outbox / f"{device}.txt", receipt(agent, report).encode("utf-8"))
+    except GiterError:
+        raise
+    except OSError as exc:
+        applied = report.applied or agent.state_store.load().applied
+        raise StorageError.of(exc, f"the outbox {outbox}",
+                              f"spec {applied[:12]} is applied ({report.outcome}); the "
+                              "status on the stick is the previous one" if applied else
+                              "the status on the stick is the previous one") from None
 
 
 def receipt(agent: SyncingDevice, report: SyncReport) -> str:
