@@ -28,6 +28,7 @@ E2E_MODULES = {
     "test_giter_bundle", "test_giter_bundle_import", "test_serial_sync", "test_serial_console",
     "test_technician_view", "test_doctor", "test_reconcile_scale", "test_systemd_units",
     "test_secrets_fleet", "test_hostile_bytes", "test_hostile_resources", "test_amplification",
+    "test_death", "test_powercut", "test_recovery", "test_diskfull",
 }
 
 
