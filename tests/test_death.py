@@ -16,7 +16,7 @@ from deathtest import DEVICE, FAULTS, Case, have_strace, points
 pytestmark = pytest.mark.skipif(not have_strace(),
                                 reason="strace is not installed (Debian package strace)")
 
-SAMPLE = {"first": 5, "incremental": 3, "prune": 3, "packing": 3, "network": 3}
+SAMPLE = {"first": 4, "incremental": 2, "prune": 2, "packing": 2, "network": 2}
 SEED = 12
 
 
@@ -64,6 +64,8 @@ TARGETED = [
     ("incremental", "write", "ENOSPC", r"format", STATUS_LOCK, None),
     ("incremental", "write", "ENOSPC", r"# v2 git bundle", None, None),
     ("incremental", "fsync", "EIO", r".", r"outbox/\.pi-01\.bundle", None),
+    # A prune the disk refused is tried again, not forgotten with the file left behind.
+    ("prune", "unlink", "EIO", r"root/extra\"", None, None),
 ]
 
 
@@ -103,6 +105,6 @@ def test_a_sample_of_kill_points_converges(cases, scenario):
 def test_a_daemon_killed_at_random_moments_comes_back(cases):
     case = cases("network")
     rng = random.Random(SEED)
-    failed = [o.line() for o in (case.kill_daemon(rng.uniform(0.3, 3.0)) for _ in range(3))
+    failed = [o.line() for o in (case.kill_daemon(rng.uniform(0.3, 3.0)) for _ in range(2))
               if not o.converged]
     assert not failed, "\n".join(failed)

@@ -18,7 +18,7 @@ from deathtest import Case, have_strace
 from powercut import Disk, cut_at, unavailable
 
 SCENARIOS = ("first", "incremental", "prune")
-KILL_POINTS = 3  # seeded fsync points per scenario and filesystem, plus the completed run
+KILL_POINTS = 2  # seeded fsync points per scenario and filesystem, plus the completed run
 
 
 @pytest.fixture(params=["ext4", "btrfs"])

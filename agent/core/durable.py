@@ -52,7 +52,7 @@ def fsync_dir(path: Path) -> None:
     except OSError as exc:
         import errno
 
-        if exc.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):
+        if exc.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF, errno.ENOSYS):
             raise
     finally:
         os.close(fd)
