@@ -17,7 +17,6 @@ that failed, and whenever another process held the lock since its own last pass.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import re
@@ -220,18 +219,19 @@ def _agree_refs(repo: Path, refs: Iterable[tuple[bytes, str | None]], done: Reco
     was built on it, and the next pass makes its report again.
     """
     from dulwich.object_store import DiskObjectStore
-    from dulwich.objects import Commit
-    from dulwich.refs import DiskRefsContainer
+    from dulwich.objects import Commit, ObjectID
+    from dulwich.refs import DiskRefsContainer, Ref
 
     container = DiskRefsContainer(str(repo))
     store: DiskObjectStore | None = None
     try:
-        for name, tip in refs:
+        for raw_name, tip in refs:
+            name = Ref(raw_name)
             try:
-                now: bytes | None = container[name]
+                now: ObjectID | None = container[name]
             except KeyError:
                 now = None
-            want = tip.encode() if tip else None
+            want = ObjectID(tip.encode()) if tip else None
             if now == want:
                 continue
             if want is None:
@@ -240,11 +240,10 @@ def _agree_refs(repo: Path, refs: Iterable[tuple[bytes, str | None]], done: Reco
             else:
                 if store is None:
                     store = DiskObjectStore(str(repo / "objects"))
-                with contextlib.suppress(KeyError):
-                    if not isinstance(store[want], Commit):
-                        continue
                 if want not in store:
                     continue  # nothing to point at: the pass reports the missing commit
+                if not isinstance(store[want], Commit):
+                    continue
                 if now is None:
                     container.add_if_new(name, want)
                 else:
