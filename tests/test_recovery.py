@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 import pytest
-from helpers import Publisher
+from support.git import Publisher
 
 from giter_agent.cli.main import main
 from giter_agent.core.durable import atomic_write, temp_name
