@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from giter_agent.core.durable import atomic_writer, fsync_dir
+from giter_agent.core.durable import atomic_writer, fsync_dir, mkdir_durable
 from giter_agent.core.errors import ResourceError
 from giter_agent.kinds.base import (
     Context,
@@ -208,7 +208,7 @@ class FileKind(Kind):
         """Replace ``target`` atomically: a temp file beside it (mode 0600 from its
         creation), owner and mode set before the rename. OSError if it cannot."""
         # Folders between the root and the file are created, inside the root only.
-        target.parent.mkdir(parents=True, exist_ok=True)
+        mkdir_durable(target.parent)  # a new folder outlives a power cut too
         with atomic_writer(target, mode=mode) as fh:
             fh.write(data)
             if uid is not None or gid is not None:
