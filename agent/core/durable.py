@@ -1,8 +1,16 @@
-"""Atomic, durable file writes: a power cut leaves either the old file or the new one.
+"""Durable file writes: a power cut leaves either the old file or the new one.
 
-Used by every part that writes state, status receipts, USB outbox files and File
-resources. The pattern is the classic one: write a temp file in the same directory,
-fsync it, rename it over the target, fsync the directory.
+The one discipline every durable write of the agent follows (docs/reliability.md):
+
+1. write the new bytes to a temp file in the target's own directory, named by
+   ``temp_name`` (so crash recovery can find and remove it: ``is_temp_name``);
+2. fsync the temp file;
+3. rename it over the target;
+4. fsync the directory (and, for a directory made on the way, its parent too).
+
+Whatever names an object (a ref naming a commit, the state file naming a ref's
+target) is written only after what it names is durable. Used by every part that
+writes state, status receipts, USB outbox files, File resources and the repository.
 
 Where the folder itself is not to be trusted (a USB stick, a ``[files]`` root others
 may write in), callers open the folder once and pass its descriptor (``dir_fd``):
@@ -19,7 +27,6 @@ import errno
 import os
 import secrets
 import stat
-import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO
@@ -28,6 +35,21 @@ from typing import BinaryIO
 # never blocking on a FIFO or a device, never taking a terminal.
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+# Every temp file the agent makes ends with this, and nothing else does: the lock holder
+# removes such files after a crash (giter_agent.state.recovery) without guessing at anyone's files.
+TEMP_SUFFIX = ".giter-tmp"
+
+
+def temp_name(target: str) -> str:
+    """A fresh, unguessable temp file name for writing ``target`` (a plain name)."""
+    return f".{target}.{secrets.token_hex(4)}{TEMP_SUFFIX}"
+
+
+def is_temp_name(name: str) -> bool:
+    """Whether ``name`` is one of the agent's temp files (``temp_name``)."""
+    return name.startswith(".") and name.endswith(TEMP_SUFFIX)
 
 
 class UnsafePath(OSError):
@@ -141,17 +163,61 @@ def fsync_fd(fd: int) -> None:
 
 
 def fsync_dir(path: Path) -> None:
-    """Make a rename or unlink in ``path`` durable (not supported on every filesystem)."""
+    """Make a rename, create or unlink in ``path`` durable (not every filesystem can).
+
+    FAT on a USB stick and some network filesystems refuse to open or fsync a
+    directory; there is nothing more to do then. An I/O error is not swallowed.
+    """
     try:
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     except OSError:
         return
     try:
-        # FAT on a USB stick and some network filesystems refuse fsync on a directory.
-        with contextlib.suppress(OSError):
-            os.fsync(fd)
+        os.fsync(fd)
+    except OSError as exc:
+        import errno
+
+        if exc.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF, errno.ENOSYS):
+            raise
     finally:
         os.close(fd)
+
+
+def mkdir_durable(path: Path, mode: int = 0o777) -> None:
+    """``mkdir -p path``: each directory made is fsynced into its parent.
+
+    As ``Path.mkdir(parents=True)``: ``mode`` is the last folder's, the others get 0o777
+    (both less the umask).
+    """
+    path = Path(path)
+    missing: list[Path] = []
+    probe = path
+    while not probe.exists():
+        missing.append(probe)
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    for directory in reversed(missing):
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(directory, mode if directory == path else 0o777)
+        fsync_dir(directory.parent)
+
+
+def fsync_tree(root: Path) -> None:
+    """fsync every file and directory under ``root`` (children before their parents).
+
+    For a tree built aside and renamed into place in one step (a new repository): the
+    rename is only as durable as what it names, and a fresh directory's entries are
+    not durable until the directory itself is fsynced (btrfs loses them otherwise).
+    """
+    for folder, _dirs, files in os.walk(root, topdown=False):
+        for name in files:
+            fd = os.open(os.path.join(folder, name), os.O_RDONLY | os.O_NOFOLLOW)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        fsync_dir(Path(folder))
 
 
 @contextlib.contextmanager
@@ -163,13 +229,17 @@ def atomic_writer(path: Path, mode: int = 0o644, *,
     resolved by path again: the temp file, the rename and the folder's fsync all go
     through the descriptor (``*at`` calls). A symlink at ``path`` is replaced, never
     followed.
+
+    On any error the temp file is removed (and if even that fails, crash recovery
+    removes it) and ``path`` is left as it was.
     """
     if dir_fd is not None:
         with _atomic_writer_at(dir_fd, str(path), mode) as fh:
             yield fh
         return
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = path.with_name(temp_name(path.name))
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     try:
         with os.fdopen(fd, "wb") as fh:
             yield fh
@@ -178,7 +248,7 @@ def atomic_writer(path: Path, mode: int = 0o644, *,
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
     fsync_dir(path.parent)
@@ -196,8 +266,8 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o644, *,
 def _atomic_writer_at(dir_fd: int, name: str, mode: int) -> Iterator[BinaryIO]:
     if "/" in name or name in ("", ".", ".."):
         raise UnsafePath(errno.EINVAL, f"{shown(name)!r} is not a file name")
-    # The same temp name pattern as the path-based writer: one sweep finds both.
-    tmp = f".{name}.{secrets.token_hex(4)}.tmp"
+    # The same temp name as the path-based writer: one recovery sweep finds both.
+    tmp = temp_name(name)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
                  0o600, dir_fd=dir_fd)
     try:

@@ -35,6 +35,8 @@ class Reason(StrEnum):
     PermissionDenied = "PermissionDenied"
     RunningAsRoot = "RunningAsRoot"
     StateCorrupt = "StateCorrupt"
+    DiskFull = "DiskFull"
+    StorageFailed = "StorageFailed"
     InvalidName = "InvalidName"
     InvalidKey = "InvalidKey"
     NoSigningKey = "NoSigningKey"
@@ -65,6 +67,7 @@ class Reason(StrEnum):
     CorruptObject = "CorruptObject"
     HashMismatch = "HashMismatch"
     RefChanged = "RefChanged"
+    RepositoryLocked = "RepositoryLocked"
     RefTargetMissing = "RefTargetMissing"
     RefTargetNotCommit = "RefTargetNotCommit"
     RemoteRefMoved = "RemoteRefMoved"
@@ -235,6 +238,35 @@ class LockedError(GiterError):
     """Another agent process holds the state directory."""
 
     reason = Reason.Busy
+
+
+class StorageError(GiterError, OSError):
+    """A disk refused a write: full (``DiskFull``), read-only or failing (``StorageFailed``).
+
+    Raised in place of the bare ``OSError``: what was being written, where, and what
+    stays in force. Nothing half-written is left; the next pass, once there is room,
+    carries on from the last durable state (docs/reliability.md).
+    """
+
+    reason = Reason.StorageFailed
+
+    @classmethod
+    def of(cls, exc: OSError, where: str, still: str = "") -> StorageError:
+        """The typed form of ``exc``, raised while writing ``where``; ``still`` says what
+        stays in force (e.g. the applied spec)."""
+        import errno
+
+        full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+        what = exc.strerror or type(exc).__name__
+        name = f" ({exc.filename})" if exc.filename else ""
+        message = f"cannot write {where}{name}: {what}"
+        if full:
+            message += "; free some space and sync again"
+        if still:
+            message += f"; {still}"
+        err = cls(message, reason=Reason.DiskFull if full else Reason.StorageFailed)
+        err.errno = exc.errno
+        return err
 
 
 # -- history ----------------------------------------------------------------------------------

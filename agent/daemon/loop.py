@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from giter_agent.core.durable import mkdir_durable
 from giter_agent.core.errors import GiterError, LockedError
 from giter_agent.daemon.backoff import Backoff
 from giter_agent.daemon.sd_notify import Notifier
@@ -109,7 +110,7 @@ class Daemon:
         if config.usb_roots:
             self.triggers.append(UsbWatch(config.usb_roots, say=self._say))
         self.triggers.append(self._wakeups)
-        config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        mkdir_durable(config.state_dir, mode=0o700)
         self.triggers.append(StateWatch(config.state_dir, lambda: self._own_state,
                                         lambda: not self._idle.is_set()))
         self._pending: list[_Pending] = []

@@ -22,7 +22,6 @@ import os
 import shutil
 import stat
 import tempfile
-import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -38,7 +37,7 @@ from dulwich.refs import DiskRefsContainer, check_ref_format
 from dulwich.repo import Repo
 
 from giter_agent.core.budget import Budget
-from giter_agent.core.durable import fsync_dir, shown
+from giter_agent.core.durable import fsync_dir, fsync_tree, mkdir_durable, shown
 from giter_agent.core.errors import (
     BundleError,
     GiterError,
@@ -117,8 +116,6 @@ class _TypeReader:
 
 
 _LOCK_NAME = "lock"
-# A quarantine directory without its lock file is only left alone this long.
-_UNLOCKED_GRACE_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -300,6 +297,20 @@ class _ObjectStore(DiskObjectStore):
     def get_reachability_provider(self, prefer_bitmaps: bool = True) -> Any:
         return super().get_reachability_provider(prefer_bitmaps=False)
 
+    def add_object(self, obj: Any) -> None:
+        """Write a loose object, durable on return: the file (fsynced by dulwich), its
+        name in ``objects/xx/``, and that folder's name in ``objects/`` if it is new.
+
+        So anything that names the object afterwards (a ref, the state file) never
+        outlives it in a power cut.
+        """
+        folder = Path(self._get_shafile_path(obj.id)).parent
+        fresh = not folder.is_dir()
+        super().add_object(obj)
+        fsync_dir(folder)
+        if fresh:
+            fsync_dir(folder.parent)
+
 
 class History:
     """A bare repository of accepted history, with quarantined import and CAS refs."""
@@ -314,7 +325,8 @@ class History:
         self._quarantine_root = self.path / "quarantine"
         self._quarantine_root.mkdir(exist_ok=True)
         # No sweep here: opening is reading. Only the holder of the state lock may delete
-        # what a crash left (``recover``); another process may be writing a pack right now.
+        # what a crash left (giter_agent.state.recovery); another process may be writing
+        # a pack right now.
 
     def close(self) -> None:
         self.object_store.close()
@@ -333,47 +345,22 @@ class History:
         if self.path.exists() and any(self.path.iterdir()):
             raise HistoryError(f"{self.path} exists but is not a git repository",
                                reason="NotARepository")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        # Build it aside and rename it in, so a power cut never leaves half a repository.
+        mkdir_durable(self.path.parent)
+        # Build it aside, make every file and folder of it durable, and rename it in: a
+        # power cut leaves no repository or a whole one (giter_agent.state.recovery removes the
+        # init folder of an interrupted one).
         tmp = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.init-", dir=self.path.parent))
         try:
             Repo.init_bare(str(tmp), default_branch=b"main").close()
+            (tmp / "quarantine").mkdir()
+            fsync_tree(tmp)
+            if self.path.exists():
+                self.path.rmdir()  # empty (checked above): rename cannot replace it
             os.replace(tmp, self.path)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         fsync_dir(self.path.parent)
-
-    def recover(self) -> None:
-        """Remove what a crash mid-import can leave: stale quarantines, unindexed packs.
-
-        Only the holder of the state lock calls this (``sync.agent``), before anything
-        else reads the repository: a pack without its index may be another writer's
-        pack in the making, and only the lock holder knows there is no other writer.
-        """
-        for entry in self._quarantine_root.iterdir():
-            if not entry.is_dir():
-                continue
-            try:
-                fd = os.open(entry / _LOCK_NAME, os.O_RDWR)
-            except FileNotFoundError:
-                # No lock yet: either it died right after mkdtemp, or it is being born
-                # this very moment. Only the first kind gets old.
-                if time.time() - entry.stat().st_mtime > _UNLOCKED_GRACE_S:
-                    shutil.rmtree(entry, ignore_errors=True)
-                continue
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                continue  # a live import, in another process or another History
-            else:
-                shutil.rmtree(entry, ignore_errors=True)
-            finally:
-                os.close(fd)
-        # A promote cut between its two renames leaves a pack without its index.
-        for pack in Path(self.object_store.pack_dir).glob("pack-*.pack"):
-            if not pack.with_suffix(".idx").exists():
-                pack.unlink(missing_ok=True)
 
     # -- refs ----------------------------------------------------------------------------
 
@@ -425,12 +412,23 @@ class History:
 
         Status commits add a few loose objects each; left alone they cost a file and a
         filesystem block apiece (about a gigabyte a year on a reporting board). The pack
-        and its index are complete before any loose object is removed, and a pack
-        without its index is cleaned up on open, so a power cut loses nothing.
+        and its index are durable (files and the pack folder fsynced) before any loose
+        object is removed; a pack cut off before its index is removed by recovery, so a
+        power cut at any point loses nothing.
         """
-        if self.object_store.count_loose_objects() < threshold:
+        store = self.object_store
+        if store.count_loose_objects() < threshold:
             return 0
-        return self.object_store.pack_loose_objects()
+        objects = []
+        for sha in store._iter_loose_objects():
+            obj = store._get_loose_object(sha)
+            if obj is not None:
+                objects.append((obj, None))
+        store.add_objects(objects)
+        fsync_dir(Path(store.pack_dir))
+        for obj, _ in objects:
+            store.delete_loose_object(obj.id)
+        return len(objects)
 
     def is_ancestor(self, ancestor: bytes, descendant: bytes) -> bool:
         """True when ``ancestor`` is ``descendant`` or one of its ancestors (accepted store)."""
@@ -564,7 +562,11 @@ class History:
             if size > caps.max_bundle_bytes:
                 raise BundleError(f"bundle is {size} bytes, over max_bundle_bytes="
                                   f"{caps.max_bundle_bytes}", reason="TooLarge")
-            header = bundle_format.read_header(fh)
+            try:
+                header = bundle_format.read_header(fh)
+            except OSError as exc:  # a stick pulled mid-read; never a local disk's fault
+                raise UnreadableBundle(
+                    f"cannot read bundle {bundle_path}: {exc.strerror or exc}") from exc
             self._check_prerequisites(header.prerequisites)
             deadline.check()
 

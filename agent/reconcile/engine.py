@@ -533,10 +533,14 @@ def _prune(previous: dict[str, dict[str, Any]], out: PassResult, ctx: Context,
         if step.kind is not None and step.spec is not None:
             try:
                 step.kind.prune(step.key, step.spec, ctx)
-            except (ResourceError, OSError):
+            except (ResourceError, FileNotFoundError):
                 pass  # nothing left to undo is fine: the resource is gone either way
             except Exception as exc:  # a plug-in's prune bug fails this resource alone
-                log.exception("%s: prune failed", step.key)
+                # A disk that refused (full, failing, read-only) is no bug: one line.
+                if isinstance(exc, OSError):
+                    log.warning("%s: prune failed: %s", step.key, exc)
+                else:
+                    log.exception("%s: prune failed", step.key)
                 prev = step.previous
                 message = (f"prune failed: {type(exc).__name__}: {exc}; "
                            "tried again at the next pass")

@@ -82,11 +82,15 @@ class StateStore:
 
 
 @contextlib.contextmanager
-def state_lock(state_dir: Path, wait_s: float = 0.0) -> Iterator[None]:
+def state_lock(state_dir: Path, wait_s: float = 0.0) -> Iterator[bool]:
     """Hold the state directory's writer lock, or raise ``LockedError``.
 
     ``wait_s`` 0 (the passes): refuse at once if another process holds it. A short wait
     suits a follow-up write (the status bundle after a sync released the lock).
+
+    Yields whether another process held the lock last (its pid is in the lock file):
+    that process may have died mid-write, and the new holder must recover the state
+    directory (``giter_agent.state.recovery``) before anything reads it.
     """
     path = Path(state_dir) / "lock"
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
@@ -105,9 +109,10 @@ def state_lock(state_dir: Path, wait_s: float = 0.0) -> Iterator[None]:
                     f"another giter-agent (pid {holder}) is using {state_dir}; "
                     "wait for it to finish, or stop the service first") from None
         mine = f"{os.getpid()}\n".encode()
-        if os.pread(fd, 32, 0) != mine:  # the daemon's every pass would write it again
+        took_over = os.pread(fd, 32, 0) != mine
+        if took_over:  # the daemon's every pass would write it again
             os.ftruncate(fd, 0)
             os.pwrite(fd, mine, 0)
-        yield
+        yield took_over
     finally:
         os.close(fd)

@@ -9,27 +9,28 @@ wires the four steps a sync is made of, each in a module of its own:
 - ``sync.hub``: the network exchange (fetch, import, apply, push status);
 - ``sync.export``: the status history as a bundle for the hub.
 
-Every entry point holds the state lock, and the lock holder recovers the repository
-(``History.recover``) before anything reads it. Any refusal leaves the applied state,
-the accepted tip and the files on disk as they were, and is reported.
+Every entry point holds the state lock, and the lock holder recovers the state
+directory (``state.recovery``) before anything reads it. Any refusal leaves the
+applied state, the accepted tip and the files on disk as they were, and is reported.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from giter_agent.config.agent_toml import Config
-from giter_agent.core.errors import ConfigError, GiterError
+from giter_agent.core.errors import ConfigError, GiterError, HistoryError, Reason, StorageError
 from giter_agent.core.layout import DEVICES_DIR
 from giter_agent.device.board import Board, load_board, make_pin_factory
 from giter_agent.kinds import load_kinds
 from giter_agent.kinds.base import Context
 from giter_agent.state.command_journal import CommandJournal
-from giter_agent.state.store import StateStore, state_lock
+from giter_agent.state.store import State, StateStore, state_lock
 from giter_agent.status.report import (
     EXIT_NOT_READY,
     EXIT_OFFLINE,
@@ -91,6 +92,8 @@ class Agent:
                                    self.device_key)
         self.hub = HubExchange(config, self.state_store, self.importer, self.applier, clock,
                                self.device_key)
+        # Whether this process's last pass under the lock ended cleanly (see _locked).
+        self._clean = False
 
     # -- paths and lazily opened parts -------------------------------------------------
     @property
@@ -104,13 +107,52 @@ class Agent:
         return self.config.state_dir / DEVICE_KEY_FILE
 
     def _prepare(self) -> None:
-        self.config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        from giter_agent.core.durable import mkdir_durable
 
-    def _locked_history(self) -> History:
-        """The repository, recovered from any crash: only under the state lock."""
-        history = self._history()
-        history.recover()
-        return history
+        mkdir_durable(self.config.state_dir, mode=0o700)
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[State]:
+        """Hold the state lock, recover the state directory, and yield the state.
+
+        Recovery (``giter_agent.state.recovery``) is the lock holder's first act: a full
+        sweep when another process held the lock since this one's last pass (it may have
+        died mid-write) or when this process's last pass failed; refs are always made to
+        agree with the state file. A disk that refuses a write (full, failing) ends the
+        pass with a ``StorageError``; what was durable before stays in force.
+        """
+        from dulwich.file import FileLocked
+
+        from giter_agent.state.recovery import recover
+
+        cfg = self.config
+        try:
+            self._prepare()
+            with state_lock(cfg.state_dir) as took_over:
+                state = self.state_store.load()
+                recover(cfg.state_dir, refs=((cfg.branch_ref, state.accepted),
+                                             (cfg.status_ref, state.status_tip)),
+                        files_roots=cfg.files_roots, sweep=took_over or not self._clean)
+                self._clean = False
+                yield state
+                self._clean = True
+        except GiterError:
+            raise
+        except OSError as exc:
+            raise self._storage_error(exc) from None
+        except FileLocked as exc:  # recovery removed the stale ones: a live writer's
+            raise HistoryError(f"{exc.filename!s} is locked by another writer "
+                               f"({exc.lockfilename!s} exists)",
+                               reason=Reason.RepositoryLocked) from None
+
+    def _storage_error(self, exc: OSError) -> StorageError:
+        try:
+            applied = self.state_store.load().applied
+        except (GiterError, OSError):
+            applied = None
+        still = (f"spec {applied[:12]} stays applied" if applied
+                 else "no spec has been applied yet")
+        return StorageError.of(exc, f"to {self.config.state_dir}", still)
 
     def _history(self) -> History:
         from giter_agent.history.store import Caps, History
@@ -164,12 +206,9 @@ class Agent:
     # -- the entry points ---------------------------------------------------------------
     def sync(self, bundles: list[Path], source: str) -> SyncReport:
         """Import ``bundles`` (in any order), then reconcile and report. Holds the lock."""
-        self._prepare()
-        with state_lock(self.config.state_dir):
-            state = self.state_store.load()
+        with self._locked() as state:
             root = self._trust_root()
-            with self._locked_history() as history:
-                self.applier.repair_refs(history, state)
+            with self._history() as history:
                 verdicts = self.importer.import_bundles(history, state, root, bundles,
                                                         self._budget())
                 report = summarise(verdicts, state)
@@ -182,16 +221,13 @@ class Agent:
 
         The daemon calls this on its timers; the last sync's record is left as it was.
         """
-        self._prepare()
-        with state_lock(self.config.state_dir):
-            state = self.state_store.load()
+        with self._locked() as state:
             if state.applied:
                 report = SyncReport("up-to-date", "InSync",
                                     f"spec {state.applied[:12]} applied")
             else:
                 report = SyncReport("no-bundles", "NoSpec", "no spec has been applied yet")
-            with self._locked_history() as history:
-                self.applier.repair_refs(history, state)
+            with self._history() as history:
                 self.applier.apply(history, state, report, source, record_sync=False)
             return report
 
@@ -210,9 +246,7 @@ class Agent:
         if net is None:
             raise ConfigError("no [network] url in the config: `giter-agent sync` needs "
                               "one, or --usb DIR / --bundle FILE")
-        self._prepare()
-        with state_lock(self.config.state_dir):
-            state = self.state_store.load()
+        with self._locked() as state:
             root = self._trust_root()
             own_remote = remote is None
             if own_remote and net.ssh_key == self.key_path:
@@ -221,8 +255,7 @@ class Agent:
             lim = self.config.limits
             remote.arm(float(lim.time_budget_s), lim.max_bundle_mib * 2**20)
             try:
-                with self._locked_history() as history:
-                    self.applier.repair_refs(history, state)
+                with self._history() as history:
                     return self.hub.exchange(history, state, root, remote, self._budget())
             finally:
                 if own_remote:

@@ -44,16 +44,6 @@ class SpecApplier:
         self.clock = clock
         self.device_key = device_key
 
-    def repair_refs(self, history: History, state: State) -> None:
-        """Put the refs back where the state file says (the state file is the truth)."""
-        # The state file is the truth; the refs mirror it for git tools and bundles. A
-        # power cut (or a daemon abandoning a pass on SIGTERM) between moving a ref and
-        # saving the state leaves them apart; the next pass puts the ref back.
-        for ref, tip in ((self.config.branch_ref, state.accepted),
-                         (self.config.status_ref, state.status_tip)):
-            if tip and history.ref(ref) != tip.encode():
-                history.set_ref(ref, history.ref(ref), tip.encode())
-
     def read_spec(self, history: History, commit: str) -> SpecSet:
         """The resources of ``commit`` addressed to this device."""
         from giter_agent.history.tree import iter_files

@@ -21,7 +21,6 @@ from giter_agent.core.errors import (
     BundleError,
     HistoryError,
     MissingPrerequisite,
-    NetworkError,
     Reason,
     TrustError,
     UnreadableBundle,
@@ -102,7 +101,17 @@ class SpecImporter:
                     return BundleVerdict(name, "up-to-date", "UpToDate",
                                          f"spec {tip.decode()[:12]} is already accepted")
                 accepted = state.accepted.encode() if state.accepted else None
-                verified = verify_update(q.object_store, accepted, tip, root, held=q.held,
+
+                def held(sha: bytes) -> bool:
+                    # On the accepted line, not merely in the store: a sync cut between
+                    # promoting verified objects and saving the state leaves commits in
+                    # the store the state never accepted. They are checked again, in full,
+                    # as new; anything else the store holds (older spec, the device's own
+                    # status commits) is still "held" and refused where it reappears.
+                    return q.held(sha) and accepted is not None \
+                        and history.is_ancestor(sha, accepted)
+
+                verified = verify_update(q.object_store, accepted, tip, root, held=held,
                                          branch=self.config.branch,
                                          max_commits=self.config.limits.max_commits,
                                          budget=budget)
@@ -121,13 +130,9 @@ class SpecImporter:
                         extra={"event": verdict, "reason": exc.reason,
                                "commit": getattr(exc, "commit", None)})
             return BundleVerdict(name, verdict, exc.reason, shown(str(exc)))
-        except NetworkError:
-            raise  # the hub, not the data: the caller reports it as offline
-        except OSError as exc:
-            log.warning("%s unreadable: %s", name, exc,
-                        extra={"event": "unusable", "reason": "BundleUnreadable"})
-            return BundleVerdict(name, "unusable", "BundleUnreadable",
-                                 shown(f"cannot read: {exc}"))
+        # Reading a bundle maps its own errors (UnreadableBundle); any other OSError is
+        # this device's disk refusing a write, and ends the pass (Agent._locked). A
+        # NetworkError (the hub, not the data) goes up to be reported as offline.
         old = state.accepted
         state.accepted = tip.decode()
         state.expires = verified.expires.isoformat() if verified.expires else None

@@ -23,6 +23,7 @@ dulwich's client modules are heavy, so they are imported only when a sync connec
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import logging
 import os
@@ -43,6 +44,7 @@ from giter_agent.core.errors import (
     GiterError,
     HubRemoteError,
     NetworkError,
+    StorageError,
     hub_error,
 )
 
@@ -522,6 +524,11 @@ def _classify_protocol(exc: BaseException, err: Callable[[str, str], NetworkErro
     return err("RemoteError", f"the hub said: {text}")
 
 
+# Errors only a local disk raises (a socket never does): a fetch cut short by them is a
+# StorageError, reported as such, not an offline hub.
+_LOCAL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO})
+
+
 @contextlib.contextmanager
 def transport_errors(display: str) -> Iterator[None]:
     """Turn anything a transport raises inside the block into a ``NetworkError``.
@@ -538,7 +545,11 @@ def transport_errors(display: str) -> Iterator[None]:
         yield
     except GiterError:
         raise
-    except (OSError, GitProtocolError, HTTPUnauthorized, HTTPProxyUnauthorized,
+    except OSError as exc:
+        if exc.errno in _LOCAL_ERRNOS:  # this device's disk, not the hub: never "offline"
+            raise StorageError.of(exc, "the received pack to the state directory") from None
+        raise classify(exc, display) from exc
+    except (GitProtocolError, HTTPUnauthorized, HTTPProxyUnauthorized,
             NotGitRepository) as exc:
         raise classify(exc, display) from exc
     except Exception as exc:

@@ -23,8 +23,8 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from giter_agent.core.durable import UnsafePath, atomic_write, open_dir_under, shown
-from giter_agent.core.errors import GiterError, StickError, StickGone, UnsafeStick
+from giter_agent.core.durable import UnsafePath, atomic_write, mkdir_durable, open_dir_under, shown
+from giter_agent.core.errors import GiterError, StickError, StickGone, StorageError, UnsafeStick
 from giter_agent.core.layout import INBOX, OUTBOX
 from giter_agent.status.report import SyncReport
 from giter_agent.status.rows import resource_rows
@@ -137,7 +137,7 @@ def sync_stick(agent: SyncingDevice, stick: Path) -> SyncReport:
     report = agent.sync(pinned.inbox_bundles(), source=f"usb:{pinned.display}")
     hub_has = pinned.hub_status().get(agent.config.device_id)
     with pinned.folder(OUTBOX, create=True) as fd:
-        write_outbox_at(agent, fd, report, hub_has=hub_has)
+        write_outbox_at(agent, fd, report, hub_has=hub_has, where=f"{pinned.display}/{OUTBOX}")
     return report
 
 
@@ -149,29 +149,49 @@ def write_outbox(agent: SyncingDevice, outbox: Path, report: SyncReport,
     serial session), made if missing; a stick's goes through ``write_outbox_at``.
 
     ``hub_has``: the status commit the hub already holds (see ``read_hub_status``).
+    A stick that refuses the write (full, failing) is a ``StorageError``; each file
+    there is then the previous one or none, never half of one.
     """
-    outbox.mkdir(parents=True, exist_ok=True)
+    mkdir_durable(outbox)
     fd = os.open(outbox, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        write_outbox_at(agent, fd, report, hub_has=hub_has)
+        write_outbox_at(agent, fd, report, hub_has=hub_has, where=str(outbox))
     finally:
         os.close(fd)
 
 
 def write_outbox_at(agent: SyncingDevice, dir_fd: int, report: SyncReport,
-                    hub_has: str | None = None) -> None:
-    """``write_outbox`` into an open folder: every write relative to ``dir_fd``."""
+                    hub_has: str | None = None, where: str = "") -> None:
+    """``write_outbox`` into an open folder: every write relative to ``dir_fd``.
+
+    A disk that refuses a write (full, I/O error) is a ``StorageError``: the stick
+    keeps the previous status and receipt whole, and temp files of a write cut short
+    are swept at the next visit.
+    """
+    from giter_agent.state.recovery import sweep_outbox_at
+
     device = agent.config.device_id
-    agent.write_status_bundle(Path(f"{device}.bundle"), hub_has=hub_has, dir_fd=dir_fd)
-    # A device its spec does not enrol hands its key over on the stick:
-    # ``giter-bundle enroll <id> giter/outbox/<id>.pub`` reads the file as it is.
-    if not agent.enrolled():
-        atomic_write(Path(f"{device}.pub"), (agent.public_key_line() + "\n").encode("utf-8"),
+    try:
+        sweep_outbox_at(dir_fd, device)  # temp files of a write cut short last time
+        agent.write_status_bundle(Path(f"{device}.bundle"), hub_has=hub_has, dir_fd=dir_fd)
+        # A device its spec does not enrol hands its key over on the stick:
+        # ``giter-bundle enroll <id> giter/outbox/<id>.pub`` reads the file as it is.
+        if not agent.enrolled():
+            atomic_write(Path(f"{device}.pub"),
+                         (agent.public_key_line() + "\n").encode("utf-8"), dir_fd=dir_fd)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(f"{device}.pub", dir_fd=dir_fd)
+        atomic_write(Path(f"{device}.txt"), receipt(agent, report).encode("utf-8"),
                      dir_fd=dir_fd)
-    else:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(f"{device}.pub", dir_fd=dir_fd)
-    atomic_write(Path(f"{device}.txt"), receipt(agent, report).encode("utf-8"), dir_fd=dir_fd)
+    except GiterError:
+        raise
+    except OSError as exc:
+        applied = report.applied or agent.state_store.load().applied
+        raise StorageError.of(exc, f"the outbox {shown(where)}".rstrip(),
+                              f"spec {applied[:12]} is applied ({report.outcome}); the "
+                              "status on the stick is the previous one" if applied else
+                              "the status on the stick is the previous one") from None
 
 
 def receipt(agent: SyncingDevice, report: SyncReport) -> str:

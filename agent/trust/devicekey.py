@@ -13,6 +13,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from giter_agent.core.durable import fsync_dir, mkdir_durable, temp_name
 from giter_agent.core.errors import ConfigError
 from giter_agent.trust import sshsig
 
@@ -23,8 +24,8 @@ def _write_new(path: Path, data: bytes, mode: int) -> bool:
     The bytes are written and fsynced under a temporary name first and then hard-linked
     into place, so a power cut leaves either no key or a whole key, never half of one.
     """
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.unlink(missing_ok=True)  # left by an earlier boot's crash that had our pid
+    # A fresh temp name (core.durable): crash recovery removes one a kill left behind.
+    tmp = path.with_name(temp_name(path.name))
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
         os.fchmod(fd, mode)  # the umask must not widen or narrow what we asked for
@@ -38,11 +39,7 @@ def _write_new(path: Path, data: bytes, mode: int) -> bool:
         return False
     finally:
         os.unlink(tmp)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    fsync_dir(path.parent)
     return True
 
 
@@ -55,7 +52,7 @@ def load_or_create(path: Path) -> Ed25519PrivateKey:
     path = Path(path)
     pub_path = path.with_name(path.name + ".pub")
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
+        mkdir_durable(path.parent)
         key = sshsig.generate_ed25519()
         # Losing the race to another process is fine: we then load the key it wrote.
         _write_new(path, sshsig.private_key_openssh_bytes(key), 0o600)

@@ -13,10 +13,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from giter_agent.cli.commands import load_config
+    from giter_agent.core.durable import mkdir_durable
     from giter_agent.trust.devicekey import allowed_signers_line, load_or_create
 
     config = load_config(args)
-    config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    mkdir_durable(config.state_dir, mode=0o700)
     print(allowed_signers_line(load_or_create(config.state_dir / "device_key"),
                                config.device_id))
     return 0
