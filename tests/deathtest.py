@@ -290,7 +290,7 @@ class Case:
         self.restore()
         # Renames are traced too: ``after`` names one (a ref or file moved into place).
         proc = self.sync(["strace", "-f", "-qq", "-o", str(log), "-e",
-                          f"trace={syscall},rename"])
+                          f"trace={syscall},rename,renameat,renameat2"])
         if proc.returncode != 0:
             raise AssertionError(f"the clean run failed: {proc.stderr.decode()}")
         n, armed = 0, after is None

@@ -55,17 +55,19 @@ TARGETED = [
     # The first status commit's ref moved, the state file not yet saved.
     ("first", "rename", "kill", r"state\.msgpack", STATUS_LOCK, None),
     ("first", "rename", "kill", r"\.repo\.git\.init-", None, "device/state/.repo.git.init-*"),
-    ("first", "rename", "kill", r"root/\.motd\.", None, "device/root/.motd.*.giter-tmp"),
-    ("incremental", "rename", "kill", r"outbox/\.pi-01\.bundle\.", None,
+    # File targets and the stick's outbox are written through their open folders (the
+    # *at calls, names relative to the folder): kill at the rename that replaces them.
+    ("first", "renameat", "kill", r"\"\.motd\.", None, "device/root/.motd.*.giter-tmp"),
+    ("incremental", "renameat", "kill", r"\"\.pi-01\.bundle\.", None,
      "stick/giter/outbox/.pi-01.bundle.*"),
     ("packing", "rename", "kill", r"objects/pack/tmp", None,
      "device/state/repo.git/objects/pack/tmp*"),
     # Disk full at the last state save, and on the stick at the status bundle.
     ("incremental", "write", "ENOSPC", r"format", STATUS_LOCK, None),
     ("incremental", "write", "ENOSPC", r"# v2 git bundle", None, None),
-    ("incremental", "fsync", "EIO", r".", r"outbox/\.pi-01\.bundle", None),
+    ("incremental", "fsync", "EIO", r".", r"\"\.pi-01\.bundle\.", None),
     # A prune the disk refused is tried again, not forgotten with the file left behind.
-    ("prune", "unlink", "EIO", r"root/extra\"", None, None),
+    ("prune", "unlinkat", "EIO", r"\"extra\"", None, None),
 ]
 
 

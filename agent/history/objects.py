@@ -23,7 +23,7 @@ def oid(sha: bytes) -> ObjectID:
     return ObjectID(sha)
 
 
-def ref(name: bytes) -> Ref:
+def ref_name(name: bytes) -> Ref:
     """``name`` (``refs/heads/...``) as dulwich's ref name type."""
     return Ref(name)
 

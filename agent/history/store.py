@@ -50,7 +50,7 @@ from giter_agent.core.errors import (
 from giter_agent.history import bundle as bundle_format
 from giter_agent.history import commit_layout, pack_index
 from giter_agent.history import tree as tree_module
-from giter_agent.history.objects import has_object, oid
+from giter_agent.history.objects import has_object, oid, read_commit, ref_name
 
 _GITLINK_MODE = 0o160000
 _TYPE_NAMES = {1: "commit", 2: "tree", 3: "blob", 4: "tag"}
@@ -150,7 +150,7 @@ def _is_ancestor(store: BaseObjectStore, ancestor: bytes, descendant: bytes) -> 
     while stack:
         sha = stack.pop()
         try:
-            commit = store[sha]
+            commit = store[oid(sha)]
         except KeyError:
             raise HistoryError(f"commit {_hex(sha)} is missing from the history",
                                reason="UnknownCommit") from None
@@ -187,7 +187,7 @@ def _gate_commit(store: BaseObjectStore, sha: bytes) -> commit_layout.CommitPart
     time zone, an upper-case tree id that fails its checksum later); this one refuses
     every header layout git would not write, as a typed error of this bundle alone.
     """
-    type_num, raw = store.get_raw(sha)
+    type_num, raw = store.get_raw(oid(sha))
     if type_num != Commit.type_num:
         raise HistoryError(f"bundle is incomplete: {_hex(sha)} is a parent but not"
                            " a commit", reason="IncompleteBundle")
@@ -367,7 +367,7 @@ class History:
     def ref(self, name: bytes) -> bytes | None:
         """The commit id a ref points to, or None when it does not exist."""
         try:
-            return self._refs[name]
+            return self._refs[ref_name(name)]
         except KeyError:
             return None
 
@@ -376,10 +376,10 @@ class History:
 
         Durable on return: the ref file and its directory are fsynced.
         """
-        if not (name.startswith(b"refs/") and check_ref_format(name)):
+        if not (name.startswith(b"refs/") and check_ref_format(ref_name(name))):
             raise ValueError(f"invalid refname {name!r}")
         try:
-            target = self.object_store[new]
+            target = self.object_store[oid(new)]
         except KeyError:
             raise HistoryError(f"cannot point {name.decode()} at {_hex(new)}: not in the store",
                                reason="RefTargetMissing") from None
@@ -388,9 +388,9 @@ class History:
                                reason="RefTargetNotCommit")
         try:
             if old is None:
-                ok = self._refs.add_if_new(name, new)
+                ok = self._refs.add_if_new(ref_name(name), oid(new))
             else:
-                ok = self._refs.set_if_equals(name, old, new)
+                ok = self._refs.set_if_equals(ref_name(name), oid(old) if old else None, oid(new))
         except FileLocked as exc:
             raise HistoryError(f"{name.decode()} is being changed by another writer"
                                " (its .lock file exists)", reason="RefChanged") from exc
@@ -481,11 +481,11 @@ class History:
                 sha = advertised.get(name)
                 if sha is not None:
                     listed[name] = sha
-            wants = [listed[n] for n in refs if n in listed and listed[n] not in main]
+            wants = [listed[n] for n in refs if n in listed and not has_object(main, listed[n])]
             return list(dict.fromkeys(wants))
 
-        walker = ObjectStoreGraphWalker([h for h in haves if h in main],
-                                        lambda sha: main[sha].parents)
+        walker = ObjectStoreGraphWalker([oid(h) for h in haves if has_object(main, h)],
+                                        lambda sha: read_commit(main, sha).parents)
         with self._quarantine_directory() as directory:
             spool_path = directory / "incoming.pack"
             with open(spool_path, "w+b") as spool:
@@ -584,7 +584,7 @@ class History:
     def _check_prerequisites(self, prerequisites: list[bytes]) -> None:
         for sha in prerequisites:
             try:
-                type_num, _ = self.object_store.get_raw(sha)
+                type_num, _ = self.object_store.get_raw(oid(sha))
             except KeyError:
                 raise MissingPrerequisite(f"bundle needs commit {_hex(sha)}, which this "
                                           "device does not have") from None
@@ -620,7 +620,7 @@ class History:
         for name, sha in refs.items():
             shown = bundle_format.show_name(name)
             try:
-                type_num, _ = store.get_raw(sha)
+                type_num, _ = store.get_raw(oid(sha))
             except KeyError:
                 raise HistoryError(f"bundle ref {shown} points to {_hex(sha)},"
                                    " which is not in the bundle or the history",
@@ -651,9 +651,9 @@ class History:
             if sha in seen:
                 return False
             seen.add(sha)
-            if sha in main:
+            if has_object(main, sha):
                 return False
-            if store.contains_packed(sha):
+            if store.contains_packed(oid(sha)):
                 quarantined.add(sha)
                 return True
             raise HistoryError(f"bundle is incomplete: {what} {_hex(sha)} is missing",
@@ -750,7 +750,8 @@ class History:
                                ofs_delta: bool = True,
                                progress: Callable[..., None] | None = None) -> Any:
             # The server's other refs point at commits we may not have (a newer spec).
-            return store.generate_pack_data([h for h in have if h in store], want,
+            return store.generate_pack_data([oid(h) for h in have if has_object(store, h)],
+                                            [oid(w) for w in want],
                                             ofs_delta=ofs_delta, progress=progress)
 
         result = client.send_pack(path, update_refs, generate_pack_data)
@@ -778,7 +779,7 @@ class History:
         prerequisites = [(sha, _subject(self._commit(sha, "excluded commit")))
                          for sha in excluded]
         count, records = self.object_store.generate_pack_data(
-            excluded, list(dict.fromkeys(refs.values())))
+            [oid(sha) for sha in excluded], [oid(sha) for sha in dict.fromkeys(refs.values())])
         if progress is not None:
             records = _counted(records, count, progress)
 
@@ -791,7 +792,7 @@ class History:
 
     def _commit(self, sha: bytes, what: str) -> Commit:
         try:
-            obj = self.object_store[sha]
+            obj = self.object_store[oid(sha)]
         except KeyError:
             raise HistoryError(f"{what} {_hex(sha)} is not in the history",
                                reason="UnknownCommit") from None

@@ -136,8 +136,8 @@ class Agent:
                 self._clean = False
                 yield state
                 self._clean = True
-        except GiterError:
-            raise
+        except (GiterError, PermissionError):
+            raise  # a file this user may not write: the CLI says whose it is and what to run
         except OSError as exc:
             raise self._storage_error(exc) from None
         except FileLocked as exc:  # recovery removed the stale ones: a live writer's

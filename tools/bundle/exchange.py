@@ -20,7 +20,7 @@ from dulwich.refs import DiskRefsContainer
 
 from giter_agent.config.agent_toml import BRANCH_RE, Limits
 from giter_agent.core.layout import STATUS_PREFIX, TRUST_FILE, status_ref
-from giter_agent.history.objects import oid, ref
+from giter_agent.history.objects import oid, ref_name
 from giter_agent.history.store import Caps, History
 from giter_agent.trust.verify import TrustRoot
 from giter_bundle.enrolment import EnrolledDevice, read_devices
@@ -151,8 +151,8 @@ class Exchange:
     def status_tips(self) -> dict[str, bytes]:
         """device id -> tip of ``refs/heads/status/<id>``."""
         out: dict[str, bytes] = {}
-        for name in self._refs.keys(base=ref(STATUS_PREFIX.rstrip(b"/"))):
-            sha = self._refs[ref(STATUS_PREFIX + name)]
+        for name in self._refs.keys(base=ref_name(STATUS_PREFIX.rstrip(b"/"))):
+            sha = self._refs[ref_name(STATUS_PREFIX + name)]
             out[name.decode(errors="replace")] = sha
         return out
 
