@@ -5,7 +5,7 @@
     python bench/death_sweep.py --budget-s 3600 --json sweep.json
     python bench/death_sweep.py --powercut ext4,btrfs   # as root: the power-cut model
 
-For each scenario (tests/deathtest.py: first sync, incremental sync, a sync that
+For each scenario (tests/support/deathtest.py: first sync, incremental sync, a sync that
 changes and prunes, loose-object packing, a network sync and push) a clean traced run
 counts each writing syscall; then the sync is run once per (syscall, fault, N) with
 ``strace -e inject=<syscall>:<fault>:when=N`` (or the O_CREAT open hook), and the next
@@ -13,7 +13,7 @@ sync must converge. Prints every point that did not, then the totals (kill point
 tried, converged) per scenario and fault: the figures docs/reliability.md records.
 Needs strace; runs as any user (no root, no loop devices). With ``--powercut FS,...``
 the sweep is instead over every fsync of the first, incremental and prune syncs on a
-loop-mounted image that loses what was not fsynced (tests/powercut.py; needs root).
+loop-mounted image that loses what was not fsynced (tests/support/powercut.py; needs root).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from deathtest import FAULTS, SCENARIOS, Case, have_strace, points
+from support.deathtest import FAULTS, SCENARIOS, Case, have_strace, points
 
 
 def main() -> int:
@@ -86,7 +86,7 @@ def main() -> int:
 
 
 def _powercut(args: argparse.Namespace, tmp: Path, start: float) -> int:
-    from powercut import Disk, cut_at, unavailable
+    from support.powercut import Disk, cut_at, unavailable
 
     tried: Counter[tuple[str, str]] = Counter()
     converged: Counter[tuple[str, str]] = Counter()

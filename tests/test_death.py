@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 
 import pytest
-from deathtest import DEVICE, FAULTS, Case, have_strace, points
+from support.deathtest import DEVICE, FAULTS, Case, have_strace, points
 
 pytestmark = pytest.mark.skipif(not have_strace(),
                                 reason="strace is not installed (Debian package strace)")

@@ -1,10 +1,10 @@
 """A really full disk (not an injected error): the state directory's, then the stick's.
 
-The device lives on a small loop-mounted ext4 image (tests/powercut.py) filled to the
+The device lives on a small loop-mounted ext4 image (tests/support/powercut.py) filled to the
 last block; the stick's outbox on a tmpfs with no room for a new bundle. The sync must
 end in one typed line (exit 1), keep the last good spec applied and reported, leave
 nothing half-written, and the next sync once space is freed must converge
-(tests/deathtest.py). Needs root and loop devices; skips elsewhere, saying why.
+(tests/support/deathtest.py). Needs root and loop devices; skips elsewhere, saying why.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import os
 import subprocess
 
 import pytest
-from deathtest import DEVICE, Case, Outcome
-from powercut import Disk, unavailable
+from support.deathtest import DEVICE, Case, Outcome
+from support.powercut import Disk, unavailable
 
 
 @pytest.fixture

@@ -1,10 +1,10 @@
 """Power cuts: the device's disk keeps only what was fsynced, and the next sync converges.
 
 The state directory, files root and stick live on a loop-mounted ext4 (and btrfs)
-image (tests/powercut.py). A sync is stopped just before its N-th fsync (so the disk
+image (tests/support/powercut.py). A sync is stopped just before its N-th fsync (so the disk
 holds exactly what the first N-1 made durable) or runs to the end, the power is cut
 (the image copied without what was not synced, and mounted again), and the next sync
-must converge as after any crash (tests/deathtest.py). A sync that exited 0 must have
+must converge as after any crash (tests/support/deathtest.py). A sync that exited 0 must have
 made everything it reported durable: after the cut, before any other sync, the state
 names the new spec and the files are as that spec says.
 """
@@ -14,8 +14,8 @@ from __future__ import annotations
 import random
 
 import pytest
-from deathtest import Case, have_strace
-from powercut import Disk, cut_at, unavailable
+from support.deathtest import Case, have_strace
+from support.powercut import Disk, cut_at, unavailable
 
 SCENARIOS = ("first", "incremental", "prune")
 KILL_POINTS = 2  # seeded fsync points per scenario and filesystem, plus the completed run

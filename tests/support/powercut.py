@@ -95,7 +95,7 @@ def cut_at(case: Any, disk: Disk, n: int | None) -> Any:
     sync that ran to the end must have made all it reported durable: it is checked
     as it is found after the cut, before any other sync.
     """
-    from deathtest import Outcome
+    from support.deathtest import Outcome
 
     case.restore()
     disk.settle()

@@ -108,7 +108,7 @@ class Case:
         self.base = base
         self.scenario = scenario
         # What the agent works on (restored before each run): a folder, or the mount
-        # point of a power-cut image (tests/powercut.py).
+        # point of a power-cut image (tests/support/powercut.py).
         self.live = live or base / "live"
         self.seed = base / "seed"  # the set-up, copied back into live
         self.dev = self.live / "device"
