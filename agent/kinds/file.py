@@ -171,6 +171,19 @@ GROUP_FIELD = Field("group", "string", "group name, resolved on the device (need
                     pattern=_ACCOUNT, message="must be a group name")
 
 
+
+def attribute_drift(target: Path, st: os.stat_result, mode: int, uid: int | None,
+                    gid: int | None, spec: dict[str, Any]) -> list[str]:
+    """How a file's mode, owner and group differ from the spec (File and Secret)."""
+    found = []
+    if st.st_mode & 0o7777 != mode:
+        found.append(f"{target} mode {st.st_mode & 0o7777:04o}, want {mode:04o}")
+    if uid is not None and st.st_uid != uid:
+        found.append(f"{target} owner uid {st.st_uid}, want {spec['owner']} ({uid})")
+    if gid is not None and st.st_gid != gid:
+        found.append(f"{target} group gid {st.st_gid}, want {spec['group']} ({gid})")
+    return found
+
 class FileKind(Kind):
     kind = "File"
 
@@ -270,13 +283,7 @@ class FileKind(Kind):
         found = []
         if current != want:
             found.append(f"{target} content sha256 {_short(current)}, want {_short(want)}")
-        if st.st_mode & 0o7777 != mode:
-            found.append(f"{target} mode {st.st_mode & 0o7777:04o}, want {mode:04o}")
-        if uid is not None and st.st_uid != uid:
-            found.append(f"{target} owner uid {st.st_uid}, want {spec['owner']} ({uid})")
-        if gid is not None and st.st_gid != gid:
-            found.append(f"{target} group gid {st.st_gid}, want {spec['group']} ({gid})")
-        return found
+        return found + attribute_drift(target, st, mode, uid, gid, spec)
 
     @staticmethod
     def write(place: Place, data: bytes, mode: int, uid: int | None, gid: int | None

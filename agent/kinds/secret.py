@@ -33,6 +33,7 @@ from giter_agent.kinds.file import (
     FileKind,
     Place,
     account_fields,
+    attribute_drift,
     check_mode,
     check_path,
     refused,
@@ -130,13 +131,7 @@ class SecretKind(FileKind):
         found = []
         if not hmac.compare_digest(content, plaintext):
             found.append(f"{target} content is not the secret's value")
-        if st.st_mode & 0o7777 != mode:
-            found.append(f"{target} mode {st.st_mode & 0o7777:04o}, want {mode:04o}")
-        if uid is not None and st.st_uid != uid:
-            found.append(f"{target} owner uid {st.st_uid}, want {spec['owner']} ({uid})")
-        if gid is not None and st.st_gid != gid:
-            found.append(f"{target} group gid {st.st_gid}, want {spec['group']} ({gid})")
-        return found
+        return found + attribute_drift(target, st, mode, uid, gid, spec)
 
     @staticmethod
     def _in_sync(target: Path, spec: dict[str, Any]) -> str:
