@@ -252,11 +252,12 @@ class Agent:
             if own_remote and net.ssh_key == self.key_path:
                 self.device_key()  # the hub knows us by it: it must exist before we connect
             remote = remote or open_remote(net)
-            lim = self.config.limits
-            remote.arm(float(lim.time_budget_s), lim.max_bundle_mib * 2**20)
+            # One budget for the whole pass: the hub's reads end when the sync's time does.
+            budget = self._budget()
+            remote.arm(budget.remaining(), self.config.limits.max_bundle_mib * 2**20)
             try:
                 with self._history() as history:
-                    return self.hub.exchange(history, state, root, remote, self._budget())
+                    return self.hub.exchange(history, state, root, remote, budget)
             finally:
                 if own_remote:
                     remote.close()
