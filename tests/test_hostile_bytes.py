@@ -18,7 +18,6 @@ from support.git import Publisher, run
 from support.servers import GitDaemon, Hub
 
 from giter_agent.cli.main import main
-from giter_agent.state.store import StateStore
 
 API = "apiVersion: giter.dev/v1alpha1\n"
 IDENT = b"Mallory <m@example.invalid> 1700000000 +0000"
@@ -82,12 +81,8 @@ REASONS = {"upper-tree": "MalformedCommit", "upper-parent": "MalformedCommit",
 
 @pytest.mark.parametrize("case", CASES)
 def test_hostile_bundle_beside_a_good_one_is_refused_alone(tmp_path, publisher, case, capsys):
-    root = tmp_path / "root"
-    root.mkdir()
-    config = tmp_path / "agent.toml"
-    config.write_text(f'device_id = "d1"\nstate_dir = "state"\nboard = "generic-mock"\n'
-                      f'allowed_signers = "{publisher.allowed_signers}"\n'
-                      f'[files]\nroots = ["{root}"]\n')
+    device = SimDevice(tmp_path, "d1", publisher.allowed_signers)
+    root, config = device.root, device.config
     inbox = tmp_path / "stick" / "giter" / "inbox"
     inbox.mkdir(parents=True)
     # Prerequisite-free hostile cases need the good history on the device first.
@@ -108,7 +103,7 @@ def test_hostile_bundle_beside_a_good_one_is_refused_alone(tmp_path, publisher, 
     out = capsys.readouterr()
     assert code == 1
     assert "Traceback" not in out.out + out.err
-    state = StateStore(tmp_path / "state").load()
+    state = device.state()
     verdicts = {b["file"]: (b["verdict"], b["reason"]) for b in state.last_sync["bundles"]}
     assert verdicts == {"a-hostile.bundle": ("refused", REASONS[case]),
                         "b-good.bundle": ("applied", "Verified")}
@@ -116,7 +111,7 @@ def test_hostile_bundle_beside_a_good_one_is_refused_alone(tmp_path, publisher, 
     assert (root / "motd").read_text() == "two\n"
     receipt = (tmp_path / "stick" / "giter" / "outbox" / "d1.txt").read_text()
     assert "a-hostile.bundle" in receipt and good in receipt
-    repo = tmp_path / "state" / "repo.git"
+    repo = device.dir / "state" / "repo.git"
     assert not list((repo / "quarantine").glob("*"))
     # Nothing of the hostile bundle reached the store: git's own check agrees.
     assert run("git", "--git-dir", repo, "fsck", "--no-dangling", check=False).returncode == 0

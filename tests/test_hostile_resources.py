@@ -13,12 +13,12 @@ import json
 from pathlib import Path
 
 import pytest
+from support.devices import SimDevice
 from support.fleet import Fleet, enrolled
 
 from giter_agent.cli.main import main
 from giter_agent.core.errors import ResourceError
 from giter_agent.spec.resources import load_yaml
-from giter_agent.state.store import StateStore
 
 API = "apiVersion: giter.dev/v1alpha1\n"
 
@@ -46,12 +46,8 @@ def hostile_texts(root: Path) -> dict[str, str]:
 @pytest.mark.parametrize("case", ["nul", "esc", "form-feed", "int-5000-digits",
                                   "hex-int-100000-digits"])
 def test_a_hostile_resource_fails_alone_and_status_says_why(tmp_path, publisher, case, capsys):
-    root = tmp_path / "root"
-    root.mkdir()
-    config = tmp_path / "agent.toml"
-    config.write_text(f'device_id = "d1"\nstate_dir = "state"\nboard = "generic-mock"\n'
-                      f'allowed_signers = "{publisher.allowed_signers}"\n'
-                      f'[files]\nroots = ["{root}"]\n')
+    device = SimDevice(tmp_path, "d1", publisher.allowed_signers)
+    root, config = device.root, device.config
     tip = publisher.commit("spec", files={
         "devices/d1/good.yaml": file_doc(root, "good", json.dumps("fine\n")),
         "devices/d1/bad.yaml": hostile_texts(root)[case],
@@ -63,7 +59,7 @@ def test_a_hostile_resource_fails_alone_and_status_says_why(tmp_path, publisher,
         out = capsys.readouterr()
         assert "Traceback" not in out.out + out.err
         assert code in (0, 3)
-    state = StateStore(tmp_path / "state").load()
+    state = device.state()
     assert state.applied == tip
     assert (root / "good").read_text() == "fine\n"
     assert not (root / "bad").exists()
