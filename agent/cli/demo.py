@@ -112,6 +112,18 @@ def run_demo(keep: Path | None = None, out: TextIO | None = None) -> int:
 
 
 def _run(work: Path, out: TextIO, *, kept: bool) -> int:
+    # The narration reports refusals itself; the agent's log lines would only repeat them.
+    # The level is put back afterwards: the demo runs inside tests and other callers too.
+    logger = logging.getLogger("giter")
+    previous = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        return _narrate(work, out, kept=kept)
+    finally:
+        logger.setLevel(previous)
+
+
+def _narrate(work: Path, out: TextIO, *, kept: bool) -> int:
     from giter_agent.config import agent_toml as config_mod
     from giter_agent.sync.agent import Agent
     from giter_agent.transport.usb import sync_stick
@@ -119,8 +131,6 @@ def _run(work: Path, out: TextIO, *, kept: bool) -> int:
     from giter_bundle.publisher import PublisherRepo
 
     say = Narrator(out)
-    # The narration reports refusals itself; the agent's log lines would only repeat them.
-    logging.getLogger("giter").setLevel(logging.ERROR)
     print(f"giter-agent demo: a signed spec goes in on a USB stick, the device acts,\n"
           f"and a signed status comes back out. Working in {work}", file=out)
     failures = 0
