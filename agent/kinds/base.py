@@ -18,13 +18,13 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from giter_agent.config.agent_toml import Services
 from giter_agent.config.settings import Settings, SettingsConfig, resolve
 from giter_agent.core.errors import ResourceError
+from giter_agent.core.times import rfc3339 as rfc3339  # re-exported: the kinds stamp status with it
 from giter_agent.kinds.fields import Field
 
 if TYPE_CHECKING:  # the board is passed in; kinds never load the board code
@@ -85,11 +85,6 @@ class Failed:
 
 
 Outcome = Done | Retry | Failed
-
-
-def rfc3339(ts: float) -> str:
-    """A status timestamp: UTC, whole seconds (finer would change status for nothing)."""
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _default_sysfs() -> Path:

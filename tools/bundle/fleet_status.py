@@ -13,15 +13,11 @@ Called by ``giter-bundle status``.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 from giter_agent.core.errors import GiterError
+from giter_agent.core.times import rfc3339
 from giter_bundle.exchange import Exchange
-
-
-def _time(seconds: int) -> str:
-    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def reported_documents(exchange: Exchange, tree: bytes, device: str, groups: tuple[str, ...]
@@ -107,7 +103,7 @@ def _device_row(exchange: Exchange, device: str, groups: tuple[str, ...], enroll
     commit = exchange.commit(status_tip)
     spec = commit.parents[-1]
     row.update(statusCommit=status_tip.decode(), observedSpec=spec.decode(),
-               onBranch=spec in on_branch, reportedAt=_time(commit.commit_time))
+               onBranch=spec in on_branch, reportedAt=rfc3339(commit.commit_time))
     if spec in on_branch:
         # Every ancestor of a commit on the branch is on it: the lag is a difference of
         # counts, walked once per distinct spec commit (a fleet observes a handful).
@@ -141,7 +137,7 @@ def fleet_status(exchange: Exchange) -> dict[str, Any]:
         rows.append(_device_row(exchange, device, enrolled.groups if enrolled else (),
                                 enrolled is not None, tips.get(device), on_branch, behind))
     return {"branch": exchange.branch, "tip": tip.decode(),
-            "tipTime": _time(exchange.commit(tip).commit_time), "devices": rows}
+            "tipTime": rfc3339(exchange.commit(tip).commit_time), "devices": rows}
 
 
 def notes(row: dict[str, Any]) -> str:
