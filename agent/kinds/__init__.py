@@ -15,6 +15,7 @@ from giter_agent.kinds.agent_settings import AgentKind
 from giter_agent.kinds.base import Kind
 from giter_agent.kinds.command import CommandKind
 from giter_agent.kinds.file import FileKind
+from giter_agent.kinds.maintenance_window import MaintenanceWindowKind
 from giter_agent.kinds.output import OutputKind
 from giter_agent.kinds.secret import SecretKind
 from giter_agent.kinds.sensor import SensorKind
@@ -24,7 +25,8 @@ from giter_agent.kinds.service import ServiceKind
 def builtin_kinds() -> dict[str, Kind]:
     """A fresh registry of the built-in kinds, by ``kind`` name."""
     return {k.kind: k for k in (FileKind(), OutputKind(), SensorKind(), ServiceKind(),
-                                CommandKind(), AgentKind(), SecretKind())}
+                                CommandKind(), AgentKind(), SecretKind(),
+                                MaintenanceWindowKind())}
 
 
 def load_kinds(entry_points: Iterable[Any] | None = None) -> dict[str, Kind]:

@@ -8,6 +8,8 @@ the device's ``[agent]`` bounds (``config.settings``), or the resource fails wit
 (``config.settings.effective``) read them. One per device, named ``agent``: a
 device's own ``Agent/agent`` then overrides its group's, as any resource does.
 Overrides live in memory; after a restart the first pass sets them again.
+``defaultWindow`` names the ``MaintenanceWindow`` that every resource without a
+``window`` of its own waits for (the reconciler reads it: ``giter_agent.spec.windows``).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from giter_agent.kinds.base import (
     applied_before,
 )
 from giter_agent.kinds.fields import Field, check_declared
+from giter_agent.spec import windows
 
 NAME = "agent"
 
@@ -39,6 +42,9 @@ class AgentKind(Kind):
         Field(SPEC_FIELDS["sync_interval"], "number", "seconds between syncs (within the "
               "device's [agent] bounds)", minimum=1, maximum=30 * 86400),
         Field(SPEC_FIELDS["log_level"], "string", "the agent's log level", enum=LOG_LEVELS),
+        Field(windows.DEFAULT_WINDOW_FIELD, "string", "the MaintenanceWindow every "
+              "resource without a window of its own waits for", pattern=windows.NAME_PATTERN,
+              message="must name a MaintenanceWindow"),
     )
 
     def validate(self, spec: dict[str, Any]) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from giter_agent.config.settings import Settings, SettingsConfig, resolve
 from giter_agent.core.errors import ResourceError
 from giter_agent.core.times import rfc3339 as rfc3339  # re-exported: the kinds stamp status with it
 from giter_agent.kinds.fields import Field
+from giter_agent.spec import windows
 
 if TYPE_CHECKING:  # the board is passed in; kinds never load the board code
     from giter_agent.device.board import Board
@@ -180,7 +181,8 @@ class Kind:
 
     kind: str  # the resource kind it serves; a class attribute, set by each kind
     # Fields every kind accepts; the reconciler, not the kind, acts on them.
-    COMMON: ClassVar[frozenset[str]] = frozenset({"prune", "dependsOn", "reconcile"})
+    COMMON: ClassVar[frozenset[str]] = frozenset({"prune", "dependsOn", "reconcile",
+                                                   "window"})
     # The kind's own spec fields, declared once (``giter_agent.kinds.fields``): its
     # ``validate`` checks them through ``check_declared`` and its JSON Schema is made
     # from them. None: the kind has no declared schema (a plug-in may not have one).
@@ -231,6 +233,7 @@ class Common:
     prune: bool = True
     depends_on: tuple[str, ...] = ()
     observe_only: bool = False
+    window: str | None = None  # a MaintenanceWindow's name: changes wait for it
 
 
 RECONCILE_MODES = ("apply", "observe-only")
@@ -246,17 +249,22 @@ COMMON_FIELDS = (
           message="must be a list of resource names (\"name\" or \"Kind/name\")"),
     Field("reconcile", "string", "apply: act; observe-only: report drift, never act",
           enum=RECONCILE_MODES, default="apply"),
+    Field("window", "string", "apply changes only inside this MaintenanceWindow (by name)",
+          pattern=windows.NAME_PATTERN,
+          message="must name a MaintenanceWindow (lower-case letters, digits, '-' and '.')"),
 )
 
 
 def common_fields(spec: dict[str, Any]) -> Common:
-    """Validate ``prune``, ``dependsOn`` and ``reconcile``; ``ResourceError`` names the field."""
+    """Validate ``prune``, ``dependsOn``, ``reconcile`` and ``window``; ``ResourceError``
+    names the field."""
     for f in COMMON_FIELDS:
         if f.name in spec:
             f.validate(spec[f.name])
     deps = spec.get("dependsOn", [])
     return Common(prune=spec.get("prune", True), depends_on=tuple(dict.fromkeys(deps)),
-                  observe_only=spec.get("reconcile", "apply") == "observe-only")
+                  observe_only=spec.get("reconcile", "apply") == "observe-only",
+                  window=spec.get("window"))
 
 
 def fingerprint(spec: dict[str, Any]) -> str:

@@ -38,11 +38,13 @@ from giter_agent.kinds.base import (
     Kind,
     Outcome,
     Retry,
+    applied_before,
     common_fields,
     fingerprint,
     rfc3339,
 )
 from giter_agent.spec.resources import Resource, SpecSet
+from giter_agent.spec.windows import EXEMPT_KINDS, Gate, gate_for
 
 log = logging.getLogger("giter.reconcile")
 
@@ -52,6 +54,8 @@ MAX_BACKOFF_S = 3600.0
 MIN_RETRY_S = 1.0  # a kind asking to retry at once must not spin the daemon
 # How many corrections a drift record lists (the newest pass's, one line each).
 MAX_DRIFT_CHANGES = 8
+# A change held back by its maintenance window (``spec.windows``): no backoff, no error.
+HELD = ("OutsideWindow", "WindowUnknown", "UnknownWindow")
 
 
 @dataclass
@@ -269,9 +273,14 @@ def spec_order(specset: SpecSet) -> Order:
 
 def reconcile(specset: SpecSet, ctx: Context, kinds: dict[str, Kind],
               previous: dict[str, dict[str, Any]], spec_commit: str,
-              clock: Callable[[], float] | None = None) -> PassResult:
-    """Apply every resource of ``specset``; prune what ``previous`` had and it lacks."""
+              clock: Callable[[], float] | None = None, *, urgent: str | None = None,
+              spec_time: float | None = None) -> PassResult:
+    """Apply every resource of ``specset``; prune what ``previous`` had and it lacks.
+
+    ``urgent`` (the spec commit's ``Giter-Urgent:`` reason) and ``spec_time`` (its date)
+    steer the maintenance windows (``spec.windows``)."""
     now = (clock or ctx.clock)()
+    gate = gate_for(specset, urgent=urgent, spec_time=spec_time)
     out = PassResult()
     ctx.clear_wakeups()  # each pass asks afresh for what it needs next
     ctx.records = previous
@@ -282,7 +291,7 @@ def reconcile(specset: SpecSet, ctx: Context, kinds: dict[str, Kind],
     for key in order.keys:
         res = by_key[key]
         out.records[key] = _reconcile_one(res, previous.get(key), ctx, kinds, order,
-                                          out, spec_commit, now)
+                                          out, spec_commit, now, gate)
 
     for bad in specset.invalid:
         # A duplicate shares its key with the resource that applies: file it by path.
@@ -304,7 +313,7 @@ def reconcile(specset: SpecSet, ctx: Context, kinds: dict[str, Kind],
                           document=prev.get("document"))
         out.records[key] = record
 
-    _prune(previous, out, ctx, kinds)
+    _prune(previous, out, ctx, kinds, gate)
     return out
 
 
@@ -317,7 +326,7 @@ def _previous_at(previous: dict[str, dict[str, Any]], path: str) -> dict[str, An
 
 def _reconcile_one(res: Resource, prev: dict[str, Any] | None, ctx: Context,
                    kinds: dict[str, Kind], order: Order, out: PassResult, spec_commit: str,
-                   now: float) -> dict[str, Any]:
+                   now: float, gate: Gate) -> dict[str, Any]:
     record: dict[str, Any] = {"kind": res.kind, "name": res.name, "path": res.path,
                               "spec": res.spec, "document": res.document}
     same_document = prev is not None and prev.get("document") == res.document
@@ -334,7 +343,7 @@ def _reconcile_one(res: Resource, prev: dict[str, Any] | None, ctx: Context,
         _note_retry(out, backoff["notBefore"] - now)
         return record
 
-    outcome, spec = _evaluate(res, kinds, ctx, order, out)
+    outcome, spec = _evaluate(res, kinds, ctx, order, out, gate, now)
     fp = fingerprint(spec) if spec is not None else None
     in_effect_before = (fp is not None and prev is not None and _ready(prev)
                         and prev.get("fingerprint") == fp)
@@ -376,8 +385,13 @@ def _reconcile_one(res: Resource, prev: dict[str, Any] | None, ctx: Context,
     if drift:
         status["drift"] = drift
 
+    if isinstance(outcome, Retry) and outcome.reason in HELD:
+        # Waiting for a window: no backoff; the pass after it opens applies the change.
+        if outcome.after > 0:
+            ctx.request_wakeup(now + outcome.after)
+            _note_retry(out, outcome.after)
     # A dependent has no backoff of its own: its dependency's passes decide when it runs.
-    if isinstance(outcome, Retry) and outcome.reason != "DependencyNotReady":
+    elif isinstance(outcome, Retry) and outcome.reason != "DependencyNotReady":
         attempts = (backoff or {}).get("attempts", 0) + 1
         base = max(outcome.after, MIN_RETRY_S)
         delay = max(base, min(base * 2 ** min(attempts - 1, 20), MAX_BACKOFF_S))
@@ -387,6 +401,12 @@ def _reconcile_one(res: Resource, prev: dict[str, Any] | None, ctx: Context,
         _note_retry(out, delay)
     if ready and fp is not None:
         record["fingerprint"] = fp
+    if isinstance(outcome, Retry) and outcome.reason in HELD and prev and "spec" in prev:
+        # The previous spec is still what the device runs: keep it on record, so that
+        # drift is judged and a removal undone against what is really in effect.
+        record.update(spec=prev["spec"], document=prev.get("document"))
+        if prev.get("fingerprint"):
+            record["fingerprint"] = prev["fingerprint"]
     if outcome.memory is not None:
         record["memory"] = outcome.memory
     record["status"] = status
@@ -430,9 +450,44 @@ def check(res: Resource, kinds: dict[str, Kind], order: Order) -> Checked | Fail
     return Checked(kind, common, spec)
 
 
+def held_by_window(res_kind: str, key: str, kind: Kind, common: Common,
+                   spec: dict[str, Any], ctx: Context, gate: Gate, now: float) -> Retry | None:
+    """A change that must wait for its maintenance window, as the outcome to report.
+
+    Only changes wait: a spec the last pass left in effect is kept right (drift is
+    corrected) at any time, and observing never waits."""
+    if res_kind in EXEMPT_KINDS or not kind.ACTS or common.observe_only:
+        return None
+    if applied_before(key, spec, ctx):
+        return None
+    held = gate.hold(common.window, now)
+    if held is None:
+        return None
+    reopens = gate.reopens(common.window, now)
+    return Retry(held[0], held[1], max(0.0, reopens - now) if reopens is not None else 0)
+
+
+def _keep_in_effect(key: str, kind: Kind, ctx: Context) -> None:
+    """While a change waits for its window, keep the spec in effect right (drift is
+    corrected at any time): apply the previous spec again, as any pass would."""
+    prev = ctx.records.get(key) or {}
+    if not prev.get("fingerprint") or "spec" not in prev:
+        return
+    try:
+        old = kind.validate(dict(prev["spec"]))
+        if fingerprint(old) == prev["fingerprint"]:
+            outcome = kind.apply(key, old, ctx)
+            if isinstance(outcome, Done) and outcome.changes:
+                log.warning("%s drifted from the spec in effect and was corrected: %s", key,
+                            "; ".join(outcome.changes))
+    except Exception as exc:  # a held change must not fail the pass
+        log.warning("%s: keeping the spec in effect failed: %s", key, exc)
+
+
 def _evaluate(res: Resource, kinds: dict[str, Kind], ctx: Context, order: Order,
-              out: PassResult) -> tuple[Outcome, dict[str, Any] | None]:
-    """Check, wait for dependencies, then apply (or only observe): the typed outcome."""
+              out: PassResult, gate: Gate, now: float
+              ) -> tuple[Outcome, dict[str, Any] | None]:
+    """Check, wait for dependencies and windows, then apply (or only observe)."""
     checked = check(res, kinds, order)
     if isinstance(checked, Failed):
         return checked, None
@@ -442,6 +497,10 @@ def _evaluate(res: Resource, kinds: dict[str, Kind], ctx: Context, order: Order,
     if waiting:
         return Retry("DependencyNotReady", f"waiting for {', '.join(waiting)} to be Ready",
                      0), spec
+    held = held_by_window(res.kind, res.key, kind, common, spec, ctx, gate, now)
+    if held is not None:
+        _keep_in_effect(res.key, kind, ctx)
+        return held, spec
     try:
         if common.observe_only and kind.ACTS:
             return _observe(res, kind, spec, ctx), spec
@@ -490,6 +549,7 @@ class Leaving:
     kind: Kind | None  # None: no such kind on this agent, nothing to undo
     spec: dict[str, Any] | None  # the validated spec to undo; None: nothing valid
     problem: str = ""  # why there is nothing valid to undo
+    window: str | None = None  # the maintenance window its removal waits for
 
 
 def leaving_resources(previous: dict[str, dict[str, Any]], keys: set[str],
@@ -519,16 +579,31 @@ def leaving_resources(previous: dict[str, dict[str, Any]], keys: set[str],
             out.append(Leaving(key, prev, None, kind, None,
                                f"HandlerError: validate: {type(exc).__name__}: {exc}"))
             continue
-        out.append(Leaving(key, prev, None, kind, spec))
+        out.append(Leaving(key, prev, None, kind, spec, window=common.window))
     return out
 
 
 def _prune(previous: dict[str, dict[str, Any]], out: PassResult, ctx: Context,
-           kinds: dict[str, Kind]) -> None:
+           kinds: dict[str, Kind], gate: Gate) -> None:
     invalid_paths = {r["path"] for r in out.records.values() if r.get("invalid")}
     now = ctx.clock()
     for step in leaving_resources(previous, set(out.records), invalid_paths, kinds):
         if step.kept is not None:
+            continue
+        held = (gate.hold(step.window, now)
+                if step.kind is not None and step.previous.get("kind") not in EXEMPT_KINDS
+                else None)
+        if held is not None:
+            # A removal is a change too: the resource stays as it was, reported, until
+            # its window opens (the record keeps its spec, so a later pass prunes it).
+            prev = step.previous
+            reopens = gate.reopens(step.window, now)
+            if reopens is not None:
+                ctx.request_wakeup(reopens)
+                _note_retry(out, reopens - now)
+            out.records[step.key] = {
+                **prev, "status": {**prev.get("status", {}), "conditions": [_condition(
+                    "Ready", False, held[0], f"removal {held[1]}", now, prev)]}}
             continue
         if step.kind is not None and step.spec is not None:
             try:

@@ -16,8 +16,9 @@ from typing import Any
 
 from giter_agent.core.errors import NoPins, ResourceError
 from giter_agent.kinds.base import Context, Failed, Kind
-from giter_agent.reconcile.engine import check, leaving_resources, spec_order
+from giter_agent.reconcile.engine import check, held_by_window, leaving_resources, spec_order
 from giter_agent.spec.resources import SpecSet, prefixes, select
+from giter_agent.spec.windows import EXEMPT_KINDS, gate_for
 
 CHANGE, NONE, INVALID, PRUNE, KEEP, UNKNOWN = ("change", "none", "invalid", "prune", "keep",
                                                "unknown")
@@ -63,9 +64,28 @@ def read_spec(repo: Path, commit: str, device_id: str, groups: tuple[str, ...]) 
     return select(files)
 
 
+def window_facts(repo: Path, commit: str) -> tuple[str | None, float]:
+    """The spec commit's ``Giter-Urgent:`` reason and date (what windows depend on)."""
+    from dulwich.object_store import DiskObjectStore
+
+    from giter_agent.history.objects import read_commit
+    from giter_agent.trust.verify import urgent_of
+
+    store = DiskObjectStore(str(repo / "objects"))
+    try:
+        spec_commit = read_commit(store, commit.encode())
+        return urgent_of(spec_commit.message), float(spec_commit.commit_time)
+    finally:
+        store.close()
+
+
 def plan(specset: SpecSet, ctx: Context, kinds: dict[str, Kind],
-         previous: dict[str, dict[str, Any]]) -> list[Step]:
-    """The plan for ``specset`` given the last pass's ``previous`` records."""
+         previous: dict[str, dict[str, Any]], *, urgent: str | None = None,
+         spec_time: float | None = None) -> list[Step]:
+    """The plan for ``specset`` given the last pass's ``previous`` records; a change
+    that a maintenance window holds says until when."""
+    gate = gate_for(specset, urgent=urgent, spec_time=spec_time)
+    now = ctx.clock()
     ctx.records = previous
     ctx.generations = {r.key: r.generation for r in specset.resources}
     by_key = {r.key: r for r in specset.resources}
@@ -94,6 +114,9 @@ def plan(specset: SpecSet, ctx: Context, kinds: dict[str, Kind],
         elif change is None:
             steps.append(Step(key, NONE, "no change" + suffix))
         else:
+            held = held_by_window(res.kind, key, kind, common, spec, ctx, gate, now)
+            if held is not None:
+                suffix += f"; waits: {held.reason}: {held.message}"
             steps.append(Step(key, CHANGE, change + suffix))
     for bad in specset.invalid:
         steps.append(Step(bad.key, INVALID, f"{bad.path}: {bad.reason}: {bad.message}"))
@@ -117,5 +140,9 @@ def plan(specset: SpecSet, ctx: Context, kinds: dict[str, Kind],
                 steps.append(Step(step.key, UNKNOWN,
                                   f"cannot plan the prune: {type(exc).__name__}: {exc}"))
                 continue
+            prev_kind = step.previous.get("kind")
+            waits = None if prev_kind in EXEMPT_KINDS else gate.hold(step.window, now)
+            if waits is not None:
+                detail += f"; waits: {waits[0]}: {waits[1]}"
             steps.append(Step(step.key, PRUNE, detail))
     return steps

@@ -73,7 +73,13 @@ class SpecApplier:
             report.message = invalid_spec + (
                 f"; spec {state.applied[:12]} stays applied" if state.applied else "")
         if specset is not None and state.applied:
-            result = reconcile(specset, self.ctx, self.kinds, state.resources, state.applied)
+            from giter_agent.trust.verify import urgent_of
+
+            # The spec commit's date and Giter-Urgent: trailer steer maintenance windows.
+            spec_commit = read_commit(history.object_store, state.applied.encode())
+            result = reconcile(specset, self.ctx, self.kinds, state.resources, state.applied,
+                               urgent=urgent_of(spec_commit.message),
+                               spec_time=float(spec_commit.commit_time))
             state.resources = result.records
             report.not_ready = result.not_ready
             report.resources = result.records

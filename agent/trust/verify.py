@@ -371,7 +371,7 @@ def parse_rfc3339(value: str) -> datetime:
     return when.astimezone(UTC)
 
 
-def _trailers(message: bytes, pattern: re.Pattern[str]) -> list[str]:
+def trailer_values(message: bytes, pattern: re.Pattern[str]) -> list[str]:
     """Values of the lines matching ``pattern`` in the last paragraph of a commit message.
 
     Any matching line in that paragraph counts, even among non-trailer lines: a
@@ -391,7 +391,7 @@ def expires_of(message: bytes, commit: bytes | None = None) -> datetime | None:
 
     Two of them, or one that does not parse, is a rejection.
     """
-    values = _trailers(message, _EXPIRES)
+    values = trailer_values(message, _EXPIRES)
     if not values:
         return None
     name = commit.decode() if commit else "the new tip"
@@ -404,9 +404,20 @@ def expires_of(message: bytes, commit: bytes | None = None) -> datetime | None:
         raise _refuse("InvalidExpires", f"commit {name}: Expires: {exc}", commit) from None
 
 
+URGENT_TRAILER = "Giter-Urgent"
+_URGENT = re.compile(re.escape(URGENT_TRAILER) + r"[ \t]*:(.*)", re.IGNORECASE)
+
+
+def urgent_of(message: bytes) -> str | None:
+    """The ``Giter-Urgent:`` trailer's reason ("" when it gives none), or None: a spec
+    commit that overrides maintenance windows (``spec.windows``)."""
+    values = trailer_values(message, _URGENT)
+    return values[0] if values else None
+
+
 def branch_of(message: bytes, commit: bytes | None = None) -> str | None:
     """The branch a commit names in its ``Giter-Branch:`` trailer, if any (two: refused)."""
-    values = _trailers(message, _BRANCH)
+    values = trailer_values(message, _BRANCH)
     if len(values) > 1:
         name = commit.decode() if commit else "the new tip"
         raise _refuse("WrongBranch", f"commit {name} has {len(values)} {BRANCH_TRAILER}: "

@@ -361,9 +361,30 @@ def lint_tree(store, tree: bytes, kinds: dict | None = None,
     seen: set[tuple[str, str]] = set()
     for device in devices.values():
         files = [f for p in prefixes(device.id, device.groups) for f in folders.get(p, [])]
-        for bad in select(files).invalid:
+        specset = select(files)
+        for bad in specset.invalid:
             if bad.reason == "DuplicateResource" and (bad.path, bad.message) not in seen:
                 seen.add((bad.path, bad.message))
                 findings.append(Finding(bad.path, bad.reason,
                                         f"{bad.message} (both reach {device.id})"))
+        for path, message in _window_problems(specset, device.id):
+            if (path, message) not in seen:
+                seen.add((path, message))
+                findings.append(Finding(path, "UnknownWindow", message))
     return findings
+
+
+def _window_problems(specset: Any, device: str) -> list[tuple[str, str]]:
+    """Resources whose maintenance window does not reach ``device``: their changes would
+    wait for ever (the device holds them as ``UnknownWindow``)."""
+    from giter_agent.spec.windows import EXEMPT_KINDS, gate_for
+
+    gate = gate_for(specset, urgent=None, spec_time=None)
+    out = []
+    for res in specset.resources:
+        name = res.spec.get("window") or gate.default
+        if res.kind in EXEMPT_KINDS or not isinstance(name, str) or name in gate.schedules:
+            continue
+        out.append((res.path, f"window {name!r}: no valid MaintenanceWindow of that name "
+                    f"reaches {device}, so its changes would wait for ever"))
+    return out

@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     from giter_agent.cli.commands import load_config
     from giter_agent.core.clikit import emit
     from giter_agent.core.errors import TreeError
-    from giter_agent.reconcile.plan import plan, read_spec, refuse_pins
+    from giter_agent.reconcile.plan import plan, read_spec, refuse_pins, window_facts
     from giter_agent.state.store import StateStore
     from giter_agent.sync.agent import Agent
 
@@ -56,7 +56,9 @@ def run(args: argparse.Namespace) -> int:
             print(f"giter-agent: {exc.reason}: spec {state.accepted[:12]}: {exc}",
                   file=sys.stderr)
             return 1
-        steps = plan(specset, agent.ctx, agent.kinds, state.resources)
+        urgent, spec_time = window_facts(agent.repo_path, state.accepted)
+        steps = plan(specset, agent.ctx, agent.kinds, state.resources, urgent=urgent,
+                     spec_time=spec_time)
     finally:
         agent.close()
     counts = {a: sum(1 for s in steps if s.action == a) for a in _MARK}
