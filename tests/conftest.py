@@ -68,6 +68,21 @@ def publisher(tmp_path, publisher_key) -> Publisher:
 
 
 @pytest.fixture
+def fleet(tmp_path, publisher_key):
+    """An exchange repository made by ``giter-bundle init`` (``support.fleet.Fleet``)."""
+    from support.fleet import Fleet
+
+    return Fleet(tmp_path, publisher_key)
+
+
+@pytest.fixture
+def stick(tmp_path) -> Path:
+    """An empty folder standing in for a mounted USB stick."""
+    (tmp_path / "stick").mkdir()
+    return tmp_path / "stick"
+
+
+@pytest.fixture
 def clock():
     """A fake clock the test moves by hand (tests/kinds_helpers.py)."""
     from support.kinds import Clock

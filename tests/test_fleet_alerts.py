@@ -26,17 +26,6 @@ from giter_bundle.exchange import Exchange
 from giter_bundle.fleet_status import fleet_status
 
 
-@pytest.fixture
-def fleet(tmp_path, publisher_key) -> Fleet:
-    return Fleet(tmp_path, publisher_key)
-
-
-@pytest.fixture
-def stick(tmp_path) -> Path:
-    (tmp_path / "stick").mkdir()
-    return tmp_path / "stick"
-
-
 def commit_time(fleet: Fleet, rev: str) -> int:
     return int(fleet.git("log", "-1", "--format=%ct", rev).stdout)
 

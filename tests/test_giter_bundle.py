@@ -18,23 +18,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from support.fleet import API, BEACON, Device, Fleet, bundle_verifies, capture, enrolled, motd
+from support.fleet import API, BEACON, Device, bundle_verifies, capture, enrolled, motd
 from support.git import run, ssh_keygen
 
 from giter_agent.history.bundle import read_header
 from giter_agent.transport.hub_status import read_hub_status
 from giter_bundle.cli import main as bundle_main
-
-
-@pytest.fixture
-def fleet(tmp_path, publisher_key) -> Fleet:
-    return Fleet(tmp_path, publisher_key)
-
-
-@pytest.fixture
-def stick(tmp_path) -> Path:
-    (tmp_path / "stick").mkdir()
-    return tmp_path / "stick"
 
 
 def test_status_bundles_leave_out_what_the_hub_holds_and_only_that(tmp_path, fleet, stick):

@@ -14,7 +14,6 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-import pytest
 from support.fleet import BEACON, Device, Fleet, capture, enrolled, motd
 from support.git import run, ssh_keygen
 
@@ -25,17 +24,6 @@ from giter_agent.status.documents import make_status_commit
 from giter_agent.trust import sshsig
 from giter_agent.trust.signed_commit import sign_commit
 from giter_bundle.cli import main as bundle_main
-
-
-@pytest.fixture
-def fleet(tmp_path, publisher_key) -> Fleet:
-    return Fleet(tmp_path, publisher_key)
-
-
-@pytest.fixture
-def stick(tmp_path) -> Path:
-    (tmp_path / "stick").mkdir()
-    return tmp_path / "stick"
 
 
 def hub_snapshot(fleet: Fleet) -> tuple:

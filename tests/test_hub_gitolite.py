@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from support.fleet import Fleet, enrolled, motd
+from support.fleet import enrolled, motd
 from support.git import run, ssh_keygen
 from support.servers import Gitolite
 
@@ -24,11 +24,6 @@ from giter_bundle.hub_gitolite import publisher_user
 
 needs_gitolite = pytest.mark.skipif(Gitolite.missing() is not None,
                                     reason=Gitolite.missing() or "")
-
-
-@pytest.fixture
-def fleet(tmp_path, publisher_key) -> Fleet:
-    return Fleet(tmp_path, publisher_key)
 
 
 def admin_tree(tmp_path: Path) -> Path:
