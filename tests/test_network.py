@@ -422,7 +422,7 @@ def test_ssh_key_defaults_to_the_enrolled_device_key(tmp_path):
 
 
 def test_ssh_client_never_trusts_on_first_use(tmp_path):
-    from giter_agent.transport.network import PinnedSSH
+    from giter_agent.transport.network.ssh import PinnedSSH
 
     argv = PinnedSSH(tmp_path / "k", tmp_path / "kh", 7, 40).argv(
         "hub", "git-upload-pack '/srv/fleet.git'", "git", 2222, None)
