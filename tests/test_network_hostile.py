@@ -90,7 +90,7 @@ def test_a_hub_trickling_bytes_is_cut_at_the_time_budget(tmp_path, publisher):
         dev = device(tmp_path, publisher, port, time_budget_s=1)
         report = dev.sync()
     assert (report.outcome, report.reason) == ("error", "TimeBudgetExceeded")
-    assert dev.state().network["reason"] == "TimeBudgetExceeded"
+    assert dev.state().network.reason == "TimeBudgetExceeded"
 
 
 def test_one_budget_counts_time_and_bytes_on_the_sync_clock():
@@ -320,8 +320,8 @@ def test_an_http_hub_is_read_inside_the_same_budget(applied, talk, budget_s, rea
         report = applied.sync()
     assert (report.outcome, report.reason, report.exit_code) == ("error", reason, 4)
     state = applied.state()
-    assert state.network["state"] == "error" and state.network["reason"] == reason
-    assert "\n" not in state.network["message"]
+    assert state.network.state == "error" and state.network.reason == reason
+    assert "\n" not in state.network.message
     assert applied.snapshot() == before and repository(applied) == refs
     assert applied.motd() == "from the stick\n"
 
