@@ -189,7 +189,7 @@ def test_lost_hub_mid_fetch_then_gone_then_back(tmp_path, publisher, hub, gitd):
     report = dev.sync()
     assert report.outcome == "applied" and dev.state().accepted == tip
     net = dev.state().network
-    assert net["state"] == "online" and net["failures"] == 0
+    assert net is not None and net.state == "online" and net.failures == 0
 
 
 def test_push_refused_because_hub_moved_is_retried_after_fetch(tmp_path, publisher, hub,

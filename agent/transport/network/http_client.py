@@ -34,10 +34,12 @@ if TYPE_CHECKING:
     from giter_agent.core.budget import Budget
 
 
-def is_advertisement(data: bytes | Iterator[bytes] | None) -> bool:
-    """Does a request with body ``data`` ask for the ref advertisement (``info/refs``, a
-    GET; or protocol v2's ``ls-refs``)? A request for objects or a push does not."""
-    return data is None or (isinstance(data, bytes) and b"command=ls-refs" in data)
+def is_advertisement(url: str, data: bytes | Iterator[bytes] | None) -> bool:
+    """Does a request for ``url`` with body ``data`` ask for the ref advertisement
+    (``info/refs``, or protocol v2's ``ls-refs``)? A request for objects or a push does not."""
+    if isinstance(data, bytes) and b"command=ls-refs" in data:
+        return True
+    return data is None and "/info/refs" in url.split("?", 1)[0]
 
 
 class RequestMeter:
@@ -127,7 +129,8 @@ def _client_class() -> type:
             if self.budget is None:
                 self._meters.current = None
                 return super()._http_request(url, headers, data, raise_for_status)
-            meter = Meter(self.budget, self._display, advertising=is_advertisement(data))
+            meter = Meter(self.budget, self._display,
+                          advertising=is_advertisement(url, data))
             self._meters.current = meter
             connect, read = self._timeouts
             # Connecting and sending end with the budget too (a send's timeout is its total).
