@@ -255,7 +255,7 @@ def test_sync_bundle_file_and_status_output(tmp_path, publisher, device, capsys)
     assert device.cli("status", "--json") == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["appliedCommit"] == tip and doc["lastSync"]["outcome"] == "applied"
-    conds = doc["resources"]["File/motd"].status["conditions"]
+    conds = doc["resources"]["File/motd"]["status"]["conditions"]
     assert conds[0]["type"] == "Ready" and conds[0]["status"] == "True"
     assert device.cli("status") == 0
     text = capsys.readouterr().out
