@@ -19,7 +19,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from giter_agent.core.errors import BundleError, NetworkError, Reason
+from giter_agent.core.errors import BundleError, NetworkError
 
 
 class Budget:
@@ -40,7 +40,7 @@ class Budget:
         self.checks += 1
         if self._clock() > self._end:
             raise BundleError(f"sync took longer than time_budget_s={self.budget_s:g}",
-                              reason=Reason.TimeBudgetExceeded)
+                              reason="TimeBudgetExceeded")
 
     def progress(self, _message: bytes | str = b"") -> None:
         """The shape of dulwich's progress callback (called per object): a check."""
@@ -57,7 +57,7 @@ class Budget:
         if left <= 0:
             raise NetworkError(f"{peer}: the hub did not finish within the sync's "
                                f"time_budget_s={self.budget_s:g}",
-                               reason=Reason.TimeBudgetExceeded)
+                               reason="TimeBudgetExceeded")
         return left
 
     def receive(self, n: int, peer: str) -> None:
@@ -65,4 +65,4 @@ class Budget:
         self.received += n
         if self.max_bytes is not None and self.received > self.max_bytes:
             raise NetworkError(f"{peer}: the hub sent more than {self.max_bytes} bytes "
-                               "(max_bundle_mib)", reason=Reason.TooLarge)
+                               "(max_bundle_mib)", reason="TooLarge")

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 from giter_agent.core.budget import Budget
-from giter_agent.core.errors import NetworkError, Reason
+from giter_agent.core.errors import NetworkError
 
 # What a hub may send before we ask it for a pack: its ref advertisement (protocol v2
 # lists only the refs we ask about; even v0 for a fleet of 10 000 devices is ~1 MiB).
@@ -64,7 +64,7 @@ class Meter:
                 self.advertised += n
                 if self.advertised > self.max_advertisement:
                     raise NetworkError(f"{self.peer}: the hub sent a ref advertisement over "
-                                       f"{self.max_advertisement} bytes", reason=Reason.TooLarge)
+                                       f"{self.max_advertisement} bytes", reason="TooLarge")
         except NetworkError as exc:
             self.breach = exc
             raise
