@@ -1,6 +1,6 @@
 """Benchmark: a git:// fetch read inside the sync's budget, against dulwich's own reader and git.
 
-Every byte a git:// hub sends now goes through ``transport.network.BudgetedSocket``
+Every byte a git:// hub sends now goes through ``transport.network.metered.BudgetedSocket``
 (unbuffered ``recv`` calls, each bounded by what is left of ``time_budget_s``, every
 byte counted against the caps). This measures what that costs: the same pack is
 fetched from a local ``git daemon`` on 127.0.0.1
@@ -27,8 +27,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from giter_agent.core.budget import Budget
 from giter_agent.history.store import History
-from giter_agent.transport.network import Remote, _timed_tcp_class
+from giter_agent.transport.network import Remote
+from giter_agent.transport.network.git_tcp import tcp_client_class
 
 REF = b"refs/heads/main"
 
@@ -69,7 +71,7 @@ def fetch_with(client_factory: Callable[[], object], arm: bool) -> Callable[[Pat
         client = client_factory()
         remote = Remote(client, "/fleet.git", "bench")
         if arm:
-            remote.arm(600.0, 4096 * 2**20)
+            remote.arm(Budget(600.0, max_bytes=4096 * 2**20))
         with History(target) as history, \
                 history.quarantine_fetch(client, "/fleet.git", (REF,)) as q:
             q.promote()
@@ -98,7 +100,7 @@ def main() -> int:
                     if s.connect_ex(("127.0.0.1", port)) == 0:
                         break
                 time.sleep(0.05)
-            timed = _timed_tcp_class()
+            timed = tcp_client_class()
             ours = best(args.runs, fetch_with(lambda: timed("127.0.0.1", port, 10, 60), True),
                         base)
             stock = best(args.runs, fetch_with(lambda: TCPGitClient("127.0.0.1", port=port),

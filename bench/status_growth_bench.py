@@ -147,7 +147,7 @@ def run(args: argparse.Namespace) -> None:
         packed_before = packed_bytes(repo)
         state = agent.state_store.load()
         tips = {state.status_tip}
-        last = {key: rec["status"] for key, rec in state.resources.items()}
+        last = {key: rec.status for key, rec in state.resources.items()}
         causes: dict[str, int] = {}
 
         end = start + args.hours * 3600
@@ -173,7 +173,7 @@ def run(args: argparse.Namespace) -> None:
                 tips.add(state.status_tip)
                 cause = _cause(last, state.resources, args.report_interval)
                 causes[cause] = causes.get(cause, 0) + 1
-                last = {key: rec["status"] for key, rec in state.resources.items()}
+                last = {key: rec.status for key, rec in state.resources.items()}
         wall = time.monotonic() - wall
         agent.close()
         after = tree_bytes(repo)
@@ -214,7 +214,7 @@ def _cause(before: dict, after: dict, report_interval: float) -> str:
     parts = []
     for key in sorted(k for k in after if after[k]["status"] != before.get(k)):
         name = key.split("/", 1)[1]
-        status = after[key]["status"]
+        status = after[key].status
         old_flags = [c["status"] for c in before.get(key, {}).get("conditions", [])[1:]]
         if [c["status"] for c in status["conditions"][1:]] != old_flags:
             parts.append(f"{name} threshold")

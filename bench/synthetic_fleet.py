@@ -53,8 +53,9 @@ def _rfc3339(t: float) -> str:
 
 
 def _records(spec_tree_files: dict[str, Any], ready: bool, temp: float, spread: float,
-             at: float, spec_hex: str) -> dict[str, dict[str, Any]]:
+             at: float, spec_hex: str) -> dict[str, Any]:
     from giter_agent.spec.resources import load_yaml
+    from giter_agent.state.records import ResourceRecord
 
     cond_time = _rfc3339(at)
     motd = load_yaml(spec_tree_files["groups/all/motd.yaml"])
@@ -63,7 +64,7 @@ def _records(spec_tree_files: dict[str, Any], ready: bool, temp: float, spread: 
                   "reason": "Applied" if ready else "WriteFailed",
                   "message": "" if ready else "/srv/giter: read-only file system",
                   "lastTransitionTime": cond_time}
-    return {
+    plain = {
         "File/motd": {"path": "groups/all/motd.yaml", "document": motd, "status": {
             "observedGeneration": motd["metadata"]["generation"], "specCommit": spec_hex,
             "conditions": [ready_cond],
@@ -78,6 +79,7 @@ def _records(spec_tree_files: dict[str, Any], ready: bool, temp: float, spread: 
                              "min": round(temp - spread, 3), "max": round(temp + spread, 3),
                              "mean": round(temp + spread / 4, 3)}}}},
     }
+    return {key: ResourceRecord.from_plain(rec) for key, rec in plain.items()}
 
 
 def make_fleet(root: Path, devices: int, *, reports: int = 3, spec_commits: int = 20,

@@ -78,7 +78,7 @@ def test_an_agent_killed_while_its_command_runs_does_not_run_it_again(tmp_path, 
     assert again.returncode == 3, again.stderr  # applied; the command is not Ready
     assert starts.read_text() == "start\n"  # not started a second time
     record = StateStore(tmp_path / "state").load().resources["Command/job"]
-    cond = record["status"]["conditions"][0]
+    cond = record.status["conditions"][0]
     assert (cond["status"], cond["reason"]) == ("False", "CommandInterrupted")
     assert "not run again" in cond["message"]
     # The state file holds the verdict now; a third pass repeats it and runs nothing.

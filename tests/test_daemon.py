@@ -197,7 +197,7 @@ def test_daemon_reports_offline_and_backs_off(tmp_path, publisher):
                             stderr=subprocess.PIPE, text=True)
     try:
         systemd.wait_for(lambda m: m.get("STATUS", "").startswith("offline: Offline"))
-        assert dev.state().network["failures"] == 1
+        assert dev.state().network.failures == 1
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(5) == 0
         log = proc.stderr.read()

@@ -135,7 +135,7 @@ def test_hostile_commit_on_the_hub_is_a_refusal_not_a_hub_problem(tmp_path, publ
             "refused", "MalformedCommit", 1), report.message
         state = dev.state()
         assert state.accepted == state.applied == first
-        assert state.network["state"] == "online"
+        assert state.network.state == "online"
     finally:
         gitd.stop()
 

@@ -63,9 +63,9 @@ def test_a_hostile_resource_fails_alone_and_status_says_why(tmp_path, publisher,
     assert state.applied == tip
     assert (root / "good").read_text() == "fine\n"
     assert not (root / "bad").exists()
-    bad = [r for r in state.resources.values() if r.get("invalid")]
-    assert [r["path"] for r in bad] == ["devices/d1/bad.yaml"]
-    condition = bad[0]["status"]["conditions"][0]
+    bad = [r for r in state.resources.values() if r.invalid]
+    assert [r.path for r in bad] == ["devices/d1/bad.yaml"]
+    condition = bad[0].status["conditions"][0]
     assert condition["reason"] == "InvalidYAML" and "\n" not in condition["message"]
     # `status` names it instead of saying everything is in sync.
     capsys.readouterr()

@@ -43,7 +43,7 @@ def test_overrides_within_bounds_take_effect(ctx):
     assert ctx.settings == {"report_interval": 300.0, "log_level": "info"}
     assert ctx.effective_settings() == Settings(report_interval=300.0, sync_interval=300.0,
                                                 log_level="info")
-    assert rec["status"]["observed"] == {"effective": {"reportInterval": 300.0,
+    assert rec.status["observed"] == {"effective": {"reportInterval": 300.0,
                                                        "syncInterval": 300.0,
                                                        "logLevel": "info"}}
 
@@ -55,7 +55,7 @@ def test_out_of_bounds_fails_and_the_last_overrides_stay(ctx):
                        first.records, "c2")
     rec = second.records["Agent/agent"]
     assert ready(rec) == (False, "OutOfBounds")
-    message = rec["status"]["conditions"][0]["message"]
+    message = rec.status["conditions"][0]["message"]
     assert "reportInterval 10 is outside the local bounds 60..3600" in message
     assert "logLevel 'debug' is not allowed here" in message
     assert ctx.settings == {"report_interval": 300.0}

@@ -32,7 +32,7 @@ def test_runs_once_per_generation(tmp_path, clock, monkeypatch):
     first = reconcile(specset(cmd("r", "restart")), ctx, kinds, {}, "c1")
     rec = first.records["Command/r"]
     assert ready(rec) == (True, "Succeeded")
-    observed = rec["status"]["observed"]
+    observed = rec.status["observed"]
     assert observed["exitCode"] == 0 and observed["ranFor"] == "generation 1"
     assert observed["outputTail"] == "restarted app\nenv="
     assert observed["durationSeconds"] >= 0
@@ -40,13 +40,13 @@ def test_runs_once_per_generation(tmp_path, clock, monkeypatch):
     # Later passes of the same generation repeat the result without running it again.
     clock.advance(600)
     second = reconcile(specset(cmd("r", "restart")), ctx, kinds, first.records, "c1")
-    assert second.records["Command/r"]["status"] == rec["status"]
+    assert second.records["Command/r"].status == rec.status
     assert counter.read_text() == "run\n"
     # A new generation runs it again.
     third = reconcile(specset(cmd("r", "restart", generation=2)), ctx, kinds, second.records,
                       "c2")
-    assert third.records["Command/r"]["status"]["observed"]["ranFor"] == "generation 2"
-    assert third.records["Command/r"]["status"]["observedGeneration"] == 2
+    assert third.records["Command/r"].status["observed"]["ranFor"] == "generation 2"
+    assert third.records["Command/r"].status["observedGeneration"] == 2
     assert counter.read_text() == "run\nrun\n"
 
 
@@ -67,7 +67,7 @@ def test_not_allowlisted(tmp_path, clock):
     result = reconcile(specset(cmd("x", "reboot")), ctx, builtin_kinds(), {}, "c1")
     rec = result.records["Command/x"]
     assert ready(rec) == (False, "CommandNotAllowed")
-    assert "allowed: restart" in rec["status"]["conditions"][0]["message"]
+    assert "allowed: restart" in rec.status["conditions"][0]["message"]
 
 
 def test_failure_is_permanent_for_the_generation(tmp_path, clock):
@@ -77,9 +77,9 @@ def test_failure_is_permanent_for_the_generation(tmp_path, clock):
     first = reconcile(specset(cmd("b", "bad")), ctx, kinds, {}, "c1")
     rec = first.records["Command/b"]
     assert ready(rec) == (False, "CommandFailed")
-    assert rec["status"]["observed"]["exitCode"] == 3
-    assert rec["status"]["observed"]["outputTail"] == "oops"
-    assert "observedGeneration" not in rec["status"]
+    assert rec.status["observed"]["exitCode"] == 3
+    assert rec.status["observed"]["outputTail"] == "oops"
+    assert "observedGeneration" not in rec.status
     reconcile(specset(cmd("b", "bad")), ctx, kinds, first.records, "c1")
     assert counter.read_text() == "x\n"
 
@@ -91,8 +91,8 @@ def test_timeout_kills_the_whole_process_group(tmp_path, clock):
     result = reconcile(specset(cmd("h", "hang", timeout=1)), ctx, builtin_kinds(), {}, "c1")
     rec = result.records["Command/h"]
     assert ready(rec) == (False, "CommandTimedOut")
-    assert rec["status"]["observed"]["exitCode"] is None
-    assert rec["status"]["observed"]["outputTail"] == "started"
+    assert rec.status["observed"]["exitCode"] is None
+    assert rec.status["observed"]["outputTail"] == "started"
     child = int(pidfile.read_text())
     deadline = time.monotonic() + 120  # a hang guard, not a bound
     while True:  # the backgrounded sleep died with its shell
@@ -111,7 +111,7 @@ def test_output_tail_is_bounded(tmp_path, clock):
     ctx = make(tmp_path, clock, chatty=[SH, "-c", "i=0; while [ $i -lt 5000 ]; do "
                                         "echo line $i; i=$((i+1)); done"])
     result = reconcile(specset(cmd("c", "chatty")), ctx, builtin_kinds(), {}, "c1")
-    tail = result.records["Command/c"]["status"]["observed"]["outputTail"]
+    tail = result.records["Command/c"].status["observed"]["outputTail"]
     lines = tail.splitlines()
     assert len(lines) == 20 and lines[-1] == "line 4999"
 

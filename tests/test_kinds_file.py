@@ -41,12 +41,12 @@ def test_owner_and_group_are_set_before_the_file_appears(ctx, tmp_path):
     assert ready(rec) == (True, "Applied")
     st = target.stat()
     assert (st.st_uid, st.st_gid, st.st_mode & 0o777) == (NOBODY.pw_uid, NOGROUP.gr_gid, 0o640)
-    assert rec["status"]["observed"]["owner"] == "nobody"
+    assert rec.status["observed"]["owner"] == "nobody"
     # Someone chowns it back: that is drift, put right and recorded.
     os.chown(target, 0, 0)
     again = reconcile(spec, ctx, builtin_kinds(), result.records, "c1")
     assert target.stat().st_uid == NOBODY.pw_uid
-    changes = again.records["File/conf"]["status"]["drift"]["changes"]
+    changes = again.records["File/conf"].status["drift"]["changes"]
     assert any("owner uid 0" in c for c in changes) and any("group gid 0" in c for c in changes)
 
 
@@ -57,7 +57,7 @@ def test_owner_needs_root_and_says_so(tmp_path):
                        ctx, builtin_kinds(), {}, "c1")
     rec = result.records["File/conf"]
     assert ready(rec) == (False, "RequiresRoot")
-    assert "uid 1000" in rec["status"]["conditions"][0]["message"]
+    assert "uid 1000" in rec.status["conditions"][0]["message"]
     assert not target.exists()
 
 
@@ -66,7 +66,7 @@ def test_unknown_owner_retries(ctx, tmp_path):
                                         owner="no-such-user-here")),
                        ctx, builtin_kinds(), {}, "c1")
     assert ready(result.records["File/c"]) == (False, "UnknownOwner")
-    assert result.records["File/c"]["status"]["retryAfterSeconds"] == 300
+    assert result.records["File/c"].status["retryAfterSeconds"] == 300
 
 
 def test_base64_content_and_observed_hash(ctx, tmp_path):
@@ -77,7 +77,7 @@ def test_base64_content_and_observed_hash(ctx, tmp_path):
                        ctx, builtin_kinds(), {}, "c1")
     assert ready(result.records["File/b"]) == (True, "Applied")
     assert target.read_bytes() == data
-    assert result.records["File/b"]["status"]["observed"]["sha256"] == \
+    assert result.records["File/b"].status["observed"]["sha256"] == \
         hashlib.sha256(data).hexdigest()
 
 
@@ -115,7 +115,7 @@ def test_a_new_spec_is_not_drift(ctx, tmp_path):
     second = reconcile(specset(file_doc("m", target, content="two\n")), ctx, builtin_kinds(),
                        first.records, "c2")
     assert target.read_text() == "two\n"
-    assert "drift" not in second.records["File/m"]["status"]
+    assert "drift" not in second.records["File/m"].status
 
 
 def test_clock_does_not_leak_into_status(tmp_path):

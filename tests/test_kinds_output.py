@@ -43,7 +43,7 @@ def test_pwm_value_is_written_to_the_pin(ctx, factory):
                        builtin_kinds(), {}, "c1")
     rec = result.records["Output/dim"]
     assert ready(rec) == (True, "Set")
-    assert rec["status"]["observed"] == {"pin": "GPIO18", "state": "pwm", "value": 0.25}
+    assert rec.status["observed"] == {"pin": "GPIO18", "state": "pwm", "value": 0.25}
     assert pin.state == pytest.approx(0.25)
     assert pin.frequency == 100
     brighter = reconcile(specset(out("dim", pin="led2", state="pwm", value=0.75,
@@ -59,7 +59,7 @@ def test_blink_count_stops_after_n_and_is_not_restarted(ctx, factory):
     spec = specset(out("b", pin="led1", state="blink", onTime=0.02, offTime=0.02, count=3))
     first = reconcile(spec, ctx, builtin_kinds(), {}, "c1")
     assert ready(first.records["Output/b"]) == (True, "Blinking")
-    assert "3 times" in first.records["Output/b"]["status"]["conditions"][0]["message"]
+    assert "3 times" in first.records["Output/b"].status["conditions"][0]["message"]
     wait_for(lambda: sum(1 for s in pin.states if s.state) >= 3 and not pin.state)
     time.sleep(0.15)
     assert [s.state for s in pin.states].count(True) == 3  # exactly three flashes
@@ -100,17 +100,17 @@ def test_flipped_pin_is_put_back_and_reported_as_drift(ctx, factory, clock):
     pin = factory.pin("GPIO27")
     spec = specset(out("relay", pin="relay1", state="on"))
     first = reconcile(spec, ctx, builtin_kinds(), {}, "c1")
-    assert pin.state == 1 and "drift" not in first.records["Output/relay"]["status"]
+    assert pin.state == 1 and "drift" not in first.records["Output/relay"].status
     pin.state = 0  # someone else drove the relay off
     clock.advance(60)
     second = reconcile(spec, ctx, builtin_kinds(), first.records, "c1")
     assert pin.state == 1
-    drift = second.records["Output/relay"]["status"]["drift"]
+    drift = second.records["Output/relay"].status["drift"]
     assert drift["corrections"] == 1 and drift["lastCorrected"] == "2027-01-15T08:01:00Z"
     assert drift["changes"] == ["relay1 (GPIO27) was off, spec says on"]
     # No drift, no new record: the drift report stays as it was.
     third = reconcile(spec, ctx, builtin_kinds(), second.records, "c1")
-    assert third.records["Output/relay"]["status"] == second.records["Output/relay"]["status"]
+    assert third.records["Output/relay"].status == second.records["Output/relay"].status
 
 
 def test_prune_in_a_fresh_process_drives_the_pin_off(tmp_path, factory):
@@ -153,7 +153,7 @@ def test_a_one_shot_sync_reports_what_outlives_it(ctx, factory):
     for key, pin in (("Output/beacon", led1), ("Output/dim", led2)):
         is_ready, reason = ready(result.records[key])
         assert (is_ready, reason) == (False, "NeedsDaemon"), key
-        assert "giter-agent" in result.records[key]["status"]["conditions"][0]["message"]
+        assert "giter-agent" in result.records[key].status["conditions"][0]["message"]
         assert not pin.state  # left off, as it will be once the process is gone
     # Three beeps are over before the sync returns: what is true afterwards is "done".
     assert ready(result.records["Output/beeps"]) == (True, "Blinked")

@@ -87,9 +87,9 @@ def test_plugin_kinds_load_and_broken_ones_fail_alone(installed, tmp_path, caplo
     ), ctx, kinds, {}, "c1")
     records = result.records
     assert ready(records["Lamp/porch"]) == (True, "Lit")
-    assert records["Lamp/porch"]["status"]["observed"] == {"colour": "green"}
+    assert records["Lamp/porch"].status["observed"] == {"colour": "green"}
     assert ready(records["Lamp/bad"]) == (False, "InvalidSpec")
-    fragile = records["Fragile/f"]["status"]["conditions"][0]
+    fragile = records["Fragile/f"].status["conditions"][0]
     assert (fragile["reason"], fragile["status"]) == ("PluginFailed", "False")
     assert "No module named 'acme_missing_dependency'" in fragile["message"]
     assert ready(records["Odd/o"]) == (False, "PluginFailed")

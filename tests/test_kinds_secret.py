@@ -22,6 +22,7 @@ from giter_agent.core import age
 from giter_agent.kinds import builtin_kinds
 from giter_agent.reconcile.engine import reconcile
 from giter_agent.reconcile.plan import plan
+from giter_agent.state.records import ResourceRecord
 from giter_agent.trust import sshsig
 
 VALUE = b"wifi-psk: s3cret-Passw0rd\n"
@@ -50,8 +51,8 @@ def device_ctx(tmp_path, key):
     return make_ctx(tmp_path, MockFactory(), identity=lambda: key)
 
 
-def no_plaintext_in(record: dict) -> None:
-    text = json.dumps(record, default=repr)
+def no_plaintext_in(record: ResourceRecord) -> None:
+    text = json.dumps(record.to_plain(), default=repr)
     for needle in (VALUE.decode().strip(), "s3cret", hashlib.sha256(VALUE).hexdigest()[:12]):
         assert needle not in text
 
@@ -68,7 +69,7 @@ def test_the_recipient_writes_the_value_mode_0600_and_reports_only_the_ciphertex
     assert ready(rec) == (True, "Applied")
     assert target.read_bytes() == VALUE
     assert target.stat().st_mode & 0o777 == 0o600
-    assert rec["status"]["observed"] == {
+    assert rec.status["observed"] == {
         "path": str(target), "mode": "0600",
         "ciphertext": hashlib.sha256(age.dearmor(armored)).hexdigest()}
     no_plaintext_in(rec)
@@ -79,7 +80,7 @@ def test_the_recipient_writes_the_value_mode_0600_and_reports_only_the_ciphertex
     target.chmod(0o644)
     again = reconcile(specset(secret_doc("psk", target, armored)), ctx, builtin_kinds(),
                       result.records, "c1")
-    drift = again.records["Secret/psk"]["status"]["drift"]["changes"]
+    drift = again.records["Secret/psk"].status["drift"]["changes"]
     assert target.read_bytes() == VALUE and target.stat().st_mode & 0o777 == 0o600
     assert drift == [f"{target} content is not the secret's value",
                      f"{target} mode 0644, want 0600"]
@@ -144,7 +145,7 @@ def test_every_refusal_keeps_the_last_good_value_and_the_rest_of_the_spec(
     assert plain.read_text() == "two\n"  # the rest of the spec applied
     assert "Secret/psk" not in second.pruned
     no_plaintext_in(rec)
-    assert "new value" not in json.dumps(rec)
+    assert "new value" not in json.dumps(rec.to_plain())
 
 
 def test_plan_shows_a_secrets_change_without_its_value(tmp_path, keys):
@@ -207,7 +208,7 @@ def test_owner_group_and_mode_as_for_file(tmp_path, keys):
     assert ready(rec) == (True, "Applied")
     st = target.stat()
     assert (st.st_uid, st.st_gid, st.st_mode & 0o777) == (nobody.pw_uid, group.gr_gid, 0o640)
-    assert rec["status"]["observed"]["owner"] == "nobody"
+    assert rec.status["observed"]["owner"] == "nobody"
 
 
 def test_the_value_is_written_only_to_a_temp_file_beside_the_target_mode_0600(

@@ -68,7 +68,7 @@ def test_samples_inside_the_deadband_do_not_change_status(ctx, clock):
     p = Passes(ctx, clock, specset(cpu(deadband=1.0)))
     first = p.run()
     assert ready(first) == (True, "Sampling")
-    observed = first["status"]["observed"]
+    observed = first.status["observed"]
     assert observed["value"] == 48.0 and observed["unit"] == "°C"
     assert observed["time"] == "2027-01-15T08:00:00Z"
     assert observed["window"] == {"since": "2027-01-15T08:00:00Z", "samples": 1, "min": 48.0,
@@ -76,9 +76,9 @@ def test_samples_inside_the_deadband_do_not_change_status(ctx, clock):
     assert ctx.next_wakeup() == T0 + 10
     for value in (48.4, 47.6, 48.9, 47.2):
         set_temp(ctx, value)
-        assert p.next()["status"] == first["status"]  # sampled, not reported
+        assert p.next().status == first.status  # sampled, not reported
     set_temp(ctx, 49.5)  # 1.5 from the last report: out of the deadband
-    moved = p.next()["status"]["observed"]
+    moved = p.next().status["observed"]
     assert moved["value"] == 49.5 and moved["time"] == "2027-01-15T08:00:50Z"
     assert moved["window"] == {"since": "2027-01-15T08:00:10Z", "samples": 5, "min": 47.2,
                                "max": 49.5, "mean": 48.32}
@@ -87,10 +87,10 @@ def test_samples_inside_the_deadband_do_not_change_status(ctx, clock):
 def test_report_interval_reports_a_steady_value(ctx, clock):
     set_temp(ctx, 40.0)
     p = Passes(ctx, clock, specset(cpu(deadband=5)))
-    first = p.run()["status"]
-    statuses = [p.next()["status"] for _ in range(89)]  # 890 s of samples
+    first = p.run().status
+    statuses = [p.next().status for _ in range(89)]  # 890 s of samples
     assert all(s == first for s in statuses)
-    report = p.next()["status"]["observed"]  # t = 900 s: the report interval passed
+    report = p.next().status["observed"]  # t = 900 s: the report interval passed
     assert report["time"] == "2027-01-15T08:15:00Z"
     assert report["window"]["samples"] == 90
 
@@ -109,11 +109,11 @@ def test_interval_reports_of_all_sensors_share_one_pass(ctx, clock):
     for _ in range(30):
         p.next()
     set_temp(ctx, 42.0, zone=0)  # a deadband report of one sensor, mid-interval
-    assert p.next()["status"]["observed"]["value"] == 42.0
+    assert p.next().status["observed"]["value"] == 42.0
     while clock.now < T0 + 900:
         p.next()
     assert clock.now == T0 + 900  # a pass lands on the boundary itself
-    times = {key: rec["status"]["observed"]["time"] for key, rec in p.records.items()}
+    times = {key: rec.status["observed"]["time"] for key, rec in p.records.items()}
     assert times == {"Sensor/cpu": "2027-01-15T08:15:00Z", "Sensor/case": "2027-01-15T08:15:00Z"}
 
 
@@ -121,10 +121,10 @@ def test_agent_kind_report_interval_is_used(ctx, clock):
     set_temp(ctx, 40.0)
     ctx.settings["report_interval"] = 60.0
     p = Passes(ctx, clock, specset(cpu(deadband=5)))
-    first = p.run()["status"]
+    first = p.run().status
     for _ in range(5):
-        assert p.next()["status"] == first
-    assert p.next()["status"]["observed"]["window"]["samples"] == 6
+        assert p.next().status == first
+    assert p.next().status["observed"]["window"]["samples"] == 6
 
 
 def test_threshold_condition_with_hysteresis(ctx, clock):
@@ -141,7 +141,7 @@ def test_threshold_condition_with_hysteresis(ctx, clock):
     assert (above["status"], above["reason"]) == ("True", "ValueAboveThreshold")
     assert above["lastTransitionTime"] == "2027-01-15T08:00:10Z"
     assert ready(rec) == (True, "Sampling")  # an observation, not a failure
-    assert rec["status"]["observed"]["value"] == 70.5
+    assert rec.status["observed"]["value"] == 70.5
     set_temp(ctx, 69.0)  # below 70 but within the 2-degree hysteresis: still above
     assert condition(p.next(), "AboveThreshold")["status"] == "True"
     set_temp(ctx, 67.9)
@@ -161,7 +161,7 @@ def test_ds18b20_reads_and_checks_crc(ctx, clock):
     kinds = builtin_kinds()
     rec = reconcile(spec, ctx, kinds, {}, "c1").records["Sensor/tank"]
     assert ready(rec) == (True, "Sampling")
-    assert rec["status"]["observed"]["value"] == 23.125
+    assert rec.status["observed"]["value"] == 23.125
     kind = kinds["Sensor"]
     checked = kind.validate({"source": "ds18b20", "device": "28-0316a279f3ff", "interval": 30})
     for text, reason in [
@@ -184,9 +184,9 @@ def test_missing_thermal_zone_retries_with_backoff(ctx, clock):
     p = Passes(ctx, clock, specset(cpu()))
     rec = p.run()
     assert ready(rec) == (False, "SensorNotFound")
-    assert rec["status"]["retryAfterSeconds"] == 10
+    assert rec.status["retryAfterSeconds"] == 10
     clock.advance(10)
-    assert p.run()["status"]["retryAfterSeconds"] == 20  # backing off
+    assert p.run().status["retryAfterSeconds"] == 20  # backing off
     set_temp(ctx, 41.0)
     clock.advance(20)
     assert ready(p.run()) == (True, "Sampling")
@@ -198,14 +198,14 @@ def test_button_presses_are_counted_between_samples(ctx, factory, clock):
                                           "input": "button", "interval": 5}))
     p = Passes(ctx, clock, spec)
     first = p.run("Sensor/door")
-    assert first["status"]["observed"]["value"] == 0.0
+    assert first.status["observed"]["value"] == 0.0
     for _ in range(3):  # three short presses between two samples
         pin.drive_low()
         pin.drive_high()
     # No deadband: presses wait for the report interval...
-    assert p.next("Sensor/door")["status"] == first["status"]
+    assert p.next("Sensor/door").status == first.status
     clock.now = T0 + 900
-    report = p.run("Sensor/door")["status"]["observed"]
+    report = p.run("Sensor/door").status["observed"]
     assert report["activations"] == 3 and report["value"] == 0.0
 
 
@@ -214,14 +214,14 @@ def test_digital_input_with_zero_deadband_reports_each_change(ctx, factory, cloc
     spec = specset(doc("Sensor", "pir", {"source": "digital", "pin": "motion",
                                          "interval": 1, "deadband": 0}))
     p = Passes(ctx, clock, spec)
-    first = p.run("Sensor/pir")["status"]
-    assert p.next("Sensor/pir")["status"] == first
+    first = p.run("Sensor/pir").status
+    assert p.next("Sensor/pir").status == first
     pin.drive_high()
-    high = p.next("Sensor/pir")["status"]["observed"]
+    high = p.next("Sensor/pir").status["observed"]
     assert high["value"] == 1.0 and high["activations"] == 1
     pin.drive_low()
     pin.drive_high()  # low and high again between samples: same level, one activation
-    again = p.next("Sensor/pir")["status"]["observed"]
+    again = p.next("Sensor/pir").status["observed"]
     assert again["value"] == 1.0 and again["activations"] == 1
     assert again["time"] != high["time"]
 
@@ -267,13 +267,13 @@ def test_adc_channel_through_gpiozero_mock_spi(tmp_path, clock, monkeypatch):
                                           "scale": 3.3, "unit": "V", "interval": 60}))
     rec = reconcile(spec, ctx, builtin_kinds(), {}, "c1").records["Sensor/soil"]
     assert ready(rec) == (True, "Sampling")
-    assert rec["status"]["observed"]["value"] == pytest.approx(3.3 * 512 / 1023, abs=0.001)
-    assert rec["status"]["observed"]["unit"] == "V"
+    assert rec.status["observed"]["value"] == pytest.approx(3.3 * 512 / 1023, abs=0.001)
+    assert rec.status["observed"]["unit"] == "V"
     chip.levels[2] = 0.25
     clock.advance(60)
     ctx.settings["report_interval"] = 60.0
     rec = reconcile(spec, ctx, builtin_kinds(), {"Sensor/soil": rec}, "c1").records
-    assert rec["Sensor/soil"]["status"]["observed"]["value"] == pytest.approx(0.825, abs=0.004)
+    assert rec["Sensor/soil"].status["observed"]["value"] == pytest.approx(0.825, abs=0.004)
     ctx.close()
     chip.close()
     factory.close()
@@ -306,11 +306,11 @@ def test_a_restart_alone_makes_no_new_report(tmp_path, factory, clock):
     clock.advance(120)
     restarted = make_ctx(tmp_path, factory, clock)
     after = reconcile(spec, restarted, kinds, before, "c1").records
-    assert after["Sensor/cpu"]["status"] == before["Sensor/cpu"]["status"]
+    assert after["Sensor/cpu"].status == before["Sensor/cpu"].status
     set_temp(restarted, 52.0)
     clock.advance(10)
     moved = reconcile(spec, restarted, kinds, after, "c1").records
-    assert moved["Sensor/cpu"]["status"]["observed"]["value"] == 52.0
+    assert moved["Sensor/cpu"].status["observed"]["value"] == 52.0
     restarted.close()
 
 

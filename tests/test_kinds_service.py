@@ -68,7 +68,7 @@ def test_starts_and_enables_then_reports_systemd_state(ctx, systemd):
     result = reconcile(specset(svc(enabled=True)), ctx, builtin_kinds(), {}, "c1")
     rec = result.records["Service/app"]
     assert ready(rec) == (True, "Running")
-    assert rec["status"]["observed"] == {"unit": "app.service", "activeState": "active",
+    assert rec.status["observed"] == {"unit": "app.service", "activeState": "active",
                                          "subState": "running", "unitFileState": "enabled"}
     assert systemd.acted() == ["start app.service", "enable app.service"]
     assert systemd.units()["app.service"]["active"] == "active"
@@ -94,7 +94,7 @@ def test_stopped_by_hand_is_started_again_as_drift(ctx, systemd, clock):
     second = reconcile(specset(svc()), ctx, builtin_kinds(), first.records, "c1")
     rec = second.records["Service/app"]
     assert ready(rec) == (True, "Running")
-    assert rec["status"]["drift"] == {
+    assert rec.status["drift"] == {
         "corrections": 1, "lastCorrected": "2027-01-15T08:05:00Z",
         "changes": ["app.service is inactive (dead), spec says running"]}
 
@@ -108,7 +108,7 @@ def test_observe_only_reports_and_leaves_the_unit_alone(ctx, systemd):
     assert drifted["status"] == "True"
     assert "would start: app.service is inactive (dead)" in drifted["message"]
     assert systemd.acted() == []
-    assert "observedGeneration" not in rec["status"]
+    assert "observedGeneration" not in rec.status
 
 
 def test_start_failure_retries_with_backoff(ctx, systemd, clock):
@@ -117,15 +117,15 @@ def test_start_failure_retries_with_backoff(ctx, systemd, clock):
     first = reconcile(specset(svc()), ctx, kinds, {}, "c1")
     rec = first.records["Service/app"]
     assert ready(rec) == (False, "StartFailed")
-    assert "control process exited" in rec["status"]["conditions"][0]["message"]
-    assert rec["status"]["retryAfterSeconds"] == 30
+    assert "control process exited" in rec.status["conditions"][0]["message"]
+    assert rec.status["retryAfterSeconds"] == 30
     clock.advance(10)  # a pass before the retry time does not touch the unit
     skipped = reconcile(specset(svc()), ctx, kinds, first.records, "c1")
     assert systemd.acted() == ["start app.service"]
-    assert ctx.next_wakeup() == first.records["Service/app"]["backoff"]["notBefore"]
+    assert ctx.next_wakeup() == first.records["Service/app"].backoff.not_before
     clock.advance(20)
     second = reconcile(specset(svc()), ctx, kinds, skipped.records, "c1")
-    assert second.records["Service/app"]["status"]["retryAfterSeconds"] == 60
+    assert second.records["Service/app"].status["retryAfterSeconds"] == 60
     assert systemd.acted() == ["start app.service", "start app.service"]
 
 

@@ -77,10 +77,10 @@ def test_first_incremental_and_status_round_trip_over_git_daemon(tmp_path, publi
     assert dev.motd() == "hello\n"
     state = dev.state()
     assert state.accepted == state.applied == first
-    assert state.network["state"] == "online" and state.network["failures"] == 0
+    assert state.network.state == "online" and state.network.failures == 0
     # The hub holds the device's status, and real git verifies it with the device key.
     assert hub.refs() == {"refs/heads/status/pi-01": state.status_tip}
-    assert state.network["hubStatus"] == state.status_tip
+    assert state.network.hub_status == state.status_tip
     publisher.git("fetch", "-q", hub.path, "refs/heads/status/*:refs/heads/status/*")
     signers = device_signers(tmp_path, dev)
     publisher.git("-c", f"gpg.ssh.allowedSignersFile={signers}", "verify-commit",
@@ -106,7 +106,7 @@ def test_first_incremental_and_status_round_trip_over_git_daemon(tmp_path, publi
     report = dev.sync()
     assert report.outcome == "up-to-date" and report.exit_code == 0
     assert dev.state().status_tip == state.status_tip
-    assert "holds our status" in dev.state().network["message"]
+    assert "holds our status" in dev.state().network.message
 
 
 def test_cli_sync_without_source_uses_the_network(tmp_path, publisher, hub, gitd, capsys):
@@ -172,8 +172,8 @@ def test_lost_hub_mid_fetch_then_gone_then_back(tmp_path, publisher, hub, gitd):
     assert (report.outcome, report.reason, report.exit_code) == ("offline", "Offline", 4)
     assert 0 < relay.sent <= 24_000
     state = dev.state()
-    assert state.accepted is None and state.network["state"] == "offline"
-    assert state.network["failures"] == 1
+    assert state.accepted is None and state.network.state == "offline"
+    assert state.network.failures == 1
     repo = dev.dir / "state/repo.git"
     assert not list((repo / "quarantine").iterdir())
     assert not list((repo / "objects/pack").iterdir())
@@ -182,14 +182,14 @@ def test_lost_hub_mid_fetch_then_gone_then_back(tmp_path, publisher, hub, gitd):
 
     gitd.stop()
     report = dev.sync()
-    assert report.outcome == "offline" and dev.state().network["failures"] == 2
+    assert report.outcome == "offline" and dev.state().network.failures == 2
 
     gitd.start()
     dev.config_path.write_text(dev.config_path.read_text().replace(url, gitd.url))
     report = dev.sync()
     assert report.outcome == "applied" and dev.state().accepted == tip
     net = dev.state().network
-    assert net["state"] == "online" and net["failures"] == 0
+    assert net is not None and net.state == "online" and net.failures == 0
 
 
 def test_push_refused_because_hub_moved_is_retried_after_fetch(tmp_path, publisher, hub,
@@ -215,7 +215,7 @@ def test_push_refused_because_hub_moved_is_retried_after_fetch(tmp_path, publish
     parents = run("git", "--git-dir", hub.path, "rev-list", "--parents", "-n1",
                   ours).stdout.decode().split()[1:]
     assert parents == [theirs, state.applied]
-    assert state.network["state"] == "online"
+    assert state.network.state == "online"
 
 
 def test_hub_status_observing_an_unaccepted_spec_is_not_taken(tmp_path, publisher, hub,
@@ -300,7 +300,7 @@ def test_https_basic_auth_through_a_real_web_server(tmp_path, publisher, hub):
         # A repository the web server does not have (HTTP 404): an error, reported.
         lost = SimDevice(tmp_path, "pi-03", publisher.allowed_signers,
                          dict(net, url=web.url.replace("fleet.git", "nothing.git")))
-        assert (lost.sync().outcome, lost.state().network["reason"]) == ("error",
+        assert (lost.sync().outcome, lost.state().network.reason) == ("error",
                                                                           "RemoteError")
 
         # Without the pinned CA the system's CAs do not know the server: refused.
@@ -422,7 +422,7 @@ def test_ssh_key_defaults_to_the_enrolled_device_key(tmp_path):
 
 
 def test_ssh_client_never_trusts_on_first_use(tmp_path):
-    from giter_agent.transport.network import PinnedSSH
+    from giter_agent.transport.network.ssh import PinnedSSH
 
     argv = PinnedSSH(tmp_path / "k", tmp_path / "kh", 7, 40).argv(
         "hub", "git-upload-pack '/srv/fleet.git'", "git", 2222, None)

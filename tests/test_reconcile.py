@@ -50,7 +50,7 @@ def specset(*files: tuple[str, bytes]) -> SpecSet:
 
 
 def ready(result, key):
-    cond = result.records[key]["status"]["conditions"][0]
+    cond = result.records[key].status["conditions"][0]
     return cond["status"] == "True", cond["reason"]
 
 
@@ -63,7 +63,7 @@ def test_file_written_atomically_with_mode_then_up_to_date(ctx, tmp_path):
     assert ready(first, "File/motd") == (True, "Applied")
     assert target.read_text() == "hello\n"
     assert target.stat().st_mode & 0o777 == 0o640
-    status = first.records["File/motd"]["status"]
+    status = first.records["File/motd"].status
     assert status["observedGeneration"] == 1 and status["specCommit"] == "c1"
     assert len(status["observed"]["sha256"]) == 64
     again = reconcile(spec, ctx, kinds, first.records, "c1")
@@ -88,7 +88,7 @@ def test_file_outside_roots_is_refused(ctx, tmp_path, path, reason):
     result = reconcile(specset(("devices/d/f.yaml", file_doc("f", path))),
                        ctx, builtin_kinds(), {}, "c1")
     assert ready(result, "File/f") == (False, reason)
-    assert "observedGeneration" not in result.records["File/f"]["status"]
+    assert "observedGeneration" not in result.records["File/f"].status
     assert not (tmp_path / "x").exists() and not (tmp_path / "escape").exists()
 
 
@@ -164,8 +164,8 @@ def test_bad_resource_fails_alone_and_last_good_spec_stays(ctx, tmp_path):
     second = reconcile(broken, ctx, kinds, first.records, "c2")
     assert target.read_text() == "hello\n"  # not pruned: the last good spec stays
     bad = second.records["file/devices/d/motd.yaml"]
-    assert bad["status"]["conditions"][0]["reason"] == "InvalidYAML"
-    assert "stays applied" in bad["status"]["conditions"][0]["message"]
+    assert bad.status["conditions"][0]["reason"] == "InvalidYAML"
+    assert "stays applied" in bad.status["conditions"][0]["message"]
     assert ready(second, "File/other") == (True, "Applied")
     assert ready(second, "Teapot/x") == (False, "UnknownKind")
     assert "File/motd" not in second.pruned
@@ -178,12 +178,12 @@ def test_condition_transition_time_moves_only_on_flip(ctx, tmp_path):
     spec = specset(("devices/d/t.yaml", file_doc("t", str(target))))
     r1 = reconcile(spec, ctx, kinds, {}, "c1", clock=lambda: next(times))
     r2 = reconcile(spec, ctx, kinds, r1.records, "c1", clock=lambda: next(times))
-    t1 = r1.records["File/t"]["status"]["conditions"][0]["lastTransitionTime"]
-    t2 = r2.records["File/t"]["status"]["conditions"][0]["lastTransitionTime"]
+    t1 = r1.records["File/t"].status["conditions"][0]["lastTransitionTime"]
+    t2 = r2.records["File/t"].status["conditions"][0]["lastTransitionTime"]
     assert t1 == t2 == "1970-01-01T00:01:40Z"
     flipped = reconcile(specset(("devices/d/t.yaml", file_doc("t", "/elsewhere"))), ctx, kinds,
                         r2.records, "c2", clock=lambda: next(times))
-    cond = flipped.records["File/t"]["status"]["conditions"][0]
+    cond = flipped.records["File/t"].status["conditions"][0]
     assert (cond["status"], cond["lastTransitionTime"]) == ("False", "1970-01-01T00:05:00Z")
 
 
@@ -191,7 +191,7 @@ def test_generation_absent_means_no_observed_generation(ctx, tmp_path):
     res = parse_resource("devices/d/g.yaml", file_doc("g", str(tmp_path / "root" / "g"),
                                                       generation=None))
     result = reconcile(SpecSet(resources=[res]), ctx, builtin_kinds(), {}, "c9")
-    status = result.records["File/g"]["status"]
+    status = result.records["File/g"].status
     assert "observedGeneration" not in status and status["specCommit"] == "c9"
 
 

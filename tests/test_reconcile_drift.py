@@ -16,13 +16,13 @@ def test_hand_edits_are_corrected_and_counted(ctx, clock, tmp_path):
     spec = specset(doc("File", "motd", {"path": str(target), "content": "hello\n"}))
     kinds = builtin_kinds()
     records = reconcile(spec, ctx, kinds, {}, "c1").records
-    assert "drift" not in records["File/motd"]["status"]
+    assert "drift" not in records["File/motd"].status
     for n, minute in [(1, "05"), (2, "10")]:
         target.write_text("edited by hand\n")
         clock.advance(300)
         records = reconcile(spec, ctx, kinds, records, "c1").records
         assert target.read_text() == "hello\n"
-        drift = records["File/motd"]["status"]["drift"]
+        drift = records["File/motd"].status["drift"]
         assert drift["corrections"] == n and drift["lastCorrected"] == f"2027-01-15T08:{minute}:00Z"
         assert drift["changes"][0].startswith(f"{target} content sha256 ")
         assert ready(records["File/motd"]) == (True, "Applied")
@@ -46,7 +46,7 @@ def test_observe_only_reports_and_never_acts(ctx, clock, tmp_path):
     drifted = condition(records["File/motd"], "Drifted")
     assert drifted["status"] == "True" and drifted["lastTransitionTime"] == "2027-01-15T08:01:00Z"
     assert "content sha256" in drifted["message"] and "does not act" in drifted["message"]
-    assert records["File/motd"]["status"]["observedGeneration"] == 1  # from the in-sync pass
+    assert records["File/motd"].status["observedGeneration"] == 1  # from the in-sync pass
     # An observe-only resource removed from the spec is not pruned either.
     gone = reconcile(specset(), ctx, kinds, records, "c2")
     assert gone.pruned == [] and target.exists()

@@ -57,7 +57,7 @@ def test_a_cycle_is_an_error_on_its_members_and_the_rest_applies(ctx, ran):
     for key, cycle in [("Command/a", "Command/a -> Command/b -> Command/c -> Command/a"),
                        ("Command/b", "Command/b -> Command/c -> Command/a -> Command/b"),
                        ("Command/c", "Command/c -> Command/a -> Command/b -> Command/c")]:
-        cond = result.records[key]["status"]["conditions"][0]
+        cond = result.records[key].status["conditions"][0]
         assert (cond["status"], cond["reason"]) == ("False", "DependencyCycle")
         assert cond["message"] == f"dependsOn cycle: {cycle}"
     assert ready(result.records["Command/d"]) == (False, "DependencyNotReady")
@@ -66,7 +66,7 @@ def test_a_cycle_is_an_error_on_its_members_and_the_rest_applies(ctx, ran):
 
 def test_self_dependency_is_a_cycle(ctx):
     result = reconcile(specset(step("a", "a")), ctx, builtin_kinds(), {}, "c1")
-    cond = result.records["Command/a"]["status"]["conditions"][0]
+    cond = result.records["Command/a"].status["conditions"][0]
     assert cond["message"] == "dependsOn cycle: Command/a -> Command/a"
 
 
@@ -79,10 +79,10 @@ def test_a_dependent_waits_then_runs_in_the_pass_its_dependency_gets_ready(ctx, 
     kinds = builtin_kinds()
     first = reconcile(spec, ctx, kinds, {}, "c1")
     assert ready(first.records["File/conf"]) == (False, "WriteFailed")
-    waiting = first.records["Command/a"]["status"]
+    waiting = first.records["Command/a"].status
     assert waiting["conditions"][0]["reason"] == "DependencyNotReady"
     assert waiting["conditions"][0]["message"] == "waiting for File/conf to be Ready"
-    assert "retryAfterSeconds" not in waiting and "backoff" not in first.records["Command/a"]
+    assert "retryAfterSeconds" not in waiting and first.records["Command/a"].backoff is None
     assert not ran.exists()
     blocker.rmdir()
     clock.advance(30)

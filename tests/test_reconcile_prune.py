@@ -41,7 +41,7 @@ def test_every_kind_of_effect_is_undone(ctx, factory, tmp_path):
         ("devices/d/s.yaml", doc("Sensor", "s", {"source": "cpu-temperature"})),
         ("devices/d/a.yaml", doc("Agent", "agent", {"reportInterval": 30})),
     ]), ctx, kinds, {}, "c1")
-    assert all(r["status"]["conditions"][0]["status"] == "True" for r in first.records.values())
+    assert all(r.status["conditions"][0]["status"] == "True" for r in first.records.values())
     assert ctx.settings and "Sensor/s" in ctx.devices
     result = reconcile(select([]), ctx, kinds, first.records, "c2")
     assert sorted(result.pruned) == ["Agent/agent", "File/f", "Output/o", "Sensor/s"]
@@ -92,7 +92,7 @@ def test_a_file_broken_for_many_passes_still_keeps_and_later_prunes(ctx, tmp_pat
         result = reconcile(select([("devices/d/x.yaml", b"kind: [\n")]), ctx, kinds, records,
                            "c2")
         records = result.records
-        message = records["file/devices/d/x.yaml"]["status"]["conditions"][0]["message"]
+        message = records["file/devices/d/x.yaml"].status["conditions"][0]["message"]
         assert message.endswith("the last valid spec stays applied")
         assert result.pruned == []
     assert reconcile(select([]), ctx, kinds, records, "c3").pruned == ["file/devices/d/x.yaml"]
@@ -104,8 +104,8 @@ def test_a_duplicate_in_a_second_group_does_not_hide_the_first(ctx, tmp_path):
     result = reconcile(select([("groups/a/m.yaml", data), ("groups/b/m.yaml", data)]), ctx,
                        builtin_kinds(), {}, "c1")
     applied = result.records["File/motd"]
-    assert applied["path"] == "groups/a/m.yaml" and not applied.get("invalid")
-    assert applied["status"]["conditions"][0]["status"] == "True"
-    dup = result.records["file/groups/b/m.yaml"]["status"]["conditions"][0]
+    assert applied.path == "groups/a/m.yaml" and not applied.invalid
+    assert applied.status["conditions"][0]["status"] == "True"
+    dup = result.records["file/groups/b/m.yaml"].status["conditions"][0]
     assert dup["reason"] == "DuplicateResource"
     assert result.not_ready == ["file/groups/b/m.yaml"]

@@ -132,7 +132,7 @@ def test_reconcile_table(row: Row, tmp_path, factory):
         ctx.close()
     assert set(result.records) == set(row.want)
     for key, want in row.want.items():
-        status = result.records[key]["status"]
+        status = result.records[key].status
         got = {cond["type"]: (cond["status"], cond["reason"]) for cond in status["conditions"]}
         assert status["conditions"][0]["type"] == "Ready"  # Ready always comes first
         for ctype, expected in want.items():
@@ -148,7 +148,7 @@ def test_spec_branch_status_is_a_warning_in_the_message(tmp_path, factory):
     data = (f"{API}kind: Output\nmetadata: {{name: l}}\nspec: {{pin: led1, state: on}}\n"
             "status: {fake: true}\n").encode()
     result = reconcile(specset(data), ctx, builtin_kinds(), {}, "c1")
-    message = result.records["Output/l"]["status"]["conditions"][0]["message"]
+    message = result.records["Output/l"].status["conditions"][0]["message"]
     assert message.endswith("status on the spec branch is ignored (status is written by the "
                             "device)")
     ctx.close()

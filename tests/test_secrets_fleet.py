@@ -25,6 +25,7 @@ from support.git import run, ssh_keygen
 
 from giter_agent.cli.main import main as agent_main
 from giter_agent.core import age
+from giter_agent.state.records import ResourceRecord
 from giter_agent.trust import sshsig
 
 WIFI = b"wifi-psk=Tr0ub4dor&3-only-for-pi-a\n"
@@ -50,12 +51,12 @@ def age_open(sealed: bytes, key: Path, tmp: Path) -> bytes | None:
     return proc.stdout if proc.returncode == 0 else None
 
 
-def resource(device: Device, key: str) -> dict:
+def resource(device: Device, key: str) -> ResourceRecord:
     return device.state().resources[key]
 
 
 def reason(device: Device, key: str) -> str:
-    (ready,) = [c for c in resource(device, key)["status"]["conditions"] if c["type"] == "Ready"]
+    (ready,) = [c for c in resource(device, key).status["conditions"] if c["type"] == "Ready"]
     return ready["reason"]
 
 
@@ -165,7 +166,7 @@ def test_secrets_reach_only_their_devices_and_leave_no_trace(tmp_path, fleet, mo
     # pi-b neither wrote nor removed what pi-a wrote there.
     assert (shared / "mistake").read_bytes() == b"for pi-a's eyes\n"
     assert not (pi_b.root / "wifi.psk").exists()
-    observed = resource(pi_a, "Secret/wifi")["status"]["observed"]
+    observed = resource(pi_a, "Secret/wifi").status["observed"]
     assert observed["ciphertext"] == hashlib.sha256(wifi).hexdigest()
     out = capture(agent_main, ["-c", pi_a.config, "status"])[1]
     assert "Secret/wifi" in out and "Tr0ub4dor" not in out

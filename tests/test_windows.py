@@ -107,7 +107,7 @@ def test_a_change_waits_for_its_window_and_the_old_spec_stays(tmp_path, factory)
                       ctx, kinds, {}, "c1")
     assert (root / "app.conf").read_text() == "v1\n"
     assert ready(first.records["File/app"]) == (True, "Applied")
-    assert first.records["MaintenanceWindow/nightly"]["status"]["observed"]["open"] is True
+    assert first.records["MaintenanceWindow/nightly"].status["observed"]["open"] is True
 
     clock.now = at("2027-01-15T12:00")  # outside: the change waits
     second = reconcile(select([("devices/d/w.yaml", window_doc()),
@@ -118,8 +118,8 @@ def test_a_change_waits_for_its_window_and_the_old_spec_stays(tmp_path, factory)
     assert ready(record) == (False, "OutsideWindow")
     assert "pending until 2027-01-16T02:00+00:00 (maintenance window 'nightly')" in \
         condition(record)["message"]
-    assert record["spec"]["content"] == "v1\n"  # what is in effect stays on record
-    assert record["status"].get("observedGeneration") == 1
+    assert record.spec["content"] == "v1\n"  # what is in effect stays on record
+    assert record.status.get("observedGeneration") == 1
     assert second.retry_after == 14 * HOUR  # the daemon wakes when it opens
 
     # Drift of the spec in effect is put right at any time.

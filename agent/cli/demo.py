@@ -292,7 +292,7 @@ def _secret_step(say: Narrator, work: Path, fleet: Any, agent: Any, stick: Path,
         first = sync_stick(agent, stick)
         wrote = psk.is_file() and psk.read_bytes() == value
         if first.exit_code == 0 and wrote and psk.stat().st_mode & 0o777 == 0o600:
-            observed = first.resources["Secret/wifi"]["status"]["observed"]
+            observed = first.resources["Secret/wifi"].status["observed"]
             say.ok(f"{DEVICE} wrote {psk} (mode 0600, {len(value)} bytes; the value is "
                    f"shown nowhere); status names ciphertext sha256 "
                    f"{observed['ciphertext'][:12]}")
@@ -301,8 +301,8 @@ def _secret_step(say: Narrator, work: Path, fleet: Any, agent: Any, stick: Path,
             bad += 1
         before = psk.read_bytes() if psk.is_file() else None
         second = sync_stick(neighbour, stick)
-        cond = second.resources.get("Secret/wifi", {}).get("status", {}).get(
-            "conditions", [{}])[0]
+        wifi = second.resources.get("Secret/wifi")
+        cond = wifi.conditions[0] if wifi is not None and wifi.conditions else {}
         if cond.get("reason") == "NotARecipient" and psk.is_file() \
                 and psk.read_bytes() == before:
             say.ok(f"{NEIGHBOUR} refused it: {cond['reason']}: {cond['message']}; "

@@ -102,7 +102,8 @@ class Daemon:
         self._own_state: tuple[int, int] | None = identity(self._state_file)
         self.sync_timer: SyncTimer | None = None
         if net is not None:
-            failures = int(agent.state_store.load().network.get("failures", 0))
+            hub = agent.state_store.load().network
+            failures = hub.failures if hub else 0
             self.sync_timer = SyncTimer(self._sync_interval,
                                         Backoff(max_s=net.backoff_max_s), self.rng,
                                         failures=failures, now=clock())

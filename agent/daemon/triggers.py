@@ -90,11 +90,11 @@ class SyncTimer:
         return [Job(NETWORK, reason="interval" if not self.failures else "retry")]
 
     def finished(self, job: Job, report: Any, now: float) -> None:
-        net = (report.network or {}) if report is not None else {}
+        net = report.network if report is not None else None
         if report is None:
             self.failures += 1
         else:
-            self.failures = int(net.get("failures", 0)) if net.get("state") != "online" else 0
+            self.failures = net.failures if net and net.state != "online" else 0
         if self.failures:
             wait = self.backoff.delay(self.failures, self.rng)
             log.info("next try at the hub in %.0f s (%d failure%s in a row)", wait,

@@ -27,6 +27,7 @@ from giter_agent.core.errors import ResourceError
 from giter_agent.core.times import rfc3339 as rfc3339  # re-exported: the kinds stamp status with it
 from giter_agent.kinds.fields import Field
 from giter_agent.spec import windows
+from giter_agent.state.records import ResourceRecord
 
 if TYPE_CHECKING:  # the board is passed in; kinds never load the board code
     from giter_agent.device.board import Board
@@ -131,7 +132,7 @@ class Context:
     identity: Callable[[], Any] | None = None
     # Set by the reconciler for each pass: the previous pass's records, and each
     # resource's metadata.generation. Kinds read them, never write them.
-    records: dict[str, dict[str, Any]] = field(default_factory=dict)
+    records: dict[str, ResourceRecord] = field(default_factory=dict)
     generations: dict[str, int | None] = field(default_factory=dict)
     _factory: Any = None
     _wakeups: list[float] = field(default_factory=list)
@@ -153,7 +154,8 @@ class Context:
 
     def memory(self, key: str) -> dict[str, Any]:
         """What the resource's kind asked to remember at the last pass (``Done.memory``)."""
-        return dict(self.records.get(key, {}).get("memory") or {})
+        record = self.records.get(key)
+        return dict(record.memory or {}) if record is not None else {}
 
     def effective_settings(self) -> Settings:
         """The agent's settings now: local defaults with the remote overrides applied."""
@@ -275,7 +277,8 @@ def fingerprint(spec: dict[str, Any]) -> str:
 
 def applied_before(key: str, spec: dict[str, Any], ctx: Context) -> bool:
     """True when the last pass left this very (validated) spec Ready."""
-    return ctx.records.get(key, {}).get("fingerprint") == fingerprint(spec)
+    record = ctx.records.get(key)
+    return record is not None and record.fingerprint == fingerprint(spec)
 
 
 def did_you_mean(name: str, known: set[str] | frozenset[str]) -> str:

@@ -299,8 +299,8 @@ class SensorKind(Kind):
             # sysfs sources: no gpiozero import (it costs RAM on a 512 MB board).
             source = open_source(spec, ctx.sysfs, None, None)
         sampler = _Sampler(fp, source)
-        sampler.restore(ctx.memory(key), ctx.records.get(key, {}).get("status", {})
-                        .get("observed"))
+        record = ctx.records.get(key)
+        sampler.restore(ctx.memory(key), record.status.get("observed") if record else None)
         return sampler
 
     def apply(self, key: str, spec: dict[str, Any], ctx: Context) -> Outcome:

@@ -25,7 +25,7 @@ from __future__ import annotations
 import heapq
 import logging
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from giter_agent.core.errors import ResourceError
@@ -45,6 +45,7 @@ from giter_agent.kinds.base import (
 )
 from giter_agent.spec.resources import Resource, SpecSet
 from giter_agent.spec.windows import EXEMPT_KINDS, Gate, gate_for
+from giter_agent.state.records import Backoff, ResourceRecord
 
 log = logging.getLogger("giter.reconcile")
 
@@ -62,30 +63,25 @@ HELD = ("OutsideWindow", "WindowUnknown", "UnknownWindow")
 class PassResult:
     """Status records by resource key, plus what the pass pruned."""
 
-    records: dict[str, dict[str, Any]] = field(default_factory=dict)
+    records: dict[str, ResourceRecord] = field(default_factory=dict)
     pruned: list[str] = field(default_factory=list)
     retry_after: float | None = None
 
     @property
     def not_ready(self) -> list[str]:
-        return [k for k, r in self.records.items() if not _ready(r)]
+        return [k for k, r in self.records.items() if not r.ready]
 
 
-def _ready(record: dict[str, Any]) -> bool:
-    return any(c["type"] == "Ready" and c["status"] == "True"
-               for c in record["status"].get("conditions", []))
-
-
-def _since(previous: dict[str, Any] | None, ctype: str, status: str, now: float) -> str:
+def _since(previous: ResourceRecord | None, ctype: str, status: str, now: float) -> str:
     # lastTransitionTime moves only when the condition's status flips.
-    for cond in (previous or {}).get("status", {}).get("conditions", []):
+    for cond in previous.conditions if previous is not None else []:
         if cond.get("type") == ctype and cond.get("status") == status:
-            return cond.get("lastTransitionTime", rfc3339(now))
+            return str(cond.get("lastTransitionTime", rfc3339(now)))
     return rfc3339(now)
 
 
 def _condition(ctype: str, ok: bool, reason: str, message: str, now: float,
-               previous: dict[str, Any] | None) -> dict[str, Any]:
+               previous: ResourceRecord | None) -> dict[str, Any]:
     status = "True" if ok else "False"
     return {"type": ctype, "status": status, "reason": reason, "message": message,
             "lastTransitionTime": _since(previous, ctype, status, now)}
@@ -272,7 +268,7 @@ def spec_order(specset: SpecSet) -> Order:
 # -- the pass -----------------------------------------------------------------------------
 
 def reconcile(specset: SpecSet, ctx: Context, kinds: dict[str, Kind],
-              previous: dict[str, dict[str, Any]], spec_commit: str,
+              previous: dict[str, ResourceRecord], spec_commit: str,
               clock: Callable[[], float] | None = None, *, urgent: str | None = None,
               spec_time: float | None = None) -> PassResult:
     """Apply every resource of ``specset``; prune what ``previous`` had and it lacks.
@@ -299,54 +295,53 @@ def reconcile(specset: SpecSet, ctx: Context, kinds: dict[str, Kind],
         prev = previous.get(key) or _previous_at(previous, bad.path)
         # The last good spec of this file stays applied - over any number of passes -
         # unless the resource it held now applies from another file.
-        held = f"{prev.get('kind')}/{prev.get('name')}" if prev else None
-        keep = (prev is not None and "spec" in prev and bad.key not in by_key
+        held = f"{prev.kind}/{prev.name}" if prev else None
+        keep = (prev is not None and prev.spec is not None and bad.key not in by_key
                 and held not in by_key)
         message = bad.message + ("; the last valid spec stays applied" if keep else "")
         status = {"specCommit": spec_commit,
                   "conditions": [_condition("Ready", False, bad.reason, message, now, prev)]}
-        record = {"kind": bad.kind, "name": bad.name, "path": bad.path, "status": status,
-                  "invalid": True}
+        record = ResourceRecord(bad.kind, bad.name, bad.path, status, invalid=True)
         if keep and prev is not None:
             # Remember the last good spec (and its kind) so a later removal prunes it.
-            record.update(kind=prev["kind"], name=prev["name"], spec=prev["spec"],
-                          document=prev.get("document"))
+            record.kind, record.name = prev.kind, prev.name
+            record.spec, record.document = prev.spec, prev.document
         out.records[key] = record
 
     _prune(previous, out, ctx, kinds, gate)
     return out
 
 
-def _previous_at(previous: dict[str, dict[str, Any]], path: str) -> dict[str, Any] | None:
+def _previous_at(previous: dict[str, ResourceRecord], path: str) -> ResourceRecord | None:
     for rec in previous.values():
-        if rec.get("path") == path:
+        if rec.path == path:
             return rec
     return None
 
 
-def _reconcile_one(res: Resource, prev: dict[str, Any] | None, ctx: Context,
+def _reconcile_one(res: Resource, prev: ResourceRecord | None, ctx: Context,
                    kinds: dict[str, Kind], order: Order, out: PassResult, spec_commit: str,
-                   now: float, gate: Gate) -> dict[str, Any]:
-    record: dict[str, Any] = {"kind": res.kind, "name": res.name, "path": res.path,
-                              "spec": res.spec, "document": res.document}
-    same_document = prev is not None and prev.get("document") == res.document
-    if prev is not None and prev.get("memory"):
-        record["memory"] = prev["memory"]
+                   now: float, gate: Gate) -> ResourceRecord:
+    record = ResourceRecord(res.kind, res.name, res.path, spec=res.spec,
+                            document=res.document)
+    same_document = prev is not None and prev.document == res.document
+    if prev is not None and prev.memory:
+        record.memory = prev.memory
 
-    backoff = (prev or {}).get("backoff") if same_document else None
-    if prev is not None and backoff and backoff["notBefore"] > now:
+    backoff = prev.backoff if prev is not None and same_document else None
+    if prev is not None and backoff is not None and backoff.not_before > now:
         # Backing off: this pass leaves the resource alone and repeats what it said.
-        repeated = dict(prev["status"])
+        repeated = dict(prev.status)
         repeated["specCommit"] = spec_commit
-        record.update(status=repeated, backoff=backoff)
-        ctx.request_wakeup(backoff["notBefore"])
-        _note_retry(out, backoff["notBefore"] - now)
+        record.status, record.backoff = repeated, backoff
+        ctx.request_wakeup(backoff.not_before)
+        _note_retry(out, backoff.not_before - now)
         return record
 
     outcome, spec = _evaluate(res, kinds, ctx, order, out, gate, now)
     fp = fingerprint(spec) if spec is not None else None
-    in_effect_before = (fp is not None and prev is not None and _ready(prev)
-                        and prev.get("fingerprint") == fp)
+    in_effect_before = (fp is not None and prev is not None and prev.ready
+                        and prev.fingerprint == fp)
 
     # Ready, summarised: the outcome says whether the spec is in effect, and a kind's
     # own condition may hold it back (an observe-only resource that drifted).
@@ -363,8 +358,8 @@ def _reconcile_one(res: Resource, prev: dict[str, Any] | None, ctx: Context,
         # observedGeneration moves only when that generation finished.
         if ready:
             status["observedGeneration"] = res.generation
-        elif prev and "observedGeneration" in prev["status"]:
-            status["observedGeneration"] = prev["status"]["observedGeneration"]
+        elif prev and "observedGeneration" in prev.status:
+            status["observedGeneration"] = prev.status["observedGeneration"]
     status["specCommit"] = spec_commit
     conditions = [_condition("Ready", ready, reason, message, now, prev)]
     for cond in outcome.conditions:
@@ -374,7 +369,7 @@ def _reconcile_one(res: Resource, prev: dict[str, Any] | None, ctx: Context,
     if outcome.observed:
         status["observed"] = outcome.observed
 
-    drift = dict((prev or {}).get("status", {}).get("drift") or {})
+    drift = dict((prev.status.get("drift") if prev is not None else None) or {})
     if isinstance(outcome, Done) and outcome.changes and in_effect_before:
         # The spec did not change, yet the device had to be put right: GitOps drift.
         drift = {"corrections": int(drift.get("corrections", 0)) + 1,
@@ -392,24 +387,25 @@ def _reconcile_one(res: Resource, prev: dict[str, Any] | None, ctx: Context,
             _note_retry(out, outcome.after)
     # A dependent has no backoff of its own: its dependency's passes decide when it runs.
     elif isinstance(outcome, Retry) and outcome.reason != "DependencyNotReady":
-        attempts = (backoff or {}).get("attempts", 0) + 1
+        attempts = (backoff.attempts if backoff is not None else 0) + 1
         base = max(outcome.after, MIN_RETRY_S)
         delay = max(base, min(base * 2 ** min(attempts - 1, 20), MAX_BACKOFF_S))
         status["retryAfterSeconds"] = delay
-        record["backoff"] = {"attempts": attempts, "notBefore": now + delay}
+        record.backoff = Backoff(attempts, now + delay)
         ctx.request_wakeup(now + delay)
         _note_retry(out, delay)
     if ready and fp is not None:
-        record["fingerprint"] = fp
-    if isinstance(outcome, Retry) and outcome.reason in HELD and prev and "spec" in prev:
+        record.fingerprint = fp
+    if isinstance(outcome, Retry) and outcome.reason in HELD and prev \
+            and prev.spec is not None:
         # The previous spec is still what the device runs: keep it on record, so that
         # drift is judged and a removal undone against what is really in effect.
-        record.update(spec=prev["spec"], document=prev.get("document"))
-        if prev.get("fingerprint"):
-            record["fingerprint"] = prev["fingerprint"]
+        record.spec, record.document = prev.spec, prev.document
+        if prev.fingerprint:
+            record.fingerprint = prev.fingerprint
     if outcome.memory is not None:
-        record["memory"] = outcome.memory
-    record["status"] = status
+        record.memory = outcome.memory
+    record.status = status
     return record
 
 
@@ -470,12 +466,12 @@ def held_by_window(res_kind: str, key: str, kind: Kind, common: Common,
 def _keep_in_effect(key: str, kind: Kind, ctx: Context) -> None:
     """While a change waits for its window, keep the spec in effect right (drift is
     corrected at any time): apply the previous spec again, as any pass would."""
-    prev = ctx.records.get(key) or {}
-    if not prev.get("fingerprint") or "spec" not in prev:
+    prev = ctx.records.get(key)
+    if prev is None or not prev.fingerprint or prev.spec is None:
         return
     try:
-        old = kind.validate(dict(prev["spec"]))
-        if fingerprint(old) == prev["fingerprint"]:
+        old = kind.validate(dict(prev.spec))
+        if fingerprint(old) == prev.fingerprint:
             outcome = kind.apply(key, old, ctx)
             if isinstance(outcome, Done) and outcome.changes:
                 log.warning("%s drifted from the spec in effect and was corrected: %s", key,
@@ -493,7 +489,7 @@ def _evaluate(res: Resource, kinds: dict[str, Kind], ctx: Context, order: Order,
         return checked, None
     kind, common, spec = checked.kind, checked.common, checked.spec
     waiting = [d for d in order.deps.get(res.key, [])
-               if d not in out.records or not _ready(out.records[d])]
+               if d not in out.records or not out.records[d].ready]
     if waiting:
         return Retry("DependencyNotReady", f"waiting for {', '.join(waiting)} to be Ready",
                      0), spec
@@ -523,8 +519,8 @@ def _observe(res: Resource, kind: Kind, spec: dict[str, Any], ctx: Context) -> O
                   blocks_ready=True),))
 
 
-def leaving(previous: dict[str, dict[str, Any]], keys: set[str], invalid_paths: set[str]
-            ) -> list[tuple[str, dict[str, Any]]]:
+def leaving(previous: dict[str, ResourceRecord], keys: set[str], invalid_paths: set[str]
+            ) -> list[tuple[str, ResourceRecord]]:
     """Records of ``previous`` whose resource left the spec (``keys`` remain), in the
     order to undo them: dependents before what they depend on.
 
@@ -533,8 +529,8 @@ def leaving(previous: dict[str, dict[str, Any]], keys: set[str], invalid_paths: 
     is a rename, and the old resource goes.
     """
     gone = {key: prev for key, prev in previous.items()
-            if key not in keys and prev.get("path") not in invalid_paths and "spec" in prev}
-    order = resolve_order((k, k.split("/", 1)[-1], declared_dependencies(p["spec"]))
+            if key not in keys and prev.path not in invalid_paths and prev.spec is not None}
+    order = resolve_order((k, k.split("/", 1)[-1], declared_dependencies(p.spec or {}))
                           for k, p in gone.items())
     return [(key, gone[key]) for key in reversed(order.keys)]
 
@@ -544,7 +540,7 @@ class Leaving:
     """A resource that left the spec, and what undoing it means (``reconcile``, ``plan``)."""
 
     key: str
-    previous: dict[str, Any]
+    previous: ResourceRecord
     kept: str | None  # why its effect stays ("prune: false", "observe-only"), or None
     kind: Kind | None  # None: no such kind on this agent, nothing to undo
     spec: dict[str, Any] | None  # the validated spec to undo; None: nothing valid
@@ -552,13 +548,14 @@ class Leaving:
     window: str | None = None  # the maintenance window its removal waits for
 
 
-def leaving_resources(previous: dict[str, dict[str, Any]], keys: set[str],
+def leaving_resources(previous: dict[str, ResourceRecord], keys: set[str],
                       invalid_paths: set[str], kinds: dict[str, Kind]) -> list[Leaving]:
     """``leaving``, each with the decision a pass takes: keep it, or undo which spec."""
     out: list[Leaving] = []
     for key, prev in leaving(previous, keys, invalid_paths):
+        spec_before = prev.spec or {}
         try:
-            common = common_fields(prev["spec"])
+            common = common_fields(spec_before)
         except ResourceError:
             common = Common()
         if not common.prune or common.observe_only:
@@ -566,12 +563,12 @@ def leaving_resources(previous: dict[str, dict[str, Any]], keys: set[str],
             why = "prune: false" if not common.prune else "observe-only"
             out.append(Leaving(key, prev, why, None, None))
             continue
-        kind = kinds.get(prev["kind"])
+        kind = kinds.get(prev.kind or "")
         if kind is None:
             out.append(Leaving(key, prev, None, None, None, "no such kind here"))
             continue
         try:
-            spec = kind.validate(dict(prev["spec"]))
+            spec = kind.validate(dict(spec_before))
         except ResourceError as exc:
             out.append(Leaving(key, prev, None, kind, None, exc.reason))
             continue
@@ -583,15 +580,15 @@ def leaving_resources(previous: dict[str, dict[str, Any]], keys: set[str],
     return out
 
 
-def _prune(previous: dict[str, dict[str, Any]], out: PassResult, ctx: Context,
+def _prune(previous: dict[str, ResourceRecord], out: PassResult, ctx: Context,
            kinds: dict[str, Kind], gate: Gate) -> None:
-    invalid_paths = {r["path"] for r in out.records.values() if r.get("invalid")}
+    invalid_paths = {r.path for r in out.records.values() if r.invalid and r.path}
     now = ctx.clock()
     for step in leaving_resources(previous, set(out.records), invalid_paths, kinds):
         if step.kept is not None:
             continue
         held = (gate.hold(step.window, now)
-                if step.kind is not None and step.previous.get("kind") not in EXEMPT_KINDS
+                if step.kind is not None and step.previous.kind not in EXEMPT_KINDS
                 else None)
         if held is not None:
             # A removal is a change too: the resource stays as it was, reported, until
@@ -601,9 +598,8 @@ def _prune(previous: dict[str, dict[str, Any]], out: PassResult, ctx: Context,
             if reopens is not None:
                 ctx.request_wakeup(reopens)
                 _note_retry(out, reopens - now)
-            out.records[step.key] = {
-                **prev, "status": {**prev.get("status", {}), "conditions": [_condition(
-                    "Ready", False, held[0], f"removal {held[1]}", now, prev)]}}
+            out.records[step.key] = replace(prev, status={**prev.status, "conditions": [
+                _condition("Ready", False, held[0], f"removal {held[1]}", now, prev)]})
             continue
         if step.kind is not None and step.spec is not None:
             try:
@@ -621,10 +617,9 @@ def _prune(previous: dict[str, dict[str, Any]], out: PassResult, ctx: Context,
                            "tried again at the next pass")
                 # Kept as an invalid record with its spec, so the next pass retries the
                 # prune and the summary reports it until it succeeds.
-                out.records[step.key] = {
-                    "kind": prev.get("kind"), "name": prev.get("name"),
-                    "path": prev.get("path"), "spec": prev["spec"], "invalid": True,
-                    "status": {"conditions": [_condition(
-                        "Ready", False, "PruneFailed", message, now, prev)]}}
+                out.records[step.key] = ResourceRecord(
+                    prev.kind, prev.name, prev.path, spec=prev.spec, invalid=True,
+                    status={"conditions": [_condition(
+                        "Ready", False, "PruneFailed", message, now, prev)]})
                 continue
         out.pruned.append(step.key)

@@ -19,6 +19,7 @@ from giter_agent.kinds.base import Context, Failed, Kind
 from giter_agent.reconcile.engine import check, held_by_window, leaving_resources, spec_order
 from giter_agent.spec.resources import SpecSet, prefixes, select
 from giter_agent.spec.windows import EXEMPT_KINDS, gate_for
+from giter_agent.state.records import ResourceRecord
 
 CHANGE, NONE, INVALID, PRUNE, KEEP, UNKNOWN = ("change", "none", "invalid", "prune", "keep",
                                                "unknown")
@@ -80,7 +81,7 @@ def window_facts(repo: Path, commit: str) -> tuple[str | None, float]:
 
 
 def plan(specset: SpecSet, ctx: Context, kinds: dict[str, Kind],
-         previous: dict[str, dict[str, Any]], *, urgent: str | None = None,
+         previous: dict[str, ResourceRecord], *, urgent: str | None = None,
          spec_time: float | None = None) -> list[Step]:
     """The plan for ``specset`` given the last pass's ``previous`` records; a change
     that a maintenance window holds says until when."""
@@ -140,7 +141,7 @@ def plan(specset: SpecSet, ctx: Context, kinds: dict[str, Kind],
                 steps.append(Step(step.key, UNKNOWN,
                                   f"cannot plan the prune: {type(exc).__name__}: {exc}"))
                 continue
-            prev_kind = step.previous.get("kind")
+            prev_kind = step.previous.kind
             waits = None if prev_kind in EXEMPT_KINDS else gate.hold(step.window, now)
             if waits is not None:
                 detail += f"; waits: {waits[0]}: {waits[1]}"

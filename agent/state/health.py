@@ -21,6 +21,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from giter_agent.state.records import NetworkRecord
+
 SYNCING, REFUSED, ERROR, OFFLINE, STALE, IN_SYNC = (
     "syncing", "refused", "error", "offline", "stale", "in-sync")
 STATES = (SYNCING, REFUSED, ERROR, OFFLINE, STALE, IN_SYNC)
@@ -43,24 +45,23 @@ def health(state: Any, *, syncing: bool = False, failure: str | None = None) -> 
     (the message), which the state file cannot know.
     """
     last = state.last_sync or {}
-    net = state.network or {}
+    net = state.network or NetworkRecord()
     if syncing:
         return Health(SYNCING, "Syncing", "a sync pass is running")
     if last.get("outcome") in ("refused", "invalid-spec"):
         return Health(REFUSED, last.get("reason", "Refused"), last.get("message", ""))
-    if net.get("state") == "refused":
-        return Health(REFUSED, net.get("reason", "Refused"), net.get("message", ""))
+    if net.state == "refused":
+        return Health(REFUSED, net.reason or "Refused", net.message or "")
     if failure:
         return Health(ERROR, "PassFailed", failure)
-    if net.get("state") == "error":
-        return Health(ERROR, net.get("reason", "HubError"), net.get("message", ""))
-    not_ready = sorted(key for key, rec in state.resources.items()
-                       if not _ready(rec))
+    if net.state == "error":
+        return Health(ERROR, net.reason or "HubError", net.message or "")
+    not_ready = sorted(key for key, rec in state.resources.items() if not rec.ready)
     if state.applied and not_ready:
         return Health(ERROR, "NotReady", f"not Ready: {', '.join(not_ready)}")
-    if net.get("state") == "offline":
-        return Health(OFFLINE, net.get("reason", "Offline"),
-                      f"{net.get('message', '')} (since {net.get('since', '?')})")
+    if net.state == "offline":
+        return Health(OFFLINE, net.reason or "Offline",
+                      f"{net.message or ''} (since {net.since or '?'})")
     if not state.applied:
         return Health(OFFLINE, "NoSpec", "no spec has been applied yet: waiting for a sync")
     for cond in state.conditions:
@@ -68,7 +69,3 @@ def health(state: Any, *, syncing: bool = False, failure: str | None = None) -> 
             return Health(STALE, cond.get("reason", "SpecExpired"), cond.get("message", ""))
     return Health(IN_SYNC, "InSync", f"spec {state.applied[:12]} applied, every resource Ready")
 
-
-def _ready(record: dict[str, Any]) -> bool:
-    conditions = record.get("status", {}).get("conditions", [])
-    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)

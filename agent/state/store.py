@@ -1,7 +1,9 @@
 """The agent's durable state: accepted tip, applied spec, last sync, resource status.
 
 One msgpack file in the state directory, replaced atomically (``core.durable``), so a
-power cut at any instant leaves either the previous state or the next one. The
+power cut at any instant leaves either the previous state or the next one. In memory
+the per-resource records and the hub's are typed (``state.records``); on disk they are
+the plain maps they have always been, converted here and nowhere else. The
 accepted tip is what rollback protection compares against, so it must never be lost
 or go backwards. ``StateLock`` makes the state directory single-writer.
 """
@@ -13,12 +15,13 @@ import fcntl
 import os
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from giter_agent.core.durable import atomic_write
 from giter_agent.core.errors import GiterError, LockedError
+from giter_agent.state.records import NetworkRecord, ResourceRecord
 
 FORMAT = 1
 
@@ -32,11 +35,32 @@ class State:
     status_tip: str | None = None  # newest status commit on status/<device>
     expires: str | None = None  # RFC 3339 from the accepted commit's Expires: trailer
     last_sync: dict[str, Any] = field(default_factory=dict)
-    resources: dict[str, dict[str, Any]] = field(default_factory=dict)  # key -> status
+    resources: dict[str, ResourceRecord] = field(default_factory=dict)  # key -> record
     conditions: list[dict[str, Any]] = field(default_factory=list)  # the device's own
     # The hub ([network]): online/offline since when and why, consecutive failures
-    # (backoff), the hub's status/<device> (what it acknowledged). See docs/network.md.
-    network: dict[str, Any] = field(default_factory=dict)
+    # (backoff), the hub's status/<device> (what it acknowledged). None: never tried.
+    # See docs/network.md.
+    network: NetworkRecord | None = None
+
+    def to_plain(self) -> dict[str, Any]:
+        """The msgpack map of the state file (``format`` aside): the same keys as ever."""
+        return {"accepted": self.accepted, "applied": self.applied,
+                "status_tip": self.status_tip, "expires": self.expires,
+                "last_sync": self.last_sync,
+                "resources": {k: r.to_plain() for k, r in self.resources.items()},
+                "conditions": self.conditions,
+                "network": self.network.to_plain() if self.network else {}}
+
+    @classmethod
+    def from_plain(cls, raw: dict[str, Any]) -> State:
+        """The state in a state file's map; keys this version does not know are ignored."""
+        return cls(accepted=raw.get("accepted"), applied=raw.get("applied"),
+                   status_tip=raw.get("status_tip"), expires=raw.get("expires"),
+                   last_sync=dict(raw.get("last_sync") or {}),
+                   resources={k: ResourceRecord.from_plain(r)
+                              for k, r in (raw.get("resources") or {}).items()},
+                   conditions=list(raw.get("conditions") or []),
+                   network=NetworkRecord.from_plain(raw.get("network") or {}))
 
 
 class StateStore:
@@ -60,9 +84,12 @@ class StateStore:
                              reason="StateCorrupt") from None
         if not isinstance(raw, dict) or raw.get("format") != FORMAT:
             raise GiterError(f"{self.path}: unknown state format", reason="StateCorrupt")
-        raw.pop("format")
-        known = {k: v for k, v in raw.items() if k in State.__dataclass_fields__}
-        return State(**known)
+        try:
+            return State.from_plain(raw)
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise GiterError(f"{self.path}: state file is unreadable ({exc}); "
+                             "restore it or remove it to start over",
+                             reason="StateCorrupt") from None
 
     def save(self, state: State) -> None:
         """Write ``state`` unless the file already holds exactly that.
@@ -72,7 +99,7 @@ class StateStore:
         """
         import msgpack
 
-        data = msgpack.packb({"format": FORMAT, **asdict(state)}, use_bin_type=True)
+        data = msgpack.packb({"format": FORMAT, **state.to_plain()}, use_bin_type=True)
         try:
             if self.path.read_bytes() == data:
                 return

@@ -17,18 +17,19 @@ from typing import Any
 from giter_agent import __version__
 from giter_agent.core.layout import summary_path
 from giter_agent.spec.resources import API_VERSION, dump_yaml
+from giter_agent.state.records import ResourceRecord
 
 
-def status_files(device_id: str, records: dict[str, dict[str, Any]],
+def status_files(device_id: str, records: dict[str, ResourceRecord],
                  summary: dict[str, Any]) -> dict[str, bytes]:
     """Path -> file content for every resource document and the device summary."""
     files: dict[str, bytes] = {}
     for rec in records.values():
-        if rec.get("invalid") or not rec.get("document"):
+        if rec.invalid or not rec.document or rec.path is None:
             continue  # the file in the tree is not a usable document; the summary says why
-        doc = copy.deepcopy(rec["document"])
-        doc["status"] = rec["status"]
-        files[rec["path"]] = dump_yaml(doc)
+        doc = copy.deepcopy(rec.document)
+        doc["status"] = rec.status
+        files[rec.path] = dump_yaml(doc)
     files[summary_path(device_id)] = dump_yaml({
         "apiVersion": API_VERSION,
         "kind": "DeviceStatus",

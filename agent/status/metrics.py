@@ -93,7 +93,7 @@ def render(device: str, state: Any, *, spec_time: float | None = None) -> str:
                    if isinstance(b, dict) and b.get("verdict") in ("refused", "unusable")]
         metric("giter_last_sync_refused_bundles", "gauge",
                "Bundles the last sync refused or could not use.", [({}, len(refused))])
-    ready = sum(1 for rec in state.resources.values() if _is_ready(rec))
+    ready = sum(1 for rec in state.resources.values() if rec.ready)
     metric("giter_resources", "gauge", "Resources by readiness.",
            [({"ready": "true"}, ready), ({"ready": "false"}, len(state.resources) - ready)])
     metric("giter_spec_commit_timestamp_seconds", "gauge",
@@ -103,18 +103,15 @@ def render(device: str, state: Any, *, spec_time: float | None = None) -> str:
     metric("giter_spec_expires_timestamp_seconds", "gauge",
            "The applied spec's Expires: trailer, Unix time.",
            [({}, expires)] if expires is not None else [])
-    net = state.network or {}
-    if net:
+    net = state.network
+    if net is not None:
         metric("giter_network_online", "gauge", "1 when the hub was reachable last time.",
-               [({}, 1 if net.get("state") == "online" else 0)])
+               [({}, 1 if net.state == "online" else 0)])
         metric("giter_network_failures", "gauge", "Failed tries at the hub in a row.",
-               [({}, int(net.get("failures", 0) or 0))])
+               [({}, net.failures)])
     return "\n".join(out) + "\n"
 
 
-def _is_ready(record: dict[str, Any]) -> bool:
-    conditions = record.get("status", {}).get("conditions", [])
-    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
 
 
 def write_if_changed(path: Path, text: str) -> bool:

@@ -8,7 +8,8 @@ they sit below the sync layer and import this, never the ``Agent`` itself.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+
+from giter_agent.state.records import NetworkRecord, ResourceRecord
 
 __all__ = ["EXIT_NOT_READY", "EXIT_OFFLINE", "EXIT_OK", "EXIT_REFUSED", "EXIT_USAGE",
            "BundleVerdict", "SyncReport"]
@@ -41,9 +42,9 @@ class SyncReport:
     status_commit: str | None = None
     bundles: list[BundleVerdict] = field(default_factory=list)
     not_ready: list[str] = field(default_factory=list)
-    resources: dict[str, dict[str, Any]] = field(default_factory=dict)
+    resources: dict[str, ResourceRecord] = field(default_factory=dict)
     stale: str | None = None  # why the applied spec is stale (its Expires: has passed)
-    network: dict[str, Any] | None = None  # the hub as last seen (state.network), if any
+    network: NetworkRecord | None = None  # the hub as last seen (state.network), if any
 
     @property
     def exit_code(self) -> int:

@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from giter_agent.state.records import ResourceRecord
+
 KEY_WIDTH = 28
 
 
@@ -18,7 +20,7 @@ def mark(condition: Mapping[str, Any]) -> str:
     return "Ready" if condition.get("status") == "True" else "NOT READY"
 
 
-def resource_rows(records: Mapping[str, Mapping[str, Any]], *, every_condition: bool = False,
+def resource_rows(records: Mapping[str, ResourceRecord], *, every_condition: bool = False,
                   since: bool = False, indent: str = "  ") -> list[str]:
     """One line per resource (its ``Ready`` condition), sorted by key.
 
@@ -27,7 +29,7 @@ def resource_rows(records: Mapping[str, Mapping[str, Any]], *, every_condition: 
     """
     lines = []
     for key, rec in sorted(records.items()):
-        conditions = list(rec.get("status", {}).get("conditions", []))
+        conditions = rec.conditions
         for cond in conditions if every_condition else conditions[:1]:
             when = f" (since {cond.get('lastTransitionTime')})" if since else ""
             lines.append(f"{indent}{key:<{KEY_WIDTH}} {mark(cond):<10} {cond.get('reason')}: "

@@ -171,11 +171,12 @@ class Agent:
 
         return allowed_signers_line(self.device_key(), self.config.device_id)
 
-    def _budget(self) -> Budget:
-        """The one time budget of a sync pass, shared by every bundle and stage in it."""
+    def _budget(self, max_bytes: int | None = None) -> Budget:
+        """The one budget of a sync pass, shared by every bundle, read and stage in it."""
         from giter_agent.core.budget import Budget
 
-        return Budget(float(self.config.limits.time_budget_s), self.monotonic)
+        return Budget(float(self.config.limits.time_budget_s), self.monotonic,
+                      max_bytes=max_bytes)
 
     def enrolled(self) -> bool:
         """Does the accepted spec hold this device's key (``.giter/devices/<id>.pub``, what
@@ -252,9 +253,10 @@ class Agent:
             if own_remote and net.ssh_key == self.key_path:
                 self.device_key()  # the hub knows us by it: it must exist before we connect
             remote = remote or open_remote(net)
-            # One budget for the whole pass: the hub's reads end when the sync's time does.
-            budget = self._budget()
-            remote.arm(budget.remaining(), self.config.limits.max_bundle_mib * 2**20)
+            # One budget for the whole pass: the hub's reads end when the sync's time does,
+            # and all the hub may send is one bundle's worth.
+            budget = self._budget(max_bytes=self.config.limits.max_bundle_mib * 2**20)
+            remote.arm(budget)
             try:
                 with self._history() as history:
                     return self.hub.exchange(history, state, root, remote, budget)

@@ -102,7 +102,7 @@ class SpecApplier:
         self.write_metrics(history, state)
         report.accepted, report.applied = state.accepted, state.applied
         report.status_commit = state.status_tip
-        report.network = dict(state.network) if self.config.network else None
+        report.network = state.network if self.config.network else None
 
     def write_metrics(self, history: History, state: State) -> None:
         """``[metrics] textfile``, when set and changed (``status.metrics``); never fails
@@ -137,9 +137,9 @@ class SpecApplier:
             # syncs of the same stick: a re-sync that changes nothing makes no commit.
             "refused": [b for b in state.last_sync.get("bundles", [])
                         if b["verdict"] == "refused"],
-            "invalid": [{"path": r["path"], "reason": r["status"]["conditions"][0]["reason"],
-                         "message": r["status"]["conditions"][0]["message"]}
-                        for r in state.resources.values() if r.get("invalid")],
+            "invalid": [{"path": r.path, "reason": r.conditions[0]["reason"],
+                         "message": r.conditions[0]["message"]}
+                        for r in state.resources.values() if r.invalid],
             "notReady": report.not_ready,
             "conditions": state.conditions,
         }

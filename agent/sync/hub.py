@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from giter_agent.config.agent_toml import Config
@@ -27,6 +28,7 @@ from giter_agent.core.errors import (
 )
 from giter_agent.history.objects import has_object, read_commit
 from giter_agent.reconcile.engine import rfc3339
+from giter_agent.state.records import NetworkRecord
 from giter_agent.state.store import State, StateStore
 from giter_agent.status.report import SyncReport
 from giter_agent.sync.applier import SpecApplier
@@ -91,7 +93,7 @@ class HubExchange:
         self._record_network(state, remote, failure, pushed)
         self.state_store.save(state)
         self.applier.write_metrics(history, state)  # the hub's state is news too
-        report.network = dict(state.network)
+        report.network = state.network
         return report
 
     @contextlib.contextmanager
@@ -192,27 +194,25 @@ class HubExchange:
     def _record_network(self, state: State, remote: Remote, failure: NetworkError | None,
                         pushed: bool | None) -> None:
         now = rfc3339(self.clock())
-        net = dict(state.network)
+        net = state.network or NetworkRecord()
+        contact = net.last_contact
         if failure is None:
             kind, reason = "online", "Connected"
             message = (f"{remote.display}: in contact"
                        + ("; the hub holds our status" if pushed else ""))
-            net["failures"] = 0
-            net["lastContact"] = now
+            failures, contact = 0, now
         else:
             kind = ("refused" if isinstance(failure, HubIdentityError)
                     else "offline" if isinstance(failure, HubOffline) else "error")
             reason, message = failure.reason, str(failure)
-            net["failures"] = int(net.get("failures", 0)) + 1
+            failures = net.failures + 1
             if pushed is False and not isinstance(failure, HubOffline):
-                net["lastContact"] = now  # the fetch went through; only the push did not
-        if net.get("state") != kind or net.get("reason") != reason:
-            net["since"] = now
-        net.update(url=remote.display, state=kind, reason=reason, message=message,
-                   lastAttempt=now)
-        if pushed:
-            net["hubStatus"] = state.status_tip
-        state.network = net
+                contact = now  # the fetch went through; only the push did not
+        since = now if (net.state != kind or net.reason != reason) else net.since
+        state.network = replace(
+            net, url=remote.display, state=kind, reason=reason, message=message,
+            since=since, failures=failures, last_attempt=now, last_contact=contact,
+            hub_status=state.status_tip if pushed else net.hub_status)
 
 
 def _observes_held_specs(q: Any, tip: bytes) -> None:

@@ -210,8 +210,8 @@ def receipt(agent: SyncingDevice, report: SyncReport) -> str:
         f"spec applied:   {report.applied or 'none yet'}",
         *([f"STALE SPEC:     {report.stale}"] if report.stale else []),
         f"status commit:  {report.status_commit or 'none yet'}",
-        *([f"network:        {str(report.network.get('state', 'never contacted')).upper()}"
-           f" since {report.network.get('since', '?')} - {report.network.get('message', '')}"]
+        *([f"network:        {(report.network.state or 'never contacted').upper()}"
+           f" since {report.network.since or '?'} - {report.network.message or ''}"]
           if report.network else []),
         f"status bundle:  {cfg.device_id}.bundle (carry it back to the publisher)"
         if report.status_commit else "status bundle:  none",

@@ -22,7 +22,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from support.git import Publisher, run, ssh_keygen
@@ -367,10 +367,10 @@ class Case:
 
         store = StateStore(self.state)
         state = store.load()
-        waiting = [r for r in state.resources.values() if r.get("backoff")
-                   and r["status"]["conditions"][0]["reason"] == "WriteFailed"]
+        waiting = [r for r in state.resources.values() if r.backoff
+                   and r.status["conditions"][0]["reason"] == "WriteFailed"]
         for record in waiting:
-            record["backoff"]["notBefore"] = 0
+            record.backoff = replace(record.backoff, not_before=0)
         store.save(state)
         return bool(waiting)
 

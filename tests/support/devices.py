@@ -75,8 +75,8 @@ class SimDevice:
         applied spec and readiness, and every file under the root."""
         s = self.state()
         files = {str(p): p.read_bytes() for p in sorted(self.root.rglob("*")) if p.is_file()}
-        applied = {key: (rec.get("spec"), rec["status"]["conditions"][0]["status"],
-                         rec["status"].get("specCommit"))
+        applied = {key: (rec.spec, rec.status["conditions"][0]["status"],
+                         rec.status.get("specCommit"))
                    for key, rec in s.resources.items()}
         return {"accepted": s.accepted, "applied": s.applied, "resources": applied,
                 "files": files}

@@ -14,6 +14,7 @@ from typing import Any
 from giter_agent.device.board import load_board
 from giter_agent.kinds.base import Context
 from giter_agent.spec.resources import SpecSet, select
+from giter_agent.state.records import ResourceRecord
 from support.resources import API, doc
 
 __all__ = ["API", "T0", "Clock", "Rig", "condition", "doc", "make_ctx", "ready", "specset"]
@@ -53,14 +54,14 @@ def make_ctx(tmp_path: Path, factory: Any, clock: Clock | None = None, **extra: 
                    sysfs=sysfs, **extra)
 
 
-def condition(record: dict[str, Any], ctype: str = "Ready") -> dict[str, Any] | None:
-    for cond in record["status"].get("conditions", []):
+def condition(record: ResourceRecord, ctype: str = "Ready") -> dict[str, Any] | None:
+    for cond in record.status.get("conditions", []):
         if cond["type"] == ctype:
             return cond
     return None
 
 
-def ready(record: dict[str, Any]) -> tuple[bool, str]:
+def ready(record: ResourceRecord) -> tuple[bool, str]:
     cond = condition(record)
     assert cond is not None
     return cond["status"] == "True", cond["reason"]

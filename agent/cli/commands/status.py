@@ -44,8 +44,8 @@ def run(args: argparse.Namespace) -> int:
         "expires": state.expires,
         "conditions": state.conditions,
         "lastSync": state.last_sync or None,
-        "network": state.network or None,
-        "resources": {k: {"path": r.get("path"), "status": r["status"]}
+        "network": state.network.to_plain() if state.network else None,
+        "resources": {k: {"path": r.path, "status": r.status}
                       for k, r in sorted(state.resources.items())},
     }
     code = EXIT_CODES[words.state]
@@ -72,9 +72,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"status commit {state.status_tip or 'none yet'}")
     if config.network is not None:
         net = state.network
-        print(f"hub           {net.get('state', 'never contacted')}"
-              + (f" since {net['since']} ({net['reason']}: {net['message']})"
-                 if net.get("since") else f" ({config.network.url})"))
+        print(f"hub           {net.state if net and net.state else 'never contacted'}"
+              + (f" since {net.since} ({net.reason}: {net.message})"
+                 if net and net.since else f" ({config.network.url})"))
     for cond in state.conditions:
         if cond["type"] == "Stale" and cond["status"] == "True":
             print(f"STALE SPEC    {cond['message']} (since {cond['lastTransitionTime']})")

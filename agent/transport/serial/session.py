@@ -301,9 +301,7 @@ def report_from_state(agent: SyncingDevice) -> SyncReport:
     """A ``SyncReport`` for a session that synced nothing: the device as it stands."""
     state = agent.state_store.load()
     last = state.last_sync or {}
-    not_ready = sorted(k for k, rec in state.resources.items()
-                       if not any(c.get("type") == "Ready" and c.get("status") == "True"
-                                  for c in rec.get("status", {}).get("conditions", [])))
+    not_ready = sorted(k for k, rec in state.resources.items() if not rec.ready)
     stale = next((c.get("message") for c in state.conditions
                   if c.get("type") == "Stale" and c.get("status") == "True"), None)
     if state.applied:
@@ -317,4 +315,4 @@ def report_from_state(agent: SyncingDevice) -> SyncReport:
     return SyncReport(outcome, reason, message, accepted=state.accepted, applied=state.applied,
                       status_commit=state.status_tip, not_ready=not_ready,
                       resources=dict(state.resources), stale=stale,
-                      network=dict(state.network) if state.network else None)
+                      network=state.network)

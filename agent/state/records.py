@@ -1,0 +1,130 @@
+"""The records the state file keeps: one per resource, and one for the hub.
+
+``ResourceRecord`` is what the last pass did with one resource: what it was (kind, name,
+file), the spec in effect and its status document, and what the next pass needs
+(backoff, fingerprint, the kind's memory). ``NetworkRecord`` is the hub as last seen
+(``state.network``). Both are typed in memory and plain msgpack maps on disk:
+``to_plain``/``from_plain`` are the only places that know the on-disk keys, which are
+those the state file has always had (camelCase where they are shown to people), so a
+state file written before these types loads unchanged (``state.store``).
+
+The ``status`` of a resource stays a plain mapping: it is the Kubernetes-style status
+document written into the signed status commit, whose fields kinds choose.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+# -- one resource -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """A resource that asked to retry: how often in a row, and not before when (clock s)."""
+
+    attempts: int
+    not_before: float
+
+    def to_plain(self) -> dict[str, Any]:
+        return {"attempts": self.attempts, "notBefore": self.not_before}
+
+    @classmethod
+    def from_plain(cls, raw: Mapping[str, Any]) -> Backoff:
+        return cls(int(raw.get("attempts", 0)), float(raw.get("notBefore", 0.0)))
+
+
+@dataclass(slots=True)
+class ResourceRecord:
+    """What the last pass did with one resource (the state file's ``resources[key]``)."""
+
+    kind: str | None
+    name: str | None
+    path: str | None
+    status: dict[str, Any] = field(default_factory=dict)  # the status document
+    spec: dict[str, Any] | None = None  # the spec in effect (None: none valid yet)
+    document: dict[str, Any] | None = None  # the whole resource document it came from
+    invalid: bool = False  # the file is invalid now (its last good spec may still apply)
+    fingerprint: str | None = None  # of the validated spec, once it was in effect
+    memory: dict[str, Any] | None = None  # what the kind asked to keep (Done.memory)
+    backoff: Backoff | None = None
+
+    @property
+    def conditions(self) -> list[dict[str, Any]]:
+        return list(self.status.get("conditions", []))
+
+    @property
+    def ready(self) -> bool:
+        """Is its ``Ready`` condition True?"""
+        return any(c.get("type") == "Ready" and c.get("status") == "True"
+                   for c in self.conditions)
+
+    def to_plain(self) -> dict[str, Any]:
+        """The msgpack map the state file holds (absent fields are left out, as ever)."""
+        out: dict[str, Any] = {"kind": self.kind, "name": self.name, "path": self.path}
+        if self.spec is not None:
+            out["spec"] = self.spec
+        if self.document is not None:
+            out["document"] = self.document
+        if self.memory:
+            out["memory"] = self.memory
+        if self.backoff is not None:
+            out["backoff"] = self.backoff.to_plain()
+        if self.fingerprint is not None:
+            out["fingerprint"] = self.fingerprint
+        if self.invalid:
+            out["invalid"] = True
+        out["status"] = self.status
+        return out
+
+    @classmethod
+    def from_plain(cls, raw: Mapping[str, Any]) -> ResourceRecord:
+        backoff = raw.get("backoff")
+        return cls(kind=raw.get("kind"), name=raw.get("name"), path=raw.get("path"),
+                   status=dict(raw.get("status") or {}), spec=raw.get("spec"),
+                   document=raw.get("document"), invalid=bool(raw.get("invalid")),
+                   fingerprint=raw.get("fingerprint"), memory=raw.get("memory") or None,
+                   backoff=Backoff.from_plain(backoff) if backoff else None)
+
+
+# -- the hub ------------------------------------------------------------------------------
+
+# Field -> the key the state file (and `giter-agent status --json`) has always used.
+_NETWORK_KEYS = {"url": "url", "state": "state", "reason": "reason", "message": "message",
+                 "since": "since", "failures": "failures", "last_attempt": "lastAttempt",
+                 "last_contact": "lastContact", "hub_status": "hubStatus"}
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkRecord:
+    """The hub as last seen (``state.network``; docs/network.md)."""
+
+    url: str | None = None
+    state: str | None = None  # online | offline | error | refused
+    reason: str | None = None
+    message: str | None = None
+    since: str | None = None  # when this state began
+    failures: int = 0  # failed tries in a row (the daemon's backoff)
+    last_attempt: str | None = None
+    last_contact: str | None = None  # the last time the hub answered
+    hub_status: str | None = None  # the status commit the hub acknowledged
+
+    def to_plain(self) -> dict[str, Any]:
+        """The msgpack map the state file holds (and ``status --json`` shows)."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is not None:
+                out[_NETWORK_KEYS[f.name]] = value
+        return out
+
+    @classmethod
+    def from_plain(cls, raw: Mapping[str, Any]) -> NetworkRecord | None:
+        """The record in ``raw``; None for an empty map (the hub was never tried)."""
+        if not raw:
+            return None
+        known = {name: raw[key] for name, key in _NETWORK_KEYS.items() if key in raw}
+        known["failures"] = int(known.get("failures") or 0)
+        return cls(**known)
