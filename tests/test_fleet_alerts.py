@@ -69,16 +69,23 @@ def test_who_is_late_and_since_when(tmp_path, fleet, stick):
     assert found["pi-b"].since == published
     assert found["pi-b"].reason == "behind by 1 spec commit(s)"
 
-    # pi-a gets a resource it cannot make Ready: observed the tip, but not converged,
-    # since its first report of that (its own clock).
+    # pi-a gets a resource it cannot make Ready: it observed the tip but has not
+    # converged on it since the tip was published (it was on an older spec before).
     fleet.write("devices/pi-a/bad.yaml", motd(pi_a, "x\n").replace(
         "name: motd", "name: bad").replace(f"{pi_a.root}/motd", "/proc/giter-forbidden"))
     fleet.ok("commit", "-m", "A file pi-a may not write")
+    published = commit_time(fleet, "main")
     sync_and_import(fleet, stick, pi_a, pi_b)
     found = late(fleet, now=now)
     assert set(found) == {"pi-a", "pi-c"}  # pi-b caught up
     assert found["pi-a"].reason.startswith("not ready File/bad: ")
-    assert found["pi-a"].since == commit_time(fleet, "status/pi-a")
+    assert found["pi-a"].since == published
+
+    # Reported again, still not Ready on the same tip: the run's start does not move.
+    fleet.ok("create", stick)
+    assert pi_a.cli("sync", "--usb", stick) in (0, 3)
+    fleet.ok("import", stick)
+    assert late(fleet, now=now)["pi-a"].since == published
 
     # A threshold longer than any of that: nobody is overdue.
     assert late(fleet, now=time.time(), threshold=7 * 86400) == {}
