@@ -116,6 +116,12 @@ class Context:
     # Where a Command is recorded as started before it runs (state.command_journal);
     # None: not journaled (a dry run, a test without a state directory).
     command_journal: Any = None
+    # Where a Release switch is recorded before the link moves (state.release_journal);
+    # None: not journaled (a dry run, a test without a state directory).
+    release_journal: Any = None
+    # The verified spec commit's tree, set by the applier for each pass (a
+    # history.spec_tree.SpecTree: ``listing(folder)``, ``blob(id)``); None outside one.
+    spec_tree: Any = None
     # Seconds a pass may run beyond the daemon's usual bound because a kind is waiting
     # on something bounded of its own (a Command's timeout). The daemon zeroes it when a
     # pass starts and keeps feeding systemd's watchdog within it (``allow_busy``).
