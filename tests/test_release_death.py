@@ -101,21 +101,24 @@ def case(tmp_path_factory):
     made.close()
 
 
+FLIP = r'"\.current\.[0-9a-f]+\.giter-tmp"'
 TARGETED = [
     # the finished release folder renamed into place
-    ("renameat", r'"\.v2-[0-9a-f]{12}\.[0-9a-f]+\.giter-tmp"'),
-    # the journal written before the link moves, and after the check
-    ("rename", r"releases\.journal\""),
-    # the flip of current
-    ("renameat", r'"\.current\.[0-9a-f]+\.giter-tmp"'),
+    ("renameat", r'"\.v2-[0-9a-f]{12}\.[0-9a-f]+\.giter-tmp"', None),
+    # the journal written before the link moves
+    ("rename", r"releases\.journal\"", None),
+    # the flip of current, and the root's fsync right after it (the link has moved,
+    # the units are not restarted, the check has not run)
+    ("renameat", FLIP, None),
+    ("fsync", r".", FLIP),
 ]
 
 
-@pytest.mark.parametrize(("syscall", "pattern"), TARGETED,
-                         ids=["release-folder", "journal", "current-flip"])
+@pytest.mark.parametrize(("syscall", "pattern", "after"), TARGETED,
+                         ids=["release-folder", "journal", "current-flip", "after-flip"])
 def test_a_kill_at_each_step_of_the_switch_leaves_old_or_new_and_converges(
-        case, syscall, pattern):
-    n = case.point_of(syscall, pattern)
+        case, syscall, pattern, after):
+    n = case.point_of(syscall, pattern, after)
     seen: list[int] = []
 
     def probe(c: Case) -> None:
