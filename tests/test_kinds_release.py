@@ -407,3 +407,35 @@ def test_prune_removes_the_link_and_the_releases(device):
     spec = kind.validate({"source": "artifacts/app", "root": str(device.root)})
     kind.prune(KEY, spec, device.ctx)
     assert device.current() is None and device.releases() == set()
+
+
+def test_through_the_agent_signed_artifacts_are_released_and_plan_shows_the_next(
+        tmp_path, publisher, capsys):
+    """Real git: the artifacts travel in the signed commit; sync lays them down; plan
+    reads the spec's tree as the sync does."""
+    from support.kinds import Rig
+
+    rig = Rig(tmp_path, publisher, extra_config='[commands]\nallowed = { ok = ["/bin/true"] }\n')
+    app = rig.root / "app"
+    spec = {"source": "artifacts/app", "root": str(app), "check": {"command": "ok"}}
+
+    def ship(text: str, message: str) -> None:
+        (publisher.root / "artifacts/app").mkdir(parents=True, exist_ok=True)
+        (publisher.root / "artifacts/app/run.sh").write_text(text)
+        rig.publish({"app.yaml": doc("Release", "app", spec)}, message)
+
+    ship("v1\n", "v1")
+    assert rig.cli("sync", "--bundle", rig.bundle()) == 0
+    assert (app / "current/run.sh").read_text() == "v1\n"
+    first = os.readlink(app / "current")
+
+    # plan reads the spec's tree as the sync does: nothing would change now.
+    capsys.readouterr()
+    assert rig.cli("plan", "--all", "--detailed-exitcode") == 0
+    assert "Release/app" in capsys.readouterr().out
+
+    ship("v2\n", "v2")
+    assert rig.cli("sync", "--bundle", rig.bundle()) == 0
+    assert (app / "current/run.sh").read_text() == "v2\n"
+    assert sorted(p.name for p in (app / "releases").iterdir()) \
+        == sorted([first.split("/")[1], os.readlink(app / "current").split("/")[1]])
