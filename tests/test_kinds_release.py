@@ -14,8 +14,7 @@ import threading
 
 import pytest
 from dulwich.object_store import MemoryObjectStore
-from dulwich.objects import Blob, Tree
-from support.kinds import condition, doc, ready, specset
+from support.kinds import build_tree, condition, doc, ready, specset
 from support.servers import free_port
 from support.systemd import FakeSystemd, install
 
@@ -27,31 +26,6 @@ from giter_agent.reconcile.engine import reconcile
 from giter_agent.state.release_journal import ReleaseJournal
 
 KEY = "Release/app"
-
-
-def build_tree(store: MemoryObjectStore, files: dict[str, tuple[bytes, int]]) -> bytes:
-    """A git tree of ``files`` (path -> (content, mode)), subfolders made as needed."""
-    nested: dict = {}
-    for path, entry in files.items():
-        node = nested
-        *folders, name = path.split("/")
-        for folder in folders:
-            node = node.setdefault(folder, {})
-        node[name] = entry
-
-    def write(node: dict) -> bytes:
-        tree = Tree()
-        for name, entry in node.items():
-            if isinstance(entry, dict):
-                tree.add(name.encode(), 0o040000, write(entry))
-            else:
-                blob = Blob.from_string(entry[0])
-                store.add_object(blob)
-                tree.add(name.encode(), entry[1], blob.id)
-        store.add_object(tree)
-        return tree.id
-
-    return write(nested)
 
 
 class Fleet:

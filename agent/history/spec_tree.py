@@ -46,6 +46,18 @@ class SpecTree:
         self._served.update(sha for _p, _x, sha in out)
         return Listing(tree_id.decode(), out)
 
+    def file(self, path: str) -> str | None:
+        """The blob id of the regular file at ``path`` (None when absent); its folder
+        must pass the allowlist whole (``TreeError`` otherwise)."""
+        folder, _, name = path.strip("/").rpartition("/")
+        listing = self.listing(folder)
+        if listing is None:
+            return None
+        for rel, _executable, blob_id in listing.files:
+            if rel == name:
+                return blob_id
+        return None
+
     def blob(self, blob_id: str) -> bytes:
         """The content of a blob a ``listing`` named (the import caps bound its size)."""
         if blob_id not in self._served:

@@ -84,6 +84,7 @@ class Agent:
         self.ctx = Context(board=self.board, files_roots=config.files_roots,
                            pin_factory_maker=pin_factory_maker, clock=clock,
                            commands=config.commands, services=config.services,
+                           packages_allowed=config.packages,
                            command_journal=CommandJournal(config.state_dir / JOURNAL),
                            release_journal=ReleaseJournal(config.state_dir / RELEASE_JOURNAL),
                            settings_config=config.agent, identity=self.device_key,
