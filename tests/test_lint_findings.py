@@ -100,6 +100,11 @@ def test_a_release_source_is_checked_as_the_device_reads_it(tmp_path, publisher_
     fleet.write("groups/lobby/bad.yaml", _release("bad", "artifacts/bad"))
     fleet.write("groups/lobby/gone.yaml", _release("gone", "artifacts/gone"))
     fleet.write("groups/lobby/out.yaml", _release("out", "devices/pi-1"))
+    fleet.write("artifacts/debs/app_1.0_all.deb", "!<arch>\n")
+    for name, deb in (("app", "artifacts/debs/app_1.0_all.deb"),
+                      ("lib", "artifacts/debs/lib_1.0_all.deb")):
+        fleet.write(f"groups/lobby/{name}.yaml", f"{API}kind: Package\nmetadata: {{name: "
+                    f"{name}}}\nspec: {{package: {name}, deb: {deb}}}\n")
     code, out = fleet.cli("lint")
     assert code == 1
     assert ("groups/lobby/bad.yaml: UnsafeTreeEntry: spec.source artifacts/bad: "
@@ -109,4 +114,6 @@ def test_a_release_source_is_checked_as_the_device_reads_it(tmp_path, publisher_
     assert "groups/lobby/out.yaml: InvalidSpec: spec.source must be a folder under " \
            "artifacts/" in out
     assert out.count("out.yaml: InvalidSpec") == 1  # said once, not per retry of lint
-    assert "good.yaml" not in out
+    assert ("groups/lobby/lib.yaml: SourceNotFound: spec.deb artifacts/debs/lib_1.0_all.deb "
+            "is not a file") in out
+    assert "good.yaml" not in out and "app.yaml" not in out

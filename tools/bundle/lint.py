@@ -290,7 +290,9 @@ def release_findings(store: Any, tree: bytes,
                      folders: dict[str, list[tuple[str, bytes]]]) -> list[Finding]:
     """Each ``Release``'s ``source`` is a folder of this tree that the device's tree
     allowlist takes whole (``history.tree.list_files``: no symlink, submodule, odd name
-    or case collision), as the device will read it."""
+    or case collision), and each ``Package``'s ``deb`` a regular file in such a folder,
+    as the device will read them (``history.spec_tree.SpecTree``)."""
+    from giter_agent.history.spec_tree import SpecTree
     from giter_agent.history.tree import list_files
     from giter_agent.spec.resources import parse_resource
 
@@ -301,6 +303,18 @@ def release_findings(store: Any, tree: bytes,
                 res = parse_resource(path, data)
             except GiterError:
                 continue  # reported by _check_resource
+            deb = res.spec.get("deb")
+            if res.kind == "Package" and isinstance(deb, str) and deb.startswith("artifacts/"):
+                try:
+                    found = SpecTree(store, tree).file(deb)
+                except (TreeError, ValueError) as exc:
+                    out.append(Finding(path, getattr(exc, "reason", "InvalidSpec"),
+                                       f"spec.deb {deb}: {exc} (the device refuses it)"))
+                    continue
+                if found is None:
+                    out.append(Finding(path, "SourceNotFound", f"spec.deb {deb} is not a file "
+                                       "in this commit"))
+                continue
             source = res.spec.get("source")
             if res.kind != "Release" or not isinstance(source, str) \
                     or not source.startswith("artifacts/"):
