@@ -207,3 +207,36 @@ def test_plan_shows_install_and_upgrade(board):
     board.ctx.spec_tree = SpecTree(board.store, build_tree(board.store, board.artifacts))
     assert kind.plan("Package/app", spec, board.ctx) is None
     assert kind.plan_prune("Package/app", spec, board.ctx) == "would remove the package app"
+
+
+def flat_repository(folder: Path, debs: list[bytes]) -> str:
+    """A flat apt repository of ``debs`` in ``folder`` (the ``Packages`` index written
+    here, as dpkg-scanpackages would); its sources.list line."""
+    import hashlib
+
+    folder.mkdir()
+    stanzas = []
+    for i, data in enumerate(debs):
+        name = f"p{i}.deb"
+        (folder / name).write_bytes(data)
+        control = subprocess.run(["dpkg-deb", "--field", str(folder / name)], check=True,
+                                 capture_output=True).stdout.decode().strip()
+        stanzas.append(f"{control}\nFilename: ./{name}\nSize: {len(data)}\n"
+                       f"SHA256: {hashlib.sha256(data).hexdigest()}\n")
+    (folder / "Packages").write_text("\n".join(stanzas))
+    return f"deb [trusted=yes] file:{folder} ./\n"
+
+
+@pytest.mark.skipif(shutil.which("apt-get") is None, reason="apt is not installed")
+def test_by_name_and_version_from_apt_sources(board, tmp_path):
+    sources = flat_repository(tmp_path / "repo", [
+        build_deb(board.debs, "app", "1.0"), build_deb(board.debs, "app", "2.0")])
+    board.ctx.package_tools = PackageTools.private(board.root, sources)
+    rec = board.apply({"package": "app", "version": "1.0"})["Package/app"]
+    assert ready(rec) == (True, "Installed") and board.version() == "1.0"
+    assert rec["status"]["observed"]["source"] == "apt"
+    rec = board.apply({"package": "app", "version": "2.0"})["Package/app"]
+    assert ready(rec) == (True, "Installed") and board.file() == "app 2.0\n"
+    rec = board.apply({"package": "app", "version": "3.0"})["Package/app"]
+    assert ready(rec) == (False, "AptFailed")
+    assert board.version() == "2.0" and rec["status"]["observed"]["version"] == "2.0"

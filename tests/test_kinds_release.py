@@ -245,7 +245,7 @@ def test_an_unsafe_release_tree_is_refused_and_the_previous_release_stays(
 @pytest.mark.parametrize("spec, words", [
     ({"source": "devices/pi/secret"}, "must be a folder under artifacts/"),
     ({"source": "artifacts/../etc"}, "must be a folder under artifacts/"),
-    ({"root": "/srv/giter/../etc"}, "'.', '..'"),
+    ({"root": "/srv/giter/../etc"}, "spec.root must not contain '.', '..'"),
     ({"check": {"http": "http://10.0.0.5:80/"}}, "http://127.0.0.1:PORT"),
     ({"check": {"http": "http://localhost:80/"}}, "http://127.0.0.1:PORT"),
     ({"check": {"command": "a", "unit": "b.service"}}, "exactly one of command"),

@@ -70,18 +70,34 @@ class PackageTools:
         return cls()
 
     @classmethod
-    def private(cls, root: Path) -> PackageTools:
+    def private(cls, root: Path, sources: str | None = None) -> PackageTools:
         """dpkg on a private tree (``--root``; its database in ``root/var/lib/dpkg``),
-        made if missing; no apt (it would reach the network)."""
+        made if missing. apt too when ``sources`` (a sources.list) is given, with its
+        lists, cache and configuration under ``root/apt`` and dpkg on the same root;
+        without it apt is ``false`` (it would reach the network)."""
         admin = root / "var/lib/dpkg"
         for sub in ("updates", "info"):
             (admin / sub).mkdir(parents=True, exist_ok=True)
         for name in ("status", "available"):
             (admin / name).touch()
-        return cls(dpkg=("dpkg", f"--root={root}", "--force-not-root",
-                         "--force-script-chrootless", "--log=/dev/null"),
-                   dpkg_query=("dpkg-query", f"--admindir={admin}"),
-                   apt_get=("false",))
+        dpkg_options = (f"--root={root}", "--force-not-root", "--force-script-chrootless",
+                        "--log=/dev/null")
+        apt_get: tuple[str, ...] = ("false",)
+        env = dict(_ENV)
+        if sources is not None:
+            apt = root / "apt"
+            for sub in ("etc/apt/apt.conf.d", "etc/apt/preferences.d",
+                        "etc/apt/sources.list.d", "var/lib/apt/lists/partial",
+                        "var/cache/apt/archives/partial", "var/log/apt"):
+                (apt / sub).mkdir(parents=True, exist_ok=True)
+            (apt / "etc/apt/sources.list").write_text(sources)
+            (apt / "apt.conf").write_text("")
+            env["APT_CONFIG"] = str(apt / "apt.conf")  # not the host's configuration
+            apt_get = ("apt-get", "-o", f"Dir={apt}", "-o", f"Dir::State::status={admin}/status",
+                       *(f"-oDPkg::Options::={o}" for o in dpkg_options),
+                       "-o", "Debug::NoLocking=1", "-o", "APT::Sandbox::User=root")
+        return cls(dpkg=("dpkg", *dpkg_options),
+                   dpkg_query=("dpkg-query", f"--admindir={admin}"), apt_get=apt_get, env=env)
 
     # -- running ------------------------------------------------------------------------
 

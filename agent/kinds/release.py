@@ -42,7 +42,7 @@ from giter_agent.kinds.base import (
     would_fail,
 )
 from giter_agent.kinds.fields import Field, by_name, check_declared, value
-from giter_agent.kinds.file import Place, check_path, place_under_roots
+from giter_agent.kinds.file import Place, place_under_roots
 from giter_agent.kinds.release_switch import ReleaseRoot, link_text, release_of
 from giter_agent.kinds.service import UNIT_RE, unit_refusal
 
@@ -109,7 +109,10 @@ class ReleaseKind(Kind):
 
     def validate(self, spec: dict[str, Any]) -> dict[str, Any]:
         check_declared(spec, self.FIELDS)
-        root = check_path({"path": spec["root"]})
+        root = spec["root"]
+        if "\0" in root or any(part in ("..", ".") for part in root.split("/")):
+            raise ResourceError("spec.root must not contain '.', '..' or NUL",
+                                reason="InvalidSpec")
         check = spec.get("check")
         if check is not None:
             kinds = [k for k in ("command", "http", "unit") if k in check]
