@@ -278,6 +278,11 @@ def test_keep_n_previous_releases(device):
         names.append(rec["status"]["observed"]["release"])
     assert device.releases() == set(names[-3:])
     assert device.current() == f"releases/{names[-1]}"
+    # A rollback keeps them: the failed release goes, the kept ones stay.
+    rec = device.apply({"run.sh": b"broken\n"}, keep=2, check={"command": "broken"})
+    assert ready(rec) == (False, "RolledBack")
+    assert device.releases() == set(names[-3:])
+    assert device.current() == f"releases/{names[-1]}"
 
 
 def test_a_symlink_below_the_files_root_is_not_followed(device, tmp_path):

@@ -26,6 +26,9 @@ _ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
         "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "DEBIAN_FRONTEND": "noninteractive",
         "APT_LISTCHANGES_FRONTEND": "none", "HOME": "/"}
 TAIL = 1024
+# dpkg's status letters of an installed, configured package (triggers pending or awaited
+# included: dpkg counts those as installed).
+_CONFIGURED = ("i", "t", "W")
 _ALTERNATIVE = re.compile(
     r"\s*([a-z0-9][a-z0-9+.-]*)(?::[a-z0-9-]+)?\s*(?:\(\s*(<<|<=|=|>=|>>|<|>)\s*([^)\s]+)\s*\))?"
     r"\s*(?:\[[^]]*\])?\s*")
@@ -128,7 +131,7 @@ class PackageTools:
         abbrev, _, version = out.decode("utf-8", "replace").partition("\t")
         if not version or abbrev[1:2] in ("n", "c"):  # not installed / config-files only
             return None
-        return Installed(version.strip(), abbrev[1:2] == "i")
+        return Installed(version.strip(), abbrev[1:2] in _CONFIGURED)
 
     def deb_fields(self, deb: Path) -> dict[str, str]:
         """Package, Version, Architecture, Depends and Pre-Depends of a ``.deb``."""
@@ -165,7 +168,7 @@ class PackageTools:
         have: dict[str, list[str | None]] = {}  # name -> versions (None: unversioned)
         for line in out.decode("utf-8", "replace").splitlines():
             parts = line.split("\t")
-            if len(parts) < 4 or parts[1][1:2] != "i":
+            if len(parts) < 4 or parts[1][1:2] not in _CONFIGURED:
                 continue
             have.setdefault(parts[0], []).append(parts[2])
             for provided in filter(None, (p.strip() for p in parts[3].split(","))):
