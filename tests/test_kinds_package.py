@@ -90,7 +90,7 @@ def test_install_then_upgrade_from_signed_debs(board):
     v1 = board.deb("app", "1.0-1")
     rec = board.apply({"package": "app", "deb": v1})["Package/app"]
     assert ready(rec) == (True, "Installed")
-    assert rec["status"]["observed"]["version"] == "1.0-1"
+    assert rec.status["observed"]["version"] == "1.0-1"
     assert board.version() == "1.0-1" and board.file() == "app 1.0-1\n"
 
     db = board.status_db()
@@ -121,7 +121,7 @@ def test_a_missing_dependency_is_reported_and_nothing_is_unpacked(board):
     assert "libwidget (>= 1.2) | libgadget" in condition(rec)["message"]
     deps = condition(rec, "DependenciesMet")
     assert deps["status"] == "False" and deps["reason"] == "DependencyFailed"
-    assert rec["status"]["observed"]["version"] == "2.0"
+    assert rec.status["observed"]["version"] == "2.0"
     # dpkg was never run on it: 2.0 is still installed and configured, files and all.
     assert board.version() == "2.0" and board.file() == "app 2.0\n"
 
@@ -188,7 +188,7 @@ def test_a_deb_that_is_another_package_or_version_is_refused(board):
 
 def test_apt_offline_is_retried_and_an_installed_version_needs_no_apt(board):
     rec = board.apply({"package": "app", "version": "1.0"})["Package/app"]
-    assert ready(rec) == (False, "AptFailed") and "retryAfterSeconds" in rec["status"]
+    assert ready(rec) == (False, "AptFailed") and "retryAfterSeconds" in rec.status
     board.records = {}
     board.apply({"package": "app", "deb": board.deb("app", "1.0")})
     # The same version, asked of apt: installed already, so apt is not run.
@@ -234,9 +234,9 @@ def test_by_name_and_version_from_apt_sources(board, tmp_path):
     board.ctx.package_tools = PackageTools.private(board.root, sources)
     rec = board.apply({"package": "app", "version": "1.0"})["Package/app"]
     assert ready(rec) == (True, "Installed") and board.version() == "1.0"
-    assert rec["status"]["observed"]["source"] == "apt"
+    assert rec.status["observed"]["source"] == "apt"
     rec = board.apply({"package": "app", "version": "2.0"})["Package/app"]
     assert ready(rec) == (True, "Installed") and board.file() == "app 2.0\n"
     rec = board.apply({"package": "app", "version": "3.0"})["Package/app"]
     assert ready(rec) == (False, "AptFailed")
-    assert board.version() == "2.0" and rec["status"]["observed"]["version"] == "2.0"
+    assert board.version() == "2.0" and rec.status["observed"]["version"] == "2.0"

@@ -104,7 +104,7 @@ def restarts(systemd: FakeSystemd) -> list[str]:
 def test_a_working_release_is_laid_down_switched_in_and_its_units_restarted(device, systemd):
     rec = device.apply(V1, version="1.0")
     assert ready(rec) == (True, "Released")
-    name = rec["status"]["observed"]["release"]
+    name = rec.status["observed"]["release"]
     assert name.startswith("1.0-") and device.current() == f"releases/{name}"
     assert device.run_sh() == b"#!/bin/sh\necho v1\n"
     assert os.stat(device.root / "current/run.sh").st_mode & 0o777 == 0o755
@@ -119,16 +119,16 @@ def test_a_working_release_is_laid_down_switched_in_and_its_units_restarted(devi
     rec = device.apply(V2, version="2.0")
     assert ready(rec) == (True, "Released")
     assert device.run_sh() == b"#!/bin/sh\necho v2\n"
-    assert rec["status"]["observed"]["previous"] == [name]
+    assert rec.status["observed"]["previous"] == [name]
     assert len(restarts(systemd)) == 2
 
 
 def test_a_failed_check_rolls_back_reports_and_is_not_retried(device, systemd):
-    first = device.apply(V1)["status"]["observed"]["release"]
+    first = device.apply(V1).status["observed"]["release"]
     rec = device.apply(V2, check={"command": "broken", "tries": 2})
     ok, reason = ready(rec)
     assert (ok, reason) == (False, "RolledBack")
-    observed = rec["status"]["observed"]
+    observed = rec.status["observed"]
     assert observed["release"] == first and device.current() == f"releases/{first}"
     assert device.run_sh() == b"#!/bin/sh\necho v1\n"
     assert "exit 3: boom" in observed["checkOutput"]
@@ -150,10 +150,10 @@ def test_a_failed_check_rolls_back_reports_and_is_not_retried(device, systemd):
 
 
 def test_a_check_that_times_out_rolls_back(device):
-    first = device.apply(V1)["status"]["observed"]["release"]
+    first = device.apply(V1).status["observed"]["release"]
     rec = device.apply(V2, check={"command": "hang", "timeout": 1, "tries": 1})
     assert ready(rec) == (False, "RolledBack")
-    assert "timed out after 1 s" in rec["status"]["observed"]["checkOutput"]
+    assert "timed out after 1 s" in rec.status["observed"]["checkOutput"]
     assert device.current() == f"releases/{first}"
 
 
@@ -171,7 +171,7 @@ def test_check_output_is_bounded_and_escaped(device, ctx):
                              "exit 1")
     device.apply(V1)
     rec = device.apply(V2, check={"command": "noisy", "tries": 1})
-    output = rec["status"]["observed"]["checkOutput"]
+    output = rec.status["observed"]["checkOutput"]
     assert len(output) <= 1024 and "\x1b" not in output and "\\x1b" in output
 
 
@@ -203,14 +203,14 @@ def test_http_check_on_localhost(device, health_server):
     server.RequestHandlerClass.code = 200
     rec = device.apply(V1, check={"http": url})
     assert ready(rec) == (True, "Released")
-    first = rec["status"]["observed"]["release"]
+    first = rec.status["observed"]["release"]
     server.RequestHandlerClass.code = 503
     try:
         rec = device.apply(V2, check={"http": url, "tries": 2})
     finally:
         server.RequestHandlerClass.code = 200
     assert ready(rec) == (False, "RolledBack")
-    assert rec["status"]["observed"]["checkOutput"] == "HTTP 503: database down"
+    assert rec.status["observed"]["checkOutput"] == "HTTP 503: database down"
     assert device.current() == f"releases/{first}"
 
 
@@ -223,7 +223,7 @@ def test_unit_check(device, systemd):
     rec = device.apply(V2, restart=["app-worker.service"],
                        check={"unit": "app-worker.service"})
     assert ready(rec) == (False, "RolledBack")
-    assert "app-worker.service" in rec["status"]["observed"]["checkOutput"]
+    assert "app-worker.service" in rec.status["observed"]["checkOutput"]
 
 
 @pytest.mark.parametrize("files, reason", [
@@ -233,7 +233,7 @@ def test_unit_check(device, systemd):
 ])
 def test_an_unsafe_release_tree_is_refused_and_the_previous_release_stays(
         device, systemd, files, reason):
-    first = device.apply(V1)["status"]["observed"]["release"]
+    first = device.apply(V1).status["observed"]["release"]
     rec = device.apply(files)
     ok, got = ready(rec)
     assert (ok, got) == (False, reason)
@@ -260,7 +260,7 @@ def test_invalid_specs_are_refused_naming_the_field(device, spec, words):
 
 
 def test_the_device_allowlists_decide(device, ctx, systemd):
-    first = device.apply(V1)["status"]["observed"]["release"]
+    first = device.apply(V1).status["observed"]["release"]
     rec = device.apply(V2, check={"command": "rm-everything"})
     assert ready(rec) == (False, "CommandNotAllowed")
     rec = device.apply(V2, restart=["ssh.service"])
@@ -275,7 +275,7 @@ def test_keep_n_previous_releases(device):
     names = []
     for i in range(5):
         rec = device.apply({"run.sh": f"v{i}\n".encode()}, keep=2)
-        names.append(rec["status"]["observed"]["release"])
+        names.append(rec.status["observed"]["release"])
     assert device.releases() == set(names[-3:])
     assert device.current() == f"releases/{names[-1]}"
     # A rollback keeps them: the failed release goes, the kept ones stay.
@@ -297,7 +297,7 @@ def test_a_symlink_below_the_files_root_is_not_followed(device, tmp_path):
 
 def test_a_switch_cut_short_puts_the_old_release_back_then_finishes(device, systemd):
     """A pass killed after the link moved (journal: switching) and before the check."""
-    first = device.apply(V1)["status"]["observed"]["release"]
+    first = device.apply(V1).status["observed"]["release"]
     journal = device.ctx.release_journal
     kind = device.kinds["Release"]
     # Cut the pass right after the flip: the journal says switching, current is new.
@@ -322,7 +322,7 @@ def test_a_switch_cut_short_puts_the_old_release_back_then_finishes(device, syst
 
 
 def test_a_switch_cut_short_twice_is_rolled_back_and_not_tried_again(device, systemd):
-    first = device.apply(V1)["status"]["observed"]["release"]
+    first = device.apply(V1).status["observed"]["release"]
     kind = device.kinds["Release"]
     original = kind._restart_and_check
 
@@ -344,7 +344,7 @@ def test_a_switch_cut_short_twice_is_rolled_back_and_not_tried_again(device, sys
 
 
 def test_a_rollback_cut_short_is_finished_by_the_next_pass(device):
-    first = device.apply(V1)["status"]["observed"]["release"]
+    first = device.apply(V1).status["observed"]["release"]
     kind = device.kinds["Release"]
     original = kind._roll_back
     calls = []
@@ -361,7 +361,7 @@ def test_a_rollback_cut_short_is_finished_by_the_next_pass(device):
     assert device.current() != f"releases/{first}"
     rec = device.apply(V2, check={"command": "broken", "tries": 1})
     assert ready(rec) == (False, "RolledBack")
-    assert "exit 3: boom" in rec["status"]["observed"]["checkOutput"]
+    assert "exit 3: boom" in rec.status["observed"]["checkOutput"]
     assert device.current() == f"releases/{first}" and device.releases() == {first}
 
 
