@@ -84,3 +84,36 @@ def test_an_expires_trailer_already_past_is_a_warning(tmp_path, publisher_key):
     code, out = fleet.cli("commit", "-m", "later\n\nExpires: 2999-01-01T00:00:00Z",
                           "--no-lint")
     assert "SpecExpired" not in out
+
+
+def _release(name: str, source: str) -> str:
+    return (f"{API}kind: Release\nmetadata: {{name: {name}}}\nspec:\n  source: {source}\n"
+            f"  root: /srv/giter/{name}\n  check: {{http: \"http://127.0.0.1:8080/\"}}\n")
+
+
+def test_a_release_source_is_checked_as_the_device_reads_it(tmp_path, publisher_key):
+    fleet = Fleet(tmp_path, publisher_key)
+    fleet.write("artifacts/good/bin/run", "#!/bin/sh\n")
+    fleet.write("artifacts/bad/run", "#!/bin/sh\n")
+    (fleet.root / "artifacts/bad/passwd").symlink_to("/etc/passwd")
+    fleet.write("groups/lobby/good.yaml", _release("good", "artifacts/good"))
+    fleet.write("groups/lobby/bad.yaml", _release("bad", "artifacts/bad"))
+    fleet.write("groups/lobby/gone.yaml", _release("gone", "artifacts/gone"))
+    fleet.write("groups/lobby/out.yaml", _release("out", "devices/pi-1"))
+    fleet.write("artifacts/debs/app_1.0_all.deb", "!<arch>\n")
+    for name, deb in (("app", "artifacts/debs/app_1.0_all.deb"),
+                      ("lib", "artifacts/debs/lib_1.0_all.deb")):
+        fleet.write(f"groups/lobby/{name}.yaml", f"{API}kind: Package\nmetadata: {{name: "
+                    f"{name}}}\nspec: {{package: {name}, deb: {deb}}}\n")
+    code, out = fleet.cli("lint")
+    assert code == 1
+    assert ("groups/lobby/bad.yaml: UnsafeTreeEntry: spec.source artifacts/bad: "
+            "artifacts/bad/passwd: is a symlink") in out
+    assert ("groups/lobby/gone.yaml: SourceNotFound: spec.source artifacts/gone is not a "
+            "folder of files") in out
+    assert "groups/lobby/out.yaml: InvalidSpec: spec.source must be a folder under " \
+           "artifacts/" in out
+    assert out.count("out.yaml: InvalidSpec") == 1  # said once, not per retry of lint
+    assert ("groups/lobby/lib.yaml: SourceNotFound: spec.deb artifacts/debs/lib_1.0_all.deb "
+            "is not a file") in out
+    assert "good.yaml" not in out and "app.yaml" not in out

@@ -96,6 +96,8 @@ class Config:
     commands: dict[str, tuple[str, ...]] = field(default_factory=dict)
     # [services]: the units a Service resource may act on (agent.kinds.service).
     services: Services = field(default_factory=lambda: Services())
+    # [packages] allowed: the Debian packages a Package resource may install (globs).
+    packages: tuple[str, ...] = ()
     # [serial]: the port the device serves (default: the board's serial_port) and its speed.
     serial_port: str | None = None
     serial_baud: int = 115200
@@ -132,7 +134,7 @@ _TOP = {"device_id", "state_dir", "board", "allowed_signers", "branch", "groups"
 _SECTIONS = {"usb": {"roots"}, "files": {"roots"}, "limits": set(_LIMIT_RANGES),
              "network": {"url", "username", *_NETWORK_PATHS, *_NETWORK_RANGES}}
 _SECTIONS.update({"agent": set(SECTION_KEYS), "commands": {"allowed"},
-                  "services": {"allowed", "force"}})
+                  "services": {"allowed", "force"}, "packages": {"allowed"}})
 _SECTIONS["serial"] = {"port", "baud"}
 _SECTIONS["metrics"] = {"textfile"}
 _REQUIRED = ("device_id", "state_dir", "board", "allowed_signers")
@@ -235,6 +237,7 @@ def from_dict(raw: dict[str, Any], *, base: Path, source: Path | None = None) ->
         agent=parse_section(raw.get("agent", {}), fail),
         commands=_commands(raw.get("commands", {}).get("allowed", {}), fail),
         services=_services(raw.get("services", {}), fail),
+        packages=_packages(raw.get("packages", {}).get("allowed", []), fail),
         serial_port=string("serial.port", raw["serial"]["port"])
         if "port" in raw.get("serial", {}) else None,
         serial_baud=_baud(raw.get("serial", {}).get("baud", 115200), fail),
@@ -343,6 +346,18 @@ def _services(raw: dict[str, Any], fail: Any) -> Services:
                        "critical unit is done one unit at a time")
         lists[key] = tuple(value)
     return Services(**lists)
+
+
+_PACKAGE_PATTERN = re.compile(r"[a-z0-9*?][a-z0-9+.*?-]{0,99}")
+
+
+def _packages(value: Any, fail: Any) -> tuple[str, ...]:
+    """``[packages] allowed``: Debian package names or glob patterns (``kiosk-*``)."""
+    if not isinstance(value, list) or not all(
+            isinstance(v, str) and _PACKAGE_PATTERN.fullmatch(v) for v in value):
+        raise fail("packages.allowed", "must be a list of Debian package names or glob "
+                   f"patterns like \"kiosk-*\", got {value!r}")
+    return tuple(value)
 
 
 def _baud(value: Any, fail: Any) -> int:

@@ -24,6 +24,7 @@ SECTION_HELP = {
              "move them (docs/kinds.md).",
     "commands": "The commands the Command kind may run.",
     "services": "The systemd units the Service kind may act on (docs/operating.md).",
+    "packages": "The Debian packages the Package kind may install (docs/kinds.md).",
     "limits": "Caps on what one sync may bring in, sized for a 512 MB board.",
 }
 
@@ -77,6 +78,8 @@ KEYS = {
                         "resources may start, stop, enable or disable; none by default.",
     "services.force": "Critical units (ssh, *.target, systemd-*, giter-*...) a Service may "
                       "act on anyway, each named exactly; refused otherwise.",
+    "packages.allowed": "Debian package names or glob patterns (\"kiosk-*\") Package "
+                        "resources may install, upgrade or remove; none by default.",
     "limits.max_bundle_mib": "Largest bundle file, in MiB.",
     "limits.max_objects": "Most objects in one bundle.",
     "limits.max_object_mib": "Largest object, checked before inflating.",

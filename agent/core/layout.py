@@ -19,6 +19,7 @@ DEVICES_DIR = ".giter/devices"  # <id>.pub: an enrolled device's key; <id>.yaml:
 STATUS_DIR = ".giter/status"  # <id>.yaml: a device's DeviceStatus summary, on its branch
 DEVICE_FOLDER = "devices"  # devices/<id>/*.yaml: resources for one device
 GROUP_FOLDER = "groups"  # groups/<group>/*.yaml: resources for a group's devices
+ARTIFACTS_FOLDER = "artifacts"  # what a Release lays down: artifacts/<name>/...
 STATUS_PREFIX = b"refs/heads/status/"  # + <id>: the device's signed status commits
 
 

@@ -172,10 +172,26 @@ def iter_files(object_store: BaseObjectStore, tree_id: bytes, prefix: str,
     The whole subtree is checked against the allowlist before the first file is
     yielded, so an unsafe tree yields nothing. A missing prefix yields nothing.
     """
+    listed = list_files(object_store, tree_id, prefix)
+    if listed is None:
+        return
+    for file_path, _mode, sha in listed[1]:
+        yield file_path, _read_blob(object_store, sha, file_path, max_blob)
+
+
+def list_files(object_store: BaseObjectStore, tree_id: bytes, prefix: str
+               ) -> tuple[bytes, list[tuple[str, int, bytes]]] | None:
+    """The id of the tree at ``prefix`` and (path, mode, blob id) of every file under it,
+    sorted, without reading a blob; None when ``prefix`` is absent.
+
+    The whole subtree passes the allowlist first (regular files and folders only, safe
+    names, no case collisions, at most ``MAX_DEPTH`` deep), or ``TreeError`` names the
+    first entry that does not.
+    """
     start, path = _descend(object_store, tree_id, _split(prefix))
     if start is None:
-        return
-    files: list[tuple[str, bytes]] = []
+        return None
+    files: list[tuple[str, int, bytes]] = []
     stack: list[tuple[Tree, str, int]] = [(start, path, 0)]
     while stack:
         tree, tree_path, depth = stack.pop()
@@ -188,11 +204,10 @@ def iter_files(object_store: BaseObjectStore, tree_id: bytes, prefix: str,
                 subtrees.append((_load(object_store, sha, Tree, entry_path), entry_path,
                                  depth + 1))
             else:
-                files.append((entry_path, sha))
+                files.append((entry_path, mode, sha))
         stack.extend(reversed(subtrees))
     files.sort()
-    for file_path, sha in files:
-        yield file_path, _read_blob(object_store, sha, file_path, max_blob)
+    return start.id, files
 
 
 def read_file(object_store: BaseObjectStore, tree_id: bytes, path: str, *,

@@ -17,6 +17,8 @@ from giter_agent.kinds.command import CommandKind
 from giter_agent.kinds.file import FileKind
 from giter_agent.kinds.maintenance_window import MaintenanceWindowKind
 from giter_agent.kinds.output import OutputKind
+from giter_agent.kinds.package import PackageKind
+from giter_agent.kinds.release import ReleaseKind
 from giter_agent.kinds.secret import SecretKind
 from giter_agent.kinds.sensor import SensorKind
 from giter_agent.kinds.service import ServiceKind
@@ -26,7 +28,7 @@ def builtin_kinds() -> dict[str, Kind]:
     """A fresh registry of the built-in kinds, by ``kind`` name."""
     return {k.kind: k for k in (FileKind(), OutputKind(), SensorKind(), ServiceKind(),
                                 CommandKind(), AgentKind(), SecretKind(),
-                                MaintenanceWindowKind())}
+                                MaintenanceWindowKind(), ReleaseKind(), PackageKind())}
 
 
 def load_kinds(entry_points: Iterable[Any] | None = None) -> dict[str, Kind]:

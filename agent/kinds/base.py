@@ -116,6 +116,16 @@ class Context:
     # Where a Command is recorded as started before it runs (state.command_journal);
     # None: not journaled (a dry run, a test without a state directory).
     command_journal: Any = None
+    # The local [packages] allowlist (globs), and Debian's tools with the database they
+    # work on (kinds.debian.PackageTools; None: the host's).
+    packages_allowed: tuple[str, ...] = ()
+    package_tools: Any = None
+    # Where a Release switch is recorded before the link moves (state.release_journal);
+    # None: not journaled (a dry run, a test without a state directory).
+    release_journal: Any = None
+    # The verified spec commit's tree, set by the applier for each pass (a
+    # history.spec_tree.SpecTree: ``listing(folder)``, ``blob(id)``); None outside one.
+    spec_tree: Any = None
     # Seconds a pass may run beyond the daemon's usual bound because a kind is waiting
     # on something bounded of its own (a Command's timeout). The daemon zeroes it when a
     # pass starts and keeps feeding systemd's watchdog within it (``allow_busy``).
@@ -193,6 +203,9 @@ class Kind:
     # False for kinds that only observe (Sensor): `reconcile: observe-only` changes
     # nothing for them, so they are applied as usual.
     ACTS: ClassVar[bool] = True
+    # What a resource of this kind that leaves the spec without saying ``prune`` gets:
+    # undone (True), or kept (Package: removing software is rarely what a fleet means).
+    PRUNE_DEFAULT: ClassVar[bool] = True
 
     @classmethod
     def spec_schema(cls) -> dict[str, Any]:

@@ -184,6 +184,22 @@ def attribute_drift(target: Path, st: os.stat_result, mode: int, uid: int | None
         found.append(f"{target} group gid {st.st_gid}, want {spec['group']} ({gid})")
     return found
 
+def place_under_roots(path: Path, ctx: Context) -> Place | Failed:
+    """Where ``path`` lies below one of the ``[files] roots`` (File, Secret, Release)."""
+    if not ctx.files_roots:
+        return Failed("PathNotAllowed", "the agent config has no [files] roots")
+    # Matched as written: the root as configured, or as it resolves (the root
+    # itself may be reached through a link; nothing below it may).
+    for root in ctx.files_roots:
+        for form in dict.fromkeys((Path(os.path.abspath(root)),
+                                   Path(os.path.realpath(root)))):
+            if form in path.parents:
+                parts = path.relative_to(form).parts
+                return Place(form, parts[:-1], parts[-1], path)
+    return Failed("PathNotAllowed", f"{path} is outside the allowed roots "
+                  f"({', '.join(map(str, ctx.files_roots))})")
+
+
 class FileKind(Kind):
     kind = "File"
 
@@ -226,19 +242,7 @@ class FileKind(Kind):
     # -- where, who, and what differs ----------------------------------------------------
 
     def _target(self, spec: dict[str, Any], ctx: Context) -> Place | Failed:
-        if not ctx.files_roots:
-            return Failed("PathNotAllowed", "the agent config has no [files] roots")
-        path = Path(spec["path"])
-        # Matched as written: the root as configured, or as it resolves (the root
-        # itself may be reached through a link; nothing below it may).
-        for root in ctx.files_roots:
-            for form in dict.fromkeys((Path(os.path.abspath(root)),
-                                       Path(os.path.realpath(root)))):
-                if form in path.parents:
-                    parts = path.relative_to(form).parts
-                    return Place(form, parts[:-1], parts[-1], path)
-        return Failed("PathNotAllowed", f"{path} is outside the allowed roots "
-                      f"({', '.join(map(str, ctx.files_roots))})")
+        return place_under_roots(Path(spec["path"]), ctx)
 
     @staticmethod
     def _ids(spec: dict[str, Any], ctx: Context) -> tuple[int | None, int | None] | Outcome:

@@ -558,12 +558,17 @@ def leaving_resources(previous: dict[str, ResourceRecord], keys: set[str],
             common = common_fields(spec_before)
         except ResourceError:
             common = Common()
-        if not common.prune or common.observe_only:
-            # Kept on the device: asked for (prune: false), or never ours to change.
-            why = "prune: false" if not common.prune else "observe-only"
+        kind = kinds.get(prev.kind or "")
+        explicit = spec_before.get("prune")
+        prune = common.prune if isinstance(explicit, bool) else \
+            (kind.PRUNE_DEFAULT if kind is not None else True)
+        if not prune or common.observe_only:
+            # Kept on the device: asked for (prune: false), the kind's default, or never
+            # ours to change.
+            why = ("observe-only" if prune else "prune: false" if explicit is False
+                   else "kept by default (prune: true removes it)")
             out.append(Leaving(key, prev, why, None, None))
             continue
-        kind = kinds.get(prev.kind or "")
         if kind is None:
             out.append(Leaving(key, prev, None, None, None, "no such kind here"))
             continue

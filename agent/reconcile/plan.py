@@ -10,6 +10,8 @@ state file is only read, and the ``Context`` it hands to kinds refuses to make p
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -76,6 +78,22 @@ def window_facts(repo: Path, commit: str) -> tuple[str | None, float]:
     try:
         spec_commit = read_commit(store, commit.encode())
         return urgent_of(spec_commit.message), float(spec_commit.commit_time)
+    finally:
+        store.close()
+
+
+@contextlib.contextmanager
+def spec_tree(repo: Path, commit: str) -> Iterator[Any]:
+    """The commit's tree for kinds that read artifacts (``Context.spec_tree``), through
+    a plain read-only object store, as ``read_spec`` reads it."""
+    from dulwich.object_store import DiskObjectStore
+
+    from giter_agent.history.objects import read_commit
+    from giter_agent.history.spec_tree import SpecTree
+
+    store = DiskObjectStore(str(repo / "objects"))
+    try:
+        yield SpecTree(store, read_commit(store, commit.encode()).tree)
     finally:
         store.close()
 

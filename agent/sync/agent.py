@@ -30,6 +30,7 @@ from giter_agent.device.board import Board, load_board, make_pin_factory
 from giter_agent.kinds import load_kinds
 from giter_agent.kinds.base import Context
 from giter_agent.state.command_journal import CommandJournal
+from giter_agent.state.release_journal import ReleaseJournal
 from giter_agent.state.store import State, StateStore, state_lock
 from giter_agent.status.report import (
     EXIT_NOT_READY,
@@ -62,6 +63,7 @@ log = logging.getLogger("giter.sync")
 # of the daemon may hold it for a moment. Waiting this long beats refusing the stick.
 STATUS_BUNDLE_LOCK_WAIT_S = 60.0
 JOURNAL = "commands.journal"  # in the state directory (state.command_journal)
+RELEASE_JOURNAL = "releases.journal"  # in the state directory (state.release_journal)
 
 
 class Agent:
@@ -82,7 +84,9 @@ class Agent:
         self.ctx = Context(board=self.board, files_roots=config.files_roots,
                            pin_factory_maker=pin_factory_maker, clock=clock,
                            commands=config.commands, services=config.services,
+                           packages_allowed=config.packages,
                            command_journal=CommandJournal(config.state_dir / JOURNAL),
+                           release_journal=ReleaseJournal(config.state_dir / RELEASE_JOURNAL),
                            settings_config=config.agent, identity=self.device_key,
                            lasting=lasting)
         self.kinds = load_kinds()  # built-in kinds and giter_agent.kinds plug-ins

@@ -73,13 +73,20 @@ class SpecApplier:
             report.message = invalid_spec + (
                 f"; spec {state.applied[:12]} stays applied" if state.applied else "")
         if specset is not None and state.applied:
+            from giter_agent.history.spec_tree import SpecTree
             from giter_agent.trust.verify import urgent_of
 
+            store = history.object_store
             # The spec commit's date and Giter-Urgent: trailer steer maintenance windows.
-            spec_commit = read_commit(history.object_store, state.applied.encode())
-            result = reconcile(specset, self.ctx, self.kinds, state.resources, state.applied,
-                               urgent=urgent_of(spec_commit.message),
-                               spec_time=float(spec_commit.commit_time))
+            spec_commit = read_commit(store, state.applied.encode())
+            # Kinds that lay down artifacts read them from this commit's tree alone.
+            self.ctx.spec_tree = SpecTree(store, spec_commit.tree)
+            try:
+                result = reconcile(specset, self.ctx, self.kinds, state.resources,
+                                   state.applied, urgent=urgent_of(spec_commit.message),
+                                   spec_time=float(spec_commit.commit_time))
+            finally:
+                self.ctx.spec_tree = None
             state.resources = result.records
             report.not_ready = result.not_ready
             report.resources = result.records

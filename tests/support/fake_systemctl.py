@@ -4,7 +4,7 @@ Units live in ``units.json`` in a ``systemd/`` folder beside the script's folder
 agent gives systemctl a minimal environment, so nothing can come through it), as
 {"app.service": {"active": ..., "sub": ..., "enabled": ..., "fails": bool}}; every call
 is appended to ``calls.log``.
-It answers ``show --property=...``, ``start``, ``stop``, ``enable`` and ``disable``
+It answers ``show --property=...``, ``start``, ``restart``, ``stop``, ``enable`` and ``disable``
 the way systemctl does, including a unit that fails to start and an unknown unit.
 """
 
@@ -34,7 +34,7 @@ if verb == "show":
 if info is None:
     print(f"Failed to {verb} {unit}: Unit {unit} not found.", file=sys.stderr)
     sys.exit(5)
-if verb == "start":
+if verb in ("start", "restart"):
     if info.get("fails"):
         info.update(active="failed", sub="failed")
         units_file.write_text(json.dumps(units))

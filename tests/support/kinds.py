@@ -17,7 +17,8 @@ from giter_agent.spec.resources import SpecSet, select
 from giter_agent.state.records import ResourceRecord
 from support.resources import API, doc
 
-__all__ = ["API", "T0", "Clock", "Rig", "condition", "doc", "make_ctx", "ready", "specset"]
+__all__ = ["API", "T0", "Clock", "Rig", "build_tree", "condition", "doc", "make_ctx", "ready",
+           "specset"]
 
 T0 = 1_800_000_000.0
 
@@ -28,6 +29,34 @@ def specset(*docs: bytes, folder: str = "devices/d") -> SpecSet:
     for i, data in enumerate(docs):
         files.append((f"{folder}/r{i:04d}.yaml", data))
     return select(files)
+
+
+def build_tree(store: Any, files: dict[str, tuple[bytes, int]]) -> bytes:
+    """A git tree of ``files`` (path -> (content, mode)) written into a dulwich object
+    store, subfolders made as needed (a symlink is mode 0o120000 and its target)."""
+    from dulwich.objects import Blob, Tree
+
+    nested: dict = {}
+    for path, entry in files.items():
+        node = nested
+        *folders, name = path.split("/")
+        for folder in folders:
+            node = node.setdefault(folder, {})
+        node[name] = entry
+
+    def write(node: dict) -> bytes:
+        tree = Tree()
+        for name, entry in node.items():
+            if isinstance(entry, dict):
+                tree.add(name.encode(), 0o040000, write(entry))
+            else:
+                blob = Blob.from_string(entry[0])
+                store.add_object(blob)
+                tree.add(name.encode(), entry[1], blob.id)
+        store.add_object(tree)
+        return tree.id
+
+    return write(nested)
 
 
 class Clock:

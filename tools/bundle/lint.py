@@ -154,7 +154,9 @@ def _spec_errors(kind: Any, spec: dict[str, Any], path: str, data: bytes) -> lis
             message = str(exc)
             what, names = _fields_named(message)
             fresh = [n for n in names if n not in reported]
-            if what != "missing" or fresh:
+            # A required field no stand-in satisfies names itself again: said once.
+            said = any(f.message.startswith(message) for f in findings)
+            if (what != "missing" or fresh) and not said:
                 wants_text = any(w in message for w in ("string", "name", "one of"))
                 hint = "".join(_quote_hint(data, n, original[n]) for n in names
                                if n in original and what is None and wants_text)
@@ -284,6 +286,52 @@ def _check_resource(path: str, data: bytes, kinds: dict) -> list[Finding]:
                        for w in res.warnings]
 
 
+def release_findings(store: Any, tree: bytes,
+                     folders: dict[str, list[tuple[str, bytes]]]) -> list[Finding]:
+    """Each ``Release``'s ``source`` is a folder of this tree that the device's tree
+    allowlist takes whole (``history.tree.list_files``: no symlink, submodule, odd name
+    or case collision), and each ``Package``'s ``deb`` a regular file in such a folder,
+    as the device will read them (``history.spec_tree.SpecTree``)."""
+    from giter_agent.history.spec_tree import SpecTree
+    from giter_agent.history.tree import list_files
+    from giter_agent.spec.resources import parse_resource
+
+    out: list[Finding] = []
+    for files in folders.values():
+        for path, data in files:
+            try:
+                res = parse_resource(path, data)
+            except GiterError:
+                continue  # reported by _check_resource
+            deb = res.spec.get("deb")
+            if res.kind == "Package" and isinstance(deb, str) and deb.startswith("artifacts/"):
+                try:
+                    found = SpecTree(store, tree).file(deb)
+                except (TreeError, ValueError) as exc:
+                    out.append(Finding(path, getattr(exc, "reason", "InvalidSpec"),
+                                       f"spec.deb {deb}: {exc} (the device refuses it)"))
+                    continue
+                if found is None:
+                    out.append(Finding(path, "SourceNotFound", f"spec.deb {deb} is not a file "
+                                       "in this commit"))
+                continue
+            source = res.spec.get("source")
+            if res.kind != "Release" or not isinstance(source, str) \
+                    or not source.startswith("artifacts/"):
+                continue
+            try:
+                listed = list_files(store, tree, source)
+            except (TreeError, ValueError) as exc:
+                out.append(Finding(path, getattr(exc, "reason", "InvalidSpec"),
+                                   f"spec.source {source}: {exc} (the device refuses the "
+                                   "release)"))
+                continue
+            if listed is None or not listed[1]:
+                out.append(Finding(path, "SourceNotFound", f"spec.source {source} is not a "
+                                   "folder of files in this commit"))
+    return out
+
+
 def expires_findings(message: bytes, now: float, where: str) -> list[Finding]:
     """A warning when the commit message's ``Expires:`` trailer is already past.
 
@@ -354,6 +402,7 @@ def lint_tree(store, tree: bytes, kinds: dict | None = None,
                 findings.append(Finding(path, "NoMembers", f"no enrolled device is in group "
                                         f"{name}", error=False))
 
+    findings += release_findings(store, tree, folders)
     # Secrets: every device that applies one can open it, and no one else but the
     # publisher secrets keys (giter_bundle.secrets).
     findings += lint_secrets(store, tree, devices, folders, former_keys)

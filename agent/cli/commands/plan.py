@@ -38,7 +38,13 @@ def run(args: argparse.Namespace) -> int:
     from giter_agent.cli.commands import load_config
     from giter_agent.core.clikit import emit
     from giter_agent.core.errors import TreeError
-    from giter_agent.reconcile.plan import plan, read_spec, refuse_pins, window_facts
+    from giter_agent.reconcile.plan import (
+        plan,
+        read_spec,
+        refuse_pins,
+        spec_tree,
+        window_facts,
+    )
     from giter_agent.state.store import StateStore
     from giter_agent.sync.agent import Agent
 
@@ -57,8 +63,10 @@ def run(args: argparse.Namespace) -> int:
                   file=sys.stderr)
             return 1
         urgent, spec_time = window_facts(agent.repo_path, state.accepted)
-        steps = plan(specset, agent.ctx, agent.kinds, state.resources, urgent=urgent,
-                     spec_time=spec_time)
+        with spec_tree(agent.repo_path, state.accepted) as tree:
+            agent.ctx.spec_tree = tree
+            steps = plan(specset, agent.ctx, agent.kinds, state.resources, urgent=urgent,
+                         spec_time=spec_time)
     finally:
         agent.close()
     counts = {a: sum(1 for s in steps if s.action == a) for a in _MARK}

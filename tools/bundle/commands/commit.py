@@ -45,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
 
     from dulwich.repo import Repo
 
+    from giter_agent.core.layout import ARTIFACTS_FOLDER
     from giter_agent.history.tree import read_file
     from giter_bundle import signing
     from giter_bundle.commands import open_exchange
@@ -71,7 +72,8 @@ def run(args: argparse.Namespace) -> int:
         store = exchange.history.object_store
         with Repo(str(exchange.worktree)) as repo:
             paths = candidate_paths(repo)
-            files = read_files(exchange.worktree, paths, ("devices", "groups", ".giter"))
+            files = read_files(exchange.worktree, paths,
+                               ("devices", "groups", ".giter", ARTIFACTS_FOLDER))
             bumped: dict[str, int] = {}
             for path, (mode, data) in sorted(files.items()):
                 if mode == 0o120000 or not _is_resource(path):
