@@ -194,9 +194,12 @@ def carried(store: Any, base_tree: bytes | None, tip_tree: bytes) -> list[dict[s
     """The artifacts added or changed between two trees, with their sizes."""
     from dulwich.diff_tree import tree_changes
 
+    from giter_agent.history.objects import oid
+
     out = []
     prefix = f"{ARTIFACTS_DIR}/".encode()
-    for change in tree_changes(store, base_tree, tip_tree):
+    for change in tree_changes(store, None if base_tree is None else oid(base_tree),
+                               oid(tip_tree)):
         new = change.new
         if new is None or new.path is None or new.sha is None \
                 or not new.path.startswith(prefix) or new.mode is None \
