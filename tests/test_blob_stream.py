@@ -181,3 +181,46 @@ def test_a_flipped_byte_in_the_pack_is_corrupt_not_a_wrong_file(tmp_path):
     with pytest.raises(HistoryError) as caught:
         copy_blob(DiskObjectStore(str(root / ".git/objects")), oid, io.BytesIO(), limit=2**30)
     assert caught.value.reason == "CorruptObject"
+
+
+def test_the_import_hashes_a_large_blob_in_slices_and_git_agrees_with_its_index(
+        tmp_path, monkeypatch):
+    """A 3 MiB blob (no delta's base) is never inflated whole by the import: not by the
+    stream copier, not by the indexer; and git's own verify-pack and fsck accept the
+    index written from the streamed ids and CRCs."""
+    from giter_agent.history import pack_index
+
+    whole = []
+    real = pack_index.BoundedIndexer._resolve_object
+
+    def resolve(self, offset, type_num, base):
+        unpacked = real(self, offset, type_num, base)
+        whole.append(sum(map(len, unpacked.obj_chunks or [])))
+        return unpacked
+
+    monkeypatch.setattr(pack_index.BoundedIndexer, "_resolve_object", resolve)
+    streamed = []
+    real_stream = pack_index.BoundedIndexer._stream
+    monkeypatch.setattr(pack_index.BoundedIndexer, "_stream",
+                        lambda self, offset: streamed.append(offset) or
+                        real_stream(self, offset))
+    root = tmp_path / "w"
+    run("git", "init", "-q", "-b", "main", root)
+    data = os.urandom(3 * 2**20 + 5)
+    (root / "big.bin").write_bytes(data)
+    (root / "small.txt").write_text("small\n")
+    git(root, "add", "-A")
+    git(root, "commit", "-q", "-m", "one")
+    git(root, "bundle", "create", "-q", str(tmp_path / "one.bundle"), "main")
+    device = tmp_path / "device.git"
+    with History(device, Caps()) as history:
+        with history.quarantine(tmp_path / "one.bundle") as q:
+            q.promote()
+        history.set_ref(b"refs/heads/main", None, git(root, "rev-parse", "main").strip())
+    assert whole and max(whole) < 2**20  # commits, trees, the small file: never the blob
+    assert streamed
+    for idx in (device / "objects/pack").glob("*.idx"):
+        run("git", "verify-pack", idx)  # every id and CRC32 the index holds is right
+    run("git", "--git-dir", device, "fsck", "--strict")
+    blob = git(root, "rev-parse", "main:big.bin").decode().strip()
+    assert run("git", "--git-dir", device, "cat-file", "blob", blob).stdout == data

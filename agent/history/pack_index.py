@@ -10,23 +10,35 @@ rebuilt from its chain when a child needs it, exactly as git's index-pack does. 
 delta applied, indexing or rebuilding, checks the sync's ``Budget``, so the extra CPU an
 evicting structure costs is bounded in time while the memory is bounded in bytes.
 
+Large undeltified objects are never held whole either (an artifact of hundreds of
+megabytes): the stream copier only inflates to find where each object ends, keeping
+nothing (dulwich's keeps every compressed and inflated chunk of the object), and an
+object above ``STREAM_BYTES`` that is no delta's base gets its id and CRC computed from
+the pack file in slices (``os.pread``: no page of the mapped pack is touched). So an
+import costs the largest *delta base or delta result* in memory, not the largest object.
+
 Objects are not parsed here: the import gate (``history.store``) parses what it walks
 with the project's strict parsers. Called by ``giter_agent.history.store`` only.
 """
 
 from __future__ import annotations
 
+import binascii
 import os
 import tempfile
+import zlib
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
+from io import BytesIO
 from pathlib import Path
 from typing import Any
 
 from dulwich.file import GitFile
 from dulwich.object_store import DiskObjectStore
-from dulwich.objects import RawObjectID
+from dulwich.objects import RawObjectID, object_header
 from dulwich.pack import (
+    OFS_DELTA,
+    REF_DELTA,
     PackData,
     PackIndexEntry,
     PackIndexer,
@@ -35,6 +47,7 @@ from dulwich.pack import (
     UnpackedObject,
     extend_pack,
     iter_sha1,
+    take_msb_bytes,
     write_pack_index,
 )
 
@@ -42,6 +55,87 @@ from giter_agent.core.budget import Budget
 
 # A base's key: its pack offset, or ("ext", sha) for a thin pack's base outside it.
 _Key = int | tuple[str, bytes]
+
+# An undeltified object larger than this that is no delta's base is hashed from the pack
+# file in slices instead of inflated whole.
+STREAM_BYTES = 1 << 20
+_SLICE = 1 << 16
+
+
+def _header(raw: list[int]) -> tuple[int, int]:
+    """(type, size) from a pack entry header's bytes."""
+    kind, size, shift = (raw[0] >> 4) & 7, raw[0] & 0x0F, 4
+    for byte in raw[1:]:
+        size |= (byte & 0x7F) << shift
+        shift += 7
+    return kind, size
+
+
+def _ofs_back(raw: list[int]) -> int:
+    back = raw[0] & 0x7F
+    for byte in raw[1:]:
+        back = ((back + 1) << 7) | (byte & 0x7F)
+    return back
+
+
+class LeanCopier(PackStreamCopier):
+    """dulwich's stream copier without keeping any object's data.
+
+    Copying only needs to know where each object ends (to find the next) and what the
+    indexer records (offset, type, delta base); the data is read again from the file
+    when indexing. dulwich's ``unpack_object`` keeps every compressed and inflated chunk
+    of the object meanwhile, twice its size for a large blob.
+    """
+
+    def read_objects(self, compute_crc32: bool = False) -> Iterator[UnpackedObject]:
+        from dulwich.pack import read_pack_header
+
+        _version, self._num_objects = read_pack_header(self.read)
+        for _ in range(self._num_objects):
+            offset = self.offset
+            raw, _crc = take_msb_bytes(self.read)
+            kind, size = _header(raw)
+            base: int | bytes | None = None
+            if kind == OFS_DELTA:
+                base = _ofs_back(take_msb_bytes(self.read)[0])
+            elif kind == REF_DELTA:
+                base = self.read(self._hash_size)
+            unused = self._skip_zlib(size)
+            buf = BytesIO()
+            buf.write(unused)
+            buf.write(self._rbuf.read())
+            buf.seek(0)
+            self._rbuf = buf
+            unpacked = UnpackedObject(kind, delta_base=base, decomp_len=size,
+                                      hash_func=self.hash_func)
+            unpacked.offset = offset
+            yield unpacked
+        if self._buf_len() < self._hash_size:
+            self.read(self._hash_size)
+        from dulwich.errors import ChecksumMismatch
+
+        trailer = bytes(bytearray(self._trailer))
+        if trailer != self.sha.digest():
+            raise ChecksumMismatch(trailer.hex(), self.sha.hexdigest())
+
+    def _skip_zlib(self, size: int) -> bytes:
+        """Inflate one object into nothing; the bytes read past its end."""
+        z = zlib.decompressobj()
+        done = 0
+        while True:
+            add = self.recv(_SLICE)
+            if not add:
+                raise zlib.error("EOF before end of zlib stream")
+            while add:
+                out = z.decompress(add, _SLICE)
+                done += len(out)
+                if done > size:
+                    raise zlib.error("decompressed data exceeds expected size")
+                if z.eof:
+                    if done != size:
+                        raise zlib.error("decompressed data does not match expected size")
+                    return z.unused_data
+                add = z.unconsumed_tail
 
 
 def _length(chunks: bytes | list[bytes]) -> int:
@@ -63,6 +157,8 @@ class BoundedIndexer(PackIndexer):
         self._recipe: dict[_Key, tuple[_Key | None, int]] = {}
         self.rebuilds = 0  # deltas re-applied to rebuild evicted bases (tests count them)
         self.peak_cached = 0
+        self.streamed = 0  # large objects hashed from the file in slices (tests count them)
+        self._fd = file_obj.fileno()
 
     # -- the byte-capped cache -----------------------------------------------------
     def _put(self, key: _Key, chunks: bytes | list[bytes]) -> None:
@@ -134,6 +230,11 @@ class BoundedIndexer(PackIndexer):
         while todo:
             self._budget.check()
             offset, type_num, base_key = todo.pop()
+            if base_key is None and offset not in self._pending_ofs:
+                entry = self._stream(offset)
+                if entry is not None and entry[0] not in self._pending_ref:
+                    yield entry
+                    continue
             base = None if base_key is None else self._base(base_key)
             unpacked: UnpackedObject = self._resolve_object(offset, type_num, base)
             del base
@@ -146,6 +247,43 @@ class BoundedIndexer(PackIndexer):
                 self._put(offset, unpacked.obj_chunks)
                 todo.extend((child, unpacked.obj_type_num, offset) for child in children)
             del unpacked
+
+
+    def _stream(self, offset: int) -> PackIndexEntry | None:
+        """(id, offset, crc32) of the undeltified object at ``offset``, hashed from the
+        pack file in slices; None when it is small enough to inflate as usual."""
+        head = os.pread(self._fd, 32, offset)
+        i = 0
+        while head[i] & 0x80:
+            i += 1
+        kind, size = _header(list(head[:i + 1]))
+        if size <= STREAM_BYTES:
+            return None
+        sha = self.hash_func()
+        sha.update(object_header(kind, size))
+        crc = binascii.crc32(head[:i + 1])
+        z = zlib.decompressobj()
+        pos, done = offset + i + 1, 0
+        while not z.eof:
+            self._budget.check()
+            raw = os.pread(self._fd, _SLICE, pos)
+            if not raw:
+                raise zlib.error("EOF before end of zlib stream")
+            add = raw
+            while add and not z.eof:
+                out = z.decompress(add, _SLICE)
+                sha.update(out)
+                done += len(out)
+                if done > size:
+                    raise zlib.error("decompressed data exceeds expected size")
+                add = z.unconsumed_tail
+            used = len(raw) - len(z.unused_data)  # the compressed bytes of this entry
+            crc = binascii.crc32(raw[:used], crc)
+            pos += used
+        if done != size:
+            raise zlib.error("decompressed data does not match expected size")
+        self.streamed += 1
+        return RawObjectID(sha.digest()), offset, crc & 0xFFFFFFFF
 
 
 def add_pack(store: DiskObjectStore, read_all: Callable[[int], bytes],
@@ -163,8 +301,8 @@ def add_pack(store: DiskObjectStore, read_all: Callable[[int], bytes],
             indexer = BoundedIndexer(f, store.object_format.hash_func,
                                      resolve_ext_ref=store.get_raw, budget=budget,
                                      cache_bytes=cache_bytes)
-            copier = PackStreamCopier(store.object_format.hash_func, read_all, read_some, f,
-                                      delta_iter=indexer)  # type: ignore[arg-type]
+            copier = LeanCopier(store.object_format.hash_func, read_all, read_some, f,
+                                delta_iter=indexer)  # type: ignore[arg-type]
             copier.verify(progress=budget.progress)
             f.flush()
             f.seek(0)
