@@ -21,8 +21,11 @@ temp files on disk).
 board out of RAM; file pages of a mapped pack are neither). The ratio is ours over
 git's in the same run.
 
+With ``--files N``, a pack of N random 10 KiB files (no artifact; 20,000 make a 196 MiB
+pack) is imported too: what reading the pack through dulwich's mapping costs.
+
 Run from the repository root:  python3 bench/artifact_memory_bench.py [--mib 1 64 256]
-[--delta]. The numbers go into docs/performance.md, "Artifacts".
+[--delta] [--files 20000]. The numbers go into docs/performance.md, "Artifacts".
 """
 
 from __future__ import annotations
@@ -117,6 +120,30 @@ def child_apply(repo: str, target: str, rev: str) -> None:
             artifacts.copy("artifacts/app.bin", fh)
 
 
+def run_files(count: int, kib: int, work: Path) -> None:
+    """A first sync of a pack of ``count`` random files of ``kib`` KiB (no artifact):
+    what the pack's mapping costs while it is indexed."""
+    src = work / f"files-{count}"
+    git("init", "-q", "-b", "main", src)
+    for i in range(count):
+        folder = src / "groups" / f"g{i // 1000:03d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"f{i:05d}.bin").write_bytes(os.urandom(kib * 1024))
+    git("add", "-A", cwd=src)
+    git("-c", "user.name=b", "-c", "user.email=b@b", "commit", "-qm", "files", cwd=src)
+    bundle = work / "files.bundle"
+    git("bundle", "create", "-q", bundle, "main", cwd=src)
+    print(f"== a pack of {count} files of {kib} KiB: bundle {bundle.stat().st_size / MiB:.1f} MiB")
+    ours = measure([sys.executable, __file__, "--child-import", str(work / "files-ours.git"),
+                    str(bundle), str(kib)])
+    git("init", "-q", "--bare", work / "files-git.git")
+    theirs = measure(["git", "-C", str(work / "files-git.git"), "fetch", "-q", str(bundle),
+                      "main:main"])
+    print(row("giter import (quarantine+promote)", ours))
+    print(row("git fetch (reference)", theirs))
+    print(f"  import: ours / git peak RSS x{ours.peak_rss / theirs.peak_rss:.2f}")
+
+
 def row(label: str, m: Measured) -> str:
     return (f"  {label:<34} peak RSS {m.peak_rss / MiB:7.1f} MiB   peak anon "
             f"{m.peak_anon / MiB:7.1f} MiB   {m.seconds:6.2f} s")
@@ -169,6 +196,8 @@ def main() -> None:
     parser.add_argument("--mib", type=int, nargs="+", default=[1, 64, 256])
     parser.add_argument("--delta", action="store_true",
                         help="also lay down a deltified version of the largest size")
+    parser.add_argument("--files", type=int, default=0, metavar="N",
+                        help="also import a pack of N random 10 KiB files (no artifact)")
     args = parser.parse_args()
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, Python "
           f"{platform.python_version()}, {git('--version')}")
@@ -177,6 +206,8 @@ def main() -> None:
             run(mib, False, Path(tmp))
         if args.delta:
             run(max(args.mib), True, Path(tmp))
+        if args.files:
+            run_files(args.files, 10, Path(tmp))
 
 
 if __name__ == "__main__":

@@ -29,9 +29,10 @@ class Limits:
 
     max_bundle_mib: int = 512
     max_objects: int = 1_000_000
-    # The largest object an import takes in. An import holds it in RAM (about twice,
-    # while it is indexed: docs/performance.md, "Artifacts"), so 128 MiB is what a
-    # 512 MB board can afford; raise it on boards with more memory.
+    # The largest object an import takes in. A whole object is streamed, but a delta
+    # is resolved with its base in RAM (about twice the object: docs/performance.md,
+    # "Artifacts"), so 128 MiB is what a 512 MB board can afford; raise it on boards
+    # with more memory.
     max_object_mib: int = 128
     max_commits: int = 100_000
     time_budget_s: int = 600

@@ -82,9 +82,9 @@ KEYS = {
                         "resources may install, upgrade or remove; none by default.",
     "limits.max_bundle_mib": "Largest bundle file, in MiB.",
     "limits.max_objects": "Most objects in one bundle.",
-    "limits.max_object_mib": "Largest object, checked before inflating. An import "
-                              "holds the largest object in RAM (about twice), so raise "
-                              "it only on boards with the memory.",
+    "limits.max_object_mib": "Largest object, checked before inflating. A delta is "
+                              "resolved with its base in RAM (about twice the object), "
+                              "so raise it only on boards with the memory.",
     "limits.max_artifact_mib": "Largest artifact (a file under artifacts/ that a File "
                                "resource lays down), streamed to disk; an artifact is "
                                "one object, so max_object_mib bounds it too.",

@@ -66,23 +66,38 @@ class _Entry:
 
 
 class _Inflater:
-    """The inflated bytes of one zlib stream in ``fh`` from ``offset``, read in slices."""
+    """The inflated bytes of one zlib stream in ``fh`` from ``offset``, read in slices.
 
-    def __init__(self, fh: BinaryIO, offset: int, oid: bytes) -> None:
+    ``crc`` (the import's indexer): the CRC32 of the compressed bytes the stream took,
+    in ``crc32`` once it has ended."""
+
+    def __init__(self, fh: BinaryIO, offset: int, oid: bytes, *, crc: int | None = None
+                 ) -> None:
         fh.seek(offset)
         self._fh, self._oid = fh, oid
         self._z = zlib.decompressobj()
         self._buf = bytearray()
+        self.crc32 = crc
+        self._last = b""  # the last compressed slice read, its CRC not yet counted
 
     def _fill(self, n: int) -> None:
         while len(self._buf) < n and not self._z.eof:
-            src = self._z.unconsumed_tail or self._fh.read(CHUNK)
+            src = self._z.unconsumed_tail
+            if not src:
+                src = self._fh.read(CHUNK)
+                if self.crc32 is not None:
+                    self.crc32 = zlib.crc32(self._last, self.crc32)
+                    self._last = src
             if not src:
                 raise _corrupt(self._oid, "the pack ends inside it")
             try:
                 self._buf += self._z.decompress(src, CHUNK)
             except zlib.error as exc:
                 raise _corrupt(self._oid, f"does not inflate ({exc})") from None
+        if self._z.eof and self.crc32 is not None and self._last is not None:
+            used = len(self._last) - len(self._z.unused_data)
+            self.crc32 = zlib.crc32(self._last[:used], self.crc32) & 0xFFFFFFFF
+            self._last = None  # type: ignore[assignment]
 
     def read(self, n: int) -> bytes:
         """Up to ``n`` bytes (fewer only at the end of the stream)."""
@@ -273,13 +288,46 @@ def _check_blob(full: _Entry, oid: bytes) -> None:
                            reason=Reason.UnsafeTreeEntry)
 
 
+class PreadFile:
+    """A read-only file over a descriptor with its own position (``os.pread``): reads
+    never move the descriptor's shared offset, and never touch a mapping of the file."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd, self._pos = fd, 0
+
+    def seek(self, pos: int) -> None:
+        self._pos = pos
+
+    def read(self, n: int) -> bytes:
+        data = os.pread(self._fd, n, self._pos)
+        self._pos += len(data)
+        return data
+
+
+def delta_sizes(fh: BinaryIO, offset: int, oid: bytes) -> tuple[int, int]:
+    """(base size, result size) from the start of the delta whose zlib data is at
+    ``offset``; only its first bytes are inflated."""
+    src = _Inflater(fh, offset, oid)
+    return src.varint(), src.varint()
+
+
+def apply_delta(fh: BinaryIO, offset: int, base: bytes, write: Callable[[bytes], Any],
+                oid: bytes, crc: int) -> tuple[int, int]:
+    """Apply the delta whose zlib data is at ``offset`` in ``fh`` to ``base``, writing
+    the result in slices; (its size, the entry's CRC32 continued from ``crc``)."""
+    src = _Inflater(fh, offset, oid, crc=crc)
+    size = _apply_delta(src, base, len(base), write, oid)
+    assert src.crc32 is not None
+    return size, src.crc32
+
+
 # A delta base: bytes (small) or a seekable spooled file.
 _Base = bytes | IO[bytes]
 
 
 def _read_base(base: _Base, start: int, length: int) -> Iterator[bytes]:
     if isinstance(base, bytes):
-        yield base[start:start + length]
+        yield memoryview(base)[start:start + length]  # type: ignore[misc]
         return
     base.seek(start)
     while length:

@@ -24,6 +24,7 @@ with the project's strict parsers. Called by ``giter_agent.history.store`` only.
 from __future__ import annotations
 
 import binascii
+import mmap
 import os
 import tempfile
 import zlib
@@ -60,6 +61,8 @@ _Key = int | tuple[str, bytes]
 # file in slices instead of inflated whole.
 STREAM_BYTES = 1 << 20
 _SLICE = 1 << 16
+# Drop the mapped pack's pages from RSS after reading this much through them.
+DROP_PAGES_BYTES = 8 << 20
 
 
 def _header(raw: list[int]) -> tuple[int, int]:
@@ -159,6 +162,7 @@ class BoundedIndexer(PackIndexer):
         self.peak_cached = 0
         self.streamed = 0  # large objects hashed from the file in slices (tests count them)
         self._fd = file_obj.fileno()
+        self._touched = 0  # bytes read through the pack's mapping since pages were dropped
 
     # -- the byte-capped cache -----------------------------------------------------
     def _put(self, key: _Key, chunks: bytes | list[bytes]) -> None:
@@ -236,8 +240,17 @@ class BoundedIndexer(PackIndexer):
                     yield entry
                     continue
             base = None if base_key is None else self._base(base_key)
+            if base_key is not None and base is not None and offset not in self._pending_ofs:
+                entry = self._stream_delta(offset, type_num, base_key, base)
+                if entry is not None and entry[0] not in self._pending_ref:
+                    del base
+                    yield entry
+                    continue
             unpacked: UnpackedObject = self._resolve_object(offset, type_num, base)
             del base
+            self._touched += unpacked.decomp_len or 0
+            if self._touched > DROP_PAGES_BYTES:
+                self._drop_pages()
             yield self._result(unpacked)
             children = [*self._pending_ofs.pop(offset, []),
                         *self._pending_ref.pop(unpacked.sha(), [])]
@@ -248,6 +261,51 @@ class BoundedIndexer(PackIndexer):
                 todo.extend((child, unpacked.obj_type_num, offset) for child in children)
             del unpacked
 
+
+    def _stream_delta(self, offset: int, type_num: int, base_key: _Key,
+                      base: bytes | list[bytes]) -> PackIndexEntry | None:
+        """(id, offset, crc32) of the delta at ``offset`` whose result is large and no
+        delta's base: applied to its (cached) base into the hash, slice by slice, never
+        built whole. None when the result is small enough to resolve as usual."""
+        from giter_agent.history import blob_stream
+
+        head = os.pread(self._fd, 64, offset)
+        i = 0
+        while head[i] & 0x80:
+            i += 1
+        kind, _size = _header(list(head[:i + 1]))
+        i += 1
+        if kind == OFS_DELTA:
+            while head[i] & 0x80:
+                i += 1
+            i += 1
+        else:
+            i += 20
+        fh = blob_stream.PreadFile(self._fd)
+        what = f"pack entry at {offset}".encode()
+        _base_size, result = blob_stream.delta_sizes(fh, offset + i, what)  # type: ignore[arg-type]
+        if result <= STREAM_BYTES:
+            return None
+        if not isinstance(base, bytes):
+            base = b"".join(base)
+            self._cache[base_key] = base  # joined once, in place of its chunks
+        sha = self.hash_func()
+        sha.update(object_header(type_num, result))
+        size, crc = blob_stream.apply_delta(fh, offset + i, base, sha.update,  # type: ignore[arg-type]
+                                            what, binascii.crc32(head[:i]))
+        if size != result:
+            raise zlib.error("delta result does not match its declared size")
+        self.streamed += 1
+        return RawObjectID(sha.digest()), offset, crc
+
+    def _drop_pages(self) -> None:
+        """Let go of the pack pages read so far through dulwich's mapping of the whole
+        pack: they stay in the page cache, but no longer count in this process's RSS,
+        so a first sync of a large pack does not grow with the pack."""
+        self._touched = 0
+        contents = getattr(self, "_contents", None)
+        if isinstance(contents, mmap.mmap) and hasattr(mmap, "MADV_DONTNEED"):
+            contents.madvise(mmap.MADV_DONTNEED)
 
     def _stream(self, offset: int) -> PackIndexEntry | None:
         """(id, offset, crc32) of the undeltified object at ``offset``, hashed from the
