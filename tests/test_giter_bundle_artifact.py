@@ -10,15 +10,9 @@ import hashlib
 import json
 import os
 
-import pytest
-from support.fleet import API, Fleet, enrolled
+from support.fleet import API, enrolled
 
 MiB = 2**20
-
-
-@pytest.fixture
-def fleet(tmp_path, publisher_key) -> Fleet:
-    return Fleet(tmp_path, publisher_key)
 
 
 def artifact_resource(device, name: str, **extra: str) -> str:
