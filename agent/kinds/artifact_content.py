@@ -94,9 +94,11 @@ class InPlace:
                     return
                 try:
                     st = self.st = os.fstat(fd)
-                    if (memory.get("oid") == info.oid and memory.get("stat") == _stat_key(st)
+                    if (memory.get("stat") == _stat_key(st)
                             and isinstance(memory.get("sha256"), str)):
-                        self.sha256, self.same = memory["sha256"], True
+                        # The file the last pass left, untouched: nothing to read.
+                        self.sha256 = memory["sha256"]
+                        self.same = memory.get("oid") == info.oid
                     else:
                         self.sha256, git = _digests(fd, st.st_size)
                         self.same = st.st_size == info.size and git == info.oid
