@@ -209,3 +209,23 @@ def test_a_signed_sync_lays_down_an_artifact_and_a_delta_update(tmp_path, publis
     record = device.state().resources["File/app"]
     assert record["status"]["observed"]["sha256"] == hashlib.sha256(data).hexdigest()
     assert "drift" not in record["status"]  # a new artifact is a new spec, not drift
+
+
+def test_a_release_tree_is_listed_with_sizes_and_modes_and_refused_with_a_symlink(tree):
+    """``TreeArtifacts.listing``: what a kind that lays a whole folder down reads first."""
+    from giter_agent.core.errors import ArtifactError
+
+    tid = tree.commit({"artifacts/app/bin/run": b"#!/bin/sh\n", "artifacts/app/lib.py": b"x"})
+    os.chmod(tree.root / "artifacts/app/bin/run", 0o755)
+    git(tree.root, "add", "-A")
+    git(tree.root, "commit", "-q", "-m", "exec")
+    tid = git(tree.root, "rev-parse", "HEAD^{tree}").strip()
+    listed = tree.artifacts(tid).listing("artifacts/app")
+    assert [(a.path, a.size, a.executable) for a in listed] == [
+        ("artifacts/app/bin/run", 10, True), ("artifacts/app/lib.py", 1, False)]
+    assert [a.oid for a in listed] == [
+        git(tree.root, "rev-parse", f"HEAD:{a.path}").decode().strip() for a in listed]
+    tid = tree.commit({}, links={"artifacts/app/evil": "/etc/shadow"})
+    with pytest.raises(ArtifactError) as caught:
+        tree.artifacts(tid).listing("artifacts/app")
+    assert caught.value.reason == "ArtifactNotAFile" and "evil" in str(caught.value)

@@ -12,6 +12,8 @@ to kinds through ``Context.artifacts``, so a kind never touches the history itse
   ``artifacts/`` (``ArtifactNotAllowed``), no such file (``ArtifactMissing``), a
   symlink, folder or submodule there (``ArtifactNotAFile``), over the cap
   (``ArtifactTooLarge``).
+- ``listing(folder)``: every file under a folder (a release's tree), checked by the tree
+  allowlist first, with ids, sizes and the executable bit;
 - ``copy(path, out)``: stream the blob into ``out`` (``history.blob_stream.copy_blob``)
   and return its SHA-256; a store that holds something else under the id is
   ``ArtifactCorrupt``.
@@ -29,7 +31,7 @@ from typing import Any, BinaryIO
 
 from giter_agent.core.errors import ArtifactError, GiterError, HistoryError, Reason, TreeError
 from giter_agent.core.layout import artifact_path
-from giter_agent.history.tree import file_id
+from giter_agent.history.tree import file_id, list_files
 
 SHA256_HEX = r"[0-9a-f]{64}"
 check_path = artifact_path  # the path rules (core.layout), shared with giter-bundle
@@ -42,6 +44,7 @@ class ArtifactInfo:
     path: str
     oid: str  # the git blob id (hex)
     size: int
+    executable: bool = False  # mode 100755 in the tree (``listing`` says; ``stat`` does not)
 
 
 class TreeArtifacts:
@@ -74,6 +77,36 @@ class TreeArtifacts:
                                 f"({self.max_bytes // 2**20} MiB)",
                                 reason=Reason.ArtifactTooLarge)
         return ArtifactInfo(path, oid.decode(), size)
+
+    def listing(self, folder: str) -> list[ArtifactInfo]:
+        """Every file under ``folder`` (``artifacts/app``), sorted, with its blob id and
+        size, for a kind that lays a whole tree down; the tree allowlist applies to all
+        of it first (a symlink, a submodule, an odd name anywhere: ``ArtifactNotAFile``,
+        nothing listed). Each is then copied with ``copy(info.path, out)``."""
+        from giter_agent.history.blob_stream import blob_size
+
+        check_path(folder.rstrip("/"))
+        try:
+            listed = list_files(self._store, self._tree, folder)
+        except TreeError as exc:
+            raise ArtifactError(f"{exc} (an artifact tree holds regular files and folders "
+                                "only)", reason=Reason.ArtifactNotAFile) from None
+        files = listed[1] if listed is not None else []
+        if not files:
+            raise ArtifactError(f"{folder} holds no files in spec tree "
+                                f"{self._tree.decode()[:12]}", reason=Reason.ArtifactMissing)
+        out = []
+        for path, mode, oid in files:
+            try:
+                size = blob_size(self._store, oid)
+            except HistoryError as exc:
+                raise self._typed(path, exc) from None
+            if size > self.max_bytes:
+                raise ArtifactError(f"{path} is {size} bytes, over [limits] "
+                                    f"max_artifact_mib ({self.max_bytes // 2**20} MiB)",
+                                    reason=Reason.ArtifactTooLarge)
+            out.append(ArtifactInfo(path, oid.decode(), size, executable=mode == 0o100755))
+        return out
 
     def copy(self, path: str, out: BinaryIO) -> str:
         """Stream the artifact at ``path`` into ``out``; its SHA-256 (hex)."""
