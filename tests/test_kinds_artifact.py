@@ -83,7 +83,7 @@ def test_an_artifact_is_laid_down_byte_for_byte_and_reported(ctx, tree, tmp_path
                                                 mode="0755"))
     assert ready(rec) == (True, "Applied")
     assert target.read_bytes() == data and target.stat().st_mode & 0o777 == 0o755
-    observed = rec["status"]["observed"]
+    observed = rec.status["observed"]
     assert observed["sha256"] == hashlib.sha256(data).hexdigest()
     assert observed["artifact"] == "artifacts/app/server.bin"
     assert observed["size"] == len(data)
@@ -108,7 +108,7 @@ def test_an_unchanged_file_is_not_read_again_and_a_hand_edit_is_drift(ctx, tree,
     target.write_bytes(b"edited by hand")
     third = run_pass(ctx, tree, tid, document, {"File/app": second})
     assert target.read_bytes() == data
-    assert third["status"]["drift"]["corrections"] == 1
+    assert third.status["drift"]["corrections"] == 1
 
 
 @pytest.mark.parametrize("case", ["mismatch", "too-large", "missing", "symlink", "folder",
@@ -145,13 +145,13 @@ def test_each_refusal_fails_alone_and_leaves_the_previous_content(ctx, tree, tmp
     result = reconcile(specset(artifact_doc(target, name, **spec), other), ctx,
                        builtin_kinds(), {"File/app": first}, "c2")
     rec = result.records["File/app"]
-    assert ready(rec) == (False, reason), rec["status"]["conditions"][0]["message"]
-    message = rec["status"]["conditions"][0]["message"]
+    assert ready(rec) == (False, reason), rec.status["conditions"][0]["message"]
+    message = rec.status["conditions"][0]["message"]
     assert "\n" not in message
     assert target.read_bytes() == old  # the previous content stays in place ...
     if reason != "ArtifactNotAllowed":  # (a spec refused at validation reports no file)
         assert "left as it was" in message  # ... and is reported
-        assert rec["status"]["observed"]["sha256"] == hashlib.sha256(old).hexdigest()
+        assert rec.status["observed"]["sha256"] == hashlib.sha256(old).hexdigest()
     assert ready(result.records["File/motd"]) == (True, "Applied")  # the rest applies
     assert not [p for p in target.parent.iterdir() if p.name.endswith(".giter-tmp")]
 
@@ -207,8 +207,8 @@ def test_a_signed_sync_lays_down_an_artifact_and_a_delta_update(tmp_path, publis
     assert device.cli("sync", "--bundle", tmp_path / "two.bundle") == 0
     assert (device.root / "app.bin").read_bytes() == data
     record = device.state().resources["File/app"]
-    assert record["status"]["observed"]["sha256"] == hashlib.sha256(data).hexdigest()
-    assert "drift" not in record["status"]  # a new artifact is a new spec, not drift
+    assert record.status["observed"]["sha256"] == hashlib.sha256(data).hexdigest()
+    assert "drift" not in record.status  # a new artifact is a new spec, not drift
 
 
 def test_a_release_tree_is_listed_with_sizes_and_modes_and_refused_with_a_symlink(tree):
