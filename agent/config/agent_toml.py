@@ -29,14 +29,21 @@ class Limits:
 
     max_bundle_mib: int = 512
     max_objects: int = 1_000_000
-    max_object_mib: int = 32
+    # The largest object an import takes in. A whole object is streamed, but a delta
+    # is resolved with its base in RAM (about twice the object: docs/performance.md,
+    # "Artifacts"), so 128 MiB is what a 512 MB board can afford; raise it on boards
+    # with more memory.
+    max_object_mib: int = 128
     max_commits: int = 100_000
     time_budget_s: int = 600
+    # The largest artifact a resource lays down (streamed: costs disk, not memory).
+    # An artifact is one object, so max_object_mib bounds it too.
+    max_artifact_mib: int = 128
 
 
 _LIMIT_RANGES = {"max_bundle_mib": (1, 65536), "max_objects": (1, 100_000_000),
                  "max_object_mib": (1, 4096), "max_commits": (1, 10_000_000),
-                 "time_budget_s": (1, 86400)}
+                 "time_budget_s": (1, 86400), "max_artifact_mib": (1, 65536)}
 
 NETWORK_SCHEMES = ("git", "http", "https", "ssh")
 # The device's signing key, in the state directory. It is also the key an ssh:// hub

@@ -82,7 +82,12 @@ KEYS = {
                         "resources may install, upgrade or remove; none by default.",
     "limits.max_bundle_mib": "Largest bundle file, in MiB.",
     "limits.max_objects": "Most objects in one bundle.",
-    "limits.max_object_mib": "Largest object, checked before inflating.",
+    "limits.max_object_mib": "Largest object, checked before inflating. A delta is "
+                              "resolved with its base in RAM (about twice the object), "
+                              "so raise it only on boards with the memory.",
+    "limits.max_artifact_mib": "Largest artifact (a file under artifacts/ that a File "
+                               "resource lays down), streamed to disk; an artifact is "
+                               "one object, so max_object_mib bounds it too.",
     "limits.max_commits": "Most commits verified in one sync.",
     "limits.time_budget_s": "Seconds one sync may take.",
 }

@@ -178,6 +178,13 @@ class Reason(StrEnum):
     CannotRekey = "CannotRekey"
     ReadableOutsideScope = "ReadableOutsideScope"
     RecipientsMismatch = "RecipientsMismatch"
+    # artifacts: files of the verified tree under artifacts/ (history.artifacts, File)
+    ArtifactNotAllowed = "ArtifactNotAllowed"
+    ArtifactMissing = "ArtifactMissing"
+    ArtifactNotAFile = "ArtifactNotAFile"
+    ArtifactTooLarge = "ArtifactTooLarge"
+    ArtifactMismatch = "ArtifactMismatch"
+    ArtifactCorrupt = "ArtifactCorrupt"
 
 
 class GiterError(Exception):
@@ -325,6 +332,17 @@ class ResourceError(GiterError, ValueError):
     """A resource document is malformed or fails its kind's schema."""
 
     reason = Reason.InvalidResource
+
+
+class ArtifactError(GiterError, ValueError):
+    """An artifact (a file of the verified tree under ``artifacts/``) that cannot be laid
+    down: ``ArtifactNotAllowed`` (a path outside ``artifacts/``), ``ArtifactMissing``,
+    ``ArtifactNotAFile`` (a symlink, a folder, a submodule), ``ArtifactTooLarge`` (over
+    ``[limits] max_artifact_mib``), ``ArtifactMismatch`` (not the pinned sha256),
+    ``ArtifactCorrupt`` (the object store holds something else under its id). The
+    resource fails alone; the file in place stays as it was."""
+
+    reason = Reason.ArtifactMissing
 
 
 class AgeError(ResourceError):

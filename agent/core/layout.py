@@ -7,7 +7,9 @@ rather than spelling the strings again.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+from typing import Any
 
 # -- the exchange repository ---------------------------------------------------------------
 TRUST_FILE = ".giter/trust/allowed_signers"  # publisher keys (git's allowed_signers format)
@@ -20,6 +22,9 @@ STATUS_DIR = ".giter/status"  # <id>.yaml: a device's DeviceStatus summary, on i
 DEVICE_FOLDER = "devices"  # devices/<id>/*.yaml: resources for one device
 GROUP_FOLDER = "groups"  # groups/<group>/*.yaml: resources for a group's devices
 ARTIFACTS_FOLDER = "artifacts"  # what a Release lays down: artifacts/<name>/...
+ARTIFACTS_DIR = ARTIFACTS_FOLDER  # the same folder: large files a File lays down by path
+# The one allowlist of names in a tree the agent reads (history.tree) and of artifacts.
+SAFE_NAME = re.compile(r"[a-z0-9][a-z0-9._-]*")
 STATUS_PREFIX = b"refs/heads/status/"  # + <id>: the device's signed status commits
 
 
@@ -36,6 +41,28 @@ def summary_path(device_id: str) -> str:
 def resource_prefixes(device_id: str, groups: tuple[str, ...]) -> list[str]:
     """Tree folders addressed to a device, most specific first."""
     return [f"{DEVICE_FOLDER}/{device_id}"] + [f"{GROUP_FOLDER}/{g}" for g in groups]
+
+
+def artifact_path(path: Any) -> str:
+    """``path`` if it names a file under ``artifacts/``, each component spelt as the tree
+    allowlist wants (``SAFE_NAME``); ``ArtifactError(ArtifactNotAllowed)`` otherwise.
+    The device (the ``File`` kind) and ``giter-bundle`` (lint, artifact add) share it."""
+    from giter_agent.core.errors import ArtifactError, Reason
+
+    if not isinstance(path, str):
+        raise ArtifactError(f"an artifact path must be a string, got {path!r}",
+                            reason=Reason.ArtifactNotAllowed)
+    parts = path.split("/")
+    if len(parts) < 2 or parts[0] != ARTIFACTS_DIR:
+        raise ArtifactError(f"{path!r} is not under {ARTIFACTS_DIR}/ (artifacts come from "
+                            f"the repository's {ARTIFACTS_DIR}/ folder only)",
+                            reason=Reason.ArtifactNotAllowed)
+    for part in parts[1:]:
+        if not SAFE_NAME.fullmatch(part):
+            raise ArtifactError(f"{path!r}: {part!r} is not an allowed name (lower-case "
+                                "letters, digits, '.', '_' and '-', starting with a letter "
+                                "or digit)", reason=Reason.ArtifactNotAllowed)
+    return path
 
 
 # -- the USB stick -------------------------------------------------------------------------

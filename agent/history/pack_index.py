@@ -10,23 +10,36 @@ rebuilt from its chain when a child needs it, exactly as git's index-pack does. 
 delta applied, indexing or rebuilding, checks the sync's ``Budget``, so the extra CPU an
 evicting structure costs is bounded in time while the memory is bounded in bytes.
 
+Large undeltified objects are never held whole either (an artifact of hundreds of
+megabytes): the stream copier only inflates to find where each object ends, keeping
+nothing (dulwich's keeps every compressed and inflated chunk of the object), and an
+object above ``STREAM_BYTES`` that is no delta's base gets its id and CRC computed from
+the pack file in slices (``os.pread``: no page of the mapped pack is touched). So an
+import costs the largest *delta base or delta result* in memory, not the largest object.
+
 Objects are not parsed here: the import gate (``history.store``) parses what it walks
 with the project's strict parsers. Called by ``giter_agent.history.store`` only.
 """
 
 from __future__ import annotations
 
+import binascii
+import mmap
 import os
 import tempfile
+import zlib
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
+from io import BytesIO
 from pathlib import Path
 from typing import Any
 
 from dulwich.file import GitFile
 from dulwich.object_store import DiskObjectStore
-from dulwich.objects import RawObjectID
+from dulwich.objects import RawObjectID, object_header
 from dulwich.pack import (
+    OFS_DELTA,
+    REF_DELTA,
     PackData,
     PackIndexEntry,
     PackIndexer,
@@ -35,6 +48,7 @@ from dulwich.pack import (
     UnpackedObject,
     extend_pack,
     iter_sha1,
+    take_msb_bytes,
     write_pack_index,
 )
 
@@ -42,6 +56,89 @@ from giter_agent.core.budget import Budget
 
 # A base's key: its pack offset, or ("ext", sha) for a thin pack's base outside it.
 _Key = int | tuple[str, bytes]
+
+# An undeltified object larger than this that is no delta's base is hashed from the pack
+# file in slices instead of inflated whole.
+STREAM_BYTES = 1 << 20
+_SLICE = 1 << 16
+# Drop the mapped pack's pages from RSS after reading this much through them.
+DROP_PAGES_BYTES = 8 << 20
+
+
+def _header(raw: list[int]) -> tuple[int, int]:
+    """(type, size) from a pack entry header's bytes."""
+    kind, size, shift = (raw[0] >> 4) & 7, raw[0] & 0x0F, 4
+    for byte in raw[1:]:
+        size |= (byte & 0x7F) << shift
+        shift += 7
+    return kind, size
+
+
+def _ofs_back(raw: list[int]) -> int:
+    back = raw[0] & 0x7F
+    for byte in raw[1:]:
+        back = ((back + 1) << 7) | (byte & 0x7F)
+    return back
+
+
+class LeanCopier(PackStreamCopier):
+    """dulwich's stream copier without keeping any object's data.
+
+    Copying only needs to know where each object ends (to find the next) and what the
+    indexer records (offset, type, delta base); the data is read again from the file
+    when indexing. dulwich's ``unpack_object`` keeps every compressed and inflated chunk
+    of the object meanwhile, twice its size for a large blob.
+    """
+
+    def read_objects(self, compute_crc32: bool = False) -> Iterator[UnpackedObject]:
+        from dulwich.pack import read_pack_header
+
+        _version, self._num_objects = read_pack_header(self.read)
+        for _ in range(self._num_objects):
+            offset = self.offset
+            raw, _crc = take_msb_bytes(self.read)
+            kind, size = _header(raw)
+            base: int | bytes | None = None
+            if kind == OFS_DELTA:
+                base = _ofs_back(take_msb_bytes(self.read)[0])
+            elif kind == REF_DELTA:
+                base = self.read(self._hash_size)
+            unused = self._skip_zlib(size)
+            buf = BytesIO()
+            buf.write(unused)
+            buf.write(self._rbuf.read())
+            buf.seek(0)
+            self._rbuf = buf
+            unpacked = UnpackedObject(kind, delta_base=base, decomp_len=size,
+                                      hash_func=self.hash_func)
+            unpacked.offset = offset
+            yield unpacked
+        if self._buf_len() < self._hash_size:
+            self.read(self._hash_size)
+        from dulwich.errors import ChecksumMismatch
+
+        trailer = bytes(bytearray(self._trailer))
+        if trailer != self.sha.digest():
+            raise ChecksumMismatch(trailer.hex(), self.sha.hexdigest())
+
+    def _skip_zlib(self, size: int) -> bytes:
+        """Inflate one object into nothing; the bytes read past its end."""
+        z = zlib.decompressobj()
+        done = 0
+        while True:
+            add = self.recv(_SLICE)
+            if not add:
+                raise zlib.error("EOF before end of zlib stream")
+            while add:
+                out = z.decompress(add, _SLICE)
+                done += len(out)
+                if done > size:
+                    raise zlib.error("decompressed data exceeds expected size")
+                if z.eof:
+                    if done != size:
+                        raise zlib.error("decompressed data does not match expected size")
+                    return z.unused_data
+                add = z.unconsumed_tail
 
 
 def _length(chunks: bytes | list[bytes]) -> int:
@@ -63,6 +160,9 @@ class BoundedIndexer(PackIndexer):
         self._recipe: dict[_Key, tuple[_Key | None, int]] = {}
         self.rebuilds = 0  # deltas re-applied to rebuild evicted bases (tests count them)
         self.peak_cached = 0
+        self.streamed = 0  # large objects hashed from the file in slices (tests count them)
+        self._fd = file_obj.fileno()
+        self._touched = 0  # bytes read through the pack's mapping since pages were dropped
 
     # -- the byte-capped cache -----------------------------------------------------
     def _put(self, key: _Key, chunks: bytes | list[bytes]) -> None:
@@ -134,9 +234,23 @@ class BoundedIndexer(PackIndexer):
         while todo:
             self._budget.check()
             offset, type_num, base_key = todo.pop()
+            if base_key is None and offset not in self._pending_ofs:
+                entry = self._stream(offset)
+                if entry is not None and entry[0] not in self._pending_ref:
+                    yield entry
+                    continue
             base = None if base_key is None else self._base(base_key)
+            if base_key is not None and base is not None and offset not in self._pending_ofs:
+                entry = self._stream_delta(offset, type_num, base_key, base)
+                if entry is not None and entry[0] not in self._pending_ref:
+                    del base
+                    yield entry
+                    continue
             unpacked: UnpackedObject = self._resolve_object(offset, type_num, base)
             del base
+            self._touched += unpacked.decomp_len or 0
+            if self._touched > DROP_PAGES_BYTES:
+                self._drop_pages()
             yield self._result(unpacked)
             children = [*self._pending_ofs.pop(offset, []),
                         *self._pending_ref.pop(unpacked.sha(), [])]
@@ -146,6 +260,88 @@ class BoundedIndexer(PackIndexer):
                 self._put(offset, unpacked.obj_chunks)
                 todo.extend((child, unpacked.obj_type_num, offset) for child in children)
             del unpacked
+
+
+    def _stream_delta(self, offset: int, type_num: int, base_key: _Key,
+                      base: bytes | list[bytes]) -> PackIndexEntry | None:
+        """(id, offset, crc32) of the delta at ``offset`` whose result is large and no
+        delta's base: applied to its (cached) base into the hash, slice by slice, never
+        built whole. None when the result is small enough to resolve as usual."""
+        from giter_agent.history import blob_stream
+
+        head = os.pread(self._fd, 64, offset)
+        i = 0
+        while head[i] & 0x80:
+            i += 1
+        kind, _size = _header(list(head[:i + 1]))
+        i += 1
+        if kind == OFS_DELTA:
+            while head[i] & 0x80:
+                i += 1
+            i += 1
+        else:
+            i += 20
+        fh = blob_stream.PreadFile(self._fd)
+        what = f"pack entry at {offset}".encode()
+        _base_size, result = blob_stream.delta_sizes(fh, offset + i, what)  # type: ignore[arg-type]
+        if result <= STREAM_BYTES:
+            return None
+        if not isinstance(base, bytes):
+            base = b"".join(base)
+            self._cache[base_key] = base  # joined once, in place of its chunks
+        sha = self.hash_func()
+        sha.update(object_header(type_num, result))
+        size, crc = blob_stream.apply_delta(fh, offset + i, base, sha.update,  # type: ignore[arg-type]
+                                            what, binascii.crc32(head[:i]))
+        if size != result:
+            raise zlib.error("delta result does not match its declared size")
+        self.streamed += 1
+        return RawObjectID(sha.digest()), offset, crc
+
+    def _drop_pages(self) -> None:
+        """Let go of the pack pages read so far through dulwich's mapping of the whole
+        pack: they stay in the page cache, but no longer count in this process's RSS,
+        so a first sync of a large pack does not grow with the pack."""
+        self._touched = 0
+        contents = getattr(self, "_contents", None)
+        if isinstance(contents, mmap.mmap) and hasattr(mmap, "MADV_DONTNEED"):
+            contents.madvise(mmap.MADV_DONTNEED)
+
+    def _stream(self, offset: int) -> PackIndexEntry | None:
+        """(id, offset, crc32) of the undeltified object at ``offset``, hashed from the
+        pack file in slices; None when it is small enough to inflate as usual."""
+        head = os.pread(self._fd, 32, offset)
+        i = 0
+        while head[i] & 0x80:
+            i += 1
+        kind, size = _header(list(head[:i + 1]))
+        if size <= STREAM_BYTES:
+            return None
+        sha = self.hash_func()
+        sha.update(object_header(kind, size))
+        crc = binascii.crc32(head[:i + 1])
+        z = zlib.decompressobj()
+        pos, done = offset + i + 1, 0
+        while not z.eof:
+            self._budget.check()
+            raw = os.pread(self._fd, _SLICE, pos)
+            if not raw:
+                raise zlib.error("EOF before end of zlib stream")
+            add = raw
+            while add and not z.eof:
+                out = z.decompress(add, _SLICE)
+                sha.update(out)
+                done += len(out)
+                if done > size:
+                    raise zlib.error("decompressed data exceeds expected size")
+                add = z.unconsumed_tail
+            used = len(raw) - len(z.unused_data)  # the compressed bytes of this entry
+            crc = binascii.crc32(raw[:used], crc)
+            pos += used
+        if done != size:
+            raise zlib.error("decompressed data does not match expected size")
+        self.streamed += 1
+        return RawObjectID(sha.digest()), offset, crc & 0xFFFFFFFF
 
 
 def add_pack(store: DiskObjectStore, read_all: Callable[[int], bytes],
@@ -163,8 +359,8 @@ def add_pack(store: DiskObjectStore, read_all: Callable[[int], bytes],
             indexer = BoundedIndexer(f, store.object_format.hash_func,
                                      resolve_ext_ref=store.get_raw, budget=budget,
                                      cache_bytes=cache_bytes)
-            copier = PackStreamCopier(store.object_format.hash_func, read_all, read_some, f,
-                                      delta_iter=indexer)  # type: ignore[arg-type]
+            copier = LeanCopier(store.object_format.hash_func, read_all, read_some, f,
+                                delta_iter=indexer)  # type: ignore[arg-type]
             copier.verify(progress=budget.progress)
             f.flush()
             f.seek(0)

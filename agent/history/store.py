@@ -764,14 +764,16 @@ class History:
     def write_bundle(self, path: Path, refs: dict[bytes, bytes], exclude: Iterable[bytes] = (),
                      version: int = 2,
                      progress: Callable[[int, int], None] | None = None,
-                     dir_fd: int | None = None) -> None:
+                     dir_fd: int | None = None, deltify_artifacts: bool = False) -> None:
         """Write a bundle of ``refs`` holding what is not reachable from ``exclude``.
 
         The exclude commits become the bundle's prerequisites (with their subject line,
         as git writes them). The pack streams straight into a temp file beside
         ``path``, which is fsynced and renamed into place. ``progress(done, total)`` is
         called as each object is written (the publisher shows it for large bundles).
-        With ``dir_fd``, ``path`` is a name in that open folder.
+        With ``dir_fd``, ``path`` is a name in that open folder. ``deltify_artifacts``:
+        a changed file under ``artifacts/`` goes as a delta against the version the
+        excluded commits hold (``history.artifact_delta``), as git's thin packs do.
         """
         for name, sha in refs.items():
             self._commit(sha, f"ref {name.decode(errors='replace')}")
@@ -780,6 +782,11 @@ class History:
                          for sha in excluded]
         count, records = self.object_store.generate_pack_data(
             [oid(sha) for sha in excluded], [oid(sha) for sha in dict.fromkeys(refs.values())])
+        if deltify_artifacts and excluded:
+            from giter_agent.history import artifact_delta
+
+            found = artifact_delta.pairs(self.object_store, refs.values(), excluded)
+            records = artifact_delta.deltify(self.object_store, records, found)
         if progress is not None:
             records = _counted(records, count, progress)
 

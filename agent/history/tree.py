@@ -14,7 +14,6 @@ status (building the device's status tree).
 
 from __future__ import annotations
 
-import re
 import stat
 from collections.abc import Iterator
 from typing import TypeVar
@@ -23,10 +22,10 @@ from dulwich.object_store import BaseObjectStore
 from dulwich.objects import Blob, ObjectID, Tree
 
 from giter_agent.core.errors import TreeError
+from giter_agent.core.layout import SAFE_NAME
 
 _T = TypeVar("_T", Blob, Tree)
 
-SAFE_NAME = re.compile(r"[a-z0-9][a-z0-9._-]*")
 REGULAR_MODES = (0o100644, 0o100755)
 _SYMLINK_MODE = 0o120000
 _GITLINK_MODE = 0o160000
@@ -210,16 +209,16 @@ def list_files(object_store: BaseObjectStore, tree_id: bytes, prefix: str
     return start.id, files
 
 
-def read_file(object_store: BaseObjectStore, tree_id: bytes, path: str, *,
-              max_blob: int | None = None) -> bytes | None:
-    """Content of the regular file at ``path``, or None when no such entry exists.
+def file_id(object_store: BaseObjectStore, tree_id: bytes, path: str) -> bytes | None:
+    """The blob id of the regular file at ``path``, or None when no such entry exists.
 
     The caller names the path (it may be ``.giter/...``), so only the entry's kind is
     checked: a symlink, submodule or directory there is a TreeError, never followed.
+    Nothing is inflated but the trees on the way.
     """
     parts = _split(path)
     if not parts:
-        raise ValueError("read_file needs a file path")
+        raise ValueError("a file path is needed")
     parent, parent_path = _descend(object_store, tree_id, parts[:-1])
     if parent is None:
         return None
@@ -232,7 +231,17 @@ def read_file(object_store: BaseObjectStore, tree_id: bytes, path: str, *,
         raise _unsafe(entry_path, "is a directory, not a file")
     if mode not in REGULAR_MODES:
         raise _unsafe(entry_path, _describe_mode(mode))
-    return _read_blob(object_store, sha, entry_path, max_blob)
+    return sha
+
+
+def read_file(object_store: BaseObjectStore, tree_id: bytes, path: str, *,
+              max_blob: int | None = None) -> bytes | None:
+    """Content of the regular file at ``path``, or None when no such entry exists
+    (``file_id``'s rules)."""
+    sha = file_id(object_store, tree_id, path)
+    if sha is None:
+        return None
+    return _read_blob(object_store, sha, "/".join(_split(path)), max_blob)
 
 
 def replace_files(object_store: BaseObjectStore, base_tree: bytes | None,

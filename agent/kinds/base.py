@@ -140,6 +140,11 @@ class Context:
     # The device's own ed25519 private key, loaded when a Secret needs it (None: the
     # agent has none, and every Secret fails NoDeviceKey).
     identity: Callable[[], Any] | None = None
+    # The artifacts of the spec tree being applied (``history.artifacts.TreeArtifacts``:
+    # ``stat(path)`` -> path/oid/size, ``copy(path, out)`` -> sha256), set for each pass
+    # by whoever runs it (the applier, ``plan``); None: no verified tree to read from.
+    # Kinds reach the history only through it.
+    artifacts: Any = None
     # Set by the reconciler for each pass: the previous pass's records, and each
     # resource's metadata.generation. Kinds read them, never write them.
     records: dict[str, ResourceRecord] = field(default_factory=dict)

@@ -25,10 +25,11 @@ import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from giter_agent.core.durable import UnsafePath, atomic_writer, fsync_fd, open_dir_under
-from giter_agent.core.errors import ResourceError
+from giter_agent.core.errors import ArtifactError, ResourceError
+from giter_agent.core.layout import artifact_path
 from giter_agent.kinds.base import (
     Context,
     Done,
@@ -47,8 +48,8 @@ _ACCOUNT_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789_-.")
 log = logging.getLogger("giter.kinds.file")
 
 
-def _in_sync(target: Path, data: bytes, mode: int) -> str:
-    return f"{target} has the desired content ({len(data)} bytes, mode {mode:04o})"
+def in_sync(target: Path, size: int, mode: int) -> str:
+    return f"{target} has the desired content ({size} bytes, mode {mode:04o})"
 
 
 @dataclass(frozen=True)
@@ -204,12 +205,16 @@ class FileKind(Kind):
     kind = "File"
 
     DESCRIPTION = "A file written atomically under one of the agent's [files] roots."
-    FIELDS = (
+    FIELDS: ClassVar[tuple[Field, ...]] = (
         PATH_FIELD,
         Field("content", "string", "the file's text (or contentBase64); the resource file "
               "is capped at 256 KiB"),
         Field("contentBase64", "string", "the file's bytes in base64 (or content)",
               message="is not valid base64"),
+        Field("artifact", "string", "a file of the repository under artifacts/, streamed "
+              "to the path (or content); up to [limits] max_artifact_mib"),
+        Field("sha256", "string", "with artifact: the SHA-256 its content must have",
+              pattern=r"[0-9a-f]{64}", message="must be 64 lower-case hex digits"),
         Field("mode", "string", "octal permissions, quoted: \"0644\"", default="0644",
               pattern=r"[0-7]{1,4}", message="must be an octal string like \"0644\""),
         OWNER_FIELD,
@@ -219,9 +224,23 @@ class FileKind(Kind):
     def validate(self, spec: dict[str, Any]) -> dict[str, Any]:
         check_declared(spec, self.FIELDS)
         path = check_path(spec)
-        if ("content" in spec) == ("contentBase64" in spec):
-            raise ResourceError("spec needs exactly one of content or contentBase64",
+        given = [f for f in ("content", "contentBase64", "artifact") if f in spec]
+        if len(given) != 1:
+            raise ResourceError("spec needs exactly one of content, contentBase64 or "
+                                f"artifact (got {', '.join(given) or 'none'})",
                                 reason="InvalidSpec")
+        if "sha256" in spec and "artifact" not in spec:
+            raise ResourceError("spec.sha256 pins an artifact: it needs spec.artifact",
+                                reason="InvalidSpec")
+        common = {"path": path, "mode": check_mode(spec, "0644"), **account_fields(spec),
+                  "prune": spec.get("prune", True)}
+        if "artifact" in spec:
+            try:
+                artifact = artifact_path(spec["artifact"])
+            except ArtifactError as exc:
+                raise ResourceError(f"spec.artifact: {exc}", reason=exc.reason) from None
+            return {**common, "data": None, "artifact": artifact,
+                    "sha256": spec.get("sha256")}
         if "content" in spec:
             if not isinstance(spec["content"], str):
                 raise ResourceError("spec.content must be a string", reason="InvalidSpec")
@@ -235,9 +254,7 @@ class FileKind(Kind):
         if len(data) > MAX_CONTENT:
             raise ResourceError(f"content is over the {MAX_CONTENT}-byte cap",
                                 reason="InvalidSpec")
-        return {"path": path, "data": data, "mode": check_mode(spec, "0644"),
-                **account_fields(spec),
-                "prune": spec.get("prune", True)}
+        return {**common, "data": data, "artifact": None, "sha256": None}
 
     # -- where, who, and what differs ----------------------------------------------------
 
@@ -311,6 +328,13 @@ class FileKind(Kind):
         place = self._target(spec, ctx)
         if isinstance(place, Failed):
             return place
+        if spec["artifact"] is not None:
+            ids = self._ids(spec, ctx)
+            if not isinstance(ids, tuple):
+                return ids
+            from giter_agent.kinds import artifact_content
+
+            return artifact_content.apply(place, spec, ctx, key, *ids)
         target = place.target
         data, mode = spec["data"], spec["mode"]
         observed: dict[str, Any] = {"path": str(target),
@@ -330,7 +354,7 @@ class FileKind(Kind):
         except OSError as exc:
             return Retry("ReadFailed", f"cannot read {target}: {exc.strerror}", 30, observed)
         if not changes:
-            return Done("Applied", _in_sync(target, data, mode), observed)
+            return Done("Applied", in_sync(target, len(data), mode), observed)
         try:
             self.write(place, data, mode, uid, gid)
         except UnsafePath as exc:
@@ -340,7 +364,8 @@ class FileKind(Kind):
         # The reason and message are the same whether this pass wrote or found the file
         # right, so a status commit is made when the state changes, not on every pass.
         log.info("wrote %d bytes to %s", len(data), target)
-        return Done("Applied", _in_sync(target, data, mode), observed, changes=tuple(changes))
+        return Done("Applied", in_sync(target, len(data), mode), observed,
+                    changes=tuple(changes))
 
     def plan(self, key: str, spec: dict[str, Any], ctx: Context) -> str | None:
         place = self._target(spec, ctx)
@@ -349,6 +374,10 @@ class FileKind(Kind):
         ids = self._ids(spec, ctx)
         if not isinstance(ids, tuple):
             return would_fail(ids)
+        if spec["artifact"] is not None:
+            from giter_agent.kinds import artifact_content
+
+            return artifact_content.plan(place, spec, ctx, key, *ids)
         try:
             changes = self._differences(place, spec, *ids)
         except UnsafePath as exc:

@@ -98,6 +98,23 @@ def spec_tree(repo: Path, commit: str) -> Iterator[Any]:
         store.close()
 
 
+@contextlib.contextmanager
+def read_artifacts(repo: Path, commit: str, max_bytes: int) -> Iterator[Any]:
+    """The artifacts of ``commit``'s tree for ``Context.artifacts``, read through a plain
+    object store (as ``read_spec``: nothing is swept or written)."""
+    from dulwich.object_store import DiskObjectStore
+
+    from giter_agent.history.artifacts import TreeArtifacts
+    from giter_agent.history.objects import read_commit
+
+    store = DiskObjectStore(str(repo / "objects"))
+    try:
+        yield TreeArtifacts(store, read_commit(store, commit.encode()).tree,
+                            max_bytes=max_bytes)
+    finally:
+        store.close()
+
+
 def plan(specset: SpecSet, ctx: Context, kinds: dict[str, Kind],
          previous: dict[str, ResourceRecord], *, urgent: str | None = None,
          spec_time: float | None = None) -> list[Step]:

@@ -55,6 +55,16 @@ class SpecApplier:
             files.extend(iter_files(store, tree, prefix, max_blob=2 * 2**20))
         return select(files)
 
+    def artifacts(self, history: History, commit: str) -> Any:
+        """The artifacts of ``commit``'s tree, for the kinds of one pass
+        (``history.artifacts``), under ``[limits] max_artifact_mib``."""
+        from giter_agent.history.artifacts import TreeArtifacts
+
+        store = history.object_store
+        return TreeArtifacts(store, read_commit(store, commit.encode()).tree,
+                             max_bytes=self.config.limits.max_artifact_mib * 2**20,
+                             scratch=history.path)
+
     def apply(self, history: History, state: State, report: SyncReport, source: str,
               *, record_sync: bool = True) -> None:
         """Reconcile the newest valid spec, commit status if it changed, save the state."""
@@ -81,12 +91,14 @@ class SpecApplier:
             spec_commit = read_commit(store, state.applied.encode())
             # Kinds that lay down artifacts read them from this commit's tree alone.
             self.ctx.spec_tree = SpecTree(store, spec_commit.tree)
+            self.ctx.artifacts = self.artifacts(history, state.applied)
             try:
                 result = reconcile(specset, self.ctx, self.kinds, state.resources,
                                    state.applied, urgent=urgent_of(spec_commit.message),
                                    spec_time=float(spec_commit.commit_time))
             finally:
                 self.ctx.spec_tree = None
+                self.ctx.artifacts = None
             state.resources = result.records
             report.not_ready = result.not_ready
             report.resources = result.records

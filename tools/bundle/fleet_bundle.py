@@ -161,7 +161,7 @@ def write_plan(exchange: Exchange, plan: Plan, path: Path,
     """Write the planned bundle to ``path`` (temp file, fsync, rename)."""
     exclude = [plan.prerequisite] if plan.prerequisite else []
     exchange.history.write_bundle(path, {exchange.branch_ref: plan.tip}, exclude=exclude,
-                                  progress=progress)
+                                  progress=progress, deltify_artifacts=True)
 
 
 def write_hub_status(inbox: Path, targets: list[Target]) -> Path | None:

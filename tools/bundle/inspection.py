@@ -19,7 +19,8 @@ Each commit the bundle brings gets a verdict from the agent's own verifiers:
   against the device's enrolled key and groups, as ``import`` would check them.
 
 "Resources touched" is what changes between the bundle's prerequisite (what a device
-is assumed to hold) and each ref's tip.
+is assumed to hold) and each ref's tip; "artifacts carried" the files under
+``artifacts/`` added or changed there, with their sizes.
 
 Called by ``giter-bundle inspect``.
 """
@@ -138,13 +139,15 @@ def inspect_bundle(path: Path, exchange: Exchange | None,
     """Everything ``inspect`` prints, as plain data; ``ok`` is False if anything is refused."""
     from giter_agent.history.bundle import read_header
     from giter_agent.trust.verify import ancestors, verify_status_commit
+    from giter_bundle.artifacts import carried
 
     with path.open("rb") as fh:
         header = read_header(fh)
     doc: dict[str, Any] = {
         "file": str(path), "version": header.version, "bytes": path.stat().st_size,
         "refs": {n.decode(errors="replace"): s.decode() for n, s in header.refs.items()},
-        "prerequisites": [], "commits": [], "touched": [], "ok": True, "problems": [],
+        "prerequisites": [], "commits": [], "touched": [], "artifacts": [], "ok": True,
+        "problems": [],
     }
     with _history_for(exchange) as history:
         missing = []
@@ -214,6 +217,10 @@ def inspect_bundle(path: Path, exchange: Exchange | None,
                     doc["commits"].append(entry)
                 start = base if base is not None and q.is_ancestor(base, tip) else None
                 doc["touched"] += [{"ref": refname, **t} for t in _touched(q, start, tip)]
+                if device is None:
+                    doc["artifacts"] += [{"ref": refname, **a} for a in carried(
+                        q.object_store, q.object_store[start].tree if start else None,
+                        q.object_store[tip].tree)]
     return doc
 
 
@@ -262,6 +269,15 @@ def render(doc: dict[str, Any]) -> str:
         lines.append("resources touched")
         for t in doc["touched"]:
             lines.append(f"  {t['change']:<7} {t['path']}  {t['resource']}")
+    if doc["artifacts"]:
+        from giter_bundle.artifacts import human
+
+        lines.append("")
+        lines.append(f"artifacts carried ({human(sum(a['bytes'] for a in doc['artifacts']))}"
+                     " when laid down)")
+        for a in doc["artifacts"]:
+            lines.append(f"  {a['change']:<7} {a['path']}  {a['bytes']} bytes "
+                         f"({human(a['bytes'])})")
     for problem in doc["problems"]:
         lines.append(f"problem: {problem}")
     lines.append("")

@@ -9,7 +9,9 @@ schema (``Kind.validate``; built-in kinds and the plug-ins installed here, throu
 open for every enrolled device that applies it and for no other key but the publisher
 secrets keys (``giter_bundle.secrets``). The trust file and the
 enrolments under ``.giter/`` are parsed as ``import`` will parse them, and the trust
-policy (``.giter/trust/policy.toml``) as devices will.
+policy (``.giter/trust/policy.toml``) as devices will. An ``artifact`` a resource names
+must be a regular file under ``artifacts/`` of the tree, and match its ``sha256`` pin
+(``giter_bundle.artifacts``).
 
 Errors are what a device would refuse or report as not Ready; warnings are what it
 would silently ignore (a file that is not YAML, a folder no enrolled device reads).
@@ -363,6 +365,7 @@ def lint_tree(store, tree: bytes, kinds: dict | None = None,
     from giter_agent.history.tree import iter_files
     from giter_agent.kinds import load_kinds
     from giter_agent.spec.resources import prefixes, select
+    from giter_bundle.artifacts import lint_findings as lint_artifacts
     from giter_bundle.enrolment import read_devices
     from giter_bundle.secrets import lint_findings as lint_secrets
 
@@ -406,6 +409,9 @@ def lint_tree(store, tree: bytes, kinds: dict | None = None,
     # Secrets: every device that applies one can open it, and no one else but the
     # publisher secrets keys (giter_bundle.secrets).
     findings += lint_secrets(store, tree, devices, folders, former_keys)
+    # Artifacts: each one a resource names is in the tree, a regular file, and what its
+    # sha256 pins (giter_bundle.artifacts).
+    findings += lint_artifacts(store, tree, folders)
 
     seen: set[tuple[str, str]] = set()
     for device in devices.values():

@@ -40,6 +40,7 @@ def run(args: argparse.Namespace) -> int:
     from giter_agent.core.errors import TreeError
     from giter_agent.reconcile.plan import (
         plan,
+        read_artifacts,
         read_spec,
         refuse_pins,
         spec_tree,
@@ -63,8 +64,11 @@ def run(args: argparse.Namespace) -> int:
                   file=sys.stderr)
             return 1
         urgent, spec_time = window_facts(agent.repo_path, state.accepted)
-        with spec_tree(agent.repo_path, state.accepted) as tree:
+        with spec_tree(agent.repo_path, state.accepted) as tree, \
+                read_artifacts(agent.repo_path, state.accepted,
+                               config.limits.max_artifact_mib * 2**20) as artifacts:
             agent.ctx.spec_tree = tree
+            agent.ctx.artifacts = artifacts
             steps = plan(specset, agent.ctx, agent.kinds, state.resources, urgent=urgent,
                          spec_time=spec_time)
     finally:

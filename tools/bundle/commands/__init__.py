@@ -16,7 +16,7 @@ import keyword
 from typing import Any
 
 COMMANDS = ("init", "enroll", "commit", "lint", "create", "import", "status", "inspect",
-            "serial", "secret", "hub", "report", "watch")
+            "serial", "secret", "artifact", "hub", "report", "watch")
 
 
 def module_name(command: str) -> str:

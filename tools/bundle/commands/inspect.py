@@ -2,8 +2,9 @@
 
 Shows its refs and prerequisites, every commit it brings with its signer and the
 verdict of the agent's own verifier (spec commits against the trust file in their
-parent's tree; status commits against the device's enrolment), and the resources it
-touches. Nothing is imported: the bundle is checked in a quarantine that is dropped.
+parent's tree; status commits against the device's enrolment), the resources it
+touches, and the artifacts it carries (files added or changed under ``artifacts/``, with
+their sizes). Nothing is imported: the bundle is checked in a quarantine that is dropped.
 Uses the repository of ``-C`` when there is one (a bundle with prerequisites needs
 it), a scratch one otherwise. Exits 1 unless every commit verifies.
 """
