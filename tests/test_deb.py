@@ -129,6 +129,10 @@ def test_maintainer_scripts_create_enable_and_purge(unpacked):
     assert "useradd --system" in postinst and "install -d -o \"$USER_NAME\"" in postinst
     assert "deb-systemd-helper enable 'giter-agent.service'" in postinst
     assert "deb-systemd-invoke $_dh_action 'giter-agent.service'" in postinst
+    # dh_python3 compiles the private folder on install and cleans it on removal (it
+    # does nothing unless debian/control asks for ${python3:Depends}).
+    assert "py3compile -p giter-agent /usr/share/giter-agent" in postinst
+    assert "py3clean -p giter-agent" in (unpacked / "DEBIAN/prerm").read_text()
     postrm = (unpacked / "DEBIAN/postrm").read_text()
     purge = postrm.split("purge)", 1)[1].split(";;", 1)[0]
     assert "rm -rf /etc/giter-agent /var/lib/giter-agent" in purge
