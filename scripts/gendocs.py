@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Write the man pages and bash completions in share/ from the programs' own parsers.
+"""Write the man pages and the bash and zsh completions in share/ from the programs' own parsers.
 
     python scripts/gendocs.py          # rewrite share/
     python scripts/gendocs.py --check  # exit 1 if share/ differs from what would be written
@@ -7,7 +7,8 @@
 giter-agent(1) and giter-bundle(1) and their completions come from the argparse parsers
 the commands run with (``giter_agent.core.clidoc``); agent.toml(5) from the config
 loader's key tables (``giter_agent.config.reference``). A test runs ``--check``;
-scripts/install and ``pip install`` put the files where man and bash look.
+scripts/install, ``pip install`` and the Debian package put the files where man, bash
+and zsh look.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ def files() -> dict[str, str]:
     from giter_agent import __version__
     from giter_agent.cli.main import _parser as agent_parser
     from giter_agent.config.reference import manpage as toml_manpage
-    from giter_agent.core.clidoc import bash_completion, manpage
+    from giter_agent.core.clidoc import bash_completion, manpage, zsh_completion
     from giter_bundle.cli import _parser as bundle_parser
 
     version = f"giter-agent {__version__}"
@@ -51,6 +52,8 @@ def files() -> dict[str, str]:
         "man/man5/agent.toml.5": toml_manpage(version),
         "bash-completion/completions/giter-agent": bash_completion(agent),
         "bash-completion/completions/giter-bundle": bash_completion(bundle),
+        "zsh/site-functions/_giter-agent": zsh_completion(agent),
+        "zsh/site-functions/_giter-bundle": zsh_completion(bundle),
     }
 
 

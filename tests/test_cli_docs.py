@@ -1,13 +1,15 @@
-"""Man pages and bash completion are generated from the parsers, and say what they do.
+"""Man pages and shell completions are generated from the parsers, and say what they do.
 
 ``scripts/gendocs.py --check`` must find share/ as it would write it (so a new option
-cannot ship without its man page and completion); groff reads the pages without a
+cannot ship without its man page and completions); groff reads the pages without a
 warning; bash completes commands, options and choices with the generated functions;
+zsh parses its completion functions, which name every command, option and choice;
 agent.toml(5) names exactly the keys the config loader knows.
 """
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +18,7 @@ import pytest
 
 from giter_agent.cli.main import _parser as agent_parser
 from giter_agent.config.reference import KEYS, known_keys
-from giter_agent.core.clidoc import subcommands
+from giter_agent.core.clidoc import subcommands, zsh_completion
 from giter_bundle.cli import _parser as bundle_parser
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -78,8 +80,46 @@ def test_bash_completes_commands_options_and_choices():
     assert complete("giter-bundle", "", )[:2] == ["init", "enroll"]
 
 
-def test_scripts_install_puts_them_where_man_and_bash_look():
+ZSH = {"giter-agent": agent_parser, "giter-bundle": bundle_parser}
+
+
+@pytest.mark.skipif(shutil.which("zsh") is None, reason="zsh is not installed")
+@pytest.mark.parametrize("prog", sorted(ZSH))
+def test_zsh_parses_the_completion(prog):
+    proc = subprocess.run(["zsh", "-n", SHARE / "zsh/site-functions" / f"_{prog}"],
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+
+
+@pytest.mark.parametrize("prog", sorted(ZSH))
+def test_zsh_completion_names_every_command_option_and_choice(prog):
+    parser = ZSH[prog]()
+    text = (SHARE / "zsh/site-functions" / f"_{prog}").read_text()
+    assert text.startswith(f"#compdef {prog}\n")
+    for name, sub in subcommands(parser).items():
+        assert f"\n                '{name}:" in text, name
+        branch = text.split(f"\n                {name})\n", 1)[1].split(";;", 1)[0]
+        for action in sub._actions:
+            for option in action.option_strings:
+                assert (f"'{option}[" in branch or f"'*{option}[" in branch
+                        or f",{option}}}" in branch
+                        or f"{{{option}," in branch), (name, option)
+            if action.choices and action.option_strings:
+                assert f":({' '.join(map(str, action.choices))})'" in branch, (name, action)
+
+
+def test_zsh_help_text_cannot_break_the_quoting():
+    import argparse
+    parser = argparse.ArgumentParser(prog="x")
+    parser.add_argument("--it", help="it's [odd]: a \\ and ``code``", choices=["a", "b"])
+    spec = zsh_completion(parser)
+    assert "'--it[it'\\''s (odd): a \\\\ and code]:it:(a b)'" in spec
+    if shutil.which("zsh"):
+        assert subprocess.run(["zsh", "-n"], input=spec, text=True, check=False).returncode == 0
+
+
+def test_scripts_install_puts_them_where_man_and_shells_look():
     install = (ROOT / "scripts/install").read_text()
     for rel in ("man/man1/giter-agent.1", "man/man5/agent.toml.5",
-                "bash-completion/completions/giter-agent"):
+                "bash-completion/completions/giter-agent", "zsh/site-functions/_giter-agent"):
         assert f'"$SRC/share/{rel}" /usr/local/share/{rel}' in install.replace("\\\n    ", "")

@@ -1,10 +1,12 @@
-"""Man pages and bash completion made from an argparse parser, so they cannot drift.
+"""Man pages and shell completions made from an argparse parser, so they cannot drift.
 
 ``manpage`` renders a program's parser (its description, options and every subcommand
 with its own description and options) as a roff ``man(7)`` page; ``bash_completion``
 writes a bash completion function for the same parser: subcommands, each one's options,
-the choices of options that have them, files for the rest. ``roff_page`` is the shared
-roff layout (``agent.toml(5)`` uses it too, from ``giter_agent.config.reference``).
+the choices of options that have them, files for the rest; ``zsh_completion`` writes
+the zsh ``_arguments`` function for it (the same, with each option's help beside it).
+``roff_page`` is the shared roff layout (``agent.toml(5)`` uses it too, from
+``giter_agent.config.reference``).
 
 The generated files live in ``share/`` of the source tree; ``scripts/gendocs.py``
 writes them and a test regenerates and compares. Nothing here runs on a device.
@@ -194,3 +196,79 @@ def bash_completion(parser: argparse.ArgumentParser) -> str:
         f"complete -o filenames -F {func} {prog}",
     ]
     return "\n".join(line for line in lines if line != "") + "\n"
+
+
+def _zsh_quote(text: str) -> str:
+    """Text inside a single-quoted zsh word (``'`` closes, escapes, reopens)."""
+    return text.replace("'", "'\\''")
+
+
+def _zsh_help(action: argparse.Action) -> str:
+    """An option's help as one short line for zsh's ``[...]`` (no brackets, no newline)."""
+    text = " ".join(_help(action).split())
+    text = re.sub(r"``([^`]+)``", r"\1", text)
+    text = text.replace("[", "(").replace("]", ")").replace("\\", "\\\\")
+    return _zsh_quote(text[:120].rstrip())
+
+
+def _zsh_spec(action: argparse.Action) -> str:
+    """One ``_arguments`` spec: ``'(-o --output)'{-o,--output}'[help]:VALUE:(a b)'``."""
+    names = action.option_strings
+    value = ""
+    if action.nargs != 0:
+        metavar = _zsh_quote(str(action.metavar or action.dest).replace(":", " "))
+        choices = " ".join(map(str, action.choices)) if action.choices else ""
+        value = f":{metavar}:({_zsh_quote(choices)})" if choices else f":{metavar}:_files"
+    repeat = "*" if isinstance(action, argparse._AppendAction | argparse._CountAction) else ""
+    help_ = f"[{_zsh_help(action)}]"
+    if len(names) == 1:
+        return f"'{repeat}{names[0]}{help_}{value}'"
+    exclusive = "" if repeat else f"'({' '.join(names)})'"
+    return f"{exclusive}{repeat}{{{','.join(names)}}}'{help_}{value}'"
+
+
+def _zsh_options(parser: argparse.ArgumentParser) -> list[str]:
+    return [_zsh_spec(a) for a in parser._actions
+            if a.option_strings and a.help != argparse.SUPPRESS]
+
+
+def zsh_completion(parser: argparse.ArgumentParser) -> str:
+    """A zsh completion function (``#compdef``) for ``parser.prog``, for ``fpath``."""
+    prog = parser.prog
+    func = "_" + re.sub(r"\W", "_", prog)
+    commands = subcommands(parser)
+    helps = _command_helps(parser)
+    cont = " \\\n"
+    lines = [
+        f"#compdef {prog}",
+        f"# zsh completion for {prog}: generated from its argparse parser by",
+        "# scripts/gendocs.py; do not edit (a test regenerates and compares).",
+        f"{func}() {{",
+        "    local curcontext=$curcontext state line ret=1",
+        "    typeset -A opt_args",
+        "    _arguments -C" + cont + cont.join(
+            "        " + spec for spec in [*_zsh_options(parser), "'1:command:->command'",
+                                            "'*::argument:->argument'"]) + " && ret=0",
+        "    case $state in",
+        "        command)",
+        "            local -a commands=(",
+        *(f"                '{name}:{_zsh_quote(' '.join(helps.get(name, '').split()))}'"
+          for name in commands),
+        "            )",
+        f"            _describe -t commands '{prog} command' commands && ret=0 ;;",
+        "        argument)",
+        "            case $words[1] in",
+    ]
+    for name, sub in commands.items():
+        specs = [*_zsh_options(sub), "'*:file:_files'"]
+        lines.append(f"                {name})")
+        lines.append("                    _arguments" + cont + cont.join(
+            "                        " + spec for spec in specs) + " && ret=0 ;;")
+    lines += [
+        "            esac ;;",
+        "    esac",
+        "    return ret",
+        "}",
+        f'{func} "$@"',
+    ]
+    return "\n".join(lines) + "\n"

@@ -1,9 +1,10 @@
 # The full-system stages of scripts/qemu-test, on the host side (sourced by it: uses WORK,
 # ROOT, DEVICE, TAG, in_root, copy_source, log, die).
 #   vm_image  publisher repository + signed and unsigned bundles on FAT "sticks" (plain git
-#             and ssh-keygen, as a fleet operator would), scripts/install run inside the
-#             arm64 root (chroot + qemu-user), kernel + initrd, and a raw ext4 disk image
-#   boot_1    boot; plug the signed stick in when the agent is up; the daemon syncs it, the
+#             and ssh-keygen, as a fleet operator would), the Debian package (scripts/deb)
+#             copied into the arm64 root, kernel + initrd, and a raw ext4 disk image
+#   boot_1    boot with no network; the guest installs the package (apt install ./*.deb);
+#             plug the signed stick in when the agent is up; the daemon syncs it, the
 #             USB trigger unmounts it; then read the stick back and verify it with git
 #   boot_2    boot the same disk with the daemon masked (the trigger syncs by itself);
 #             a stick with an unsigned commit is refused and nothing changes
@@ -74,17 +75,21 @@ vm_image() {
     make_stick "$VM/stick-signed.img" "$PUB/fleet.bundle"
     make_stick "$VM/stick-unsigned.img" "$PUB/evil.bundle"
 
-    # The documented install path, as a user runs it, inside the board's root filesystem.
-    copy_source "$rootfs/usr/src/giter-agent"
+    # The offline install path: the Debian package, built here with Debian's tools, is
+    # carried into the board's root filesystem with the publisher's allowed_signers; the
+    # guest installs it on its first boot with `apt install`, with no network at all
+    # (guest-check). Its dependencies are Debian packages the root filesystem already has
+    # (the arm64 stage includes debian/control's Depends), as on a board that has them.
+    rm -f "$rootfs"/root/giter-agent_*.deb
+    "$ROOT/scripts/deb" "$WORK/deb" >"$WORK/deb.log" 2>&1 \
+        || { tail -n 20 "$WORK/deb.log" >&2; die "scripts/deb could not build the package"; }
+    cp "$WORK"/deb/giter-agent_*_all.deb "$rootfs/root/"
     cp "$PUB/allowed_signers" "$rootfs/root/fleet.allowed_signers"
-    in_root "$rootfs" "echo $DEVICE >/etc/hostname
-        /usr/src/giter-agent/scripts/install --allowed-signers /root/fleet.allowed_signers \
-            --board generic-mock --device-id $DEVICE" 2>&1 | tee "$WORK/install.log"
-    [ "${PIPESTATUS[0]}" -eq 0 ] || die "scripts/install failed in the arm64 root"
+    echo "$DEVICE" >"$rootfs/etc/hostname"
+    # Neither scripts/install nor the package has been here: the guest starts clean.
+    [ ! -e "$rootfs/usr/bin/giter-agent" ] && [ ! -e "$rootfs/opt/giter-agent" ] \
+        || die "the root filesystem already has giter-agent installed (rebuild it: arm64 stage)"
 
-    # The daemon's info lines in the journal: the guest check prints them on failure.
-    grep -q '^\[agent\]' "$rootfs/etc/giter-agent/agent.toml" \
-        || printf '\n[agent]\nlog_level = "info"\n' >>"$rootfs/etc/giter-agent/agent.toml"
     install -D -m 0755 "$ROOT/tests/qemu/guest-check" "$rootfs/usr/local/lib/giter-qemu/check"
     install -m 0644 "$ROOT/tests/qemu/giter-qemu-check.service" "$rootfs/etc/systemd/system/"
     in_root "$rootfs" "systemctl enable giter-qemu-check.service
@@ -173,6 +178,10 @@ boot_1() {
     boot_vm 1 "$VM/stick-signed.img" ""
     local spec1 status want
     spec1=$(cat "$PUB/spec1")
+    expect "boot 1 network" "$(fact network 1)" "interfaces: lo;"
+    expect "boot 1 offline install" "$(fact install 1)" "giter-agent $(
+        sed -n '1s/^giter-agent (\([^)]*\)).*/\1/p' "$ROOT/debian/changelog") installed"
+    expect "boot 1 config by postinst" "$(fact config 1)" "device_id = \"$DEVICE\""
     expect "boot 1 usb unit" "$(fact usb 1)" "Result=success"
     expect "boot 1 status line" "$(fact status 1)" "giter-agent $DEVICE: in-sync"
     want=$(printf '%s\n' "$MOTD_TEXT" | sha256sum | cut -d' ' -f1)
