@@ -22,7 +22,7 @@ from dulwich.objects import Blob, Commit, Tree
 from dulwich.repo import Repo
 
 from giter_agent.trust import signed_commit, sshsig
-from giter_agent.trust.verify import TrustRoot, verify_update
+from giter_agent.trust.spec_rule import TrustRoot, verify_update
 
 CHUNK = 200  # commits per `git verify-commit` call: keeps argv short, amortises start-up
 

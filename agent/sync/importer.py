@@ -2,7 +2,7 @@
 
 A stick's bundle files and a fetch from the hub both arrive here as a checked
 quarantine (``history.store``); every new commit is verified against the trust in force
-(``trust.verify``), and only then are the objects promoted and the accepted tip moved:
+(``trust.spec_rule``), and only then are the objects promoted and the accepted tip moved:
 state file first (durable), then the ref. A refusal leaves everything as it was and
 comes back as a ``BundleVerdict`` saying why. Called by ``sync.agent`` and ``sync.hub``.
 """
@@ -31,7 +31,7 @@ from giter_agent.status.report import BundleVerdict, SyncReport
 if TYPE_CHECKING:
     from giter_agent.core.budget import Budget
     from giter_agent.history.store import History
-    from giter_agent.trust.verify import TrustRoot
+    from giter_agent.trust.trust_files import TrustRoot
 
 log = logging.getLogger("giter.sync")
 
@@ -88,7 +88,7 @@ class SpecImporter:
         nothing new and the device keeps what it has. A tip that does not descend (a
         fork) stays refused, and so does a hub that rewinds.
         """
-        from giter_agent.trust.verify import verify_update
+        from giter_agent.trust.spec_rule import verify_update
 
         ref = self.config.branch_ref
         try:

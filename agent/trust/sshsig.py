@@ -1,6 +1,6 @@
 """OpenSSH public keys and SSHSIG signatures (OpenSSH's PROTOCOL.sshsig), on ``cryptography``.
 
-``trust.signed_commit`` and ``trust.verify`` call ``verify`` for every commit a device
+``trust.spec_rule`` and ``trust.status_rule`` call ``verify`` for every commit a device
 takes in; ``trust.allowed_signers`` and ``trust.devicekey`` build ``PublicKey`` values;
 ``sign`` makes signatures that ``ssh-keygen -Y verify`` and ``git verify-commit`` accept
 (device status commits, tests, the benchmark).

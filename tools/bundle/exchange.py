@@ -22,7 +22,7 @@ from giter_agent.config.agent_toml import BRANCH_RE, Limits
 from giter_agent.core.layout import STATUS_PREFIX, TRUST_FILE, status_ref
 from giter_agent.history.objects import oid, ref_name
 from giter_agent.history.store import Caps, History
-from giter_agent.trust.verify import TrustRoot
+from giter_agent.trust.trust_files import TrustRoot
 from giter_bundle.enrolment import EnrolledDevice, read_devices
 from giter_bundle.errors import PublisherError, UsageError
 
@@ -109,8 +109,8 @@ class Exchange:
 
     def ancestors(self, tip: bytes | None) -> set[bytes]:
         """``tip`` and every commit reachable from it, in the accepted store (the
-        devices' own walk, ``trust.verify.ancestors``)."""
-        from giter_agent.trust.verify import ancestors
+        one walker, ``history.walk.ancestors``)."""
+        from giter_agent.history.walk import ancestors
 
         return set() if tip is None else ancestors(self.history.object_store, tip)
 

@@ -15,7 +15,7 @@ tip): git accepts it, and a device syncing it reports "up to date" and writes a 
 status for the technician to carry back.
 
 Before anything is written, ``verify_plan`` checks the branch by the devices' own rule
-(``trust.verify.verify_update``) from what each target holds: a bundle a device would
+(``trust.spec_rule.verify_update``) from what each target holds: a bundle a device would
 refuse is never shipped.
 
 Called by ``giter-bundle create``.
@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from giter_agent.trust.verify import Verified
+from giter_agent.trust.spec_rule import Verified
 from giter_bundle.enrolment import EnrolledDevice
 from giter_bundle.errors import PublisherError, UsageError
 from giter_bundle.exchange import Exchange, signed_by
@@ -108,7 +108,7 @@ def verify_plan(exchange: Exchange, plan: Plan,
                 allowed_signers: Path | None = None) -> Verified:
     """Refuse to ship what a target would refuse, by the rule a device applies.
 
-    ``trust.verify.verify_update`` runs once for each distinct commit the targets are
+    ``trust.spec_rule.verify_update`` runs once for each distinct commit the targets are
     known to hold (their accepted tip), and once as a first sync when a target has never
     reported (pinned set: the trust file of the branch's first commit, as ``init`` tells
     operators to install, or the tip's when it has none; genesis: that commit;
@@ -116,7 +116,8 @@ def verify_plan(exchange: Exchange, plan: Plan,
     last verdict is returned (the tip's ``Expires:``).
     """
     from giter_agent.core.errors import TrustError
-    from giter_agent.trust.verify import TrustRoot, ancestors, verify_update
+    from giter_agent.history.walk import ancestors
+    from giter_agent.trust.spec_rule import TrustRoot, verify_update
 
     def pinned(commit: bytes | None) -> TrustRoot:
         """The trust file of ``commit`` standing in for a device's pinned file (the tip's

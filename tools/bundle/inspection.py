@@ -8,14 +8,14 @@ folder serves, which can only open bundles without prerequisites.
 
 Each commit the bundle brings gets a verdict from the agent's own verifiers:
 
-- spec commits (any ref but ``refs/heads/status/*``): ``trust.verify.UpdateCheck``, the
+- spec commits (any ref but ``refs/heads/status/*``): ``trust.spec_rule.UpdateCheck``, the
   rule a device applies to an update, for a device whose accepted tip is the bundle's
   prerequisite (no prerequisite: a device's first sync): every parent is that tip or a
   new commit, and each commit is signed by a key every parent's trust file trusts; a
   first commit against the hub's current trust file (or ``--allowed-signers``),
   standing in for a device's pinned file. A shape the device would refuse (a fork, a
   new root commit) is reported as a problem of that ref;
-- status commits (``refs/heads/status/<id>``): ``trust.verify.verify_status_commit``
+- status commits (``refs/heads/status/<id>``): ``trust.status_rule.verify_status_commit``
   against the device's enrolled key and groups, as ``import`` would check them.
 
 "Resources touched" is what changes between the bundle's prerequisite (what a device
@@ -138,7 +138,8 @@ def inspect_bundle(path: Path, exchange: Exchange | None,
                    allowed_signers: Path | None = None) -> dict[str, Any]:
     """Everything ``inspect`` prints, as plain data; ``ok`` is False if anything is refused."""
     from giter_agent.history.bundle import read_header
-    from giter_agent.trust.verify import ancestors, verify_status_commit
+    from giter_agent.history.walk import ancestors
+    from giter_agent.trust.status_rule import verify_status_commit
     from giter_bundle.artifacts import carried
 
     with path.open("rb") as fh:
@@ -228,7 +229,7 @@ def _spec_check(store: Any, base: bytes | None, tip: bytes, ref: bytes, root: An
                 held: set[bytes]) -> tuple[list[bytes], Any]:
     """The commits a device at ``base`` would verify for ``tip``, and the check to apply
     to each (None without publisher keys). TrustError when their shape is refused."""
-    from giter_agent.trust.verify import UpdateCheck, new_commits
+    from giter_agent.trust.spec_rule import UpdateCheck, new_commits
 
     branch = ref[len(b"refs/heads/"):].decode() if ref.startswith(b"refs/heads/") else None
     if root is None:
@@ -238,7 +239,7 @@ def _spec_check(store: Any, base: bytes | None, tip: bytes, ref: bytes, root: An
 
 
 def _load_root(allowed_signers: Path | None) -> Any:
-    from giter_agent.trust.verify import TrustRoot
+    from giter_agent.trust.trust_files import TrustRoot
     from giter_bundle.errors import UsageError
 
     if allowed_signers is None:

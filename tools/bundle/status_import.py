@@ -8,7 +8,7 @@ For each ``giter/outbox/<id>.bundle``:
    check below has passed.
 3. It must carry exactly ``refs/heads/status/<id>``.
 4. Its tip must continue the hub's ``status/<id>``. Every status commit between the two
-   (along first parents) is checked by ``trust.verify.verify_status_commit``: signed by
+   (along first parents) is checked by ``trust.status_rule.verify_status_commit``: signed by
    the device's enrolled key, changing nothing but the status of that device's own
    resources (and its summary), and observing a spec commit that is on the branch.
 5. Only then are the objects the new tip reaches promoted (nothing else the bundle
@@ -16,7 +16,7 @@ For each ``giter/outbox/<id>.bundle``:
 
 The caps are a device's default ``[limits]`` (``Exchange`` opens the history with
 them) and every status document is read by the device's own strict YAML loader
-(``core.yaml_policy.load_yaml``, through ``trust.verify.verify_status_commit``): the
+(``core.yaml_policy.load_yaml``, through ``trust.status_rule.verify_status_commit``): the
 hub takes in nothing a device would refuse.
 
 A bundle older than what the hub has is "up to date", not an error: the same stick is
@@ -93,7 +93,7 @@ def _chain(store, tip: bytes, old: bytes | None, device: str, restart: bool) -> 
 def import_bundle(exchange: Exchange, path: Path, device: EnrolledDevice,
                   on_branch: set[bytes]) -> ImportResult:
     """Verify and take in one device's status bundle; refusals change nothing."""
-    from giter_agent.trust.verify import verify_status_commit
+    from giter_agent.trust.status_rule import verify_status_commit
 
     ref = status_ref(device.id)
     old = exchange.history.ref(ref)
