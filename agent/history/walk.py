@@ -6,6 +6,8 @@
   spec branch: ``giter-bundle status``, ``create``'s checks).
 - ``status_chain``: a device's status commits from a tip down along first parents, to a
   commit already held or the device's first report, bounded.
+- ``HeldAt``: what a device that accepted a commit holds, asked about the commits a new
+  tip brings, reading only those (``giter-bundle create`` and ``inspect``).
 
 The walk over a spec update's new commits, which stops at the accepted tip and at
 anything already held, is the trust rule's own (``trust.spec_rule.new_commits``); it
@@ -81,3 +83,45 @@ def status_chain(store: Any, tip: bytes, stop: Callable[[bytes], bool], *,
         sha = found[0]
     chain.reverse()
     return chain, False
+
+
+class HeldAt:
+    """Whether a commit is ``start`` or one of its ancestors, for a walk down from ``tip``:
+    what a device that accepted ``start`` holds, asked about the commits ``tip`` brings.
+
+    The publisher holds every commit, so "held" cannot mean "in the store" as it does on
+    a device. Answering it from ``ancestors(start)`` reads the whole history. Instead the
+    commits reachable from ``tip`` without passing through ``start`` are walked first
+    (``limit`` at most). When that walk meets no commit without parents, none of them is
+    an ancestor of ``start`` (an ancestor's own ancestors would all be walked, down to the
+    first commit), so the answer for each of them is no, and the walk read only the new
+    commits. Otherwise (a fork, a rollback, a new root, more than ``limit``) the answer
+    comes from the whole ``ancestors(start)``: exact, and the cost of a refusal.
+    """
+
+    def __init__(self, store: Any, start: bytes, tip: bytes, limit: int) -> None:
+        self._store = store
+        self._start = start
+        self._all: set[bytes] | None = None
+        self._new: set[bytes] = set()
+        todo = [tip] if tip != start else []
+        while todo:
+            sha = todo.pop()
+            if sha in self._new:
+                continue
+            self._new.add(sha)
+            found = parents(commit_bytes(store, sha))
+            if not found or len(self._new) > limit:
+                self._new = set()
+                self._all = ancestors(store, start)
+                return
+            todo.extend(p for p in found if p != start and p not in self._new)
+
+    def __call__(self, sha: bytes) -> bool:
+        if sha == self._start:
+            return True
+        if self._all is None:
+            if sha in self._new:
+                return False
+            self._all = ancestors(self._store, self._start)  # asked beyond the walk
+        return sha in self._all

@@ -10,7 +10,7 @@ verification that follows, so a commit is read, inflated and hashed once per upd
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from giter_agent.core.errors import TrustError
@@ -32,11 +32,20 @@ def refuse(reason: str, message: str, commit: bytes | None = None) -> TrustError
 
 def read(store: Any, oid: bytes, type_num: int) -> bytes:
     """An object's stored bytes, checked against its id: we never trust the store's word."""
+    return _checked(oid, type_num, _get_raw(store.get_raw, oid, type_num))
+
+
+def _get_raw(get_raw: Callable[[bytes], tuple[int, bytes]], oid: bytes,
+             type_num: int) -> tuple[int, bytes]:
     try:
-        actual_type, data = store.get_raw(oid)
+        return get_raw(oid)
     except KeyError:
         raise refuse("MissingObject", f"object {oid.decode()} is not in the repository",
                      oid if type_num == COMMIT else None) from None
+
+
+def _checked(oid: bytes, type_num: int, found: tuple[int, bytes]) -> bytes:
+    actual_type, data = found
     if actual_type != type_num:
         raise refuse("CorruptObject", f"object {oid.decode()} is not a "
                      f"{TYPE_NAMES[type_num].decode()}", oid)
@@ -63,24 +72,40 @@ class CheckedReader:
 
     ``commit(id)`` hashes a commit once and keeps its bytes while the kept total stays
     under ``keep_bytes``; the verification that follows the walk reads them from here.
+    Objects are looked up in the store's packs (and its alternates') first, as they
+    were when the reader was made, then through the store itself: the lookup order
+    only saves time, since every object read is hashed against its id.
     """
 
     def __init__(self, store: Any, keep_bytes: int = KEEP_BYTES) -> None:
         self.store = store
         self._kept: dict[bytes, bytes] = {}
         self._room = keep_bytes
+        self._packs = [*getattr(store, "packs", ()),
+                       *(p for alt in getattr(store, "alternates", ()) for p in alt.packs)]
+
+    def _get_raw(self, oid: bytes) -> tuple[int, bytes]:
+        for pack in self._packs:
+            try:
+                return pack.get_raw(oid)
+            except KeyError:
+                continue
+        return self.store.get_raw(oid)
+
+    def _read(self, oid: bytes, type_num: int) -> bytes:
+        return _checked(oid, type_num, _get_raw(self._get_raw, oid, type_num))
 
     def commit(self, oid: bytes) -> bytes:
         raw = self._kept.get(oid)
         if raw is None:
-            raw = read(self.store, oid, COMMIT)
+            raw = self._read(oid, COMMIT)
             if len(raw) <= self._room:
                 self._room -= len(raw)
                 self._kept[oid] = raw
         return raw
 
     def tree(self, oid: bytes) -> bytes:
-        return read(self.store, oid, TREE)
+        return self._read(oid, TREE)
 
     def blob(self, oid: bytes) -> bytes:
-        return read(self.store, oid, BLOB)
+        return self._read(oid, BLOB)

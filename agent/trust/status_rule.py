@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Collection, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from giter_agent.core.errors import ResourceError, TrustError
+from giter_agent.core.errors import BundleError, ResourceError, TrustError
 from giter_agent.core.layout import summary_path
 from giter_agent.core.yaml_policy import load_yaml
 from giter_agent.trust import signed_commit, sshsig
@@ -29,7 +29,11 @@ from giter_agent.trust.checked_objects import (
     refuse,
     tree_entries,
 )
+from giter_agent.trust.gate import Admitted, NothingNew
 from giter_agent.trust.sshsig import PublicKey
+
+if TYPE_CHECKING:
+    from giter_agent.history.store import Quarantine
 
 _YAML_SUFFIXES = (b".yaml", b".yml")
 _DEVICE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -152,3 +156,61 @@ def verify_status_commit(object_store, status_commit: bytes, device_id: str,
                 != _without_status(object_store, new[1], shown, status_commit)):
             raise refuse("OwnershipViolation", f"status commit {name} from {device_id} "
                           f"changes {shown} beyond its status field", status_commit)
+
+
+class StatusPolicy:
+    """The publisher's import-gate policy (``trust.gate``): the status-commit ownership rule.
+
+    The bundle must carry exactly ``ref`` (``refs/heads/status/<id>``). A tip the hub
+    already has, or one its status history already passed, is "up to date" (the same
+    stick is often imported twice). Otherwise the tip must continue the hub's status
+    chain along first parents (``history.walk.status_chain``), or, for a device never
+    imported or re-enrolled since (``restarted(old)``: its last report is signed by
+    another key), begin a new one with a first report; every commit of the chain must
+    pass ``verify_status_commit`` (the tip first, so a stranger's bundle is refused for
+    its key, not its shape). More than ``max_commits`` is ``TooManyCommits``.
+    """
+
+    def __init__(self, device_id: str, device_key: PublicKey, *,
+                 spec_tip_known: Callable[[bytes], bool] | None,
+                 device_groups: Collection[str] | None, max_commits: int,
+                 restarted: Callable[[Any, bytes], bool]) -> None:
+        self.device_id = device_id
+        self.device_key = device_key
+        self.spec_tip_known = spec_tip_known
+        self.device_groups = device_groups
+        self.max_commits = max_commits
+        self.restarted = restarted
+
+    def tip(self, q: Quarantine, ref: bytes, old: bytes | None) -> bytes:
+        if set(q.refs) != {ref}:
+            names = ", ".join(sorted(r.decode(errors="replace") for r in q.refs))
+            raise BundleError(f"expected only {ref.decode()}, found {names}",
+                              reason="UnexpectedRefs")
+        tip = q.refs[ref]
+        # Only a commit the hub holds can be in its history: the walk is for re-imports.
+        if tip == old or (old is not None and q.held(tip) and q.is_ancestor(tip, old)):
+            raise NothingNew("UpToDate", f"the hub already has status {tip.decode()[:12]}"
+                             + ("" if tip == old else f" (and newer: {old.decode()[:12]})"),
+                             tip)
+        return tip
+
+    def verify(self, q: Quarantine, ref: bytes, old: bytes | None, tip: bytes) -> Admitted:
+        from giter_agent.history.walk import status_chain
+
+        store = q.object_store
+
+        def verify(sha: bytes) -> None:
+            verify_status_commit(store, sha, self.device_id, self.device_key,
+                                 self.spec_tip_known, device_groups=self.device_groups)
+
+        verify(tip)  # first, so a stranger's bundle is refused for its key, not its shape
+        restart = old is not None and self.restarted(store, old)
+        chain, first_report = status_chain(store, tip, lambda sha: sha == old,
+                                           limit=self.max_commits)
+        if first_report and old is not None and not restart:
+            raise refuse("Fork", f"status/{self.device_id} in the bundle does not continue "
+                         f"the hub's status/{self.device_id} ({old.decode()[:12]})")
+        for sha in chain[:-1]:
+            verify(sha)
+        return Admitted(len(chain))

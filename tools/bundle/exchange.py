@@ -12,6 +12,7 @@ Called by every ``giter-bundle`` command.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -113,6 +114,29 @@ class Exchange:
         from giter_agent.history.walk import ancestors
 
         return set() if tip is None else ancestors(self.history.object_store, tip)
+
+    def on_branch(self, tip: bytes) -> Callable[[bytes], bool]:
+        """Whether a commit is ``tip`` or one of its ancestors, remembered per commit.
+
+        A walk from ``tip`` down to the commit asked about: a device that is up to date
+        observed the tip or a commit just below it, so the whole spec history is not
+        read for each device (a commit not on the branch costs a whole walk).
+        """
+        from giter_agent.core.errors import HistoryError
+        from giter_agent.history.objects import has_object
+
+        known: dict[bytes, bool] = {}
+
+        def on_branch(sha: bytes) -> bool:
+            if sha not in known:
+                try:
+                    known[sha] = (has_object(self.history.object_store, sha)
+                                  and self.history.is_ancestor(sha, tip))
+                except HistoryError:
+                    known[sha] = False
+            return known[sha]
+
+        return on_branch
 
     # -- what the spec branch says ------------------------------------------------------
 
