@@ -15,7 +15,7 @@ import re
 from collections.abc import Callable, Collection, Iterator
 from typing import TYPE_CHECKING, Any
 
-from giter_agent.core.errors import BundleError, ResourceError, TrustError
+from giter_agent.core.errors import BundleError, Reason, ResourceError, TrustError
 from giter_agent.core.layout import summary_path
 from giter_agent.core.yaml_policy import load_yaml
 from giter_agent.trust import signed_commit, sshsig
@@ -186,7 +186,7 @@ class StatusPolicy:
         if set(q.refs) != {ref}:
             names = ", ".join(sorted(r.decode(errors="replace") for r in q.refs))
             raise BundleError(f"expected only {ref.decode()}, found {names}",
-                              reason="UnexpectedRefs")
+                              reason=Reason.UnexpectedRefs)
         tip = q.refs[ref]
         # Only a commit the hub holds can be in its history: the walk is for re-imports.
         if tip == old or (old is not None and q.held(tip) and q.is_ancestor(tip, old)):
