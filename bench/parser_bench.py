@@ -22,7 +22,7 @@ from collections.abc import Callable
 from giter_agent.core.errors import GiterError
 from giter_agent.history import bundle, commit_layout
 from giter_agent.spec.resources import MAX_DOCUMENT_BYTES, load_yaml
-from giter_agent.trust import verify as trust
+from giter_agent.trust import trailers as trust
 
 IDENT = b"a <a@example.invalid> 1700000000 +0000"
 TREE = b"tree " + b"1" * 40 + b"\n"

@@ -467,7 +467,7 @@ def test_init_binds_branches_and_create_refuses_what_devices_would(tmp_path, fle
     """A new fleet binds tips to their branch: giter-bundle commit names it, a plain
     `git commit -S` must say `--trailer 'Giter-Branch: main'`, and create checks it (and
     the rest of the devices' rule) before it ships anything."""
-    from giter_agent.trust.verify import branch_of
+    from giter_agent.trust.trailers import branch_of
 
     assert fleet.git("show", "main:.giter/trust/policy.toml").stdout.decode().endswith(
         "bind_branch = true\n")

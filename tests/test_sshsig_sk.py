@@ -127,7 +127,7 @@ def test_a_device_takes_in_a_history_signed_by_a_security_key(tmp_path):
     from dulwich.objects import Tree
     from dulwich.repo import Repo
 
-    from giter_agent.trust.verify import TrustRoot, verify_update
+    from giter_agent.trust.spec_rule import TrustRoot, verify_update
 
     key = SoftSecurityKey("ecdsa")
     repo = Repo.init_bare(str(tmp_path / "fleet.git"), mkdir=True)

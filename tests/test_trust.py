@@ -1,7 +1,7 @@
 """The history verifier against a table of attacks, each verdict cross-checked with git.
 
 Every row builds a small history with real ``git commit -S`` (and, for attacks git cannot
-make, by splicing raw commit objects), runs ``trust.verify_update`` on it, and asks
+make, by splicing raw commit objects), runs ``trust.spec_rule.verify_update`` on it, and asks
 ``git verify-commit`` the same question with the same signer set: the trust file in the
 commit's first parent's tree, or the device's pinned file, plus the root keys.
 Rows where git's answer differs from ours on purpose (malleated commits git accepts) say so.
@@ -31,9 +31,11 @@ from support.git import (
 )
 
 from giter_agent.core.errors import TrustError
+from giter_agent.history.walk import ancestors, parents
 from giter_agent.trust import signed_commit, sshsig
-from giter_agent.trust import verify as trust
-from giter_agent.trust.verify import TrustRoot, verify_status_commit, verify_update
+from giter_agent.trust.spec_rule import TrustRoot, Verified, verify_update
+from giter_agent.trust.status_rule import verify_status_commit
+from giter_agent.trust.trailers import expires_of
 
 TRUST_PATH = ".giter/trust/allowed_signers"
 
@@ -81,10 +83,10 @@ class World:
 
     def signers_for(self, commit: str) -> Path:
         """git's allowed_signers for ``commit``: its first parent's trust file + root keys."""
-        parents = trust._parents(cat_commit(self.pub.root, commit))
+        parent_ids = parents(cat_commit(self.pub.root, commit))
         text = self.pinned.read_text()
-        if parents:
-            shown = self.git("show", f"{parents[0].decode()}:{TRUST_PATH}", check=False)
+        if parent_ids:
+            shown = self.git("show", f"{parent_ids[0].decode()}:{TRUST_PATH}", check=False)
             if shown.returncode == 0:
                 text = shown.stdout.decode()
         self._n += 1
@@ -98,10 +100,10 @@ class World:
     def store(self):
         return Repo(str(self.pub.root)).object_store
 
-    def verify(self, accepted: str | None, new: str, **kw) -> trust.Verified:
+    def verify(self, accepted: str | None, new: str, **kw) -> Verified:
         """``verify_update`` as a device at ``accepted`` runs it: it holds that history."""
         store = self.store()
-        held = trust.ancestors(store, accepted.encode()) if accepted else set()
+        held = ancestors(store, accepted.encode()) if accepted else set()
         return verify_update(store, accepted.encode() if accepted else None,
                              new.encode(), self.root, held=held.__contains__, **kw)
 
@@ -537,10 +539,10 @@ EXPIRES = [
 def test_expires_trailer(message, expected):
     if isinstance(expected, str):
         with pytest.raises(TrustError) as caught:
-            trust.expires_of(message)
+            expires_of(message)
         assert caught.value.reason == expected
     else:
-        assert trust.expires_of(message) == expected
+        assert expires_of(message) == expected
 
 
 def test_expires_comes_from_the_newest_commit_only(world):

@@ -21,9 +21,11 @@ from support.git import pub_line, run, write_allowed_signers
 from test_trust import TRUST_PATH, World, keys  # noqa: F401 - keys is a fixture World needs
 
 from giter_agent.cli.main import main
+from giter_agent.core.errors import TrustError
+from giter_agent.history.walk import ancestors
 from giter_agent.state.store import StateStore
-from giter_agent.trust import verify as trust
-from giter_agent.trust.verify import TrustRoot, verify_update
+from giter_agent.trust.spec_rule import TrustRoot, verify_update
+from giter_agent.trust.trailers import branch_of, expires_of, with_branch_trailer
 
 MOTD = ("apiVersion: giter.dev/v1alpha1\nkind: File\nmetadata:\n  name: motd\nspec:\n"
         "  path: {root}/motd\n  content: {text}\n")
@@ -290,7 +292,7 @@ def test_update_walk_reads_only_the_new_commits(tmp_path, keys):  # noqa: F811
     accepted = world.pub.head()
     new = [world.commit(f"new {i}") for i in range(2)]
     store = CountingStore(world.store())
-    held = trust.ancestors(world.store(), accepted.encode())
+    held = ancestors(world.store(), accepted.encode())
     result = verify_update(store, accepted.encode(), new[-1].encode(), world.root,
                            held=held.__contains__)
     assert result.commits == tuple(n.encode() for n in new)
@@ -306,8 +308,8 @@ def test_fork_is_found_without_reading_the_accepted_history(tmp_path, keys):  # 
     accepted = world.pub.head()
     fork = craft(world, [old, accepted], "A")
     store = CountingStore(world.store())
-    held = trust.ancestors(world.store(), accepted.encode())
-    with pytest.raises(trust.TrustError) as caught:
+    held = ancestors(world.store(), accepted.encode())
+    with pytest.raises(TrustError) as caught:
         verify_update(store, accepted.encode(), fork.encode(), world.root,
                       held=held.__contains__)
     assert caught.value.reason == "Fork"
@@ -320,7 +322,7 @@ def test_first_sync_takes_one_root_only(tmp_path, keys):  # noqa: F811
     other = craft(world, [], "A", message="a second root")
     merge = craft(world, [first, other], "A")
     root = TrustRoot(world.root.signers, world.root.root_keys)
-    with pytest.raises(trust.TrustError) as caught:
+    with pytest.raises(TrustError) as caught:
         verify_update(world.store(), None, merge.encode(), root)
     assert caught.value.reason == "NewRoot"
 
@@ -414,10 +416,10 @@ def test_policy_turned_off_only_by_a_bound_commit(tmp_path, keys):  # noqa: F811
     ("subject\n\nGiter-Branch: main\n", "subject\n\nGiter-Branch: main\n"),
 ])
 def test_branch_trailer_is_added_as_git_would(tmp_path, message, expected):
-    assert trust.with_branch_trailer(message, "main") == expected
-    assert trust.branch_of(expected.encode()) == "main"
+    assert with_branch_trailer(message, "main") == expected
+    assert branch_of(expected.encode()) == "main"
     if "Expires" in message:
-        assert trust.expires_of(expected.encode()) is not None
+        assert expires_of(expected.encode()) is not None
     # `git commit --trailer` agrees.
     repo = tmp_path / "r"
     run("git", "init", "-q", repo)

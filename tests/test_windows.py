@@ -19,7 +19,7 @@ from giter_agent.kinds import builtin_kinds
 from giter_agent.reconcile.engine import reconcile
 from giter_agent.spec import windows
 from giter_agent.spec.resources import select
-from giter_agent.trust.verify import urgent_of
+from giter_agent.trust.trailers import urgent_of
 
 HOUR = 3600.0
 NIGHTLY = {"timeZone": "UTC", "windows": [{"start": "02:00", "end": "04:00"}]}

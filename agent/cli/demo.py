@@ -318,7 +318,7 @@ def _secret_step(say: Narrator, work: Path, fleet: Any, agent: Any, stick: Path,
 def _import_status(fleet: PublisherRepo, bundle: Path, device_key: PublicKey) -> bytes:
     """Bring the device's status bundle into the fleet repository: verified while still
     in quarantine (the device's key, nothing but status changed), then promoted."""
-    from giter_agent.trust.verify import verify_status_commit
+    from giter_agent.trust.status_rule import verify_status_commit
 
     with fleet.history.quarantine(bundle) as q:
         ((ref, tip),) = q.refs.items()

@@ -75,6 +75,7 @@ class Reason(StrEnum):
     NotACommit = "NotACommit"
     UnknownCommit = "UnknownCommit"
     NoSpecBranch = "NoSpecBranch"
+    UnexpectedRefs = "UnexpectedRefs"
     InvalidTree = "InvalidTree"
     UnsafeTreeEntry = "UnsafeTreeEntry"
     UnexpectedName = "UnexpectedName"

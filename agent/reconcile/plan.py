@@ -72,7 +72,7 @@ def window_facts(repo: Path, commit: str) -> tuple[str | None, float]:
     from dulwich.object_store import DiskObjectStore
 
     from giter_agent.history.objects import read_commit
-    from giter_agent.trust.verify import urgent_of
+    from giter_agent.trust.trailers import urgent_of
 
     store = DiskObjectStore(str(repo / "objects"))
     try:

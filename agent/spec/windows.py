@@ -15,7 +15,7 @@ A resource opts in with the common field ``window: <name>``; the ``Agent`` resou
 ``window`` is the device-wide default. The reconciler holds a change (a spec not yet in
 effect, or a removal) while the window is closed and reports ``OutsideWindow``,
 "pending until" the next opening; the spec commit's ``Giter-Urgent:`` trailer (signed
-with it; ``trust.verify.urgent_of``) overrides every window. A clock before the spec
+with it; ``trust.trailers.urgent_of``) overrides every window. A clock before the spec
 commit's own date, or in 1970, is not trusted: ``WindowUnknown``, unless
 ``unknownClock: apply``.
 

@@ -52,7 +52,7 @@ if TYPE_CHECKING:
 
     from giter_agent.core.budget import Budget
     from giter_agent.history.store import History
-    from giter_agent.trust.verify import TrustRoot
+    from giter_agent.trust.trust_files import TrustRoot
 
 __all__ = ["EXIT_NOT_READY", "EXIT_OFFLINE", "EXIT_OK", "EXIT_REFUSED", "EXIT_USAGE",
            "PUSH_ATTEMPTS", "Agent", "BundleVerdict", "SyncReport", "refusal",
@@ -203,7 +203,7 @@ class Agent:
         return text is not None and mine.encode() in text.split()
 
     def _trust_root(self) -> TrustRoot:
-        from giter_agent.trust.verify import TrustRoot
+        from giter_agent.trust.trust_files import TrustRoot
 
         return TrustRoot.load(self.config.allowed_signers, self.config.root_keys,
                               self.config.genesis)

@@ -84,7 +84,7 @@ class SpecApplier:
                 f"; spec {state.applied[:12]} stays applied" if state.applied else "")
         if specset is not None and state.applied:
             from giter_agent.history.spec_tree import SpecTree
-            from giter_agent.trust.verify import urgent_of
+            from giter_agent.trust.trailers import urgent_of
 
             store = history.object_store
             # The spec commit's date and Giter-Urgent: trailer steer maintenance windows.

@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 
     from giter_agent.core.budget import Budget
     from giter_agent.history.store import History
-    from giter_agent.trust.verify import TrustRoot
+    from giter_agent.trust.trust_files import TrustRoot
 
 log = logging.getLogger("giter.sync")
 

@@ -1,10 +1,11 @@
-"""The import gate: quarantine, verify, promote, accept - one path for every transport.
+"""Spec imports for every transport, through the one import gate (``trust.gate``).
 
 A stick's bundle files and a fetch from the hub both arrive here as a checked
-quarantine (``history.store``); every new commit is verified against the trust in force
-(``trust.verify``), and only then are the objects promoted and the accepted tip moved:
-state file first (durable), then the ref. A refusal leaves everything as it was and
-comes back as a ``BundleVerdict`` saying why. Called by ``sync.agent`` and ``sync.hub``.
+quarantine (``history.store``); the gate, with the spec-commit rule
+(``trust.spec_rule.SpecPolicy``), verifies every new commit against the trust in force,
+promotes the objects and moves the accepted tip: state file first (durable), then the
+ref. A refusal leaves everything as it was and comes back as a ``BundleVerdict`` saying
+why. Called by ``sync.agent`` and ``sync.hub``.
 """
 
 from __future__ import annotations
@@ -17,21 +18,15 @@ from typing import TYPE_CHECKING, Any
 
 from giter_agent.config.agent_toml import Config
 from giter_agent.core.durable import shown
-from giter_agent.core.errors import (
-    BundleError,
-    HistoryError,
-    MissingPrerequisite,
-    Reason,
-    TrustError,
-    UnreadableBundle,
-)
+from giter_agent.core.errors import Reason
 from giter_agent.state.store import State, StateStore
 from giter_agent.status.report import BundleVerdict, SyncReport
 
 if TYPE_CHECKING:
     from giter_agent.core.budget import Budget
     from giter_agent.history.store import History
-    from giter_agent.trust.verify import TrustRoot
+    from giter_agent.trust.gate import Admitted
+    from giter_agent.trust.trust_files import TrustRoot
 
 log = logging.getLogger("giter.sync")
 
@@ -79,72 +74,55 @@ class SpecImporter:
     def import_one(self, history: History, state: State, root: TrustRoot, name: str,
                    open_quarantine: Callable[[], contextlib.AbstractContextManager[Any]],
                    budget: Budget, *, older_is_nothing_new: bool = False) -> BundleVerdict:
-        """The one import path for every transport: quarantine, verify, promote, accept.
+        """The one import path for every transport: the import gate (``trust.gate``) with
+        the spec-commit rule (``trust.spec_rule.SpecPolicy``).
 
         ``open_quarantine()`` yields a checked ``Quarantine`` (of a bundle file or of a
         fetch); from there on a bundle and a fetch are treated exactly alike, but for
         ``older_is_nothing_new`` (bundle files): a tip that is an ancestor of the
         accepted spec (``Rollback``) is yesterday's stick, not an attack; it brings
-        nothing new and the device keeps what it has. A tip that does not descend (a
-        fork) stays refused, and so does a hub that rewinds.
+        nothing new and the device keeps what it has. The state file is saved (durable)
+        before the ref moves and before anything acts on the new spec.
         """
-        from giter_agent.trust.verify import verify_update
+        from giter_agent.trust.gate import admit
+        from giter_agent.trust.spec_rule import SpecPolicy
 
-        ref = self.config.branch_ref
-        try:
-            with open_quarantine() as q:
-                tip = q.refs.get(ref)
-                if tip is None:
-                    return BundleVerdict(name, "unusable", "NoSpecBranch",
-                                         f"{name} has no {ref.decode()}")
-                if state.accepted and tip.decode() == state.accepted:
-                    return BundleVerdict(name, "up-to-date", "UpToDate",
-                                         f"spec {tip.decode()[:12]} is already accepted")
-                accepted = state.accepted.encode() if state.accepted else None
+        accepted = state.accepted.encode() if state.accepted else None
+        policy = SpecPolicy(root, name, branch=self.config.branch,
+                            max_commits=self.config.limits.max_commits,
+                            on_accepted_line=lambda sha: accepted is not None
+                            and history.is_ancestor(sha, accepted),
+                            budget=budget, older_is_nothing_new=older_is_nothing_new)
 
-                def held(sha: bytes) -> bool:
-                    # On the accepted line, not merely in the store: a sync cut between
-                    # promoting verified objects and saving the state leaves commits in
-                    # the store the state never accepted. They are checked again, in full,
-                    # as new; anything else the store holds (older spec, the device's own
-                    # status commits) is still "held" and refused where it reappears.
-                    return q.held(sha) and accepted is not None \
-                        and history.is_ancestor(sha, accepted)
+        def save_state(tip: bytes, admitted: Admitted) -> None:
+            state.accepted = tip.decode()
+            state.expires = admitted.expires.isoformat() if admitted.expires else None
+            self.state_store.save(state)  # durable before anything acts on the new spec
 
-                verified = verify_update(q.object_store, accepted, tip, root, held=held,
-                                         branch=self.config.branch,
-                                         max_commits=self.config.limits.max_commits,
-                                         budget=budget)
-                q.promote([tip])  # what the tip needs: a courier's junk stays behind
-        except (BundleError, HistoryError, TrustError) as exc:
-            if exc.reason == Reason.Rollback and older_is_nothing_new:
-                log.info("%s: nothing new: %s", name, exc,
-                         extra={"event": "up-to-date", "reason": "OlderSpec"})
-                return BundleVerdict(name, "up-to-date", "OlderSpec",
-                                     f"nothing new: it holds an older spec ({exc})")
-            # Only a bundle that cannot be used at all is "unusable"; one that was read and
-            # failed a check is "refused", and a refusal is always reported loudly.
-            unusable = isinstance(exc, MissingPrerequisite | UnreadableBundle)
-            verdict = "unusable" if unusable else "refused"
-            log.warning("%s %s: %s: %s", name, verdict, exc.reason, exc,
-                        extra={"event": verdict, "reason": exc.reason,
-                               "commit": getattr(exc, "commit", None)})
-            return BundleVerdict(name, verdict, exc.reason, shown(str(exc)))
         # Reading a bundle maps its own errors (UnreadableBundle); any other OSError is
         # this device's disk refusing a write, and ends the pass (Agent._locked). A
         # NetworkError (the hub, not the data) goes up to be reported as offline.
-        old = state.accepted
-        state.accepted = tip.decode()
-        state.expires = verified.expires.isoformat() if verified.expires else None
-        self.state_store.save(state)  # durable before anything acts on the new spec
-        history.set_ref(ref, old.encode() if old else None, tip)
-        n = len(verified.commits)
-        log.info("%s: accepted spec %s (%d new commit%s verified)",
-                 name, state.accepted, n, "" if n == 1 else "s",
-                 extra={"event": "accepted", "spec": state.accepted})
-        return BundleVerdict(name, "applied", "Verified",
-                             f"{n} new commit{'' if n == 1 else 's'} verified, "
-                             f"spec {state.accepted[:12]}")
+        verdict = admit(history, self.config.branch_ref, accepted, open_quarantine, policy,
+                        before_ref_moves=save_state)
+        if verdict.outcome == "accepted":
+            n = verdict.commits
+            log.info("%s: accepted spec %s (%d new commit%s verified)",
+                     name, state.accepted, n, "" if n == 1 else "s",
+                     extra={"event": "accepted", "spec": state.accepted})
+            return BundleVerdict(name, "applied", "Verified",
+                                 f"{n} new commit{'' if n == 1 else 's'} verified, "
+                                 f"spec {(state.accepted or '')[:12]}")
+        if verdict.outcome == "up-to-date":
+            if verdict.reason == "OlderSpec":
+                log.info("%s: %s", name, verdict.message,
+                         extra={"event": "up-to-date", "reason": "OlderSpec"})
+            return BundleVerdict(name, "up-to-date", verdict.reason, verdict.message)
+        # Only a bundle that cannot be used at all is "unusable"; one that was read and
+        # failed a check is "refused", and a refusal is always reported loudly.
+        log.warning("%s %s: %s: %s", name, verdict.outcome, verdict.reason, verdict.message,
+                    extra={"event": verdict.outcome, "reason": verdict.reason,
+                           "commit": verdict.commit})
+        return BundleVerdict(name, verdict.outcome, verdict.reason, shown(verdict.message))
 
 
 def summarise(verdicts: list[BundleVerdict], state: State) -> SyncReport:

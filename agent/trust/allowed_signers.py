@@ -1,7 +1,7 @@
 """Parse git/ssh-keygen ``allowed_signers`` files into pinned public keys.
 
-``trust.verify`` calls this for the device's pinned trust root, its offline root keys and
-each ``.giter/trust/allowed_signers`` it finds in a verified parent tree.
+``trust.trust_files`` calls this for the device's pinned trust root, its offline root
+keys and each ``.giter/trust/allowed_signers`` it finds in a verified parent tree.
 
 The format (``ssh-keygen(1)``, ALLOWED SIGNERS) is one entry a line:
 ``principals [options] keytype base64 [comment]``. What we do with it differs from

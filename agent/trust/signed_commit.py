@@ -1,6 +1,7 @@
 """Split a raw git commit object into the payload that was signed and its SSH signature.
 
-``trust.verify`` calls ``parse`` on the exact stored bytes of every commit it verifies;
+``trust.spec_rule`` and ``trust.status_rule`` call ``parse`` on the exact stored bytes
+of every commit they verify;
 ``sign_commit`` signs a dulwich commit the way ``git commit -S`` with ``gpg.format=ssh``
 does (device status commits, tests, the benchmark).
 

@@ -1,6 +1,6 @@
 """OpenSSH public keys and SSHSIG signatures (OpenSSH's PROTOCOL.sshsig), on ``cryptography``.
 
-``trust.signed_commit`` and ``trust.verify`` call ``verify`` for every commit a device
+``trust.spec_rule`` and ``trust.status_rule`` call ``verify`` for every commit a device
 takes in; ``trust.allowed_signers`` and ``trust.devicekey`` build ``PublicKey`` values;
 ``sign`` makes signatures that ``ssh-keygen -Y verify`` and ``git verify-commit`` accept
 (device status commits, tests, the benchmark).
@@ -13,12 +13,13 @@ canonical. Anything ``ssh-keygen`` would tolerate beyond that is a malleability 
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
@@ -263,8 +264,13 @@ def armor(blob: bytes) -> bytes:
     return b"\n".join([BEGIN, *lines, END]) + b"\n"
 
 
+@functools.lru_cache(maxsize=4)
 def dearmor(armored: bytes) -> bytes:
-    """The SSHSIG blob inside ``armored``, which must be exactly what ``armor`` makes."""
+    """The SSHSIG blob inside ``armored``, which must be exactly what ``armor`` makes.
+
+    Remembered for the last few signatures: ``signed_commit.parse`` checks a commit's
+    armour and ``verify`` then reads the same armour (a refusal is never remembered).
+    """
     if not armored.startswith(BEGIN + b"\n") or not armored.endswith(b"\n" + END + b"\n"):
         raise _fail("MalformedSignature", "signature armour lacks the exact BEGIN/END lines")
     body = armored[len(BEGIN) + 1:-(len(END) + 2)]
@@ -323,6 +329,19 @@ def _sk_signed_data(key: PublicKey, reader: _Reader, data: bytes) -> bytes:
             + hashlib.sha256(data).digest())
 
 
+# cryptography's key objects by key blob: a history signed by a few keys loads each once.
+_LOADED: dict[bytes, Any] = {}
+
+
+def _loaded(key: PublicKey) -> Any:
+    public = _LOADED.get(key.blob)
+    if public is None:
+        if len(_LOADED) >= 64:
+            _LOADED.clear()
+        public = _LOADED[key.blob] = key._load()
+    return public
+
+
 def _check(key: PublicKey, signature: bytes, data: bytes) -> None:
     """Check the inner SSH signature blob (``string alg, string sig``) of ``key`` over data."""
     reader = _Reader(signature, "signature blob", "MalformedSignature")
@@ -331,7 +350,7 @@ def _check(key: PublicKey, signature: bytes, data: bytes) -> None:
     if key.keytype in SK_KEY_TYPES:
         data = _sk_signed_data(key, reader, data)
     reader.end()
-    public = key._load()
+    public = _loaded(key)
     try:
         if key.keytype in (ED25519, SK_ED25519):
             if alg != key.keytype:

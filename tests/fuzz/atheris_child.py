@@ -21,7 +21,8 @@ with atheris.instrument_imports(include=["giter_agent", "dulwich", "yaml", "msgp
     import giter_agent.history.store
     import giter_agent.kinds
     import giter_agent.spec.resources
-    import giter_agent.trust.verify  # noqa: F401
+    import giter_agent.trust.spec_rule
+    import giter_agent.trust.status_rule  # noqa: F401
     from fuzz import targets
 
 from fuzz.engine import check_one

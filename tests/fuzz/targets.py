@@ -114,7 +114,7 @@ def import_gate(data: bytes) -> None:
     path = where / "in.bundle"
     path.write_bytes(data)
     with history.quarantine(path, Budget(10)) as q:
-        from giter_agent.trust.verify import TrustRoot, verify_update
+        from giter_agent.trust.spec_rule import TrustRoot, verify_update
 
         tip = q.refs.get(b"refs/heads/main")
         if tip is not None:
@@ -175,7 +175,7 @@ def _objects_seeds() -> list[bytes]:
 # -- commits and signatures -------------------------------------------------------------
 
 def commit_parser(data: bytes) -> None:
-    from giter_agent.trust import verify as trust
+    from giter_agent.trust import trailers as trust
 
     parts = signed_commit.parse(data, "fuzz")
     trust.expires_of(parts.message)

@@ -12,6 +12,7 @@ Called by every ``giter-bundle`` command.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ from giter_agent.config.agent_toml import BRANCH_RE, Limits
 from giter_agent.core.layout import STATUS_PREFIX, TRUST_FILE, status_ref
 from giter_agent.history.objects import oid, ref_name
 from giter_agent.history.store import Caps, History
-from giter_agent.trust.verify import TrustRoot
+from giter_agent.trust.trust_files import TrustRoot
 from giter_bundle.enrolment import EnrolledDevice, read_devices
 from giter_bundle.errors import PublisherError, UsageError
 
@@ -109,10 +110,33 @@ class Exchange:
 
     def ancestors(self, tip: bytes | None) -> set[bytes]:
         """``tip`` and every commit reachable from it, in the accepted store (the
-        devices' own walk, ``trust.verify.ancestors``)."""
-        from giter_agent.trust.verify import ancestors
+        one walker, ``history.walk.ancestors``)."""
+        from giter_agent.history.walk import ancestors
 
         return set() if tip is None else ancestors(self.history.object_store, tip)
+
+    def on_branch(self, tip: bytes) -> Callable[[bytes], bool]:
+        """Whether a commit is ``tip`` or one of its ancestors, remembered per commit.
+
+        A walk from ``tip`` down to the commit asked about: a device that is up to date
+        observed the tip or a commit just below it, so the whole spec history is not
+        read for each device (a commit not on the branch costs a whole walk).
+        """
+        from giter_agent.core.errors import HistoryError
+        from giter_agent.history.objects import has_object
+
+        known: dict[bytes, bool] = {}
+
+        def on_branch(sha: bytes) -> bool:
+            if sha not in known:
+                try:
+                    known[sha] = (has_object(self.history.object_store, sha)
+                                  and self.history.is_ancestor(sha, tip))
+                except HistoryError:
+                    known[sha] = False
+            return known[sha]
+
+        return on_branch
 
     # -- what the spec branch says ------------------------------------------------------
 

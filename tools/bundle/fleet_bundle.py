@@ -15,7 +15,7 @@ tip): git accepts it, and a device syncing it reports "up to date" and writes a 
 status for the technician to carry back.
 
 Before anything is written, ``verify_plan`` checks the branch by the devices' own rule
-(``trust.verify.verify_update``) from what each target holds: a bundle a device would
+(``trust.spec_rule.verify_update``) from what each target holds: a bundle a device would
 refuse is never shipped.
 
 Called by ``giter-bundle create``.
@@ -27,10 +27,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from giter_agent.trust.verify import Verified
+from giter_agent.config.agent_toml import Limits
+from giter_agent.trust.spec_rule import Verified
 from giter_bundle.enrolment import EnrolledDevice
 from giter_bundle.errors import PublisherError, UsageError
 from giter_bundle.exchange import Exchange, signed_by
+
+# A device refuses more new commits than its default [limits] max_commits.
+MAX_NEW_COMMITS = Limits().max_commits
 
 
 @dataclass(frozen=True)
@@ -55,14 +59,14 @@ class Plan:
 
 
 def _observed(exchange: Exchange, device: EnrolledDevice, status_tip: bytes | None,
-              on_branch: set[bytes]) -> Target:
+              on_branch: Callable[[bytes], bool]) -> Target:
     if status_tip is None:
         return Target(device.id, None, "never reported: needs a full bundle")
     if not signed_by(exchange.history.object_store, status_tip, device.key):
         return Target(device.id, None, "re-enrolled since its last report (a new device or "
                       "a wiped one): needs a full bundle")
     spec = exchange.commit(status_tip).parents[-1]
-    if spec not in on_branch:
+    if not on_branch(spec):
         return Target(device.id, None, f"observed {spec.decode()[:12]}, which is not on "
                       f"{exchange.branch} any more: needs a full bundle", status_tip)
     return Target(device.id, spec, f"observed {spec.decode()[:12]}", status_tip)
@@ -95,7 +99,7 @@ def plan_bundle(exchange: Exchange, devices: list[str] | None = None, *,
         raise UsageError(f"not enrolled on {exchange.branch}: {', '.join(unknown)}",
                          reason="UnknownDevice")
     status = exchange.status_tips()
-    on_branch = exchange.ancestors(tip)
+    on_branch = exchange.on_branch(tip)
     targets = [_observed(exchange, enrolled[d], status.get(d), on_branch) for d in names]
     plan = Plan(tip, None, targets)
     if full or not targets or any(t.observed is None for t in targets):
@@ -108,7 +112,7 @@ def verify_plan(exchange: Exchange, plan: Plan,
                 allowed_signers: Path | None = None) -> Verified:
     """Refuse to ship what a target would refuse, by the rule a device applies.
 
-    ``trust.verify.verify_update`` runs once for each distinct commit the targets are
+    ``trust.spec_rule.verify_update`` runs once for each distinct commit the targets are
     known to hold (their accepted tip), and once as a first sync when a target has never
     reported (pinned set: the trust file of the branch's first commit, as ``init`` tells
     operators to install, or the tip's when it has none; genesis: that commit;
@@ -116,7 +120,8 @@ def verify_plan(exchange: Exchange, plan: Plan,
     last verdict is returned (the tip's ``Expires:``).
     """
     from giter_agent.core.errors import TrustError
-    from giter_agent.trust.verify import TrustRoot, ancestors, verify_update
+    from giter_agent.history.walk import HeldAt, ancestors
+    from giter_agent.trust.spec_rule import TrustRoot, verify_update
 
     def pinned(commit: bytes | None) -> TrustRoot:
         """The trust file of ``commit`` standing in for a device's pinned file (the tip's
@@ -138,9 +143,9 @@ def verify_plan(exchange: Exchange, plan: Plan,
                 root = TrustRoot(pinned(genesis).signers, (), genesis)
                 verified = verify_update(store, None, plan.tip, root, branch=exchange.branch)
             else:
-                held = ancestors(store, start)
+                held = HeldAt(store, start, plan.tip, MAX_NEW_COMMITS)
                 verified = verify_update(store, start, plan.tip, pinned(start),
-                                         held=held.__contains__, branch=exchange.branch)
+                                         held=held, branch=exchange.branch)
         except TrustError as exc:
             who = f"one at {start.decode()[:12]}" if start else "a new one"
             hint = (". Re-sign the commits with a key in the trust file (git rebase --exec "

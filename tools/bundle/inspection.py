@@ -8,14 +8,14 @@ folder serves, which can only open bundles without prerequisites.
 
 Each commit the bundle brings gets a verdict from the agent's own verifiers:
 
-- spec commits (any ref but ``refs/heads/status/*``): ``trust.verify.UpdateCheck``, the
+- spec commits (any ref but ``refs/heads/status/*``): ``trust.spec_rule.UpdateCheck``, the
   rule a device applies to an update, for a device whose accepted tip is the bundle's
   prerequisite (no prerequisite: a device's first sync): every parent is that tip or a
   new commit, and each commit is signed by a key every parent's trust file trusts; a
   first commit against the hub's current trust file (or ``--allowed-signers``),
   standing in for a device's pinned file. A shape the device would refuse (a fork, a
   new root commit) is reported as a problem of that ref;
-- status commits (``refs/heads/status/<id>``): ``trust.verify.verify_status_commit``
+- status commits (``refs/heads/status/<id>``): ``trust.status_rule.verify_status_commit``
   against the device's enrolled key and groups, as ``import`` would check them.
 
 "Resources touched" is what changes between the bundle's prerequisite (what a device
@@ -29,31 +29,30 @@ from __future__ import annotations
 
 import contextlib
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from dulwich.objects import Commit
 
+from giter_agent.config.agent_toml import Limits
 from giter_agent.core.errors import GiterError
 from giter_bundle.exchange import STATUS_PREFIX, Exchange
 
 _WATCHED = (b"devices/", b"groups/", b".giter/")
+# The walk over what a bundle brings stops here (a device's default [limits] max_commits).
+MAX_WALK = Limits().max_commits
 
 
 def _subject(commit: Commit) -> str:
     return commit.message.decode("utf-8", "replace").strip().split("\n", 1)[0]
 
 
-def _status_commits(store: Any, tip: bytes, held: set[bytes]) -> list[bytes]:
+def _status_commits(store: Any, tip: bytes, held: Callable[[bytes], bool]) -> list[bytes]:
     """The status chain (first parents) down to ``held`` or the first report, oldest first."""
-    chain: list[bytes] = []
-    sha: bytes | None = tip
-    while sha is not None and sha not in held:
-        chain.append(sha)
-        parents = store[sha].parents
-        sha = parents[0] if len(parents) == 2 else None
-    return chain[::-1]
+    from giter_agent.history.walk import status_chain
+
+    return status_chain(store, tip, held)[0]
 
 
 def _names(exchange: Exchange | None) -> dict[bytes, str]:
@@ -138,7 +137,8 @@ def inspect_bundle(path: Path, exchange: Exchange | None,
                    allowed_signers: Path | None = None) -> dict[str, Any]:
     """Everything ``inspect`` prints, as plain data; ``ok`` is False if anything is refused."""
     from giter_agent.history.bundle import read_header
-    from giter_agent.trust.verify import ancestors, verify_status_commit
+    from giter_agent.history.walk import HeldAt, ancestors
+    from giter_agent.trust.status_rule import verify_status_commit
     from giter_bundle.artifacts import carried
 
     with path.open("rb") as fh:
@@ -172,14 +172,17 @@ def inspect_bundle(path: Path, exchange: Exchange | None,
             doc["problems"].append(f"{exc.reason}: {exc} (spec commits are not checked)")
         names = _names(exchange)
         devices = exchange.devices() if exchange else {}
-        on_branch = exchange.ancestors(exchange.tip) if exchange else None
+        on_branch = exchange.on_branch(exchange.tip) if exchange and exchange.tip else None
         base = header.prerequisites[0] if header.prerequisites else None
         with history.quarantine(path) as q:
             # What a device holding the prerequisites would receive: everything else.
-            held: set[bytes] = set()
-            for sha in header.prerequisites:
-                held |= ancestors(q.object_store, sha)
+            held_all: set[bytes] = set()
+            for sha in header.prerequisites if len(header.prerequisites) > 1 else ():
+                held_all |= ancestors(q.object_store, sha)
             for ref, tip in header.refs.items():
+                held: Callable[[bytes], bool] = held_all.__contains__
+                if len(header.prerequisites) == 1:  # read only what the tip brings
+                    held = HeldAt(q.object_store, header.prerequisites[0], tip, MAX_WALK)
                 refname = ref.decode(errors="replace")
                 device = (ref[len(STATUS_PREFIX):].decode(errors="replace")
                           if ref.startswith(STATUS_PREFIX) else None)
@@ -205,8 +208,7 @@ def inspect_bundle(path: Path, exchange: Exchange | None,
                                       f"{device} is not enrolled in the hub")
                         else:
                             result = _verdict(lambda s=sha, d=enrolled: verify_status_commit(
-                                q.object_store, s, d.id, d.key,
-                                on_branch.__contains__ if on_branch is not None else None,
+                                q.object_store, s, d.id, d.key, on_branch,
                                 device_groups=d.groups))
                     elif check is None:
                         result = ("unchecked", "NoTrustFile", "no publisher keys to check with")
@@ -225,20 +227,20 @@ def inspect_bundle(path: Path, exchange: Exchange | None,
 
 
 def _spec_check(store: Any, base: bytes | None, tip: bytes, ref: bytes, root: Any,
-                held: set[bytes]) -> tuple[list[bytes], Any]:
+                held: Callable[[bytes], bool]) -> tuple[list[bytes], Any]:
     """The commits a device at ``base`` would verify for ``tip``, and the check to apply
     to each (None without publisher keys). TrustError when their shape is refused."""
-    from giter_agent.trust.verify import UpdateCheck, new_commits
+    from giter_agent.trust.spec_rule import UpdateCheck, new_commits
 
     branch = ref[len(b"refs/heads/"):].decode() if ref.startswith(b"refs/heads/") else None
     if root is None:
-        return new_commits(store, base, tip, held=held.__contains__), None
-    check = UpdateCheck(store, base, tip, root, held=held.__contains__, branch=branch)
+        return new_commits(store, base, tip, held=held), None
+    check = UpdateCheck(store, base, tip, root, held=held, branch=branch)
     return check.commits, check
 
 
 def _load_root(allowed_signers: Path | None) -> Any:
-    from giter_agent.trust.verify import TrustRoot
+    from giter_agent.trust.trust_files import TrustRoot
     from giter_bundle.errors import UsageError
 
     if allowed_signers is None:

@@ -88,7 +88,7 @@ def _check_policy(store, tree: bytes) -> list[Finding]:
     """``.giter/trust/policy.toml`` as devices parse it: a broken one refuses every
     commit built on it."""
     from giter_agent.history.tree import read_file
-    from giter_agent.trust.verify import parse_policy
+    from giter_agent.trust.trust_files import parse_policy
     from giter_bundle.layout import POLICY_FILE
 
     try:
@@ -342,7 +342,7 @@ def expires_findings(message: bytes, now: float, where: str) -> list[Finding]:
     """
     from datetime import UTC, datetime
 
-    from giter_agent.trust.verify import expires_of
+    from giter_agent.trust.trailers import expires_of
 
     try:
         expires = expires_of(message)

@@ -61,7 +61,7 @@ class PublisherRepo:
 
         from giter_agent.history.objects import oid
         from giter_agent.trust.signed_commit import sign_commit
-        from giter_agent.trust.verify import with_branch_trailer
+        from giter_agent.trust.trailers import with_branch_trailer
 
         parent = self.tip if parent is None else parent
         commit = Commit()

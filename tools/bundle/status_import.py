@@ -8,7 +8,7 @@ For each ``giter/outbox/<id>.bundle``:
    check below has passed.
 3. It must carry exactly ``refs/heads/status/<id>``.
 4. Its tip must continue the hub's ``status/<id>``. Every status commit between the two
-   (along first parents) is checked by ``trust.verify.verify_status_commit``: signed by
+   (along first parents) is checked by ``trust.status_rule.verify_status_commit``: signed by
    the device's enrolled key, changing nothing but the status of that device's own
    resources (and its summary), and observing a spec commit that is on the branch.
 5. Only then are the objects the new tip reaches promoted (nothing else the bundle
@@ -16,7 +16,7 @@ For each ``giter/outbox/<id>.bundle``:
 
 The caps are a device's default ``[limits]`` (``Exchange`` opens the history with
 them) and every status document is read by the device's own strict YAML loader
-(``core.yaml_policy.load_yaml``, through ``trust.verify.verify_status_commit``): the
+(``core.yaml_policy.load_yaml``, through ``trust.status_rule.verify_status_commit``): the
 hub takes in nothing a device would refuse.
 
 A bundle older than what the hub has is "up to date", not an error: the same stick is
@@ -28,16 +28,13 @@ Called by ``giter-bundle import``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from dulwich.objects import Commit
-
 from giter_agent.config.agent_toml import NAME_RE, Limits
 from giter_agent.core.durable import shown
-from giter_agent.core.errors import BundleError, HistoryError, TrustError
 from giter_bundle.enrolment import EnrolledDevice
-from giter_bundle.errors import PublisherError
 from giter_bundle.exchange import Exchange, signed_by, status_ref
 
 # A device reports when something changed; more reports than a device would take spec
@@ -62,70 +59,34 @@ def _refused(path: Path, device: str, reason: str, message: str) -> ImportResult
     return ImportResult(shown(path.name), device, "refused", reason, message)
 
 
-def _chain(store, tip: bytes, old: bytes | None, device: str, restart: bool) -> list[bytes]:
-    """The status commits from ``old`` (exclusive) to ``tip``, oldest first.
-
-    With ``restart`` (the device was re-enrolled with a new key since ``old``), the
-    chain may instead begin with a new first status commit.
-    """
-    chain: list[bytes] = []
-    sha = tip
-    while sha != old:
-        if len(chain) >= MAX_STATUS_COMMITS:
-            raise PublisherError(f"more than {MAX_STATUS_COMMITS} status commits",
-                                 reason="TooManyCommits")
-        commit = store[sha]
-        if not isinstance(commit, Commit):
-            raise PublisherError(f"{sha.decode()} is not a commit", reason="CorruptObject")
-        chain.append(sha)
-        if len(commit.parents) == 2:
-            sha = commit.parents[0]
-        elif old is None or restart:
-            break  # the device's first report: its only parent is the spec it observed
-        else:
-            raise PublisherError(f"status/{device} in the bundle does not continue the "
-                                 f"hub's status/{device} ({old.decode()[:12]})",
-                                 reason="Fork")
-    chain.reverse()
-    return chain
-
-
 def import_bundle(exchange: Exchange, path: Path, device: EnrolledDevice,
-                  on_branch: set[bytes]) -> ImportResult:
-    """Verify and take in one device's status bundle; refusals change nothing."""
-    from giter_agent.trust.verify import verify_status_commit
+                  on_branch: Callable[[bytes], bool]) -> ImportResult:
+    """Verify and take in one device's status bundle; refusals change nothing.
+
+    The import gate (``trust.gate``) with the status-commit ownership rule
+    (``trust.status_rule.StatusPolicy``): the same gate the device's spec imports pass.
+    ``on_branch(id)``: whether a spec commit is on the spec branch.
+    """
+    from giter_agent.trust.gate import admit
+    from giter_agent.trust.status_rule import StatusPolicy
 
     ref = status_ref(device.id)
     old = exchange.history.ref(ref)
+    policy = StatusPolicy(device.id, device.key, spec_tip_known=on_branch,
+                          device_groups=device.groups, max_commits=MAX_STATUS_COMMITS,
+                          restarted=lambda store, sha: not signed_by(store, sha, device.key))
     try:
-        with exchange.history.quarantine(path) as q:
-            if set(q.refs) != {ref}:
-                names = ", ".join(sorted(r.decode(errors="replace") for r in q.refs))
-                return _refused(path, device.id, "UnexpectedRefs",
-                                f"expected only {ref.decode()}, found {names}")
-            tip = q.refs[ref]
-            if tip == old or (old is not None and q.is_ancestor(tip, old)):
-                return ImportResult(path.name, device.id, "up-to-date", "UpToDate",
-                                    f"the hub already has status {tip.decode()[:12]}"
-                                    + ("" if tip == old else f" (and newer: {old.decode()[:12]})"),
-                                    tip.decode())
-
-            def verify(sha: bytes) -> None:
-                verify_status_commit(q.object_store, sha, device.id, device.key,
-                                     on_branch.__contains__, device_groups=device.groups)
-
-            verify(tip)  # first, so a stranger's bundle is refused for its key, not its shape
-            restart = old is not None and not signed_by(q.object_store, old, device.key)
-            chain = _chain(q.object_store, tip, old, device.id, restart)
-            for sha in chain[:-1]:
-                verify(sha)
-            q.promote([tip])  # only what the status tip needs
-        exchange.history.set_ref(ref, old, tip)
-    except (BundleError, HistoryError, TrustError, PublisherError) as exc:
-        return _refused(path, device.id, exc.reason, str(exc))
+        verdict = admit(exchange.history, ref, old,
+                        lambda: exchange.history.quarantine(path), policy)
     except OSError as exc:
         return _refused(path, device.id, "UnreadableBundle", f"cannot read: {exc}")
-    n = len(chain)
+    if verdict.outcome == "up-to-date":
+        return ImportResult(path.name, device.id, "up-to-date", verdict.reason,
+                            verdict.message, verdict.tip.decode() if verdict.tip else None)
+    if verdict.outcome != "accepted" or verdict.tip is None:
+        # The hub keeps one word for both: what it did not take in is refused.
+        return _refused(path, device.id, verdict.reason, verdict.message)
+    n, tip = verdict.commits, verdict.tip
     return ImportResult(path.name, device.id, "accepted", "Verified",
                         f"{n} status commit{'' if n == 1 else 's'} verified, "
                         f"status/{device.id} -> {tip.decode()[:12]}", tip.decode(), n)
@@ -135,7 +96,7 @@ def import_outbox(exchange: Exchange, outbox: Path) -> list[ImportResult]:
     """Import every ``<device-id>.bundle`` in ``outbox`` (dotfiles are unfinished copies)."""
     tip = exchange.require_tip()
     devices = exchange.devices(tip)
-    on_branch = exchange.ancestors(tip)
+    on_branch = exchange.on_branch(tip)
     results = []
     for path in sorted(outbox.glob("*.bundle")):
         if path.name.startswith("."):

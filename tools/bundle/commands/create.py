@@ -9,7 +9,7 @@ Targets are every enrolled device, or those named with ``--device``. Older bundl
 the branch on the stick are removed: a device that is ahead of one would refuse it as a
 rollback. The spec is linted first and not shipped if it fails (``--no-lint`` ships
 anyway). Every commit the bundle carries is then verified by the rules a device applies
-(``giter_agent.trust.verify.verify_update``: signed by a key the trust file in force lists, a tip
+(``giter_agent.trust.spec_rule.verify_update``: signed by a key the trust file in force lists, a tip
 whose ``Expires:`` is not past): a bundle a device would refuse is not written, and the
 command says which commit and why. ``--output FILE`` writes the bundle elsewhere
 instead of a stick. The result passes ``git bundle verify``.

@@ -122,7 +122,7 @@ def _check_history(exchange: Exchange, trust: bytes) -> None:
     """Refuse to adopt a branch whose history devices would refuse."""
     from giter_agent.core.errors import TrustError
     from giter_agent.trust import allowed_signers
-    from giter_agent.trust.verify import TrustRoot, verify_update
+    from giter_agent.trust.spec_rule import TrustRoot, verify_update
     from giter_bundle.errors import PublisherError
 
     tip = exchange.tip
