@@ -137,6 +137,14 @@ class Reason(StrEnum):
     WriteFailed = "WriteFailed"
     NoSample = "NoSample"
     UnknownStatusCode = "UnknownStatusCode"
+    # fleet targeting (spec.selectors, spec.placeholders, spec.targeting)
+    InvalidLabels = "InvalidLabels"
+    InvalidSelector = "InvalidSelector"
+    AmbiguousResource = "AmbiguousResource"
+    InvalidPlaceholder = "InvalidPlaceholder"
+    MissingValue = "MissingValue"
+    AmbiguousValue = "AmbiguousValue"
+    InvalidValues = "InvalidValues"
     # the hub
     Offline = "Offline"
     AuthFailed = "AuthFailed"
