@@ -108,7 +108,7 @@ def test_selector_values_and_precedence_reach_each_board(tmp_path, fleet, boards
 
 
 def test_a_board_cannot_choose_its_labels(tmp_path, fleet, boards):
-    pi_a, pi_b, pi_c = boards
+    pi_c = boards[2]
     stick = tmp_path / "stick"
     stick.mkdir()
     fleet.ok("create", stick)
@@ -132,7 +132,7 @@ def test_a_board_cannot_choose_its_labels(tmp_path, fleet, boards):
 
 
 def test_missing_value_and_ambiguous_selectors_are_refused(tmp_path, fleet, boards):
-    pi_a, pi_b, pi_c = boards
+    pi_a, pi_b, _ = boards
     stick = tmp_path / "stick"
     stick.mkdir()
     fleet.ok("create", stick)

@@ -468,7 +468,9 @@ def _device_findings(store: Any, tree: bytes, devices: dict, kinds: dict) -> lis
             continue  # an unreadable folder or enrolment: reported above, per path
         for bad in targeted.specset.invalid:
             if bad.reason in refused:
-                add(bad.path, bad.reason, f"{bad.message} (for {device.id})")
+                both = bad.reason in ("DuplicateResource", "AmbiguousResource")
+                add(bad.path, bad.reason,
+                    f"{bad.message} ({'both reach' if both else 'for'} {device.id})")
         for res in targeted.specset.resources:
             kind = kinds.get(res.kind)
             if kind is None or not uses_placeholders(res.document.get("spec")):

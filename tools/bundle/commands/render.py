@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
                                  "enroll)", reason="UnknownDevice")
         targeted = target(store, tree, device_id, device.groups)
     scope, specset = targeted.scope, targeted.specset
-    resources = []
+    resources: list[dict[str, Any]] = []
     for res in specset.resources:
         doc = {k: v for k, v in res.document.items() if k != "status"}
         doc["spec"] = res.spec
