@@ -11,8 +11,6 @@ from giter_agent.spec.placeholders import Scope, render
 from giter_agent.spec.resources import select
 from giter_agent.spec.selectors import parse_selector
 
-pytestmark = pytest.mark.unit
-
 LABELS = {"site": "north", "hw": "pi4"}
 
 

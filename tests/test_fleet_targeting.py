@@ -18,8 +18,6 @@ from support.fleet import API, Fleet, capture, enrolled
 
 from giter_agent.cli.main import main as agent_main
 
-pytestmark = pytest.mark.e2e
-
 FLEET_MOTD = (f"{API}kind: File\nmetadata:\n  name: motd\n  selector:\n"
               "    matchLabels: {site: north}\n"
               "    matchExpressions:\n      - {key: hw, operator: In, values: [pi4, pi5]}\n"
