@@ -95,6 +95,7 @@ def test_selector_values_and_precedence_reach_each_board(tmp_path, fleet, boards
     assert out.count("ACCEPTED") == 3, out
     status = fleet.git("show", "status/pi-a:fleet/motd.yaml").stdout.decode()
     assert "${values.greeting}" in status and "status:" in status  # spec as published
+    assert fleet.status()["pi-a"]["ready"] == ["File/motd"]  # the fleet table counts it
 
     # Relabelled by the publisher, pi-c now matches: a new signed commit, nothing local.
     fleet.ok("label", "pi-c", "site=north", "retired=yes")
@@ -143,6 +144,12 @@ def test_missing_value_and_ambiguous_selectors_are_refused(tmp_path, fleet, boar
         "    matchExpressions:\n      - {key: hw, operator: In, values: [pi4, pi5]}\n", "")
         .replace("matchLabels: {site: north}", "matchLabels: {hw: pi4}"))
     fleet.write("values/devices/pi-b.yaml", f"root: {pi_b.root}\nport: 8080\n")
+    fleet.write("fleet/typo.yaml", FLEET_MOTD.replace("name: motd", "name: typo")
+                .replace("{site: north}", "{Site: north}"))
+    code, out = fleet.cli("lint")
+    assert code == 1 and out.count("fleet/typo.yaml: InvalidSelector: metadata: selector "
+                                   "matchLabels: label key 'Site'") == 1, out
+    (fleet.root / "fleet/typo.yaml").unlink()
     code, out = fleet.cli("lint")
     assert code == 1
     assert ("fleet/motd-pi4.yaml: AmbiguousResource: File/motd: the selectors of "

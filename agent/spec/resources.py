@@ -13,11 +13,14 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from giter_agent.core.errors import ResourceError
 from giter_agent.core.layout import DEVICE_FOLDER, FLEET_FOLDER, resource_prefixes
 from giter_agent.core.yaml_policy import MAX_DOCUMENT_BYTES, dump_yaml, load_yaml
+
+if TYPE_CHECKING:
+    from giter_agent.spec.selectors import Selector
 
 __all__ = ["API_VERSION", "MAX_DOCUMENT_BYTES", "Invalid", "Resource", "SpecSet", "dump_yaml",
            "load_yaml", "parse_resource", "prefixes", "select"]
@@ -123,8 +126,8 @@ def level_of(path: str) -> int:
     return 1 if path.startswith(FLEET_FOLDER + "/") else 2
 
 
-def _selected(res: Resource, labels: Mapping[str, str] | None) -> Resource | None:
-    """A ``fleet/`` resource whose selector matches ``labels`` (None: not for this device).
+def selector_of(res: Resource) -> Selector | None:
+    """The selector of a ``fleet/`` resource (None elsewhere).
 
     ``ResourceError(InvalidSelector)`` for a missing or broken selector, and for a
     selector outside ``fleet/`` (where it would silently mean nothing).
@@ -137,11 +140,18 @@ def _selected(res: Resource, labels: Mapping[str, str] | None) -> Resource | Non
             raise ResourceError(f"metadata.selector belongs in {FLEET_FOLDER}/ only; "
                                 f"{res.path} reaches its devices by folder",
                                 reason="InvalidSelector")
-        return res
+        return None
     if raw is None:
         raise ResourceError(f"a {FLEET_FOLDER}/ resource needs metadata.selector (matchLabels"
                             " and/or matchExpressions)", reason="InvalidSelector")
-    selector = parse_selector(raw, "metadata")
+    return parse_selector(raw, "metadata")
+
+
+def _selected(res: Resource, labels: Mapping[str, str] | None) -> Resource | None:
+    """``res`` if it reaches a device with ``labels`` (a ``fleet/`` one: by its selector)."""
+    selector = selector_of(res)
+    if selector is None:
+        return res
     if labels is None or not selector.matches(labels):
         return None
     return replace(res, selector=selector.text())

@@ -432,7 +432,7 @@ def lint_tree(store, tree: bytes, kinds: dict | None = None,
         findings.append(Finding(FLEET_FOLDER, exc.reason, f"{exc} (devices ignore the whole "
                                 "spec until it is fixed)"))
     for file_path, data in folders.get(FLEET_FOLDER, []):
-        findings += _check_resource(file_path, data, kinds)
+        findings += _check_resource(file_path, data, kinds) + _selector_findings(file_path, data)
     findings += _values_findings(store, tree, devices)
 
     findings += release_findings(store, tree, folders)
@@ -443,6 +443,23 @@ def lint_tree(store, tree: bytes, kinds: dict | None = None,
     # sha256 pins (giter_bundle.artifacts).
     findings += lint_artifacts(store, tree, folders)
     return findings + _device_findings(store, tree, devices, kinds)
+
+
+def _selector_findings(path: str, data: bytes) -> list[Finding]:
+    """A ``fleet/`` resource's selector, checked once (every device would refuse it)."""
+    from giter_agent.spec.resources import parse_resource, selector_of
+
+    if not path.endswith(RESOURCE_SUFFIXES):
+        return []
+    try:
+        res = parse_resource(path, data)
+    except GiterError:
+        return []  # _check_resource reported it
+    try:
+        selector_of(res)
+    except GiterError as exc:
+        return [Finding(path, exc.reason, str(exc))]
+    return []
 
 
 def _device_findings(store: Any, tree: bytes, devices: dict, kinds: dict) -> list[Finding]:
@@ -459,7 +476,7 @@ def _device_findings(store: Any, tree: bytes, devices: dict, kinds: dict) -> lis
             seen.add((path, message))
             findings.append(Finding(path, reason, message))
 
-    refused = ("DuplicateResource", "AmbiguousResource", "InvalidSelector", "MissingValue",
+    refused = ("DuplicateResource", "AmbiguousResource", "MissingValue",
                "AmbiguousValue", "InvalidPlaceholder", "InvalidValues")
     for device in devices.values():
         try:
