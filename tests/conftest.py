@@ -30,6 +30,7 @@ E2E_MODULES = {
     "test_secrets_fleet", "test_hostile_bytes", "test_hostile_resources", "test_amplification",
     "test_serial_daemon", "test_permissions", "test_install_board", "test_wheelhouse",
     "test_metrics", "test_import_gate", "test_history_walks", "test_fleet_targeting",
+    "test_fleet_rollout",
     "test_death", "test_powercut", "test_recovery", "test_diskfull", "test_fleet_alerts",
 }
 

@@ -145,6 +145,13 @@ class Reason(StrEnum):
     MissingValue = "MissingValue"
     AmbiguousValue = "AmbiguousValue"
     InvalidValues = "InvalidValues"
+    InvalidRollout = "InvalidRollout"
+    RolloutBaselineUnknown = "RolloutBaselineUnknown"
+    RolloutGateClosed = "RolloutGateClosed"
+    RolloutPaused = "RolloutPaused"
+    RolloutAborted = "RolloutAborted"
+    RolloutComplete = "RolloutComplete"
+    UnknownRollout = "UnknownRollout"
     # the hub
     Offline = "Offline"
     AuthFailed = "AuthFailed"

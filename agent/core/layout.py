@@ -28,8 +28,9 @@ SAFE_NAME = re.compile(r"[a-z0-9][a-z0-9._-]*")
 FLEET_FOLDER = "fleet"  # fleet/**/*.yaml: resources for the devices metadata.selector matches
 VALUES_FOLDER = "values"  # per-device and per-label values for ${values.<key>} placeholders
 DEFAULT_VALUES = f"{VALUES_FOLDER}/defaults.yaml"  # values every device gets, lowest first
+ROLLOUT_FOLDER = "rollouts"  # <name>.yaml: a staged rollout of some resource files
 # Every top-level folder of the spec tree a device reads (the publisher lints these).
-SPEC_FOLDERS = (DEVICE_FOLDER, FLEET_FOLDER, GROUP_FOLDER, VALUES_FOLDER,
+SPEC_FOLDERS = (DEVICE_FOLDER, FLEET_FOLDER, GROUP_FOLDER, VALUES_FOLDER, ROLLOUT_FOLDER,
                 ARTIFACTS_FOLDER, ".giter")
 STATUS_PREFIX = b"refs/heads/status/"  # + <id>: the device's signed status commits
 

@@ -73,6 +73,8 @@ def origin(res: Resource) -> str:
                                            if res.selector is not None else ""))
     if res.overrides:
         parts.append(f"overrides {', '.join(res.overrides)}")
+    if res.held is not None:
+        parts.append(f"baseline version: {res.held}")
     return f" [{'; '.join(parts)}]" if parts else ""
 
 

@@ -42,6 +42,7 @@ class Resource:
     warnings: tuple[str, ...] = ()
     selector: str | None = None  # a fleet/ resource: the selector that chose this device
     overrides: tuple[str, ...] = ()  # less specific files of the same kind/name it beat
+    held: str | None = None  # a rollout keeps this file at its baseline version: why
 
     @property
     def key(self) -> str:

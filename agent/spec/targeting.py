@@ -10,7 +10,9 @@ the two can never disagree:
 2. ``devices/<id>/``, then ``fleet/`` (resources whose selector matches the labels),
    then ``groups/<g>/`` are read and ranked (``spec.resources.select``: device >
    selector > group);
-3. the values files give ``${values.*}`` (``values/devices/<id>.yaml`` over
+3. a ``Rollout`` (``spec.rollouts``) whose wave for this device is not open swaps the
+   files it governs for their versions in its baseline commit;
+4. the values files give ``${values.*}`` (``values/devices/<id>.yaml`` over
    ``values/labels/<key>/<value>.yaml`` over ``values/defaults.yaml``), and every
    resource's ``spec`` is rendered (``spec.placeholders``); one that cannot be is
    refused alone (``MissingValue`` ...), keeping its last good spec applied.
@@ -117,19 +119,79 @@ def scope_for(store: Any, tree: bytes, record: DeviceRecord) -> Scope:
     return Scope(record.device_id, record.labels, values, ambiguous)
 
 
-def target(store: Any, tree: bytes, device_id: str, groups: tuple[str, ...]) -> Targeted:
-    """Everything ``tree`` holds for ``device_id`` (in ``groups``), chosen and rendered."""
+def _hold(store: Any, tree: bytes, files: list[tuple[str, bytes]], folders: list[str],
+          record: DeviceRecord
+          ) -> tuple[list[tuple[str, bytes]], dict[str, tuple[str, bytes | None]]]:
+    """``files`` with each file a rollout holds for this device at its baseline version
+    (left out if it did not exist there), and path -> (why, its current content) for
+    those files."""
+    from giter_agent.core.errors import HistoryError
+    from giter_agent.history.objects import read_commit
+    from giter_agent.history.tree import read_file
+    from giter_agent.spec.rollouts import read_rollouts
+
+    by_path = dict(files)
+    held: dict[str, tuple[str, bytes | None]] = {}
+    for rollout in read_rollouts(store, tree):
+        why = rollout.holds(record.device_id, record.labels)
+        if why is None:
+            continue
+        try:
+            base = read_commit(store, rollout.baseline.encode()).tree
+        except (KeyError, HistoryError):
+            raise TreeError(f"{rollout.path}: baseline {rollout.baseline[:12]} is not in "
+                            "this device's history", reason="RolloutBaselineUnknown") from None
+        for path in rollout.resources:
+            if not any(path.startswith(folder + "/") for folder in folders):
+                continue  # a file this device does not read
+            current = by_path.pop(path, None)
+            old = read_file(store, base, path, max_blob=MAX_FILE_BYTES)
+            if old is not None:
+                by_path[path] = old
+            held[path] = (why, current)
+    rank = {folder: i for i, folder in enumerate(folders)}
+    ordered = sorted(by_path.items(), key=lambda item: (
+        min(rank[f] for f in folders if item[0].startswith(f + "/")), item[0]))
+    return ordered, held
+
+
+def _document(data: bytes | None) -> dict[str, Any]:
+    """The current document of a held file ({}: none, so no status is written there)."""
+    if data is None:
+        return {}
+    try:
+        doc = load_yaml(data)
+    except GiterError:
+        return {}
+    return doc if isinstance(doc, dict) else {}
+
+
+def target(store: Any, tree: bytes, device_id: str, groups: tuple[str, ...], *,
+           hold: bool = True) -> Targeted:
+    """Everything ``tree`` holds for ``device_id`` (in ``groups``), chosen and rendered.
+
+    ``hold=False`` ignores rollouts: the new versions, as if every wave were open.
+    """
     from giter_agent.history.tree import iter_files
 
     record = read_record(store, tree, device_id)
     own, *group_prefixes = resource_prefixes(device_id, groups)
+    folders = [own, FLEET_FOLDER, *group_prefixes]
     files: list[tuple[str, bytes]] = []
-    for prefix in (own, FLEET_FOLDER, *group_prefixes):
+    for prefix in folders:
         files.extend(iter_files(store, tree, prefix, max_blob=MAX_FILE_BYTES))
+    held: dict[str, tuple[str, bytes | None]] = {}
+    if hold:
+        files, held = _hold(store, tree, files, folders, record)
     chosen = select(files, record.labels)
     scope = scope_for(store, tree, record)
     out = SpecSet(invalid=list(chosen.invalid))
     for res in chosen.resources:
+        if res.path in held:
+            # Status goes on the file as it is now (the hub accepts nothing else): its
+            # observedGeneration then says the device still runs the baseline's.
+            why, current = held[res.path]
+            res = replace(res, held=why, document=_document(current))
         if not uses_placeholders(res.spec):
             out.resources.append(res)
             continue

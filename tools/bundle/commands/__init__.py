@@ -15,7 +15,7 @@ import argparse
 import keyword
 from typing import Any
 
-COMMANDS = ("init", "enroll", "label", "commit", "lint", "render", "create",
+COMMANDS = ("init", "enroll", "label", "commit", "lint", "render", "rollout", "create",
             "import", "status", "inspect", "serial", "secret", "artifact", "hub", "report",
             "watch")
 

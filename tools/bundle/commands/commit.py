@@ -85,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
                     files[path] = (mode, result[0])
                     bumped[path] = result[1]
             if not args.no_lint:
-                errors = [f for f in lint_tree(*tree_of(files),
+                errors = [f for f in lint_tree(*tree_of(files, store),
                                                former_keys=former_keys(exchange)) if f.error]
                 if errors:
                     for finding in errors:

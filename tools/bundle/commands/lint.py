@@ -59,7 +59,8 @@ def run(args: argparse.Namespace) -> int:
         if args.rev is None and exchange.worktree is not None:
             with Repo(str(exchange.worktree)) as repo:
                 files = read_files(exchange.worktree, candidate_paths(repo), SPEC_FOLDERS)
-            findings = lint_tree(*tree_of(files), former_keys=former_keys(exchange))
+            store, tree = tree_of(files, exchange.history.object_store)
+            findings = lint_tree(store, tree, former_keys=former_keys(exchange))
             what = "the work tree"
             sha = exchange.tip
         else:

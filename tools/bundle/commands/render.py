@@ -7,7 +7,8 @@ its enrolled labels and groups, the values it resolves (``values/devices/<ID>.ya
 that reaches it, with its placeholders filled, where it came from (``devices/``, a
 ``fleet/`` selector, a group) and what less specific definition it overrides; and every
 resource the device would refuse, with the reason (``MissingValue``,
-``AmbiguousResource`` ...). The text output is a YAML stream with ``#`` comments; ``-o
+``AmbiguousResource`` ...). A file a rollout holds back for this device is shown at
+its baseline version, with the reason. The text output is a YAML stream with ``#`` comments; ``-o
 json|yaml`` gives the same as data. Exits 1 when the device would refuse something, so
 it fits CI as well as ``lint``.
 """
@@ -40,7 +41,7 @@ def _source(exchange: Any, rev: str | None) -> tuple[Any, bytes, str]:
     if rev is None and exchange.worktree is not None:
         with Repo(str(exchange.worktree)) as repo:
             files = read_files(exchange.worktree, candidate_paths(repo), SPEC_FOLDERS)
-        store, tree = tree_of(files)
+        store, tree = tree_of(files, exchange.history.object_store)
         return store, tree, "the work tree"
     sha = resolve(exchange, rev or exchange.branch)
     return (exchange.history.object_store, exchange.commit(sha).tree,
@@ -48,7 +49,7 @@ def _source(exchange: Any, rev: str | None) -> tuple[Any, bytes, str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from giter_agent.spec.resources import dump_yaml
+    from giter_agent.spec.resources import API_VERSION, dump_yaml
     from giter_agent.spec.targeting import target
     from giter_bundle.commands import open_exchange
     from giter_bundle.enrolment import check_name, read_devices
@@ -66,9 +67,13 @@ def run(args: argparse.Namespace) -> int:
     resources: list[dict[str, Any]] = []
     for res in specset.resources:
         doc = {k: v for k, v in res.document.items() if k != "status"}
+        if res.held is not None:  # the baseline version is what this device applies
+            doc = {"apiVersion": API_VERSION, "kind": res.kind,
+                   "metadata": {"name": res.name, "generation": res.generation}}
         doc["spec"] = res.spec
         resources.append({"path": res.path, "key": res.key, "selector": res.selector,
-                          "overrides": list(res.overrides), "document": doc})
+                          "overrides": list(res.overrides), "held": res.held,
+                          "document": doc})
     refused = [{"path": b.path, "key": b.key, "reason": b.reason, "message": b.message}
                for b in specset.invalid]
     labels = dict(targeted.record.labels)
@@ -93,6 +98,8 @@ def run(args: argparse.Namespace) -> int:
             origin.append(f"selector {item['selector']}")
         if item["overrides"]:
             origin.append(f"overrides {', '.join(item['overrides'])}")
+        if item["held"] is not None:
+            origin.append(f"baseline version: {item['held']}")
         print(f"---\n# {item['key']} {'; '.join(origin)}")
         print(dump_yaml(item["document"]).decode(), end="")
     for bad in refused:
