@@ -125,3 +125,77 @@ def test_device_record_round_trips_and_refuses_bad_labels():
     with pytest.raises(ResourceError) as err:
         parse_device_record("pi-a", record.document().replace(b"north", b"North!"), "x")
     assert err.value.reason == "InvalidEnrolment"
+
+
+# -- rollouts ------------------------------------------------------------------------------
+
+def rollout_doc(**spec) -> bytes:
+    import yaml
+
+    base = {"baseline": "a" * 40, "resources": ["fleet/m.yaml"],
+            "waves": [{"name": "canary", "selector": {"matchLabels": {"ring": "canary"}}},
+                      {"name": "half", "percent": 50}, {"name": "all", "percent": 100}],
+            "openWaves": 1}
+    base.update(spec)
+    return yaml.safe_dump({"apiVersion": "giter.dev/v1alpha1", "kind": "Rollout",
+                           "metadata": {"name": "r"}, "spec": base}).encode()
+
+
+def test_waves_by_label_then_stable_hash():
+    from giter_agent.spec.rollouts import bucket, parse_rollout
+
+    r = parse_rollout("rollouts/r.yaml", rollout_doc())
+    assert r.wave_of("pi-a", {"ring": "canary"}) == 0
+    ids = [f"pi-{i}" for i in range(1000)]
+    halves = [i for i in ids if r.wave_of(i, {}) == 1]
+    assert 400 < len(halves) < 600  # about half, by sha256 of name and id
+    assert all(bucket("r", i) < 50 for i in halves)
+    assert {r.wave_of(i, {}) for i in ids} == {1, 2}
+    # Fixed by the rollout's name and the id: another rollout splits the fleet anew.
+    assert [bucket("other", i) for i in ids[:50]] != [bucket("r", i) for i in ids[:50]]
+    assert r.holds("pi-a", {"ring": "canary"}) is None
+    assert r.holds(halves[0], {}) == "rollout r: wave half not open"
+    aborted = parse_rollout("rollouts/r.yaml", rollout_doc(aborted=True))
+    assert aborted.holds("pi-a", {"ring": "canary"}) == "rollout r aborted"
+
+
+@pytest.mark.parametrize("spec", [
+    {"baseline": "HEAD"}, {"resources": []}, {"waves": []},
+    {"waves": [{"name": "x"}]}, {"waves": [{"name": "x", "percent": 0}]},
+    {"openWaves": 4}, {"readyPercent": 101}, {"paused": "no"}, {"surprise": 1},
+])
+def test_a_bad_rollout_is_refused_typed(spec):
+    from giter_agent.spec.rollouts import parse_rollout
+
+    with pytest.raises(ResourceError) as err:
+        parse_rollout("rollouts/r.yaml", rollout_doc(**spec))
+    assert err.value.reason == "InvalidRollout"
+
+
+def memory_tree(files: dict[str, bytes]):
+    from dulwich.index import commit_tree
+    from dulwich.object_store import MemoryObjectStore
+    from dulwich.objects import Blob
+
+    store = MemoryObjectStore()
+    entries = []
+    for path, data in sorted(files.items()):
+        blob = Blob.from_string(data)
+        store.add_object(blob)
+        entries.append((path.encode(), blob.id, 0o100644))
+    return store, commit_tree(store, entries)
+
+
+def test_a_device_refuses_a_spec_whose_rollout_it_cannot_follow():
+    from giter_agent.core.errors import TreeError
+    from giter_agent.spec.targeting import target
+
+    files = {"fleet/m.yaml": doc("m", "  selector: {}\n")}
+    store, tree = memory_tree(files)
+    assert [r.key for r in target(store, tree, "pi-a", ()).specset.resources] == ["File/m"]
+    for rollout, reason in ((rollout_doc(), "RolloutBaselineUnknown"),
+                            (rollout_doc(openWaves="all"), "InvalidRollout")):
+        store, tree = memory_tree({**files, "rollouts/r.yaml": rollout})
+        with pytest.raises(TreeError) as err:
+            target(store, tree, "pi-a", ())
+        assert err.value.reason == reason

@@ -433,7 +433,7 @@ def lint_tree(store, tree: bytes, kinds: dict | None = None,
                                 "spec until it is fixed)"))
     for file_path, data in folders.get(FLEET_FOLDER, []):
         findings += _check_resource(file_path, data, kinds) + _selector_findings(file_path, data)
-    findings += _values_findings(store, tree, devices)
+    findings += _values_findings(store, tree, devices) + _rollout_findings(store, tree)
 
     findings += release_findings(store, tree, folders)
     # Secrets: every device that applies one can open it, and no one else but the
@@ -496,6 +496,45 @@ def _device_findings(store: Any, tree: bytes, devices: dict, kinds: dict) -> lis
                 add(f.path, f.reason, f"{f.message} (as rendered for {device.id})")
         for path, message in _window_problems(targeted.specset, device.id):
             add(path, "UnknownWindow", message)
+    return findings
+
+
+def _rollout_findings(store: Any, tree: bytes) -> list[Finding]:
+    """Each ``rollouts/*.yaml`` as devices parse it (a broken one makes them refuse the
+    whole commit), its governed files present, its baseline a commit of this history."""
+    from giter_agent.core.layout import ROLLOUT_FOLDER
+    from giter_agent.history.objects import read_commit
+    from giter_agent.history.tree import iter_files, read_file
+    from giter_agent.spec.rollouts import MAX_ROLLOUT_BYTES, parse_rollout, read_rollouts
+
+    try:
+        files = list(iter_files(store, tree, ROLLOUT_FOLDER, MAX_ROLLOUT_BYTES))
+    except TreeError as exc:
+        return [Finding(ROLLOUT_FOLDER, exc.reason, str(exc))]
+    findings: list[Finding] = []
+    for path, data in files:
+        try:
+            rollout = parse_rollout(path, data)
+        except GiterError as exc:
+            findings.append(Finding(path, exc.reason, str(exc).removeprefix(f"{path}: ")))
+            continue
+        try:
+            base = read_commit(store, rollout.baseline.encode()).tree
+        except (KeyError, GiterError):
+            findings.append(Finding(path, "RolloutBaselineUnknown", f"baseline "
+                                    f"{rollout.baseline[:12]} is not a commit of this "
+                                    "repository: devices refuse the whole spec"))
+            continue
+        for governed in rollout.resources:
+            if (read_file(store, tree, governed) is None
+                    and read_file(store, base, governed) is None):
+                findings.append(Finding(path, "NotInTheTree", f"{governed} is in neither "
+                                        "the tree nor the baseline", error=False))
+    if not any(f.error for f in findings):
+        try:
+            read_rollouts(store, tree)
+        except GiterError as exc:
+            findings.append(Finding(ROLLOUT_FOLDER, exc.reason, str(exc)))
     return findings
 
 
