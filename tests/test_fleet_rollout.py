@@ -14,8 +14,9 @@ import json
 import re
 
 import pytest
-from support.fleet import API, Fleet, enrolled
+from support.fleet import API, Fleet, capture, enrolled
 
+from giter_agent.cli.main import main as agent_main
 from giter_agent.spec.rollouts import bucket
 
 IDS = [f"pi-{i:02d}" for i in range(20)]
@@ -87,6 +88,9 @@ def test_three_waves_open_on_signed_evidence_and_a_failed_canary_stops_the_rollo
     running = versions(devices)
     assert {d for d, v in running.items() if v == "v2"} == set(CANARIES)
     half = {d for d in IDS if d not in CANARIES and bucket("motd-v2", d) < 50}
+    held = next(d for d in devices if d.id not in CANARIES)
+    code, out = capture(agent_main, ["-c", held.config, "plan", "--all"])
+    assert code == 0 and "[baseline version: rollout motd-v2: wave " in out, out
     assert 0 < len(half) < 18  # the hash splits this fleet; the split never changes
 
     code, status = gate(fleet, "motd-v2")
@@ -122,6 +126,9 @@ def test_three_waves_open_on_signed_evidence_and_a_failed_canary_stops_the_rollo
     (devices[1].root / "motd-v3").mkdir()
     fleet.git("rm", "-q", "rollouts/motd-v2.yaml")
     fleet.write("fleet/motd.yaml", motd("v3"))
+    fleet.write("rollouts/motd-v3.yaml", rollout("motd-v3", "0" * 40))
+    code, out = fleet.cli("lint")
+    assert code == 1 and "rollouts/motd-v3.yaml: RolloutBaselineUnknown" in out, out
     fleet.write("rollouts/motd-v3.yaml", rollout("motd-v3", fleet.rev()))
     fleet.ok("commit", "-m", "motd v3, staged")
     round_trip(fleet, devices, stick)

@@ -35,6 +35,7 @@ devices/<id>/*.yaml            resources for one device
 fleet/**/*.yaml                resources for the devices metadata.selector matches
 groups/<group>/*.yaml          resources for every device in the group
 values/                        ${{values.<key>}} per device, per label, defaults
+rollouts/<name>.yaml           a staged rollout (giter-bundle rollout status|advance)
 refs/heads/status/<id>         what each device reported (written by the device)
 ```
 
