@@ -30,7 +30,7 @@ def motd(version: str) -> str:
 
 def rollout(name: str, baseline: str) -> str:
     return (f"{API}kind: Rollout\nmetadata: {{name: {name}}}\nspec:\n"
-            f"  baseline: {baseline}\n  resources: [fleet/motd.yaml]\n  waves:\n"
+            f"  baseline: \"{baseline}\"\n  resources: [fleet/motd.yaml]\n  waves:\n"
             "    - {name: canary, selector: {matchLabels: {ring: canary}}}\n"
             "    - {name: half, percent: 50}\n    - {name: all, percent: 100}\n"
             "  readyPercent: 100\n  openWaves: 1\n")
@@ -90,7 +90,7 @@ def test_three_waves_open_on_signed_evidence_and_a_failed_canary_stops_the_rollo
     half = {d for d in IDS if d not in CANARIES and bucket("motd-v2", d) < 50}
     held = next(d for d in devices if d.id not in CANARIES)
     code, out = capture(agent_main, ["-c", held.config, "plan", "--all"])
-    assert code == 0 and "[baseline version: rollout motd-v2: wave " in out, out
+    assert code == 0 and "; baseline version: rollout motd-v2: wave " in out, out
     assert 0 < len(half) < 18  # the hash splits this fleet; the split never changes
 
     code, status = gate(fleet, "motd-v2")
@@ -126,7 +126,7 @@ def test_three_waves_open_on_signed_evidence_and_a_failed_canary_stops_the_rollo
     (devices[1].root / "motd-v3").mkdir()
     fleet.git("rm", "-q", "rollouts/motd-v2.yaml")
     fleet.write("fleet/motd.yaml", motd("v3"))
-    fleet.write("rollouts/motd-v3.yaml", rollout("motd-v3", "0" * 40))
+    fleet.write("rollouts/motd-v3.yaml", rollout("motd-v3", "deadbeef" * 5))
     code, out = fleet.cli("lint")
     assert code == 1 and "rollouts/motd-v3.yaml: RolloutBaselineUnknown" in out, out
     fleet.write("rollouts/motd-v3.yaml", rollout("motd-v3", fleet.rev()))

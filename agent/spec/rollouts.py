@@ -8,7 +8,7 @@ device's wave is open, the device applies those files as they were in the rollou
     kind: Rollout
     metadata: {name: motd-v2}
     spec:
-      baseline: 3f2c...              # the spec commit whose versions are the previous ones
+      baseline: "3f2c..."            # the spec commit whose versions are the previous ones
       resources: [fleet/motd.yaml]   # the governed files
       waves:
         - {name: canary, selector: {matchLabels: {ring: canary}}}
@@ -122,8 +122,8 @@ def parse_rollout(path: str, data: bytes) -> Rollout:
         raise bad(f"unknown spec field(s) {', '.join(sorted(map(str, set(spec) - known)))}")
     baseline = spec.get("baseline")
     if not isinstance(baseline, str) or not _SHA.fullmatch(baseline):
-        raise bad("spec.baseline must be a full commit id (git rev-parse main, before the "
-                  "change)")
+        raise bad("spec.baseline must be a full commit id, quoted (git rev-parse main, "
+                  "before the change)")
     resources = spec.get("resources")
     if (not isinstance(resources, list) or not resources
             or not all(isinstance(r, str) and r.endswith((".yaml", ".yml")) for r in resources)):
