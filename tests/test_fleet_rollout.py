@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import re
 
-import pytest
 from support.fleet import API, Fleet, capture, enrolled
 
 from giter_agent.cli.main import main as agent_main
@@ -34,11 +33,6 @@ def rollout(name: str, baseline: str) -> str:
             "    - {name: canary, selector: {matchLabels: {ring: canary}}}\n"
             "    - {name: half, percent: 50}\n    - {name: all, percent: 100}\n"
             "  readyPercent: 100\n  openWaves: 1\n")
-
-
-@pytest.fixture
-def fleet(tmp_path, publisher_key):
-    return Fleet(tmp_path, publisher_key)
 
 
 def round_trip(fleet: Fleet, devices: list, stick) -> None:
@@ -65,9 +59,7 @@ def gate(fleet: Fleet, name: str) -> tuple[int, dict]:
 
 
 def test_three_waves_open_on_signed_evidence_and_a_failed_canary_stops_the_rollout(
-        tmp_path, fleet):
-    stick = tmp_path / "stick"
-    stick.mkdir()
+        tmp_path, fleet, stick):
     devices = enrolled(fleet, tmp_path, *IDS)
     for d in devices:
         if d.id in CANARIES:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from support.fleet import API, Fleet, capture, enrolled
+from support.fleet import API, capture, enrolled
 
 from giter_agent.cli.main import main as agent_main
 
@@ -28,11 +28,6 @@ FLEET_MOTD = (f"{API}kind: File\nmetadata:\n  name: motd\n  selector:\n"
 def group_motd(text: str) -> str:
     return (f"{API}kind: File\nmetadata:\n  name: motd\nspec:\n"
             f"  path: ${{values.root}}/motd\n  content: {json.dumps(text)}\n")
-
-
-@pytest.fixture
-def fleet(tmp_path, publisher_key):
-    return Fleet(tmp_path, publisher_key)
 
 
 @pytest.fixture
@@ -53,7 +48,7 @@ def boards(tmp_path, fleet):
     return pi_a, pi_b, pi_c
 
 
-def test_selector_values_and_precedence_reach_each_board(tmp_path, fleet, boards):
+def test_selector_values_and_precedence_reach_each_board(fleet, boards, stick):
     pi_a, pi_b, pi_c = boards
     doc = (fleet.root / ".giter/devices/pi-a.yaml").read_text()
     assert "labels:\n    hw: pi4\n    site: north\n" in doc  # plain, signed, readable YAML
@@ -76,8 +71,6 @@ def test_selector_values_and_precedence_reach_each_board(tmp_path, fleet, boards
     assert fleet.cli("lint")[0] == 0
 
     # Carried on one stick: each board applies its own rendering.
-    stick = tmp_path / "stick"
-    stick.mkdir()
     fleet.ok("create", stick)
     for d in boards:
         assert d.cli("sync", "--usb", stick) == 0, d.id
@@ -106,10 +99,8 @@ def test_selector_values_and_precedence_reach_each_board(tmp_path, fleet, boards
     assert pi_c.motd() == "pi-c at north: good morning, north ${HOME}\n"
 
 
-def test_a_board_cannot_choose_its_labels(tmp_path, fleet, boards):
+def test_a_board_cannot_choose_its_labels(fleet, boards, stick):
     pi_c = boards[2]
-    stick = tmp_path / "stick"
-    stick.mkdir()
     fleet.ok("create", stick)
     # Labels in the local config are no configuration at all: refused, nothing applied.
     original = pi_c.config.read_text()
@@ -130,10 +121,8 @@ def test_a_board_cannot_choose_its_labels(tmp_path, fleet, boards):
     assert pi_c.state().accepted != fleet.rev()
 
 
-def test_missing_value_and_ambiguous_selectors_are_refused(tmp_path, fleet, boards):
+def test_missing_value_and_ambiguous_selectors_are_refused(fleet, boards, stick):
     pi_a, pi_b, _ = boards
-    stick = tmp_path / "stick"
-    stick.mkdir()
     fleet.ok("create", stick)
     assert pi_a.cli("sync", "--usb", stick) == 0
 
