@@ -49,7 +49,7 @@ def versions(devices: list) -> dict[str, str]:
     out = {}
     for d in devices:
         state = d.state().resources["File/motd"]
-        out[d.id] = state["spec"]["path"].rsplit("-", 1)[1]
+        out[d.id] = state.spec["path"].rsplit("-", 1)[1]
     return out
 
 

@@ -160,7 +160,7 @@ def test_missing_value_and_ambiguous_selectors_are_refused(fleet, boards, stick)
     # The board refuses that one resource, typed; its last good motd stays.
     assert pi_a.cli("sync", "--usb", stick) == 3
     record = pi_a.state().resources["File/motd"]
-    ready = record["status"]["conditions"][0]
+    ready = record.status["conditions"][0]
     assert ready["reason"] == "MissingValue" and "${values.port}" in ready["message"]
     assert pi_a.motd() == "pi-a at north: good morning, north ${HOME}\n"
     assert pi_b.cli("sync", "--usb", stick) == 0
