@@ -158,8 +158,25 @@ def _selected(res: Resource, labels: Mapping[str, str] | None) -> Resource | Non
     return replace(res, selector=selector.text())
 
 
-def select(files: list[tuple[str, bytes]],
-           labels: Mapping[str, str] | None = None) -> SpecSet:
+def _parse(path: str, data: bytes,
+           memo: dict[tuple[str, bytes], Resource | ResourceError] | None) -> Resource:
+    if memo is None:
+        return parse_resource(path, data)
+    found = memo.get((path, data))
+    if found is None:
+        try:
+            found = parse_resource(path, data)
+        except ResourceError as exc:
+            found = exc
+        memo[(path, data)] = found
+    if isinstance(found, ResourceError):
+        raise found
+    return found
+
+
+def select(files: list[tuple[str, bytes]], labels: Mapping[str, str] | None = None,
+           parsed: dict[tuple[str, bytes], Resource | ResourceError] | None = None
+           ) -> SpecSet:
     """Parse resource files (most specific folder first) into a ``SpecSet``.
 
     Precedence for one kind/name: the device's own folder beats a ``fleet/`` resource
@@ -168,6 +185,8 @@ def select(files: list[tuple[str, bytes]],
     are ambiguous: two files of one folder or two groups keep the first and refuse the
     later one (``DuplicateResource``); two matching selectors refuse the kind/name
     outright (``AmbiguousResource``), since neither is more the publisher's intent.
+    ``parsed`` memoises each file's parse across calls (the publisher selects for every
+    enrolled device from one tree).
     """
     out = SpecSet()
     owner: dict[str, Resource] = {}
@@ -177,8 +196,7 @@ def select(files: list[tuple[str, bytes]],
         if not path.endswith((".yaml", ".yml")):
             continue
         try:
-            parsed = parse_resource(path, data)
-            res = _selected(parsed, labels)
+            res = _selected(_parse(path, data, parsed), labels)
         except ResourceError as exc:
             out.invalid.append(Invalid(path=path, reason=exc.reason, message=str(exc)))
             continue

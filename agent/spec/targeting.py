@@ -167,10 +167,11 @@ def _document(data: bytes | None) -> dict[str, Any]:
 
 
 def target(store: Any, tree: bytes, device_id: str, groups: tuple[str, ...], *,
-           hold: bool = True) -> Targeted:
+           hold: bool = True, parsed: dict[Any, Any] | None = None) -> Targeted:
     """Everything ``tree`` holds for ``device_id`` (in ``groups``), chosen and rendered.
 
     ``hold=False`` ignores rollouts: the new versions, as if every wave were open.
+    ``parsed`` is ``select``'s parse memo, for a caller that targets many devices.
     """
     from giter_agent.history.tree import iter_files
 
@@ -183,7 +184,7 @@ def target(store: Any, tree: bytes, device_id: str, groups: tuple[str, ...], *,
     held: dict[str, tuple[str, bytes | None]] = {}
     if hold:
         files, held = _hold(store, tree, files, folders, record)
-    chosen = select(files, record.labels)
+    chosen = select(files, record.labels, parsed)
     scope = scope_for(store, tree, record)
     out = SpecSet(invalid=list(chosen.invalid))
     for res in chosen.resources:

@@ -470,6 +470,7 @@ def _device_findings(store: Any, tree: bytes, devices: dict, kinds: dict) -> lis
 
     findings: list[Finding] = []
     seen: set[tuple[str, str]] = set()
+    parsed: dict[Any, Any] = {}  # each file parsed once, not once per device
 
     def add(path: str, reason: str, message: str) -> None:
         if (path, message) not in seen:
@@ -480,7 +481,7 @@ def _device_findings(store: Any, tree: bytes, devices: dict, kinds: dict) -> lis
                "AmbiguousValue", "InvalidPlaceholder", "InvalidValues")
     for device in devices.values():
         try:
-            targeted = target(store, tree, device.id, device.groups)
+            targeted = target(store, tree, device.id, device.groups, parsed=parsed)
         except GiterError:
             continue  # an unreadable folder or enrolment: reported above, per path
         for bad in targeted.specset.invalid:

@@ -137,11 +137,13 @@ def evaluate(exchange: Any, name: str) -> Gate:
     gate = Gate(rollout, tip.decode())
     devices, _problems = read_devices(store, tree)
     tips = exchange.status_tips()
+    parsed: dict[Any, Any] = {}  # each file parsed once, not once per device
     for device in sorted(devices.values(), key=lambda d: d.id):
         index = rollout.wave_of(device.id, device.label_map)
         wave = rollout.waves[index].name if index is not None else None
         try:
-            chosen = target(store, tree, device.id, device.groups, hold=False).specset
+            chosen = target(store, tree, device.id, device.groups, hold=False,
+                            parsed=parsed).specset
         except GiterError as exc:
             gate.devices.append(DeviceGate(device.id, wave, FAILED, detail=str(exc)))
             continue
