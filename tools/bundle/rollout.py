@@ -128,7 +128,7 @@ def evaluate(exchange: Any, name: str) -> Gate:
     """The gate of rollout ``name`` at the spec branch's tip."""
     from giter_agent.core.errors import TrustError
     from giter_agent.spec.targeting import target
-    from giter_agent.trust.verify import verify_status_commit
+    from giter_agent.trust.status_rule import verify_status_commit
     from giter_bundle.enrolment import read_devices
 
     tip, rollout = read_rollout(exchange, name)
