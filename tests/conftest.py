@@ -20,7 +20,7 @@ ARCH_MODULES = {
     "test_boards", "test_bundle", "test_history", "test_tree", "test_signed_commit",
     "test_sshsig", "test_trust", "test_serial_frames", "test_serial_transfer",
     "test_kinds_output", "test_kinds_sensor", "test_status_led", "test_roundtrip",
-    "test_lock_table", "test_age", "test_sshsig_sk",
+    "test_lock_table", "test_age", "test_sshsig_sk", "test_fleet_rules",
 }
 # Tests that run the installed commands, real servers or whole syncs end to end.
 E2E_MODULES = {
@@ -29,7 +29,8 @@ E2E_MODULES = {
     "test_technician_view", "test_doctor", "test_reconcile_scale", "test_systemd_units",
     "test_secrets_fleet", "test_hostile_bytes", "test_hostile_resources", "test_amplification",
     "test_serial_daemon", "test_permissions", "test_install_board", "test_wheelhouse",
-    "test_metrics", "test_import_gate", "test_history_walks",
+    "test_metrics", "test_import_gate", "test_history_walks", "test_fleet_targeting",
+    "test_fleet_rollout",
     "test_death", "test_powercut", "test_recovery", "test_diskfull", "test_fleet_alerts",
 }
 

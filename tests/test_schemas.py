@@ -45,6 +45,28 @@ def examples() -> list[tuple[str, str]]:
     return out
 
 
+# Documents of the exchange repository that are not resources (docs/fleet.md): each is
+# read by its own parser, checked below.
+NOT_RESOURCES = ("Device", "Rollout")
+ALL_EXAMPLES = examples()
+EXAMPLES = [(w, t) for w, t in ALL_EXAMPLES if yaml.safe_load(t)["kind"] not in NOT_RESOURCES]
+
+
+@pytest.mark.parametrize(("where", "text"),
+                         [(w, t) for w, t in ALL_EXAMPLES if (w, t) not in EXAMPLES])
+def test_every_docs_device_and_rollout_example_parses(where, text):
+    from giter_agent.spec.enrolment import parse_device_record
+    from giter_agent.spec.rollouts import parse_rollout
+
+    doc = yaml.safe_load(text)
+    name = doc["metadata"]["name"]
+    if doc["kind"] == "Device":
+        assert parse_device_record(name, text.encode(), where).labels
+    else:
+        text = re.sub(r'baseline: "[0-9a-f]+\.\.\."', f'baseline: "{"ab" * 20}"', text)
+        assert parse_rollout(f"rollouts/{name}.yaml", text.encode()).waves
+
+
 def validator(name: str = RESOURCE_FILE) -> jsonschema.Draft202012Validator:
     schema = json.loads(builtin_schema_files()[name])
     jsonschema.Draft202012Validator.check_schema(schema)
@@ -56,9 +78,6 @@ def test_the_shipped_schemas_are_the_generated_ones():
         "run python -m giter_agent.kinds.schema and commit the result"
     kinds = builtin_kinds()
     assert set(builtin_schema_files()) == {f"{k.lower()}.json" for k in kinds} | {RESOURCE_FILE}
-
-
-EXAMPLES = examples()
 
 
 def test_the_docs_have_examples_of_every_kind():

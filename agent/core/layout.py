@@ -25,6 +25,13 @@ ARTIFACTS_FOLDER = "artifacts"  # what a Release lays down: artifacts/<name>/...
 ARTIFACTS_DIR = ARTIFACTS_FOLDER  # the same folder: large files a File lays down by path
 # The one allowlist of names in a tree the agent reads (history.tree) and of artifacts.
 SAFE_NAME = re.compile(r"[a-z0-9][a-z0-9._-]*")
+FLEET_FOLDER = "fleet"  # fleet/**/*.yaml: resources for the devices metadata.selector matches
+VALUES_FOLDER = "values"  # per-device and per-label values for ${values.<key>} placeholders
+DEFAULT_VALUES = f"{VALUES_FOLDER}/defaults.yaml"  # values every device gets, lowest first
+ROLLOUT_FOLDER = "rollouts"  # <name>.yaml: a staged rollout of some resource files
+# Every top-level folder of the spec tree a device reads (the publisher lints these).
+SPEC_FOLDERS = (DEVICE_FOLDER, FLEET_FOLDER, GROUP_FOLDER, VALUES_FOLDER, ROLLOUT_FOLDER,
+                ARTIFACTS_FOLDER, ".giter")
 STATUS_PREFIX = b"refs/heads/status/"  # + <id>: the device's signed status commits
 
 
@@ -39,7 +46,11 @@ def summary_path(device_id: str) -> str:
 
 
 def resource_prefixes(device_id: str, groups: tuple[str, ...]) -> list[str]:
-    """Tree folders addressed to a device, most specific first."""
+    """Folders addressed to a device by name, most specific first.
+
+    ``FLEET_FOLDER`` is read whole besides these: its resources reach the devices their
+    ``metadata.selector`` matches (``spec.targeting``); precedence device > fleet > group.
+    """
     return [f"{DEVICE_FOLDER}/{device_id}"] + [f"{GROUP_FOLDER}/{g}" for g in groups]
 
 
@@ -63,6 +74,19 @@ def artifact_path(path: Any) -> str:
                                 "letters, digits, '.', '_' and '-', starting with a letter "
                                 "or digit)", reason=Reason.ArtifactNotAllowed)
     return path
+def device_record_path(device_id: str) -> str:
+    """``.giter/devices/<id>.yaml``: the signed ``Device`` document (groups, labels)."""
+    return f"{DEVICES_DIR}/{device_id}.yaml"
+
+
+def device_values_path(device_id: str) -> str:
+    """``values/devices/<id>.yaml``: values for one device (they win over every other)."""
+    return f"{VALUES_FOLDER}/devices/{device_id}.yaml"
+
+
+def label_values_path(key: str, value: str) -> str:
+    """``values/labels/<key>/<value>.yaml``: values for the devices labelled key=value."""
+    return f"{VALUES_FOLDER}/labels/{key}/{value}.yaml"
 
 
 # -- the USB stick -------------------------------------------------------------------------

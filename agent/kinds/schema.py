@@ -47,6 +47,13 @@ def _document(kind_name: str, spec: dict[str, Any], description: str) -> dict[st
                     "generation": {"type": "integer", "minimum": 0,
                                    "description": "bumped when spec changes "
                                                   "(giter-bundle commit does it)"},
+                    "selector": {"type": "object",
+                                 "properties": {"matchLabels": {"type": "object"},
+                                                "matchExpressions": {"type": "array"}},
+                                 "additionalProperties": False,
+                                 "description": "fleet/ only: the devices whose enrolled "
+                                                "labels match get this resource "
+                                                "(docs/fleet.md)"},
                 },
             },
             "spec": spec,

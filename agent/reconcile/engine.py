@@ -324,7 +324,9 @@ def _reconcile_one(res: Resource, prev: ResourceRecord | None, ctx: Context,
                    now: float, gate: Gate) -> ResourceRecord:
     record = ResourceRecord(res.kind, res.name, res.path, spec=res.spec,
                             document=res.document)
-    same_document = prev is not None and prev.document == res.document
+    # The spec too: a values file can change what a document renders to (spec.targeting).
+    same_document = (prev is not None and prev.document == res.document
+                     and prev.spec == res.spec)
     if prev is not None and prev.memory:
         record.memory = prev.memory
 

@@ -19,7 +19,7 @@ from typing import Any
 from giter_agent.core.errors import NoPins, ResourceError
 from giter_agent.kinds.base import Context, Failed, Kind
 from giter_agent.reconcile.engine import check, held_by_window, leaving_resources, spec_order
-from giter_agent.spec.resources import SpecSet, prefixes, select
+from giter_agent.spec.resources import Resource, SpecSet
 from giter_agent.spec.windows import EXEMPT_KINDS, gate_for
 from giter_agent.state.records import ResourceRecord
 
@@ -54,17 +54,28 @@ def read_spec(repo: Path, commit: str, device_id: str, groups: tuple[str, ...]) 
     from dulwich.object_store import DiskObjectStore
 
     from giter_agent.history.objects import read_commit
-    from giter_agent.history.tree import iter_files
+    from giter_agent.spec.targeting import read_device_spec
 
     store = DiskObjectStore(str(repo / "objects"))
     try:
         tree = read_commit(store, commit.encode()).tree
-        files: list[tuple[str, bytes]] = []
-        for prefix in prefixes(device_id, groups):
-            files.extend(iter_files(store, tree, prefix, max_blob=2 * 2**20))
+        return read_device_spec(store, tree, device_id, groups)
     finally:
         store.close()
-    return select(files)
+
+
+def origin(res: Resource) -> str:
+    """`` [from fleet/x.yaml, selector site=north; overrides groups/g/x.yaml]``: where a
+    resource came from, when a selector chose it or it beat another definition."""
+    parts = []
+    if res.selector is not None or res.overrides:
+        parts.append(f"from {res.path}" + (f", selector {res.selector}"
+                                           if res.selector is not None else ""))
+    if res.overrides:
+        parts.append(f"overrides {', '.join(res.overrides)}")
+    if res.held is not None:
+        parts.append(f"baseline version: {res.held}")
+    return f" [{'; '.join(parts)}]" if parts else ""
 
 
 def window_facts(repo: Path, commit: str) -> tuple[str | None, float]:
@@ -140,7 +151,7 @@ def plan(specset: SpecSet, ctx: Context, kinds: dict[str, Kind],
             steps.append(Step(key, UNKNOWN, f"cannot plan: {type(exc).__name__}: {exc}"))
             continue
         after = order.deps.get(key)
-        suffix = f" (after {', '.join(after)})" if after else ""
+        suffix = (f" (after {', '.join(after)})" if after else "") + origin(res)
         if common.observe_only and kind.ACTS:
             if change is None:
                 steps.append(Step(key, NONE, "observe-only; matches the spec" + suffix))

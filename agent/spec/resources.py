@@ -1,8 +1,9 @@
 """Parse and select the resources of one verified spec commit.
 
-Resource files live under ``devices/<device-id>/`` and ``groups/<group>/`` of the
-verified tree and are read straight from the object store (``history.tree``), through
-the one YAML policy (``core.yaml_policy``). Each file holds one Kubernetes-style
+Resource files live under ``devices/<device-id>/``, ``fleet/`` (selected by the device's
+enrolled labels) and ``groups/<group>/`` of the verified tree and are read straight from
+the object store (``history.tree``, through ``spec.targeting``), through the one YAML
+policy (``core.yaml_policy``). Each file holds one Kubernetes-style
 document: ``apiVersion``, ``kind``, ``metadata.name``, ``spec``. A bad file fails alone:
 it becomes an ``Invalid`` entry whose status says why, and the others still apply.
 """
@@ -10,12 +11,16 @@ it becomes an ``Invalid`` entry whose status says why, and the others still appl
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
 
 from giter_agent.core.errors import ResourceError
-from giter_agent.core.layout import resource_prefixes
+from giter_agent.core.layout import DEVICE_FOLDER, FLEET_FOLDER, resource_prefixes
 from giter_agent.core.yaml_policy import MAX_DOCUMENT_BYTES, dump_yaml, load_yaml
+
+if TYPE_CHECKING:
+    from giter_agent.spec.selectors import Selector
 
 __all__ = ["API_VERSION", "MAX_DOCUMENT_BYTES", "Invalid", "Resource", "SpecSet", "dump_yaml",
            "load_yaml", "parse_resource", "prefixes", "select"]
@@ -35,6 +40,9 @@ class Resource:
     generation: int | None
     document: dict[str, Any]
     warnings: tuple[str, ...] = ()
+    selector: str | None = None  # a fleet/ resource: the selector that chose this device
+    overrides: tuple[str, ...] = ()  # less specific files of the same kind/name it beat
+    held: str | None = None  # a rollout keeps this file at its baseline version: why
 
     @property
     def key(self) -> str:
@@ -109,31 +117,111 @@ def prefixes(device_id: str, groups: tuple[str, ...]) -> list[str]:
     return resource_prefixes(device_id, groups)
 
 
-def select(files: list[tuple[str, bytes]]) -> SpecSet:
+LEVELS = ("device", "selector", "group")  # precedence, most specific first
+
+
+def level_of(path: str) -> int:
+    """0 for ``devices/``, 1 for ``fleet/`` (by selector), 2 for ``groups/``."""
+    if path.startswith(DEVICE_FOLDER + "/"):
+        return 0
+    return 1 if path.startswith(FLEET_FOLDER + "/") else 2
+
+
+def selector_of(res: Resource) -> Selector | None:
+    """The selector of a ``fleet/`` resource (None elsewhere).
+
+    ``ResourceError(InvalidSelector)`` for a missing or broken selector, and for a
+    selector outside ``fleet/`` (where it would silently mean nothing).
+    """
+    from giter_agent.spec.selectors import parse_selector
+
+    raw = res.document["metadata"].get("selector")
+    if level_of(res.path) != 1:
+        if raw is not None:
+            raise ResourceError(f"metadata.selector belongs in {FLEET_FOLDER}/ only; "
+                                f"{res.path} reaches its devices by folder",
+                                reason="InvalidSelector")
+        return None
+    if raw is None:
+        raise ResourceError(f"a {FLEET_FOLDER}/ resource needs metadata.selector (matchLabels"
+                            " and/or matchExpressions)", reason="InvalidSelector")
+    return parse_selector(raw, "metadata")
+
+
+def _selected(res: Resource, labels: Mapping[str, str] | None) -> Resource | None:
+    """``res`` if it reaches a device with ``labels`` (a ``fleet/`` one: by its selector)."""
+    selector = selector_of(res)
+    if selector is None:
+        return res
+    if labels is None or not selector.matches(labels):
+        return None
+    return replace(res, selector=selector.text())
+
+
+def _parse(path: str, data: bytes,
+           memo: dict[tuple[str, bytes], Resource | ResourceError] | None) -> Resource:
+    if memo is None:
+        return parse_resource(path, data)
+    found = memo.get((path, data))
+    if found is None:
+        try:
+            found = parse_resource(path, data)
+        except ResourceError as exc:
+            found = exc
+        memo[(path, data)] = found
+    if isinstance(found, ResourceError):
+        raise found
+    return found
+
+
+def select(files: list[tuple[str, bytes]], labels: Mapping[str, str] | None = None,
+           parsed: dict[tuple[str, bytes], Resource | ResourceError] | None = None
+           ) -> SpecSet:
     """Parse resource files (most specific folder first) into a ``SpecSet``.
 
-    A resource named in the device's own folder overrides one of the same kind and
-    name from a group (the more specific wins, as with Kubernetes overlays); two groups
-    defining the same resource is ambiguous, so the later one is invalid.
+    Precedence for one kind/name: the device's own folder beats a ``fleet/`` resource
+    whose ``metadata.selector`` matches ``labels`` (the device's enrolled labels), which
+    beats a group's; the winner lists what it overrode. At one level two definitions
+    are ambiguous: two files of one folder or two groups keep the first and refuse the
+    later one (``DuplicateResource``); two matching selectors refuse the kind/name
+    outright (``AmbiguousResource``), since neither is more the publisher's intent.
+    ``parsed`` memoises each file's parse across calls (the publisher selects for every
+    enrolled device from one tree).
     """
     out = SpecSet()
-    owner: dict[str, str] = {}
+    owner: dict[str, Resource] = {}
+    shadowed: dict[str, list[str]] = {}
+    rivals: dict[str, list[str]] = {}
     for path, data in files:
         if not path.endswith((".yaml", ".yml")):
             continue
         try:
-            res = parse_resource(path, data)
+            res = _selected(_parse(path, data, parsed), labels)
         except ResourceError as exc:
             out.invalid.append(Invalid(path=path, reason=exc.reason, message=str(exc)))
             continue
+        if res is None:
+            continue  # a fleet/ resource for other devices
         first = owner.get(res.key)
         if first is not None:
-            if first.startswith("devices/") and path.startswith("groups/"):
-                continue  # the device's own folder overrides a group's resource
+            if level_of(first.path) < level_of(path):
+                shadowed.setdefault(res.key, []).append(path)
+                continue  # the more specific definition wins
+            if level_of(path) == 1:
+                rivals.setdefault(res.key, [first.path]).append(path)
+                continue
             out.invalid.append(Invalid(
                 path=path, reason="DuplicateResource", kind=res.kind, name=res.name,
-                message=f"{res.key} is also defined in {first}"))
+                message=f"{res.key} is also defined in {first.path}"))
             continue
-        owner[res.key] = path
-        out.resources.append(res)
+        owner[res.key] = res
+    for key, res in owner.items():
+        if key in rivals:
+            paths = rivals[key]
+            out.invalid.append(Invalid(
+                path=paths[0], reason="AmbiguousResource", kind=res.kind, name=res.name,
+                message=f"{key}: the selectors of {' and '.join(paths)} both match this "
+                "device; narrow one, or put the device's own in devices/<id>/"))
+            continue
+        out.resources.append(replace(res, overrides=tuple(shadowed.get(key, ()))))
     return out

@@ -19,7 +19,7 @@ from giter_agent.core.errors import HistoryError, TreeError
 from giter_agent.history.objects import read_commit
 from giter_agent.kinds.base import Context, Kind
 from giter_agent.reconcile.engine import reconcile, rfc3339
-from giter_agent.spec.resources import SpecSet, prefixes, select
+from giter_agent.spec.resources import SpecSet
 from giter_agent.state.store import State, StateStore
 from giter_agent.status.report import SyncReport
 
@@ -45,15 +45,13 @@ class SpecApplier:
         self.device_key = device_key
 
     def read_spec(self, history: History, commit: str) -> SpecSet:
-        """The resources of ``commit`` addressed to this device."""
-        from giter_agent.history.tree import iter_files
+        """The resources of ``commit`` addressed to this device (``spec.targeting``: its
+        folder, the ``fleet/`` selectors its enrolled labels match, its groups)."""
+        from giter_agent.spec.targeting import read_device_spec
 
         store = history.object_store
         tree = read_commit(store, commit.encode()).tree
-        files: list[tuple[str, bytes]] = []
-        for prefix in prefixes(self.config.device_id, self.config.groups):
-            files.extend(iter_files(store, tree, prefix, max_blob=2 * 2**20))
-        return select(files)
+        return read_device_spec(store, tree, self.config.device_id, self.config.groups)
 
     def artifacts(self, history: History, commit: str) -> Any:
         """The artifacts of ``commit``'s tree, for the kinds of one pass

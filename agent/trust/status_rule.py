@@ -98,13 +98,13 @@ def _check_summary(store, blob: bytes, device_id: str, path: str, commit: bytes)
 
 def _status_path(path: bytes, device_id: str, groups: Collection[str] | None) -> bool:
     parts = path.split(b"/")
-    if len(parts) < 3 or not path.endswith(_YAML_SUFFIXES):
+    if len(parts) < 2 + (parts[0] != b"fleet") or not path.endswith(_YAML_SUFFIXES):
         return False
     if parts[0] == b"devices":
         return parts[1] == device_id.encode()
     if parts[0] == b"groups":
         return groups is None or parts[1].decode(errors="replace") in groups
-    return False
+    return parts[0] == b"fleet"  # fleet/ resources are chosen by selector (spec.targeting)
 
 
 def verify_status_commit(object_store, status_commit: bytes, device_id: str,
@@ -116,8 +116,8 @@ def verify_status_commit(object_store, status_commit: bytes, device_id: str,
     The commit must be signed (namespace git) by ``device_key``; its last parent is the
     spec commit it observed (first parent: the previous status commit, if any). Its tree
     may differ from that spec commit's tree only in the top-level ``status`` of YAML
-    documents under ``devices/<device_id>/`` and ``groups/<g>/`` (``g`` limited to
-    ``device_groups`` when given), plus the device's own summary file
+    documents under ``devices/<device_id>/``, ``fleet/`` and ``groups/<g>/`` (``g``
+    limited to ``device_groups`` when given), plus the device's own summary file
     ``.giter/status/<device_id>.yaml``, which it may create. Anything else is
     TrustError(OwnershipViolation).
     """

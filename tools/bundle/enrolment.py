@@ -1,4 +1,4 @@
-"""Enrolled devices: ``.giter/devices/<id>.pub`` holds the key, ``<id>.yaml`` the groups.
+"""Enrolled devices: ``.giter/devices/<id>.pub`` holds the key, ``<id>.yaml`` groups, labels.
 
 The ``.pub`` file is one line of git's allowed_signers format, exactly as
 ``giter-agent key`` prints it (``<id> namespaces="git" ssh-ed25519 AAAA...``), so
@@ -10,10 +10,12 @@ them::
     apiVersion: giter.dev/v1alpha1
     kind: Device
     metadata: {name: pi-kitchen-01}
-    spec: {groups: [kitchen]}
+    spec: {groups: [kitchen], labels: {site: north}}
 
 The groups recorded here are what the publisher vouches for: ``import`` accepts status
-for ``groups/<g>/`` resources only from the devices enrolled in ``g``.
+for ``groups/<g>/`` resources only from the devices enrolled in ``g``. The labels are
+what the device itself reads to pick its ``fleet/`` resources and label values; the
+document is parsed by the agent's own ``giter_agent.spec.enrolment``.
 
 Called by ``Exchange.devices`` (import, create, status), ``enroll`` and ``lint``.
 """
@@ -25,23 +27,29 @@ from dataclasses import dataclass
 from giter_agent.config.agent_toml import NAME_RE
 from giter_agent.core.errors import GiterError, TreeError, TrustError
 from giter_agent.core.layout import DEVICES_DIR
-from giter_agent.spec.resources import API_VERSION, dump_yaml, load_yaml
+from giter_agent.spec.enrolment import DEVICE_KIND, DeviceRecord, parse_device_record
 from giter_agent.trust import allowed_signers
 from giter_agent.trust.sshsig import KEY_TYPES, PublicKey
 from giter_bundle.errors import UsageError
 
-DEVICE_KIND = "Device"
+__all__ = ["DEVICES_DIR", "DEVICE_KIND", "EnrolledDevice", "Problem", "check_name", "parse_key",
+           "parse_label", "read_devices"]
 # One key line and a short group list; anything bigger is not an enrolment.
 _MAX_FILE_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True)
 class EnrolledDevice:
-    """A device the publisher vouches for: its status-signing key and its groups."""
+    """A device the publisher vouches for: its status-signing key, groups and labels."""
 
     id: str
     key: PublicKey
     groups: tuple[str, ...] = ()
+    labels: tuple[tuple[str, str], ...] = ()  # sorted (key, value) pairs: hashable
+
+    @property
+    def label_map(self) -> dict[str, str]:
+        return dict(self.labels)
 
     def signer_line(self) -> str:
         """The device's allowed_signers entry (principal = device id, namespace git)."""
@@ -49,10 +57,9 @@ class EnrolledDevice:
 
     def files(self) -> dict[str, bytes]:
         """The two files of this enrolment, by path in the repository."""
-        doc = {"apiVersion": API_VERSION, "kind": DEVICE_KIND, "metadata": {"name": self.id},
-               "spec": {"groups": list(self.groups)}}
+        record = DeviceRecord(self.id, self.groups, self.label_map)
         return {f"{DEVICES_DIR}/{self.id}.pub": (self.signer_line() + "\n").encode(),
-                f"{DEVICES_DIR}/{self.id}.yaml": dump_yaml(doc)}
+                f"{DEVICES_DIR}/{self.id}.yaml": record.document()}
 
 
 @dataclass(frozen=True)
@@ -70,6 +77,19 @@ def check_name(what: str, name: str) -> str:
         raise UsageError(f"{what} {name!r} must match [a-z0-9][a-z0-9._-]* (at most 63)",
                          reason="InvalidName")
     return name
+
+
+def parse_label(arg: str) -> tuple[str, str]:
+    """``key=value`` as given on the command line (``--label``), checked as devices do."""
+    from giter_agent.spec.selectors import check_label
+
+    key, sep, value = arg.partition("=")
+    if not sep:
+        raise UsageError(f"label {arg!r} must read key=value", reason="InvalidLabels")
+    try:
+        return check_label(key, value, "--label")
+    except GiterError as exc:
+        raise UsageError(str(exc), reason="InvalidLabels") from None
 
 
 def parse_key(text: str, device_id: str) -> PublicKey:
@@ -110,22 +130,6 @@ def _parse_pub(device_id: str, data: bytes, path: str) -> PublicKey:
     return entry.key
 
 
-def _parse_groups(device_id: str, data: bytes, path: str) -> tuple[str, ...]:
-    doc = load_yaml(data)
-    want = {"apiVersion": API_VERSION, "kind": DEVICE_KIND, "metadata": {"name": device_id}}
-    if (not isinstance(doc, dict) or set(doc) != {*want, "spec"}
-            or any(doc.get(k) != v for k, v in want.items())
-            or not isinstance(doc["spec"], dict) or set(doc["spec"]) - {"groups"}):
-        raise UsageError(f"{path}: must be one {DEVICE_KIND} document named {device_id} "
-                         "with only spec.groups", reason="InvalidEnrolment")
-    groups = doc["spec"].get("groups") or []
-    if (not isinstance(groups, list) or not all(isinstance(g, str) for g in groups)
-            or len(set(groups)) != len(groups)):
-        raise UsageError(f"{path}: spec.groups must be a list of distinct group names",
-                         reason="InvalidEnrolment")
-    return tuple(check_name("group", g) for g in groups)
-
-
 def read_devices(object_store, tree: bytes) -> tuple[dict[str, EnrolledDevice], list[Problem]]:
     """Every valid enrolment in ``tree``, and a problem for each file that is not one.
 
@@ -162,13 +166,14 @@ def read_devices(object_store, tree: bytes) -> tuple[dict[str, EnrolledDevice], 
             problems.append(Problem(f"{DEVICES_DIR}/{device_id}.pub", "DuplicateKey",
                                     f"the same key is enrolled for {', '.join(sharing)}"))
             continue
-        groups: tuple[str, ...] = ()
-        groups_path = f"{DEVICES_DIR}/{device_id}.yaml"
-        if groups_path in files:
+        record = DeviceRecord(device_id)
+        record_path = f"{DEVICES_DIR}/{device_id}.yaml"
+        if record_path in files:
             try:
-                groups = _parse_groups(device_id, files[groups_path], groups_path)
+                record = parse_device_record(device_id, files[record_path], record_path)
             except GiterError as exc:
-                problems.append(Problem(groups_path, exc.reason, str(exc)))
+                problems.append(Problem(record_path, exc.reason, str(exc)))
                 continue
-        devices[device_id] = EnrolledDevice(device_id, key, groups)
+        devices[device_id] = EnrolledDevice(device_id, key, record.groups,
+                                             tuple(sorted(record.labels.items())))
     return devices, problems

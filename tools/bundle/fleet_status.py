@@ -24,15 +24,18 @@ def reported_documents(exchange: Exchange, tree: bytes, device: str, groups: tup
                        ) -> tuple[list[tuple[str, str, dict[str, Any]]], list[str]]:
     """([(path, "Kind/name", status)], problems): what the device reported in ``tree``.
 
-    The resource files of the device's own folder and its groups' folders that carry a
-    ``status`` mapping; the report (``giter-bundle report``) reads sensors from these.
+    The resource files of the device's own folder, ``fleet/`` and its groups' folders that
+    carry a ``status`` mapping; the report (``giter-bundle report``) reads sensors from these.
     """
+    from giter_agent.core.layout import FLEET_FOLDER
     from giter_agent.history.tree import iter_files
     from giter_agent.spec.resources import load_yaml, prefixes
 
     found: list[tuple[str, str, dict[str, Any]]] = []
     problems: list[str] = []
-    for prefix in prefixes(device, groups):
+    own, *group_prefixes = prefixes(device, groups)
+    # fleet/ files carry status only where the device's selector matched (spec.targeting).
+    for prefix in (own, FLEET_FOLDER, *group_prefixes):
         try:
             files = list(iter_files(exchange.history.object_store, tree, prefix, 2 * 2**20))
         except GiterError as exc:

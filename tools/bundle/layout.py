@@ -29,10 +29,13 @@ anything else, and act only on what is in their own folders.
 .giter/trust/allowed_signers   publisher keys (git's allowed_signers format)
 .giter/trust/policy.toml       bind_branch = true: every tip names its branch
 .giter/devices/<id>.pub        an enrolled device's key  (giter-bundle enroll)
-.giter/devices/<id>.yaml       its groups
+.giter/devices/<id>.yaml       its groups and labels (giter-bundle label)
 .giter/schemas/*.json          JSON Schema per resource kind, for editors and CI
 devices/<id>/*.yaml            resources for one device
+fleet/**/*.yaml                resources for the devices metadata.selector matches
 groups/<group>/*.yaml          resources for every device in the group
+values/                        ${{values.<key>}} per device, per label, defaults
+rollouts/<name>.yaml           a staged rollout (giter-bundle rollout status|advance)
 refs/heads/status/<id>         what each device reported (written by the device)
 ```
 
@@ -51,8 +54,9 @@ spec:
 
 ## Changing the fleet
 
-1. Edit files under `devices/` and `groups/`.
-2. `giter-bundle lint` checks them against the agent's schemas.
+1. Edit files under `devices/`, `fleet/`, `groups/` and `values/`.
+2. `giter-bundle lint` checks them against the agent's schemas;
+   `giter-bundle render --device ID` shows what one device gets (docs/fleet.md).
 3. Sign, naming the branch the commit is for:
    `git commit -S --trailer "Giter-Branch: {branch}"` (this repository sets
    `gpg.format=ssh`), or on a machine without git

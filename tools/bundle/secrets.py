@@ -117,12 +117,18 @@ def read_publishers(store: Any, tree: bytes) -> list[Publisher]:
 # -- the spec tree's secrets and their scopes -------------------------------------------------
 
 def read_folders(store: Any, tree: bytes) -> Folders:
-    """``devices/<x>`` and ``groups/<x>`` folders -> their files (unreadable ones left out)."""
+    """``devices/<x>``, ``fleet`` and ``groups/<x>`` folders -> their files (unreadable ones
+    left out)."""
+    import contextlib
+
     from giter_agent.core.errors import TreeError
+    from giter_agent.core.layout import FLEET_FOLDER
     from giter_agent.history.tree import iter_files
     from giter_bundle.lint import MAX_FILE_BYTES
 
     out: Folders = {}
+    with contextlib.suppress(TreeError):  # fleet/ is read whole: its selectors choose
+        out[FLEET_FOLDER] = list(iter_files(store, tree, FLEET_FOLDER, MAX_FILE_BYTES))
     for top in ("devices", "groups"):
         try:
             mode, sha = store[tree][top.encode()]
@@ -160,6 +166,7 @@ def secret_file(path: str, data: bytes) -> SecretFile | None:
 
 def scopes(devices: dict[str, EnrolledDevice], folders: Folders) -> dict[str, set[str]]:
     """Secret file path -> the enrolled devices that apply it (as the agent selects)."""
+    from giter_agent.core.layout import FLEET_FOLDER
     from giter_agent.spec.resources import prefixes, select
 
     out: dict[str, set[str]] = {}
@@ -168,8 +175,9 @@ def scopes(devices: dict[str, EnrolledDevice], folders: Folders) -> dict[str, se
             if secret_file(path, data) is not None:
                 out.setdefault(path, set())
     for device in devices.values():
-        files = [f for p in prefixes(device.id, device.groups) for f in folders.get(p, [])]
-        for res in select(files).resources:
+        own, *groups = prefixes(device.id, device.groups)
+        files = [f for p in (own, FLEET_FOLDER, *groups) for f in folders.get(p, [])]
+        for res in select(files, device.label_map).resources:
             if res.path in out:
                 out[res.path].add(device.id)
     return out

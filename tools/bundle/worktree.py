@@ -57,11 +57,37 @@ def read_files(root: Path, paths: list[str], prefixes: tuple[str, ...] | None = 
     return files
 
 
-def tree_of(files: Files) -> tuple[MemoryObjectStore, bytes]:
-    """A tree of ``files`` built in memory, for reading with ``history.tree`` and ``lint``."""
+class _Overlay(MemoryObjectStore):
+    """The work tree's objects in memory, over the repository's history (read only), so
+    a rollout's ``baseline`` commit reads from a work-tree lint or render."""
+
+    def __init__(self, history: Any) -> None:
+        super().__init__()
+        self._history = history
+
+    def __getitem__(self, name: Any) -> Any:
+        try:
+            return super().__getitem__(name)
+        except KeyError:
+            return self._history[name]
+
+    def get_raw(self, name: Any) -> tuple[int, bytes]:
+        try:
+            return super().get_raw(name)
+        except KeyError:
+            raw: tuple[int, bytes] = self._history.get_raw(name)
+            return raw
+
+    def __contains__(self, name: Any) -> bool:
+        return super().__contains__(name) or bool(name in self._history)
+
+
+def tree_of(files: Files, history: Any = None) -> tuple[MemoryObjectStore, bytes]:
+    """A tree of ``files`` built in memory, for reading with ``history.tree`` and ``lint``
+    (over ``history``, an object store, when given)."""
     from dulwich.index import commit_tree
 
-    store = MemoryObjectStore()
+    store = MemoryObjectStore() if history is None else _Overlay(history)
     entries = []
     for path, (mode, data) in sorted(files.items()):
         blob = Blob.from_string(data)

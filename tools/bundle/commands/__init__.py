@@ -15,8 +15,9 @@ import argparse
 import keyword
 from typing import Any
 
-COMMANDS = ("init", "enroll", "commit", "lint", "create", "import", "status", "inspect",
-            "serial", "secret", "artifact", "hub", "report", "watch")
+COMMANDS = ("init", "enroll", "label", "commit", "lint", "render", "rollout", "create",
+            "import", "status", "inspect", "serial", "secret", "artifact", "hub", "report",
+            "watch")
 
 
 def module_name(command: str) -> str:

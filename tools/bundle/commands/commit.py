@@ -23,7 +23,7 @@ from giter_bundle.commands import add_signing_arguments
 
 HELP = "sign the work tree's changes without git, bumping changed resources' generation"
 
-_RESOURCE_DIRS = ("devices/", "groups/")
+_RESOURCE_DIRS = ("devices/", "groups/")  # + <name>/ ... ; fleet/ holds resources directly
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -36,8 +36,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _is_resource(path: str) -> bool:
-    return path.startswith(_RESOURCE_DIRS) and path.count("/") >= 2 \
-        and path.endswith((".yaml", ".yml"))
+    from giter_agent.core.layout import FLEET_FOLDER
+
+    deep = path.startswith(_RESOURCE_DIRS) and path.count("/") >= 2
+    return (deep or path.startswith(FLEET_FOLDER + "/")) and path.endswith((".yaml", ".yml"))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -45,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
 
     from dulwich.repo import Repo
 
-    from giter_agent.core.layout import ARTIFACTS_FOLDER
+    from giter_agent.core.layout import SPEC_FOLDERS
     from giter_agent.history.tree import read_file
     from giter_bundle import signing
     from giter_bundle.commands import open_exchange
@@ -72,8 +74,7 @@ def run(args: argparse.Namespace) -> int:
         store = exchange.history.object_store
         with Repo(str(exchange.worktree)) as repo:
             paths = candidate_paths(repo)
-            files = read_files(exchange.worktree, paths,
-                               ("devices", "groups", ".giter", ARTIFACTS_FOLDER))
+            files = read_files(exchange.worktree, paths, SPEC_FOLDERS)
             bumped: dict[str, int] = {}
             for path, (mode, data) in sorted(files.items()):
                 if mode == 0o120000 or not _is_resource(path):
@@ -84,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
                     files[path] = (mode, result[0])
                     bumped[path] = result[1]
             if not args.no_lint:
-                errors = [f for f in lint_tree(*tree_of(files),
+                errors = [f for f in lint_tree(*tree_of(files, store),
                                                former_keys=former_keys(exchange)) if f.error]
                 if errors:
                     for finding in errors:

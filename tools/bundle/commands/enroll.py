@@ -1,12 +1,15 @@
-"""``giter-bundle enroll ID KEY [--group G]...``: vouch for a device's key and its groups.
+"""``giter-bundle enroll ID KEY [--group G]... [--label K=V]...``: vouch for a device's key,
+its groups and its labels.
 
 ``KEY`` is the line ``giter-agent key`` prints on the device (quoted), a file holding
 it, or ``-`` to read it from stdin. The device's key goes to ``.giter/devices/<ID>.pub``
 (one allowed_signers line, so ``cat .giter/devices/*.pub`` serves ``git verify-commit``)
-and its groups to ``.giter/devices/<ID>.yaml``, in one signed commit on the spec
-branch; from then on ``import`` accepts that device's status commits, and only those.
+and its groups and labels to ``.giter/devices/<ID>.yaml``, in one signed commit on the
+spec branch. From then on ``import`` accepts that device's status commits, and only
+those; the device picks its ``fleet/`` resources by these labels (docs/fleet.md).
 
-Enrolling again with the same key changes only the groups (``--group`` given) or
+Enrolling again with the same key changes only the groups (``--group`` given), the
+labels (``--label`` given: the whole set; ``giter-bundle label`` edits one at a time) or
 nothing; a different key needs ``--replace``. The re-enrolled device's status history
 starts afresh: ``import`` accepts a new first status commit signed by the new key.
 """
@@ -19,7 +22,8 @@ from pathlib import Path
 
 from giter_bundle.commands import add_signing_arguments
 
-HELP = "enrol a device: its key (from `giter-agent key`) and groups, in a signed commit"
+HELP = ("enrol a device: its key (from `giter-agent key`), groups and labels, in a signed "
+        "commit")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -27,6 +31,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("key", help="the line `giter-agent key` printed, a file holding it, or -")
     p.add_argument("--group", action="append", default=None, metavar="GROUP",
                    help="a group the device belongs to (repeatable; default: keep)")
+    p.add_argument("--label", action="append", default=None, metavar="KEY=VALUE",
+                   help="a label fleet/ selectors match (repeatable; default: keep)")
     p.add_argument("--replace", action="store_true",
                    help="replace the key of a device that is already enrolled")
     add_signing_arguments(p)
@@ -45,7 +51,7 @@ def _key_text(arg: str) -> str:
 def run(args: argparse.Namespace) -> int:
     from giter_bundle import signing
     from giter_bundle.commands import open_exchange
-    from giter_bundle.enrolment import EnrolledDevice, check_name, parse_key
+    from giter_bundle.enrolment import EnrolledDevice, check_name, parse_key, parse_label
     from giter_bundle.errors import PublisherError
 
     device_id = check_name("device id", args.device)
@@ -65,9 +71,14 @@ def run(args: argparse.Namespace) -> int:
             groups = tuple(dict.fromkeys(check_name("group", g) for g in args.group))
         else:
             groups = current.groups if current else ()
-        device = EnrolledDevice(device_id, key, groups)
+        if args.label is not None:
+            labels = tuple(sorted(dict(parse_label(a) for a in args.label).items()))
+        else:
+            labels = current.labels if current else ()
+        device = EnrolledDevice(device_id, key, groups, labels)
         if device == current:
-            print(f"{device_id} is already enrolled with this key and groups; nothing to do")
+            print(f"{device_id} is already enrolled with this key, groups and labels; "
+                  "nothing to do")
             return 0
         files = device.files()
         if args.no_commit:
@@ -78,11 +89,14 @@ def run(args: argparse.Namespace) -> int:
         what = "Re-enrol" if current is not None else "Enrol"
         message = (f"{what} device {device_id}" + (f" (groups: {', '.join(groups)})"
                                                    if groups else "")
-                   + f"\n\nKey: {key.fingerprint()}\n")
+                   + f"\n\nKey: {key.fingerprint()}\n"
+                   + (f"Labels: {' '.join(f'{k}={v}' for k, v in labels)}\n" if labels else ""))
         root = exchange.worktree or exchange.git_dir
         path = signing.key_path(args.signing_key, root)
         sha = exchange.commit_files(files, message, signing.load_key(path),
                                     signing.identity(args.author, root))
+        shown = ",".join(f"{k}={v}" for k, v in labels) or "none"
         print(f"enrolled {device_id} ({key.fingerprint()}), groups: "
-              f"{', '.join(groups) or 'none'}; {exchange.branch} at {sha.decode()[:12]}")
+              f"{', '.join(groups) or 'none'}, labels: {shown}; {exchange.branch} at "
+              f"{sha.decode()[:12]}")
     return 0

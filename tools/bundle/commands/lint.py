@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
 
     from dulwich.repo import Repo
 
-    from giter_agent.core.layout import ARTIFACTS_FOLDER
+    from giter_agent.core.layout import SPEC_FOLDERS
     from giter_bundle.commands import open_exchange
     from giter_bundle.lint import expires_findings, lint_tree
     from giter_bundle.secrets import former_keys
@@ -58,9 +58,9 @@ def run(args: argparse.Namespace) -> int:
     with open_exchange(args) as exchange:
         if args.rev is None and exchange.worktree is not None:
             with Repo(str(exchange.worktree)) as repo:
-                files = read_files(exchange.worktree, candidate_paths(repo),
-                                   ("devices", "groups", ".giter", ARTIFACTS_FOLDER))
-            findings = lint_tree(*tree_of(files), former_keys=former_keys(exchange))
+                files = read_files(exchange.worktree, candidate_paths(repo), SPEC_FOLDERS)
+            store, tree = tree_of(files, exchange.history.object_store)
+            findings = lint_tree(store, tree, former_keys=former_keys(exchange))
             what = "the work tree"
             sha = exchange.tip
         else:
