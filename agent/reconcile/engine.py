@@ -43,7 +43,7 @@ from giter_agent.kinds.base import (
     fingerprint,
     rfc3339,
 )
-from giter_agent.spec.resources import Resource, SpecSet
+from giter_agent.spec.resources import Invalid, Resource, SpecSet
 from giter_agent.spec.windows import EXEMPT_KINDS, Gate, gate_for
 from giter_agent.state.records import Backoff, ResourceRecord
 
@@ -270,28 +270,51 @@ def spec_order(specset: SpecSet) -> Order:
 def reconcile(specset: SpecSet, ctx: Context, kinds: dict[str, Kind],
               previous: dict[str, ResourceRecord], spec_commit: str,
               clock: Callable[[], float] | None = None, *, urgent: str | None = None,
-              spec_time: float | None = None) -> PassResult:
+              spec_time: float | None = None, only: set[str] | None = None,
+              order: Order | None = None) -> PassResult:
     """Apply every resource of ``specset``; prune what ``previous`` had and it lacks.
 
     ``urgent`` (the spec commit's ``Giter-Urgent:`` reason) and ``spec_time`` (its date)
-    steer the maintenance windows (``spec.windows``)."""
+    steer the maintenance windows (``spec.windows``).
+
+    ``only``: a wakeup pass (the daemon's, when resources asked for one): just these
+    resources and those that depend on them are visited; every other one keeps its
+    record from ``previous`` and its own wakeup. That holds only when ``previous`` is
+    a pass over this very spec; otherwise the pass is a full one. ``order``: the
+    ``spec_order`` of ``specset``, when the caller kept it from an earlier pass.
+    """
     now = (clock or ctx.clock)()
     gate = gate_for(specset, urgent=urgent, spec_time=spec_time)
     out = PassResult()
-    ctx.clear_wakeups()  # each pass asks afresh for what it needs next
     ctx.records = previous
     ctx.generations = {r.key: r.generation for r in specset.resources}
 
     by_key = {r.key: r for r in specset.resources}
-    order = spec_order(specset)
+    order = order or spec_order(specset)
+    visit: set[str] | None = None
+    if only is not None and _same_spec(specset, by_key, previous, spec_commit):
+        visit = _with_dependents(only, order)
+        ctx.clear_wakeups(visit)  # the visited ones ask afresh; the rest keep theirs
+    else:
+        ctx.clear_wakeups()  # each pass asks afresh for what it needs next
     for key in order.keys:
-        res = by_key[key]
-        out.records[key] = _reconcile_one(res, previous.get(key), ctx, kinds, order,
-                                          out, spec_commit, now, gate)
+        if visit is not None and key not in visit:
+            out.records[key] = previous[key]
+            continue
+        ctx.current = key  # a wakeup asked for now is this resource's
+        try:
+            out.records[key] = _reconcile_one(by_key[key], previous.get(key), ctx, kinds,
+                                              order, out, spec_commit, now, gate)
+        finally:
+            ctx.current = None
+    if visit is not None:
+        for bad in specset.invalid:
+            key = _invalid_key(bad, by_key)
+            out.records[key] = previous[key]
+        return out  # the same spec: nothing left it, nothing to prune
 
     for bad in specset.invalid:
-        # A duplicate shares its key with the resource that applies: file it by path.
-        key = f"file/{bad.path}" if bad.key in by_key else bad.key
+        key = _invalid_key(bad, by_key)
         prev = previous.get(key) or _previous_at(previous, bad.path)
         # The last good spec of this file stays applied - over any number of passes -
         # unless the resource it held now applies from another file.
@@ -309,6 +332,37 @@ def reconcile(specset: SpecSet, ctx: Context, kinds: dict[str, Kind],
         out.records[key] = record
 
     _prune(previous, out, ctx, kinds, gate)
+    return out
+
+
+def _invalid_key(bad: Invalid, by_key: dict[str, Resource]) -> str:
+    # A duplicate shares its key with the resource that applies: file it by path.
+    return f"file/{bad.path}" if bad.key in by_key else bad.key
+
+
+def _same_spec(specset: SpecSet, by_key: dict[str, Resource],
+               previous: dict[str, ResourceRecord], spec_commit: str) -> bool:
+    """Is ``previous`` a pass over exactly this spec (so a wakeup pass may keep it)?"""
+    keys = set(by_key) | {_invalid_key(bad, by_key) for bad in specset.invalid}
+    return (keys == set(previous)
+            and all(r.status.get("specCommit") == spec_commit
+                    for r in previous.values()))
+
+
+def _with_dependents(keys: set[str], order: Order) -> set[str]:
+    """``keys`` and every resource that depends on one of them, however indirectly:
+    a dependency that changed may change whether its dependents can go ahead."""
+    dependents: dict[str, list[str]] = {}
+    for key, deps in order.deps.items():
+        for dep in deps:
+            dependents.setdefault(dep, []).append(key)
+    out: set[str] = set()
+    todo = [k for k in keys if k in order.deps]
+    while todo:
+        key = todo.pop()
+        if key not in out:
+            out.add(key)
+            todo.extend(dependents.get(key, ()))
     return out
 
 

@@ -220,12 +220,19 @@ class Agent:
                 self.applier.apply(history, state, report, source)
             return report
 
-    def reconcile_pass(self, source: str = "timer") -> SyncReport:
+    def reconcile_pass(self, source: str = "timer", *, due_only: bool = False) -> SyncReport:
         """A level-based pass with nothing new to import: re-apply the applied spec,
         correct drift, refresh status (committed only if it changed). Holds the lock.
 
         The daemon calls this on its timers; the last sync's record is left as it was.
+        ``due_only``: a wakeup pass, for the resources that asked for it (a sensor's
+        sample, a retry) and those depending on them; the others keep the status the
+        last pass gave them, and are looked at again by the next sync or full pass.
         """
+        only: set[str] | None = None
+        if due_only:
+            due = self.ctx.due(self.clock())
+            only = None if None in due else {key for key in due if key is not None}
         with self._locked() as state:
             if state.applied:
                 report = SyncReport("up-to-date", "InSync",
@@ -233,7 +240,8 @@ class Agent:
             else:
                 report = SyncReport("no-bundles", "NoSpec", "no spec has been applied yet")
             with self._history() as history:
-                self.applier.apply(history, state, report, source, record_sync=False)
+                self.applier.apply(history, state, report, source, record_sync=False,
+                                   only=only)
             return report
 
     def sync_network(self, remote: Remote | None = None) -> SyncReport:
