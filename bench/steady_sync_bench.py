@@ -89,8 +89,12 @@ def main() -> None:
             f'allowed_signers = "{signers}"\n[files]\nroots = ["{root}"]\n')
         agent = [str(Path(sys.executable).parent / "giter-agent"), "-c", str(config), "sync",
                  "--bundle", str(bundle)]
-        run(agent)  # the first sync applies it
-        run(agent)  # the first steady one (the status of a one-shot is settled now)
+        # Compiled bytecode, as an installed package has (PYTHONDONTWRITEBYTECODE would
+        # make every start compile every module again).
+        aenv = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+        aenv["PYTHONPYCACHEPREFIX"] = str(work / "pycache")
+        run(agent, aenv)  # the first sync applies it
+        run(agent, aenv)  # the first steady one (the status of a one-shot is settled now)
 
         # git's "nothing new": the device's copy already has the bundle's commits.
         mirror = work / "mirror.git"
@@ -124,7 +128,7 @@ def main() -> None:
         if cf:
             results["cf-agent"] = []
         for _ in range(args.rounds):
-            results["giter-agent sync"].append(run(agent))
+            results["giter-agent sync"].append(run(agent, aenv))
             results["git"].append(run(git, genv))
             if cf:
                 results["cf-agent"].append(run(cf))

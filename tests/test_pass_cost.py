@@ -194,3 +194,26 @@ def test_status_documents_are_rendered_from_what_they_hold_now():
     again = documents.files("d", records, {"s": 1})
     assert again == status_files("d", records, {"s": 1}) and documents.dumped == 3
     assert b"n: 2" in again["devices/d/a.yaml"] and b"- 2" in again["devices/d/a.yaml"]
+
+
+def test_a_steady_sync_writes_only_its_record(tmp_path, publisher):
+    """`giter-agent sync` of a bundle already applied, in a process of its own: no
+    status commit, no object written again (already-stored ones included), the state
+    file replaced at most once (the sync's record), nothing else under the state dir."""
+    rig = Rig(tmp_path, publisher)
+    rig.publish({"f00.yaml": spec(rig)["f00.yaml"]})
+    bundle = rig.bundle()
+    assert rig.cli("sync", "--bundle", bundle) == 0
+    assert rig.cli("sync", "--bundle", bundle) == 0  # a one-shot's status settles here
+
+    def files() -> dict[str, tuple[int, int]]:
+        return {str(p): (p.stat().st_ino, p.stat().st_mtime_ns)
+                for p in rig.state_dir.rglob("*") if p.is_file() and p.name != "lock"}
+
+    before, tip = files(), rig.state().status_tip
+    assert rig.cli("sync", "--bundle", bundle) == 0
+    after = files()
+    assert rig.state().status_tip == tip
+    # The state file holds the sync's time (whole seconds): rewritten, or the same.
+    assert {k for k in after if after[k] != before.get(k)} <= {
+        str(rig.state_dir / "state.msgpack")}

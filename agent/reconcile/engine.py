@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import heapq
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -267,7 +267,7 @@ def spec_order(specset: SpecSet) -> Order:
 
 # -- the pass -----------------------------------------------------------------------------
 
-def reconcile(specset: SpecSet, ctx: Context, kinds: dict[str, Kind],
+def reconcile(specset: SpecSet, ctx: Context, kinds: Mapping[str, Kind],
               previous: dict[str, ResourceRecord], spec_commit: str,
               clock: Callable[[], float] | None = None, *, urgent: str | None = None,
               spec_time: float | None = None, only: set[str] | None = None,
@@ -374,7 +374,7 @@ def _previous_at(previous: dict[str, ResourceRecord], path: str) -> ResourceReco
 
 
 def _reconcile_one(res: Resource, prev: ResourceRecord | None, ctx: Context,
-                   kinds: dict[str, Kind], order: Order, out: PassResult, spec_commit: str,
+                   kinds: Mapping[str, Kind], order: Order, out: PassResult, spec_commit: str,
                    now: float, gate: Gate) -> ResourceRecord:
     record = ResourceRecord(res.kind, res.name, res.path, spec=res.spec,
                             document=res.document)
@@ -476,7 +476,7 @@ class Checked:
     spec: dict[str, Any]
 
 
-def check(res: Resource, kinds: dict[str, Kind], order: Order) -> Checked | Failed:
+def check(res: Resource, kinds: Mapping[str, Kind], order: Order) -> Checked | Failed:
     """Kind, schema and order: the one evaluation ``reconcile`` and ``plan`` both use.
 
     Any exception from a kind's ``validate`` (a plug-in's schema bug) fails this
@@ -534,7 +534,7 @@ def _keep_in_effect(key: str, kind: Kind, ctx: Context) -> None:
         log.warning("%s: keeping the spec in effect failed: %s", key, exc)
 
 
-def _evaluate(res: Resource, kinds: dict[str, Kind], ctx: Context, order: Order,
+def _evaluate(res: Resource, kinds: Mapping[str, Kind], ctx: Context, order: Order,
               out: PassResult, gate: Gate, now: float
               ) -> tuple[Outcome, dict[str, Any] | None]:
     """Check, wait for dependencies and windows, then apply (or only observe)."""
@@ -603,7 +603,7 @@ class Leaving:
 
 
 def leaving_resources(previous: dict[str, ResourceRecord], keys: set[str],
-                      invalid_paths: set[str], kinds: dict[str, Kind]) -> list[Leaving]:
+                      invalid_paths: set[str], kinds: Mapping[str, Kind]) -> list[Leaving]:
     """``leaving``, each with the decision a pass takes: keep it, or undo which spec."""
     out: list[Leaving] = []
     for key, prev in leaving(previous, keys, invalid_paths):
@@ -640,7 +640,7 @@ def leaving_resources(previous: dict[str, ResourceRecord], keys: set[str],
 
 
 def _prune(previous: dict[str, ResourceRecord], out: PassResult, ctx: Context,
-           kinds: dict[str, Kind], gate: Gate) -> None:
+           kinds: Mapping[str, Kind], gate: Gate) -> None:
     invalid_paths = {r.path for r in out.records.values() if r.invalid and r.path}
     now = ctx.clock()
     for step in leaving_resources(previous, set(out.records), invalid_paths, kinds):

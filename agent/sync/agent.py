@@ -27,7 +27,7 @@ from giter_agent.config.agent_toml import Config
 from giter_agent.core.errors import ConfigError, GiterError, HistoryError, Reason, StorageError
 from giter_agent.core.layout import DEVICES_DIR
 from giter_agent.device.board import Board, load_board, make_pin_factory
-from giter_agent.kinds import load_kinds
+from giter_agent.kinds import Kinds
 from giter_agent.kinds.base import Context
 from giter_agent.state.command_journal import CommandJournal
 from giter_agent.state.release_journal import ReleaseJournal
@@ -89,7 +89,7 @@ class Agent:
                            release_journal=ReleaseJournal(config.state_dir / RELEASE_JOURNAL),
                            settings_config=config.agent, identity=self.device_key,
                            lasting=lasting)
-        self.kinds = load_kinds()  # built-in kinds and giter_agent.kinds plug-ins
+        self.kinds = Kinds()  # built-in kinds and giter_agent.kinds plug-ins, loaded on use
         self.state_store = StateStore(config.state_dir)
         self.importer = SpecImporter(config, self.state_store)
         self.applier = SpecApplier(config, self.state_store, self.ctx, self.kinds, clock,

@@ -10,9 +10,9 @@ every import and for timer passes, and by ``sync.hub`` after a fetch.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from giter_agent.config.agent_toml import Config
 from giter_agent.core.errors import HistoryError, TreeError
@@ -26,6 +26,7 @@ from giter_agent.status.report import SyncReport
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from dulwich.object_store import BaseObjectStore
 
     from giter_agent.history.store import History
 
@@ -36,7 +37,7 @@ class SpecApplier:
     """Reconciles the accepted spec and records what the device did, as signed status."""
 
     def __init__(self, config: Config, state_store: StateStore, ctx: Context,
-                 kinds: dict[str, Kind], clock: Callable[[], float],
+                 kinds: Mapping[str, Kind], clock: Callable[[], float],
                  device_key: Callable[[], Ed25519PrivateKey]) -> None:
         self.config = config
         self.state_store = state_store
@@ -200,7 +201,9 @@ class SpecApplier:
         spec = state.applied.encode()
         # Objects already stored (the spec's own, the last status commit's) are not
         # written, or fsynced, again: only what this status changed is.
-        tree = replace_files(_NewObjectsOnly(store), read_commit(store, spec).tree, files)
+        # (``replace_files`` only reads objects and adds them: the two the wrapper has.)
+        tree = replace_files(cast("BaseObjectStore", _NewObjectsOnly(store)),
+                             read_commit(store, spec).tree, files)
         key = self.device_key()
         previous = state.status_tip.encode() if state.status_tip else None
         what = {"applied": "applied", "up-to-date": "in sync"}.get(report.outcome,
