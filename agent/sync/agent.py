@@ -45,13 +45,13 @@ from giter_agent.sync.applier import SpecApplier, stale_condition
 from giter_agent.sync.export import write_status_bundle
 from giter_agent.sync.hub import PUSH_ATTEMPTS, HubExchange
 from giter_agent.sync.importer import SpecImporter, summarise
-from giter_agent.transport.network import Remote
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     from giter_agent.core.budget import Budget
     from giter_agent.history.store import History
+    from giter_agent.transport.network import Remote  # imported when a sync uses the hub
     from giter_agent.trust.trust_files import TrustRoot
 
 __all__ = ["EXIT_NOT_READY", "EXIT_OFFLINE", "EXIT_OK", "EXIT_REFUSED", "EXIT_USAGE",
