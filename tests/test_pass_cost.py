@@ -18,6 +18,7 @@ from support.kinds import Clock, Rig, doc, make_ctx, specset
 from giter_agent.kinds import load_kinds
 from giter_agent.reconcile.engine import reconcile
 from giter_agent.spec import resources as spec_resources
+from giter_agent.state.records import ResourceRecord
 from giter_agent.status.documents import StatusDocuments, status_files
 
 pytestmark = pytest.mark.unit
@@ -121,7 +122,7 @@ def test_a_wakeup_pass_leaves_drift_to_the_next_full_pass(tmp_path, publisher, m
         assert (rig.root / "f03").read_text() == "changed by hand\n"
         agent.reconcile_pass()  # a full pass (a sync, another process's change)
         assert (rig.root / "f03").read_text() == "3\n"
-        assert rig.state().resources["File/f03"]["status"]["drift"]["corrections"] == 1
+        assert rig.state().resources["File/f03"].status["drift"]["corrections"] == 1
     finally:
         agent.close()
 
@@ -181,16 +182,18 @@ def test_a_wakeup_pass_over_records_of_another_spec_looks_at_everything(tmp_path
 
 
 def test_status_documents_are_rendered_from_what_they_hold_now():
-    records = {"File/a": {"path": "devices/d/a.yaml", "status": {"n": 1},
-                          "document": {"apiVersion": "giter.dev/v1alpha1", "kind": "File",
-                                       "metadata": {"name": "a"}, "spec": {"x": [1]}}}}
+    record = ResourceRecord(kind="File", name="a", path="devices/d/a.yaml", status={"n": 1},
+                            document={"apiVersion": "giter.dev/v1alpha1", "kind": "File",
+                                      "metadata": {"name": "a"}, "spec": {"x": [1]}})
+    records = {"File/a": record}
     documents = StatusDocuments()
     first = documents.files("d", records, {"s": 1})
     assert first == status_files("d", records, {"s": 1})
     assert documents.files("d", records, {"s": 1}) == first and documents.dumped == 2
     # A record changed in place (nested) is noticed: the memory holds copies.
-    records["File/a"]["status"]["n"] = 2
-    records["File/a"]["document"]["spec"]["x"].append(2)
+    record.status["n"] = 2
+    assert record.document is not None
+    record.document["spec"]["x"].append(2)
     again = documents.files("d", records, {"s": 1})
     assert again == status_files("d", records, {"s": 1}) and documents.dumped == 3
     assert b"n: 2" in again["devices/d/a.yaml"] and b"- 2" in again["devices/d/a.yaml"]
