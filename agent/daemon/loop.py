@@ -52,6 +52,7 @@ from giter_agent.daemon.triggers import (
     PRIORITY,
     RECONCILE,
     USB,
+    WAKEUP,
     Job,
     StateWatch,
     SyncTimer,
@@ -344,7 +345,10 @@ class Daemon:
 
             return sync_stick(self.agent, Path(job.arg or ""))
         if job.kind == RECONCILE:
-            return self.agent.reconcile_pass(source=f"daemon:{job.reason}")
+            # A resource's own wakeup visits the resources that are due; a pass for
+            # another reason (the state changed under us) looks at every one.
+            return self.agent.reconcile_pass(source=f"daemon:{job.reason}",
+                                             due_only=job.reason == WAKEUP)
         raise GiterError(f"no such job kind {job.kind!r}", reason="UnknownJob")
 
     def _collect(self, now: float) -> None:

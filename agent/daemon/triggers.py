@@ -40,6 +40,7 @@ log = logging.getLogger("giter.daemon")
 
 # Job kinds, in the order the daemon runs them when several are waiting.
 USB, NETWORK, RECONCILE = "usb", "network", "reconcile"
+WAKEUP = "wakeup"  # the reason of a reconcile a resource asked for (``WakeupTimer``)
 PRIORITY = {USB: 0, NETWORK: 1, RECONCILE: 2}
 
 
@@ -132,7 +133,7 @@ class WakeupTimer:
 
     def fire(self, now: float, ready: set[int]) -> list[Job]:
         self.due = None
-        return [Job(RECONCILE, reason="wakeup")]
+        return [Job(RECONCILE, reason=WAKEUP)]
 
     def finished(self, job: Job, report: Any, now: float) -> None:
         """Nothing: the daemon refreshes every wakeup timer after every pass."""

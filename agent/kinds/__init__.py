@@ -8,27 +8,32 @@ start; tests call ``builtin_kinds``. Kind modules keep their top level light
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import importlib
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
-from giter_agent.kinds.agent_settings import AgentKind
 from giter_agent.kinds.base import Kind
-from giter_agent.kinds.command import CommandKind
-from giter_agent.kinds.file import FileKind
-from giter_agent.kinds.maintenance_window import MaintenanceWindowKind
-from giter_agent.kinds.output import OutputKind
-from giter_agent.kinds.package import PackageKind
-from giter_agent.kinds.release import ReleaseKind
-from giter_agent.kinds.secret import SecretKind
-from giter_agent.kinds.sensor import SensorKind
-from giter_agent.kinds.service import ServiceKind
+
+# kind name -> (module under giter_agent.kinds, class): imported when first used.
+BUILTIN: dict[str, tuple[str, str]] = {
+    "File": ("file", "FileKind"), "Output": ("output", "OutputKind"),
+    "Sensor": ("sensor", "SensorKind"), "Service": ("service", "ServiceKind"),
+    "Command": ("command", "CommandKind"), "Agent": ("agent_settings", "AgentKind"),
+    "Secret": ("secret", "SecretKind"),
+    "MaintenanceWindow": ("maintenance_window", "MaintenanceWindowKind"),
+    "Release": ("release", "ReleaseKind"), "Package": ("package", "PackageKind"),
+}
+
+
+def _builtin(name: str) -> Kind:
+    module, cls = BUILTIN[name]
+    kind: Kind = getattr(importlib.import_module(f"giter_agent.kinds.{module}"), cls)()
+    return kind
 
 
 def builtin_kinds() -> dict[str, Kind]:
     """A fresh registry of the built-in kinds, by ``kind`` name."""
-    return {k.kind: k for k in (FileKind(), OutputKind(), SensorKind(), ServiceKind(),
-                                CommandKind(), AgentKind(), SecretKind(),
-                                MaintenanceWindowKind(), ReleaseKind(), PackageKind())}
+    return {name: _builtin(name) for name in BUILTIN}
 
 
 def load_kinds(entry_points: Iterable[Any] | None = None) -> dict[str, Kind]:
@@ -38,3 +43,39 @@ def load_kinds(entry_points: Iterable[Any] | None = None) -> dict[str, Kind]:
     kinds = builtin_kinds()
     kinds.update(load_plugins(kinds, entry_points))
     return kinds
+
+
+class Kinds(Mapping[str, Kind]):
+    """The agent's kinds, each loaded when first asked for (``Agent`` keeps one).
+
+    A built-in kind's module is imported on first use (a sync of Files never imports
+    the Sensor or Service code), and the plug-ins - a scan of every installed package's
+    entry points - only when a kind that is not built in is asked for, or the whole
+    list is (an ``UnknownKind`` message names every kind). What the registry holds is
+    what ``load_kinds`` returns.
+    """
+
+    def __init__(self, entry_points: Iterable[Any] | None = None) -> None:
+        self._entry_points = entry_points
+        self._loaded: dict[str, Kind] = {}
+        self._plugins: dict[str, Kind] | None = None
+
+    def _scan(self) -> dict[str, Kind]:
+        if self._plugins is None:
+            from giter_agent.kinds.plugins import load_plugins
+
+            self._plugins = load_plugins(BUILTIN, self._entry_points)
+        return self._plugins
+
+    def __getitem__(self, name: str) -> Kind:
+        if name in BUILTIN:
+            if name not in self._loaded:
+                self._loaded[name] = _builtin(name)
+            return self._loaded[name]
+        return self._scan()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter([*BUILTIN, *self._scan()])
+
+    def __len__(self) -> int:
+        return len(BUILTIN) + len(self._scan())

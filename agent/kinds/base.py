@@ -16,7 +16,7 @@ import json
 import os
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -149,23 +149,38 @@ class Context:
     # resource's metadata.generation. Kinds read them, never write them.
     records: dict[str, ResourceRecord] = field(default_factory=dict)
     generations: dict[str, int | None] = field(default_factory=dict)
+    # The resource whose handler runs now (set by the reconciler): a wakeup it asks for
+    # is filed under it, so a wakeup pass can visit just the resources that are due.
+    current: str | None = None
     _factory: Any = None
-    _wakeups: list[float] = field(default_factory=list)
+    _wakeups: dict[str | None, float] = field(default_factory=dict)
 
     def allow_busy(self, seconds: float) -> None:
         """Say this pass will legitimately take up to ``seconds`` longer (a command)."""
         self.busy_allowance += seconds
 
-    def request_wakeup(self, at: float) -> None:
-        """Ask for another pass at time ``at`` (a sensor's next sample, a retry)."""
-        self._wakeups.append(at)
+    def request_wakeup(self, at: float, key: str | None = None) -> None:
+        """Ask for another pass at time ``at`` (a sensor's next sample, a retry), for
+        resource ``key`` (by default the one being reconciled)."""
+        key = key if key is not None else self.current
+        self._wakeups[key] = min(at, self._wakeups.get(key, at))
 
     def next_wakeup(self) -> float | None:
         """The earliest requested pass time, or None; requests are consumed by passes."""
-        return min(self._wakeups, default=None)
+        return min(self._wakeups.values(), default=None)
 
-    def clear_wakeups(self) -> None:
-        self._wakeups.clear()
+    def due(self, now: float) -> set[str | None]:
+        """The resources whose wakeup is due at ``now`` (None: a request made outside
+        any resource's handler)."""
+        return {key for key, at in self._wakeups.items() if at <= now}
+
+    def clear_wakeups(self, keys: Iterable[str | None] | None = None) -> None:
+        """Forget the wakeups of ``keys`` (all by default): their pass asks afresh."""
+        if keys is None:
+            self._wakeups.clear()
+            return
+        for key in keys:
+            self._wakeups.pop(key, None)
 
     def memory(self, key: str) -> dict[str, Any]:
         """What the resource's kind asked to remember at the last pass (``Done.memory``)."""

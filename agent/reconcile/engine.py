@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import heapq
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -43,7 +43,7 @@ from giter_agent.kinds.base import (
     fingerprint,
     rfc3339,
 )
-from giter_agent.spec.resources import Resource, SpecSet
+from giter_agent.spec.resources import Invalid, Resource, SpecSet
 from giter_agent.spec.windows import EXEMPT_KINDS, Gate, gate_for
 from giter_agent.state.records import Backoff, ResourceRecord
 
@@ -267,31 +267,54 @@ def spec_order(specset: SpecSet) -> Order:
 
 # -- the pass -----------------------------------------------------------------------------
 
-def reconcile(specset: SpecSet, ctx: Context, kinds: dict[str, Kind],
+def reconcile(specset: SpecSet, ctx: Context, kinds: Mapping[str, Kind],
               previous: dict[str, ResourceRecord], spec_commit: str,
               clock: Callable[[], float] | None = None, *, urgent: str | None = None,
-              spec_time: float | None = None) -> PassResult:
+              spec_time: float | None = None, only: set[str] | None = None,
+              order: Order | None = None) -> PassResult:
     """Apply every resource of ``specset``; prune what ``previous`` had and it lacks.
 
     ``urgent`` (the spec commit's ``Giter-Urgent:`` reason) and ``spec_time`` (its date)
-    steer the maintenance windows (``spec.windows``)."""
+    steer the maintenance windows (``spec.windows``).
+
+    ``only``: a wakeup pass (the daemon's, when resources asked for one): just these
+    resources and those that depend on them are visited; every other one keeps its
+    record from ``previous`` and its own wakeup. That holds only when ``previous`` is
+    a pass over this very spec; otherwise the pass is a full one. ``order``: the
+    ``spec_order`` of ``specset``, when the caller kept it from an earlier pass.
+    """
     now = (clock or ctx.clock)()
     gate = gate_for(specset, urgent=urgent, spec_time=spec_time)
     out = PassResult()
-    ctx.clear_wakeups()  # each pass asks afresh for what it needs next
     ctx.records = previous
     ctx.generations = {r.key: r.generation for r in specset.resources}
 
     by_key = {r.key: r for r in specset.resources}
-    order = spec_order(specset)
+    order = order or spec_order(specset)
+    visit: set[str] | None = None
+    if only is not None and _same_spec(specset, by_key, previous, spec_commit):
+        visit = _with_dependents(only, order)
+        ctx.clear_wakeups(visit)  # the visited ones ask afresh; the rest keep theirs
+    else:
+        ctx.clear_wakeups()  # each pass asks afresh for what it needs next
     for key in order.keys:
-        res = by_key[key]
-        out.records[key] = _reconcile_one(res, previous.get(key), ctx, kinds, order,
-                                          out, spec_commit, now, gate)
+        if visit is not None and key not in visit:
+            out.records[key] = previous[key]
+            continue
+        ctx.current = key  # a wakeup asked for now is this resource's
+        try:
+            out.records[key] = _reconcile_one(by_key[key], previous.get(key), ctx, kinds,
+                                              order, out, spec_commit, now, gate)
+        finally:
+            ctx.current = None
+    if visit is not None:
+        for bad in specset.invalid:
+            key = _invalid_key(bad, by_key)
+            out.records[key] = previous[key]
+        return out  # the same spec: nothing left it, nothing to prune
 
     for bad in specset.invalid:
-        # A duplicate shares its key with the resource that applies: file it by path.
-        key = f"file/{bad.path}" if bad.key in by_key else bad.key
+        key = _invalid_key(bad, by_key)
         prev = previous.get(key) or _previous_at(previous, bad.path)
         # The last good spec of this file stays applied - over any number of passes -
         # unless the resource it held now applies from another file.
@@ -312,6 +335,37 @@ def reconcile(specset: SpecSet, ctx: Context, kinds: dict[str, Kind],
     return out
 
 
+def _invalid_key(bad: Invalid, by_key: dict[str, Resource]) -> str:
+    # A duplicate shares its key with the resource that applies: file it by path.
+    return f"file/{bad.path}" if bad.key in by_key else bad.key
+
+
+def _same_spec(specset: SpecSet, by_key: dict[str, Resource],
+               previous: dict[str, ResourceRecord], spec_commit: str) -> bool:
+    """Is ``previous`` a pass over exactly this spec (so a wakeup pass may keep it)?"""
+    keys = set(by_key) | {_invalid_key(bad, by_key) for bad in specset.invalid}
+    return (keys == set(previous)
+            and all(r.status.get("specCommit") == spec_commit
+                    for r in previous.values()))
+
+
+def _with_dependents(keys: set[str], order: Order) -> set[str]:
+    """``keys`` and every resource that depends on one of them, however indirectly:
+    a dependency that changed may change whether its dependents can go ahead."""
+    dependents: dict[str, list[str]] = {}
+    for key, deps in order.deps.items():
+        for dep in deps:
+            dependents.setdefault(dep, []).append(key)
+    out: set[str] = set()
+    todo = [k for k in keys if k in order.deps]
+    while todo:
+        key = todo.pop()
+        if key not in out:
+            out.add(key)
+            todo.extend(dependents.get(key, ()))
+    return out
+
+
 def _previous_at(previous: dict[str, ResourceRecord], path: str) -> ResourceRecord | None:
     for rec in previous.values():
         if rec.path == path:
@@ -320,7 +374,7 @@ def _previous_at(previous: dict[str, ResourceRecord], path: str) -> ResourceReco
 
 
 def _reconcile_one(res: Resource, prev: ResourceRecord | None, ctx: Context,
-                   kinds: dict[str, Kind], order: Order, out: PassResult, spec_commit: str,
+                   kinds: Mapping[str, Kind], order: Order, out: PassResult, spec_commit: str,
                    now: float, gate: Gate) -> ResourceRecord:
     record = ResourceRecord(res.kind, res.name, res.path, spec=res.spec,
                             document=res.document)
@@ -424,7 +478,7 @@ class Checked:
     spec: dict[str, Any]
 
 
-def check(res: Resource, kinds: dict[str, Kind], order: Order) -> Checked | Failed:
+def check(res: Resource, kinds: Mapping[str, Kind], order: Order) -> Checked | Failed:
     """Kind, schema and order: the one evaluation ``reconcile`` and ``plan`` both use.
 
     Any exception from a kind's ``validate`` (a plug-in's schema bug) fails this
@@ -482,7 +536,7 @@ def _keep_in_effect(key: str, kind: Kind, ctx: Context) -> None:
         log.warning("%s: keeping the spec in effect failed: %s", key, exc)
 
 
-def _evaluate(res: Resource, kinds: dict[str, Kind], ctx: Context, order: Order,
+def _evaluate(res: Resource, kinds: Mapping[str, Kind], ctx: Context, order: Order,
               out: PassResult, gate: Gate, now: float
               ) -> tuple[Outcome, dict[str, Any] | None]:
     """Check, wait for dependencies and windows, then apply (or only observe)."""
@@ -551,7 +605,7 @@ class Leaving:
 
 
 def leaving_resources(previous: dict[str, ResourceRecord], keys: set[str],
-                      invalid_paths: set[str], kinds: dict[str, Kind]) -> list[Leaving]:
+                      invalid_paths: set[str], kinds: Mapping[str, Kind]) -> list[Leaving]:
     """``leaving``, each with the decision a pass takes: keep it, or undo which spec."""
     out: list[Leaving] = []
     for key, prev in leaving(previous, keys, invalid_paths):
@@ -588,7 +642,7 @@ def leaving_resources(previous: dict[str, ResourceRecord], keys: set[str],
 
 
 def _prune(previous: dict[str, ResourceRecord], out: PassResult, ctx: Context,
-           kinds: dict[str, Kind], gate: Gate) -> None:
+           kinds: Mapping[str, Kind], gate: Gate) -> None:
     invalid_paths = {r.path for r in out.records.values() if r.invalid and r.path}
     now = ctx.clock()
     for step in leaving_resources(previous, set(out.records), invalid_paths, kinds):

@@ -11,7 +11,7 @@ state file is only read, and the ``Context`` it hands to kinds refuses to make p
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -126,7 +126,7 @@ def read_artifacts(repo: Path, commit: str, max_bytes: int) -> Iterator[Any]:
         store.close()
 
 
-def plan(specset: SpecSet, ctx: Context, kinds: dict[str, Kind],
+def plan(specset: SpecSet, ctx: Context, kinds: Mapping[str, Kind],
          previous: dict[str, ResourceRecord], *, urgent: str | None = None,
          spec_time: float | None = None) -> list[Step]:
     """The plan for ``specset`` given the last pass's ``previous`` records; a change

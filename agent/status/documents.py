@@ -23,20 +23,48 @@ from giter_agent.state.records import ResourceRecord
 def status_files(device_id: str, records: dict[str, ResourceRecord],
                  summary: dict[str, Any]) -> dict[str, bytes]:
     """Path -> file content for every resource document and the device summary."""
-    files: dict[str, bytes] = {}
-    for rec in records.values():
-        if rec.invalid or not rec.document or rec.path is None:
-            continue  # the file in the tree is not a usable document; the summary says why
-        doc = copy.deepcopy(rec.document)
-        doc["status"] = rec.status
-        files[rec.path] = dump_yaml(doc)
-    files[summary_path(device_id)] = dump_yaml({
-        "apiVersion": API_VERSION,
-        "kind": "DeviceStatus",
-        "metadata": {"name": device_id},
-        "status": summary,
-    })
-    return files
+    return StatusDocuments().files(device_id, records, summary)
+
+
+class StatusDocuments:
+    """``status_files`` with a memory: a document is serialised again only when it changed.
+
+    The daemon keeps one across its passes. A timer pass that changes nothing hands the
+    same documents and statuses again; comparing them with the last pass's costs far less
+    than dumping them as YAML, so a pass costs what changed, not what exists. The memory
+    holds the documents of the last call only (what was dropped from the spec is forgotten).
+    """
+
+    def __init__(self) -> None:
+        # path -> (document, a copy of its status, the bytes written for them)
+        self._last: dict[str, tuple[Any, Any, bytes]] = {}
+        self.dumped = 0  # documents serialised so far (what a pass cost; tests count it)
+
+    def files(self, device_id: str, records: dict[str, ResourceRecord],
+              summary: dict[str, Any]) -> dict[str, bytes]:
+        """Path -> file content for every resource document and the device summary."""
+        memo: dict[str, tuple[Any, Any, bytes]] = {}
+        for rec in records.values():
+            if rec.invalid or not rec.document or rec.path is None:
+                continue  # the file in the tree is not a usable document; the summary says why
+            memo[rec.path] = self._render(rec.path, rec.document, rec.status)
+        summary_doc = {"apiVersion": API_VERSION, "kind": "DeviceStatus",
+                       "metadata": {"name": device_id}}
+        path = summary_path(device_id)
+        memo[path] = self._render(path, summary_doc, summary)
+        self._last = memo
+        return {p: entry[2] for p, entry in memo.items()}
+
+    def _render(self, path: str, document: dict[str, Any], status: Any
+                ) -> tuple[Any, Any, bytes]:
+        last = self._last.get(path)
+        if last is not None and last[1] == status and last[0] == document:
+            return last
+        # Copies are kept for the next comparison, so no later change to a record can
+        # make a stale document look current.
+        document, status = copy.deepcopy(document), copy.deepcopy(status)
+        self.dumped += 1
+        return document, status, dump_yaml({**document, "status": status})
 
 
 def make_status_commit(object_store: Any, *, spec_commit: bytes, previous: bytes | None,

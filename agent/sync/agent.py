@@ -27,7 +27,7 @@ from giter_agent.config.agent_toml import Config
 from giter_agent.core.errors import ConfigError, GiterError, HistoryError, Reason, StorageError
 from giter_agent.core.layout import DEVICES_DIR
 from giter_agent.device.board import Board, load_board, make_pin_factory
-from giter_agent.kinds import load_kinds
+from giter_agent.kinds import Kinds
 from giter_agent.kinds.base import Context
 from giter_agent.state.command_journal import CommandJournal
 from giter_agent.state.release_journal import ReleaseJournal
@@ -45,13 +45,13 @@ from giter_agent.sync.applier import SpecApplier, stale_condition
 from giter_agent.sync.export import write_status_bundle
 from giter_agent.sync.hub import PUSH_ATTEMPTS, HubExchange
 from giter_agent.sync.importer import SpecImporter, summarise
-from giter_agent.transport.network import Remote
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     from giter_agent.core.budget import Budget
     from giter_agent.history.store import History
+    from giter_agent.transport.network import Remote  # imported when a sync uses the hub
     from giter_agent.trust.trust_files import TrustRoot
 
 __all__ = ["EXIT_NOT_READY", "EXIT_OFFLINE", "EXIT_OK", "EXIT_REFUSED", "EXIT_USAGE",
@@ -89,7 +89,7 @@ class Agent:
                            release_journal=ReleaseJournal(config.state_dir / RELEASE_JOURNAL),
                            settings_config=config.agent, identity=self.device_key,
                            lasting=lasting)
-        self.kinds = load_kinds()  # built-in kinds and giter_agent.kinds plug-ins
+        self.kinds = Kinds()  # built-in kinds and giter_agent.kinds plug-ins, loaded on use
         self.state_store = StateStore(config.state_dir)
         self.importer = SpecImporter(config, self.state_store)
         self.applier = SpecApplier(config, self.state_store, self.ctx, self.kinds, clock,
@@ -220,12 +220,19 @@ class Agent:
                 self.applier.apply(history, state, report, source)
             return report
 
-    def reconcile_pass(self, source: str = "timer") -> SyncReport:
+    def reconcile_pass(self, source: str = "timer", *, due_only: bool = False) -> SyncReport:
         """A level-based pass with nothing new to import: re-apply the applied spec,
         correct drift, refresh status (committed only if it changed). Holds the lock.
 
         The daemon calls this on its timers; the last sync's record is left as it was.
+        ``due_only``: a wakeup pass, for the resources that asked for it (a sensor's
+        sample, a retry) and those depending on them; the others keep the status the
+        last pass gave them, and are looked at again by the next sync or full pass.
         """
+        only: set[str] | None = None
+        if due_only:
+            due = self.ctx.due(self.clock())
+            only = None if None in due else {key for key in due if key is not None}
         with self._locked() as state:
             if state.applied:
                 report = SyncReport("up-to-date", "InSync",
@@ -233,7 +240,8 @@ class Agent:
             else:
                 report = SyncReport("no-bundles", "NoSpec", "no spec has been applied yet")
             with self._history() as history:
-                self.applier.apply(history, state, report, source, record_sync=False)
+                self.applier.apply(history, state, report, source, record_sync=False,
+                                   only=only)
             return report
 
     def sync_network(self, remote: Remote | None = None) -> SyncReport:

@@ -10,21 +10,23 @@ every import and for timer passes, and by ``sync.hub`` after a fetch.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from giter_agent.config.agent_toml import Config
 from giter_agent.core.errors import HistoryError, TreeError
 from giter_agent.history.objects import read_commit
 from giter_agent.kinds.base import Context, Kind
-from giter_agent.reconcile.engine import reconcile, rfc3339
+from giter_agent.reconcile.engine import Order, reconcile, rfc3339, spec_order
 from giter_agent.spec.resources import SpecSet
 from giter_agent.state.store import State, StateStore
+from giter_agent.status.documents import StatusDocuments
 from giter_agent.status.report import SyncReport
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from dulwich.object_store import BaseObjectStore
 
     from giter_agent.history.store import History
 
@@ -35,7 +37,7 @@ class SpecApplier:
     """Reconciles the accepted spec and records what the device did, as signed status."""
 
     def __init__(self, config: Config, state_store: StateStore, ctx: Context,
-                 kinds: dict[str, Kind], clock: Callable[[], float],
+                 kinds: Mapping[str, Kind], clock: Callable[[], float],
                  device_key: Callable[[], Ed25519PrivateKey]) -> None:
         self.config = config
         self.state_store = state_store
@@ -43,10 +45,25 @@ class SpecApplier:
         self.kinds = kinds
         self.clock = clock
         self.device_key = device_key
+        # What a pass that changes nothing must not do again (the daemon's timer passes):
+        # the last spec read, as a commit id and its parsed resources (a commit never
+        # changes, so it is parsed once); the status documents as last serialised; and
+        # the status commit last made from them, with the spec it observed.
+        self._spec: tuple[str, SpecSet, Order] | None = None
+        self.documents = StatusDocuments()
+        self._status: tuple[str, str | None, dict[str, bytes]] | None = None
 
     def read_spec(self, history: History, commit: str) -> SpecSet:
         """The resources of ``commit`` addressed to this device (``spec.targeting``: its
-        folder, the ``fleet/`` selectors its enrolled labels match, its groups)."""
+        folder, the ``fleet/`` selectors its enrolled labels match, its groups), parsed
+        once per commit."""
+        if self._spec is not None and self._spec[0] == commit:
+            return self._spec[1]
+        specset = self._parse_spec(history, commit)
+        self._spec = (commit, specset, spec_order(specset))
+        return specset
+
+    def _parse_spec(self, history: History, commit: str) -> SpecSet:
         from giter_agent.spec.targeting import read_device_spec
 
         store = history.object_store
@@ -64,8 +81,10 @@ class SpecApplier:
                              scratch=history.path)
 
     def apply(self, history: History, state: State, report: SyncReport, source: str,
-              *, record_sync: bool = True) -> None:
-        """Reconcile the newest valid spec, commit status if it changed, save the state."""
+              *, record_sync: bool = True, only: set[str] | None = None) -> None:
+        """Reconcile the newest valid spec, commit status if it changed, save the state.
+
+        ``only``: a wakeup pass visits just these resources (``reconcile.engine``)."""
         invalid_spec: str | None = None
         specset: SpecSet | None = None
         if state.accepted:
@@ -90,10 +109,12 @@ class SpecApplier:
             # Kinds that lay down artifacts read them from this commit's tree alone.
             self.ctx.spec_tree = SpecTree(store, spec_commit.tree)
             self.ctx.artifacts = self.artifacts(history, state.applied)
+            order = self._spec[2] if self._spec and self._spec[1] is specset else None
             try:
                 result = reconcile(specset, self.ctx, self.kinds, state.resources,
                                    state.applied, urgent=urgent_of(spec_commit.message),
-                                   spec_time=float(spec_commit.commit_time))
+                                   spec_time=float(spec_commit.commit_time), only=only,
+                                   order=order)
             finally:
                 self.ctx.spec_tree = None
                 self.ctx.artifacts = None
@@ -113,8 +134,10 @@ class SpecApplier:
                                "bundles": [vars(v) for v in report.bundles],
                                "notReady": report.not_ready}
         if state.applied:
+            before = state.status_tip
             state.status_tip = self._commit_status(history, state, report, now)
-            history.pack_loose()
+            if record_sync or state.status_tip != before:
+                history.pack_loose()  # only a new status commit or an import adds objects
         self.state_store.save(state)
         self.write_metrics(history, state)
         report.accepted, report.applied = state.accepted, state.applied
@@ -141,11 +164,6 @@ class SpecApplier:
 
     def _commit_status(self, history: History, state: State, report: SyncReport,
                        now: float) -> str | None:
-        from giter_agent.history.tree import replace_files
-        from giter_agent.status.documents import make_status_commit, status_files
-        from giter_agent.trust.signed_commit import sign_commit
-
-        store = history.object_store
         summary = {
             "acceptedCommit": state.accepted,
             "appliedCommit": state.applied,
@@ -160,10 +178,31 @@ class SpecApplier:
             "notReady": report.not_ready,
             "conditions": state.conditions,
         }
-        files = status_files(self.config.device_id, state.resources, summary)
+        files = self.documents.files(self.config.device_id, state.resources, summary)
         assert state.applied is not None  # only an applied spec has status to commit
+        if (self._status is not None and self._status[:2] == (state.applied, state.status_tip)
+                and self._status[2] == files):
+            # The very documents the status tip was made of (by this process): the tree
+            # and the commit would be the same, so nothing is written or even read.
+            return state.status_tip
+        tip = self._write_status(history, state, report, now, files)
+        self._status = (state.applied, tip, files)
+        return tip
+
+    def _write_status(self, history: History, state: State, report: SyncReport, now: float,
+                      files: dict[str, bytes]) -> str | None:
+        from giter_agent.history.tree import replace_files
+        from giter_agent.status.documents import make_status_commit
+        from giter_agent.trust.signed_commit import sign_commit
+
+        assert state.applied is not None
+        store = history.object_store
         spec = state.applied.encode()
-        tree = replace_files(store, read_commit(store, spec).tree, files)
+        # Objects already stored (the spec's own, the last status commit's) are not
+        # written, or fsynced, again: only what this status changed is.
+        # (``replace_files`` only reads objects and adds them: the two the wrapper has.)
+        tree = replace_files(cast("BaseObjectStore", _NewObjectsOnly(store)),
+                             read_commit(store, spec).tree, files)
         key = self.device_key()
         previous = state.status_tip.encode() if state.status_tip else None
         what = {"applied": "applied", "up-to-date": "in sync"}.get(report.outcome,
@@ -180,6 +219,26 @@ class SpecApplier:
         return new.decode()
 
     # -- the network -------------------------------------------------------------------
+
+
+class _NewObjectsOnly:
+    """An object store that writes only objects it does not hold yet."""
+
+    def __init__(self, store: Any) -> None:
+        self._store = store
+
+    def add_object(self, obj: Any) -> None:
+        if obj.id not in self._store:
+            self._store.add_object(obj)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    def __getitem__(self, sha: bytes) -> Any:
+        return self._store[sha]
+
+    def __contains__(self, sha: bytes) -> bool:
+        return sha in self._store
 
 
 def stale_condition(state: State, now: float) -> dict[str, Any]:

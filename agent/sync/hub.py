@@ -33,13 +33,13 @@ from giter_agent.state.store import State, StateStore
 from giter_agent.status.report import SyncReport
 from giter_agent.sync.applier import SpecApplier
 from giter_agent.sync.importer import SpecImporter, summarise
-from giter_agent.transport.network import Remote
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     from giter_agent.core.budget import Budget
     from giter_agent.history.store import History
+    from giter_agent.transport.network import Remote  # imported when a sync uses the hub
     from giter_agent.trust.trust_files import TrustRoot
 
 log = logging.getLogger("giter.sync")

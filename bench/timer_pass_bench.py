@@ -1,0 +1,160 @@
+"""A daemon timer pass with nothing changed: does it cost what changed, or what exists?
+
+Builds a device with N File resources and one CPU-temperature Sensor sampled every
+10 s (a signed spec from a real publisher repository, synced once), then runs the
+daemon's timer pass several times with nothing changed (the sensor reads the same
+value), for N = 10 and N = 1,000, and prints the median time per pass and the ratio.
+The timer pass is what the daemon runs when the sensor's wakeup is due
+(``Agent.reconcile_pass(due_only=True)`` at ``Agent.next_wakeup()``); a full pass
+(every resource looked at, as every sync does) is measured too. It also counts, for
+the no-change passes, the YAML documents parsed, the status documents serialised and
+the files added to the repository (all should be 0).
+
+    python3 bench/timer_pass_bench.py               # 10 vs 1,000 resources
+    python3 bench/timer_pass_bench.py --sizes 10 100 1000 --passes 9
+
+Results: docs/performance.md, "A timer pass that changes nothing".
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))
+sys.path.insert(0, str(REPO_ROOT / "tools"))
+
+DEVICE = "pi-bench"
+API = "apiVersion: giter.dev/v1alpha1\n"
+
+
+class Clock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def resource(name: str, spec: dict) -> bytes:
+    return (f"{API}kind: File\nmetadata: {json.dumps({'name': name, 'generation': 1})}\n"
+            f"spec: {json.dumps(spec)}\n").encode()
+
+
+class Counts:
+    """Counts YAML parses, status documents dumped and objects added, by wrapping the
+    three functions every pass goes through."""
+
+    def __init__(self) -> None:
+        self.parses = self.dumps = self.objects = 0
+
+    def install(self) -> None:
+        from giter_agent.spec import resources
+        from giter_agent.status import documents
+
+        parse, dump = resources.load_yaml, resources.dump_yaml
+
+        def counted_parse(*a, **k):  # type: ignore[no-untyped-def]
+            self.parses += 1
+            return parse(*a, **k)
+
+        def counted_dump(*a, **k):  # type: ignore[no-untyped-def]
+            self.dumps += 1
+            return dump(*a, **k)
+
+        resources.load_yaml = counted_parse
+        documents.dump_yaml = counted_dump
+
+    def reset(self) -> None:
+        self.parses = self.dumps = self.objects = 0
+
+
+def measure(n: int, passes: int, counts: Counts, full: bool
+            ) -> tuple[float, tuple[int, int, int]]:
+    from gpiozero.pins.mock import MockFactory
+
+    from giter_agent.config.agent_toml import load
+    from giter_agent.sync.agent import Agent
+    from giter_agent.trust import sshsig
+    from giter_bundle.publisher import PublisherRepo
+
+    work = Path(tempfile.mkdtemp(prefix="timer-pass-"))
+    try:
+        root = work / "root"
+        root.mkdir()
+        key = sshsig.generate_ed25519()
+        signers = work / "allowed_signers"
+        signers.write_text(f'ops namespaces="git" {sshsig.public_key_of(key).openssh()}\n')
+        publisher = PublisherRepo(work / "fleet.git", key)
+        files = {f"devices/{DEVICE}/file-{i:04d}.yaml": resource(f"file-{i:04d}", {
+            "path": str(root / f"d{i % 10}" / f"file-{i:04d}"), "content": f"value {i}\n",
+            "mode": "0644"}) for i in range(n)}
+        files[f"devices/{DEVICE}/cpu.yaml"] = (
+            f"{API}kind: Sensor\nmetadata: {{name: cpu}}\n"
+            "spec: {source: cpu-temperature, interval: 10, deadband: 1}\n").encode()
+        zone = work / "sys/class/thermal/thermal_zone0"
+        zone.mkdir(parents=True)
+        (zone / "temp").write_text("48000\n")
+        publisher.commit(files, f"{n} files")
+        bundle = publisher.bundle(work / "fleet.bundle")
+        config = work / "agent.toml"
+        config.write_text(
+            f'device_id = "{DEVICE}"\nstate_dir = "state"\nboard = "generic-mock"\n'
+            f'allowed_signers = "{signers}"\n[files]\nroots = ["{root}"]\n')
+        clock = Clock(1_800_000_000.0)
+        factory = MockFactory()
+        agent = Agent(load(config), clock=clock, pin_factory_maker=lambda board: factory)
+        agent.ctx.sysfs = work / "sys"
+        report = agent.sync([bundle], source="bench")
+        assert report.exit_code == 0, (report.outcome, report.not_ready)
+        agent.reconcile_pass()  # the first timer pass may still settle something
+        objects = work / "state" / "repo.git" / "objects"
+        before = sum(1 for p in objects.rglob("*") if p.is_file())
+        counts.reset()
+        times = []
+        for _ in range(passes):
+            wake = agent.next_wakeup()
+            assert wake is not None, "the sensor asks for its next sample"
+            clock.now = max(wake, clock.now)
+            t0 = time.perf_counter()
+            agent.reconcile_pass(source="bench", due_only=not full)
+            times.append(time.perf_counter() - t0)
+        after = sum(1 for p in objects.rglob("*") if p.is_file())
+        agent.close()
+        return statistics.median(times), (counts.parses // passes, counts.dumps // passes,
+                                          after - before)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--sizes", type=int, nargs="+", default=[10, 1000])
+    p.add_argument("--passes", type=int, default=7)
+    args = p.parse_args()
+    counts = Counts()
+    counts.install()
+    for full in (False, True):
+        what = "full pass (every resource)" if full else "timer pass (the sensor's wakeup)"
+        print(f"== {what}, nothing changed")
+        results = {}
+        for n in args.sizes:
+            median, (parses, dumps, written) = measure(n, args.passes, counts, full)
+            results[n] = median
+            print(f"{n:>6} files: {1000 * median:8.1f} ms per pass (median of "
+                  f"{args.passes}); per pass: {parses} YAML parses, {dumps} status documents "
+                  f"serialised; {written} files added to objects/")
+        small, large = min(results), max(results)
+        print(f"ratio {large} vs {small} files: x{results[large] / results[small]:.2f}"
+              + ("" if full else " (goal: within x2)"))
+
+
+if __name__ == "__main__":
+    main()

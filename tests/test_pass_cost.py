@@ -1,0 +1,222 @@
+"""A pass costs what changed, not what exists: counted work, never time.
+
+A device with many File resources and one sensor, synced from a real-git spec; the
+daemon's timer pass (the sensor's wakeup) and a full pass that change nothing must
+parse no YAML, serialise no status document, write no object and leave the state file
+and the status ref alone. A wakeup pass visits only the resources that are due and
+those depending on them; a full pass still looks at every one (drift).
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from gpiozero.pins.mock import MockFactory
+from support.kinds import Clock, Rig, doc, make_ctx, specset
+
+from giter_agent.kinds import load_kinds
+from giter_agent.reconcile.engine import reconcile
+from giter_agent.spec import resources as spec_resources
+from giter_agent.state.records import ResourceRecord
+from giter_agent.status.documents import StatusDocuments, status_files
+
+pytestmark = pytest.mark.unit
+
+FILES = 40
+
+
+def spec(rig: Rig, *, depends: bool = False) -> dict[str, bytes | None]:
+    out: dict[str, bytes | None] = {}
+    for i in range(FILES):
+        body = {"path": str(rig.root / f"f{i:02d}"), "content": f"{i}\n", "mode": "0644"}
+        if depends and i == 0:
+            body["dependsOn"] = ["cpu"]
+        out[f"f{i:02d}.yaml"] = doc("File", f"f{i:02d}", body)
+    out["cpu.yaml"] = doc("Sensor", "cpu", {"source": "cpu-temperature", "interval": 10,
+                                            "deadband": 1})
+    return out
+
+
+class Counted:
+    """Counts YAML parses (the one spec reader) and File handler calls."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, agent: object) -> None:
+        self.parses = 0
+        self.applied: list[str] = []
+        parse = spec_resources.load_yaml
+
+        def counted(data: bytes) -> object:
+            self.parses += 1
+            return parse(data)
+
+        monkeypatch.setattr(spec_resources, "load_yaml", counted)
+        file_kind = agent.kinds["File"]  # type: ignore[attr-defined]
+        apply = file_kind.apply
+
+        def applied(key: str, spec: dict, ctx: object) -> object:
+            self.applied.append(key)
+            return apply(key, spec, ctx)
+
+        monkeypatch.setattr(file_kind, "apply", applied)
+
+
+def objects(rig: Rig) -> dict[str, int]:
+    base = rig.state_dir / "repo.git" / "objects"
+    return {str(p): p.stat().st_mtime_ns for p in base.rglob("*") if p.is_file()}
+
+
+def device(tmp_path, publisher, *, depends: bool = False):
+    rig = Rig(tmp_path, publisher)
+    zone = tmp_path / "sys/class/thermal/thermal_zone0"
+    zone.mkdir(parents=True)
+    (zone / "temp").write_text("48000\n")
+    rig.publish(spec(rig, depends=depends))
+    clock = Clock()
+    agent = rig.agent(clock=clock, factory=MockFactory())
+    agent.ctx.sysfs = tmp_path / "sys"
+    report = agent.sync([rig.bundle()], source="test")
+    assert report.exit_code == 0, (report.outcome, report.not_ready)
+    return rig, agent, clock, zone / "temp"
+
+
+def settle(agent, clock: Clock) -> None:
+    """The next pass the sensor asks for, as the daemon runs it."""
+    wake = agent.next_wakeup()
+    assert wake is not None
+    clock.now = max(clock.now, wake)
+
+
+@pytest.mark.parametrize("due_only", [True, False], ids=["wakeup-pass", "full-pass"])
+def test_a_pass_that_changes_nothing_parses_serialises_and_writes_nothing(
+        tmp_path, publisher, monkeypatch, due_only):
+    rig, agent, clock, _ = device(tmp_path, publisher)
+    try:
+        settle(agent, clock)
+        agent.reconcile_pass()  # the first timer pass in this process
+        state_file = rig.state_dir / "state.msgpack"
+        before = (objects(rig), os.stat(state_file).st_ino, rig.state().status_tip)
+        count = Counted(monkeypatch, agent)
+        dumped = agent.applier.documents.dumped
+        for _ in range(3):
+            settle(agent, clock)
+            report = agent.reconcile_pass(due_only=due_only)
+            assert report.outcome == "up-to-date" and report.not_ready == []
+        assert count.parses == 0  # the spec was parsed once, for its commit
+        assert agent.applier.documents.dumped == dumped  # no status document re-serialised
+        # No object written (not even an existing one again), no state file replaced, no
+        # status commit.
+        assert (objects(rig), os.stat(state_file).st_ino, rig.state().status_tip) == before
+        # A wakeup pass visits the sensor alone; a full pass still checks every file.
+        assert len(count.applied) == (0 if due_only else 3 * FILES)
+    finally:
+        agent.close()
+
+
+def test_a_wakeup_pass_leaves_drift_to_the_next_full_pass(tmp_path, publisher, monkeypatch):
+    rig, agent, clock, _ = device(tmp_path, publisher)
+    try:
+        (rig.root / "f03").write_text("changed by hand\n")
+        settle(agent, clock)
+        agent.reconcile_pass(due_only=True)
+        assert (rig.root / "f03").read_text() == "changed by hand\n"
+        agent.reconcile_pass()  # a full pass (a sync, another process's change)
+        assert (rig.root / "f03").read_text() == "3\n"
+        assert rig.state().resources["File/f03"].status["drift"]["corrections"] == 1
+    finally:
+        agent.close()
+
+
+def test_a_wakeup_pass_visits_what_depends_on_a_due_resource(tmp_path, publisher,
+                                                            monkeypatch):
+    rig, agent, clock, temp = device(tmp_path, publisher, depends=True)
+    try:
+        count = Counted(monkeypatch, agent)
+        settle(agent, clock)
+        temp.write_text("60000\n")  # past the deadband: the sensor's status changes
+        tip = rig.state().status_tip
+        dumped = agent.applier.documents.dumped
+        agent.reconcile_pass(due_only=True)
+        assert count.applied == ["File/f00"]  # it depends on the sensor; the rest wait
+        assert rig.state().status_tip != tip  # the sensor's new value is reported
+        # Only what changed is serialised again: the sensor's document (the summary and
+        # the files' documents are as they were).
+        assert agent.applier.documents.dumped == dumped + 1
+        assert "60" in rig.show(f"devices/{rig.id}/cpu.yaml")
+    finally:
+        agent.close()
+
+
+def test_a_new_spec_from_another_process_is_parsed_once(tmp_path, publisher, monkeypatch):
+    rig, agent, clock, _ = device(tmp_path, publisher)
+    try:
+        rig.publish({"f05.yaml": None})
+        other = rig.agent(clock=clock, factory=MockFactory())  # a manual sync, say
+        other.ctx.sysfs = agent.ctx.sysfs
+        assert other.sync([rig.bundle()], source="test").exit_code == 0
+        other.close()
+        count = Counted(monkeypatch, agent)
+        for _ in range(2):
+            settle(agent, clock)
+            agent.reconcile_pass(due_only=True)
+        assert count.parses == FILES  # the new commit's 39 files and the sensor, once
+        assert count.applied == []  # the other process's pass was over this very spec
+        assert "File/f05" not in rig.state().resources
+    finally:
+        agent.close()
+
+
+def test_a_wakeup_pass_over_records_of_another_spec_looks_at_everything(tmp_path):
+    ctx = make_ctx(tmp_path, MockFactory())
+    kinds = load_kinds()
+    root = tmp_path / "root"
+    files = specset(*(doc("File", f"f{i}", {"path": str(root / f"f{i}"), "content": "x\n"})
+                      for i in range(3)))
+    first = reconcile(files, ctx, kinds, {}, "a" * 40)
+    assert not first.not_ready
+    (root / "f1").write_text("drift\n")
+    same = reconcile(files, ctx, kinds, first.records, "a" * 40, only=set())
+    assert (root / "f1").read_text() == "drift\n" and same.records == first.records
+    reconcile(files, ctx, kinds, first.records, "b" * 40, only=set())
+    assert (root / "f1").read_text() == "x\n"
+
+
+def test_status_documents_are_rendered_from_what_they_hold_now():
+    record = ResourceRecord(kind="File", name="a", path="devices/d/a.yaml", status={"n": 1},
+                            document={"apiVersion": "giter.dev/v1alpha1", "kind": "File",
+                                      "metadata": {"name": "a"}, "spec": {"x": [1]}})
+    records = {"File/a": record}
+    documents = StatusDocuments()
+    first = documents.files("d", records, {"s": 1})
+    assert first == status_files("d", records, {"s": 1})
+    assert documents.files("d", records, {"s": 1}) == first and documents.dumped == 2
+    # A record changed in place (nested) is noticed: the memory holds copies.
+    record.status["n"] = 2
+    assert record.document is not None
+    record.document["spec"]["x"].append(2)
+    again = documents.files("d", records, {"s": 1})
+    assert again == status_files("d", records, {"s": 1}) and documents.dumped == 3
+    assert b"n: 2" in again["devices/d/a.yaml"] and b"- 2" in again["devices/d/a.yaml"]
+
+
+def test_a_steady_sync_writes_only_its_record(tmp_path, publisher):
+    """`giter-agent sync` of a bundle already applied, in a process of its own: no
+    status commit, no object written again (already-stored ones included), the state
+    file replaced at most once (the sync's record), nothing else under the state dir."""
+    rig = Rig(tmp_path, publisher)
+    rig.publish({"f00.yaml": spec(rig)["f00.yaml"]})
+    bundle = rig.bundle()
+    assert rig.cli("sync", "--bundle", bundle) == 0
+    assert rig.cli("sync", "--bundle", bundle) == 0  # a one-shot's status settles here
+
+    def files() -> dict[str, tuple[int, int]]:
+        return {str(p): (p.stat().st_ino, p.stat().st_mtime_ns)
+                for p in rig.state_dir.rglob("*") if p.is_file() and p.name != "lock"}
+
+    before, tip = files(), rig.state().status_tip
+    assert rig.cli("sync", "--bundle", bundle) == 0
+    after = files()
+    assert rig.state().status_tip == tip
+    # The state file holds the sync's time (whole seconds): rewritten, or the same.
+    assert {k for k in after if after[k] != before.get(k)} <= {
+        str(rig.state_dir / "state.msgpack")}
