@@ -48,7 +48,7 @@ from giter_agent.core.errors import (
     UnreadableBundle,
 )
 from giter_agent.history import bundle as bundle_format
-from giter_agent.history import commit_layout, pack_index
+from giter_agent.history import chain_export, commit_layout, pack_index, packs
 from giter_agent.history import tree as tree_module
 from giter_agent.history.objects import has_object, oid, read_commit, ref_name
 
@@ -78,8 +78,8 @@ class _TypeReader:
     def type_of(self, sha: bytes, depth: int = 0) -> int:
         """The type number of ``sha``; KeyError when nobody has it."""
         binsha = hex_to_sha(oid(sha))
-        for packs in self._packs:
-            for pack in packs:
+        for pack_list in self._packs:
+            for pack in pack_list:
                 try:
                     offset = pack.index.object_offset(binsha)
                 except KeyError:
@@ -116,6 +116,7 @@ class _TypeReader:
 
 
 _LOCK_NAME = "lock"
+_WRITER_LOCK = "giter-writer.lock"
 
 
 @dataclass(frozen=True)
@@ -304,12 +305,22 @@ class _ObjectStore(DiskObjectStore):
         So anything that names the object afterwards (a ref, the state file) never
         outlives it in a power cut.
         """
+        if self.contains_packed(obj.id):
+            return  # accepted already: never rewritten loose (nor fsynced again)
         folder = Path(self._get_shafile_path(obj.id)).parent
         fresh = not folder.is_dir()
         super().add_object(obj)
         fsync_dir(folder)
         if fresh:
             fsync_dir(folder.parent)
+
+    def forget_pack(self, pack: Any) -> None:
+        """Stop using ``pack`` (closed, out of the cache) before its files are removed."""
+        basename = os.path.basename(pack._basename)
+        self._pack_cache.pop(basename, None)
+        with contextlib.suppress(ValueError):
+            self._pack_access_order.remove(basename)
+        pack.close()
 
 
 class History:
@@ -407,28 +418,48 @@ class History:
             fsync_dir(directory)
             directory = directory.parent
 
-    def pack_loose(self, threshold: int = 256) -> int:
+    def pack_loose(self, threshold: int = packs.LOOSE_THRESHOLD) -> int:
         """Pack loose objects once there are ``threshold`` of them; returns how many.
 
-        Status commits add a few loose objects each; left alone they cost a file and a
-        filesystem block apiece (about a gigabyte a year on a reporting board). The pack
-        and its index are durable (files and the pack folder fsynced) before any loose
-        object is removed; a pack cut off before its index is removed by recovery, so a
-        power cut at any point loses nothing.
+        Left alone they cost a file and a filesystem block apiece. The pack and its
+        index are durable before any loose object is removed (``history.packs``).
         """
-        store = self.object_store
-        if store.count_loose_objects() < threshold:
-            return 0
-        objects = []
-        for sha in store._iter_loose_objects():
-            obj = store._get_loose_object(sha)
-            if obj is not None:
-                objects.append((obj, None))
-        store.add_objects(objects)
-        fsync_dir(Path(store.pack_dir))
-        for obj, _ in objects:
-            store.delete_loose_object(obj.id)
-        return len(objects)
+        return packs.consolidate(self.object_store, loose_threshold=threshold,
+                                 factor=0).packed_loose
+
+    def consolidate(self) -> packs.Consolidation:
+        """Pack loose objects and merge the smallest packs (``history.packs``).
+
+        Deletes packs: only the repository's one writer calls it (the state lock's
+        holder on a device, the import lock's on a hub).
+        """
+        return packs.consolidate(self.object_store)
+
+    @contextlib.contextmanager
+    def writer_lock(self) -> Iterator[None]:
+        """Be the repository's one writer (an ``flock`` on ``<repo>/giter-writer.lock``):
+        a hub's import holds it, so it may ``consolidate``. Another holder is
+        ``HistoryError(RepositoryLocked)``, at once. (A device's writer is the holder of
+        its state lock instead.)"""
+        fd = os.open(self.path / _WRITER_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise HistoryError(f"another process is writing to {self.path} (it holds "
+                                   f"{_WRITER_LOCK}); try again when it is done",
+                                   reason="RepositoryLocked") from None
+            yield
+        finally:
+            os.close(fd)
+
+    @contextlib.contextmanager
+    def new_objects(self) -> Iterator[packs.PendingObjects]:
+        """A store for a batch of new objects, written as one durable pack on a clean
+        exit (nothing on an error); reads see the accepted store behind it."""
+        pending = packs.PendingObjects(self.object_store)
+        yield pending
+        pending.flush()
 
     def is_ancestor(self, ancestor: bytes, descendant: bytes) -> bool:
         """True when ``ancestor`` is ``descendant`` or one of its ancestors (accepted store)."""
@@ -721,7 +752,8 @@ class History:
     # -- export --------------------------------------------------------------------------
 
     def push_ref(self, client: Any, path: str | bytes, name: bytes, new: bytes, *,
-                 may_replace: Callable[[bytes | None], bool]) -> bytes | None:
+                 may_replace: Callable[[bytes | None], bool],
+                 first_parent: bool = False) -> bytes | None:
         """Point ``name`` on a git server at ``new``: a compare-and-swap, never forced.
 
         ``client`` is a dulwich client (``send_pack``); the caller maps its transport
@@ -730,6 +762,9 @@ class History:
         whether that old value may be replaced at all (the caller allows a fast-forward
         only). Either refusal is ``RemoteRefMoved``; fetch, then
         try again. Returns the value the server held before (None: no such ref).
+        With ``first_parent`` (a status chain), the pack is what ``new``'s first-parent
+        chain adds to the commits the server has (``history.chain_export``): read
+        back to the server's copy, not through the whole history.
         """
         self._commit(new, f"ref {name.decode(errors='replace')}")
         store = self.object_store
@@ -750,7 +785,17 @@ class History:
                                ofs_delta: bool = True,
                                progress: Callable[..., None] | None = None) -> Any:
             # The server's other refs point at commits we may not have (a newer spec).
-            return store.generate_pack_data([oid(h) for h in have if has_object(store, h)],
+            held = [h for h in have if has_object(store, h)]
+            if first_parent:
+                chain = chain_export.first_parent_chain(store, new, set(held))
+                # Each commit the chain builds on must be one the server has (the spec a
+                # status commit observed is on its branch, unless a stick brought a newer
+                # one): else the full walk below finds what it lacks.
+                if all(any(chain_export.reaches(store, h, b) for h in held)
+                       for b in chain.boundary):
+                    ids = chain_export.new_objects(store, chain)
+                    return len(ids), chain_export.records(store, ids)
+            return store.generate_pack_data([oid(h) for h in held],
                                             [oid(w) for w in want],
                                             ofs_delta=ofs_delta, progress=progress)
 
@@ -796,6 +841,28 @@ class History:
 
         bundle_format.write_bundle(Path(path), refs=refs, prerequisites=prerequisites,
                                    pack_writer=pack_writer, version=version, dir_fd=dir_fd)
+
+    def write_chain_bundle(self, path: Path, name: bytes, tip: bytes, stop: set[bytes], *,
+                           dir_fd: int | None = None) -> chain_export.Chain:
+        """Write a bundle of ``name`` at ``tip`` holding what ``tip``'s first-parent chain
+        adds to ``stop`` (commits the destination has) and to the chain's other parents.
+
+        The walk reads the new commits only (``history.chain_export``); the commits it
+        builds on become the prerequisites. Otherwise as ``write_bundle``.
+        """
+        store = self.object_store
+        chain = chain_export.first_parent_chain(store, tip, stop)
+        prerequisites = [(sha, _subject(self._commit(sha, "prerequisite commit")))
+                         for sha in chain.boundary]
+        ids = chain_export.new_objects(store, chain)
+
+        def pack_writer(fh: BinaryIO) -> None:
+            write_pack_data(fh.write, chain_export.records(store, ids), num_records=len(ids),
+                            object_format=store.object_format)
+
+        bundle_format.write_bundle(Path(path), refs={name: tip}, prerequisites=prerequisites,
+                                   pack_writer=pack_writer, version=2, dir_fd=dir_fd)
+        return chain
 
     def _commit(self, sha: bytes, what: str) -> Commit:
         try:

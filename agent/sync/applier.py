@@ -114,7 +114,8 @@ class SpecApplier:
                                "notReady": report.not_ready}
         if state.applied:
             state.status_tip = self._commit_status(history, state, report, now)
-            history.pack_loose()
+            # This process holds the state lock: it alone may merge and delete packs.
+            history.consolidate()
         self.state_store.save(state)
         self.write_metrics(history, state)
         report.accepted, report.applied = state.accepted, state.applied
@@ -145,7 +146,6 @@ class SpecApplier:
         from giter_agent.status.documents import make_status_commit, status_files
         from giter_agent.trust.signed_commit import sign_commit
 
-        store = history.object_store
         summary = {
             "acceptedCommit": state.accepted,
             "appliedCommit": state.applied,
@@ -163,7 +163,6 @@ class SpecApplier:
         files = status_files(self.config.device_id, state.resources, summary)
         assert state.applied is not None  # only an applied spec has status to commit
         spec = state.applied.encode()
-        tree = replace_files(store, read_commit(store, spec).tree, files)
         key = self.device_key()
         previous = state.status_tip.encode() if state.status_tip else None
         what = {"applied": "applied", "up-to-date": "in sync"}.get(report.outcome,
@@ -171,9 +170,13 @@ class SpecApplier:
         ready = len(state.resources) - len(report.not_ready)
         message = (f"status: {what}, {ready}/{len(state.resources)} resources Ready "
                    f"(spec {state.applied[:12]})")
-        new = make_status_commit(store, spec_commit=spec, previous=previous, tree=tree,
-                                 device_id=self.config.device_id, message=message,
-                                 sign=lambda c: sign_commit(c, key), now=int(now))
+        # The commit's new blobs, trees and the commit itself land as one pack, durable
+        # before the ref names it: a few fsyncs per commit, not two per object.
+        with history.new_objects() as store:
+            tree = replace_files(store, read_commit(store, spec).tree, files)
+            new = make_status_commit(store, spec_commit=spec, previous=previous, tree=tree,
+                                     device_id=self.config.device_id, message=message,
+                                     sign=lambda c: sign_commit(c, key), now=int(now))
         if new is None:
             return state.status_tip
         history.set_ref(self.config.status_ref, previous, new)

@@ -26,6 +26,7 @@ from giter_agent.core.errors import (
     NetworkError,
     RemoteRefMoved,
 )
+from giter_agent.history.chain_export import reaches
 from giter_agent.history.objects import has_object, read_commit
 from giter_agent.reconcile.engine import rfc3339
 from giter_agent.state.records import NetworkRecord
@@ -136,14 +137,15 @@ class HubExchange:
                 return True, None
 
             def fast_forward(old: bytes | None, tip: bytes = tip) -> bool:
+                # The status history is a first-parent chain: read back to ``old`` only.
                 return old is None or (has_object(history.object_store, old)
-                                       and history.is_ancestor(old, tip))
+                                       and reaches(history.object_store, tip, old))
 
             try:
                 try:
                     with transport_errors(remote.display):
                         history.push_ref(remote.client, remote.path, ref, tip,
-                                         may_replace=fast_forward)
+                                         may_replace=fast_forward, first_parent=True)
                     log.info("pushed %s %s to %s", ref.decode(), tip.decode(), remote.display,
                              extra={"event": "pushed"})
                     return True, None

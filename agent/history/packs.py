@@ -1,0 +1,228 @@
+"""Packs: written durably in one go, and consolidated so their number stays logarithmic.
+
+Every lookup of an object probes the packs one after the other, so a repository that
+gains a pack per status commit (a device) or per accepted bundle (a hub) gets slower with
+age. ``consolidate`` keeps the packs in a geometric progression, as git's
+``repack --geometric=2`` does: sorted by object count, each pack holds at least twice as
+many objects as all smaller ones together, so n objects live in at most log2(n) + 1
+packs and each object is rewritten O(log n) times over its life. Only the smallest packs
+are merged; the big old ones are left alone.
+
+A merge is crash-safe: the new pack is written under a ``tmp_pack_`` name, fsynced,
+renamed in, then its index likewise, then the pack folder is fsynced; only after that
+is an old pack removed (its index first, so a cut leaves a pack without an index, which
+no reader opens and ``state.recovery`` removes). A kill at any point leaves every object
+readable from the old packs or the new one.
+
+``write_objects`` writes a batch of new objects (a status commit's blobs, trees and
+commit) as one pack with one fsync for the pack, one for its index and one for the
+folder, instead of a loose file and two fsyncs per object. ``PendingObjects`` collects
+such a batch in memory, with the main store behind it for reads.
+
+Only the holder of the state lock (device) or of the hub's import lock calls
+``consolidate``: it deletes packs. Called by ``history.store``.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dulwich.objects import ObjectID, ShaFile, hex_to_sha
+from dulwich.pack import (
+    Pack,
+    UnpackedObject,
+    full_unpacked_object,
+    iter_sha1,
+    write_pack_data,
+    write_pack_index,
+)
+
+from giter_agent.core.durable import fsync_dir
+
+FACTOR = 2  # each kept pack holds at least this many times all smaller ones together
+LOOSE_THRESHOLD = 256  # loose objects are packed once there are this many
+
+
+@dataclass(frozen=True)
+class Consolidation:
+    """What one ``consolidate`` did: packs merged into one, and loose objects packed."""
+
+    merged_packs: int = 0
+    packed_loose: int = 0
+    objects_written: int = 0
+
+
+def geometric_split(sizes: list[int], factor: int = FACTOR) -> int:
+    """How many of the smallest packs to merge (``sizes`` ascending; 0 or >= 2).
+
+    After merging the first k, every remaining pack holds at least ``factor`` times the
+    objects of all packs before it (the merged one included), so the progression holds.
+    """
+    merge_upto, total = -1, 0
+    for i, size in enumerate(sizes):
+        if i > 0 and size < factor * total:
+            merge_upto = i
+        total += size
+    return merge_upto + 1 if merge_upto >= 1 else 0
+
+
+def _write_pack(pack_dir: Path, records: Iterable[UnpackedObject], count: int,
+                object_format: Any) -> str | None:
+    """Write ``count`` pack records as a durable pack + index; its name, or None if empty.
+
+    The pack and its index are each written to a ``tmp_pack_`` file, fsynced and renamed
+    in (pack first: a pack is visible only with its index); then the folder is fsynced.
+    """
+    if not count:
+        return None
+    fd, tmp = tempfile.mkstemp(dir=pack_dir, prefix="tmp_pack_")
+    tmp_path = Path(tmp)
+    idx_tmp: Path | None = None
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            entries, checksum = write_pack_data(fh.write, records, num_records=count,
+                                                object_format=object_format)
+            fh.flush()
+            os.fsync(fh.fileno())
+        rows = sorted((sha if len(sha) == 20 else hex_to_sha(sha), offset, crc)
+                      for sha, (offset, crc) in entries.items())
+        name = "pack-" + iter_sha1(row[0] for row in rows).decode()
+        if (pack_dir / f"{name}.idx").exists():
+            tmp_path.unlink()  # the same objects are already packed under this name
+            return name
+        fd, idx_name = tempfile.mkstemp(dir=pack_dir, prefix="tmp_pack_")
+        idx_tmp = Path(idx_name)
+        with os.fdopen(fd, "wb") as fh:
+            write_pack_index(fh, rows, checksum)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp_path, 0o444)
+        os.chmod(idx_tmp, 0o444)
+        os.replace(tmp_path, pack_dir / f"{name}.pack")
+        os.replace(idx_tmp, pack_dir / f"{name}.idx")
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        if idx_tmp is not None:
+            idx_tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(pack_dir)
+    return name
+
+
+def write_objects(store: Any, objects: list[ShaFile]) -> str | None:
+    """Write ``objects`` (whole, no deltas) into ``store`` as one durable pack."""
+    return _write_pack(Path(store.pack_dir), (full_unpacked_object(o) for o in objects),
+                       len(objects), store.object_format)
+
+
+class PendingObjects:
+    """New objects kept in memory until ``flush()`` writes them as one pack.
+
+    Reads see the pending objects first, then ``store``. An object ``store`` already
+    has (packed or loose) is not added again: an accepted object is never rewritten.
+    """
+
+    def __init__(self, store: Any) -> None:
+        self._store = store
+        self._objects: dict[bytes, ShaFile] = {}
+        self.object_format = store.object_format
+
+    def add_object(self, obj: ShaFile) -> None:
+        if obj.id not in self._objects and obj.id not in self._store:
+            self._objects[obj.id] = obj
+
+    def __contains__(self, sha: object) -> bool:
+        return sha in self._objects or sha in self._store
+
+    def __getitem__(self, sha: ObjectID) -> ShaFile:
+        obj = self._objects.get(sha)
+        return obj if obj is not None else self._store[sha]
+
+    def get_raw(self, sha: ObjectID) -> tuple[int, bytes]:
+        obj = self._objects.get(sha)
+        if obj is not None:
+            return obj.type_num, obj.as_raw_string()
+        return self._store.get_raw(sha)  # type: ignore[no-any-return]
+
+    def __len__(self) -> int:
+        return len(self._objects)
+
+    def flush(self) -> str | None:
+        """Write the pending objects as one pack (nothing when none); forget them."""
+        objects = list(self._objects.values())
+        self._objects.clear()
+        return write_objects(self._store, objects)
+
+
+class _Merged:
+    """The packs being merged, as the container dulwich's pack writer reads from.
+
+    Deltas whose base is also merged are reused as they are (offset deltas turned into
+    reference deltas); everything else is written whole. Each object once.
+    """
+
+    def __init__(self, packs: list[Pack], store: Any) -> None:
+        self._packs = packs
+        self._store = store
+
+    def iter_unpacked_subset(self, shas: Iterable[Any], *, include_comp: bool = False,
+                             allow_missing: bool = False, convert_ofs_delta: bool = False
+                             ) -> Iterator[UnpackedObject]:
+        todo = set(shas)
+        done: set[bytes] = set()
+        for pack in self._packs:
+            for unpacked in pack.iter_unpacked_subset(
+                    todo, include_comp=include_comp, allow_missing=True,
+                    convert_ofs_delta=convert_ofs_delta):
+                sha = unpacked.sha()
+                if sha not in done:
+                    done.add(sha)
+                    yield unpacked
+
+    def __getitem__(self, sha: ObjectID) -> ShaFile:
+        return self._store[sha]  # type: ignore[no-any-return]
+
+
+def consolidate(store: Any, *, factor: int = FACTOR,
+                loose_threshold: int = LOOSE_THRESHOLD) -> Consolidation:
+    """Pack loose objects once there are ``loose_threshold``, then merge the smallest
+    packs so the rest form a geometric progression. The caller holds the lock that
+    makes it the repository's only writer. See the module docstring for the order."""
+    from dulwich.pack import generate_unpacked_objects
+
+    pack_dir = Path(store.pack_dir)
+    packed_loose = 0
+    if store.count_loose_objects() >= loose_threshold:
+        loose = [obj for obj in (store._get_loose_object(sha)
+                                 for sha in store._iter_loose_objects()) if obj is not None]
+        write_objects(store, loose)
+        for obj in loose:
+            store.delete_loose_object(obj.id)
+        packed_loose = len(loose)
+    packs = sorted(store.packs, key=lambda p: (len(p.index), p.name()))
+    k = geometric_split([len(p.index) for p in packs], factor)
+    if k < 2:
+        return Consolidation(packed_loose=packed_loose)
+    merged = packs[:k]
+    ids: dict[ObjectID, None] = {}
+    for pack in merged:
+        for sha in pack.index:  # hex ids
+            ids.setdefault(sha, None)
+    records = generate_unpacked_objects(_Merged(merged, store),  # type: ignore[arg-type]
+                                        list(ids.items()), reuse_deltas=True)
+    name = _write_pack(pack_dir, records, len(ids), store.object_format)
+    for pack in merged:
+        if f"pack-{pack.name().decode()}" == name:
+            continue  # the merge produced a pack of the same objects: keep it
+        store.forget_pack(pack)
+        # Index first: a cut between the two leaves a pack without an index, which no
+        # reader opens and recovery removes; never an index naming a missing pack.
+        Path(pack._idx_path).unlink(missing_ok=True)
+        Path(pack._data_path).unlink(missing_ok=True)
+    fsync_dir(pack_dir)
+    return Consolidation(merged_packs=k, packed_loose=packed_loose, objects_written=len(ids))
