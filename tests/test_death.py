@@ -16,7 +16,8 @@ from support.deathtest import DEVICE, FAULTS, Case, have_strace, points
 pytestmark = pytest.mark.skipif(not have_strace(),
                                 reason="strace is not installed (Debian package strace)")
 
-SAMPLE = {"first": 4, "incremental": 2, "prune": 2, "packing": 2, "network": 2}
+SAMPLE = {"first": 4, "incremental": 2, "prune": 2, "packing": 2, "consolidating": 3,
+          "network": 2}
 SEED = 12
 
 
@@ -62,6 +63,12 @@ TARGETED = [
      "stick/giter/outbox/.pi-01.bundle.*"),
     ("packing", "rename", "kill", r"objects/pack/tmp", None,
      "device/state/repo.git/objects/pack/tmp*"),
+    # Consolidation: killed as the merged pack is renamed in (a pack without its index
+    # is left), and as the first merged-away pack's index is removed (both the merged
+    # pack and some old ones are left: every object is still there).
+    ("consolidating", "rename", "kill", r"objects/pack/tmp_pack_\w+\", \"[^\"]*\.pack\"",
+     STATUS_LOCK, None),
+    ("consolidating", "unlink", "kill", r"objects/pack/pack-\w+\.idx\"", STATUS_LOCK, None),
     # Disk full at the last state save, and on the stick at the status bundle.
     ("incremental", "write", "ENOSPC", r"format", STATUS_LOCK, None),
     ("incremental", "write", "ENOSPC", r"# v2 git bundle", None, None),
