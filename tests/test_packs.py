@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import math
 import os
-from pathlib import Path
 
 import pytest
 from dulwich.objects import Blob, Commit
@@ -216,7 +215,7 @@ def test_without_the_hubs_word_the_whole_chain_goes_and_git_takes_it(tmp_path, h
 
 
 def test_reaches_follows_first_parents_only(history):
-    spec, chain = status_history(history, 5)
+    _spec, chain = status_history(history, 5)
     store = history.object_store
     assert chain_export.reaches(store, chain[-1], chain[0])
     assert chain_export.reaches(store, chain[-1], chain[-1])
@@ -269,3 +268,39 @@ def test_the_hub_import_holds_the_writer_lock(tmp_path, history):
         pass
 
 
+
+
+def test_the_whole_chain_stops_at_the_spec_the_first_report_observed(tmp_path, history):
+    """Reports that observed two specs: the bundle holds the reports, never the spec
+    history below them (the hub has it), and git takes it with only the spec branch."""
+    spec1, chain = status_history(history, 3)
+    with history.new_objects() as store:
+        spec2 = Commit()
+        spec2.tree = store[spec1].tree
+        spec2.parents = [spec1]
+        spec2.author = spec2.committer = b"p <p@p>"
+        spec2.author_time = spec2.commit_time = 1_700_000_100
+        spec2.author_timezone = spec2.commit_timezone = 0
+        spec2.message = b"spec 2\n"
+        store.add_object(spec2)
+        report = Commit()
+        report.tree = store[chain[-1]].tree
+        report.parents = [chain[-1], spec2.id]
+        report.author = report.committer = b"d <d@d>"
+        report.author_time = report.commit_time = 1_700_000_200
+        report.author_timezone = report.commit_timezone = 0
+        report.message = b"status on spec 2\n"
+        store.add_object(report)
+    history.set_ref(b"refs/heads/main", spec1, spec2.id)
+    out = tmp_path / "all.bundle"
+    result = history.write_chain_bundle(out, STATUS, report.id, {spec2.id})
+    assert result.commits == [report.id, *chain[::-1]]
+    assert sorted(result.boundary) == sorted([spec1, spec2.id])
+    hub = tmp_path / "hub.git"
+    run("git", "init", "-q", "--bare", hub)
+    run("git", "--git-dir", history.path, "push", "-q", hub, "refs/heads/main")
+    run("git", "--git-dir", hub, "fetch", "-q", out, f"{STATUS.decode()}:{STATUS.decode()}")
+    listed = run("git", "bundle", "list-heads", out).stdout
+    assert listed.count(b"\n") == 1
+    proc = run("git", "--git-dir", hub, "fsck", "--strict", "--no-dangling", check=False)
+    assert proc.returncode == 0

@@ -42,11 +42,16 @@ class Chain:
     commits_read: int = 0  # commits parsed by the walk (tests count them)
 
 
-def first_parent_chain(store: object, tip: bytes, stop: Collection[bytes]) -> Chain:
-    """Walk first parents from ``tip`` until a commit in ``stop`` (or a root).
+def first_parent_chain(store: object, tip: bytes, stop: Collection[bytes], *,
+                       status_shape: bool = True) -> Chain:
+    """Walk first parents from ``tip`` until a commit in ``stop``, or the chain's start.
 
-    Every other parent of a new commit is a boundary commit: the destination is known
-    to have it (for status commits, the spec commit observed).
+    A status commit's last parent is the spec commit it observed, which the destination
+    has: every parent but the first is a boundary commit, and (``status_shape``) a commit
+    with a single parent (the first status commit, which observed a spec and had no
+    report before it) starts the chain, its parent a boundary too. So the walk never goes
+    down the spec history, whichever spec the first report observed. Without
+    ``status_shape`` the walk follows single parents too (a spec branch).
     """
     chain = Chain()
     boundary: dict[bytes, None] = {}
@@ -60,6 +65,9 @@ def first_parent_chain(store: object, tip: bytes, stop: Collection[bytes]) -> Ch
         chain.commits_read += 1
         chain.commits.append(sha)
         parents = list(commit.parents)
+        if status_shape and len(parents) == 1:
+            boundary[parents[0]] = None  # the observed spec: the chain starts here
+            break
         for other in parents[1:]:
             boundary[other] = None
         sha = parents[0] if parents else None
@@ -68,9 +76,11 @@ def first_parent_chain(store: object, tip: bytes, stop: Collection[bytes]) -> Ch
     return chain
 
 
-def reaches(store: object, tip: bytes, ancestor: bytes) -> bool:
-    """Whether ``ancestor`` is ``tip`` or on its first-parent chain (read back to it)."""
-    return first_parent_chain(store, tip, {ancestor}).reached == ancestor
+def reaches(store: object, tip: bytes, ancestor: bytes, *, status_shape: bool = True) -> bool:
+    """Whether ``ancestor`` is ``tip``, on its first-parent chain, or (``status_shape``)
+    the spec the chain starts from. Reads the chain back to it, or all of it."""
+    chain = first_parent_chain(store, tip, {ancestor}, status_shape=status_shape)
+    return chain.reached == ancestor or ancestor in chain.boundary
 
 
 def new_objects(store: object, chain: Chain) -> list[bytes]:

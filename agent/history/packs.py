@@ -20,11 +20,13 @@ folder, instead of a loose file and two fsyncs per object. ``PendingObjects`` co
 such a batch in memory, with the main store behind it for reads.
 
 Only the holder of the state lock (device) or of the hub's import lock calls
-``consolidate``: it deletes packs. Called by ``history.store``.
+``consolidate``: it deletes packs. ``ObjectStore`` is the repository's disk store (loose
+objects durable on return, never rewritten when packed). Called by ``history.store``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -32,7 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dulwich.objects import ObjectID, ShaFile, hex_to_sha
+from dulwich.object_store import DiskObjectStore
+from dulwich.objects import ObjectID, ShaFile
 from dulwich.pack import (
     Pack,
     UnpackedObject,
@@ -46,6 +49,44 @@ from giter_agent.core.durable import fsync_dir
 
 FACTOR = 2  # each kept pack holds at least this many times all smaller ones together
 LOOSE_THRESHOLD = 256  # loose objects are packed once there are this many
+
+
+class ObjectStore(DiskObjectStore):
+    """dulwich's disk store, counting reachable objects by walking commits, not bitmaps.
+
+    dulwich 1.2.21 switches to bitmaps as soon as one pack has a ``.bitmap``, then fails
+    (FileNotFoundError) on every pack without one. A repository that ``git gc`` packed
+    with bitmaps (a bare hub on a git server) and that later received a pack from
+    ``promote()`` is exactly that mix, and ``write_bundle`` would fail on it.
+    """
+
+    def get_reachability_provider(self, prefer_bitmaps: bool = True) -> Any:
+        return super().get_reachability_provider(prefer_bitmaps=False)
+
+    def add_object(self, obj: Any) -> None:
+        """Write a loose object, durable on return: the file (fsynced by dulwich), its
+        name in ``objects/xx/``, and that folder's name in ``objects/`` if it is new.
+
+        So anything that names the object afterwards (a ref, the state file) never
+        outlives it in a power cut.
+        """
+        if self.contains_packed(obj.id):
+            return  # accepted already: never rewritten loose (nor fsynced again)
+        folder = Path(self._get_shafile_path(obj.id)).parent
+        fresh = not folder.is_dir()
+        super().add_object(obj)
+        fsync_dir(folder)
+        if fresh:
+            fsync_dir(folder.parent)
+
+    def forget_pack(self, pack: Any) -> None:
+        """Stop using ``pack`` (closed, out of the cache) before its files are removed."""
+        basename = os.path.basename(pack._basename)
+        self._pack_cache.pop(basename, None)
+        with contextlib.suppress(ValueError):
+            self._pack_access_order.remove(basename)
+        pack.close()
+
 
 
 @dataclass(frozen=True)
@@ -71,7 +112,7 @@ def geometric_split(sizes: list[int], factor: int = FACTOR) -> int:
     return merge_upto + 1 if merge_upto >= 1 else 0
 
 
-def _write_pack(pack_dir: Path, records: Iterable[UnpackedObject], count: int,
+def _write_pack(pack_dir: Path, records: Iterator[UnpackedObject], count: int,
                 object_format: Any) -> str | None:
     """Write ``count`` pack records as a durable pack + index; its name, or None if empty.
 
@@ -89,8 +130,7 @@ def _write_pack(pack_dir: Path, records: Iterable[UnpackedObject], count: int,
                                                 object_format=object_format)
             fh.flush()
             os.fsync(fh.fileno())
-        rows = sorted((sha if len(sha) == 20 else hex_to_sha(sha), offset, crc)
-                      for sha, (offset, crc) in entries.items())
+        rows = sorted((sha, offset, crc) for sha, (offset, crc) in entries.items())  # binary ids
         name = "pack-" + iter_sha1(row[0] for row in rows).decode()
         if (pack_dir / f"{name}.idx").exists():
             tmp_path.unlink()  # the same objects are already packed under this name
@@ -147,7 +187,8 @@ class PendingObjects:
         obj = self._objects.get(sha)
         if obj is not None:
             return obj.type_num, obj.as_raw_string()
-        return self._store.get_raw(sha)  # type: ignore[no-any-return]
+        type_num, raw = self._store.get_raw(sha)
+        return type_num, raw
 
     def __len__(self) -> int:
         return len(self._objects)
@@ -185,7 +226,8 @@ class _Merged:
                     yield unpacked
 
     def __getitem__(self, sha: ObjectID) -> ShaFile:
-        return self._store[sha]  # type: ignore[no-any-return]
+        obj: ShaFile = self._store[sha]
+        return obj
 
 
 def consolidate(store: Any, *, factor: int = FACTOR,
