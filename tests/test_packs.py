@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import os
+from pathlib import Path
 
 import pytest
 from dulwich.objects import Blob, Commit
@@ -304,3 +305,36 @@ def test_the_whole_chain_stops_at_the_spec_the_first_report_observed(tmp_path, h
     assert listed.count(b"\n") == 1
     proc = run("git", "--git-dir", hub, "fsck", "--strict", "--no-dangling", check=False)
     assert proc.returncode == 0
+
+
+def test_a_hub_packed_by_git_gc_loses_no_object_and_leaves_no_orphan(tmp_path):
+    hub = tmp_path / "hub.git"
+    pack_dir = hub / "objects/pack"
+    run("git", "init", "-q", "--bare", hub)
+    with History(hub) as history:
+        status_history(history, 3)
+    run("git", "--git-dir", hub, "repack", "-q", "-a", "-d", "-b")  # a pack with a bitmap
+    assert list(pack_dir.glob("*.bitmap"))
+    with History(hub) as history:
+        for i in range(5):
+            with history.new_objects() as store:
+                for blob in blobs(i, 6):
+                    store.add_object(blob)
+        total = sum(pack_sizes(history))
+        assert history.consolidate().merged_packs == 6
+        assert pack_sizes(history) == [total]
+    assert sorted(p.suffix for p in pack_dir.iterdir()) == [".idx", ".pack"]
+    fsck(history)
+
+
+def test_a_kept_pack_is_never_merged_away(history):
+    for i in range(4):
+        with history.new_objects() as store:
+            for blob in blobs(i):
+                store.add_object(blob)
+    kept = history.object_store.packs[0]
+    Path(kept._basename + ".keep").write_text("")
+    assert history.consolidate().merged_packs == 3
+    assert Path(kept._data_path).exists() and Path(kept._idx_path).exists()
+    assert pack_sizes(history) == [3, 9]
+    fsck(history)

@@ -49,6 +49,7 @@ from giter_agent.core.durable import fsync_dir
 
 FACTOR = 2  # each kept pack holds at least this many times all smaller ones together
 LOOSE_THRESHOLD = 256  # loose objects are packed once there are this many
+_PACK_EXTRAS = (".bitmap", ".rev", ".mtimes")
 
 
 class ObjectStore(DiskObjectStore):
@@ -246,7 +247,9 @@ def consolidate(store: Any, *, factor: int = FACTOR,
         for obj in loose:
             store.delete_loose_object(obj.id)
         packed_loose = len(loose)
-    packs = sorted(store.packs, key=lambda p: (len(p.index), p.name()))
+    # A pack git was told to keep (``.keep``) is never merged away, as git never does.
+    packs = sorted((p for p in store.packs if not Path(p._basename + ".keep").exists()),
+                   key=lambda p: (len(p.index), p.name()))
     k = geometric_split([len(p.index) for p in packs], factor)
     if k < 2:
         return Consolidation(packed_loose=packed_loose)
@@ -265,6 +268,8 @@ def consolidate(store: Any, *, factor: int = FACTOR,
         # Index first: a cut between the two leaves a pack without an index, which no
         # reader opens and recovery removes; never an index naming a missing pack.
         Path(pack._idx_path).unlink(missing_ok=True)
+        for extra in _PACK_EXTRAS:  # what git gc writes beside a pack it made
+            Path(pack._basename + extra).unlink(missing_ok=True)
         Path(pack._data_path).unlink(missing_ok=True)
     fsync_dir(pack_dir)
     return Consolidation(merged_packs=k, packed_loose=packed_loose, objects_written=len(ids))
