@@ -108,7 +108,11 @@ class HubExchange:
         """
         from giter_agent.transport.network import transport_errors
 
-        haves = [t.encode() for t in (state.accepted, state.status_tip) if t]
+        # The spec fetch offers the accepted spec only: offering the status tip too made
+        # the negotiation walk the whole status history (a year of reports) as haves.
+        # Fetching the hub's status ref (a push that must build on it) offers both.
+        offered = (state.accepted,) if refs is None else (state.accepted, state.status_tip)
+        haves = [t.encode() for t in offered if t]
         with contextlib.ExitStack() as stack:
             with transport_errors(remote.display):
                 q = stack.enter_context(history.quarantine_fetch(
