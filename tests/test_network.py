@@ -463,3 +463,49 @@ def test_logs_name_device_spec_and_reason(tmp_path):
     assert "level=warning device=pi-01 spec=" + "a" * 40 in line
     assert "event=refused reason=Rollback commit=" + "b" * 40 in line
     assert 'msg="refused it"' in line
+
+
+def test_a_spec_fetch_does_not_read_the_status_history(tmp_path, publisher, hub, gitd,
+                                                        monkeypatch):
+    """The fetch offers the accepted spec as its "have", not the status tip: offering a
+    long status history made the negotiation read every report of it."""
+    from dulwich.objects import Commit
+
+    import giter_agent.history.quarantine as quarantine
+    from giter_agent.history.store import History
+    from giter_agent.state.store import StateStore
+
+    dev = SimDevice(tmp_path, "pi-01", publisher.allowed_signers, {"url": gitd.url})
+    publisher.commit("first", files=dev.spec_files("hello\n"))
+    hub.publish(publisher)
+    assert dev.sync().outcome == "applied"
+    store = StateStore(dev.dir / "state")
+    state = store.load()
+    ref = b"refs/heads/status/pi-01"
+    with History(dev.dir / "state/repo.git") as history, history.new_objects() as objects:
+        tip = state.status_tip.encode()
+        spec = state.applied.encode()
+        for i in range(60):  # reports the hub already holds
+            commit = Commit()
+            commit.tree = objects[tip].tree
+            commit.parents = [tip, spec]
+            commit.author = commit.committer = b"d <d@d>"
+            commit.author_time = commit.commit_time = 1_700_000_000 + i
+            commit.author_timezone = commit.commit_timezone = 0
+            commit.message = f"report {i}\n".encode()
+            objects.add_object(commit)
+            tip = commit.id
+    with History(dev.dir / "state/repo.git") as history:
+        history.set_ref(ref, state.status_tip.encode(), tip)
+        run("git", "--git-dir", history.path, "push", "-q", hub.path,
+            f"{tip.decode()}:{ref.decode()}")
+    state.status_tip = tip.decode()
+    store.save(state)
+    publisher.commit("second", files=dev.spec_files("two\n"))
+    hub.publish(publisher)
+    reads: list[bytes] = []
+    real = quarantine.read_commit
+    monkeypatch.setattr(quarantine, "read_commit",
+                        lambda s, sha: (reads.append(sha), real(s, sha))[1])
+    assert dev.sync().outcome == "applied" and dev.motd() == "two\n"
+    assert len(reads) < 10, f"the fetch read {len(reads)} commits as haves"
