@@ -29,7 +29,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -201,37 +201,32 @@ class PendingObjects:
         return write_objects(self._store, objects)
 
 
-class _Merged:
-    """The packs being merged, as the container dulwich's pack writer reads from.
+def _merged_records(packs: list[Pack], ids: set[bytes], store: Any
+                    ) -> Iterator[UnpackedObject]:
+    """Each object of ``packs`` once, read from its own pack: deltas whose base is merged
+    too are kept (offset deltas turned into reference deltas), others written whole.
 
-    Deltas whose base is also merged are reused as they are (offset deltas turned into
-    reference deltas); everything else is written whole. Each object once.
+    Each pack is asked only for its own ids and no object is looked up across all packs
+    again: a merge of a thousand packs costs what it reads, not ids times packs.
     """
+    from dulwich.objects import sha_to_hex
+    from dulwich.pack import REF_DELTA
 
-    def __init__(self, packs: list[Pack], store: Any) -> None:
-        self._packs = packs
-        self._store = store
-
-    def iter_unpacked_subset(self, shas: Iterable[Any], *, include_comp: bool = False,
-                             allow_missing: bool = False, convert_ofs_delta: bool = False
-                             ) -> Iterator[UnpackedObject]:
-        todo = set(shas)
-        done: set[bytes] = set()
-        for pack in self._packs:
-            # Each pack is asked only for its own objects: dulwich copies the set it is
-            # given, and a thousand copies of every id made a merge quadratic.
-            own = [sha for sha in pack.index if sha in todo]
-            for unpacked in pack.iter_unpacked_subset(
-                    own, include_comp=include_comp, allow_missing=True,
-                    convert_ofs_delta=convert_ofs_delta):
-                sha = unpacked.sha()
-                if sha not in done:
-                    done.add(sha)
-                    yield unpacked
-
-    def __getitem__(self, sha: ObjectID) -> ShaFile:
-        obj: ShaFile = self._store[sha]
-        return obj
+    done: set[bytes] = set()
+    for pack in packs:
+        own = [sha for sha in pack.index if sha in ids]
+        for unpacked in pack.iter_unpacked_subset(own, allow_missing=True,
+                                                  convert_ofs_delta=True):
+            sha = unpacked.sha()
+            if sha in done:
+                continue
+            done.add(sha)
+            base = unpacked.delta_base
+            if unpacked.pack_type_num == REF_DELTA and isinstance(base, bytes) \
+                    and sha_to_hex(base) not in ids:  # type: ignore[arg-type]
+                yield full_unpacked_object(store[sha_to_hex(sha)])
+            else:
+                yield unpacked
 
 
 def consolidate(store: Any, *, factor: int = FACTOR,
@@ -239,8 +234,6 @@ def consolidate(store: Any, *, factor: int = FACTOR,
     """Pack loose objects once there are ``loose_threshold``, then merge the smallest
     packs so the rest form a geometric progression. The caller holds the lock that
     makes it the repository's only writer. See the module docstring for the order."""
-    from dulwich.pack import generate_unpacked_objects
-
     pack_dir = Path(store.pack_dir)
     packed_loose = 0
     if store.count_loose_objects() >= loose_threshold:
@@ -261,8 +254,7 @@ def consolidate(store: Any, *, factor: int = FACTOR,
     for pack in merged:
         for sha in pack.index:  # hex ids
             ids.setdefault(sha, None)
-    records = generate_unpacked_objects(_Merged(merged, store),  # type: ignore[arg-type]
-                                        list(ids.items()), reuse_deltas=True)
+    records = _merged_records(merged, set(ids), store)
     name = _write_pack(pack_dir, records, len(ids), store.object_format)
     for pack in merged:
         if f"pack-{pack.name().decode()}" == name:
