@@ -10,9 +10,10 @@ as an operator would, timed by wall clock and measured for peak memory (``wait4`
 - ``giter-bundle import STICK``: N status bundles (one per device, each with its
   ``--reports`` status commits) verified and taken in by a hub that has none of them.
 
-It prints one line per size and command, and the CPU time per device relative to the
-smallest size measured in the same run (1.00 = perfectly linear; CPU rather than wall
-time, so that other load on the machine does not move the ratio).
+It prints one line per size and command (for ``import``, the packs the hub holds after
+it), and the CPU time per device relative to the smallest size measured in the same
+run (1.00 = perfectly linear; CPU rather than wall time, so that other load on the
+machine does not move the ratio).
 
     python3 bench/fleet_scale_bench.py                          # 100, 1000, 10000
     python3 bench/fleet_scale_bench.py --sizes 100,1000 --import-max 0
@@ -119,8 +120,11 @@ def main() -> int:
                 # CPU, not wall time: the ratio must not move with other load on the box.
                 ms = cpu / n * 1000
                 ref = per_device.setdefault(name, ms)
+                packs = ""
+                if name == "import":  # consolidated as it goes: logarithmic, not one per bundle
+                    packs = f"  ({len(list((hub / '.git/objects/pack').glob('*.idx')))} packs)"
                 print(f"{n:>8} {name:<8} {wall:>8.2f} {cpu:>8.2f} {rss:>9.1f} {ms:>10.2f} "
-                      f"{ms / ref:>12.2f}", flush=True)
+                      f"{ms / ref:>12.2f}{packs}", flush=True)
             if args.keep is None:
                 shutil.rmtree(base / str(n), ignore_errors=True)
     finally:

@@ -16,7 +16,8 @@ from support.deathtest import DEVICE, FAULTS, Case, have_strace, points
 pytestmark = pytest.mark.skipif(not have_strace(),
                                 reason="strace is not installed (Debian package strace)")
 
-SAMPLE = {"first": 4, "incremental": 2, "prune": 2, "packing": 2, "network": 2}
+SAMPLE = {"first": 4, "incremental": 2, "prune": 2, "packing": 2, "consolidating": 3,
+          "network": 2}
 SEED = 12
 
 
@@ -50,8 +51,9 @@ TARGETED = [
      "device/state/repo.git/refs/heads/main.lock"),
     ("first", "rename", "kill", STATUS_LOCK, None,
      f"device/state/repo.git/refs/heads/status/{DEVICE}.lock"),
-    ("first", "rename", "kill", r"objects/[0-9a-f]{2}/[0-9a-f]{38}\.lock\"", None,
-     "device/state/repo.git/objects/??/*.lock"),
+    # The status commit's objects, one pack: cut as it is renamed in (its index not yet).
+    ("first", "rename", "kill", r"objects/pack/tmp_pack_\w+\", \"[^\"]*\.pack\"", None,
+     "device/state/repo.git/objects/pack/tmp_pack_*"),
     # The first status commit's ref moved, the state file not yet saved.
     ("first", "rename", "kill", r"state\.msgpack", STATUS_LOCK, None),
     ("first", "rename", "kill", r"\.repo\.git\.init-", None, "device/state/.repo.git.init-*"),
@@ -62,6 +64,12 @@ TARGETED = [
      "stick/giter/outbox/.pi-01.bundle.*"),
     ("packing", "rename", "kill", r"objects/pack/tmp", None,
      "device/state/repo.git/objects/pack/tmp*"),
+    # Consolidation: killed as the merged pack is renamed in (a pack without its index
+    # is left), and as the first merged-away pack's index is removed (both the merged
+    # pack and some old ones are left: every object is still there).
+    ("consolidating", "rename", "kill", r"objects/pack/tmp_pack_\w+\", \"[^\"]*\.pack\"",
+     STATUS_LOCK, None),
+    ("consolidating", "unlink", "kill", r"objects/pack/pack-\w+\.idx\"", STATUS_LOCK, None),
     # Disk full at the last state save, and on the stick at the status bundle.
     ("incremental", "write", "ENOSPC", r"format", STATUS_LOCK, None),
     ("incremental", "write", "ENOSPC", r"# v2 git bundle", None, None),

@@ -67,7 +67,17 @@ def device_signers(tmp_path: Path, device: SimDevice) -> Path:
 
 
 def test_first_incremental_and_status_round_trip_over_git_daemon(tmp_path, publisher, hub,
-                                                                  gitd):
+                                                                  gitd, monkeypatch):
+    from giter_agent.history.store import Quarantine
+
+    fetched: list[int] = []  # objects in each fetched pack, as it is promoted
+    promote = Quarantine.promote
+
+    def counting_promote(self, tips=None):
+        fetched.append(sum(len(p) for p in self.object_store.packs))
+        return promote(self, tips)
+
+    monkeypatch.setattr(Quarantine, "promote", counting_promote)
     dev = SimDevice(tmp_path, "pi-01", publisher.allowed_signers, {"url": gitd.url})
     first = publisher.commit("first", files=dev.spec_files("hello\n"))
     hub.publish(publisher)
@@ -98,9 +108,10 @@ def test_first_incremental_and_status_round_trip_over_git_daemon(tmp_path, publi
     assert hub.refs() == {"refs/heads/status/pi-01": state.status_tip}
     publisher.git("fetch", "-q", hub.path, "refs/heads/status/*:refs/heads/status/*")
     assert status_parents(publisher, "status/pi-01") == [status1, second]
-    # Only the new commit crossed: the device's repository holds one pack per fetch.
-    packs = list((dev.dir / "state/repo.git/objects/pack").glob("*.pack"))
-    assert len(packs) == 2
+    # Only the new commit crossed: the second pack holds fewer objects than the spec
+    # history (thin-pack bases it appends included), not all of it again.
+    spec_objects = len(publisher.git("rev-list", "--objects", "main").stdout.splitlines())
+    assert len(fetched) == 2 and 0 < fetched[1] < spec_objects, (fetched, spec_objects)
 
     # Nothing new: up to date, and the hub already holds our status (nothing pushed).
     report = dev.sync()
@@ -452,3 +463,49 @@ def test_logs_name_device_spec_and_reason(tmp_path):
     assert "level=warning device=pi-01 spec=" + "a" * 40 in line
     assert "event=refused reason=Rollback commit=" + "b" * 40 in line
     assert 'msg="refused it"' in line
+
+
+def test_a_spec_fetch_does_not_read_the_status_history(tmp_path, publisher, hub, gitd,
+                                                        monkeypatch):
+    """The fetch offers the accepted spec as its "have", not the status tip: offering a
+    long status history made the negotiation read every report of it."""
+    from dulwich.objects import Commit
+
+    import giter_agent.history.quarantine as quarantine
+    from giter_agent.history.store import History
+    from giter_agent.state.store import StateStore
+
+    dev = SimDevice(tmp_path, "pi-01", publisher.allowed_signers, {"url": gitd.url})
+    publisher.commit("first", files=dev.spec_files("hello\n"))
+    hub.publish(publisher)
+    assert dev.sync().outcome == "applied"
+    store = StateStore(dev.dir / "state")
+    state = store.load()
+    ref = b"refs/heads/status/pi-01"
+    with History(dev.dir / "state/repo.git") as history, history.new_objects() as objects:
+        tip = state.status_tip.encode()
+        spec = state.applied.encode()
+        for i in range(60):  # reports the hub already holds
+            commit = Commit()
+            commit.tree = objects[tip].tree
+            commit.parents = [tip, spec]
+            commit.author = commit.committer = b"d <d@d>"
+            commit.author_time = commit.commit_time = 1_700_000_000 + i
+            commit.author_timezone = commit.commit_timezone = 0
+            commit.message = f"report {i}\n".encode()
+            objects.add_object(commit)
+            tip = commit.id
+    with History(dev.dir / "state/repo.git") as history:
+        history.set_ref(ref, state.status_tip.encode(), tip)
+        run("git", "--git-dir", history.path, "push", "-q", hub.path,
+            f"{tip.decode()}:{ref.decode()}")
+    state.status_tip = tip.decode()
+    store.save(state)
+    publisher.commit("second", files=dev.spec_files("two\n"))
+    hub.publish(publisher)
+    reads: list[bytes] = []
+    real = quarantine.read_commit
+    monkeypatch.setattr(quarantine, "read_commit",
+                        lambda s, sha: (reads.append(sha), real(s, sha))[1])
+    assert dev.sync().outcome == "applied" and dev.motd() == "two\n"
+    assert len(reads) < 10, f"the fetch read {len(reads)} commits as haves"

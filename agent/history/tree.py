@@ -16,13 +16,16 @@ from __future__ import annotations
 
 import stat
 from collections.abc import Iterator
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from dulwich.object_store import BaseObjectStore
 from dulwich.objects import Blob, ObjectID, Tree
 
 from giter_agent.core.errors import TreeError
 from giter_agent.core.layout import SAFE_NAME
+
+if TYPE_CHECKING:
+    from giter_agent.history.packs import PendingObjects
 
 _T = TypeVar("_T", Blob, Tree)
 
@@ -90,7 +93,8 @@ def _split(path: str) -> list[str]:
     return parts
 
 
-def _load(object_store: BaseObjectStore, sha: bytes, cls: type[_T], path: str) -> _T:
+def _load(object_store: BaseObjectStore | PendingObjects, sha: bytes, cls: type[_T],
+          path: str) -> _T:
     try:
         obj = object_store[ObjectID(sha)]
     except KeyError:
@@ -244,7 +248,7 @@ def read_file(object_store: BaseObjectStore, tree_id: bytes, path: str, *,
     return _read_blob(object_store, sha, "/".join(_split(path)), max_blob)
 
 
-def replace_files(object_store: BaseObjectStore, base_tree: bytes | None,
+def replace_files(object_store: BaseObjectStore | PendingObjects, base_tree: bytes | None,
                   files: dict[str, bytes]) -> bytes:
     """Write ``files`` (path -> content) over ``base_tree``; return the new root tree id.
 
@@ -272,8 +276,8 @@ def replace_files(object_store: BaseObjectStore, base_tree: bytes | None,
     return _write_tree(object_store, base_tree, changes, "")
 
 
-def _write_tree(object_store: BaseObjectStore, tree_id: bytes | None, changes: dict,
-                path: str) -> bytes:
+def _write_tree(object_store: BaseObjectStore | PendingObjects, tree_id: bytes | None,
+                changes: dict, path: str) -> bytes:
     tree = Tree()
     if tree_id is not None:
         for name, mode, sha in _load(object_store, tree_id, Tree, path).iteritems():

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from giter_agent.config.agent_toml import Config
 from giter_agent.core.errors import HistoryError, TreeError
@@ -26,7 +26,6 @@ from giter_agent.status.report import SyncReport
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-    from dulwich.object_store import BaseObjectStore
 
     from giter_agent.history.store import History
 
@@ -137,7 +136,9 @@ class SpecApplier:
             before = state.status_tip
             state.status_tip = self._commit_status(history, state, report, now)
             if record_sync or state.status_tip != before:
-                history.pack_loose()  # only a new status commit or an import adds objects
+                # Only a new status commit or an import adds objects. This process holds
+                # the state lock: it alone may merge and delete packs.
+                history.consolidate()
         self.state_store.save(state)
         self.write_metrics(history, state)
         report.accepted, report.applied = state.accepted, state.applied
@@ -196,13 +197,7 @@ class SpecApplier:
         from giter_agent.trust.signed_commit import sign_commit
 
         assert state.applied is not None
-        store = history.object_store
         spec = state.applied.encode()
-        # Objects already stored (the spec's own, the last status commit's) are not
-        # written, or fsynced, again: only what this status changed is.
-        # (``replace_files`` only reads objects and adds them: the two the wrapper has.)
-        tree = replace_files(cast("BaseObjectStore", _NewObjectsOnly(store)),
-                             read_commit(store, spec).tree, files)
         key = self.device_key()
         previous = state.status_tip.encode() if state.status_tip else None
         what = {"applied": "applied", "up-to-date": "in sync"}.get(report.outcome,
@@ -210,35 +205,19 @@ class SpecApplier:
         ready = len(state.resources) - len(report.not_ready)
         message = (f"status: {what}, {ready}/{len(state.resources)} resources Ready "
                    f"(spec {state.applied[:12]})")
-        new = make_status_commit(store, spec_commit=spec, previous=previous, tree=tree,
-                                 device_id=self.config.device_id, message=message,
-                                 sign=lambda c: sign_commit(c, key), now=int(now))
+        # The commit's new blobs, trees and the commit itself land as one pack, durable
+        # before the ref names it: a few fsyncs per commit, not two per object.
+        with history.new_objects() as store:
+            tree = replace_files(store, read_commit(store, spec).tree, files)
+            new = make_status_commit(store, spec_commit=spec, previous=previous, tree=tree,
+                                     device_id=self.config.device_id, message=message,
+                                     sign=lambda c: sign_commit(c, key), now=int(now))
         if new is None:
             return state.status_tip
         history.set_ref(self.config.status_ref, previous, new)
         return new.decode()
 
     # -- the network -------------------------------------------------------------------
-
-
-class _NewObjectsOnly:
-    """An object store that writes only objects it does not hold yet."""
-
-    def __init__(self, store: Any) -> None:
-        self._store = store
-
-    def add_object(self, obj: Any) -> None:
-        if obj.id not in self._store:
-            self._store.add_object(obj)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._store, name)
-
-    def __getitem__(self, sha: bytes) -> Any:
-        return self._store[sha]
-
-    def __contains__(self, sha: bytes) -> bool:
-        return sha in self._store
 
 
 def stale_condition(state: State, now: float) -> dict[str, Any]:

@@ -13,6 +13,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from giter_agent.history.chain_export import reaches
 from giter_agent.history.objects import has_object
 from giter_agent.state.store import State
 
@@ -38,13 +39,14 @@ def write_status_bundle(history: History, state: State, status_ref: bytes, path:
     if not state.status_tip or not state.applied:
         return False
     tip = state.status_tip.encode()
-    exclude = [state.applied.encode()]
+    stop = {state.applied.encode()}
     if hub_has is not None:
         ack = hub_has.encode()
-        if has_object(history.object_store, ack) and history.is_ancestor(ack, tip):
-            exclude.append(ack)
+        if has_object(history.object_store, ack) and reaches(history.object_store, tip, ack):
+            stop.add(ack)
         else:
             log.info("the stick says the hub holds status %s, which is not in this "
                      "device's status history: writing the whole chain", hub_has[:12])
-    history.write_bundle(path, {status_ref: tip}, exclude=exclude, dir_fd=dir_fd)
+    # Only the chain back to what the hub holds is read, however long the history.
+    history.write_chain_bundle(path, status_ref, tip, stop, dir_fd=dir_fd)
     return True

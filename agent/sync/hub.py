@@ -26,6 +26,7 @@ from giter_agent.core.errors import (
     NetworkError,
     RemoteRefMoved,
 )
+from giter_agent.history.chain_export import reaches
 from giter_agent.history.objects import has_object, read_commit
 from giter_agent.reconcile.engine import rfc3339
 from giter_agent.state.records import NetworkRecord
@@ -107,7 +108,11 @@ class HubExchange:
         """
         from giter_agent.transport.network import transport_errors
 
-        haves = [t.encode() for t in (state.accepted, state.status_tip) if t]
+        # The spec fetch offers the accepted spec only: offering the status tip too made
+        # the negotiation walk the whole status history (a year of reports) as haves.
+        # Fetching the hub's status ref (a push that must build on it) offers both.
+        offered = (state.accepted,) if refs is None else (state.accepted, state.status_tip)
+        haves = [t.encode() for t in offered if t]
         with contextlib.ExitStack() as stack:
             with transport_errors(remote.display):
                 q = stack.enter_context(history.quarantine_fetch(
@@ -136,14 +141,15 @@ class HubExchange:
                 return True, None
 
             def fast_forward(old: bytes | None, tip: bytes = tip) -> bool:
+                # The status history is a first-parent chain: read back to ``old`` only.
                 return old is None or (has_object(history.object_store, old)
-                                       and history.is_ancestor(old, tip))
+                                       and reaches(history.object_store, tip, old))
 
             try:
                 try:
                     with transport_errors(remote.display):
                         history.push_ref(remote.client, remote.path, ref, tip,
-                                         may_replace=fast_forward)
+                                         may_replace=fast_forward, first_parent=True)
                     log.info("pushed %s %s to %s", ref.decode(), tip.decode(), remote.display,
                              extra={"event": "pushed"})
                     return True, None

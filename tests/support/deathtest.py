@@ -35,7 +35,7 @@ SYSCALLS = ("write", "pwrite64", "ftruncate", "fsync", "fdatasync", "rename", "r
             "renameat2", "unlink", "unlinkat", "link", "linkat", "mkdir", "mkdirat", "rmdir")
 OPEN = "open-creat"
 FAULTS = ("kill", "ENOSPC", "EIO")
-SCENARIOS = ("first", "incremental", "prune", "packing", "network")
+SCENARIOS = ("first", "incremental", "prune", "packing", "consolidating", "network")
 # The sitecustomize that installs the open-with-O_CREAT hook in the agent's process.
 _HOOK = '''
 import os, sys
@@ -173,6 +173,8 @@ class Case:
         self.sync_ok()  # the device at v1, with a status commit and an outbox
         if self.scenario == "packing":
             self._loose_objects(260)
+        if self.scenario == "consolidating":
+            self._scatter_into_packs()
         v2 = {"motd": "hello v2\n", **({} if self.scenario == "prune" else
                                        {"extra": "extra v1\n"})}
         self.publish(v2, "v2", incremental=True)
@@ -203,6 +205,22 @@ class Case:
                 store.add_object(Blob.from_string(f"filler {i}\n".encode()))
         finally:
             store.close()
+
+    def _scatter_into_packs(self) -> None:
+        """Every object of the device's history in a pack of its own, so the next sync's
+        consolidation merges them all: a pack removed before the merged one is durable
+        loses objects the refs need (git fsck in ``check`` sees it)."""
+        repo = self.state / "repo.git"
+        pack_dir = repo / "objects/pack"
+        old = list(pack_dir.iterdir())
+        ids = run("git", "--git-dir", repo, "cat-file", "--batch-all-objects",
+                  "--batch-check=%(objectname)").stdout.split()
+        for sha in ids:
+            run("git", "--git-dir", repo, "pack-objects", "-q", pack_dir / "pack",
+                input=sha + b"\n")
+        for path in old:
+            path.unlink()
+        run("git", "--git-dir", repo, "prune-packed")
 
     def save_seed(self) -> None:
         if self.seed.exists():

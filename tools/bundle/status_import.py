@@ -87,13 +87,20 @@ def import_bundle(exchange: Exchange, path: Path, device: EnrolledDevice,
         # The hub keeps one word for both: what it did not take in is refused.
         return _refused(path, device.id, verdict.reason, verdict.message)
     n, tip = verdict.commits, verdict.tip
+    exchange.history.consolidate()  # one pack per bundle would make lookups linear
     return ImportResult(path.name, device.id, "accepted", "Verified",
                         f"{n} status commit{'' if n == 1 else 's'} verified, "
                         f"status/{device.id} -> {tip.decode()[:12]}", tip.decode(), n)
 
 
 def import_outbox(exchange: Exchange, outbox: Path) -> list[ImportResult]:
-    """Import every ``<device-id>.bundle`` in ``outbox`` (dotfiles are unfinished copies)."""
+    """Import every ``<device-id>.bundle`` in ``outbox`` (dotfiles are unfinished copies),
+    as the hub repository's one writer: each accepted bundle's pack is consolidated."""
+    with exchange.history.writer_lock():
+        return _import_all(exchange, outbox)
+
+
+def _import_all(exchange: Exchange, outbox: Path) -> list[ImportResult]:
     tip = exchange.require_tip()
     devices = exchange.devices(tip)
     on_branch = exchange.on_branch(tip)

@@ -1,0 +1,270 @@
+"""Packs: written durably in one go, and consolidated so their number stays logarithmic.
+
+Every lookup of an object probes the packs one after the other, so a repository that
+gains a pack per status commit (a device) or per accepted bundle (a hub) gets slower with
+age. ``consolidate`` keeps the packs in a geometric progression, as git's
+``repack --geometric=2`` does: sorted by object count, each pack holds at least twice as
+many objects as all smaller ones together, so n objects live in at most log2(n) + 1
+packs and each object is rewritten O(log n) times over its life. Only the smallest packs
+are merged; the big old ones are left alone.
+
+A merge is crash-safe: the new pack is written under a ``tmp_pack_`` name, fsynced,
+renamed in, then its index likewise, then the pack folder is fsynced; only after that
+is an old pack removed (its index first, so a cut leaves a pack without an index, which
+no reader opens and ``state.recovery`` removes). A kill at any point leaves every object
+readable from the old packs or the new one.
+
+``write_objects`` writes a batch of new objects (a status commit's blobs, trees and
+commit) as one pack with one fsync for the pack, one for its index and one for the
+folder, instead of a loose file and two fsyncs per object. ``PendingObjects`` collects
+such a batch in memory, with the main store behind it for reads.
+
+Only the holder of the state lock (device) or of the hub's import lock calls
+``consolidate``: it deletes packs. ``ObjectStore`` is the repository's disk store (loose
+objects durable on return, never rewritten when packed). Called by ``history.store``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dulwich.object_store import DiskObjectStore
+from dulwich.objects import ObjectID, ShaFile
+from dulwich.pack import (
+    Pack,
+    UnpackedObject,
+    full_unpacked_object,
+    iter_sha1,
+    write_pack_data,
+    write_pack_index,
+)
+
+from giter_agent.core.durable import fsync_dir
+
+FACTOR = 2  # each kept pack holds at least this many times all smaller ones together
+LOOSE_THRESHOLD = 256  # loose objects are packed once there are this many
+_PACK_EXTRAS = (".bitmap", ".rev", ".mtimes")
+
+
+class ObjectStore(DiskObjectStore):
+    """dulwich's disk store, counting reachable objects by walking commits, not bitmaps.
+
+    dulwich 1.2.21 switches to bitmaps as soon as one pack has a ``.bitmap``, then fails
+    (FileNotFoundError) on every pack without one. A repository that ``git gc`` packed
+    with bitmaps (a bare hub on a git server) and that later received a pack from
+    ``promote()`` is exactly that mix, and ``write_bundle`` would fail on it.
+    """
+
+    def get_reachability_provider(self, prefer_bitmaps: bool = True) -> Any:
+        return super().get_reachability_provider(prefer_bitmaps=False)
+
+    def add_object(self, obj: Any) -> None:
+        """Write a loose object, durable on return: the file (fsynced by dulwich), its
+        name in ``objects/xx/``, and that folder's name in ``objects/`` if it is new.
+
+        So anything that names the object afterwards (a ref, the state file) never
+        outlives it in a power cut.
+        """
+        if self.contains_packed(obj.id):
+            return  # accepted already: never rewritten loose (nor fsynced again)
+        folder = Path(self._get_shafile_path(obj.id)).parent
+        fresh = not folder.is_dir()
+        super().add_object(obj)
+        fsync_dir(folder)
+        if fresh:
+            fsync_dir(folder.parent)
+
+    def forget_pack(self, pack: Any) -> None:
+        """Stop using ``pack`` (closed, out of the cache) before its files are removed."""
+        basename = os.path.basename(pack._basename)
+        self._pack_cache.pop(basename, None)
+        with contextlib.suppress(ValueError):
+            self._pack_access_order.remove(basename)
+        pack.close()
+
+
+
+@dataclass(frozen=True)
+class Consolidation:
+    """What one ``consolidate`` did: packs merged into one, and loose objects packed."""
+
+    merged_packs: int = 0
+    packed_loose: int = 0
+    objects_written: int = 0
+
+
+def geometric_split(sizes: list[int], factor: int = FACTOR) -> int:
+    """How many of the smallest packs to merge (``sizes`` ascending; 0 or >= 2).
+
+    After merging the first k, every remaining pack holds at least ``factor`` times the
+    objects of all packs before it (the merged one included), so the progression holds.
+    """
+    merge_upto, total = -1, 0
+    for i, size in enumerate(sizes):
+        if i > 0 and size < factor * total:
+            merge_upto = i
+        total += size
+    return merge_upto + 1 if merge_upto >= 1 else 0
+
+
+def _write_pack(pack_dir: Path, records: Iterator[UnpackedObject], count: int,
+                object_format: Any) -> str | None:
+    """Write ``count`` pack records as a durable pack + index; its name, or None if empty.
+
+    The pack and its index are each written to a ``tmp_pack_`` file, fsynced and renamed
+    in (pack first: a pack is visible only with its index); then the folder is fsynced.
+    """
+    if not count:
+        return None
+    fd, tmp = tempfile.mkstemp(dir=pack_dir, prefix="tmp_pack_")
+    tmp_path = Path(tmp)
+    idx_tmp: Path | None = None
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            entries, checksum = write_pack_data(fh.write, records, num_records=count,
+                                                object_format=object_format)
+            fh.flush()
+            os.fsync(fh.fileno())
+        rows = sorted((sha, offset, crc) for sha, (offset, crc) in entries.items())  # binary ids
+        name = "pack-" + iter_sha1(row[0] for row in rows).decode()
+        if (pack_dir / f"{name}.idx").exists():
+            tmp_path.unlink()  # the same objects are already packed under this name
+            return name
+        fd, idx_name = tempfile.mkstemp(dir=pack_dir, prefix="tmp_pack_")
+        idx_tmp = Path(idx_name)
+        with os.fdopen(fd, "wb") as fh:
+            write_pack_index(fh, rows, checksum)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp_path, 0o444)
+        os.chmod(idx_tmp, 0o444)
+        os.replace(tmp_path, pack_dir / f"{name}.pack")
+        os.replace(idx_tmp, pack_dir / f"{name}.idx")
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        if idx_tmp is not None:
+            idx_tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(pack_dir)
+    return name
+
+
+def write_objects(store: Any, objects: list[ShaFile]) -> str | None:
+    """Write ``objects`` (whole, no deltas) into ``store`` as one durable pack."""
+    return _write_pack(Path(store.pack_dir), (full_unpacked_object(o) for o in objects),
+                       len(objects), store.object_format)
+
+
+class PendingObjects:
+    """New objects kept in memory until ``flush()`` writes them as one pack.
+
+    Reads see the pending objects first, then ``store``. An object ``store`` already
+    has (packed or loose) is not added again: an accepted object is never rewritten.
+    """
+
+    def __init__(self, store: Any) -> None:
+        self._store = store
+        self._objects: dict[bytes, ShaFile] = {}
+        self.object_format = store.object_format
+
+    def add_object(self, obj: ShaFile) -> None:
+        if obj.id not in self._objects and obj.id not in self._store:
+            self._objects[obj.id] = obj
+
+    def __contains__(self, sha: object) -> bool:
+        return sha in self._objects or sha in self._store
+
+    def __getitem__(self, sha: ObjectID) -> ShaFile:
+        obj = self._objects.get(sha)
+        return obj if obj is not None else self._store[sha]
+
+    def get_raw(self, sha: ObjectID) -> tuple[int, bytes]:
+        obj = self._objects.get(sha)
+        if obj is not None:
+            return obj.type_num, obj.as_raw_string()
+        type_num, raw = self._store.get_raw(sha)
+        return type_num, raw
+
+    def __len__(self) -> int:
+        return len(self._objects)
+
+    def flush(self) -> str | None:
+        """Write the pending objects as one pack (nothing when none); forget them."""
+        objects = list(self._objects.values())
+        self._objects.clear()
+        return write_objects(self._store, objects)
+
+
+def _merged_records(packs: list[Pack], ids: set[bytes], store: Any
+                    ) -> Iterator[UnpackedObject]:
+    """Each object of ``packs`` once, read from its own pack: deltas whose base is merged
+    too are kept (offset deltas turned into reference deltas), others written whole.
+
+    Each pack is asked only for its own ids and no object is looked up across all packs
+    again: a merge of a thousand packs costs what it reads, not ids times packs.
+    """
+    from dulwich.objects import sha_to_hex
+    from dulwich.pack import REF_DELTA
+
+    done: set[bytes] = set()
+    for pack in packs:
+        own = [sha for sha in pack.index if sha in ids]
+        for unpacked in pack.iter_unpacked_subset(own, allow_missing=True,
+                                                  convert_ofs_delta=True):
+            sha = unpacked.sha()
+            if sha in done:
+                continue
+            done.add(sha)
+            base = unpacked.delta_base
+            if unpacked.pack_type_num == REF_DELTA and isinstance(base, bytes) \
+                    and sha_to_hex(base) not in ids:  # type: ignore[arg-type]
+                yield full_unpacked_object(store[sha_to_hex(sha)])
+            else:
+                yield unpacked
+
+
+def consolidate(store: Any, *, factor: int = FACTOR,
+                loose_threshold: int = LOOSE_THRESHOLD) -> Consolidation:
+    """Pack loose objects once there are ``loose_threshold``, then merge the smallest
+    packs so the rest form a geometric progression. The caller holds the lock that
+    makes it the repository's only writer. See the module docstring for the order."""
+    pack_dir = Path(store.pack_dir)
+    packed_loose = 0
+    if store.count_loose_objects() >= loose_threshold:
+        loose = [obj for obj in (store._get_loose_object(sha)
+                                 for sha in store._iter_loose_objects()) if obj is not None]
+        write_objects(store, loose)
+        for obj in loose:
+            store.delete_loose_object(obj.id)
+        packed_loose = len(loose)
+    # A pack git was told to keep (``.keep``) is never merged away, as git never does.
+    packs = sorted((p for p in store.packs if not Path(p._basename + ".keep").exists()),
+                   key=lambda p: (len(p.index), p.name()))
+    k = geometric_split([len(p.index) for p in packs], factor)
+    if k < 2:
+        return Consolidation(packed_loose=packed_loose)
+    merged = packs[:k]
+    ids: dict[ObjectID, None] = {}
+    for pack in merged:
+        for sha in pack.index:  # hex ids
+            ids.setdefault(sha, None)
+    records = _merged_records(merged, set(ids), store)
+    name = _write_pack(pack_dir, records, len(ids), store.object_format)
+    for pack in merged:
+        if f"pack-{pack.name().decode()}" == name:
+            continue  # the merge produced a pack of the same objects: keep it
+        store.forget_pack(pack)
+        # Index first: a cut between the two leaves a pack without an index, which no
+        # reader opens and recovery removes; never an index naming a missing pack.
+        Path(pack._idx_path).unlink(missing_ok=True)
+        for extra in _PACK_EXTRAS:  # what git gc writes beside a pack it made
+            Path(pack._basename + extra).unlink(missing_ok=True)
+        Path(pack._data_path).unlink(missing_ok=True)
+    fsync_dir(pack_dir)
+    return Consolidation(merged_packs=k, packed_loose=packed_loose, objects_written=len(ids))
