@@ -13,7 +13,7 @@ from dulwich.objects import Blob, Commit
 from support.git import run
 
 from giter_agent.history import chain_export
-from giter_agent.history.packs import geometric_split
+from giter_agent.history.packs import capped_split, consolidate, geometric_split
 from giter_agent.history.store import History
 from giter_agent.history.tree import replace_files
 
@@ -324,6 +324,28 @@ def test_a_hub_packed_by_git_gc_loses_no_object_and_leaves_no_orphan(tmp_path):
         assert history.consolidate().merged_packs == 6
         assert pack_sizes(history) == [total]
     assert sorted(p.suffix for p in pack_dir.iterdir()) == [".idx", ".pack"]
+    fsck(history)
+
+
+def test_a_backlog_of_packs_is_merged_over_several_calls_each_bounded(history):
+    # A device upgraded after a year of one pack per status commit: 40 packs of 3.
+    written = []
+    for i in range(40):
+        with history.new_objects() as store:
+            for blob in blobs(i):
+                store.add_object(blob)
+                written.append(blob)
+    assert capped_split([3] * 40, max_objects=30) == 10
+    assert capped_split([50, 60, 500], max_objects=30) == 2  # two always may merge
+    calls = []
+    while (result := consolidate(history.object_store, max_objects=30)).merged_packs:
+        assert result.objects_written <= 30 or result.merged_packs == 2
+        calls.append(result.merged_packs)
+    assert len(calls) > 1  # not one unbounded merge
+    sizes = pack_sizes(history)
+    for i in range(1, len(sizes)):
+        assert sizes[i] >= 2 * sum(sizes[:i])
+    assert all(history.object_store[b.id].data == b.data for b in written)
     fsck(history)
 
 

@@ -49,6 +49,10 @@ from giter_agent.core.durable import fsync_dir
 
 FACTOR = 2  # each kept pack holds at least this many times all smaller ones together
 LOOSE_THRESHOLD = 256  # loose objects are packed once there are this many
+# Objects one consolidation may rewrite, beyond the two smallest packs it always may: a
+# year-old device upgraded from one pack per status commit merges its backlog over a few
+# passes (seconds each on a Pi), never one pass of minutes that outlasts the watchdog.
+MAX_MERGE_OBJECTS = 20_000
 _PACK_EXTRAS = (".bitmap", ".rev", ".mtimes")
 
 
@@ -229,11 +233,23 @@ def _merged_records(packs: list[Pack], ids: set[bytes], store: Any
                 yield unpacked
 
 
+def capped_split(sizes: list[int], factor: int = FACTOR,
+                 max_objects: int = MAX_MERGE_OBJECTS) -> int:
+    """``geometric_split``, but merging no more than ``max_objects`` objects (the two
+    smallest packs always may merge, so every call makes progress)."""
+    k = geometric_split(sizes, factor)
+    while k > 2 and sum(sizes[:k]) > max_objects:
+        k -= 1
+    return k
+
+
 def consolidate(store: Any, *, factor: int = FACTOR,
-                loose_threshold: int = LOOSE_THRESHOLD) -> Consolidation:
+                loose_threshold: int = LOOSE_THRESHOLD,
+                max_objects: int = MAX_MERGE_OBJECTS) -> Consolidation:
     """Pack loose objects once there are ``loose_threshold``, then merge the smallest
-    packs so the rest form a geometric progression. The caller holds the lock that
-    makes it the repository's only writer. See the module docstring for the order."""
+    packs so the rest form a geometric progression, at most ``max_objects`` objects a
+    call (a backlog takes a few calls). The caller holds the lock that makes it the
+    repository's only writer. See the module docstring for the order."""
     pack_dir = Path(store.pack_dir)
     packed_loose = 0
     if store.count_loose_objects() >= loose_threshold:
@@ -246,7 +262,7 @@ def consolidate(store: Any, *, factor: int = FACTOR,
     # A pack git was told to keep (``.keep``) is never merged away, as git never does.
     packs = sorted((p for p in store.packs if not Path(p._basename + ".keep").exists()),
                    key=lambda p: (len(p.index), p.name()))
-    k = geometric_split([len(p.index) for p in packs], factor)
+    k = capped_split([len(p.index) for p in packs], factor, max_objects)
     if k < 2:
         return Consolidation(packed_loose=packed_loose)
     merged = packs[:k]
