@@ -43,6 +43,7 @@ from giter_agent.history import bundle as bundle_format
 from giter_agent.history import commit_layout, pack_index
 from giter_agent.history import tree as tree_module
 from giter_agent.history.objects import has_object, oid, read_commit
+from giter_agent.history.walk import is_ancestor
 
 if TYPE_CHECKING:
     from giter_agent.history.store import Caps
@@ -114,31 +115,6 @@ class _TypeReader:
 
 def _hex(sha: bytes) -> str:
     return sha.decode("ascii", errors="replace")
-
-
-def is_ancestor(store: BaseObjectStore, ancestor: bytes, descendant: bytes) -> bool:
-    """True when ``ancestor`` is ``descendant`` or reachable through its parents."""
-    if ancestor == descendant:
-        return True
-    seen = {descendant}
-    stack = [descendant]
-    while stack:
-        sha = stack.pop()
-        try:
-            commit = store[oid(sha)]
-        except KeyError:
-            raise HistoryError(f"commit {_hex(sha)} is missing from the history",
-                               reason="UnknownCommit") from None
-        if not isinstance(commit, Commit):
-            raise HistoryError(f"{_hex(sha)} is not a commit", reason="UnknownCommit")
-        for parent in commit.parents:
-            if parent == ancestor:
-                return True
-            if parent not in seen:
-                seen.add(parent)
-                stack.append(parent)
-    return False
-
 
 
 def _gate_commit(store: BaseObjectStore, sha: bytes) -> commit_layout.CommitParts:

@@ -34,8 +34,9 @@ from giter_agent.core.budget import Budget
 from giter_agent.core.durable import fsync_dir, fsync_tree, mkdir_durable
 from giter_agent.core.errors import HistoryError
 from giter_agent.history import bundle_writer, chain_export, packs
-from giter_agent.history.quarantine import Gate, Quarantine, is_ancestor
+from giter_agent.history.quarantine import Gate, Quarantine
 from giter_agent.history.refs import Refs
+from giter_agent.history.walk import is_ancestor
 
 __all__ = ["Caps", "History", "Quarantine"]
 

@@ -4,6 +4,7 @@
   strict parser is ``history.commit_layout``).
 - ``ancestors``: a commit and everything it reaches (the publisher's view of the whole
   spec branch: ``giter-bundle status``, ``create``'s checks).
+- ``is_ancestor``: whether one commit reaches another (stops as soon as it does).
 - ``status_chain``: a device's status commits from a tip down along first parents, to a
   commit already held or the device's first report, bounded.
 - ``HeldAt``: what a device that accepted a commit holds, asked about the commits a new
@@ -55,6 +56,22 @@ def ancestors(store: Any, tip: bytes) -> set[bytes]:
                 seen.add(parent)
                 todo.append(parent)
     return seen
+
+
+def is_ancestor(store: Any, ancestor: bytes, descendant: bytes) -> bool:
+    """True when ``ancestor`` is ``descendant`` or reachable through its parents."""
+    if ancestor == descendant:
+        return True
+    seen = {descendant}
+    todo = [descendant]
+    while todo:
+        for parent in parents(commit_bytes(store, todo.pop())):
+            if parent == ancestor:
+                return True
+            if parent not in seen:
+                seen.add(parent)
+                todo.append(parent)
+    return False
 
 
 def status_chain(store: Any, tip: bytes, stop: Callable[[bytes], bool], *,
