@@ -45,7 +45,7 @@ CHUNK = 1 << 16
 SMALL_BASE = 1 << 20  # a delta base up to this size is kept in memory, not spooled
 MAX_CHAIN = 4096  # git's default depth is 50; deeper than this is a hostile pack
 
-_BLOB, _OFS_DELTA, _REF_DELTA = 3, 6, 7
+_BLOB, OFS_DELTA, REF_DELTA = 3, 6, 7
 _TYPE_NAMES = {1: "commit", 2: "tree", 3: "blob", 4: "tag"}
 
 
@@ -154,7 +154,7 @@ def _stores(store: Any) -> Iterator[Any]:
     yield from getattr(store, "alternates", ())
 
 
-def _entry_header(fh: BinaryIO, offset: int, oid: bytes
+def entry_header(fh: BinaryIO, offset: int, oid: bytes
                   ) -> tuple[int, int, int, int | bytes | None]:
     """(type, size, data offset, base) of the pack entry at ``offset``; ``base`` is the
     base's pack offset (ofs-delta), its binary id (ref-delta) or None."""
@@ -170,9 +170,9 @@ def _entry_header(fh: BinaryIO, offset: int, oid: bytes
         size |= (head[i] & 0x7F) << shift
         shift += 7
     i += 1
-    if kind == _REF_DELTA:
+    if kind == REF_DELTA:
         return kind, size, offset + i + 20, head[i:i + 20]
-    if kind == _OFS_DELTA:
+    if kind == OFS_DELTA:
         byte = head[i]
         back = byte & 0x7F
         while byte & 0x80:
@@ -196,7 +196,7 @@ def _locate(store: Any, binsha: bytes, files: _Files, oid: bytes) -> _Entry:
             except KeyError:
                 continue
             fh = files.get(pack._data_path)
-            kind, size, data, base = _entry_header(fh, offset, oid)
+            kind, size, data, base = entry_header(fh, offset, oid)
             return _Entry(pack._data_path, data, kind, size) if base is None else \
                 _DeltaEntry(pack._data_path, data, kind, size, base=base, entry=offset)
     hexsha = binsha.hex().encode()
@@ -253,7 +253,7 @@ def _chain(store: Any, oid: bytes, files: _Files) -> list[_Entry]:
         assert isinstance(top, _DeltaEntry)
         if isinstance(top.base, int):
             fh = files.get(top.path)
-            kind, size, data, base = _entry_header(fh, top.base, oid)
+            kind, size, data, base = entry_header(fh, top.base, oid)
             chain.append(_Entry(top.path, data, kind, size) if base is None else
                          _DeltaEntry(top.path, data, kind, size, base=base, entry=top.base))
         else:

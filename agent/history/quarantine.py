@@ -42,6 +42,7 @@ from giter_agent.core.errors import (
 from giter_agent.history import bundle as bundle_format
 from giter_agent.history import commit_layout, pack_index
 from giter_agent.history import tree as tree_module
+from giter_agent.history.blob_stream import OFS_DELTA, REF_DELTA, entry_header
 from giter_agent.history.objects import has_object, oid, read_commit
 from giter_agent.history.walk import is_ancestor
 
@@ -51,7 +52,6 @@ if TYPE_CHECKING:
 _LOCK_NAME = "lock"
 _GITLINK_MODE = 0o160000
 _TYPE_NAMES = {1: "commit", 2: "tree", 3: "blob", 4: "tag"}
-_OFS_DELTA, _REF_DELTA = 6, 7
 
 
 class _TypeReader:
@@ -92,23 +92,16 @@ class _TypeReader:
             if depth > 64:
                 raise HistoryError(f"object {_hex(sha)}: delta chain deeper than 64",
                                    reason="CorruptBundle")
-            fh.seek(offset)
-            head = fh.read(32)
-            kind, i = (head[0] >> 4) & 7, 0
-            while head[i] & 0x80:
-                i += 1
-            i += 1
-            if kind == _REF_DELTA:
-                return self.type_of(head[i:i + 20].hex().encode(), depth + 1)
-            if kind != _OFS_DELTA:
+            # The one strict pack-entry reader (bounds checked: a malformed header is
+            # CorruptObject, never an IndexError).
+            kind, _size, _data, base = entry_header(fh, offset, sha)
+            if kind == REF_DELTA:
+                assert isinstance(base, bytes)
+                return self.type_of(base.hex().encode(), depth + 1)
+            if kind != OFS_DELTA:
                 return kind
-            byte = head[i]
-            back = byte & 0x7F
-            while byte & 0x80:
-                i += 1
-                byte = head[i]
-                back = ((back + 1) << 7) | (byte & 0x7F)
-            offset -= back
+            assert isinstance(base, int)
+            offset = base
             depth += 1
 
 
