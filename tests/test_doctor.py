@@ -260,14 +260,21 @@ def test_cli_exit_codes(board_dir, capsys):
     assert "FAIL  state directory" in out and "fix: chmod 700" in out
 
 
-@pytest.mark.parametrize(("os_release", "rpi_issue", "command"), [
-    ('ID=debian\nVERSION_CODENAME=bookworm\n', True, "sudo apt-get install python3-lgpio"),
-    ('ID=raspbian\n', False, "sudo apt-get install python3-lgpio"),
-    ('PRETTY_NAME="Debian GNU/Linux 12"\nID=debian\n', False,
+DEB_AGENT = Path("/usr/share/giter-agent/giter_agent/cli/doctor.py")
+VENV_AGENT = Path("/opt/giter-agent/lib/python3.11/site-packages/giter_agent/cli/doctor.py")
+
+
+@pytest.mark.parametrize(("os_release", "rpi_issue", "agent_path", "command"), [
+    ('ID=debian\nVERSION_CODENAME=bookworm\n', True, VENV_AGENT,
+     "sudo apt-get install python3-lgpio"),
+    ('ID=raspbian\n', False, DEB_AGENT, "sudo apt-get install python3-lgpio"),
+    ('PRETTY_NAME="Debian GNU/Linux 12"\nID=debian\n', False, VENV_AGENT,
      "sudo /opt/giter-agent/bin/pip install lgpio"),
+    ('PRETTY_NAME="Debian GNU/Linux 12"\nID=debian\n', False, DEB_AGENT,
+     "sudo apt-get install python3-pip && sudo pip3 install --break-system-packages lgpio"),
 ])
 def test_the_lgpio_fix_names_a_command_this_os_has(board_dir, tmp_path, os_release,
-                                                  rpi_issue, command):
+                                                  rpi_issue, agent_path, command):
     text = (board_dir / "agent.toml").read_text().replace("generic-mock", "rpi-4b")
     (board_dir / "agent.toml").write_text(text)
     (tmp_path / "os-release").write_text(os_release)
@@ -279,5 +286,6 @@ def test_the_lgpio_fix_names_a_command_this_os_has(board_dir, tmp_path, os_relea
 
     (pf,) = by_check(doctor(board_dir, pin_factory_maker=broken,
                             os_release=tmp_path / "os-release",
-                            rpi_issue=tmp_path / "rpi-issue").run(), "pin factory")
+                            rpi_issue=tmp_path / "rpi-issue",
+                            agent_path=agent_path).run(), "pin factory")
     assert pf.level == FAIL and pf.fix.startswith(command)

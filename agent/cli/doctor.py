@@ -48,6 +48,9 @@ def _installed_at() -> float:
     return Path(__file__).stat().st_mtime
 
 
+_THIS_FILE = Path(__file__).resolve()
+
+
 @dataclass
 class Doctor:
     """Runs the checks for the config at ``config_path``."""
@@ -62,6 +65,9 @@ class Doctor:
     # python3-lgpio, plain Debian does not).
     os_release: Path = Path("/etc/os-release")
     rpi_issue: Path = Path("/etc/rpi-issue")
+    # Where this agent's code lives: the Debian package keeps it in /usr/share/giter-agent
+    # on the system Python; scripts/install in a virtual environment under /opt.
+    agent_path: Path = _THIS_FILE
 
     def __post_init__(self) -> None:
         if self.euid == -1:
@@ -134,7 +140,8 @@ class Doctor:
             factory = self.pin_factory_maker(board)
         except GiterError as exc:
             yield Finding("pin factory", FAIL, str(exc),
-                          _factory_fix(board.pin_factory, self._distro()))
+                          _factory_fix(board.pin_factory, self._distro(),
+                                       packaged=DEB_CODE in self.agent_path.parents))
             return
         # Closing a factory opened only to test it cannot matter to the verdict.
         with contextlib.suppress(Exception):
@@ -331,10 +338,20 @@ def _not_owned(path: Path, uid: int, limit: int = 2000) -> list[Path]:
     return found
 
 
-def _factory_fix(factory: str, distro: str = "raspios") -> str:
-    """The command that installs ``factory``'s library on ``distro`` (``Doctor._distro``)."""
+DEB_CODE = Path("/usr/share/giter-agent")  # the Debian package's code (debian/rules)
+
+
+def _factory_fix(factory: str, distro: str = "raspios", *, packaged: bool = False) -> str:
+    """The command that installs ``factory``'s library on ``distro`` (``Doctor._distro``),
+    for this install: the Debian package (``packaged``: the system Python) or
+    ``scripts/install``'s virtual environment."""
     if factory == "lgpio" and distro not in ("raspios", "ubuntu"):
         # Plain Debian has no python3-lgpio: PyPI's lgpio wheels carry the library.
+        if packaged:
+            return ("sudo apt-get install python3-pip && sudo pip3 install "
+                    "--break-system-packages lgpio (this OS has no python3-lgpio package; "
+                    "the Debian package runs on the system Python), and check the service "
+                    "user is in the gpio group (id giter)")
         return ("sudo /opt/giter-agent/bin/pip install lgpio (this OS has no python3-lgpio "
                 "package), and check the service user is in the gpio group (id giter)")
     return {
