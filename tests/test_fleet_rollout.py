@@ -146,3 +146,33 @@ def test_three_waves_open_on_signed_evidence_and_a_failed_canary_stops_the_rollo
     assert (devices[0].root / "motd-v2").read_text() == "v2\n"
     code, out = fleet.cli("rollout", "advance", "motd-v3")
     assert code == 1 and "RolloutAborted" in out
+
+
+def test_open_waves_that_miss_the_gate_within_the_time_limit_stop_the_rollout(
+        tmp_path, fleet, stick):
+    from giter_bundle.exchange import Exchange
+    from giter_bundle.rollout import evaluate
+
+    devices = enrolled(fleet, tmp_path, "pi-00", "pi-01", "pi-02")
+    fleet.ok("label", "pi-00", "ring=canary")
+    for d in devices:
+        fleet.write(f"values/devices/{d.id}.yaml", f"root: {d.root}\n")
+    fleet.write("fleet/motd.yaml", motd("v1"))
+    fleet.ok("commit", "-m", "motd v1 everywhere")
+    baseline = fleet.rev()
+    fleet.write("fleet/motd.yaml", motd("v2"))
+    fleet.write("rollouts/motd-v2.yaml", rollout("motd-v2", baseline) + "  timeLimit: 1h\n")
+    fleet.ok("commit", "-m", "motd v2, staged, an hour for the canary")
+    opened = int(fleet.git("log", "-1", "--format=%ct").stdout)
+    fleet.write("groups/lobby/note.yaml", motd("x").replace("name: motd", "name: note")
+                .replace("  selector: {}\n", "").replace("${values.root}", str(tmp_path)))
+    fleet.ok("commit", "-m", "an unrelated change later: the wave opened before it")
+
+    with Exchange.open(fleet.root) as exchange:
+        soon = evaluate(exchange, "motd-v2", now=opened + 600)
+        late = evaluate(exchange, "motd-v2", now=opened + 3601)
+    assert soon.opened_at == opened and not soon.timed_out
+    assert soon.why.startswith("waiting: 0/1 devices")
+    assert late.timed_out and not late.open
+    assert late.why.startswith("stopped: timed out: 0/1 devices of the open waves Ready on "
+                               "the new generation 1h after the wave opened (timeLimit 1h, need 100%)")

@@ -157,12 +157,15 @@ def test_waves_by_label_then_stable_hash():
     assert r.holds(halves[0], {}) == "rollout r: wave half not open"
     aborted = parse_rollout("rollouts/r.yaml", rollout_doc(aborted=True))
     assert aborted.holds("pi-a", {"ring": "canary"}) == "rollout r aborted"
+    assert r.time_limit is None
+    assert parse_rollout("rollouts/r.yaml", rollout_doc(timeLimit="1h30m")).time_limit == 5400
 
 
 @pytest.mark.parametrize("spec", [
     {"baseline": "HEAD"}, {"resources": []}, {"waves": []},
     {"waves": [{"name": "x"}]}, {"waves": [{"name": "x", "percent": 0}]},
     {"openWaves": 4}, {"readyPercent": 101}, {"paused": "no"}, {"surprise": 1},
+    {"timeLimit": "soon"}, {"timeLimit": "0s"}, {"timeLimit": 3600},
 ])
 def test_a_bad_rollout_is_refused_typed(spec):
     from giter_agent.spec.rollouts import parse_rollout

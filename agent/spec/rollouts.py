@@ -18,6 +18,7 @@ device's wave is open, the device applies those files as they were in the rollou
       openWaves: 1                   # waves 1..openWaves get the new version
       paused: false                  # advance refuses while paused
       aborted: false                 # every device back on the baseline version
+      timeLimit: 2h                  # the open waves must pass the gate within this
 
 A device is in the first wave whose ``selector`` (if any) matches its enrolled labels
 and whose ``percent`` (if any) is above its bucket: a stable hash of the rollout name
@@ -71,6 +72,9 @@ class Rollout:
     paused: bool
     aborted: bool
     document: dict[str, Any]
+    # Seconds the open waves have to pass the gate, counted from the signed commit that
+    # opened the newest of them (``giter-bundle rollout``); None: no limit.
+    time_limit: int | None = None
 
     def wave_of(self, device_id: str, labels: Mapping[str, str]) -> int | None:
         """The device's wave (0-based), or None if no wave takes it."""
@@ -117,7 +121,7 @@ def parse_rollout(path: str, data: bytes) -> Rollout:
         raise bad(f"metadata.name must be the file's name ({ROLLOUT_FOLDER}/<name>.yaml)")
     spec = doc["spec"]
     known = {"baseline", "resources", "waves", "readyPercent", "openWaves", "paused",
-             "aborted"}
+             "aborted", "timeLimit"}
     if set(spec) - known:
         raise bad(f"unknown spec field(s) {', '.join(sorted(map(str, set(spec) - known)))}")
     baseline = spec.get("baseline")
@@ -157,9 +161,21 @@ def parse_rollout(path: str, data: bytes) -> Rollout:
         if not isinstance(value, bool):
             raise bad(f"spec.{field} must be true or false")
         flags[field] = value
+    time_limit = None
+    if "timeLimit" in spec:
+        from giter_agent.core.errors import UsageError
+        from giter_agent.core.times import parse_duration
+
+        raw = spec["timeLimit"]
+        try:
+            time_limit = parse_duration(raw) if isinstance(raw, str) else None
+        except UsageError:
+            time_limit = None
+        if not time_limit:
+            raise bad("spec.timeLimit must be a duration such as 2h, 30m or 1d, quoted")
     return Rollout(name, path, baseline, tuple(resources), tuple(waves),
                    ints["readyPercent"], ints["openWaves"], flags["paused"],
-                   flags["aborted"], doc)
+                   flags["aborted"], doc, time_limit)
 
 
 def read_rollouts(store: Any, tree: bytes) -> list[Rollout]:

@@ -22,33 +22,15 @@ Used by ``giter-bundle status --diverged-for`` and ``giter-bundle watch``.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any
 
-from giter_agent.core.errors import UsageError
-from giter_agent.core.times import rfc3339
+from giter_agent.core.times import parse_duration as parse_duration  # re-exported
+from giter_agent.core.times import rfc3339, span
 from giter_agent.history.objects import has_object
 from giter_bundle.exchange import Exchange
 
 MAX_STREAK = 2000  # status commits walked back per device, at most
-_DURATION = re.compile(r"(\d+)([smhdw]?)")
-_UNIT = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-
-
-def parse_duration(text: str) -> int:
-    """Seconds from ``90``, ``45s``, ``30m``, ``2h``, ``1d``, ``1w`` or ``1h30m``."""
-    spec = text.strip().lower()
-    total, pos = 0, 0
-    for match in _DURATION.finditer(spec):
-        if match.start() != pos:
-            break
-        total += int(match.group(1)) * _UNIT[match.group(2)]
-        pos = match.end()
-    if not spec or pos != len(spec):
-        raise UsageError(f"{text!r} is not a duration (examples: 90s, 30m, 2h, 1d)",
-                         reason="UsageError")
-    return total
 
 
 @dataclass(frozen=True)
@@ -205,17 +187,9 @@ def overdue(found: list[Divergence], *, now: float, threshold: int) -> list[Dive
 def render(found: list[Divergence], *, now: float, threshold: int) -> str:
     """The lines ``status --diverged-for`` adds under the table."""
     if not found:
-        return f"no device diverged for {_span(threshold)} or more\n"
-    lines = [f"DIVERGED for {_span(threshold)} or more: {len(found)} device(s)"]
+        return f"no device diverged for {span(threshold)} or more\n"
+    lines = [f"DIVERGED for {span(threshold)} or more: {len(found)} device(s)"]
     for d in found:
-        age = ("at least " if d.at_least else "") + _span(d.age(now))
+        age = ("at least " if d.at_least else "") + span(d.age(now))
         lines.append(f"  {d.device}  {age}  {d.reason}")
     return "\n".join(lines) + "\n"
-
-
-def _span(seconds: int) -> str:
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            whole, rest = divmod(seconds, size)
-            return f"{whole}{unit}" + (f"{rest // 60}m" if unit == "h" and rest >= 60 else "")
-    return f"{seconds}s"

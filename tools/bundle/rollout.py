@@ -14,16 +14,20 @@ which the device's wave was open. A device is then:
 
 The next wave may open when the rollout is neither paused, aborted nor complete, no
 device of an open wave failed, and at least ``readyPercent`` of them are ready; the
-ready devices' status commits are the evidence ``advance`` records. Called by
+ready devices' status commits are the evidence ``advance`` records. With ``timeLimit``,
+open waves that have not passed the gate that long after the signed commit that opened
+the newest of them (its committer date) stop the rollout as timed out. Called by
 ``giter-bundle rollout``.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from giter_agent.core.errors import GiterError
+from giter_agent.core.times import span
 from giter_agent.spec.rollouts import Rollout
 from giter_bundle.errors import PublisherError
 
@@ -50,6 +54,8 @@ class Gate:
     devices: list[DeviceGate] = field(default_factory=list)
     open: bool = False
     why: str = ""
+    opened_at: int | None = None  # commit date of the commit that opened the newest wave
+    timed_out: bool = False
 
     @property
     def evidence(self) -> list[DeviceGate]:
@@ -124,8 +130,8 @@ def _device_state(store: Any, rollout: Rollout, device_id: str, wave: int,
     return READY, "Ready on the new generation"
 
 
-def evaluate(exchange: Any, name: str) -> Gate:
-    """The gate of rollout ``name`` at the spec branch's tip."""
+def evaluate(exchange: Any, name: str, *, now: float | None = None) -> Gate:
+    """The gate of rollout ``name`` at the spec branch's tip, judged at ``now``."""
     from giter_agent.core.errors import TrustError
     from giter_agent.spec.targeting import target
     from giter_agent.trust.status_rule import verify_status_commit
@@ -172,14 +178,47 @@ def evaluate(exchange: Any, name: str) -> Gate:
         state, detail = _device_state(store, rollout, device.id, index, status_tip,
                                       governed)
         gate.devices.append(DeviceGate(device.id, wave, state, status_tip.decode(), detail))
-    _decide(gate)
+    if rollout.time_limit is not None and rollout.open_waves:
+        gate.opened_at = _opened_at(exchange, tip, rollout)
+    _decide(gate, now=time.time() if now is None else now)
     return gate
 
 
-def _decide(gate: Gate) -> None:
+MAX_OPENING_WALK = 10_000  # spec commits walked back to find when the wave opened
+
+
+def _opened_at(exchange: Any, tip: bytes, rollout: Rollout) -> int:
+    """The committer date of the oldest commit, back along first parents from ``tip``,
+    whose rollout document already had today's ``openWaves`` and baseline: when the
+    newest open wave opened (signed, so nobody but a publisher can move it)."""
+    from giter_agent.history.tree import read_file
+    from giter_agent.spec.rollouts import parse_rollout
+
+    store = exchange.history.object_store
+    commit = exchange.commit(tip)
+    opened = int(commit.commit_time)
+    for _ in range(MAX_OPENING_WALK):
+        if not commit.parents:
+            break
+        parent = exchange.commit(commit.parents[0])
+        try:
+            data = read_file(store, parent.tree, rollout.path)
+            before = parse_rollout(rollout.path, data) if data is not None else None
+        except GiterError:
+            before = None
+        if (before is None or before.open_waves != rollout.open_waves
+                or before.baseline != rollout.baseline):
+            break
+        commit, opened = parent, int(parent.commit_time)
+    return opened
+
+
+def _decide(gate: Gate, *, now: float) -> None:
     rollout = gate.rollout
     opened = [d for d in gate.devices if d.state in (PENDING, READY, FAILED)]
     ready = len(gate.evidence)
+    short = bool(opened) and ready * 100 < rollout.ready_percent * len(opened)
+    limit = rollout.time_limit
     if rollout.aborted:
         gate.why = "aborted: every device is back on the baseline version"
     elif rollout.open_waves == len(rollout.waves):
@@ -187,7 +226,14 @@ def _decide(gate: Gate) -> None:
     elif gate.failed:
         gate.why = (f"stopped: {', '.join(d.device for d in gate.failed)} failed on the new "
                     "generation (abort, or fix and let them report again)")
-    elif opened and ready * 100 < rollout.ready_percent * len(opened):
+    elif (short and limit is not None and gate.opened_at is not None
+          and now - gate.opened_at > limit):
+        gate.timed_out = True
+        gate.why = (f"stopped: timed out: {ready}/{len(opened)} devices of the open waves "
+                    f"Ready on the new generation {span(now - gate.opened_at)} after the "
+                    f"wave opened (timeLimit {span(limit)}, need "
+                    f"{rollout.ready_percent}%); abort, or raise timeLimit to wait longer")
+    elif short:
         gate.why = (f"waiting: {ready}/{len(opened)} devices of the open waves Ready on the "
                     f"new generation, need {rollout.ready_percent}%")
     elif rollout.paused:
