@@ -220,7 +220,9 @@ def test_a_release_tree_is_listed_with_sizes_and_modes_and_refused_with_a_symlin
     git(tree.root, "add", "-A")
     git(tree.root, "commit", "-q", "-m", "exec")
     tid = git(tree.root, "rev-parse", "HEAD^{tree}").strip()
-    listed = tree.artifacts(tid).listing("artifacts/app")
+    listing = tree.artifacts(tid).listing("artifacts/app")
+    assert listing.tree_id == git(tree.root, "rev-parse", "HEAD:artifacts/app").decode().strip()
+    listed = listing.files
     assert [(a.path, a.size, a.executable) for a in listed] == [
         ("artifacts/app/bin/run", 10, True), ("artifacts/app/lib.py", 1, False)]
     assert [a.oid for a in listed] == [

@@ -12,10 +12,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from dulwich.object_store import MemoryObjectStore
-from support.kinds import build_tree, condition, doc, ready, specset
+from dulwich.object_store import DiskObjectStore
+from support.kinds import condition, doc, ready, specset, tree_artifacts
 
-from giter_agent.history.spec_tree import SpecTree
 from giter_agent.kinds import builtin_kinds
 from giter_agent.kinds.debian import PackageTools
 from giter_agent.reconcile.engine import reconcile
@@ -51,7 +50,8 @@ class Board:
         self.ctx = ctx
         ctx.package_tools = PackageTools.private(self.root)
         ctx.packages_allowed = ("app", "lib*")
-        self.store = MemoryObjectStore()
+        (tmp_path / "fleet-objects").mkdir()
+        self.store = DiskObjectStore.init(tmp_path / "fleet-objects")
         self.artifacts: dict[str, tuple[bytes, int]] = {}
         self.records: dict = {}
 
@@ -63,7 +63,7 @@ class Board:
         return path
 
     def apply(self, *specs: dict) -> dict:
-        self.ctx.spec_tree = SpecTree(self.store, build_tree(self.store, self.artifacts))
+        self.ctx.artifacts = tree_artifacts(self.store, self.artifacts)
         docs = [doc("Package", s.pop("name", s["package"]), s, generation=None) for s in specs]
         result = reconcile(specset(*docs), self.ctx, builtin_kinds(), self.records, "c1")
         self.records = result.records
@@ -200,11 +200,11 @@ def test_apt_offline_is_retried_and_an_installed_version_needs_no_apt(board):
 def test_plan_shows_install_and_upgrade(board):
     kind = builtin_kinds()["Package"]
     v1 = board.deb("app", "1.0")
-    board.ctx.spec_tree = SpecTree(board.store, build_tree(board.store, board.artifacts))
+    board.ctx.artifacts = tree_artifacts(board.store, board.artifacts)
     spec = kind.validate({"package": "app", "deb": v1, "version": "1.0"})
     assert kind.plan("Package/app", spec, board.ctx) == f"would install app from {v1} (1.0)"
     board.apply({"package": "app", "deb": v1})
-    board.ctx.spec_tree = SpecTree(board.store, build_tree(board.store, board.artifacts))
+    board.ctx.artifacts = tree_artifacts(board.store, board.artifacts)
     assert kind.plan("Package/app", spec, board.ctx) is None
     assert kind.plan_prune("Package/app", spec, board.ctx) == "would remove the package app"
 

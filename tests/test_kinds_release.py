@@ -1,7 +1,8 @@
 """The Release kind: lay down, switch, health-check, roll back, keep N, and a cut-short switch.
 
-The spec tree is a real dulwich object store (``history.spec_tree.SpecTree``), with a
-symlink or a submodule where a test needs one; the units go through the fake
+The spec tree is a real dulwich object store on disk, read as the applier hands it over
+(``Context.artifacts``, ``history.artifacts.TreeArtifacts``), with a symlink or a
+submodule where a test needs one; the units go through the fake
 ``systemctl`` (tests/support/systemd.py); the HTTP check talks to a real server on
 127.0.0.1; the command check runs real programs from the device's allowlist.
 """
@@ -13,13 +14,12 @@ import os
 import threading
 
 import pytest
-from dulwich.object_store import MemoryObjectStore
-from support.kinds import build_tree, condition, doc, ready, specset
+from dulwich.object_store import DiskObjectStore
+from support.kinds import condition, doc, ready, specset, tree_artifacts
 from support.servers import free_port
 from support.systemd import FakeSystemd, install
 
 from giter_agent.config.agent_toml import Services
-from giter_agent.history.spec_tree import SpecTree
 from giter_agent.kinds import builtin_kinds
 from giter_agent.kinds.release import ReleaseKind
 from giter_agent.reconcile.engine import reconcile
@@ -31,13 +31,14 @@ KEY = "Release/app"
 class Fleet:
     """The spec tree a pass reads: ``publish`` makes a new one with these artifacts."""
 
-    def __init__(self) -> None:
-        self.store = MemoryObjectStore()
+    def __init__(self, objects) -> None:
+        objects.mkdir(parents=True)
+        self.store = DiskObjectStore.init(objects)
 
-    def publish(self, files: dict[str, bytes | tuple[bytes, int]]) -> SpecTree:
+    def publish(self, files: dict[str, bytes | tuple[bytes, int]], **caps):
         entries = {f"artifacts/app/{p}": (v if isinstance(v, tuple) else (v, 0o100644))
                    for p, v in files.items()}
-        return SpecTree(self.store, build_tree(self.store, entries))
+        return tree_artifacts(self.store, entries, **caps)
 
 
 V1 = {"run.sh": (b"#!/bin/sh\necho v1\n", 0o100755), "lib/data.txt": b"one\n"}
@@ -67,12 +68,12 @@ class Device:
         self.ctx = ctx
         self.root = root / "app"
         self.records: dict = {}
-        self.fleet = Fleet()
+        self.fleet = Fleet(root.parent / "fleet-objects")
         self.kinds = builtin_kinds()
         self.kinds["Release"] = ReleaseKind(sleep=lambda s: None)
 
-    def apply(self, files, generation: int | None = None, **spec) -> dict:
-        self.ctx.spec_tree = self.fleet.publish(files)
+    def apply(self, files, generation: int | None = None, caps=None, **spec) -> dict:
+        self.ctx.artifacts = self.fleet.publish(files, **(caps or {}))
         body = {"source": "artifacts/app", "root": str(self.root),
                 "restart": ["app.service"], "check": {"command": "healthy"}, **spec}
         result = reconcile(specset(doc("Release", "app", body, generation=generation)),
@@ -242,6 +243,33 @@ def test_an_unsafe_release_tree_is_refused_and_the_previous_release_stays(
     assert not (device.root / "current/lib/escape").exists()
 
 
+def test_a_release_file_is_streamed_never_read_whole_and_the_cap_refuses_one(
+        device, systemd, monkeypatch):
+    """A large file of a release goes through ``TreeArtifacts.copy`` (blob_stream): the
+    object store's whole-object reader is never asked for it; over ``[limits]
+    max_artifact_mib`` the release is refused before anything is written."""
+    from dulwich.objects import Blob
+
+    big = os.urandom(3 * 2**20)
+    asked: list[str] = []
+    whole = DiskObjectStore.get_raw
+
+    def get_raw(store, sha):
+        asked.append(sha.hex() if len(sha) == 20 else sha.decode())
+        return whole(store, sha)
+
+    monkeypatch.setattr(DiskObjectStore, "get_raw", get_raw)
+    rec = device.apply({**V1, "lib/big.bin": big})
+    assert ready(rec) == (True, "Released")
+    assert (device.root / "current/lib/big.bin").read_bytes() == big
+    assert Blob.from_string(big).id.decode() not in asked
+    first = rec.status["observed"]["release"]
+    rec = device.apply({**V2, "lib/big.bin": big}, caps={"max_bytes": 2**20})
+    assert ready(rec) == (False, "ArtifactTooLarge")
+    assert "artifacts/app/lib/big.bin is 3145728 bytes" in condition(rec)["message"]
+    assert device.current() == f"releases/{first}" and device.releases() == {first}
+
+
 @pytest.mark.parametrize("spec, words", [
     ({"source": "devices/pi/secret"}, "must be a folder under artifacts/"),
     ({"source": "artifacts/../etc"}, "must be a folder under artifacts/"),
@@ -372,7 +400,7 @@ def test_plan_says_what_would_switch_and_changes_nothing(device):
                           "restart": ["app.service"], "check": {"command": "healthy"}})
     assert kind.plan(KEY, spec, device.ctx) is None
     before = device.current()
-    device.ctx.spec_tree = device.fleet.publish(V2)
+    device.ctx.artifacts = device.fleet.publish(V2)
     line = kind.plan(KEY, spec, device.ctx)
     assert line.startswith(f"would switch {device.root}/current from {before} to release ")
     assert "restart app.service, then check command healthy" in line

@@ -12,14 +12,17 @@ to kinds through ``Context.artifacts``, so a kind never touches the history itse
   ``artifacts/`` (``ArtifactNotAllowed``), no such file (``ArtifactMissing``), a
   symlink, folder or submodule there (``ArtifactNotAFile``), over the cap
   (``ArtifactTooLarge``).
-- ``listing(folder)``: every file under a folder (a release's tree), checked by the tree
-  allowlist first, with ids, sizes and the executable bit;
+- ``listing(folder)``: the folder's tree id and every file under it, recursively (a
+  ``Release``'s tree), checked by the tree allowlist first, with ids, sizes (each under
+  the cap) and the executable bit;
 - ``copy(path, out)``: stream the blob into ``out`` (``history.blob_stream.copy_blob``)
   and return its SHA-256; a store that holds something else under the id is
   ``ArtifactCorrupt``.
 
 Called by ``sync.applier`` and ``giter-agent plan`` (which build it) and, through the
-context, by the ``File`` kind.
+context, by the kinds that read the tree: ``File`` (``stat``, ``copy``), ``Release``
+(``listing``, ``copy``) and ``Package`` (``stat``, ``copy``). It is the only way a kind
+reads a file of the tree, so every one of them streams and gets the same caps.
 """
 
 from __future__ import annotations
@@ -45,6 +48,14 @@ class ArtifactInfo:
     oid: str  # the git blob id (hex)
     size: int
     executable: bool = False  # mode 100755 in the tree (``listing`` says; ``stat`` does not)
+
+
+@dataclass(frozen=True)
+class Listing:
+    """A folder of the tree: its tree id (hex) and every file under it, sorted."""
+
+    tree_id: str
+    files: tuple[ArtifactInfo, ...]
 
 
 class TreeArtifacts:
@@ -78,11 +89,12 @@ class TreeArtifacts:
                                 reason=Reason.ArtifactTooLarge)
         return ArtifactInfo(path, oid.decode(), size)
 
-    def listing(self, folder: str) -> list[ArtifactInfo]:
-        """Every file under ``folder`` (``artifacts/app``), sorted, with its blob id and
-        size, for a kind that lays a whole tree down; the tree allowlist applies to all
-        of it first (a symlink, a submodule, an odd name anywhere: ``ArtifactNotAFile``,
-        nothing listed). Each is then copied with ``copy(info.path, out)``."""
+    def listing(self, folder: str) -> Listing:
+        """The tree id of ``folder`` (``artifacts/app``) and every file under it, sorted,
+        with its blob id and size, for a kind that lays a whole tree down; the tree
+        allowlist applies to all of it first (a symlink, a submodule, an odd name
+        anywhere: ``ArtifactNotAFile``, nothing listed), then the cap to each file. Each
+        is then copied with ``copy(info.path, out)``."""
         from giter_agent.history.blob_stream import blob_size
 
         check_path(folder.rstrip("/"))
@@ -91,10 +103,10 @@ class TreeArtifacts:
         except TreeError as exc:
             raise ArtifactError(f"{exc} (an artifact tree holds regular files and folders "
                                 "only)", reason=Reason.ArtifactNotAFile) from None
-        files = listed[1] if listed is not None else []
-        if not files:
+        if listed is None or not listed[1]:
             raise ArtifactError(f"{folder} holds no files in spec tree "
                                 f"{self._tree.decode()[:12]}", reason=Reason.ArtifactMissing)
+        tree_id, files = listed
         out = []
         for path, mode, oid in files:
             try:
@@ -106,7 +118,7 @@ class TreeArtifacts:
                                     f"max_artifact_mib ({self.max_bytes // 2**20} MiB)",
                                     reason=Reason.ArtifactTooLarge)
             out.append(ArtifactInfo(path, oid.decode(), size, executable=mode == 0o100755))
-        return out
+        return Listing(tree_id.decode(), tuple(out))
 
     def copy(self, path: str, out: BinaryIO) -> str:
         """Stream the artifact at ``path`` into ``out``; its SHA-256 (hex)."""

@@ -123,9 +123,6 @@ class Context:
     # Where a Release switch is recorded before the link moves (state.release_journal);
     # None: not journaled (a dry run, a test without a state directory).
     release_journal: Any = None
-    # The verified spec commit's tree, set by the applier for each pass (a
-    # history.spec_tree.SpecTree: ``listing(folder)``, ``blob(id)``); None outside one.
-    spec_tree: Any = None
     # Seconds a pass may run beyond the daemon's usual bound because a kind is waiting
     # on something bounded of its own (a Command's timeout). The daemon zeroes it when a
     # pass starts and keeps feeding systemd's watchdog within it (``allow_busy``).
@@ -141,7 +138,8 @@ class Context:
     # agent has none, and every Secret fails NoDeviceKey).
     identity: Callable[[], Any] | None = None
     # The artifacts of the spec tree being applied (``history.artifacts.TreeArtifacts``:
-    # ``stat(path)`` -> path/oid/size, ``copy(path, out)`` -> sha256), set for each pass
+    # ``stat(path)`` -> path/oid/size, ``listing(folder)`` -> tree id and files,
+    # ``copy(path, out)`` -> sha256, streamed), set for each pass
     # by whoever runs it (the applier, ``plan``); None: no verified tree to read from.
     # Kinds reach the history only through it.
     artifacts: Any = None

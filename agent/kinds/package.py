@@ -3,9 +3,10 @@
 Called by the reconciler through the ``Kind`` interface; runs Debian's tools through
 ``kinds.debian.PackageTools`` (``Context.package_tools``; the host's by default). With
 ``deb``, the package file comes from the signed spec commit's tree (a path under
-``artifacts/``), is written to a private temp file (``kinds.release_switch.copy_blob``)
-and installed with ``dpkg --install``, once its name and version (``dpkg-deb``) match
-the spec and every dependency is already installed (``DependencyFailed`` otherwise,
+``artifacts/``), is streamed to a private temp file through ``Context.artifacts``
+(``history.artifacts.TreeArtifacts``: under ``[limits] max_artifact_mib``) and
+installed with ``dpkg --install``, once its name and version (``dpkg-deb``) match the
+spec and every dependency is already installed (``DependencyFailed`` otherwise,
 before anything is unpacked). Without ``deb``, ``apt-get install name[=version]``
 from the board's configured sources (online only; ``AptFailed`` is retried).
 
@@ -26,7 +27,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from giter_agent.core.errors import TreeError
+from giter_agent.core.errors import ArtifactError
 from giter_agent.kinds.base import (
     Condition,
     Context,
@@ -39,12 +40,13 @@ from giter_agent.kinds.base import (
 )
 from giter_agent.kinds.debian import Installed, PackageTools, ToolFailed
 from giter_agent.kinds.fields import Field, check_declared
-from giter_agent.kinds.release import SOURCE_PATTERN
+from giter_agent.kinds.release import SOURCE_PATTERN, tree_refusal
 
 log = logging.getLogger("giter.kinds.package")
 
 NAME_PATTERN = r"[a-z0-9][a-z0-9+.-]{1,99}"
 VERSION_PATTERN = r"([0-9]+:)?[0-9][A-Za-z0-9.+~-]{0,99}"
+_NOT_IN_TREE = "is not in the spec commit"
 
 
 def _tools(ctx: Context) -> PackageTools:
@@ -102,33 +104,32 @@ class PackageKind(Kind):
         before = tools.installed(name)
         if spec["deb"] is None:
             return self._from_apt(spec, ctx, tools, before)
-        blob = self._blob(spec, ctx)
-        if not isinstance(blob, str):
-            return blob
+        found = self._deb(spec, ctx)
+        if found is not None:
+            return found
         ctx.allow_busy(tools.timeout)
         fd, tmp = tempfile.mkstemp(prefix=".giter-package-", suffix=".deb")
         try:
             with os.fdopen(fd, "wb") as fh:
-                from giter_agent.kinds.release_switch import copy_blob
-
-                copy_blob(ctx.spec_tree, blob, fh)
+                ctx.artifacts.copy(spec["deb"], fh)
             return self._from_deb(spec, tools, before, Path(tmp))
+        except ArtifactError as exc:
+            return tree_refusal(exc, spec["deb"], _NOT_IN_TREE)
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
 
     @staticmethod
-    def _blob(spec: dict[str, Any], ctx: Context) -> str | Outcome:
-        if ctx.spec_tree is None:
+    def _deb(spec: dict[str, Any], ctx: Context) -> Outcome | None:
+        """None when the ``.deb`` is a file of the spec tree within the caps."""
+        if ctx.artifacts is None:
             return Retry("SpecTreeUnavailable", "the spec tree is not available to this "
                          "pass", 60)
         try:
-            blob = ctx.spec_tree.file(spec["deb"])
-        except TreeError as exc:
-            return Failed(exc.reason, f"{spec['deb']}: {exc}")
-        if blob is None:
-            return Failed("SourceNotFound", f"{spec['deb']} is not in the spec commit")
-        return str(blob)
+            ctx.artifacts.stat(spec["deb"])
+        except ArtifactError as exc:
+            return tree_refusal(exc, spec["deb"], _NOT_IN_TREE)
+        return None
 
     def _from_deb(self, spec: dict[str, Any], tools: PackageTools, before: Installed | None,
                   deb: Path) -> Outcome:
@@ -232,9 +233,9 @@ class PackageKind(Kind):
             return would_fail(refused)
         before = _tools(ctx).installed(name)
         if spec["deb"] is not None:
-            blob = self._blob(spec, ctx)
-            if not isinstance(blob, str):
-                return would_fail(blob)
+            found = self._deb(spec, ctx)
+            if found is not None:
+                return would_fail(found)
             what = f"{spec['deb']}" + (f" ({spec['version']})" if spec["version"] else "")
             if before is not None and before.configured and spec["version"] == before.version:
                 return None

@@ -1,8 +1,10 @@
 """``Release``: a folder of the fleet repository switched in atomically, checked, rolled back.
 
 Called by the reconciler through the ``Kind`` interface. ``source`` names a folder
-under ``artifacts/`` of the signed spec commit's tree (``Context.spec_tree``); it is
-laid down whole as ``<root>/releases/<name>/`` (``<name>``: ``<version>-<tree id>``,
+under ``artifacts/`` of the signed spec commit's tree, read through ``Context.artifacts``
+(``history.artifacts.TreeArtifacts``: each file streamed, under ``[limits]
+max_artifact_mib``, ``ArtifactTooLarge`` / ``ArtifactCorrupt`` otherwise); it is laid down
+whole as ``<root>/releases/<name>/`` (``<name>``: ``<version>-<tree id>``,
 or the tree id's first 12 digits), ``<root>/current`` is flipped to it (a temp symlink
 renamed over the old one, the root fsynced: ``kinds.release_switch``), the units in
 ``restart`` are restarted (``[services] allowed`` only), and the health check runs
@@ -29,7 +31,7 @@ from typing import Any
 
 from giter_agent.config.agent_toml import NAME_RE
 from giter_agent.core.durable import UnsafePath
-from giter_agent.core.errors import ResourceError, TreeError
+from giter_agent.core.errors import ArtifactError, Reason, ResourceError
 from giter_agent.kinds import health_check, systemctl
 from giter_agent.kinds.base import (
     Context,
@@ -53,6 +55,7 @@ SWITCHING, ROLLING_BACK, FINISHED = "switching", "rolling-back", "finished"
 # the board) is rolled back and not tried again until the spec changes.
 MAX_ATTEMPTS = 2
 SOURCE_PATTERN = r"artifacts(/[a-z0-9][a-z0-9._-]*)+"
+_NOT_A_FOLDER = "is not a folder of files in the spec commit"
 _UNIT = r"(?!-)" + UNIT_RE.pattern
 _CHECK_FIELDS = (
     Field("command", "string", "a name in the agent's [commands] allowed list; healthy "
@@ -69,6 +72,22 @@ _CHECK_FIELDS = (
           minimum=1, maximum=20),
     Field("interval", "number", "seconds between tries", default=2, minimum=0, maximum=300),
 )
+
+
+# What a Release or Package reports for a refusal of the tree (``ArtifactError``): its
+# own long-standing reasons where it had them, the artifact reasons (too large, corrupt)
+# otherwise.
+_REASONS: dict[str, str] = {Reason.ArtifactMissing: "SourceNotFound",
+                            Reason.ArtifactNotAFile: Reason.UnsafeTreeEntry}
+
+
+def tree_refusal(exc: ArtifactError, path: str, missing: str, refused: str = "") -> Failed:
+    """The ``Failed`` for ``exc`` reading ``path`` of the spec tree: ``missing`` says
+    what an absent one is; ``refused`` is added to any other refusal."""
+    reason = _REASONS.get(exc.reason, exc.reason)
+    if reason == "SourceNotFound":
+        return Failed(reason, f"{path} {missing}")
+    return Failed(reason, f"{path}: {exc}{refused}")
 
 
 def release_name(spec: dict[str, Any], tree_id: str) -> str:
@@ -144,18 +163,13 @@ class ReleaseKind(Kind):
 
     @staticmethod
     def _listing(spec: dict[str, Any], ctx: Context) -> Any:
-        tree = ctx.spec_tree
-        if tree is None:
+        if ctx.artifacts is None:
             return Retry("SpecTreeUnavailable", "the spec tree is not available to this "
                          "pass", 60)
         try:
-            listing = tree.listing(spec["source"])
-        except TreeError as exc:
-            return Failed(exc.reason, f"{spec['source']}: {exc}; the release is refused")
-        if listing is None or not listing.files:
-            return Failed("SourceNotFound", f"{spec['source']} is not a folder of files in "
-                          "the spec commit")
-        return listing
+            return ctx.artifacts.listing(spec["source"])
+        except ArtifactError as exc:
+            return tree_refusal(exc, spec["source"], _NOT_A_FOLDER, "; the release is refused")
 
     def _prepare(self, key: str, spec: dict[str, Any], ctx: Context
                  ) -> tuple[Place, Any, str, str] | Outcome:
@@ -183,6 +197,8 @@ class ReleaseKind(Kind):
             with ReleaseRoot.open(str(place.root), (*place.folders, place.name),
                                   create=True) as root:
                 return self._apply_at(root, key, spec, ctx, listing, name, token, place)
+        except ArtifactError as exc:  # a file of the release, while it was laid down
+            return tree_refusal(exc, spec["source"], _NOT_A_FOLDER, "; the release is refused")
         except UnsafePath as exc:
             return Failed("PathNotAllowed", f"{place.target}: {exc.strerror}; links are "
                           "never followed")
@@ -244,7 +260,9 @@ class ReleaseKind(Kind):
             return Done("Released", f"{place.target}/current is release {name}",
                         {**observed, "previous": kept}, memory={"release": name})
         if not root.has(name):
-            size = root.lay_down(name, listing.files, ctx.spec_tree)
+            cut = len(spec["source"].rstrip("/")) + 1
+            size = root.lay_down(name, tuple((f.path[cut:], f.executable, f.path)
+                                             for f in listing.files), ctx.artifacts)
             log.info("laid down release %s in %s (%d files, %d bytes)", name, place.target,
                      len(listing.files), size)
         self._journal(journal, key, {"phase": SWITCHING, "token": token, "from": before,

@@ -13,7 +13,8 @@ folder fsynced, then renamed into place and ``releases/`` fsynced: a folder with
 release's name is always whole. ``current`` moves by a temp symlink renamed over it,
 then the root is fsynced: it names the old release or the new one, never neither.
 
-Blob content is read through ``copy_blob`` alone, the one place that touches it.
+File content is streamed from the verified tree through ``Context.artifacts``
+(``history.artifacts.TreeArtifacts.copy``): memory does not grow with a file's size.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import os
 import shutil
 import stat
 from collections.abc import Iterator
-from typing import Any, BinaryIO
+from typing import Any
 
 from giter_agent.core.durable import (
     UnsafePath,
@@ -38,17 +39,6 @@ RELEASES = "releases"
 CURRENT = "current"
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-
-
-def copy_blob(tree: Any, blob_id: str, fh: BinaryIO) -> int:
-    """Write the content of ``blob_id`` from the spec tree into ``fh``; its size.
-
-    The one place a release reads artifact bytes: a streaming blob-to-file reader of
-    the history layer replaces this body, and nothing else changes.
-    """
-    data: bytes = tree.blob(blob_id)
-    fh.write(data)
-    return len(data)
 
 
 def link_text(name: str) -> str:
@@ -146,11 +136,13 @@ class ReleaseRoot:
             fsync_fd(self.releases_fd)
         return gone
 
-    def lay_down(self, name: str, files: tuple[tuple[str, bool, str], ...], tree: Any
+    def lay_down(self, name: str, files: tuple[tuple[str, bool, str], ...], artifacts: Any
                  ) -> int:
-        """Build ``releases/<name>`` from ``files`` (path, executable, blob id) whole,
-        then rename it into place. Returns the bytes written. A folder already there is
-        replaced (it was whole: only a finished folder gets the name)."""
+        """Build ``releases/<name>`` from ``files`` (path in the release, executable,
+        path in the tree) whole, each streamed by ``artifacts.copy``, then rename it into
+        place. Returns the bytes written. A folder already there is replaced (it was
+        whole: only a finished folder gets the name). On any error (an ``ArtifactError``
+        too) the half-built folder is removed and the error raised."""
         staging = temp_name(name)
         os.mkdir(staging, 0o755, dir_fd=self.releases_fd)
         written = 0
@@ -158,12 +150,12 @@ class ReleaseRoot:
             stage_fd = os.open(staging, _DIR, dir_fd=self.releases_fd)
             try:
                 folders: set[tuple[str, ...]] = set()
-                for path, executable, blob_id in files:
+                for path, executable, source in files:
                     parts = tuple(path.split("/"))
                     for depth in range(1, len(parts)):
                         folders.add(parts[:depth])
                     written += self._write_file(stage_fd, parts, 0o755 if executable
-                                                else 0o644, tree, blob_id)
+                                                else 0o644, artifacts, source)
                 # Children before parents: a fresh folder's entries are durable only
                 # once the folder itself is fsynced.
                 for parts in sorted(folders, key=len, reverse=True):
@@ -186,14 +178,15 @@ class ReleaseRoot:
         return written
 
     @staticmethod
-    def _write_file(stage_fd: int, parts: tuple[str, ...], mode: int, tree: Any,
-                    blob_id: str) -> int:
+    def _write_file(stage_fd: int, parts: tuple[str, ...], mode: int, artifacts: Any,
+                    source: str) -> int:
         folder = open_dir_under(stage_fd, parts[:-1], create=True)
         try:
             fd = os.open(parts[-1], _NEW_FILE, mode, dir_fd=folder)
             with os.fdopen(fd, "wb") as fh:
-                size = copy_blob(tree, blob_id, fh)
+                artifacts.copy(source, fh)
                 fh.flush()
+                size = fh.tell()
                 os.fchmod(fh.fileno(), mode)  # not narrowed by the umask
                 os.fsync(fh.fileno())
             return size

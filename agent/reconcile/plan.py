@@ -94,24 +94,9 @@ def window_facts(repo: Path, commit: str) -> tuple[str | None, float]:
 
 
 @contextlib.contextmanager
-def spec_tree(repo: Path, commit: str) -> Iterator[Any]:
-    """The commit's tree for kinds that read artifacts (``Context.spec_tree``), through
-    a plain read-only object store, as ``read_spec`` reads it."""
-    from dulwich.object_store import DiskObjectStore
-
-    from giter_agent.history.objects import read_commit
-    from giter_agent.history.spec_tree import SpecTree
-
-    store = DiskObjectStore(str(repo / "objects"))
-    try:
-        yield SpecTree(store, read_commit(store, commit.encode()).tree)
-    finally:
-        store.close()
-
-
-@contextlib.contextmanager
 def read_artifacts(repo: Path, commit: str, max_bytes: int) -> Iterator[Any]:
-    """The artifacts of ``commit``'s tree for ``Context.artifacts``, read through a plain
+    """The artifacts of ``commit``'s tree for ``Context.artifacts`` (what ``File``,
+    ``Release`` and ``Package`` read, as the applier hands it over), through a plain
     object store (as ``read_spec``: nothing is swept or written)."""
     from dulwich.object_store import DiskObjectStore
 

@@ -99,14 +99,12 @@ class SpecApplier:
             report.message = invalid_spec + (
                 f"; spec {state.applied[:12]} stays applied" if state.applied else "")
         if specset is not None and state.applied:
-            from giter_agent.history.spec_tree import SpecTree
             from giter_agent.trust.trailers import urgent_of
 
             store = history.object_store
             # The spec commit's date and Giter-Urgent: trailer steer maintenance windows.
             spec_commit = read_commit(store, state.applied.encode())
             # Kinds that lay down artifacts read them from this commit's tree alone.
-            self.ctx.spec_tree = SpecTree(store, spec_commit.tree)
             self.ctx.artifacts = self.artifacts(history, state.applied)
             order = self._spec[2] if self._spec and self._spec[1] is specset else None
             try:
@@ -115,7 +113,6 @@ class SpecApplier:
                                    spec_time=float(spec_commit.commit_time), only=only,
                                    order=order)
             finally:
-                self.ctx.spec_tree = None
                 self.ctx.artifacts = None
             state.resources = result.records
             report.not_ready = result.not_ready

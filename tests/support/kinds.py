@@ -18,7 +18,7 @@ from giter_agent.state.records import ResourceRecord
 from support.resources import API, doc
 
 __all__ = ["API", "T0", "Clock", "Rig", "build_tree", "condition", "doc", "make_ctx", "ready",
-           "specset"]
+           "specset", "tree_artifacts"]
 
 T0 = 1_800_000_000.0
 
@@ -169,3 +169,13 @@ class Rig:
 
         return run("git", "--git-dir", self.state_dir / "repo.git", "show",
                    f"{self.state().status_tip}:{path}").stdout.decode()
+
+
+def tree_artifacts(store: Any, files: dict[str, tuple[bytes, int]],
+                   max_bytes: int = 128 * 2**20) -> Any:
+    """``Context.artifacts`` for a tree of ``files`` (``build_tree``) written into
+    ``store``, a ``DiskObjectStore`` (the artifacts are streamed from its files), as the
+    applier hands it to the kinds (``history.artifacts.TreeArtifacts``)."""
+    from giter_agent.history.artifacts import TreeArtifacts
+
+    return TreeArtifacts(store, build_tree(store, files), max_bytes=max_bytes)

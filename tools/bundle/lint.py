@@ -313,10 +313,9 @@ def release_findings(store: Any, tree: bytes,
                      folders: dict[str, list[tuple[str, bytes]]]) -> list[Finding]:
     """Each ``Release``'s ``source`` is a folder of this tree that the device's tree
     allowlist takes whole (``history.tree.list_files``: no symlink, submodule, odd name
-    or case collision), and each ``Package``'s ``deb`` a regular file in such a folder,
-    as the device will read them (``history.spec_tree.SpecTree``)."""
-    from giter_agent.history.spec_tree import SpecTree
-    from giter_agent.history.tree import list_files
+    or case collision), and each ``Package``'s ``deb`` a regular file, as the device
+    will read them (``history.artifacts.TreeArtifacts``: ``listing``, ``stat``)."""
+    from giter_agent.history.tree import file_id, list_files
     from giter_agent.spec.resources import parse_resource
 
     out: list[Finding] = []
@@ -329,7 +328,7 @@ def release_findings(store: Any, tree: bytes,
             deb = res.spec.get("deb")
             if res.kind == "Package" and isinstance(deb, str) and deb.startswith("artifacts/"):
                 try:
-                    found = SpecTree(store, tree).file(deb)
+                    found = file_id(store, tree, deb)
                 except (TreeError, ValueError) as exc:
                     out.append(Finding(path, getattr(exc, "reason", "InvalidSpec"),
                                        f"spec.deb {deb}: {exc} (the device refuses it)"))

@@ -43,7 +43,6 @@ def run(args: argparse.Namespace) -> int:
         read_artifacts,
         read_spec,
         refuse_pins,
-        spec_tree,
         window_facts,
     )
     from giter_agent.state.store import StateStore
@@ -64,10 +63,8 @@ def run(args: argparse.Namespace) -> int:
                   file=sys.stderr)
             return 1
         urgent, spec_time = window_facts(agent.repo_path, state.accepted)
-        with spec_tree(agent.repo_path, state.accepted) as tree, \
-                read_artifacts(agent.repo_path, state.accepted,
-                               config.limits.max_artifact_mib * 2**20) as artifacts:
-            agent.ctx.spec_tree = tree
+        with read_artifacts(agent.repo_path, state.accepted,
+                            config.limits.max_artifact_mib * 2**20) as artifacts:
             agent.ctx.artifacts = artifacts
             steps = plan(specset, agent.ctx, agent.kinds, state.resources, urgent=urgent,
                          spec_time=spec_time)
