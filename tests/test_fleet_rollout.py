@@ -175,4 +175,5 @@ def test_open_waves_that_miss_the_gate_within_the_time_limit_stop_the_rollout(
     assert soon.why.startswith("waiting: 0/1 devices")
     assert late.timed_out and not late.open
     assert late.why.startswith("stopped: timed out: 0/1 devices of the open waves Ready on "
-                               "the new generation 1h after the wave opened (timeLimit 1h, need 100%)")
+                               "the new generation 1h after the wave opened (timeLimit 1h, "
+                               "need 100%)")

@@ -148,6 +148,7 @@ class Reason(StrEnum):
     InvalidRollout = "InvalidRollout"
     RolloutBaselineUnknown = "RolloutBaselineUnknown"
     RolloutGateClosed = "RolloutGateClosed"
+    RolloutTimedOut = "RolloutTimedOut"
     RolloutPaused = "RolloutPaused"
     RolloutAborted = "RolloutAborted"
     RolloutComplete = "RolloutComplete"

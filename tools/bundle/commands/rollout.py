@@ -2,8 +2,8 @@
 
 ``status`` shows each device's wave and state and whether the gate is open, evaluated
 from the devices' signed status commits (``giter_bundle.rollout``); it exits 1 when a
-device of an open wave failed. ``advance`` opens the next wave only if the gate is
-open, in a signed commit on the spec branch whose message records the evidence: one
+device of an open wave failed or the rollout's ``timeLimit`` ran out. ``advance`` opens
+the next wave only if the gate is open, in a signed commit on the spec branch whose message records the evidence: one
 ``Evidence: <device> <status commit>`` trailer per Ready device. ``pause`` and
 ``resume`` stop and allow ``advance``; ``abort`` sends every device back to the
 baseline version (a signed commit setting ``aborted: true``, recording the failures).
@@ -71,10 +71,11 @@ def run(args: argparse.Namespace) -> int:
                 emit({"rollout": rollout.name, "openWaves": rollout.open_waves,
                       "waves": [w.name for w in rollout.waves], "gate": gate.open,
                       "why": gate.why, "spec": gate.spec_commit,
+                      "timedOut": gate.timed_out,
                       "devices": [asdict(d) for d in gate.devices]}, args.output_format)
             else:
                 _print(gate)
-            return 1 if gate.failed else 0
+            return 1 if gate.failed or gate.timed_out else 0
         if rollout.aborted:
             raise PublisherError(f"rollout {rollout.name} is aborted", reason="RolloutAborted")
         if args.action == "advance":
@@ -82,6 +83,7 @@ def run(args: argparse.Namespace) -> int:
                 _print(gate)
                 reason = ("RolloutPaused" if rollout.paused and not gate.failed
                           else "RolloutComplete" if rollout.open_waves == len(rollout.waves)
+                          else "RolloutTimedOut" if gate.timed_out
                           else "RolloutGateClosed")
                 raise PublisherError(f"rollout {rollout.name} not advanced: {gate.why}",
                                      reason=reason)
