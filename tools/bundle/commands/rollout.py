@@ -3,8 +3,9 @@
 ``status`` shows each device's wave and state and whether the gate is open, evaluated
 from the devices' signed status commits (``giter_bundle.rollout``); it exits 1 when a
 device of an open wave failed or the rollout's ``timeLimit`` ran out. ``advance`` opens
-the next wave only if the gate is open, in a signed commit on the spec branch whose message records the evidence: one
-``Evidence: <device> <status commit>`` trailer per Ready device. ``pause`` and
+the next wave only if the gate is open, in a signed commit on the spec branch whose
+message records the evidence: one ``Evidence: <device> <status commit>`` trailer per
+Ready device. ``pause`` and
 ``resume`` stop and allow ``advance``; ``abort`` sends every device back to the
 baseline version (a signed commit setting ``aborted: true``, recording the failures).
 Each change is one edit of ``rollouts/NAME.yaml``; devices act on it when they get the
