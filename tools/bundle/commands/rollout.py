@@ -5,9 +5,9 @@ from the devices' signed status commits (``giter_bundle.rollout``); it exits 1 w
 device of an open wave failed or the rollout's ``timeLimit`` ran out. ``advance`` opens
 the next wave only if the gate is open, in a signed commit on the spec branch whose
 message records the evidence: one ``Evidence: <device> <status commit>`` trailer per
-Ready device. ``pause`` and
-``resume`` stop and allow ``advance``; ``abort`` sends every device back to the
-baseline version (a signed commit setting ``aborted: true``, recording the failures).
+Ready device. ``pause`` and ``resume`` stop and allow ``advance``; ``abort`` sends
+every device back to the baseline version (a signed commit setting ``aborted: true``,
+recording the failures).
 Each change is one edit of ``rollouts/NAME.yaml``; devices act on it when they get the
 commit, over the network, a stick or serial alike. See docs/fleet.md.
 """
