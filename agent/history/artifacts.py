@@ -68,7 +68,6 @@ class TreeArtifacts:
         self._scratch = scratch
 
     def stat(self, path: str) -> ArtifactInfo:
-        from giter_agent.history.blob_stream import blob_size
 
         check_path(path)
         try:
@@ -79,6 +78,12 @@ class TreeArtifacts:
         if oid is None:
             raise ArtifactError(f"{path} is not in spec tree {self._tree.decode()[:12]}",
                                 reason=Reason.ArtifactMissing)
+        return ArtifactInfo(path, oid.decode(), self._sized(path, oid))
+
+    def _sized(self, path: str, oid: bytes) -> int:
+        """The blob's size, read from its pack header; over the cap is ArtifactTooLarge."""
+        from giter_agent.history.blob_stream import blob_size
+
         try:
             size = blob_size(self._store, oid)
         except HistoryError as exc:
@@ -87,7 +92,7 @@ class TreeArtifacts:
             raise ArtifactError(f"{path} is {size} bytes, over [limits] max_artifact_mib "
                                 f"({self.max_bytes // 2**20} MiB)",
                                 reason=Reason.ArtifactTooLarge)
-        return ArtifactInfo(path, oid.decode(), size)
+        return size
 
     def listing(self, folder: str) -> Listing:
         """The tree id of ``folder`` (``artifacts/app``) and every file under it, sorted,
@@ -95,7 +100,6 @@ class TreeArtifacts:
         allowlist applies to all of it first (a symlink, a submodule, an odd name
         anywhere: ``ArtifactNotAFile``, nothing listed), then the cap to each file. Each
         is then copied with ``copy(info.path, out)``."""
-        from giter_agent.history.blob_stream import blob_size
 
         check_path(folder.rstrip("/"))
         try:
@@ -109,15 +113,8 @@ class TreeArtifacts:
         tree_id, files = listed
         out = []
         for path, mode, oid in files:
-            try:
-                size = blob_size(self._store, oid)
-            except HistoryError as exc:
-                raise self._typed(path, exc) from None
-            if size > self.max_bytes:
-                raise ArtifactError(f"{path} is {size} bytes, over [limits] "
-                                    f"max_artifact_mib ({self.max_bytes // 2**20} MiB)",
-                                    reason=Reason.ArtifactTooLarge)
-            out.append(ArtifactInfo(path, oid.decode(), size, executable=mode == 0o100755))
+            out.append(ArtifactInfo(path, oid.decode(), self._sized(path, oid),
+                                    executable=mode == 0o100755))
         return Listing(tree_id.decode(), tuple(out))
 
     def copy(self, path: str, out: BinaryIO) -> str:
