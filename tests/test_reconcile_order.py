@@ -12,7 +12,8 @@ from gpiozero.pins.mock import MockFactory
 from support.kinds import doc, make_ctx, ready, specset
 
 from giter_agent.kinds import builtin_kinds
-from giter_agent.reconcile.engine import reconcile, resolve_order
+from giter_agent.reconcile.engine import reconcile
+from giter_agent.reconcile.order import resolve_order
 
 SH = "/bin/sh"
 

@@ -237,7 +237,7 @@ class Doctor:
         yield Finding("device key", OK, f"{path}: ed25519, mode {mode:04o}")
 
     def _clock(self, config: Config) -> Iterator[Finding]:
-        from giter_agent.reconcile.engine import rfc3339
+        from giter_agent.core.times import rfc3339
 
         now = self.clock()
         floor = self.installed_at()

@@ -22,9 +22,8 @@ A bad resource fails alone; the rest still apply.
 
 from __future__ import annotations
 
-import heapq
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -38,11 +37,12 @@ from giter_agent.kinds.base import (
     Kind,
     Outcome,
     Retry,
-    applied_before,
     common_fields,
     fingerprint,
     rfc3339,
 )
+from giter_agent.reconcile.holds import HELD, held_by_window, keep_in_effect
+from giter_agent.reconcile.order import Order, declared_dependencies, resolve_order, spec_order
 from giter_agent.spec.resources import Invalid, Resource, SpecSet
 from giter_agent.spec.windows import EXEMPT_KINDS, Gate, gate_for
 from giter_agent.state.records import Backoff, ResourceRecord
@@ -55,8 +55,6 @@ MAX_BACKOFF_S = 3600.0
 MIN_RETRY_S = 1.0  # a kind asking to retry at once must not spin the daemon
 # How many corrections a drift record lists (the newest pass's, one line each).
 MAX_DRIFT_CHANGES = 8
-# A change held back by its maintenance window (``spec.windows``): no backoff, no error.
-HELD = ("OutsideWindow", "WindowUnknown", "UnknownWindow")
 
 
 @dataclass
@@ -88,182 +86,6 @@ def _condition(ctype: str, ok: bool, reason: str, message: str, now: float,
 
 
 # -- ordering -----------------------------------------------------------------------------
-
-@dataclass
-class Order:
-    """The pass order and what ``dependsOn`` resolved to."""
-
-    keys: list[str]
-    deps: dict[str, list[str]]  # key -> resolved dependency keys
-    cycles: dict[str, str]  # key -> the cycle it is on, as "A -> B -> A"
-    problems: dict[str, tuple[str, str]]  # key -> (reason, message): unresolvable names
-
-
-def resolve_order(items: Iterable[tuple[str, str, tuple[str, ...]]],
-                  known: Iterable[str] = ()) -> Order:
-    """Order ``(key, name, dependsOn)`` items so that dependencies come first.
-
-    A dependency is ``Kind/name`` or a bare ``name`` that must match exactly one
-    resource. ``known`` are further keys (invalid resources) a dependency may name:
-    they exist, they are just never Ready. Items on a cycle are reported, and items
-    that cannot be ordered (on or behind a cycle) come last, in spec order.
-    """
-    items = list(items)
-    keys = [k for k, _, _ in items]
-    by_name: dict[str, list[str]] = {}
-    for key in [*keys, *known]:
-        by_name.setdefault(key.split("/", 1)[1], []).append(key)
-    existing = set(keys) | set(known)
-    deps: dict[str, list[str]] = {}
-    problems: dict[str, tuple[str, str]] = {}
-    for key, _name, wanted in items:
-        resolved: list[str] = []
-        for dep in wanted:
-            if "/" in dep:
-                target = dep if dep in existing else None
-                matches = [dep] if target else []
-            else:
-                matches = by_name.get(dep, [])
-            if not matches:
-                problems.setdefault(key, ("DependencyNotFound",
-                                          f"dependsOn {dep!r}: no such resource in the spec"))
-            elif len(matches) > 1:
-                problems.setdefault(key, ("AmbiguousDependency",
-                                          f"dependsOn {dep!r} matches {', '.join(matches)}; "
-                                          "write Kind/name"))
-            else:
-                resolved.append(matches[0])
-        deps[key] = resolved
-
-    # Kahn's algorithm, always taking the earliest ready item: spec order is kept
-    # wherever dependencies allow it.
-    index = {k: i for i, k in enumerate(keys)}
-    waiting = {k: {d for d in deps[k] if d in index} for k in keys}
-    dependents: dict[str, list[str]] = {k: [] for k in keys}
-    for k, ds in waiting.items():
-        for d in ds:
-            dependents[d].append(k)
-    heap = [index[k] for k in keys if not waiting[k]]
-    heapq.heapify(heap)
-    ordered: list[str] = []
-    while heap:
-        k = keys[heapq.heappop(heap)]
-        ordered.append(k)
-        for child in dependents[k]:
-            waiting[child].discard(k)
-            if not waiting[child]:
-                heapq.heappush(heap, index[child])
-    placed = set(ordered)
-    stuck = [k for k in keys if k not in placed]
-    graph = {k: [d for d in deps[k] if d in index] for k in stuck}
-    return Order(ordered + stuck, deps, _cycles(stuck, graph), problems)
-
-
-def _cycles(nodes: list[str], graph: dict[str, list[str]]) -> dict[str, str]:
-    """Each node on a dependency cycle -> that cycle, written from the node round."""
-    out: dict[str, str] = {}
-    for comp in _strongly_connected(nodes, graph):
-        if len(comp) == 1 and comp[0] not in graph[comp[0]]:
-            continue  # behind a cycle, not on one
-        members = set(comp)
-        sub = {n: [d for d in graph[n] if d in members] for n in comp}
-        # Walking any edge inside the component must come round: one cycle, named from
-        # each of its members; a member off that cycle gets its own shortest one.
-        seen: dict[str, int] = {}
-        walk: list[str] = []
-        node = comp[0]
-        while node not in seen:
-            seen[node] = len(walk)
-            walk.append(node)
-            node = sub[node][0]
-        loop = walk[seen[node]:]
-        for i, member in enumerate(loop):
-            out[member] = " -> ".join([*loop[i:], *loop[:i], member])
-        for member in comp:
-            if member not in out:
-                out[member] = " -> ".join(_cycle_through(member, sub) or [member])
-    return out
-
-
-def _strongly_connected(nodes: list[str], graph: dict[str, list[str]]) -> list[list[str]]:
-    """Tarjan's strongly connected components, iteratively (a long chain must not
-    hit Python's recursion limit)."""
-    index: dict[str, int] = {}
-    low: dict[str, int] = {}
-    stack: list[str] = []
-    on_stack: set[str] = set()
-    comps: list[list[str]] = []
-
-    def visit(node: str) -> None:
-        index[node] = low[node] = len(index)
-        stack.append(node)
-        on_stack.add(node)
-
-    for root in nodes:
-        if root in index:
-            continue
-        visit(root)
-        work = [(root, iter(graph[root]))]
-        while work:
-            node, deps = work[-1]
-            for dep in deps:
-                if dep not in index:
-                    visit(dep)
-                    work.append((dep, iter(graph[dep])))
-                    break
-                if dep in on_stack:
-                    low[node] = min(low[node], index[dep])
-            else:
-                work.pop()
-                if work:
-                    parent = work[-1][0]
-                    low[parent] = min(low[parent], low[node])
-                if low[node] == index[node]:
-                    comp = []
-                    while True:
-                        member = stack.pop()
-                        on_stack.discard(member)
-                        comp.append(member)
-                        if member == node:
-                            break
-                    comps.append(comp)
-    return comps
-
-
-def _cycle_through(start: str, graph: dict[str, list[str]]) -> list[str] | None:
-    """A shortest dependency path from ``start`` back to itself, or None."""
-    parent: dict[str, str | None] = {start: None}
-    frontier = [start]
-    while frontier:
-        nxt = []
-        for node in frontier:
-            for dep in graph.get(node, []):
-                if dep == start:
-                    path = [node]
-                    while (up := parent[path[-1]]) is not None:
-                        path.append(up)
-                    return [*reversed(path), start]
-                if dep not in parent:
-                    parent[dep] = node
-                    nxt.append(dep)
-        frontier = nxt
-    return None
-
-
-def declared_dependencies(spec: Any) -> tuple[str, ...]:
-    """``dependsOn`` as far as it is usable for ordering (a bad one fails validation)."""
-    try:
-        return common_fields(spec).depends_on if isinstance(spec, dict) else ()
-    except ResourceError:
-        return ()
-
-
-def spec_order(specset: SpecSet) -> Order:
-    """The order a pass over ``specset`` takes (``reconcile.plan`` shows the same)."""
-    return resolve_order(((r.key, r.name, declared_dependencies(r.spec))
-                          for r in specset.resources),
-                         known=[b.key for b in specset.invalid if b.kind and b.name])
-
 
 # -- the pass -----------------------------------------------------------------------------
 
@@ -502,40 +324,6 @@ def check(res: Resource, kinds: Mapping[str, Kind], order: Order) -> Checked | F
     return Checked(kind, common, spec)
 
 
-def held_by_window(res_kind: str, key: str, kind: Kind, common: Common,
-                   spec: dict[str, Any], ctx: Context, gate: Gate, now: float) -> Retry | None:
-    """A change that must wait for its maintenance window, as the outcome to report.
-
-    Only changes wait: a spec the last pass left in effect is kept right (drift is
-    corrected) at any time, and observing never waits."""
-    if res_kind in EXEMPT_KINDS or not kind.ACTS or common.observe_only:
-        return None
-    if applied_before(key, spec, ctx):
-        return None
-    held = gate.hold(common.window, now)
-    if held is None:
-        return None
-    reopens = gate.reopens(common.window, now)
-    return Retry(held[0], held[1], max(0.0, reopens - now) if reopens is not None else 0)
-
-
-def _keep_in_effect(key: str, kind: Kind, ctx: Context) -> None:
-    """While a change waits for its window, keep the spec in effect right (drift is
-    corrected at any time): apply the previous spec again, as any pass would."""
-    prev = ctx.records.get(key)
-    if prev is None or not prev.fingerprint or prev.spec is None:
-        return
-    try:
-        old = kind.validate(dict(prev.spec))
-        if fingerprint(old) == prev.fingerprint:
-            outcome = kind.apply(key, old, ctx)
-            if isinstance(outcome, Done) and outcome.changes:
-                log.warning("%s drifted from the spec in effect and was corrected: %s", key,
-                            "; ".join(outcome.changes))
-    except Exception as exc:  # a held change must not fail the pass
-        log.warning("%s: keeping the spec in effect failed: %s", key, exc)
-
-
 def _evaluate(res: Resource, kinds: Mapping[str, Kind], ctx: Context, order: Order,
               out: PassResult, gate: Gate, now: float
               ) -> tuple[Outcome, dict[str, Any] | None]:
@@ -551,7 +339,7 @@ def _evaluate(res: Resource, kinds: Mapping[str, Kind], ctx: Context, order: Ord
                      0), spec
     held = held_by_window(res.kind, res.key, kind, common, spec, ctx, gate, now)
     if held is not None:
-        _keep_in_effect(res.key, kind, ctx)
+        keep_in_effect(res.key, kind, ctx)
         return held, spec
     try:
         if common.observe_only and kind.ACTS:

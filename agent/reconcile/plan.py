@@ -18,7 +18,9 @@ from typing import Any
 
 from giter_agent.core.errors import NoPins, ResourceError
 from giter_agent.kinds.base import Context, Failed, Kind
-from giter_agent.reconcile.engine import check, held_by_window, leaving_resources, spec_order
+from giter_agent.reconcile.engine import check, leaving_resources
+from giter_agent.reconcile.holds import held_by_window
+from giter_agent.reconcile.order import spec_order
 from giter_agent.spec.resources import Resource, SpecSet
 from giter_agent.spec.windows import EXEMPT_KINDS, gate_for
 from giter_agent.state.records import ResourceRecord

@@ -16,9 +16,11 @@ from typing import TYPE_CHECKING, Any
 
 from giter_agent.config.agent_toml import Config
 from giter_agent.core.errors import HistoryError, TreeError
+from giter_agent.core.times import rfc3339
 from giter_agent.history.objects import read_commit
 from giter_agent.kinds.base import Context, Kind
-from giter_agent.reconcile.engine import Order, reconcile, rfc3339, spec_order
+from giter_agent.reconcile.engine import reconcile
+from giter_agent.reconcile.order import Order, spec_order
 from giter_agent.spec.resources import SpecSet
 from giter_agent.state.store import State, StateStore
 from giter_agent.status.documents import StatusDocuments

@@ -26,9 +26,9 @@ from giter_agent.core.errors import (
     NetworkError,
     RemoteRefMoved,
 )
+from giter_agent.core.times import rfc3339
 from giter_agent.history.chain_export import reaches
 from giter_agent.history.objects import has_object, read_commit
-from giter_agent.reconcile.engine import rfc3339
 from giter_agent.state.records import NetworkRecord
 from giter_agent.state.store import State, StateStore
 from giter_agent.status.report import SyncReport

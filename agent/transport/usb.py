@@ -196,8 +196,8 @@ def write_outbox_at(agent: SyncingDevice, dir_fd: int, report: SyncReport,
 
 def receipt(agent: SyncingDevice, report: SyncReport) -> str:
     """A short plain-text account of the sync, for the technician and the publisher."""
+    from giter_agent.core.times import rfc3339
     from giter_agent.device.status_led import LEGEND, legend
-    from giter_agent.reconcile.engine import rfc3339
     from giter_agent.state.health import health
 
     cfg = agent.config
