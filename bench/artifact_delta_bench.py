@@ -38,7 +38,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from serial_bench import LINE_RATE, measure  # the paced line and the transfer
 
 from giter_agent.history.store import History
-from giter_agent.transport.serial.transfer import CHUNK, WINDOW
+from giter_agent.transport.serial.offer import CHUNK
+from giter_agent.transport.serial.transfer import WINDOW
 
 MiB = 2**20
 

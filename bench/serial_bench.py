@@ -33,14 +33,9 @@ import serial
 from support.serial_line import SerialLine
 
 from giter_agent.transport.serial.link import OFFER, Link
-from giter_agent.transport.serial.transfer import (
-    CHUNK,
-    WINDOW,
-    Offer,
-    PartialStore,
-    Receiver,
-    Sender,
-)
+from giter_agent.transport.serial.offer import CHUNK, Offer
+from giter_agent.transport.serial.partial import PartialStore
+from giter_agent.transport.serial.transfer import WINDOW, Receiver, Sender
 
 LINE_RATE = 11520.0  # bytes/s at 115200 baud, 8N1
 

@@ -32,7 +32,8 @@ from giter_agent.transport.serial.link import (
     error,
     pack,
 )
-from giter_agent.transport.serial.transfer import Offer, Sender
+from giter_agent.transport.serial.offer import Offer
+from giter_agent.transport.serial.transfer import Sender
 from giter_bundle.serial_peer import NoDeviceError
 
 

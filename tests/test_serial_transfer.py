@@ -16,7 +16,9 @@ import serial
 from support.serial_line import SerialLine
 
 from giter_agent.transport.serial.link import OFFER, Link, LinkLost
-from giter_agent.transport.serial.transfer import Offer, PartialStore, Progress, Receiver, Sender
+from giter_agent.transport.serial.offer import Offer
+from giter_agent.transport.serial.partial import PartialStore
+from giter_agent.transport.serial.transfer import Progress, Receiver, Sender
 
 
 def run_transfer(line, source, store, *, offer=None, idle=1.0, window=16):

@@ -52,17 +52,10 @@ from giter_agent.transport.serial.link import (
     control,
     error,
 )
+from giter_agent.transport.serial.offer import CHUNK, Offer
+from giter_agent.transport.serial.partial import PartialStore
 from giter_agent.transport.serial.port import SerialPortError, open_port
-from giter_agent.transport.serial.transfer import (
-    CHUNK,
-    WINDOW,
-    Offer,
-    PartialStore,
-    Progress,
-    Receiver,
-    Sender,
-    Sent,
-)
+from giter_agent.transport.serial.transfer import WINDOW, Progress, Receiver, Sender, Sent
 
 log = logging.getLogger("giter.serial")
 

@@ -45,16 +45,9 @@ from giter_agent.transport.serial.link import (
     ProtocolError,
     control,
 )
-from giter_agent.transport.serial.transfer import (
-    MAX_CHUNK,
-    MAX_WINDOW,
-    WINDOW,
-    Offer,
-    PartialStore,
-    Received,
-    Receiver,
-    Sender,
-)
+from giter_agent.transport.serial.offer import MAX_CHUNK, Offer
+from giter_agent.transport.serial.partial import PartialStore
+from giter_agent.transport.serial.transfer import MAX_WINDOW, WINDOW, Received, Receiver, Sender
 
 log = logging.getLogger("giter.serial")
 
