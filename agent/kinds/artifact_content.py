@@ -159,6 +159,15 @@ class _NoInfo:
     path = ""
 
 
+def _source(ctx: Context, spec: dict[str, Any]) -> tuple[Any, Any]:
+    """The verified spec tree to read from, and what it holds at the artifact's path."""
+    source = ctx.artifacts
+    if source is None:
+        raise ArtifactError("no verified spec tree to read artifacts from",
+                            reason=Reason.ArtifactMissing)
+    return source, source.stat(spec["artifact"])
+
+
 def _pin_refusal(spec: dict[str, Any], sha256: str) -> ArtifactError:
     return ArtifactError(f"{spec['artifact']} has sha256 {sha256}, but the spec pins "
                          f"{spec['sha256']}", reason=Reason.ArtifactMismatch)
@@ -170,12 +179,8 @@ def apply(place: Place, spec: dict[str, Any], ctx: Context, key: str, uid: int |
     from giter_agent.kinds.file import in_sync, refused
 
     memory = ctx.memory(key)
-    source = ctx.artifacts
     try:
-        if source is None:
-            raise ArtifactError("no verified spec tree to read artifacts from",
-                                reason=Reason.ArtifactMissing)
-        info = source.stat(spec["artifact"])
+        source, info = _source(ctx, spec)
     except ArtifactError as exc:
         return _refusal(place, spec, exc, memory)
     try:
@@ -238,12 +243,8 @@ def plan(place: Place, spec: dict[str, Any], ctx: Context, key: str, uid: int | 
     from giter_agent.kinds.base import would_fail
     from giter_agent.kinds.file import refused
 
-    source = ctx.artifacts
     try:
-        if source is None:
-            raise ArtifactError("no verified spec tree to read artifacts from",
-                                reason=Reason.ArtifactMissing)
-        info = source.stat(spec["artifact"])
+        _, info = _source(ctx, spec)
     except ArtifactError as exc:
         return would_fail(Failed(exc.reason, str(exc)))
     try:
