@@ -25,7 +25,10 @@ that does not fit its base, a different object id), ``UnsafeTreeEntry`` (not a b
 (``core.durable.atomic_writer``) so the target keeps its previous content.
 
 Called by ``history.artifacts`` (the device) and through it by the kinds that lay down
-artifacts. Nothing else here depends on who calls it.
+artifacts; and by the import's indexer (``history.pack_index``), which resolves every
+large object of an incoming pack with the same pieces: ``inflate`` and ``apply_delta``
+(on a base in memory or in a ``spool`` file), and ``copy_blob`` for a thin pack's base
+in the store. Nothing else here depends on who calls it.
 """
 
 from __future__ import annotations
@@ -277,6 +280,18 @@ def blob_size(store: Any, oid: bytes) -> int:
         chain = _chain(store, oid, files)
         _check_blob(chain[-1], oid)
         return _result_size(files, chain[0], oid)
+    finally:
+        files.close()
+
+
+def object_size(store: Any, oid: bytes) -> int:
+    """The size of object ``oid`` (of any type), from its own entry's header (and a
+    delta's first inflated bytes): its delta chain is not walked. ``HistoryError``
+    (``MissingObject``, ``CorruptObject``) when it cannot be read that way."""
+    files = _Files()
+    try:
+        entry = _locate(store, bytes.fromhex(oid.decode("ascii")), files, oid)
+        return _result_size(files, entry, oid)
     finally:
         files.close()
 

@@ -10,12 +10,20 @@ rebuilt from its chain when a child needs it, exactly as git's index-pack does. 
 delta applied, indexing or rebuilding, checks the sync's ``Budget``, so the extra CPU an
 evicting structure costs is bounded in time while the memory is bounded in bytes.
 
-Large undeltified objects are never held whole either (an artifact of hundreds of
-megabytes): the stream copier only inflates to find where each object ends, keeping
-nothing (dulwich's keeps every compressed and inflated chunk of the object), and an
-object above ``STREAM_BYTES`` that is no delta's base gets its id and CRC computed from
-the pack file in slices (``os.pread``: no page of the mapped pack is touched). So an
-import costs the largest *delta base or delta result* in memory, not the largest object.
+No object over ``STREAM_BYTES`` is held whole either (an artifact of hundreds of
+megabytes, or a delta of one): the stream copier only inflates to find where each
+object ends, keeping nothing (dulwich's keeps every compressed and inflated chunk of the
+object). The indexer then resolves such an object with ``blob_stream``'s resolver, the
+one that lays a deltified artifact down: inflated, or its delta applied to its base, in
+64 KiB slices (``os.pread``: no page of the mapped pack is touched) into its id and
+CRC32, and, when a delta builds on it, into an unnamed temp file (mode 0600) in the
+quarantine's own directory; a delta on it reads its copies from that file. Spooled bases
+are capped in bytes on disk like the cache in RAM, each is dropped once its last child
+is resolved, and an evicted one is rebuilt from its chain the same way. A thin pack's
+large base is copied out of the store by ``blob_stream.copy_blob`` and appended to the
+pack compressed slice by slice. A result over ``max_object_bytes`` is refused from the
+delta's header before anything of it is built. So an import costs a few slices of the
+largest object in memory, and temp files on disk.
 
 Objects are not parsed here: the import gate (``history.store``) parses what it walks
 with the project's strict parsers. Called by ``giter_agent.history.store`` only.
@@ -62,8 +70,10 @@ from giter_agent.core.errors import BundleError
 # A base's key: its pack offset, or ("ext", sha) for a thin pack's base outside it.
 _Key = int | tuple[str, bytes]
 
-# An undeltified object larger than this that is no delta's base is hashed from the pack
-# file in slices instead of inflated whole.
+# An object larger than this (or a delta on a base larger than this) is resolved in
+# slices: into its hash, and into a temp file when a delta builds on it. Smaller ones
+# take dulwich's faster in-memory path. (blob_stream.SMALL_BASE, its twin on the apply
+# side, keeps bases up to the same size in memory.)
 STREAM_BYTES = 1 << 20
 _SLICE = 1 << 16
 # Drop the mapped pack's pages from RSS after reading this much through them.
@@ -146,6 +156,34 @@ class LeanCopier(PackStreamCopier):
 
 def _length(chunks: bytes | list[bytes]) -> int:
     return len(chunks) if isinstance(chunks, bytes) else sum(map(len, chunks))
+
+
+def _stored_size(store: Any, sha: bytes) -> int:
+    """The size of ``sha`` in ``store`` from its entry's header; 0 when it cannot be
+    read that way (not in a pack nor loose: the whole read that follows decides)."""
+    from giter_agent.core.errors import HistoryError
+    from giter_agent.history import blob_stream
+
+    if store is None:
+        return 0
+    try:
+        return blob_stream.object_size(store, sha.hex().encode())
+    except HistoryError:
+        return 0
+
+
+def _large_blob(store: Any, sha: bytes) -> int:
+    """The size of ``sha`` when it is a blob over ``STREAM_BYTES`` in ``store``, else 0
+    (small, not a blob, or not readable from its headers: read it whole)."""
+    from giter_agent.core.errors import HistoryError
+    from giter_agent.history import blob_stream
+
+    if _stored_size(store, sha) <= STREAM_BYTES:
+        return 0
+    try:  # walks the chain down to the full object: a blob?
+        return blob_stream.blob_size(store, sha.hex().encode())
+    except HistoryError:
+        return 0
 
 
 class _Spooled:
@@ -299,17 +337,11 @@ class BoundedIndexer(PackIndexer):
     def _ext(self, sha: bytes) -> tuple[int, _Built]:
         """A thin pack's base from the store: a large blob is copied to a temp file by
         the one blob streamer, anything else read whole. KeyError when nobody has it."""
-        from giter_agent.core.errors import HistoryError
         from giter_agent.history import blob_stream
 
         assert self._resolve_ext_ref is not None
-        size = 0
-        if self._store is not None:
-            try:
-                size = blob_stream.blob_size(self._store, sha.hex().encode())
-            except HistoryError:
-                size = 0  # not a blob, or not in the store: the whole read decides
-        if size <= STREAM_BYTES:
+        size = _large_blob(self._store, sha)
+        if not size:
             return self._resolve_ext_ref(RawObjectID(sha))
         fh = tempfile.TemporaryFile(dir=self._scratch)  # noqa: SIM115 - a _Spooled closes it
         try:
@@ -496,7 +528,6 @@ def _extend_pack(f: IO[bytes], ext_refs: set[RawObjectID], store: DiskObjectStor
     """dulwich's ``extend_pack`` (append a thin pack's bases so it stands alone), but a
     base over ``STREAM_BYTES`` is streamed from the store by the one blob streamer and
     compressed slice by slice instead of read whole. (pack checksum, their entries)."""
-    from giter_agent.core.errors import HistoryError
     from giter_agent.history import blob_stream
 
     fmt = store.object_format
@@ -512,12 +543,8 @@ def _extend_pack(f: IO[bytes], ext_refs: set[RawObjectID], store: DiskObjectStor
     for sha in sorted(ext_refs):
         budget.check()
         offset = f.tell()
-        hexsha = sha.hex().encode()
-        try:
-            size = blob_stream.blob_size(store, hexsha)
-        except HistoryError:
-            size = 0  # not a blob: read whole (it is small)
-        if size <= STREAM_BYTES:
+        size = _large_blob(store, sha)
+        if not size:
             type_num, raw = store.get_raw(RawObjectID(sha))
             crc = write_pack_object(f.write, type_num, [raw], sha=pack_sha,
                                     object_format=fmt)
@@ -526,7 +553,7 @@ def _extend_pack(f: IO[bytes], ext_refs: set[RawObjectID], store: DiskObjectStor
             f.write(header)
             pack_sha.update(header)
             out = _Deflating(f, pack_sha, binascii.crc32(header))
-            blob_stream.copy_blob(store, hexsha, out, limit=size,  # type: ignore[arg-type]
+            blob_stream.copy_blob(store, sha.hex().encode(), out, limit=size,  # type: ignore[arg-type]
                                   scratch=Path(store.path))
             crc = out.finish()
         extra.append((RawObjectID(sha), offset, crc))
