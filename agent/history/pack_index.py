@@ -65,7 +65,7 @@ from dulwich.pack import (
 )
 
 from giter_agent.core.budget import Budget
-from giter_agent.core.errors import BundleError
+from giter_agent.core.errors import BundleError, HistoryError
 
 # A base's key: its pack offset, or ("ext", sha) for a thin pack's base outside it.
 _Key = int | tuple[str, bytes]
@@ -161,7 +161,6 @@ def _length(chunks: bytes | list[bytes]) -> int:
 def _stored_size(store: Any, sha: bytes) -> int:
     """The size of ``sha`` in ``store`` from its entry's header; 0 when it cannot be
     read that way (not in a pack nor loose: the whole read that follows decides)."""
-    from giter_agent.core.errors import HistoryError
     from giter_agent.history import blob_stream
 
     if store is None:
@@ -175,7 +174,6 @@ def _stored_size(store: Any, sha: bytes) -> int:
 def _large_blob(store: Any, sha: bytes) -> int:
     """The size of ``sha`` when it is a blob over ``STREAM_BYTES`` in ``store``, else 0
     (small, not a blob, or not readable from its headers: read it whole)."""
-    from giter_agent.core.errors import HistoryError
     from giter_agent.history import blob_stream
 
     if _stored_size(store, sha) <= STREAM_BYTES:
