@@ -255,3 +255,42 @@ def test_spooled_bases_are_capped_on_disk_and_rebuilt_when_evicted(tmp_path, mon
     assert max(watch.whole) <= pack_index.STREAM_BYTES
     watch.check_temps(device / "quarantine")
     check_store(device)
+
+
+def test_a_reference_delta_on_a_large_object_of_the_same_pack_resolves_too(
+        tmp_path, monkeypatch):
+    """A delta naming its base by id (not by offset) is only found to build on an object
+    once that object's id is known: it is then built again into a temp file, from the
+    base still held, and the delta copies from there."""
+    import zlib
+
+    size = 2 * MiB
+    pack = packcraft.PackWriter()
+    base = os.urandom(size)
+    pack.whole(packcraft.BLOB, base)
+    stamp = b"r" * 16
+    instructions = (packcraft.varint(size) + packcraft.varint(size)
+                    + packcraft.copy_all(size - 16) + bytes([16]) + stamp)
+    pack.body += (packcraft.object_header(7, len(instructions)) + packcraft.oid(b"blob", base)
+                  + zlib.compress(instructions))
+    pack.count += 1
+    result = base[:size - 16] + stamp
+    tree = packcraft.tree_of({b"base": packcraft.oid(b"blob", base),
+                              b"new": packcraft.oid(b"blob", result)})
+    pack.whole(packcraft.TREE, tree)
+    commit = packcraft.commit_of(packcraft.oid(b"tree", tree))
+    pack.whole(packcraft.COMMIT, commit)
+    commit_id = packcraft.oid(b"commit", commit)
+    (tmp_path / "ref.bundle").write_bytes(
+        packcraft.bundle_of(pack, {b"refs/heads/main": commit_id}))
+    watch = Watch(monkeypatch)
+    device = tmp_path / "device.git"
+    with History(device, Caps()) as history:
+        with history.quarantine(tmp_path / "ref.bundle") as q:
+            q.promote()
+        history.set_ref(b"refs/heads/main", None, commit_id.hex().encode())
+    assert max(watch.whole) <= pack_index.STREAM_BYTES
+    assert len(watch.temps) == 1
+    watch.check_temps(device / "quarantine")
+    check_store(device)
+    assert run("git", "--git-dir", device, "cat-file", "blob", "main:new").stdout == result

@@ -384,20 +384,20 @@ class BoundedIndexer(PackIndexer):
         while todo:
             self._budget.check()
             offset, type_num, base_key = todo.pop()
-            # Keep what is built only when a delta may build on it.
-            keep = offset in self._pending_ofs or bool(self._pending_ref)
+            # Keep what is built when a delta in this pack builds on it: known for an
+            # offset delta; a reference delta on it (rare in a pack) shows only once
+            # its id is known, and then it is built again from the base still held.
+            keep = offset in self._pending_ofs
             base = None if base_key is None else self._base(base_key)
             entry, built = self._make(offset, type_num, base, keep)
-            del base
-            self._release(base_key)
             yield entry
             children = [*self._pending_ofs.pop(offset, []),
                         *self._pending_ref.pop(entry[0], [])]
+            if children and built is None:
+                built = self._make(offset, type_num, base, True)[1]
+            del base
+            self._release(base_key)
             if children:
-                if built is None:  # not kept after all: build it again
-                    base = None if base_key is None else self._base(base_key)
-                    built = self._make(offset, type_num, base, True)[1]
-                    del base
                 assert built is not None
                 self._recipe[offset] = (base_key, type_num)
                 self._uses[offset] = len(children)
