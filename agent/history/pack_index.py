@@ -54,18 +54,15 @@ from dulwich.pack import (
     PackStreamCopier,
     ResolveExtRefFn,
     UnpackedObject,
-    compute_file_sha,
     iter_sha1,
-    pack_object_header,
     read_pack_header,
     take_msb_bytes,
-    write_pack_header,
     write_pack_index,
-    write_pack_object,
 )
 
 from giter_agent.core.budget import Budget
-from giter_agent.core.errors import BundleError, HistoryError
+from giter_agent.core.errors import BundleError
+from giter_agent.history import blob_stream, thin_bases
 
 # A base's key: its pack offset, or ("ext", sha) for a thin pack's base outside it.
 _Key = int | tuple[str, bytes]
@@ -156,32 +153,6 @@ class LeanCopier(PackStreamCopier):
 
 def _length(chunks: bytes | list[bytes]) -> int:
     return len(chunks) if isinstance(chunks, bytes) else sum(map(len, chunks))
-
-
-def _stored_size(store: Any, sha: bytes) -> int:
-    """The size of ``sha`` in ``store`` from its entry's header; 0 when it cannot be
-    read that way (not in a pack nor loose: the whole read that follows decides)."""
-    from giter_agent.history import blob_stream
-
-    if store is None:
-        return 0
-    try:
-        return blob_stream.object_size(store, sha.hex().encode())
-    except HistoryError:
-        return 0
-
-
-def _large_blob(store: Any, sha: bytes) -> int:
-    """The size of ``sha`` when it is a blob over ``STREAM_BYTES`` in ``store``, else 0
-    (small, not a blob, or not readable from its headers: read it whole)."""
-    from giter_agent.history import blob_stream
-
-    if _stored_size(store, sha) <= STREAM_BYTES:
-        return 0
-    try:  # walks the chain down to the full object: a blob?
-        return blob_stream.blob_size(store, sha.hex().encode())
-    except HistoryError:
-        return 0
 
 
 class _Spooled:
@@ -335,10 +306,8 @@ class BoundedIndexer(PackIndexer):
     def _ext(self, sha: bytes) -> tuple[int, _Built]:
         """A thin pack's base from the store: a large blob is copied to a temp file by
         the one blob streamer, anything else read whole. KeyError when nobody has it."""
-        from giter_agent.history import blob_stream
-
         assert self._resolve_ext_ref is not None
-        size = _large_blob(self._store, sha)
+        size = thin_bases.large_blob(self._store, sha, STREAM_BYTES)
         if not size:
             return self._resolve_ext_ref(RawObjectID(sha))
         fh = tempfile.TemporaryFile(dir=self._scratch)  # noqa: SIM115 - a _Spooled closes it
@@ -429,8 +398,6 @@ class BoundedIndexer(PackIndexer):
         its hash and CRC, and into a temp file only when ``keep`` (a delta's base).
         Never whole in memory. None for a small object on a small base: dulwich's
         in-memory path is faster for those."""
-        from giter_agent.history import blob_stream
-
         fh = blob_stream.PreadFile(self._fd)
         what = f"pack entry at {offset}".encode()
         _kind, size, data, _ref = blob_stream.entry_header(fh, offset, what)  # type: ignore[arg-type]
@@ -500,66 +467,6 @@ class BoundedIndexer(PackIndexer):
             contents.madvise(mmap.MADV_DONTNEED)
 
 
-class _Deflating:
-    """A writer compressing what it is given into a pack entry's zlib stream."""
-
-    def __init__(self, f: IO[bytes], sha: Any, crc: int) -> None:
-        self._f, self._sha, self.crc = f, sha, crc
-        self._z = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION)
-
-    def _out(self, data: bytes) -> None:
-        if data:
-            self._f.write(data)
-            self._sha.update(data)
-            self.crc = binascii.crc32(data, self.crc)
-
-    def write(self, data: bytes) -> None:
-        self._out(self._z.compress(data))
-
-    def finish(self) -> int:
-        self._out(self._z.flush())
-        return self.crc & 0xFFFFFFFF
-
-
-def _extend_pack(f: IO[bytes], ext_refs: set[RawObjectID], store: DiskObjectStore,
-                 budget: Budget) -> tuple[bytes, list[PackIndexEntry]]:
-    """dulwich's ``extend_pack`` (append a thin pack's bases so it stands alone), but a
-    base over ``STREAM_BYTES`` is streamed from the store by the one blob streamer and
-    compressed slice by slice instead of read whole. (pack checksum, their entries)."""
-    from giter_agent.history import blob_stream
-
-    fmt = store.object_format
-    f.seek(0)
-    _version, count = read_pack_header(f.read)
-    if ext_refs:
-        f.seek(0)
-        write_pack_header(f.write, count + len(ext_refs))
-        f.flush()
-    pack_sha = compute_file_sha(f, hash_func=fmt.hash_func, end_ofs=-fmt.oid_length)
-    f.seek(0, os.SEEK_CUR)
-    extra: list[PackIndexEntry] = []
-    for sha in sorted(ext_refs):
-        budget.check()
-        offset = f.tell()
-        size = _large_blob(store, sha)
-        if not size:
-            type_num, raw = store.get_raw(RawObjectID(sha))
-            crc = write_pack_object(f.write, type_num, [raw], sha=pack_sha,
-                                    object_format=fmt)
-        else:
-            header = bytes(pack_object_header(3, None, size, fmt))
-            f.write(header)
-            pack_sha.update(header)
-            out = _Deflating(f, pack_sha, binascii.crc32(header))
-            blob_stream.copy_blob(store, sha.hex().encode(), out, limit=size,  # type: ignore[arg-type]
-                                  scratch=Path(store.path))
-            crc = out.finish()
-        extra.append((RawObjectID(sha), offset, crc))
-    digest = pack_sha.digest()
-    f.write(digest)
-    return digest, extra
-
-
 def add_pack(store: DiskObjectStore, read_all: Callable[[int], bytes],
              read_some: Callable[[int], bytes], *, budget: Budget, cache_bytes: int,
              max_object_bytes: int | None = None) -> BoundedIndexer:
@@ -593,7 +500,8 @@ def add_pack(store: DiskObjectStore, read_all: Callable[[int], bytes],
                     entries.append(entry)
                 indexer.close()
                 ext_refs = set(indexer.ext_refs())
-            pack_sha, extra = _extend_pack(f, ext_refs, store, budget)
+            pack_sha, extra = thin_bases.extend_pack(f, ext_refs, store, budget,
+                                                     over=STREAM_BYTES)
             f.flush()
             os.fsync(f.fileno())
         entries.extend(extra)
