@@ -14,7 +14,9 @@ random bytes (what a compressed firmware or tarball looks like), is bundled with
 With ``--delta`` a second version of the largest size, 1 % changed, is committed on
 top and the whole history bundled, so git stores one version as a delta of the other;
 the apply then lays the *deltified* one down (``copy_blob`` resolves the chain through
-temp files on disk).
+temp files on disk). Then the *update*: a device holding the first version imports the
+thin bundle ``v1..main``, whose artifact is a delta against the device's copy, against
+``git fetch`` of it into a repository holding the first version.
 
 *Peak RSS* is ``ru_maxrss`` of the child (``os.wait4``, git's own children included);
 *peak anon* is anonymous memory sampled every 5 ms from ``/proc`` (heap, what runs a
@@ -69,8 +71,13 @@ def make_repo(root: Path, mib: int, delta: bool) -> tuple[Path, str]:
             for at in range(0, mib * MiB, 4096):
                 fh.seek(at)
                 fh.write(os.urandom(40))
+        git("branch", "v1", cwd=root)
         git("-c", "user.name=b", "-c", "user.email=b@b", "commit", "-qam", "v2", cwd=root)
         git("repack", "-adfq", cwd=root)
+        # What an update sends: v2 as a delta against the v1 the device has.
+        git("bundle", "create", "-q", root.parent / f"{root.name}-v1.bundle", "v1", cwd=root)
+        git("bundle", "create", "-q", root.parent / f"{root.name}-thin.bundle", "v1..main",
+            cwd=root)
     bundle = root.parent / f"{root.name}.bundle"
     git("bundle", "create", "-q", bundle, "main", cwd=root)
     rev = "main"
@@ -98,6 +105,7 @@ def child_import(repo: str, bundle: str, mib: str) -> None:
     with History(Path(repo), caps) as history, history.quarantine(Path(bundle)) as q:
         q.promote()
         for name, sha in q.refs.items():
+            name = b"refs/heads/main" if name == b"refs/heads/v1" else name
             history.set_ref(name, history.ref(name), sha)
 
 
@@ -183,6 +191,28 @@ def run(mib: int, delta: bool, work: Path) -> None:
           f"RSS, {(ours_apply.peak_anon - floor.peak_anon) / MiB:+.1f} MiB anon")
     print(f"  import: ours / git peak RSS x{ours_import.peak_rss / git_import.peak_rss:.2f}, "
           f"ours above the floor {(ours_import.peak_rss - floor.peak_rss) / MiB:+.1f} MiB RSS")
+    if delta:
+        run_update(src, mib, work, floor)
+
+
+def run_update(src: Path, mib: int, work: Path, floor: Measured) -> None:
+    """The incremental update: a device holding v1 imports the thin bundle v1..main,
+    whose artifact is a delta against v1 (the base comes from the device's store)."""
+    v1, thin = work / f"{src.name}-v1.bundle", work / f"{src.name}-thin.bundle"
+    ours_repo, git_repo = work / f"ours-{src.name}-up.git", work / f"git-{src.name}-up.git"
+    print(f"== update to {mib} MiB, 1% changed: thin bundle {thin.stat().st_size / MiB:.1f} MiB"
+          f" on a device holding v1")
+    subprocess.run([sys.executable, __file__, "--child-import", str(ours_repo), str(v1),
+                    str(mib)], check=True)
+    ours = measure([sys.executable, __file__, "--child-import", str(ours_repo), str(thin),
+                    str(mib)])
+    git("init", "-q", "--bare", git_repo)
+    git("-C", git_repo, "fetch", "-q", v1, "v1:main")
+    theirs = measure(["git", "-C", str(git_repo), "fetch", "-q", str(thin), "main:main"])
+    print(row("giter import (quarantine+promote)", ours))
+    print(row("git fetch (reference)", theirs))
+    print(f"  update: ours / git peak RSS x{ours.peak_rss / theirs.peak_rss:.2f}, "
+          f"ours above the floor {(ours.peak_rss - floor.peak_rss) / MiB:+.1f} MiB RSS")
 
 
 def main() -> None:

@@ -30,7 +30,8 @@ CHILD = textwrap.dedent("""
     from giter_agent.history.store import Caps, History
     tmp = Path({tmp!r})
     if {reference!r}:
-        pack_index.add_pack = (lambda store, read_all, read_some, budget, cache_bytes:
+        pack_index.add_pack = (lambda store, read_all, read_some, budget, cache_bytes,
+                               max_object_bytes=None:
                                store.add_thin_pack(read_all, read_some))
     (tmp / "warm.bundle").write_bytes(packcraft.stacked(4096, 1).bundle)
     crafted = packcraft.{shape}({mib} << 20, {levels})

@@ -205,10 +205,15 @@ def test_the_import_hashes_a_large_blob_in_slices_and_git_agrees_with_its_index(
 
     monkeypatch.setattr(pack_index.BoundedIndexer, "_resolve_object", resolve)
     streamed = []
-    real_stream = pack_index.BoundedIndexer._stream
-    monkeypatch.setattr(pack_index.BoundedIndexer, "_stream",
-                        lambda self, offset: streamed.append(offset) or
-                        real_stream(self, offset))
+    real_large = pack_index.BoundedIndexer._large
+
+    def large(self, offset, type_num, base, keep):
+        made = real_large(self, offset, type_num, base, keep)
+        if made is not None:
+            streamed.append(offset)
+        return made
+
+    monkeypatch.setattr(pack_index.BoundedIndexer, "_large", large)
     root = tmp_path / "w"
     run("git", "init", "-q", "-b", "main", root)
     data = os.urandom(3 * 2**20 + 5)

@@ -25,7 +25,10 @@ that does not fit its base, a different object id), ``UnsafeTreeEntry`` (not a b
 (``core.durable.atomic_writer``) so the target keeps its previous content.
 
 Called by ``history.artifacts`` (the device) and through it by the kinds that lay down
-artifacts. Nothing else here depends on who calls it.
+artifacts; and by the import's indexer (``history.pack_index``), which resolves every
+large object of an incoming pack with the same pieces: ``inflate`` and ``apply_delta``
+(on a base in memory or in a ``spool`` file), and ``copy_blob`` for a thin pack's base
+in the store. Nothing else here depends on who calls it.
 """
 
 from __future__ import annotations
@@ -281,6 +284,18 @@ def blob_size(store: Any, oid: bytes) -> int:
         files.close()
 
 
+def object_size(store: Any, oid: bytes) -> int:
+    """The size of object ``oid`` (of any type), from its own entry's header (and a
+    delta's first inflated bytes): its delta chain is not walked. ``HistoryError``
+    (``MissingObject``, ``CorruptObject``) when it cannot be read that way."""
+    files = _Files()
+    try:
+        entry = _locate(store, bytes.fromhex(oid.decode("ascii")), files, oid)
+        return _result_size(files, entry, oid)
+    finally:
+        files.close()
+
+
 def _check_blob(full: _Entry, oid: bytes) -> None:
     if full.kind != _BLOB:
         raise HistoryError(f"object {oid.decode(errors='replace')} is a "
@@ -311,21 +326,32 @@ def delta_sizes(fh: BinaryIO, offset: int, oid: bytes) -> tuple[int, int]:
     return src.varint(), src.varint()
 
 
-def apply_delta(fh: BinaryIO, offset: int, base: bytes, write: Callable[[bytes], Any],
-                oid: bytes, crc: int) -> tuple[int, int]:
-    """Apply the delta whose zlib data is at ``offset`` in ``fh`` to ``base``, writing
-    the result in slices; (its size, the entry's CRC32 continued from ``crc``)."""
+# A delta base: bytes (small) or a seekable spooled file.
+Base = bytes | IO[bytes]
+
+
+def apply_delta(fh: BinaryIO, offset: int, base: Base, base_size: int,
+                write: Callable[[bytes], Any], oid: bytes, crc: int) -> tuple[int, int]:
+    """Apply the delta whose zlib data is at ``offset`` in ``fh`` to ``base`` (bytes,
+    or a spooled file of ``base_size`` bytes), writing the result in slices; (its size,
+    the entry's CRC32 continued from ``crc``)."""
     src = _Inflater(fh, offset, oid, crc=crc)
-    size = _apply_delta(src, base, len(base), write, oid)
+    size = _apply_delta(src, base, base_size, write, oid)
     assert src.crc32 is not None
     return size, src.crc32
 
 
-# A delta base: bytes (small) or a seekable spooled file.
-_Base = bytes | IO[bytes]
+def inflate(fh: BinaryIO, offset: int, size: int, write: Callable[[bytes], Any],
+            oid: bytes, crc: int) -> int:
+    """Inflate the undeltified entry whose zlib data is at ``offset`` in ``fh`` (``size``
+    bytes) into ``write``, in slices; the entry's CRC32 continued from ``crc``."""
+    src = _Inflater(fh, offset, oid, crc=crc)
+    _copy_out(src, size, write, oid)
+    assert src.crc32 is not None
+    return src.crc32
 
 
-def _read_base(base: _Base, start: int, length: int) -> Iterator[bytes]:
+def _read_base(base: Base, start: int, length: int) -> Iterator[bytes]:
     if isinstance(base, bytes):
         yield memoryview(base)[start:start + length]  # type: ignore[misc]
         return
@@ -338,7 +364,7 @@ def _read_base(base: _Base, start: int, length: int) -> Iterator[bytes]:
         yield data
 
 
-def _apply_delta(src: _Inflater, base: _Base, base_size: int, write: Callable[[bytes], Any],
+def _apply_delta(src: _Inflater, base: Base, base_size: int, write: Callable[[bytes], Any],
                  oid: bytes) -> int:
     """Apply the delta ``src`` to ``base``, writing the result; returns its size."""
     if src.varint() != base_size:
@@ -372,9 +398,12 @@ def _apply_delta(src: _Inflater, base: _Base, base_size: int, write: Callable[[b
     return done
 
 
-def _spool(scratch: Path | None, size: int) -> tuple[_Base, Callable[[bytes], Any],
-                                                     Callable[[], _Base]]:
-    """Somewhere to build an intermediate result: memory when small, else a temp file."""
+def spool(scratch: Path | None, size: int) -> tuple[Base, Callable[[bytes], Any],
+                                                    Callable[[], Base]]:
+    """Somewhere to build an intermediate result of ``size`` bytes: memory up to
+    ``SMALL_BASE``, else an unnamed temp file in ``scratch`` (mode 0600, ``O_TMPFILE``
+    where the filesystem has it); (the file or b"", its writer, what gives the result).
+    The caller closes a file."""
     if size <= SMALL_BASE:
         parts: list[bytes] = []
         return b"", parts.append, lambda: b"".join(parts)
@@ -414,16 +443,16 @@ def copy_blob(store: Any, oid: bytes, out: BinaryIO | int, *, limit: int,
         else:
             # The full object at the bottom, then each delta above it but the last.
             base_size = full.size
-            spool, write, done = _spool(scratch, base_size)
-            if not isinstance(spool, bytes):
-                spools.append(spool)
+            tmp, write, done = spool(scratch, base_size)
+            if not isinstance(tmp, bytes):
+                spools.append(tmp)
             _inflate_to(files, full, oid, write)
             base = done()
             for entry in reversed(chain[1:-1]):
                 result = _result_size(files, entry, oid)
-                spool, write, done = _spool(scratch, result)
-                if not isinstance(spool, bytes):
-                    spools.append(spool)
+                tmp, write, done = spool(scratch, result)
+                if not isinstance(tmp, bytes):
+                    spools.append(tmp)
                 _apply_delta(_open(files, entry, oid), base, base_size, write, oid)
                 if not isinstance(base, bytes):
                     base.close()
@@ -449,8 +478,13 @@ def _write_all(fd: int) -> Callable[[bytes], None]:
 def _inflate_to(files: _Files, entry: _Entry, oid: bytes,
                 write: Callable[[bytes], Any]) -> int:
     """Inflate a full (undeltified) object's content into ``write``, slice by slice."""
-    src = _open(files, entry, oid)
-    left = entry.size
+    _copy_out(_open(files, entry, oid), entry.size, write, oid)
+    return entry.size
+
+
+def _copy_out(src: _Inflater, size: int, write: Callable[[bytes], Any], oid: bytes) -> None:
+    """All ``size`` bytes of ``src`` into ``write``; the stream must end there."""
+    left = size
     while left:
         data = src.read(min(CHUNK, left))
         if not data:
@@ -458,4 +492,3 @@ def _inflate_to(files: _Files, entry: _Entry, oid: bytes,
         write(data)
         left -= len(data)
     src.finish()
-    return entry.size

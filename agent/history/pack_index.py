@@ -10,12 +10,20 @@ rebuilt from its chain when a child needs it, exactly as git's index-pack does. 
 delta applied, indexing or rebuilding, checks the sync's ``Budget``, so the extra CPU an
 evicting structure costs is bounded in time while the memory is bounded in bytes.
 
-Large undeltified objects are never held whole either (an artifact of hundreds of
-megabytes): the stream copier only inflates to find where each object ends, keeping
-nothing (dulwich's keeps every compressed and inflated chunk of the object), and an
-object above ``STREAM_BYTES`` that is no delta's base gets its id and CRC computed from
-the pack file in slices (``os.pread``: no page of the mapped pack is touched). So an
-import costs the largest *delta base or delta result* in memory, not the largest object.
+No object over ``STREAM_BYTES`` is held whole either (an artifact of hundreds of
+megabytes, or a delta of one): the stream copier only inflates to find where each
+object ends, keeping nothing (dulwich's keeps every compressed and inflated chunk of the
+object). The indexer then resolves such an object with ``blob_stream``'s resolver, the
+one that lays a deltified artifact down: inflated, or its delta applied to its base, in
+64 KiB slices (``os.pread``: no page of the mapped pack is touched) into its id and
+CRC32, and, when a delta builds on it, into an unnamed temp file (mode 0600) in the
+quarantine's own directory; a delta on it reads its copies from that file. Spooled bases
+are capped in bytes on disk like the cache in RAM, each is dropped once its last child
+is resolved, and an evicted one is rebuilt from its chain the same way. A thin pack's
+large base is copied out of the store by ``blob_stream.copy_blob`` and appended to the
+pack compressed slice by slice. A result over ``max_object_bytes`` is refused from the
+delta's header before anything of it is built. So an import costs a few slices of the
+largest object in memory, and temp files on disk.
 
 Objects are not parsed here: the import gate (``history.store``) parses what it walks
 with the project's strict parsers. Called by ``giter_agent.history.store`` only.
@@ -32,7 +40,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from io import BytesIO
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from dulwich.file import GitFile
 from dulwich.object_store import DiskObjectStore
@@ -46,19 +54,23 @@ from dulwich.pack import (
     PackStreamCopier,
     ResolveExtRefFn,
     UnpackedObject,
-    extend_pack,
     iter_sha1,
+    read_pack_header,
     take_msb_bytes,
     write_pack_index,
 )
 
 from giter_agent.core.budget import Budget
+from giter_agent.core.errors import BundleError
+from giter_agent.history import blob_stream, thin_bases
 
 # A base's key: its pack offset, or ("ext", sha) for a thin pack's base outside it.
 _Key = int | tuple[str, bytes]
 
-# An undeltified object larger than this that is no delta's base is hashed from the pack
-# file in slices instead of inflated whole.
+# An object larger than this (or a delta on a base larger than this) is resolved in
+# slices: into its hash, and into a temp file when a delta builds on it. Smaller ones
+# take dulwich's faster in-memory path. (blob_stream.SMALL_BASE, its twin on the apply
+# side, keeps bases up to the same size in memory.)
 STREAM_BYTES = 1 << 20
 _SLICE = 1 << 16
 # Drop the mapped pack's pages from RSS after reading this much through them.
@@ -91,8 +103,6 @@ class LeanCopier(PackStreamCopier):
     """
 
     def read_objects(self, compute_crc32: bool = False) -> Iterator[UnpackedObject]:
-        from dulwich.pack import read_pack_header
-
         _version, self._num_objects = read_pack_header(self.read)
         for _ in range(self._num_objects):
             offset = self.offset
@@ -145,65 +155,170 @@ def _length(chunks: bytes | list[bytes]) -> int:
     return len(chunks) if isinstance(chunks, bytes) else sum(map(len, chunks))
 
 
+class _Spooled:
+    """An object built on disk: an unnamed temp file in the quarantine, and its size."""
+
+    __slots__ = ("fh", "size")
+
+    def __init__(self, fh: IO[bytes], size: int) -> None:
+        self.fh, self.size = fh, size
+
+    def close(self) -> None:
+        self.fh.close()
+
+
+# What resolving an object gives: its content in memory (small), or on disk (large).
+_Built = bytes | list[bytes] | _Spooled
+_RAM = bytes | list[bytes]
+
+
+def _close(built: _Built | None) -> None:
+    if isinstance(built, _Spooled):
+        built.close()
+
+
 class BoundedIndexer(PackIndexer):
-    """dulwich's ``PackIndexer`` with a byte-capped base cache instead of a growing stack."""
+    """dulwich's ``PackIndexer`` with a byte-capped base cache instead of a growing stack,
+    and every object over ``STREAM_BYTES`` resolved through files on disk."""
 
     def __init__(self, file_obj: Any, hash_func: Any, *,
                  resolve_ext_ref: ResolveExtRefFn,
-                 budget: Budget, cache_bytes: int) -> None:
+                 budget: Budget, cache_bytes: int, store: Any = None,
+                 scratch: Path | None = None, max_object_bytes: int | None = None,
+                 spool_bytes: int | None = None) -> None:
         super().__init__(file_obj, hash_func, resolve_ext_ref=resolve_ext_ref)
         self._budget = budget
         self._cache_bytes = cache_bytes
-        self._cache: OrderedDict[_Key, bytes | list[bytes]] = OrderedDict()
+        self._cache: OrderedDict[_Key, _RAM] = OrderedDict()
         self._cached = 0
+        # Large bases, spooled to ``scratch``; capped in bytes on disk like the cache in
+        # RAM, and each dropped as soon as its last child is resolved (``_uses``).
+        self._store = store  # the store thin-pack bases are read from (with alternates)
+        self._scratch = scratch
+        self._max_object = max_object_bytes
+        self._spool_bytes = 2 * cache_bytes if spool_bytes is None else spool_bytes
+        self._disk: OrderedDict[_Key, _Spooled] = OrderedDict()
+        self._on_disk = 0
+        self._uses: dict[_Key, int] = {}
         # How to rebuild a base that has children: (its own base key or None, its type).
         self._recipe: dict[_Key, tuple[_Key | None, int]] = {}
         self.rebuilds = 0  # deltas re-applied to rebuild evicted bases (tests count them)
         self.peak_cached = 0
-        self.streamed = 0  # large objects hashed from the file in slices (tests count them)
+        self.streamed = 0  # large objects resolved in slices, never whole (tests count them)
+        self.spooled = 0  # of which built into a temp file, being a delta's base
+        self.peak_on_disk = 0
         self._fd = file_obj.fileno()
         self._touched = 0  # bytes read through the pack's mapping since pages were dropped
 
-    # -- the byte-capped cache -----------------------------------------------------
-    def _put(self, key: _Key, chunks: bytes | list[bytes]) -> None:
+    def close(self) -> None:
+        """Close (so remove) every spooled base; the indexer is done."""
+        while self._disk:
+            _, spooled = self._disk.popitem()
+            spooled.close()
+        self._on_disk = 0
+
+    # -- the byte-capped caches ----------------------------------------------------
+    def _put(self, key: _Key, built: _Built) -> None:
+        if isinstance(built, _Spooled):
+            self._put_disk(key, built)
+            return
         if key in self._cache:
             self._cache.move_to_end(key)
             return
-        self._cache[key] = chunks
-        self._cached += _length(chunks)
+        self._cache[key] = built
+        self._cached += _length(built)
         # Evict oldest first, but never the entry just put: its child needs it next.
         while self._cached > self._cache_bytes and len(self._cache) > 1:
             _, old = self._cache.popitem(last=False)
             self._cached -= _length(old)
         self.peak_cached = max(self.peak_cached, self._cached)
 
-    def _base(self, key: _Key) -> bytes | list[bytes]:
-        cached = self._cache.get(key)
+    def _put_disk(self, key: _Key, built: _Spooled) -> None:
+        old = self._disk.pop(key, None)
+        if old is not None and old is not built:
+            self._on_disk -= old.size
+            old.close()
+        elif old is not None:
+            self._on_disk -= old.size
+        self._disk[key] = built
+        self._on_disk += built.size
+        while self._on_disk > self._spool_bytes and len(self._disk) > 1:
+            _, evicted = self._disk.popitem(last=False)
+            self._on_disk -= evicted.size
+            evicted.close()
+        self.peak_on_disk = max(self.peak_on_disk, self._on_disk)
+
+    def _release(self, key: _Key | None) -> None:
+        """One child of ``key`` is resolved; a spooled base with none left goes."""
+        if key is None or key not in self._uses:
+            return
+        self._uses[key] -= 1
+        if self._uses[key] > 0:
+            return
+        del self._uses[key]
+        spooled = self._disk.pop(key, None)
+        if spooled is not None:
+            self._on_disk -= spooled.size
+            spooled.close()
+
+    def _cached_base(self, key: _Key) -> _Built | None:
+        for cache in (self._cache, self._disk):
+            found = cache.get(key)
+            if found is not None:
+                cache.move_to_end(key)
+                return found
+        return None
+
+    def _base(self, key: _Key) -> _Built:
+        cached = self._cached_base(key)
         if cached is not None:
-            self._cache.move_to_end(key)
             return cached
         # Walk down the recipes to something cached (or a whole object), then forward.
         chain: list[_Key] = []
         k: _Key | None = key
-        while k is not None and k not in self._cache:
+        while k is not None and self._cached_base(k) is None:
             chain.append(k)
             k = None if isinstance(k, tuple) else self._recipe[k][0]
-        chunks: bytes | list[bytes] | None = self._cache[k] if k is not None else None
-        for step in reversed(chain):
-            self._budget.check()
-            if isinstance(step, tuple):
-                chunks = self._ext(step[1])[1]
-            else:
-                self.rebuilds += 1
-                chunks = self._resolve_object(step, self._recipe[step][1], chunks).obj_chunks
-        assert chunks is not None
-        self._put(key, chunks)
-        return chunks
+        built: _Built | None = self._cached_base(k) if k is not None else None
+        owned = False  # `built` is an intermediate result of this rebuild, not cached
+        try:
+            for step in reversed(chain):
+                self._budget.check()
+                made: _Built | None
+                if isinstance(step, tuple):
+                    made = self._ext(step[1])[1]
+                else:
+                    self.rebuilds += 1
+                    made = self._make(step, self._recipe[step][1], built, keep=True)[1]
+                assert made is not None  # kept: it was asked for
+                if owned:
+                    _close(built)
+                built, owned = made, True
+        except BaseException:
+            if owned:
+                _close(built)
+            raise
+        assert built is not None
+        self._put(key, built)
+        return built
 
     # -- the walk (replacing DeltaChainIterator's) --------------------------------
-    def _ext(self, sha: bytes) -> tuple[int, bytes | list[bytes]]:
+    def _ext(self, sha: bytes) -> tuple[int, _Built]:
+        """A thin pack's base from the store: a large blob is copied to a temp file by
+        the one blob streamer, anything else read whole. KeyError when nobody has it."""
         assert self._resolve_ext_ref is not None
-        return self._resolve_ext_ref(RawObjectID(sha))
+        size = thin_bases.large_blob(self._store, sha, STREAM_BYTES)
+        if not size:
+            return self._resolve_ext_ref(RawObjectID(sha))
+        fh = tempfile.TemporaryFile(dir=self._scratch)  # noqa: SIM115 - a _Spooled closes it
+        try:
+            blob_stream.copy_blob(self._store, sha.hex().encode(), fh, limit=size,
+                                  scratch=self._scratch)
+        except BaseException:
+            fh.close()
+            raise
+        self.spooled += 1
+        return 3, _Spooled(fh, size)
 
     def _walk_all_chains(self) -> Iterator[PackIndexEntry]:
         for offset, type_num in self._full_ofs:
@@ -219,12 +334,16 @@ class BoundedIndexer(PackIndexer):
             if base_sha not in self._pending_ref:
                 continue
             try:
-                type_num, _ = self._ext(base_sha)
+                type_num, built = self._ext(base_sha)
             except KeyError:
                 continue  # in this pack after all, or never resolvable (checked below)
             key: _Key = ("ext", base_sha)
             self._ext_refs.append(RawObjectID(base_sha))
-            for offset in self._pending_ref.pop(base_sha):
+            pending = self._pending_ref.pop(base_sha)
+            self._uses[key] = len(pending)
+            self._put(key, built)
+            del built
+            for offset in pending:
                 yield from self._walk(offset, type_num, key)
         self._ensure_no_pending()
 
@@ -234,69 +353,109 @@ class BoundedIndexer(PackIndexer):
         while todo:
             self._budget.check()
             offset, type_num, base_key = todo.pop()
-            if base_key is None and offset not in self._pending_ofs:
-                entry = self._stream(offset)
-                if entry is not None and entry[0] not in self._pending_ref:
-                    yield entry
-                    continue
+            # Keep what is built when a delta in this pack builds on it: known for an
+            # offset delta; a reference delta on it (rare in a pack) shows only once
+            # its id is known, and then it is built again from the base still held.
+            keep = offset in self._pending_ofs
             base = None if base_key is None else self._base(base_key)
-            if base_key is not None and base is not None and offset not in self._pending_ofs:
-                entry = self._stream_delta(offset, type_num, base_key, base)
-                if entry is not None and entry[0] not in self._pending_ref:
-                    del base
-                    yield entry
-                    continue
-            unpacked: UnpackedObject = self._resolve_object(offset, type_num, base)
-            del base
-            self._touched += unpacked.decomp_len or 0
-            if self._touched > DROP_PAGES_BYTES:
-                self._drop_pages()
-            yield self._result(unpacked)
+            entry, built = self._make(offset, type_num, base, keep)
+            yield entry
             children = [*self._pending_ofs.pop(offset, []),
-                        *self._pending_ref.pop(unpacked.sha(), [])]
+                        *self._pending_ref.pop(entry[0], [])]
+            if children and built is None:
+                built = self._make(offset, type_num, base, True)[1]
+            del base
+            self._release(base_key)
             if children:
-                assert unpacked.obj_chunks is not None and unpacked.obj_type_num is not None
-                self._recipe[offset] = (base_key, unpacked.obj_type_num)
-                self._put(offset, unpacked.obj_chunks)
-                todo.extend((child, unpacked.obj_type_num, offset) for child in children)
-            del unpacked
+                assert built is not None
+                self._recipe[offset] = (base_key, type_num)
+                self._uses[offset] = len(children)
+                self._put(offset, built)
+                todo.extend((child, type_num, offset) for child in children)
+            else:
+                _close(built)
+            del built
 
+    def _make(self, offset: int, type_num: int, base: _Built | None, keep: bool
+              ) -> tuple[PackIndexEntry, _Built | None]:
+        """Resolve the object at ``offset`` (on ``base`` when a delta): its index entry,
+        and its content when ``keep`` (None otherwise, for a large one)."""
+        large = self._large(offset, type_num, base, keep)
+        if large is not None:
+            return large
+        assert not isinstance(base, _Spooled)
+        unpacked: UnpackedObject = self._resolve_object(offset, type_num, base)
+        self._touched += unpacked.decomp_len or 0
+        if self._touched > DROP_PAGES_BYTES:
+            self._drop_pages()
+        assert unpacked.obj_chunks is not None
+        return self._result(unpacked), unpacked.obj_chunks
 
-    def _stream_delta(self, offset: int, type_num: int, base_key: _Key,
-                      base: bytes | list[bytes]) -> PackIndexEntry | None:
-        """(id, offset, crc32) of the delta at ``offset`` whose result is large and no
-        delta's base: applied to its (cached) base into the hash, slice by slice, never
-        built whole. None when the result is small enough to resolve as usual."""
-        from giter_agent.history import blob_stream
-
-        head = os.pread(self._fd, 64, offset)
-        i = 0
-        while head[i] & 0x80:
-            i += 1
-        kind, _size = _header(list(head[:i + 1]))
-        i += 1
-        if kind == OFS_DELTA:
-            while head[i] & 0x80:
-                i += 1
-            i += 1
-        else:
-            i += 20
+    def _large(self, offset: int, type_num: int, base: _Built | None, keep: bool
+               ) -> tuple[PackIndexEntry, _Built | None] | None:
+        """Resolve the object at ``offset`` in slices when it, or its base, is over
+        ``STREAM_BYTES``: inflated, or applied to its base (in memory or on disk), into
+        its hash and CRC, and into a temp file only when ``keep`` (a delta's base).
+        Never whole in memory. None for a small object on a small base: dulwich's
+        in-memory path is faster for those."""
         fh = blob_stream.PreadFile(self._fd)
         what = f"pack entry at {offset}".encode()
-        _base_size, result = blob_stream.delta_sizes(fh, offset + i, what)  # type: ignore[arg-type]
-        if result <= STREAM_BYTES:
+        _kind, size, data, _ref = blob_stream.entry_header(fh, offset, what)  # type: ignore[arg-type]
+        result = size if base is None else blob_stream.delta_sizes(fh, data, what)[1]  # type: ignore[arg-type]
+        if result <= STREAM_BYTES and not isinstance(base, _Spooled):
             return None
-        if not isinstance(base, bytes):
-            base = b"".join(base)
-            self._cache[base_key] = base  # joined once, in place of its chunks
+        if self._max_object is not None and result > self._max_object:
+            # Refused from the headers, before a byte of it is built or written.
+            raise BundleError(f"{what.decode()} builds an object of {result} bytes, over "
+                              f"max_object_bytes={self._max_object}", reason="TooLarge")
+        if result == 0 and type_num != 3:
+            from dulwich.errors import ApplyDeltaError
+
+            raise ApplyDeltaError(f"delta resolved to empty payload for type {type_num}")
         sha = self.hash_func()
         sha.update(object_header(type_num, result))
-        size, crc = blob_stream.apply_delta(fh, offset + i, base, sha.update,  # type: ignore[arg-type]
-                                            what, binascii.crc32(head[:i]))
-        if size != result:
-            raise zlib.error("delta result does not match its declared size")
+        tmp, write, done = blob_stream.spool(self._scratch, result) if keep else \
+            (b"", None, None)
+        budget = self._budget
+        seen = 0
+
+        def out(chunk: bytes) -> None:
+            nonlocal seen
+            sha.update(chunk)
+            if write is not None:
+                write(chunk)
+            seen += len(chunk)
+            if seen >= STREAM_BYTES:
+                seen = 0
+                budget.check()
+
+        crc = binascii.crc32(os.pread(self._fd, data - offset, offset))
+        try:
+            if base is None:
+                crc = blob_stream.inflate(fh, data, size, out, what, crc)  # type: ignore[arg-type]
+            else:
+                if isinstance(base, _Spooled):
+                    src: blob_stream.Base = base.fh
+                    base_size = base.size
+                else:
+                    src = base if isinstance(base, bytes) else b"".join(base)
+                    base_size = len(src)
+                _done, crc = blob_stream.apply_delta(fh, data, src, base_size, out,  # type: ignore[arg-type]
+                                                     what, crc)
+        except BaseException:
+            if not isinstance(tmp, bytes):
+                tmp.close()
+            raise
         self.streamed += 1
-        return RawObjectID(sha.digest()), offset, crc
+        built: _Built | None = None
+        if done is not None:
+            made = done()
+            if isinstance(made, bytes):
+                built = made
+            else:
+                self.spooled += 1
+                built = _Spooled(made, result)
+        return (RawObjectID(sha.digest()), offset, crc & 0xFFFFFFFF), built
 
     def _drop_pages(self) -> None:
         """Let go of the pack pages read so far through dulwich's mapping of the whole
@@ -307,58 +466,28 @@ class BoundedIndexer(PackIndexer):
         if isinstance(contents, mmap.mmap) and hasattr(mmap, "MADV_DONTNEED"):
             contents.madvise(mmap.MADV_DONTNEED)
 
-    def _stream(self, offset: int) -> PackIndexEntry | None:
-        """(id, offset, crc32) of the undeltified object at ``offset``, hashed from the
-        pack file in slices; None when it is small enough to inflate as usual."""
-        head = os.pread(self._fd, 32, offset)
-        i = 0
-        while head[i] & 0x80:
-            i += 1
-        kind, size = _header(list(head[:i + 1]))
-        if size <= STREAM_BYTES:
-            return None
-        sha = self.hash_func()
-        sha.update(object_header(kind, size))
-        crc = binascii.crc32(head[:i + 1])
-        z = zlib.decompressobj()
-        pos, done = offset + i + 1, 0
-        while not z.eof:
-            self._budget.check()
-            raw = os.pread(self._fd, _SLICE, pos)
-            if not raw:
-                raise zlib.error("EOF before end of zlib stream")
-            add = raw
-            while add and not z.eof:
-                out = z.decompress(add, _SLICE)
-                sha.update(out)
-                done += len(out)
-                if done > size:
-                    raise zlib.error("decompressed data exceeds expected size")
-                add = z.unconsumed_tail
-            used = len(raw) - len(z.unused_data)  # the compressed bytes of this entry
-            crc = binascii.crc32(raw[:used], crc)
-            pos += used
-        if done != size:
-            raise zlib.error("decompressed data does not match expected size")
-        self.streamed += 1
-        return RawObjectID(sha.digest()), offset, crc & 0xFFFFFFFF
-
 
 def add_pack(store: DiskObjectStore, read_all: Callable[[int], bytes],
-             read_some: Callable[[int], bytes], *, budget: Budget, cache_bytes: int
-             ) -> BoundedIndexer:
+             read_some: Callable[[int], bytes], *, budget: Budget, cache_bytes: int,
+             max_object_bytes: int | None = None) -> BoundedIndexer:
     """Copy a (thin) pack stream into ``store``, index it and complete it with its bases.
 
     The pack lands under ``store``'s pack directory only once indexed and completed; on
-    any error the temp file is removed. Returns the indexer (its counters, for tests).
+    any error the temp file is removed. Objects over ``STREAM_BYTES`` are resolved
+    through unnamed temp files in ``store``'s own directory (the quarantine), each
+    refused first when over ``max_object_bytes``. Returns the indexer (its counters, for
+    tests).
     """
     fd, tmp = tempfile.mkstemp(dir=store.path, prefix="tmp_pack_")
     path = Path(tmp)
+    indexer: BoundedIndexer | None = None
     try:
         with os.fdopen(fd, "w+b") as f:
             indexer = BoundedIndexer(f, store.object_format.hash_func,
                                      resolve_ext_ref=store.get_raw, budget=budget,
-                                     cache_bytes=cache_bytes)
+                                     cache_bytes=cache_bytes, store=store,
+                                     scratch=Path(store.path),
+                                     max_object_bytes=max_object_bytes)
             copier = LeanCopier(store.object_format.hash_func, read_all, read_some, f,
                                 delta_iter=indexer)  # type: ignore[arg-type]
             copier.verify(progress=budget.progress)
@@ -369,9 +498,10 @@ def add_pack(store: DiskObjectStore, read_all: Callable[[int], bytes],
                 entries = []
                 for entry in indexer:
                     entries.append(entry)
+                indexer.close()
                 ext_refs = set(indexer.ext_refs())
-            pack_sha, extra = extend_pack(f, ext_refs, get_raw=store.get_raw,
-                                          object_format=store.object_format)
+            pack_sha, extra = thin_bases.extend_pack(f, ext_refs, store, budget,
+                                                     over=STREAM_BYTES)
             f.flush()
             os.fsync(f.fileno())
         entries.extend(extra)
@@ -383,4 +513,8 @@ def add_pack(store: DiskObjectStore, read_all: Callable[[int], bytes],
     except BaseException:
         path.unlink(missing_ok=True)
         raise
+    finally:
+        if indexer is not None:
+            indexer.close()
+    assert indexer is not None
     return indexer

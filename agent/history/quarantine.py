@@ -394,7 +394,8 @@ class Gate:
             # fanned-out chain alive, and it re-reads every object afterwards with no
             # deadline. Bases are cached up to one largest object instead.
             pack_index.add_pack(store, reader.read_all, reader.read_some, budget=deadline,
-                                cache_bytes=self.caps.max_object_bytes)
+                                cache_bytes=self.caps.max_object_bytes,
+                                max_object_bytes=self.caps.max_object_bytes)
             reader.drain()
         except GiterError:
             raise
