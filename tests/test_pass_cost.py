@@ -9,7 +9,10 @@ those depending on them; a full pass still looks at every one (drift).
 
 from __future__ import annotations
 
+import ast
 import os
+import subprocess
+import sys
 from dataclasses import replace
 
 import pytest
@@ -229,3 +232,64 @@ def test_a_steady_sync_writes_only_its_record(tmp_path, publisher):
     # The state file holds the sync's time (whole seconds): rewritten, or the same.
     assert {k for k in after if after[k] != before.get(k)} <= {
         str(rig.state_dir / "state.msgpack")}
+
+
+def test_a_stick_already_taken_is_answered_from_its_header(tmp_path, publisher,
+                                                           monkeypatch):
+    """The bundle the device accepted, synced again: its header names the accepted tip,
+    so no quarantine is opened (nothing read past the header, nothing written or
+    fsynced) and no trust file is loaded; a bundle with a new tip goes the whole way."""
+    from giter_agent.history.store import History
+
+    rig = Rig(tmp_path, publisher)
+    rig.publish({"f00.yaml": spec(rig)["f00.yaml"]})
+    agent = rig.agent(clock=Clock(), factory=MockFactory())
+    try:
+        assert agent.sync([rig.bundle()], source="test").exit_code == 0
+        opened: list[str] = []
+        quarantine = History.quarantine
+        monkeypatch.setattr(History, "quarantine", lambda self, path, budget=None: (
+            opened.append(str(path)), quarantine(self, path, budget))[1])
+        roots: list[int] = []
+        trust_root = agent._trust_root
+        monkeypatch.setattr(agent, "_trust_root", lambda: (roots.append(1), trust_root())[1])
+
+        report = agent.sync([rig.bundle()], source="test")
+        assert [(v.verdict, v.reason) for v in report.bundles] == [("up-to-date", "UpToDate")]
+        assert (opened, roots) == ([], [])
+
+        rig.publish({"f01.yaml": spec(rig)["f01.yaml"]})
+        report = agent.sync([rig.bundle()], source="test")
+        assert [v.verdict for v in report.bundles] == ["applied"]
+        assert len(opened) == 1 and roots == [1]
+    finally:
+        agent.close()
+
+
+# What a steady `giter-agent sync` of a stick it already took must not load: the
+# signature check and the signer (cryptography), git's repository plumbing it does not
+# use, the plug-in entry-point scan (importlib.metadata, email), importlib.resources.
+NOT_ON_THE_STEADY_PATH = ("cryptography", "giter_agent.trust.spec_rule",
+                          "giter_agent.trust.sshsig", "giter_agent.trust.trust_files",
+                          "dulwich.repo", "dulwich.index", "importlib.metadata", "email",
+                          "importlib.resources", "secrets")
+
+
+def test_a_steady_sync_process_loads_only_what_it_uses(tmp_path, publisher):
+    rig = Rig(tmp_path, publisher)
+    rig.publish({"f00.yaml": spec(rig)["f00.yaml"]})
+    bundle = rig.bundle()
+    assert rig.cli("sync", "--bundle", bundle) == 0
+    script = ("import sys\nfrom giter_agent.cli.main import main\n"
+              "code = main(sys.argv[1:])\n"
+              "print('LOADED', sorted(sys.modules))\nsys.exit(code)\n")
+    proc = subprocess.run([sys.executable, "-c", script, "-c", str(rig.config), "sync",
+                           "--bundle", str(bundle)], capture_output=True, text=True,
+                          check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "up-to-date" in proc.stdout
+    loaded = ast.literal_eval(proc.stdout.split("LOADED ", 1)[1].strip())
+    unwanted = sorted(m for m in loaded
+                      if any(m == bad or m.startswith(bad + ".")
+                             for bad in NOT_ON_THE_STEADY_PATH))
+    assert unwanted == []
