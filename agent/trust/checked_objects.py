@@ -81,8 +81,13 @@ class CheckedReader:
         self.store = store
         self._kept: dict[bytes, bytes] = {}
         self._room = keep_bytes
-        self._packs = [*getattr(store, "packs", ()),
-                       *(p for alt in getattr(store, "alternates", ()) for p in alt.packs)]
+        from giter_agent.history.pack_read import PackReader
+
+        # Packs read straight from their mapping (``history.pack_read``): hashing every
+        # object below makes how it was read irrelevant to what is trusted.
+        self._packs = [PackReader(p) for p in (
+            *getattr(store, "packs", ()),
+            *(p for alt in getattr(store, "alternates", ()) for p in alt.packs))]
 
     def _get_raw(self, oid: bytes) -> tuple[int, bytes]:
         for pack in self._packs:

@@ -200,10 +200,12 @@ def verify_update(object_store: Any, accepted: bytes | None, new: bytes, root: T
                         genesis=root.genesis, max_commits=max_commits)
     sets = TrustFiles(read, root)
     signers: dict[bytes, str] = {}
+    prints: dict[PublicKey, str] = {}  # a fingerprint is a hash: once per key, not commit
     for oid in order:
         if budget is not None:
             budget.check()
-        signers[oid] = verify_commit(read, oid, root, sets).fingerprint()
+        key = verify_commit(read, oid, root, sets)
+        signers[oid] = prints.get(key) or prints.setdefault(key, key.fingerprint())
     if branch is not None:
         _check_branch(read, new, branch, sets)
     return Verified(new, tuple(order), signers, _tip_expires(read, new))

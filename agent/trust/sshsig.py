@@ -108,10 +108,23 @@ class _Reader:
         return out
 
     def u32(self) -> int:
-        return struct.unpack(">I", self.raw(4))[0]
+        pos = self._pos
+        if len(self._data) - pos < 4:
+            raise self.error("truncated")
+        self._pos = pos + 4
+        return int.from_bytes(self._data[pos:pos + 4], "big")
 
     def string(self) -> bytes:
-        return self.raw(self.u32())
+        # A u32 length, then that many bytes: in one step (every signature reads several).
+        data, pos = self._data, self._pos
+        if len(data) - pos < 4:
+            raise self.error("truncated")
+        n = int.from_bytes(data[pos:pos + 4], "big")
+        pos += 4
+        if len(data) - pos < n:
+            raise self.error("truncated")
+        self._pos = pos + n
+        return data[pos:pos + n]
 
     def text(self) -> str:
         value = self.string()
