@@ -266,20 +266,20 @@ def test_a_stick_already_taken_is_answered_from_its_header(tmp_path, publisher,
         agent.close()
 
 
-# What a steady `giter-agent sync` of a stick it already took must not load: the
-# signature check and the signer (cryptography), git's repository plumbing it does not
-# use, the plug-in entry-point scan (importlib.metadata, email), importlib.resources.
-NOT_ON_THE_STEADY_PATH = ("cryptography", "giter_agent.trust.spec_rule",
-                          "giter_agent.trust.sshsig", "giter_agent.trust.trust_files",
-                          "dulwich.repo", "dulwich.index", "importlib.metadata", "email",
-                          "importlib.resources", "secrets")
+# What a `giter-agent sync` of a stick must not load: the plug-in entry-point scan
+# (importlib.metadata, email), git's repository plumbing it does not use, the network
+# transport, importlib.resources, secrets. A stick the device already took loads no
+# verifier, no trust file and no cryptography either.
+NEVER_ON_A_STICK_SYNC = ("importlib.metadata", "email", "dulwich.repo", "dulwich.index",
+                         "importlib.resources", "secrets", "giter_agent.transport.network",
+                         "ssl", "socket", "http")
+NOT_ON_THE_STEADY_PATH = (*NEVER_ON_A_STICK_SYNC, "cryptography",
+                          "giter_agent.trust.spec_rule", "giter_agent.trust.sshsig",
+                          "giter_agent.trust.trust_files")
 
 
-def test_a_steady_sync_process_loads_only_what_it_uses(tmp_path, publisher):
-    rig = Rig(tmp_path, publisher)
-    rig.publish({"f00.yaml": spec(rig)["f00.yaml"]})
-    bundle = rig.bundle()
-    assert rig.cli("sync", "--bundle", bundle) == 0
+def loaded_by_sync(rig: Rig, bundle) -> list[str]:
+    """The modules a fresh `giter-agent sync --bundle` process had loaded at its end."""
     script = ("import sys\nfrom giter_agent.cli.main import main\n"
               "code = main(sys.argv[1:])\n"
               "print('LOADED', sorted(sys.modules))\nsys.exit(code)\n")
@@ -287,9 +287,28 @@ def test_a_steady_sync_process_loads_only_what_it_uses(tmp_path, publisher):
                            "--bundle", str(bundle)], capture_output=True, text=True,
                           check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "up-to-date" in proc.stdout
-    loaded = ast.literal_eval(proc.stdout.split("LOADED ", 1)[1].strip())
-    unwanted = sorted(m for m in loaded
-                      if any(m == bad or m.startswith(bad + ".")
-                             for bad in NOT_ON_THE_STEADY_PATH))
-    assert unwanted == []
+    return ast.literal_eval(proc.stdout.split("LOADED ", 1)[1].strip())
+
+
+def unwanted(loaded: list[str], banned: tuple[str, ...]) -> list[str]:
+    return sorted(m for m in loaded
+                  if any(m == bad or m.startswith(bad + ".") for bad in banned))
+
+
+def test_a_steady_sync_process_loads_only_what_it_uses(tmp_path, publisher):
+    rig = Rig(tmp_path, publisher)
+    rig.publish({"f00.yaml": spec(rig)["f00.yaml"]})
+    bundle = rig.bundle()
+    assert rig.cli("sync", "--bundle", bundle) == 0
+    assert unwanted(loaded_by_sync(rig, bundle), NOT_ON_THE_STEADY_PATH) == []
+
+
+def test_a_sync_of_new_commits_loads_only_what_it_uses(tmp_path, publisher):
+    rig = Rig(tmp_path, publisher)
+    rig.publish({"f00.yaml": spec(rig)["f00.yaml"]})
+    assert rig.cli("sync", "--bundle", rig.bundle()) == 0
+    tip = rig.publish({"f01.yaml": spec(rig)["f01.yaml"]})
+    loaded = loaded_by_sync(rig, rig.bundle())
+    assert rig.state().accepted == tip  # verified and taken in: the path was the real one
+    assert "giter_agent.trust.spec_rule" in loaded
+    assert unwanted(loaded, NEVER_ON_A_STICK_SYNC) == []

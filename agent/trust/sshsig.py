@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import (
     decode_dss_signature,
@@ -197,6 +197,10 @@ class PublicKey:
     @classmethod
     def from_cryptography(cls, public_key) -> PublicKey:
         """The ``PublicKey`` of a ``cryptography`` public key object."""
+        # Imported where used: the serialization package loads the SSH private-key
+        # format and every cipher (about 15 ms), which verifying a signature never needs.
+        from cryptography.hazmat.primitives import serialization
+
         line = public_key.public_bytes(serialization.Encoding.OpenSSH,
                                        serialization.PublicFormat.OpenSSH)
         return cls.from_openssh(line)
@@ -501,6 +505,8 @@ def sign(private_key: PrivateKey, message: bytes, namespace: str = "git",
 
 def load_private_key(path: Path) -> PrivateKey:
     """An unencrypted OpenSSH private key file (``ssh-keygen -N ''``)."""
+    from cryptography.hazmat.primitives import serialization
+
     key = serialization.load_ssh_private_key(Path(path).read_bytes(), password=None)
     if not isinstance(key, ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey
                       | rsa.RSAPrivateKey):
@@ -514,6 +520,8 @@ def generate_ed25519() -> ed25519.Ed25519PrivateKey:
 
 def private_key_openssh_bytes(private_key: PrivateKey) -> bytes:
     """The key as an unencrypted ``-----BEGIN OPENSSH PRIVATE KEY-----`` file body."""
+    from cryptography.hazmat.primitives import serialization
+
     return private_key.private_bytes(serialization.Encoding.PEM,
                                      serialization.PrivateFormat.OpenSSH,
                                      serialization.NoEncryption())
