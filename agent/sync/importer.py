@@ -72,11 +72,14 @@ class SpecImporter:
 
     def _import_file(self, history: History, state: State, root: RootOrLoader, path: Path,
                      budget: Budget) -> BundleVerdict:
+        def announced() -> dict[bytes, bytes]:
+            budget.check()  # every bundle's every stage spends the sync's one budget
+            return history.announced_refs(path)
+
         # A file name comes from a stick: shown escaped (not UTF-8, a newline) everywhere.
         return self.import_one(history, state, root, shown(path.name),
                                lambda: history.quarantine(path, budget), budget,
-                               older_is_nothing_new=True,
-                               announced=lambda: history.announced_refs(path))
+                               older_is_nothing_new=True, announced=announced)
 
     def import_one(self, history: History, state: State, root: RootOrLoader, name: str,
                    open_quarantine: Callable[[], contextlib.AbstractContextManager[Any]],
