@@ -5,7 +5,8 @@ dulwich's ``Pack.get_raw`` goes through several layers per object (an unpacked-o
 record, a streaming inflater fed in chunks, a delta stack, a locked offset cache); for
 a commit or a tree of a few hundred bytes that costs several times the inflating
 itself. ``PackReader.get_raw`` reads the entry header at the index's offset, inflates
-the entry in one call, and applies a delta with dulwich's C ``apply_delta``, keeping
+the entry in one call, and applies a delta with dulwich's ``apply_delta`` (its C one when
+dulwich was built with it), keeping
 recent delta bases in a small cache capped in bytes (a linear history's trees are
 chains of deltas of each other).
 
@@ -21,7 +22,10 @@ import zlib
 from collections import OrderedDict
 from typing import Any
 
-from dulwich._pack import apply_delta
+try:  # dulwich's C extension, when it was built (a pure-Python install has none)
+    from dulwich._pack import apply_delta
+except ImportError:  # pragma: no cover - depends on how dulwich was installed
+    from dulwich.pack import apply_delta
 
 OFS_DELTA, REF_DELTA = 6, 7
 BASE_TYPES = (1, 2, 3, 4)  # commit, tree, blob, tag
@@ -88,7 +92,8 @@ class PackReader:
         else:
             raise _Unsimple
         base_type, base = self._at(base_offset, depth + 1)
-        out = base_type, b"".join(apply_delta(base, self._inflate(pos, size)))
+        result = apply_delta(base, self._inflate(pos, size))
+        out = base_type, result if isinstance(result, bytes) else b"".join(result)
         self._keep(base_offset, base_type, base)
         return out
 
