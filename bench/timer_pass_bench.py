@@ -3,7 +3,8 @@
 Builds a device with N File resources and one CPU-temperature Sensor sampled every
 10 s (a signed spec from a real publisher repository, synced once), then runs the
 daemon's timer pass several times with nothing changed (the sensor reads the same
-value), for N = 10 and N = 1,000, and prints the median time per pass and the ratio.
+value), for N = 10 and N = 1,000 with their passes interleaved (a busy machine slows
+both alike), and prints the median time per pass and the ratio.
 The timer pass is what the daemon runs when the sensor's wakeup is due
 (``Agent.reconcile_pass(due_only=True)`` at ``Agent.next_wakeup()``); a full pass
 (every resource looked at, as every sync does) is measured too. It also counts, for
@@ -11,7 +12,7 @@ the no-change passes, the YAML documents parsed, the status documents serialised
 the files added to the repository (all should be 0).
 
     python3 bench/timer_pass_bench.py               # 10 vs 1,000 resources
-    python3 bench/timer_pass_bench.py --sizes 10 100 1000 --passes 9
+    python3 bench/timer_pass_bench.py --sizes 10 100 1000 --passes 31
 
 Results: docs/performance.md, "A timer pass that changes nothing".
 """
@@ -76,17 +77,19 @@ class Counts:
         self.parses = self.dumps = self.objects = 0
 
 
-def measure(n: int, passes: int, counts: Counts, full: bool
-            ) -> tuple[float, tuple[int, int, int]]:
-    from gpiozero.pins.mock import MockFactory
+class Device:
+    """A device with ``n`` File resources and the sensor, synced once and settled."""
 
-    from giter_agent.config.agent_toml import load
-    from giter_agent.sync.agent import Agent
-    from giter_agent.trust import sshsig
-    from giter_bundle.publisher import PublisherRepo
+    def __init__(self, n: int, full: bool) -> None:
+        from gpiozero.pins.mock import MockFactory
 
-    work = Path(tempfile.mkdtemp(prefix="timer-pass-"))
-    try:
+        from giter_agent.config.agent_toml import load
+        from giter_agent.sync.agent import Agent
+        from giter_agent.trust import sshsig
+        from giter_bundle.publisher import PublisherRepo
+
+        self.full = full
+        self.work = work = Path(tempfile.mkdtemp(prefix="timer-pass-"))
         root = work / "root"
         root.mkdir()
         key = sshsig.generate_ed25519()
@@ -108,36 +111,61 @@ def measure(n: int, passes: int, counts: Counts, full: bool
         config.write_text(
             f'device_id = "{DEVICE}"\nstate_dir = "state"\nboard = "generic-mock"\n'
             f'allowed_signers = "{signers}"\n[files]\nroots = ["{root}"]\n')
-        clock = Clock(1_800_000_000.0)
+        self.clock = Clock(1_800_000_000.0)
         factory = MockFactory()
-        agent = Agent(load(config), clock=clock, pin_factory_maker=lambda board: factory)
-        agent.ctx.sysfs = work / "sys"
-        report = agent.sync([bundle], source="bench")
+        self.agent = Agent(load(config), clock=self.clock,
+                           pin_factory_maker=lambda board: factory)
+        self.agent.ctx.sysfs = work / "sys"
+        report = self.agent.sync([bundle], source="bench")
         assert report.exit_code == 0, (report.outcome, report.not_ready)
-        agent.reconcile_pass()  # the first timer pass may still settle something
-        objects = work / "state" / "repo.git" / "objects"
-        before = sum(1 for p in objects.rglob("*") if p.is_file())
-        counts.reset()
-        times = []
+        self.agent.reconcile_pass()  # the first timer pass may still settle something
+        self.objects = work / "state" / "repo.git" / "objects"
+        self.before = self.count_objects()
+
+    def count_objects(self) -> int:
+        return sum(1 for p in self.objects.rglob("*") if p.is_file())
+
+    def one_pass(self) -> float:
+        """One pass, as the daemon runs it when the sensor's wakeup is due: seconds."""
+        wake = self.agent.next_wakeup()
+        assert wake is not None, "the sensor asks for its next sample"
+        self.clock.now = max(wake, self.clock.now)
+        t0 = time.perf_counter()
+        self.agent.reconcile_pass(source="bench", due_only=not self.full)
+        return time.perf_counter() - t0
+
+    def close(self) -> None:
+        self.agent.close()
+        shutil.rmtree(self.work, ignore_errors=True)
+
+
+def measure(sizes: list[int], passes: int, counts: Counts, full: bool
+            ) -> dict[int, tuple[float, tuple[int, int, int]]]:
+    """Median seconds per pass and (parses, dumps, objects written) per pass, by size;
+    the sizes' passes interleaved, so a busy machine slows them alike."""
+    devices = {n: Device(n, full) for n in sizes}
+    try:
+        times: dict[int, list[float]] = {n: [] for n in sizes}
+        work = {n: [0, 0] for n in sizes}
         for _ in range(passes):
-            wake = agent.next_wakeup()
-            assert wake is not None, "the sensor asks for its next sample"
-            clock.now = max(wake, clock.now)
-            t0 = time.perf_counter()
-            agent.reconcile_pass(source="bench", due_only=not full)
-            times.append(time.perf_counter() - t0)
-        after = sum(1 for p in objects.rglob("*") if p.is_file())
-        agent.close()
-        return statistics.median(times), (counts.parses // passes, counts.dumps // passes,
-                                          after - before)
+            for n, dev in devices.items():
+                counts.reset()
+                times[n].append(dev.one_pass())
+                work[n][0] += counts.parses
+                work[n][1] += counts.dumps
+        return {n: (statistics.median(times[n]),
+                    (work[n][0] // passes, work[n][1] // passes,
+                     dev.count_objects() - dev.before))
+                for n, dev in devices.items()}
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        for dev in devices.values():
+            dev.close()
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--sizes", type=int, nargs="+", default=[10, 1000])
-    p.add_argument("--passes", type=int, default=7)
+    p.add_argument("--passes", type=int, default=21)
     args = p.parse_args()
     counts = Counts()
     counts.install()
@@ -145,8 +173,9 @@ def main() -> None:
         what = "full pass (every resource)" if full else "timer pass (the sensor's wakeup)"
         print(f"== {what}, nothing changed")
         results = {}
+        measured = measure(args.sizes, args.passes, counts, full)
         for n in args.sizes:
-            median, (parses, dumps, written) = measure(n, args.passes, counts, full)
+            median, (parses, dumps, written) = measured[n]
             results[n] = median
             print(f"{n:>6} files: {1000 * median:8.1f} ms per pass (median of "
                   f"{args.passes}); per pass: {parses} YAML parses, {dumps} status documents "

@@ -128,6 +128,11 @@ def _agent(tmp_path: Path, publisher, budget_s: int, clock: TickingClock) -> Age
 def test_one_budget_is_shared_by_every_bundle_of_a_sync(tmp_path, publisher):
     for i in range(3):
         publisher.commit(f"c{i}")
+    # An older stick: its header names a commit other than the accepted tip, so it is
+    # read whole before it is found to bring nothing new (a copy of the accepted tip's
+    # bundle is answered from its header and costs the budget next to nothing).
+    older = publisher.bundle(tmp_path / "older.bundle")
+    publisher.commit("c3")
     one = publisher.bundle(tmp_path / "one.bundle")
 
     def reads(bundles: list[Path], budget_s: int, where: Path) -> tuple[int, list]:
@@ -148,19 +153,20 @@ def test_one_budget_is_shared_by_every_bundle_of_a_sync(tmp_path, publisher):
     agent = _agent(agent_dir, publisher, 86400, clock)
     agent.sync([one], "usb")
     clock.reads = 0
-    agent.sync([one], "usb")
+    agent.sync([older], "usb")
     again = clock.reads
     agent.close()
 
-    # Three copies of the bundle: the first two fit the budget, the third does not.
+    # The new bundle and two copies of the older one: the first two fit the budget,
+    # the third does not.
     stick = tmp_path / "stick"
     stick.mkdir()
     copies = []
-    for name in ("a", "b", "c"):
+    for name, source in (("a", one), ("b", older), ("c", older)):
         copies.append(stick / f"{name}.bundle")
-        copies[-1].write_bytes(one.read_bytes())
+        copies[-1].write_bytes(source.read_bytes())
     budget = first + again + again // 2
     _, verdicts = reads(copies, budget, tmp_path / "device")
     assert verdicts == [("a.bundle", "applied", "Verified"),
-                        ("b.bundle", "up-to-date", "UpToDate"),
+                        ("b.bundle", "up-to-date", "OlderSpec"),
                         ("c.bundle", "refused", "TimeBudgetExceeded")]

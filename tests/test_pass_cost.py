@@ -9,7 +9,11 @@ those depending on them; a full pass still looks at every one (drift).
 
 from __future__ import annotations
 
+import ast
 import os
+import subprocess
+import sys
+from dataclasses import replace
 
 import pytest
 from gpiozero.pins.mock import MockFactory
@@ -98,12 +102,16 @@ def test_a_pass_that_changes_nothing_parses_serialises_and_writes_nothing(
         before = (objects(rig), os.stat(state_file).st_ino, rig.state().status_tip)
         count = Counted(monkeypatch, agent)
         dumped = agent.applier.documents.dumped
+        store = agent.state_store
+        unpacked, packed = store.unpacked, store.packed
         for _ in range(3):
             settle(agent, clock)
             report = agent.reconcile_pass(due_only=due_only)
             assert report.outcome == "up-to-date" and report.not_ready == []
         assert count.parses == 0  # the spec was parsed once, for its commit
         assert agent.applier.documents.dumped == dumped  # no status document re-serialised
+        # The state file is neither read back nor packed: the store remembers it.
+        assert (store.unpacked, store.packed) == (unpacked, packed)
         # No object written (not even an existing one again), no state file replaced, no
         # status commit.
         assert (objects(rig), os.stat(state_file).st_ino, rig.state().status_tip) == before
@@ -190,10 +198,14 @@ def test_status_documents_are_rendered_from_what_they_hold_now():
     first = documents.files("d", records, {"s": 1})
     assert first == status_files("d", records, {"s": 1})
     assert documents.files("d", records, {"s": 1}) == first and documents.dumped == 2
-    # A record changed in place (nested) is noticed: the memory holds copies.
-    record.status["n"] = 2
+    # An equal record made anew (what a full pass makes) is compared, not serialised.
+    records = {"File/a": replace(record, status={"n": 1})}
+    assert documents.files("d", records, {"s": 1}) == first and documents.dumped == 2
+    # A new record whose nested contents differ is noticed: the memory holds copies, so
+    # a document shared with the last record and changed since cannot look current.
     assert record.document is not None
     record.document["spec"]["x"].append(2)
+    records = {"File/a": replace(record, status={"n": 2})}
     again = documents.files("d", records, {"s": 1})
     assert again == status_files("d", records, {"s": 1}) and documents.dumped == 3
     assert b"n: 2" in again["devices/d/a.yaml"] and b"- 2" in again["devices/d/a.yaml"]
@@ -220,3 +232,83 @@ def test_a_steady_sync_writes_only_its_record(tmp_path, publisher):
     # The state file holds the sync's time (whole seconds): rewritten, or the same.
     assert {k for k in after if after[k] != before.get(k)} <= {
         str(rig.state_dir / "state.msgpack")}
+
+
+def test_a_stick_already_taken_is_answered_from_its_header(tmp_path, publisher,
+                                                           monkeypatch):
+    """The bundle the device accepted, synced again: its header names the accepted tip,
+    so no quarantine is opened (nothing read past the header, nothing written or
+    fsynced) and no trust file is loaded; a bundle with a new tip goes the whole way."""
+    from giter_agent.history.store import History
+
+    rig = Rig(tmp_path, publisher)
+    rig.publish({"f00.yaml": spec(rig)["f00.yaml"]})
+    agent = rig.agent(clock=Clock(), factory=MockFactory())
+    try:
+        assert agent.sync([rig.bundle()], source="test").exit_code == 0
+        opened: list[str] = []
+        quarantine = History.quarantine
+        monkeypatch.setattr(History, "quarantine", lambda self, path, budget=None: (
+            opened.append(str(path)), quarantine(self, path, budget))[1])
+        roots: list[int] = []
+        trust_root = agent._trust_root
+        monkeypatch.setattr(agent, "_trust_root", lambda: (roots.append(1), trust_root())[1])
+
+        report = agent.sync([rig.bundle()], source="test")
+        assert [(v.verdict, v.reason) for v in report.bundles] == [("up-to-date", "UpToDate")]
+        assert (opened, roots) == ([], [])
+
+        rig.publish({"f01.yaml": spec(rig)["f01.yaml"]})
+        report = agent.sync([rig.bundle()], source="test")
+        assert [v.verdict for v in report.bundles] == ["applied"]
+        assert len(opened) == 1 and roots == [1]
+    finally:
+        agent.close()
+
+
+# What a `giter-agent sync` of a stick must not load: the plug-in entry-point scan
+# (importlib.metadata, email), git's repository plumbing it does not use, the network
+# transport, importlib.resources, secrets. A stick the device already took loads no
+# verifier, no trust file and no cryptography either.
+NEVER_ON_A_STICK_SYNC = ("importlib.metadata", "email", "dulwich.repo", "dulwich.index",
+                         "importlib.resources", "secrets", "giter_agent.transport.network",
+                         "ssl", "socket", "http")
+NOT_ON_THE_STEADY_PATH = (*NEVER_ON_A_STICK_SYNC, "cryptography",
+                          "giter_agent.trust.spec_rule", "giter_agent.trust.sshsig",
+                          "giter_agent.trust.trust_files")
+
+
+def loaded_by_sync(rig: Rig, bundle) -> list[str]:
+    """The modules a fresh `giter-agent sync --bundle` process had loaded at its end."""
+    script = ("import sys\nfrom giter_agent.cli.main import main\n"
+              "code = main(sys.argv[1:])\n"
+              "print('LOADED', sorted(sys.modules))\nsys.exit(code)\n")
+    proc = subprocess.run([sys.executable, "-c", script, "-c", str(rig.config), "sync",
+                           "--bundle", str(bundle)], capture_output=True, text=True,
+                          check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return ast.literal_eval(proc.stdout.split("LOADED ", 1)[1].strip())
+
+
+def unwanted(loaded: list[str], banned: tuple[str, ...]) -> list[str]:
+    return sorted(m for m in loaded
+                  if any(m == bad or m.startswith(bad + ".") for bad in banned))
+
+
+def test_a_steady_sync_process_loads_only_what_it_uses(tmp_path, publisher):
+    rig = Rig(tmp_path, publisher)
+    rig.publish({"f00.yaml": spec(rig)["f00.yaml"]})
+    bundle = rig.bundle()
+    assert rig.cli("sync", "--bundle", bundle) == 0
+    assert unwanted(loaded_by_sync(rig, bundle), NOT_ON_THE_STEADY_PATH) == []
+
+
+def test_a_sync_of_new_commits_loads_only_what_it_uses(tmp_path, publisher):
+    rig = Rig(tmp_path, publisher)
+    rig.publish({"f00.yaml": spec(rig)["f00.yaml"]})
+    assert rig.cli("sync", "--bundle", rig.bundle()) == 0
+    tip = rig.publish({"f01.yaml": spec(rig)["f01.yaml"]})
+    loaded = loaded_by_sync(rig, rig.bundle())
+    assert rig.state().accepted == tip  # verified and taken in: the path was the real one
+    assert "giter_agent.trust.spec_rule" in loaded
+    assert unwanted(loaded, NEVER_ON_A_STICK_SYNC) == []

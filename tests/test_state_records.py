@@ -9,7 +9,9 @@ same map, so an upgraded board keeps its state.
 
 from __future__ import annotations
 
+import os
 import shutil
+from dataclasses import FrozenInstanceError
 from pathlib import Path
 
 import msgpack
@@ -71,7 +73,7 @@ def test_every_field_of_a_record_survives_the_state_file(tmp_path):
                                                          "notBefore": 1_800_000_060.5}
     assert set(raw["network"]) == {"url", "state", "reason", "message", "since", "failures",
                                    "lastAttempt", "lastContact", "hubStatus"}
-    again = store.load()
+    again = StateStore(tmp_path).load()  # a fresh store: read back from the file
     assert again.resources == {"Sensor/cpu": record} and again.network == net
     assert not again.resources["Sensor/cpu"].ready
 
@@ -89,3 +91,103 @@ def test_a_record_of_the_wrong_shape_is_a_corrupt_state_not_a_traceback(tmp_path
     with pytest.raises(GiterError) as err:
         StateStore(tmp_path).load()
     assert err.value.reason == "StateCorrupt"
+
+
+# -- the store remembers the file it last read or wrote ----------------------------------
+
+def record(n: int, status: str = "True") -> ResourceRecord:
+    return ResourceRecord("File", f"f{n}", f"devices/d/f{n}.yaml",
+                          status={"conditions": [{"type": "Ready", "status": status}]})
+
+
+def many(n: int) -> State:
+    return State(accepted="c1", applied="c1",
+                 resources={f"File/f{i}": record(i) for i in range(n)})
+
+
+def test_a_record_is_a_value_that_cannot_be_changed_in_place():
+    rec = record(1)
+    with pytest.raises(FrozenInstanceError):
+        rec.status = {}  # type: ignore[misc]
+    assert rec.ready and not record(2, "False").ready
+
+
+def test_a_pass_that_keeps_every_record_reads_packs_and_writes_nothing(tmp_path):
+    store = StateStore(tmp_path)
+    store.save(many(100))
+    path = tmp_path / "state.msgpack"
+    written = os.stat(path)
+    unpacked, packed = store.unpacked, store.packed
+    for _ in range(3):
+        state = store.load()
+        state.resources = dict(state.resources)  # a pass makes a new map of the same records
+        state.conditions = []
+        store.save(state)
+    assert (store.unpacked, store.packed) == (unpacked, packed)
+    assert os.stat(path).st_ino == written.st_ino
+    # A record made anew with the same contents is compared, still not packed.
+    state = store.load()
+    state.resources["File/f3"] = record(3)
+    store.save(state)
+    assert (store.unpacked, store.packed) == (unpacked, packed)
+    assert os.stat(path).st_ino == written.st_ino
+
+
+def test_a_changed_record_is_written_and_read_back(tmp_path):
+    store = StateStore(tmp_path)
+    store.save(many(10))
+    state = store.load()
+    state.resources["File/f3"] = record(3, "False")
+    store.save(state)
+    assert not StateStore(tmp_path).load().resources["File/f3"].ready
+    assert not store.load().resources["File/f3"].ready
+
+
+def test_a_copy_handed_out_does_not_change_what_the_store_remembers(tmp_path):
+    store = StateStore(tmp_path)
+    store.save(many(3))
+    state = store.load()
+    state.accepted = "c2"
+    state.resources["File/f9"] = record(9)
+    state.last_sync["time"] = "now"
+    state.conditions.append({"type": "Stale"})
+    again = store.load()  # the pass that changed its copy never saved it
+    assert again.accepted == "c1" and "File/f9" not in again.resources
+    assert again.last_sync == {} and again.conditions == []
+
+
+def test_a_write_by_another_process_is_seen(tmp_path):
+    daemon, other = StateStore(tmp_path), StateStore(tmp_path)
+    daemon.save(many(3))
+    assert daemon.load().accepted == "c1"
+    state = other.load()
+    state.accepted = "c2"
+    state.resources["File/f1"] = record(1, "False")
+    other.save(state)
+    again = daemon.load()
+    assert again.accepted == "c2" and not again.resources["File/f1"].ready
+    assert daemon.unpacked == 1
+    # And the daemon's next save starts from the file, not from what it remembered.
+    again.applied = "c2"
+    daemon.save(again)
+    assert StateStore(tmp_path).load().accepted == "c2"
+
+
+def test_a_write_that_failed_is_not_remembered(tmp_path, monkeypatch):
+    from giter_agent.state import store as store_module
+
+    store = StateStore(tmp_path)
+    store.save(many(3))
+    state = store.load()
+    state.accepted = "c2"
+
+    def full(*_a, **_k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(store_module, "atomic_write", full)
+    with pytest.raises(OSError):
+        store.save(state)
+    monkeypatch.undo()
+    assert store.load().accepted == "c1"  # what the file holds
+    store.save(state)  # the same state again: written now, not taken for unchanged
+    assert StateStore(tmp_path).load().accepted == "c2"

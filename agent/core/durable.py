@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import secrets
 import stat
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -44,7 +43,7 @@ TEMP_SUFFIX = ".giter-tmp"
 
 def temp_name(target: str) -> str:
     """A fresh, unguessable temp file name for writing ``target`` (a plain name)."""
-    return f".{target}.{secrets.token_hex(4)}{TEMP_SUFFIX}"
+    return f".{target}.{os.urandom(4).hex()}{TEMP_SUFFIX}"
 
 
 def is_temp_name(name: str) -> bool:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import re
 import tomllib
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -48,9 +47,18 @@ class Board:
         return self.pins[logical]
 
 
+def _shipped_folder() -> Path:
+    """The folder of the shipped board configs (the ``giter_boards`` package: a plain
+    folder, installed as files; not ``importlib.resources``, whose import alone costs a
+    one-shot sync several milliseconds)."""
+    import giter_boards
+
+    return Path(giter_boards.__file__).parent
+
+
 def shipped_boards() -> list[str]:
     """Names of the board configs that ship with the agent."""
-    folder = resources.files("giter_boards")
+    folder = _shipped_folder()
     return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".toml"))
 
 
@@ -71,9 +79,8 @@ def load_board(name_or_path: str, base: Path | None = None) -> Board:
                 f"board: unknown board {name_or_path!r}; shipped boards: "
                 + ", ".join(shipped_boards())
             )
-        ref = resources.files("giter_boards") / f"{name_or_path}.toml"
-        text = ref.read_text(encoding="utf-8")
-        source = Path(str(ref))
+        source = _shipped_folder() / f"{name_or_path}.toml"
+        text = source.read_text(encoding="utf-8")
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -141,7 +148,7 @@ def detect_board(model_file: Path = DEVICE_TREE_MODEL) -> tuple[str | None, str]
     text): ``giter_agent.device.models``, over the shipped board configs."""
     from giter_agent.device.models import detect
 
-    return detect(Path(str(resources.files("giter_boards"))), model_file)
+    return detect(_shipped_folder(), model_file)
 
 
 def make_pin_factory(board: Board) -> Any:

@@ -26,6 +26,7 @@ _IDENT = re.compile(rb"[^<>\n]*<[^<>\n]*> [0-9]{1,20} [+-][0-9]{4}")
 _ORDER = (("tree", "1"), ("parent", "*"), ("author", "1"), ("committer", "1"),
           ("encoding", "?"), ("mergetag", "*"), ("gpgsig", "?"))
 _MULTILINE = {"mergetag", "gpgsig"}
+_CONTINUATION = re.compile(rb"(?: [^\n]*\n)*")  # lines that continue a multi-line header
 
 
 @dataclass(frozen=True)
@@ -68,13 +69,24 @@ def _headers(head: bytes, commit: str | None) -> list[tuple[str, list[bytes], in
             if not sep:
                 raise malformed(commit, f"header line without a value: {line[:40]!r}")
             name, lines, start = key.decode("ascii", errors="replace"), [value], pos
+            if name in _MULTILINE:
+                # Its continuation lines in one step (a signature's armour is a dozen
+                # of them on every commit): the same lines the loop would take.
+                found = _CONTINUATION.match(head, end)  # matches, if only nothing
+                block = found.end() if found else end
+                if block > end:
+                    lines.extend(part[1:] for part in head[end:block - 1].split(b"\n"))
+                    end = block
             headers.append((name, lines, start, end))
         pos = end
     return headers
 
 
+_RANK = {name: index for index, (name, _) in enumerate(_ORDER)}
+
+
 def _check_order(names: list[str], commit: str | None) -> None:
-    rank = {name: index for index, (name, _) in enumerate(_ORDER)}
+    rank = _RANK
     last = -1
     for name in names:
         if name == "gpgsig-sha256":

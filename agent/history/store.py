@@ -28,8 +28,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dulwich.repo import Repo
-
 from giter_agent.core.budget import Budget
 from giter_agent.core.durable import fsync_dir, fsync_tree, mkdir_durable
 from giter_agent.core.errors import HistoryError
@@ -101,6 +99,8 @@ class History:
         # Build it aside, make every file and folder of it durable, and rename it in: a
         # power cut leaves no repository or a whole one (giter_agent.state.recovery removes the
         # init folder of an interrupted one).
+        from dulwich.repo import Repo  # once per device: not on every sync's import path
+
         tmp = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.init-", dir=self.path.parent))
         try:
             Repo.init_bare(str(tmp), default_branch=b"main").close()
@@ -190,6 +190,11 @@ class History:
         """Stream ``bundle_path`` into a quarantine store and check it; yield it
         (``history.quarantine.Gate.quarantine``)."""
         return self._gate.quarantine(bundle_path, budget)
+
+    def announced_refs(self, bundle_path: Path) -> dict[bytes, bytes]:
+        """The refs a bundle file's header names; nothing else read, nothing written
+        (``history.quarantine.Gate.announced_refs``)."""
+        return self._gate.announced_refs(bundle_path)
 
     def quarantine_fetch(self, client: Any, path: str | bytes, refs: Sequence[bytes], *,
                          also_list: Sequence[bytes] = (), haves: Iterable[bytes] = (),

@@ -23,8 +23,9 @@ A bad resource fails alone; the rest still apply.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
+from operator import attrgetter, methodcaller
 from typing import Any
 
 from giter_agent.core.errors import ResourceError
@@ -109,9 +110,8 @@ def reconcile(specset: SpecSet, ctx: Context, kinds: Mapping[str, Kind],
     gate = gate_for(specset, urgent=urgent, spec_time=spec_time)
     out = PassResult()
     ctx.records = previous
-    ctx.generations = {r.key: r.generation for r in specset.resources}
-
-    by_key = {r.key: r for r in specset.resources}
+    ctx.generations = specset.generations
+    by_key = specset.by_key
     order = order or spec_order(specset)
     visit: set[str] | None = None
     if only is not None and _same_spec(specset, by_key, previous, spec_commit):
@@ -119,10 +119,14 @@ def reconcile(specset: SpecSet, ctx: Context, kinds: Mapping[str, Kind],
         ctx.clear_wakeups(visit)  # the visited ones ask afresh; the rest keep theirs
     else:
         ctx.clear_wakeups()  # each pass asks afresh for what it needs next
-    for key in order.keys:
-        if visit is not None and key not in visit:
-            out.records[key] = previous[key]
-            continue
+    if visit is not None:
+        # The same spec: every record not visited stays as it is, the very same object
+        # (records are values), in the place it had; only the visited ones are gone over.
+        out.records = dict(previous)
+        keys: Iterable[str] = sorted(visit, key=order.position.__getitem__)
+    else:
+        keys = order.keys
+    for key in keys:
         ctx.current = key  # a wakeup asked for now is this resource's
         try:
             out.records[key] = _reconcile_one(by_key[key], previous.get(key), ctx, kinds,
@@ -130,10 +134,7 @@ def reconcile(specset: SpecSet, ctx: Context, kinds: Mapping[str, Kind],
         finally:
             ctx.current = None
     if visit is not None:
-        for bad in specset.invalid:
-            key = _invalid_key(bad, by_key)
-            out.records[key] = previous[key]
-        return out  # the same spec: nothing left it, nothing to prune
+        return out  # the same spec: nothing left it, nothing to prune (invalid ones kept)
 
     for bad in specset.invalid:
         key = _invalid_key(bad, by_key)
@@ -149,8 +150,8 @@ def reconcile(specset: SpecSet, ctx: Context, kinds: Mapping[str, Kind],
         record = ResourceRecord(bad.kind, bad.name, bad.path, status, invalid=True)
         if keep and prev is not None:
             # Remember the last good spec (and its kind) so a later removal prunes it.
-            record.kind, record.name = prev.kind, prev.name
-            record.spec, record.document = prev.spec, prev.document
+            record = replace(record, kind=prev.kind, name=prev.name, spec=prev.spec,
+                             document=prev.document)
         out.records[key] = record
 
     _prune(previous, out, ctx, kinds, gate)
@@ -165,19 +166,22 @@ def _invalid_key(bad: Invalid, by_key: dict[str, Resource]) -> str:
 def _same_spec(specset: SpecSet, by_key: dict[str, Resource],
                previous: dict[str, ResourceRecord], spec_commit: str) -> bool:
     """Is ``previous`` a pass over exactly this spec (so a wakeup pass may keep it)?"""
-    keys = set(by_key) | {_invalid_key(bad, by_key) for bad in specset.invalid}
-    return (keys == set(previous)
-            and all(r.status.get("specCommit") == spec_commit
-                    for r in previous.values()))
+    keys = specset.derived("record keys", lambda s: set(by_key) | {
+        _invalid_key(bad, by_key) for bad in s.invalid})
+    if previous.keys() != keys:
+        return False
+    # Every wakeup pass asks this of every record: map() keeps the loop out of Python.
+    return set(map(_SPEC_COMMIT, map(_STATUS, previous.values()))) <= {spec_commit}
+
+
+_STATUS = attrgetter("status")
+_SPEC_COMMIT = methodcaller("get", "specCommit")
 
 
 def _with_dependents(keys: set[str], order: Order) -> set[str]:
     """``keys`` and every resource that depends on one of them, however indirectly:
     a dependency that changed may change whether its dependents can go ahead."""
-    dependents: dict[str, list[str]] = {}
-    for key, deps in order.deps.items():
-        for dep in deps:
-            dependents.setdefault(dep, []).append(key)
+    dependents = order.dependents
     out: set[str] = set()
     todo = [k for k in keys if k in order.deps]
     while todo:
@@ -198,23 +202,25 @@ def _previous_at(previous: dict[str, ResourceRecord], path: str) -> ResourceReco
 def _reconcile_one(res: Resource, prev: ResourceRecord | None, ctx: Context,
                    kinds: Mapping[str, Kind], order: Order, out: PassResult, spec_commit: str,
                    now: float, gate: Gate) -> ResourceRecord:
-    record = ResourceRecord(res.kind, res.name, res.path, spec=res.spec,
-                            document=res.document)
+    # Records are values (state.records): this one is built from these fields at the end.
+    rec_spec: dict[str, Any] | None = res.spec
+    rec_document: dict[str, Any] | None = res.document
+    rec_fingerprint: str | None = None
+    rec_backoff: Backoff | None = None
     # The spec too: a values file can change what a document renders to (spec.targeting).
     same_document = (prev is not None and prev.document == res.document
                      and prev.spec == res.spec)
-    if prev is not None and prev.memory:
-        record.memory = prev.memory
+    memory = prev.memory if prev is not None and prev.memory else None
 
     backoff = prev.backoff if prev is not None and same_document else None
     if prev is not None and backoff is not None and backoff.not_before > now:
         # Backing off: this pass leaves the resource alone and repeats what it said.
         repeated = dict(prev.status)
         repeated["specCommit"] = spec_commit
-        record.status, record.backoff = repeated, backoff
         ctx.request_wakeup(backoff.not_before)
         _note_retry(out, backoff.not_before - now)
-        return record
+        return ResourceRecord(res.kind, res.name, res.path, repeated, spec=rec_spec,
+                              document=rec_document, memory=memory, backoff=backoff)
 
     outcome, spec = _evaluate(res, kinds, ctx, order, out, gate, now)
     fp = fingerprint(spec) if spec is not None else None
@@ -269,22 +275,23 @@ def _reconcile_one(res: Resource, prev: ResourceRecord | None, ctx: Context,
         base = max(outcome.after, MIN_RETRY_S)
         delay = max(base, min(base * 2 ** min(attempts - 1, 20), MAX_BACKOFF_S))
         status["retryAfterSeconds"] = delay
-        record.backoff = Backoff(attempts, now + delay)
+        rec_backoff = Backoff(attempts, now + delay)
         ctx.request_wakeup(now + delay)
         _note_retry(out, delay)
     if ready and fp is not None:
-        record.fingerprint = fp
+        rec_fingerprint = fp
     if isinstance(outcome, Retry) and outcome.reason in HELD and prev \
             and prev.spec is not None:
         # The previous spec is still what the device runs: keep it on record, so that
         # drift is judged and a removal undone against what is really in effect.
-        record.spec, record.document = prev.spec, prev.document
+        rec_spec, rec_document = prev.spec, prev.document
         if prev.fingerprint:
-            record.fingerprint = prev.fingerprint
+            rec_fingerprint = prev.fingerprint
     if outcome.memory is not None:
-        record.memory = outcome.memory
-    record.status = status
-    return record
+        memory = outcome.memory
+    return ResourceRecord(res.kind, res.name, res.path, status, spec=rec_spec,
+                          document=rec_document, fingerprint=rec_fingerprint,
+                          memory=memory, backoff=rec_backoff)
 
 
 def _note_retry(out: PassResult, after: float) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from giter_agent.core.errors import ResourceError
@@ -27,6 +28,21 @@ class Order:
     deps: dict[str, list[str]]  # key -> resolved dependency keys
     cycles: dict[str, str]  # key -> the cycle it is on, as "A -> B -> A"
     problems: dict[str, tuple[str, str]]  # key -> (reason, message): unresolvable names
+
+    @cached_property
+    def dependents(self) -> dict[str, list[str]]:
+        """Key -> the keys that depend on it directly (worked out once per order: the
+        daemon's wakeup passes over the same spec ask it again and again)."""
+        out: dict[str, list[str]] = {}
+        for key, deps in self.deps.items():
+            for dep in deps:
+                out.setdefault(dep, []).append(key)
+        return out
+
+    @cached_property
+    def position(self) -> dict[str, int]:
+        """Key -> its place in ``keys``."""
+        return {key: i for i, key in enumerate(self.keys)}
 
 
 def resolve_order(items: Iterable[tuple[str, str, tuple[str, ...]]],

@@ -11,8 +11,9 @@ it becomes an ``Invalid`` entry whose status says why, and the others still appl
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from giter_agent.core.errors import ResourceError
@@ -72,6 +73,27 @@ class SpecSet:
 
     resources: list[Resource] = field(default_factory=list)
     invalid: list[Invalid] = field(default_factory=list)
+
+    @cached_property
+    def by_key(self) -> dict[str, Resource]:
+        """Its resources by key. Worked out once: a set is not changed once read, and
+        the daemon passes over the same one again and again. Read-only."""
+        return {r.key: r for r in self.resources}
+
+    @cached_property
+    def generations(self) -> dict[str, int | None]:
+        """``metadata.generation`` by resource key (see ``by_key``). Read-only."""
+        return {r.key: r.generation for r in self.resources}
+
+    def derived(self, name: str, make: Callable[[SpecSet], Any]) -> Any:
+        """``make(self)``, worked out once per set and kept under ``name`` (what a pass
+        derives from the spec alone, such as its maintenance windows). Read-only."""
+        memo = self.__dict__.setdefault("_derived", {})
+        try:
+            return memo[name]
+        except KeyError:
+            value = memo[name] = make(self)
+            return value
 
 
 def parse_resource(path: str, data: bytes) -> Resource:

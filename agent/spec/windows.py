@@ -199,6 +199,11 @@ def gate_for(specset: Any, *, urgent: str | None, spec_time: float | None) -> Ga
     """The gate of one pass over ``specset`` (a ``spec.resources.SpecSet``): its valid
     schedules by name and the Agent resource's default window. An invalid schedule is
     left out (its own resource reports why), so what names it waits."""
+    schedules, default = specset.derived("windows", _windows)
+    return Gate(schedules, default, urgent, spec_time)
+
+
+def _windows(specset: Any) -> tuple[dict[str, Schedule], str | None]:
     schedules: dict[str, Schedule] = {}
     default: str | None = None
     for res in specset.resources:
@@ -209,7 +214,7 @@ def gate_for(specset: Any, *, urgent: str | None, spec_time: float | None) -> Ga
                 continue
         elif res.kind == "Agent" and isinstance(res.spec.get(DEFAULT_WINDOW_FIELD), str):
             default = res.spec[DEFAULT_WINDOW_FIELD]
-    return Gate(schedules, default, urgent, spec_time)
+    return schedules, default
 
 
 def clock_trusted(now: float, spec_time: float | None) -> bool:

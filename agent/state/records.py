@@ -36,9 +36,16 @@ class Backoff:
         return cls(int(raw.get("attempts", 0)), float(raw.get("notBefore", 0.0)))
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class ResourceRecord:
-    """What the last pass did with one resource (the state file's ``resources[key]``)."""
+    """What the last pass did with one resource (the state file's ``resources[key]``).
+
+    A value: a pass that changes a resource makes a new record and never changes one in
+    place (nor its ``status``, ``spec``, ``document`` or ``memory``). A pass keeps the
+    records it did not visit as the very same objects, and the state store and the
+    status writer rely on that: a record that is the same object as last pass's is
+    known unchanged without looking inside it.
+    """
 
     kind: str | None
     name: str | None
@@ -50,16 +57,21 @@ class ResourceRecord:
     fingerprint: str | None = None  # of the validated spec, once it was in effect
     memory: dict[str, Any] | None = None  # what the kind asked to keep (Done.memory)
     backoff: Backoff | None = None
+    # Is its ``Ready`` condition True? Worked out once (the record is a value), as every
+    # pass asks it of every record.
+    ready: bool = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        ready = False
+        for cond in self.status.get("conditions", ()):
+            if cond.get("type") == "Ready" and cond.get("status") == "True":
+                ready = True
+                break
+        object.__setattr__(self, "ready", ready)
 
     @property
     def conditions(self) -> list[dict[str, Any]]:
         return list(self.status.get("conditions", []))
-
-    @property
-    def ready(self) -> bool:
-        """Is its ``Ready`` condition True?"""
-        return any(c.get("type") == "Ready" and c.get("status") == "True"
-                   for c in self.conditions)
 
     def to_plain(self) -> dict[str, Any]:
         """The msgpack map the state file holds (absent fields are left out, as ever)."""

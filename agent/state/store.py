@@ -51,6 +51,28 @@ class State:
                 "conditions": self.conditions,
                 "network": self.network.to_plain() if self.network else {}}
 
+    def copy(self) -> State:
+        """A copy whose maps and lists are its own; the records themselves are shared
+        (they are values: ``state.records``)."""
+        return State(accepted=self.accepted, applied=self.applied,
+                     status_tip=self.status_tip, expires=self.expires,
+                     last_sync=dict(self.last_sync), resources=dict(self.resources),
+                     conditions=list(self.conditions), network=self.network)
+
+    def same_as(self, other: State) -> bool:
+        """Does ``other`` hold what this holds? Cheap: a record that is the same object
+        is the same (records are values), so only the records a pass made anew are
+        compared field by field; a pass that kept the others costs what it visited."""
+        if (self.accepted, self.applied, self.status_tip, self.expires, self.network) != (
+                other.accepted, other.applied, other.status_tip, other.expires,
+                other.network):
+            return False
+        if self.last_sync != other.last_sync or self.conditions != other.conditions:
+            return False
+        # A dict comparison takes a value that is the same object as equal without
+        # calling its __eq__, and runs its loop in C.
+        return self.resources == other.resources
+
     @classmethod
     def from_plain(cls, raw: dict[str, Any]) -> State:
         """The state in a state file's map; keys this version does not know are ignored."""
@@ -63,19 +85,67 @@ class State:
                    network=NetworkRecord.from_plain(raw.get("network") or {}))
 
 
+Identity = tuple[int, int, int, int, int]
+
+
+def file_identity(st: os.stat_result) -> Identity:
+    """What tells one write of a file replaced atomically from another: a new write is
+    a new inode, and its times and size are taken with it."""
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+@dataclass(frozen=True)
+class _Known:
+    """The state file as this process last read or wrote it."""
+
+    identity: Identity
+    state: State  # a private copy: never handed out, only copied
+    data: bytes  # the file's bytes
+
+
 class StateStore:
-    """Load and save ``State`` at ``<state_dir>/state.msgpack``."""
+    """Load and save ``State`` at ``<state_dir>/state.msgpack``.
+
+    The store remembers the state file as it last read or wrote it, with the file's
+    identity (``file_identity``). While the file keeps that identity, ``load`` hands out
+    a copy of what it remembers without reading or unpacking anything, and ``save`` of a
+    state that kept every record (``State.same_as``) writes nothing and packs nothing:
+    the daemon's passes that change nothing cost what changed, not the size of the state.
+    A write by another process (a `giter-agent sync` while the daemon runs) is a new
+    identity, so the next ``load`` reads the file again.
+    """
 
     def __init__(self, state_dir: Path) -> None:
         self.path = Path(state_dir) / "state.msgpack"
+        self._known: _Known | None = None
+        self.unpacked = 0  # times the file was read and unpacked (tests count it)
+        self.packed = 0  # times a state was packed to be compared or written
+
+    def _identity(self) -> Identity | None:
+        try:
+            return file_identity(os.stat(self.path))
+        except FileNotFoundError:
+            return None
 
     def load(self) -> State:
+        known = self._known
+        if known is not None and self._identity() == known.identity:
+            return known.state.copy()
+        try:
+            with open(self.path, "rb") as f:
+                identity = file_identity(os.fstat(f.fileno()))
+                data = f.read()
+        except FileNotFoundError:
+            self._known = None
+            return State()
+        state = self._parse(data)
+        self.unpacked += 1
+        self._known = _Known(identity, state.copy(), data)
+        return state
+
+    def _parse(self, data: bytes) -> State:
         import msgpack
 
-        try:
-            data = self.path.read_bytes()
-        except FileNotFoundError:
-            return State()
         try:
             raw = msgpack.unpackb(data, raw=False, strict_map_key=True)
         except Exception as exc:
@@ -99,13 +169,27 @@ class StateStore:
         """
         import msgpack
 
+        known = self._known
+        identity = self._identity()
+        if known is not None and identity == known.identity and known.state.same_as(state):
+            # Remember these very records: the next pass is likely to keep them.
+            self._known = _Known(identity, state.copy(), known.data)
+            return
         data = msgpack.packb({"format": FORMAT, **state.to_plain()}, use_bin_type=True)
-        try:
-            if self.path.read_bytes() == data:
-                return
-        except OSError:
-            pass
-        atomic_write(self.path, data, mode=0o600)
+        self.packed += 1
+        if known is not None and identity == known.identity:
+            same = known.data == data
+        else:
+            try:
+                same = self.path.read_bytes() == data
+            except OSError:
+                same = False
+        if not same:
+            atomic_write(self.path, data, mode=0o600)
+            identity = self._identity()
+        # Remembered only once durable (or found already there): a failed write leaves
+        # nothing remembered that the file does not hold.
+        self._known = _Known(identity, state.copy(), data) if identity is not None else None
 
 
 @contextlib.contextmanager

@@ -38,22 +38,44 @@ class StatusDocuments:
     def __init__(self) -> None:
         # path -> (document, a copy of its status, the bytes written for them)
         self._last: dict[str, tuple[Any, Any, bytes]] = {}
+        # path -> the record the last call rendered it from (records are values, so the
+        # very same record needs no comparison at all: a wakeup pass keeps most of them)
+        self._records: dict[str, ResourceRecord] = {}
         self.dumped = 0  # documents serialised so far (what a pass cost; tests count it)
+        # The last call's records (by key), summary and result.
+        self._records_in: dict[str, ResourceRecord] = {}
+        self._summary_in: dict[str, Any] | None = None
+        self._files: dict[str, bytes] = {}
 
     def files(self, device_id: str, records: dict[str, ResourceRecord],
               summary: dict[str, Any]) -> dict[str, bytes]:
         """Path -> file content for every resource document and the device summary."""
+        if records == self._records_in and self._summary_in == summary:
+            # The very records of the last call (a dict comparison: the same objects
+            # compare equal in C without looking inside): the same files.
+            self._records_in = dict(records)
+            return dict(self._files)
         memo: dict[str, tuple[Any, Any, bytes]] = {}
+        seen: dict[str, ResourceRecord] = {}
+        last, last_records = self._last, self._records
         for rec in records.values():
-            if rec.invalid or not rec.document or rec.path is None:
+            path = rec.path
+            if rec.invalid or not rec.document or path is None:
                 continue  # the file in the tree is not a usable document; the summary says why
-            memo[rec.path] = self._render(rec.path, rec.document, rec.status)
+            seen[path] = rec
+            if last_records.get(path) is rec:
+                memo[path] = last[path]
+            else:
+                memo[path] = self._render(path, rec.document, rec.status)
         summary_doc = {"apiVersion": API_VERSION, "kind": "DeviceStatus",
                        "metadata": {"name": device_id}}
         path = summary_path(device_id)
         memo[path] = self._render(path, summary_doc, summary)
-        self._last = memo
-        return {p: entry[2] for p, entry in memo.items()}
+        self._last, self._records = memo, seen
+        self._files = {p: entry[2] for p, entry in memo.items()}
+        # The summary is checked again by value: a copy, as a caller may change its own.
+        self._records_in, self._summary_in = dict(records), copy.deepcopy(summary)
+        return dict(self._files)
 
     def _render(self, path: str, document: dict[str, Any], status: Any
                 ) -> tuple[Any, Any, bytes]:

@@ -17,6 +17,7 @@ applied state, the accepted tip and the files on disk as they were, and is repor
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -212,7 +213,8 @@ class Agent:
     def sync(self, bundles: list[Path], source: str) -> SyncReport:
         """Import ``bundles`` (in any order), then reconcile and report. Holds the lock."""
         with self._locked() as state:
-            root = self._trust_root()
+            # Loaded once, and only if a bundle brings something to verify.
+            root = functools.cache(self._trust_root)
             with self._history() as history:
                 verdicts = self.importer.import_bundles(history, state, root, bundles,
                                                         self._budget())

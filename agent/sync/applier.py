@@ -193,11 +193,16 @@ class SpecApplier:
                       files: dict[str, bytes]) -> str | None:
         from giter_agent.history.tree import replace_files
         from giter_agent.status.documents import make_status_commit
-        from giter_agent.trust.signed_commit import sign_commit
+
+        def sign(commit: Any) -> None:
+            # Only a new status commit needs the key (and the signer, and cryptography):
+            # a pass whose tree is the tip's makes none.
+            from giter_agent.trust.signed_commit import sign_commit
+
+            sign_commit(commit, self.device_key())
 
         assert state.applied is not None
         spec = state.applied.encode()
-        key = self.device_key()
         previous = state.status_tip.encode() if state.status_tip else None
         what = {"applied": "applied", "up-to-date": "in sync"}.get(report.outcome,
                                                                     report.outcome)
@@ -210,7 +215,7 @@ class SpecApplier:
             tree = replace_files(store, read_commit(store, spec).tree, files)
             new = make_status_commit(store, spec_commit=spec, previous=previous, tree=tree,
                                      device_id=self.config.device_id, message=message,
-                                     sign=lambda c: sign_commit(c, key), now=int(now))
+                                     sign=sign, now=int(now))
         if new is None:
             return state.status_tip
         history.set_ref(self.config.status_ref, previous, new)

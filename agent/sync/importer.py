@@ -28,6 +28,9 @@ if TYPE_CHECKING:
     from giter_agent.trust.gate import Admitted
     from giter_agent.trust.trust_files import TrustRoot
 
+    # The trust root, or what loads it: a sync that brings nothing new never needs it.
+    RootOrLoader = TrustRoot | Callable[[], TrustRoot]
+
 log = logging.getLogger("giter.sync")
 
 
@@ -38,9 +41,12 @@ class SpecImporter:
         self.config = config
         self.state_store = state_store
 
-    def import_bundles(self, history: History, state: State, root: TrustRoot,
+    def import_bundles(self, history: History, state: State, root: RootOrLoader,
                        bundles: list[Path], budget: Budget) -> list[BundleVerdict]:
         """Import every bundle of a stick (in any order): one verdict each.
+
+        ``root``: the trust root, or what loads it (once) when a bundle brings something
+        to verify: a stick the device already took is answered without it.
 
         ``budget`` is the sync's one time budget: every bundle's every stage checks it.
         """
@@ -64,16 +70,22 @@ class SpecImporter:
             pending = [p for p, _ in waiting]
         return done
 
-    def _import_file(self, history: History, state: State, root: TrustRoot, path: Path,
+    def _import_file(self, history: History, state: State, root: RootOrLoader, path: Path,
                      budget: Budget) -> BundleVerdict:
+        def announced() -> dict[bytes, bytes]:
+            budget.check()  # every bundle's every stage spends the sync's one budget
+            return history.announced_refs(path)
+
         # A file name comes from a stick: shown escaped (not UTF-8, a newline) everywhere.
         return self.import_one(history, state, root, shown(path.name),
                                lambda: history.quarantine(path, budget), budget,
-                               older_is_nothing_new=True)
+                               older_is_nothing_new=True, announced=announced)
 
-    def import_one(self, history: History, state: State, root: TrustRoot, name: str,
+    def import_one(self, history: History, state: State, root: RootOrLoader, name: str,
                    open_quarantine: Callable[[], contextlib.AbstractContextManager[Any]],
-                   budget: Budget, *, older_is_nothing_new: bool = False) -> BundleVerdict:
+                   budget: Budget, *, older_is_nothing_new: bool = False,
+                   announced: Callable[[], dict[bytes, bytes]] | None = None
+                   ) -> BundleVerdict:
         """The one import path for every transport: the import gate (``trust.gate``) with
         the spec-commit rule (``trust.spec_rule.SpecPolicy``).
 
@@ -82,10 +94,12 @@ class SpecImporter:
         ``older_is_nothing_new`` (bundle files): a tip that is an ancestor of the
         accepted spec (``Rollback``) is yesterday's stick, not an attack; it brings
         nothing new and the device keeps what it has. The state file is saved (durable)
-        before the ref moves and before anything acts on the new spec.
+        before the ref moves and before anything acts on the new spec. ``announced``: the
+        refs a bundle file's header names, so that the stick the device already took is
+        answered from its header (``trust.gate``, step 0).
         """
         from giter_agent.trust.gate import admit
-        from giter_agent.trust.spec_rule import SpecPolicy
+        from giter_agent.trust.spec_policy import SpecPolicy
 
         accepted = state.accepted.encode() if state.accepted else None
         policy = SpecPolicy(root, name, branch=self.config.branch,
@@ -103,7 +117,7 @@ class SpecImporter:
         # this device's disk refusing a write, and ends the pass (Agent._locked). A
         # NetworkError (the hub, not the data) goes up to be reported as offline.
         verdict = admit(history, self.config.branch_ref, accepted, open_quarantine, policy,
-                        before_ref_moves=save_state)
+                        before_ref_moves=save_state, announced=announced)
         if verdict.outcome == "accepted":
             n = verdict.commits
             log.info("%s: accepted spec %s (%d new commit%s verified)",

@@ -4,6 +4,11 @@ The device takes spec bundles and fetches through it (``sync.importer``, with
 ``trust.spec_rule.SpecPolicy``); the publisher takes devices' status bundles through it
 (``giter-bundle import``, with ``trust.status_rule.StatusPolicy``). The steps, in order:
 
+0. ``announced()``, when the caller has it (a bundle file's header), names the refs the
+   source offers before any object is read: when it offers ``old`` itself for ``ref``,
+   the verdict is up-to-date at once (``policy.nothing_new``), and nothing is read,
+   written or fsynced. Anything else (another tip, no such ref, a header that cannot be
+   read) goes the whole way, which says what is wrong with it.
 1. ``open_quarantine()`` yields a checked ``history.store.Quarantine`` (of a bundle file
    or of a fetch): nothing has reached the object store yet.
 2. ``policy.tip`` names the commit the bundle offers for ``ref`` (or says the bundle
@@ -85,6 +90,10 @@ class GatePolicy(Protocol):
         """Check every commit from ``old`` to ``tip``; NothingNew, or a GiterError."""
         ...
 
+    def nothing_new(self, tip: bytes) -> NothingNew:
+        """What the policy says of a source that offers the ref's own value ``tip``."""
+        ...
+
 
 def refusal(exc: GiterError) -> GateVerdict:
     """The verdict for an error raised while reading or checking a bundle."""
@@ -97,14 +106,24 @@ def refusal(exc: GiterError) -> GateVerdict:
 def admit(history: History, ref: bytes, old: bytes | None,
           open_quarantine: Callable[[], contextlib.AbstractContextManager[Any]],
           policy: GatePolicy, *,
-          before_ref_moves: Callable[[bytes, Admitted], None] | None = None) -> GateVerdict:
+          before_ref_moves: Callable[[bytes, Admitted], None] | None = None,
+          announced: Callable[[], dict[bytes, bytes]] | None = None) -> GateVerdict:
     """Take what ``open_quarantine()`` yields for ``ref`` in, if ``policy`` admits it.
 
     ``old`` is the value ``ref`` must still hold (None: it must not exist) when it moves.
     Errors of the bundle (BundleError, HistoryError, TrustError) become a refused or
     unusable verdict; anything else (the local disk refusing a write, a network error)
     goes up to the caller, and so does whatever ``before_ref_moves`` raises.
+    ``announced``: the refs the source names before any object is read (step 0 above).
     """
+    if announced is not None and old is not None:
+        try:
+            offered = announced().get(ref)
+        except (GiterError, OSError):
+            offered = None  # the whole way says what is wrong with it
+        if offered == old:
+            news = policy.nothing_new(old)
+            return GateVerdict("up-to-date", news.reason, str(news), old)
     try:
         with open_quarantine() as q:
             tip = policy.tip(q, ref, old)

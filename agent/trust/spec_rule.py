@@ -31,21 +31,18 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from giter_agent.core.budget import Budget
-from giter_agent.core.errors import BundleError, Reason, TrustError
+from giter_agent.core.errors import TrustError
 from giter_agent.core.layout import BRANCH_TRAILER
 from giter_agent.history.walk import parents as parents_in
 from giter_agent.trust import signed_commit, sshsig
 from giter_agent.trust.checked_objects import CheckedReader, refuse
-from giter_agent.trust.gate import Admitted, NothingNew
+from giter_agent.trust.spec_policy import SpecPolicy  # the gate policy, light to import
 from giter_agent.trust.sshsig import PublicKey
 from giter_agent.trust.trailers import branch_of, expires_of
 from giter_agent.trust.trust_files import POLICY_FILE, TrustFiles, TrustRoot
-
-if TYPE_CHECKING:
-    from giter_agent.history.store import Quarantine
 
 __all__ = ["SpecPolicy", "TrustRoot", "UpdateCheck", "Verified", "new_commits", "verify_update"]
 
@@ -203,10 +200,12 @@ def verify_update(object_store: Any, accepted: bytes | None, new: bytes, root: T
                         genesis=root.genesis, max_commits=max_commits)
     sets = TrustFiles(read, root)
     signers: dict[bytes, str] = {}
+    prints: dict[PublicKey, str] = {}  # a fingerprint is a hash: once per key, not commit
     for oid in order:
         if budget is not None:
             budget.check()
-        signers[oid] = verify_commit(read, oid, root, sets).fingerprint()
+        key = verify_commit(read, oid, root, sets)
+        signers[oid] = prints.get(key) or prints.setdefault(key, key.fingerprint())
     if branch is not None:
         _check_branch(read, new, branch, sets)
     return Verified(new, tuple(order), signers, _tip_expires(read, new))
@@ -244,53 +243,3 @@ class UpdateCheck:
 def _tip_expires(read: CheckedReader, tip: bytes) -> datetime | None:
     parts = signed_commit.parse(read.commit(tip), tip.decode())
     return expires_of(parts.message, tip)
-
-
-
-
-class SpecPolicy:
-    """The device's import-gate policy (``trust.gate``): the spec-commit rule.
-
-    ``ref`` must be in the quarantine (NoSpecBranch, unusable, otherwise); its tip must
-    be new (the accepted tip again is "up to date") and pass ``verify_update`` from the
-    accepted tip. ``on_accepted_line(id)`` says whether a commit the device holds is on
-    its accepted line (not merely in the store: a sync cut between promote and the state
-    save leaves commits there the state never accepted, and they are checked again, in
-    full, as new). With ``older_is_nothing_new`` (bundle files), a tip the device already
-    holds (``Rollback``) is yesterday's stick: nothing new, not an attack. A tip that does
-    not descend (a fork) stays refused, and so does a hub that rewinds.
-    """
-
-    def __init__(self, root: TrustRoot, name: str, *, branch: str, max_commits: int,
-                 on_accepted_line: Callable[[bytes], bool],
-                 budget: Budget | None = None, older_is_nothing_new: bool = False) -> None:
-        self.root = root
-        self.name = name
-        self.branch = branch
-        self.max_commits = max_commits
-        self.on_accepted_line = on_accepted_line
-        self.budget = budget
-        self.older_is_nothing_new = older_is_nothing_new
-
-    def tip(self, q: Quarantine, ref: bytes, old: bytes | None) -> bytes:
-        tip: bytes | None = q.refs.get(ref)
-        if tip is None:
-            raise BundleError(f"{self.name} has no {ref.decode()}", reason=Reason.NoSpecBranch)
-        if tip == old:
-            raise NothingNew("UpToDate", f"spec {tip.decode()[:12]} is already accepted", tip)
-        return tip
-
-    def verify(self, q: Quarantine, ref: bytes, old: bytes | None, tip: bytes) -> Admitted:
-        def held(sha: bytes) -> bool:
-            return q.held(sha) and old is not None and self.on_accepted_line(sha)
-
-        try:
-            verified = verify_update(q.object_store, old, tip, self.root, held=held,
-                                     branch=self.branch, max_commits=self.max_commits,
-                                     budget=self.budget)
-        except TrustError as exc:
-            if exc.reason == "Rollback" and self.older_is_nothing_new:
-                raise NothingNew("OlderSpec", f"nothing new: it holds an older spec ({exc})",
-                                 tip) from None
-            raise
-        return Admitted(len(verified.commits), verified.expires)

@@ -189,11 +189,15 @@ class StatusPolicy:
                               reason=Reason.UnexpectedRefs)
         tip = q.refs[ref]
         # Only a commit the hub holds can be in its history: the walk is for re-imports.
-        if tip == old or (old is not None and q.held(tip) and q.is_ancestor(tip, old)):
-            raise NothingNew("UpToDate", f"the hub already has status {tip.decode()[:12]}"
-                             + ("" if tip == old else f" (and newer: {old.decode()[:12]})"),
-                             tip)
+        if tip == old:
+            raise self.nothing_new(tip)
+        if old is not None and q.held(tip) and q.is_ancestor(tip, old):
+            raise NothingNew("UpToDate", f"the hub already has status {tip.decode()[:12]} "
+                             f"(and newer: {old.decode()[:12]})", tip)
         return tip
+
+    def nothing_new(self, tip: bytes) -> NothingNew:
+        return NothingNew("UpToDate", f"the hub already has status {tip.decode()[:12]}", tip)
 
     def verify(self, q: Quarantine, ref: bytes, old: bytes | None, tip: bytes) -> Admitted:
         from giter_agent.history.walk import status_chain

@@ -385,10 +385,13 @@ class Case:
 
         store = StateStore(self.state)
         state = store.load()
-        waiting = [r for r in state.resources.values() if r.backoff
+        waiting = [k for k, r in state.resources.items() if r.backoff
                    and r.status["conditions"][0]["reason"] == "WriteFailed"]
-        for record in waiting:
-            record.backoff = replace(record.backoff, not_before=0)
+        for key in waiting:
+            record = state.resources[key]
+            assert record.backoff is not None
+            state.resources[key] = replace(record, backoff=replace(record.backoff,
+                                                                   not_before=0))
         store.save(state)
         return bool(waiting)
 
