@@ -142,9 +142,10 @@ def main() -> None:
     p.add_argument("--commits", type=int, default=1000, help="history of the first sync")
     args = p.parse_args()
 
+    from support.servers import GitDaemon, Hub
+
     from giter_agent.trust import sshsig
     from giter_bundle.publisher import PublisherRepo
-    from support.servers import GitDaemon, Hub
 
     work = Path(tempfile.mkdtemp(prefix="idle-memory-"))
     daemons: list[Daemon] = []
@@ -156,8 +157,9 @@ def main() -> None:
         hub = Hub.__new__(Hub)  # serve the publisher's own repository
         hub.base = work
         gitd = GitDaemon(hub).start()
+        # Compiled bytecode, as an installed package has it (compiling at start would
+        # leave the compiler's garbage in the daemon's heap).
         env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-        env["PYTHONPYCACHEPREFIX"] = str(work / "pycache")
 
         bare = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
         config, root = device(work, "idle", gitd.url.replace("fleet.git", "idle.git"), line)

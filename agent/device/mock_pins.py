@@ -15,7 +15,7 @@ from gpiozero.pins.mock import MockFactory, MockPWMPin
 HISTORY = 1000  # state changes kept per pin: far more than any test reads
 
 
-class BoundedMockPWMPin(MockPWMPin):  # type: ignore[misc]  # gpiozero has no type hints
+class BoundedMockPWMPin(MockPWMPin):
     """A PWM-capable mock pin whose ``states`` holds the newest ``HISTORY`` changes."""
 
     def _change_state(self, value: Any) -> bool:
