@@ -106,12 +106,12 @@ class WorkerPasses(Passes):
         self.outputs.replay(outcome.plan)  # done by the worker's lights: done, here
         self._settings, self._wakeups = outcome.settings, outcome.wakeups
         self._clean = outcome.clean
-        if outcome.error is not None:
-            raise outcome.error
-        if outcome.holds:
+        if outcome.holds:  # even after a refusal: the applied spec was reconciled
             log.info("holding %s in the daemon from now on", ", ".join(outcome.holds),
                      extra={"event": "hold"})
             self._here(Job(RECONCILE, reason=HOLD))
+        if outcome.error is not None:
+            raise outcome.error
         return outcome.report
 
     def _here(self, job: Job) -> Any:
