@@ -73,11 +73,31 @@ class WorkerPasses(Passes):
         self._proc: subprocess.Popen[bytes] | None = None
 
     # -- what the loop reads -------------------------------------------------------------
+    # What passes keep between them lives here until this process has an ``Agent``, then
+    # in its context (a serial peer's sync, on the serial thread, changes it there).
     def overrides(self) -> dict[str, Any]:
-        return self._settings
+        return self._agent.ctx.settings if self._agent is not None else self._settings
 
     def next_wakeup(self) -> float | None:
+        if self._agent is not None:
+            return self._agent.next_wakeup()
         return min((at for _, at in self._wakeups), default=None)
+
+    def _kept(self) -> tuple[dict[str, Any], list[tuple[str | None, float]], bool]:
+        if self._agent is not None:
+            ctx = self._agent.ctx
+            return dict(ctx.settings), ctx.wakeups(), self._agent.clean
+        return self._settings, self._wakeups, self._clean
+
+    def _keep(self, settings: dict[str, Any], wakeups: list[tuple[str | None, float]],
+              clean: bool) -> None:
+        self._settings, self._wakeups, self._clean = settings, wakeups, clean
+        if self._agent is not None:
+            ctx = self._agent.ctx
+            ctx.settings.clear()
+            ctx.settings.update(settings)
+            ctx.restore_wakeups(wakeups)
+            self._agent.clean = clean
 
     def busy_allowance(self) -> float:
         return self._busy
@@ -89,9 +109,12 @@ class WorkerPasses(Passes):
             from giter_agent.sync.agent import Agent
 
             factory = self.pin_factory
-            self._agent = Agent(self.config, board=self.board, clock=self.clock,
-                                pin_factory_maker=lambda _board: factory())
-            self._agent.ctx.outputs = self.outputs
+            agent = Agent(self.config, board=self.board, clock=self.clock,
+                          pin_factory_maker=lambda _board: factory())
+            agent.ctx.outputs = self.outputs
+            settings, wakeups, clean = self._kept()
+            self._agent = agent
+            self._keep(settings, wakeups, clean)
         return self._agent
 
     def holding(self) -> bool:
@@ -104,8 +127,7 @@ class WorkerPasses(Passes):
             return self._here(job)
         outcome = self._spawn(job)
         self.outputs.replay(outcome.plan)  # done by the worker's lights: done, here
-        self._settings, self._wakeups = outcome.settings, outcome.wakeups
-        self._clean = outcome.clean
+        self._keep(outcome.settings, outcome.wakeups, outcome.clean)
         if outcome.holds:  # even after a refusal: the applied spec was reconciled
             log.info("holding %s in the daemon from now on", ", ".join(outcome.holds),
                      extra={"event": "hold"})
@@ -115,30 +137,25 @@ class WorkerPasses(Passes):
         return outcome.report
 
     def _here(self, job: Job) -> Any:
-        """Run ``job`` in this process, carrying over what the workers kept."""
+        """Run ``job`` in this process, on its ``Agent`` (which keeps what passes keep)."""
         agent = self.agent()
         ctx = agent.ctx
-        ctx.settings.clear()
-        ctx.settings.update(self._settings)
-        ctx.restore_wakeups(self._wakeups)
         ctx.busy_allowance = 0.0
         ctx.on_busy = self._note_busy
         try:
             return job.run(agent) if job.run is not None else run_pass(agent, job)
         finally:
             ctx.on_busy = None
-            self._settings = dict(ctx.settings)
-            self._wakeups = ctx.wakeups()
-            self._clean = agent.clean
 
     def _note_busy(self, seconds: float) -> None:
         self._busy = seconds
 
     def _spawn(self, job: Job) -> Outcome:
         """Run ``job`` in a worker process and read its answer."""
+        settings, wakeups, clean = self._kept()
         request = Request(config=str(self.config_path), job=job, owner=os.getpid(),
-                          level=logging.getLogger().getEffectiveLevel(), clean=self._clean,
-                          settings=self._settings, wakeups=self._wakeups,
+                          level=logging.getLogger().getEffectiveLevel(), clean=clean,
+                          settings=settings, wakeups=wakeups,
                           outputs=held_to_plain(self.outputs.snapshot()),
                           output_failures=dict(self.outputs.failures))
         env = {k: v for k, v in os.environ.items() if k not in _PARENT_ONLY_ENV}
@@ -174,7 +191,7 @@ class WorkerPasses(Passes):
                   extra={"event": "worker-exit",
                          "worker_peak_mib": f"{usage.ru_maxrss / 1024:.1f}"})
         if last is None:
-            self._clean = False  # it may have died mid-write: the next pass sweeps
+            self._keep(settings, wakeups, False)  # it may have died mid-write: sweep next
             raise WorkerError(f"the pass worker (pid {proc.pid}) ended without an answer "
                               f"(exit status {proc.returncode}); the next pass resumes "
                               "from the state file")
@@ -191,3 +208,30 @@ class WorkerPasses(Passes):
         if self._agent is not None:
             self._agent.close()
         self.outputs.close_all()
+
+
+class DaemonDevice:
+    """The device as the serial console sees it (``transport.device.SyncingDevice``) in
+    a daemon whose passes run in workers: the config, board, state and clock at once,
+    the ``Agent`` (the sync path) only when a serial peer syncs or asks for the key."""
+
+    def __init__(self, passes: WorkerPasses) -> None:
+        self.passes = passes
+        self.config = passes.config
+        self.board = passes.board
+        self.state_store = passes.state_store
+        self.clock = passes.clock
+
+    def sync(self, bundles: list[Path], source: str) -> Any:
+        return self.passes.agent().sync(bundles, source)
+
+    def write_status_bundle(self, path: Path, hub_has: str | None = None, *,
+                            dir_fd: int | None = None) -> bool:
+        return self.passes.agent().write_status_bundle(path, hub_has, dir_fd=dir_fd)
+
+    def public_key_line(self) -> str:
+        return self.passes.agent().public_key_line()
+
+    def enrolled(self) -> bool:
+        return self.passes.agent().enrolled()
+

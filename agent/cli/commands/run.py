@@ -48,12 +48,14 @@ def run(args: argparse.Namespace) -> int:
     daemon = Daemon(passes, notifier=Notifier.from_environ(), log_level=fixed,
                     on_health=lambda now: led.show(now.state))
     if config.serial_port:
+        from giter_agent.daemon.worker_passes import DaemonDevice
         from giter_agent.transport.serial.endpoint import SerialEndpoint, SerialService
 
         # The status line is printed when the daemon's health changes, not on a timer.
-        # The console and a serial peer's sync use this process's Agent.
-        endpoint = SerialEndpoint(config.serial_port, config.serial_baud, passes.agent(),
-                                  status_interval=None)
+        # A serial peer's sync runs in this process (on the serial thread), which loads
+        # the sync path only then.
+        endpoint = SerialEndpoint(config.serial_port, config.serial_baud,
+                                  DaemonDevice(passes), status_interval=None)
         daemon.add_trigger(SerialService(endpoint, on_change=daemon.wake))
     try:
         return daemon.run()
