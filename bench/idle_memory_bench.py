@@ -98,6 +98,14 @@ class Daemon:
                 raise SystemExit("the daemon stopped or hung:\n" + "".join(self.lines[-20:]))
             time.sleep(0.01)
 
+    def workers(self) -> int:
+        """Passes that ran in a worker process (each one logs its exit)."""
+        return sum("event=worker-exit" in line for line in self.lines)
+
+    def troubles(self) -> list[str]:
+        return [line.strip() for line in self.lines
+                if "level=warning" in line or "level=error" in line]
+
     def worker_peaks(self) -> list[float]:
         return [float(m.group(1)) for line in self.lines
                 if (m := re.search(r"worker_peak_mib=([0-9.]+)", line))]
@@ -179,6 +187,7 @@ def main() -> None:
         time.sleep(2.0)
         after = memory(daemon.proc.pid)
         ref_after = memory(bare.pid)
+        passes, workers, troubles = daemon.passes(), daemon.workers(), daemon.troubles()
         daemon.stop()
 
         print("idle daemon: one File, one blinking Output (mock pins), network sync")
@@ -188,6 +197,10 @@ def main() -> None:
         print(f"  growth over {args.passes} passes: RSS {after['Rss'] - first['Rss']:+.2f} MiB, "
               f"PSS {after['Pss'] - first['Pss']:+.2f} MiB, "
               f"anon {after['Anonymous'] - first['Anonymous']:+.2f} MiB")
+        print(f"  passes: {passes}, of which in a worker process: {workers}; "
+              f"warnings and errors logged: {len(troubles)}")
+        for line in troubles[:5]:
+            print(f"    {line[:200]}")
 
         # The first sync of a long history: the peak of whoever ran the pass.
         config, root = device(work, "long", gitd.url.replace("fleet.git", "long.git"), line)
