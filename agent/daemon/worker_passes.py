@@ -32,7 +32,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from giter_agent.core.errors import WorkerError
+from giter_agent.core.errors import LockedError, WorkerError
 from giter_agent.daemon.passes import Passes, run_pass
 from giter_agent.daemon.triggers import RECONCILE, Job
 from giter_agent.daemon.worker_protocol import WORKER_MODULE, Outcome, Request
@@ -83,21 +83,26 @@ class WorkerPasses(Passes):
             return self._agent.next_wakeup()
         return min((at for _, at in self._wakeups), default=None)
 
-    def _kept(self) -> tuple[dict[str, Any], list[tuple[str | None, float]], bool]:
+    def _kept(self) -> tuple[dict[str, Any], list[tuple[str | None, float]]]:
         if self._agent is not None:
             ctx = self._agent.ctx
-            return dict(ctx.settings), ctx.wakeups(), self._agent.clean
-        return self._settings, self._wakeups, self._clean
+            return dict(ctx.settings), ctx.wakeups()
+        return self._settings, self._wakeups
 
     def _keep(self, settings: dict[str, Any], wakeups: list[tuple[str | None, float]],
               clean: bool) -> None:
+        # ``clean`` is about the passes the loop ran (a worker's, or one here on the pass
+        # thread), read when they are over: never the Agent's own flag, which a serial
+        # peer's sync on the serial thread clears while it runs. A failure is passed on
+        # to that Agent too, so its next pass sweeps as well.
         self._settings, self._wakeups, self._clean = settings, wakeups, clean
         if self._agent is not None:
             ctx = self._agent.ctx
             ctx.settings.clear()
             ctx.settings.update(settings)
             ctx.restore_wakeups(wakeups)
-            self._agent.clean = clean
+            if not clean:
+                self._agent.clean = False
 
     def busy_allowance(self) -> float:
         return self._busy
@@ -112,9 +117,10 @@ class WorkerPasses(Passes):
             agent = Agent(self.config, board=self.board, clock=self.clock,
                           pin_factory_maker=lambda _board: factory())
             agent.ctx.outputs = self.outputs
-            settings, wakeups, clean = self._kept()
+            agent.clean = self._clean
+            settings, wakeups = self._kept()
             self._agent = agent
-            self._keep(settings, wakeups, clean)
+            self._keep(settings, wakeups, self._clean)
         return self._agent
 
     def holding(self) -> bool:
@@ -127,6 +133,8 @@ class WorkerPasses(Passes):
             return self._here(job)
         outcome = self._spawn(job)
         self.outputs.replay(outcome.plan)  # done by the worker's lights: done, here
+        if isinstance(outcome.error, LockedError):
+            raise outcome.error  # it never ran: what passes keep is as it was
         self._keep(outcome.settings, outcome.wakeups, outcome.clean)
         if outcome.holds:  # even after a refusal: the applied spec was reconciled
             log.info("holding %s in the daemon from now on", ", ".join(outcome.holds),
@@ -146,15 +154,16 @@ class WorkerPasses(Passes):
             return job.run(agent) if job.run is not None else run_pass(agent, job)
         finally:
             ctx.on_busy = None
+            self._clean = agent.clean
 
     def _note_busy(self, seconds: float) -> None:
         self._busy = seconds
 
     def _spawn(self, job: Job) -> Outcome:
         """Run ``job`` in a worker process and read its answer."""
-        settings, wakeups, clean = self._kept()
+        settings, wakeups = self._kept()
         request = Request(config=str(self.config_path), job=job, owner=os.getpid(),
-                          level=logging.getLogger().getEffectiveLevel(), clean=clean,
+                          level=logging.getLogger().getEffectiveLevel(), clean=self._clean,
                           settings=settings, wakeups=wakeups,
                           outputs=held_to_plain(self.outputs.snapshot()),
                           output_failures=dict(self.outputs.failures))
