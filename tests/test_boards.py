@@ -53,6 +53,27 @@ def test_qemu_virt_drives_mock_pins():
         factory.close()
 
 
+def test_mock_pins_keep_a_bounded_history_of_their_states():
+    """A daemon blinking on mock pins for days must not grow by one record per toggle
+    (it would hide a real leak in the memory bench): the newest changes are kept."""
+    from gpiozero import LED
+
+    from giter_agent.device.mock_pins import HISTORY
+
+    board = load_board("generic-mock")
+    factory = make_pin_factory(board)
+    try:
+        led = LED(board.pin("led1"), pin_factory=factory)
+        for _ in range(HISTORY + 500):
+            led.toggle()
+        pin = factory.pin("GPIO17")
+        assert len(pin.states) == HISTORY
+        assert pin.states[-1].state == pin.state  # the newest change is the one kept
+        led.close()
+    finally:
+        factory.close()
+
+
 def test_a_real_board_factory_off_the_board_names_file_and_key():
     board = load_board("rpi-5")
     try:

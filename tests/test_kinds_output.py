@@ -135,7 +135,9 @@ def test_plan_reads_live_pins_and_otherwise_trusts_the_record(ctx, factory):
     assert kind.plan("Output/l", spec, ctx) is None
     factory.pin("GPIO17").state = 0
     assert kind.plan("Output/l", spec, ctx) == "would set led1 (GPIO17) is on (now off)"
-    ctx.devices.clear()  # another process: the record says it was applied
+    from giter_agent.device.outputs import HeldOutputs
+
+    ctx.outputs = HeldOutputs(lambda: factory)  # another process: the record says it was applied
     assert kind.plan("Output/l", spec, ctx) is None
     assert factory.pin("GPIO17").state == 0  # planning changed nothing
 

@@ -10,6 +10,7 @@ from gpiozero.pins.mock import MockFactory, MockPWMPin
 from support.resources import API
 
 from giter_agent.device.board import load_board
+from giter_agent.device.outputs import HeldOutputs
 from giter_agent.kinds import builtin_kinds
 from giter_agent.kinds.base import Context
 from giter_agent.reconcile.engine import reconcile
@@ -41,6 +42,7 @@ def ctx(tmp_path, factory):
     root.mkdir()
     c = Context(board=load_board("generic-mock"), files_roots=(root,),
                 pin_factory_maker=lambda board: factory, clock=lambda: 1_800_000_000.0)
+    c.outputs = HeldOutputs(lambda: c.pin_factory)
     yield c
     c.close()
 

@@ -42,7 +42,10 @@ TEMP_SUFFIX = ".giter-tmp"
 
 
 def temp_name(target: str) -> str:
-    """A fresh, unguessable temp file name for writing ``target`` (a plain name)."""
+    """A fresh, unguessable temp file name for writing ``target`` (a plain name).
+
+    ``os.urandom`` is what ``secrets.token_hex`` reads; ``secrets`` itself would load
+    OpenSSL (through ``hmac``) into the daemon, which writes the state file too."""
     return f".{target}.{os.urandom(4).hex()}{TEMP_SUFFIX}"
 
 

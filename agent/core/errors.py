@@ -32,6 +32,7 @@ class Reason(StrEnum):
     UnsafeStickPath = "UnsafeStickPath"
     RequiresRoot = "RequiresRoot"
     Busy = "Busy"
+    WorkerFailed = "WorkerFailed"
     PermissionDenied = "PermissionDenied"
     RunningAsRoot = "RunningAsRoot"
     StateCorrupt = "StateCorrupt"
@@ -262,6 +263,12 @@ class LockedError(GiterError):
     """Another agent process holds the state directory."""
 
     reason = Reason.Busy
+
+
+class WorkerError(GiterError):
+    """The daemon's pass worker process died, or failed in a way it could not report."""
+
+    reason = Reason.WorkerFailed
 
 
 class StorageError(GiterError, OSError):

@@ -22,7 +22,7 @@ from typing import TextIO
 # sd-daemon(3) priority prefixes.
 _PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3,
              logging.CRITICAL: 2}
-_EXTRA = ("event", "reason", "commit")
+_EXTRA = ("event", "reason", "commit", "worker_peak_mib")
 
 
 def _quote(value: object) -> str:

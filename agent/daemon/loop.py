@@ -4,8 +4,9 @@ The main thread owns the loop: it blocks in ``poll()`` on every trigger's descri
 (``daemon.triggers``), on a wake-up pipe (signals, finished passes) and nothing else,
 with a timeout that ends at the earliest due trigger or watchdog ping. Idle is idle:
 no trigger due means no wake-up. Passes (network sync, USB stick, reconcile) run one
-at a time on a worker thread, so the loop keeps answering systemd's watchdog and
-SIGTERM while a fetch takes its time.
+at a time, handed from a worker thread to whatever runs them (``daemon.passes``: in
+this process, or ``giter-agent run``'s short-lived worker process), so the loop keeps
+answering systemd's watchdog and SIGTERM while a fetch takes its time.
 
 Each pass takes the state directory's lock and gives it back when it ends, so a
 manual ``giter-agent sync`` runs between passes; a pass that finds the lock taken
@@ -14,10 +15,10 @@ daemon mid-pass gets a message naming the daemon's pid. When another process cha
 the state file, the daemon reconciles at once so the outputs it drives follow.
 
 On SIGTERM it stops taking jobs, tells systemd STOPPING=1, and lets a running pass
-finish for up to ``grace_s``. A pass still running then is abandoned by exiting: every
-step of a pass is written so that a power cut at any instant resumes cleanly (state
-file replaced atomically, refs repaired from it, quarantines swept), and an exit is
-no worse. SIGUSR1 asks for a network sync now.
+finish for up to ``grace_s``. A pass still running then is abandoned by exiting (a
+worker process is killed first): every step of a pass is written so that a power cut
+at any instant resumes cleanly (state file replaced atomically, refs repaired from it,
+quarantines swept), and an exit is no worse. SIGUSR1 asks for a network sync now.
 
 A trigger may also be a service with a thread of its own (``SerialService``: the serial
 console and sync protocol); the daemon starts and closes it, counts it ``syncing``
@@ -41,18 +42,18 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from giter_agent.core.durable import mkdir_durable
 from giter_agent.core.errors import GiterError, LockedError
 from giter_agent.daemon.backoff import Backoff
+from giter_agent.daemon.passes import InProcessPasses, Passes
 from giter_agent.daemon.sd_notify import Notifier
 from giter_agent.daemon.triggers import (
     NETWORK,
     PRIORITY,
     RECONCILE,
     USB,
-    WAKEUP,
     Job,
     StateWatch,
     SyncTimer,
@@ -61,7 +62,10 @@ from giter_agent.daemon.triggers import (
     identity,
 )
 from giter_agent.state.health import Health, health
-from giter_agent.sync.agent import PUSH_ATTEMPTS, Agent
+from giter_agent.sync.bounds import max_pass_s
+
+if TYPE_CHECKING:
+    from giter_agent.sync.agent import Agent
 
 log = logging.getLogger("giter.daemon")
 
@@ -74,15 +78,16 @@ class _Pending:
 
 
 class Daemon:
-    """The loop around one ``Agent``. ``add_trigger`` before ``run`` adds sources."""
+    """The loop around what runs the passes: an ``Agent`` (each pass in this process)
+    or any ``Passes``. ``add_trigger`` before ``run`` adds sources."""
 
-    def __init__(self, agent: Agent, *, notifier: Notifier | None = None,
+    def __init__(self, agent: Agent | Passes, *, notifier: Notifier | None = None,
                  rng: random.Random | None = None,
                  on_health: Callable[[Health], None] | None = None,
                  grace_s: float = 0.6, lock_retry_s: float = 2.0,
                  log_level: int | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        self.agent = agent
+        self.passes = agent if isinstance(agent, Passes) else InProcessPasses(agent)
         self.log_level = log_level  # fixed (-v), or None: the log_level setting decides
         self.notifier = notifier or Notifier(None)
         self.on_health = on_health
@@ -90,20 +95,18 @@ class Daemon:
         self.lock_retry_s = lock_retry_s
         self.clock = clock
         self.rng = rng or random.Random()
-        config = agent.config
+        config = self.passes.config
         net = config.network
         # Longest a pass may honestly take; past that the watchdog is no longer fed.
-        self.max_pass_s = config.limits.time_budget_s + 60.0 + (
-            2 * (PUSH_ATTEMPTS + 1) * (net.connect_timeout_s + net.read_timeout_s)
-            if net else 0.0)
+        self.max_pass_s = max_pass_s(config)
         self._idle = threading.Event()  # set while no pass runs
         self._idle.set()
         self.triggers: list[Any] = []
-        self._wakeups = WakeupTimer(agent.next_wakeup, wall=agent.clock)
+        self._wakeups = WakeupTimer(self.passes.next_wakeup, wall=self.passes.clock)
         self._own_state: tuple[int, int] | None = identity(self._state_file)
         self.sync_timer: SyncTimer | None = None
         if net is not None:
-            hub = agent.state_store.load().network
+            hub = self.passes.state_store.load().network
             failures = hub.failures if hub else 0
             self.sync_timer = SyncTimer(self._sync_interval,
                                         Backoff(max_s=net.backoff_max_s), self.rng,
@@ -128,14 +131,14 @@ class Daemon:
 
     @property
     def _state_file(self) -> Path:
-        return self.agent.config.state_dir / StateWatch.FILE
+        return self.passes.config.state_dir / StateWatch.FILE
 
     def settings(self) -> Any:
         """The settings in force now: ``[agent]`` defaults with the publisher's overrides
         (the Agent kind), read afresh after every pass. The one place the daemon asks."""
         from giter_agent.config.settings import effective
 
-        return effective(self.agent.config, self.agent.ctx.settings)
+        return effective(self.passes.config, self.passes.overrides())
 
     def _sync_interval(self) -> float:
         return self.settings().sync_interval
@@ -158,7 +161,7 @@ class Daemon:
     def health(self) -> Health:
         """The agent's state in one word (``state.health``), as of now."""
         try:
-            state = self.agent.state_store.load()
+            state = self.passes.state_store.load()
         except GiterError as exc:
             return Health("error", exc.reason, str(exc))
         return health(state, syncing=not self._idle.is_set() or self._service_busy(),
@@ -231,7 +234,7 @@ class Daemon:
                 owners[fd] = trigger
         interval = self.notifier.watchdog_interval
         next_ping = self.clock()
-        cfg = self.agent.config
+        cfg = self.passes.config
         log.info("daemon started (network: %s, USB roots: %s)",
                  cfg.network.url if cfg.network else "none",
                  ", ".join(map(str, cfg.usb_roots)) or "none", extra={"event": "started"})
@@ -284,7 +287,7 @@ class Daemon:
         """Feed systemd's watchdog: idle, or a pass within its bound. The bound grows
         while a kind runs something bounded of its own (a Command up to its timeout),
         so a long command does not get the daemon killed and the command run again."""
-        bound = self.max_pass_s + self.agent.ctx.busy_allowance
+        bound = self.max_pass_s + self.passes.busy_allowance()
         return self._idle.is_set() or now - self._started_at < bound
 
     def _timeout(self, now: float, next_ping: float | None) -> float | None:
@@ -315,7 +318,6 @@ class Daemon:
             self._pending = [p for p in self._pending if p.job.kind != RECONCILE]
         self._running = chosen
         self._started_at = now
-        self.agent.ctx.busy_allowance = 0.0
         if chosen.job.kind == USB:
             self._say(f"USB stick {Path(chosen.job.arg or '').name}: syncing, leave it in")
         self._idle.clear()
@@ -336,20 +338,7 @@ class Daemon:
             self._wake()
 
     def _execute(self, job: Job) -> Any:
-        if job.run is not None:
-            return job.run(self.agent)
-        if job.kind == NETWORK:
-            return self.agent.sync_network()
-        if job.kind == USB:
-            from giter_agent.transport.usb import sync_stick
-
-            return sync_stick(self.agent, Path(job.arg or ""))
-        if job.kind == RECONCILE:
-            # A resource's own wakeup visits the resources that are due; a pass for
-            # another reason (the state changed under us) looks at every one.
-            return self.agent.reconcile_pass(source=f"daemon:{job.reason}",
-                                             due_only=job.reason == WAKEUP)
-        raise GiterError(f"no such job kind {job.kind!r}", reason="UnknownJob")
+        return self.passes.run(job)
 
     def _collect(self, now: float) -> None:
         while True:
@@ -409,6 +398,7 @@ class Daemon:
             for handler in logging.getLogger().handlers:
                 handler.flush()
             sys.stderr.flush()
+            self.passes.abandon()
             os._exit(0)  # as a power cut would, which every step of a pass survives
         self._jobs.put(None)
         worker.join(1.0)
@@ -416,6 +406,6 @@ class Daemon:
             close = getattr(trigger, "close", None)
             if close is not None:
                 close()
-        self.agent.close()
+        self.passes.close()
         self.notifier.close()
         return 0

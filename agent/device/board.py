@@ -154,10 +154,9 @@ def detect_board(model_file: Path = DEVICE_TREE_MODEL) -> tuple[str | None, str]
 def make_pin_factory(board: Board) -> Any:
     """Create the gpiozero pin factory the board names (imports gpiozero lazily)."""
     if board.pin_factory == "mock":
-        from gpiozero.pins.mock import MockFactory, MockPWMPin
+        from giter_agent.device.mock_pins import mock_factory
 
-        # PWM-capable mock pins so PWM outputs behave as on a board.
-        return MockFactory(pin_class=MockPWMPin)
+        return mock_factory()
     modules = {
         "lgpio": ("gpiozero.pins.lgpio", "LGPIOFactory"),
         "rpigpio": ("gpiozero.pins.rpigpio", "RPiGPIOFactory"),

@@ -101,9 +101,13 @@ class Context:
     files_roots: tuple[Path, ...]
     pin_factory_maker: Callable[[Board], Any]
     clock: Callable[[], float] = time.time
-    # Live gpiozero devices and samplers by resource key, so a daemon keeps blinking
-    # and summarising between passes. Each value has ``close()``.
+    # Live devices by resource key (a Sensor's sampler), so a daemon keeps summarising
+    # between passes. Each value has ``close()``.
     devices: dict[str, Any] = field(default_factory=dict)
+    # The outputs (Output kind) this process drives, or plans for the daemon to drive
+    # (``device.outputs``: ``HeldOutputs`` on this context's pin factory, or the pass
+    # worker's ``PlannedOutputs``), set by whoever builds the context (``Agent``).
+    outputs: Any = None
     # Remote overrides of the agent's own settings (the Agent kind writes them; the
     # daemon reads them through agent.settings.effective).
     settings: dict[str, Any] = field(default_factory=dict)
@@ -127,6 +131,9 @@ class Context:
     # on something bounded of its own (a Command's timeout). The daemon zeroes it when a
     # pass starts and keeps feeding systemd's watchdog within it (``allow_busy``).
     busy_allowance: float = 0.0
+    # Told the new allowance each time it grows (the daemon's pass worker passes it on
+    # to the daemon at once, which feeds the watchdog); None: nobody outside listens.
+    on_busy: Callable[[float], None] | None = None
     # Where sysfs is mounted (thermal zones, 1-wire); a temp folder in tests.
     sysfs: Path = field(default_factory=_default_sysfs)
     # Does this process stay to hold what it sets (the daemon, serve-serial)? A one-shot
@@ -156,6 +163,8 @@ class Context:
     def allow_busy(self, seconds: float) -> None:
         """Say this pass will legitimately take up to ``seconds`` longer (a command)."""
         self.busy_allowance += seconds
+        if self.on_busy is not None:
+            self.on_busy(self.busy_allowance)
 
     def request_wakeup(self, at: float, key: str | None = None) -> None:
         """Ask for another pass at time ``at`` (a sensor's next sample, a retry), for
@@ -171,6 +180,14 @@ class Context:
         """The resources whose wakeup is due at ``now`` (None: a request made outside
         any resource's handler)."""
         return {key for key, at in self._wakeups.items() if at <= now}
+
+    def wakeups(self) -> list[tuple[str | None, float]]:
+        """Every pending wakeup request, as (resource key or None, time) pairs."""
+        return sorted(self._wakeups.items(), key=lambda item: (item[1], item[0] or ""))
+
+    def restore_wakeups(self, pairs: Iterable[tuple[str | None, float]]) -> None:
+        """Take over the requests ``wakeups()`` gave (another process's passes made them)."""
+        self._wakeups = {key: float(at) for key, at in pairs}
 
     def clear_wakeups(self, keys: Iterable[str | None] | None = None) -> None:
         """Forget the wakeups of ``keys`` (all by default): their pass asks afresh."""
@@ -199,6 +216,8 @@ class Context:
         for dev in self.devices.values():
             dev.close()
         self.devices.clear()
+        if self.outputs is not None:
+            self.outputs.close_all()
 
 
 class Kind:

@@ -6,9 +6,11 @@ Called by the reconciler through the ``Kind`` interface. ``state`` is ``on``, ``
 (``LED``, or ``PWMLED`` when the spec needs PWM) with the pin factory the board
 config names, so a laptop (mock pins) and a Raspberry Pi run the same code.
 
-The gpiozero device is kept in the context between passes: a blink runs in
-gpiozero's background thread for as long as the agent process lives (the daemon),
-and a changed spec reuses or replaces it. A one-shot ``giter-agent sync``
+The kind decides; ``ctx.outputs`` (``device.outputs``) drives. The gpiozero device is
+held there between passes: a blink runs in gpiozero's background thread for as long
+as the agent process lives (the daemon), and a changed spec reuses or replaces it.
+In the daemon's pass worker ``ctx.outputs`` writes the same calls down and the daemon
+makes them, so the blink lives in the daemon while the worker exits. A one-shot ``giter-agent sync``
 (``Context.lasting`` false) reports what is true once it has exited: a counted blink
 short enough (``ONE_SHOT_BLINK_S``) runs to its end before it returns (``Blinked``);
 an endless blink or a PWM level between 0 and 1 (software PWM, a thread of this
@@ -19,8 +21,6 @@ says (flipped by hand or by another program) is set back and reported as drift.
 
 from __future__ import annotations
 
-import contextlib
-from dataclasses import dataclass
 from typing import Any
 
 from giter_agent.core.errors import ResourceError
@@ -39,19 +39,6 @@ from giter_agent.kinds.fields import Field, by_name, check_declared, value
 STATES = ("on", "off", "blink", "pwm")
 # The longest counted blink a one-shot sync runs to the end before it exits.
 ONE_SHOT_BLINK_S = 30.0
-
-
-@dataclass
-class _Driven:
-    """A live gpiozero LED/PWMLED and what it was set up for (gpiozero devices take
-    no extras)."""
-
-    led: Any
-    want: tuple[str, bool, bool, float]  # pin, activeHigh, pwm, frequency
-    pattern: tuple[float, float, float, float, int | None] | None = None  # a running blink
-
-    def close(self) -> None:
-        self.led.close()
 
 
 def _level(value: float) -> str:
@@ -161,76 +148,50 @@ class OutputKind(Kind):
         logical = spec["pin"]
         observed: dict[str, Any] = {"pin": pin, "state": spec["state"]}
         want = self._want(spec, pin)
-        dev = ctx.devices.get(key)
-        if dev is not None and dev.want != want:
-            dev.close()
-            del ctx.devices[key]
-            dev = None
-        found_live = dev is not None
-        if dev is None:
-            from gpiozero import LED, PWMLED
-            from gpiozero.exc import GPIOZeroError
-
-            try:
-                if spec["pwm"]:
-                    led = PWMLED(pin, active_high=spec["activeHigh"],
-                                 frequency=spec["frequency"], pin_factory=ctx.pin_factory)
-                else:
-                    led = LED(pin, active_high=spec["activeHigh"], pin_factory=ctx.pin_factory)
-            except GPIOZeroError as exc:
-                return Retry("PinUnavailable", f"{pin}: {exc}", 30, observed)
-            dev = ctx.devices[key] = _Driven(led, want)
+        outputs = ctx.outputs
+        held = outputs.held(key)
+        if held is not None and held.want != want:
+            outputs.close(key)
+            held = None
+        found_live = held is not None
+        if held is None:
+            why = outputs.claim(key, want)
+            if why is not None:
+                return Retry("PinUnavailable", why, 30, observed)
         message = _describe(spec, logical, pin)
         if not ctx.lasting:
-            outcome = self._one_shot(spec, dev, message, observed)
+            outcome = self._one_shot(key, spec, ctx, message, observed)
             if outcome is not None:
                 return outcome
         if spec["state"] == "blink":
             pattern = _pattern(spec)
-            if dev.pattern != pattern:
-                on, off, fade_in, fade_out, count = pattern
-                if spec["pwm"]:
-                    dev.led.blink(on_time=on, off_time=off, fade_in_time=fade_in,
-                                  fade_out_time=fade_out, n=count, background=True)
-                else:
-                    dev.led.blink(on_time=on, off_time=off, n=count, background=True)
-                dev.pattern = pattern
+            if held is None or held.pattern != pattern:
+                outputs.blink(key, pattern)
             return Done("Blinking", message, observed)
         desired = _desired(spec)
         changes: tuple[str, ...] = ()
-        if found_live and dev.pattern is None:
-            current = float(dev.led.value)
+        if held is not None and found_live and held.pattern is None:
+            current = held.value
             if abs(current - desired) > 1e-6:
                 # Ours, set by an earlier pass, yet no longer where we left it.
                 changes = (f"{logical} ({pin}) was {_level(current)}, "
                            f"spec says {_level(desired)}",)
-        dev.pattern = None
-        if spec["pwm"]:
-            dev.led.value = desired  # also stops a running blink
-        elif desired:
-            dev.led.on()
-        else:
-            dev.led.off()
-        observed["value"] = round(float(dev.led.value), 4)
+        outputs.set(key, desired)  # also stops a running blink
+        now = outputs.held(key)
+        observed["value"] = round(now.value if now is not None else desired, 4)
         return Done("Set", message, observed, changes=changes)
 
-    def _one_shot(self, spec: dict[str, Any], dev: _Driven, message: str,
+    def _one_shot(self, key: str, spec: dict[str, Any], ctx: Context, message: str,
                   observed: dict[str, Any]) -> Outcome | None:
         """What a process about to exit can truly do; None: the same as a daemon."""
-        on, off, fade_in, fade_out, count = _pattern(spec)
+        on, off, fade_in, fade_out, count = pattern = _pattern(spec)
         if spec["state"] == "blink":
             if count and count * (on + off + fade_in + fade_out) <= ONE_SHOT_BLINK_S:
-                dev.pattern = None
-                if spec["pwm"]:
-                    dev.led.blink(on_time=on, off_time=off, fade_in_time=fade_in,
-                                  fade_out_time=fade_out, n=count, background=False)
-                else:
-                    dev.led.blink(on_time=on, off_time=off, n=count, background=False)
+                ctx.outputs.blink(key, pattern, wait=True)
                 return Done("Blinked", f"{message}: done, now off", observed)
         elif not (spec["state"] == "pwm" and 0.0 < _desired(spec) < 1.0):
             return None
-        dev.pattern = None
-        dev.led.off()
+        ctx.outputs.set(key, 0.0)
         observed["value"] = 0.0
         return Failed("NeedsDaemon", f"{message} only while giter-agent runs as a service: "
                       "this one-shot sync exits, so the pin is left off; the running "
@@ -240,15 +201,14 @@ class OutputKind(Kind):
         pin = self._pin(spec, ctx)
         if isinstance(pin, Failed):
             return would_fail(pin)
-        dev = ctx.devices.get(key)
+        held = ctx.outputs.held(key)
         target = _describe(spec, spec["pin"], pin)
-        if dev is not None and dev.want == self._want(spec, pin):
+        if held is not None and held.want == self._want(spec, pin):
             if spec["state"] == "blink":
-                return None if dev.pattern == _pattern(spec) else f"would set {target}"
-            current = float(dev.led.value)
-            if dev.pattern is None and abs(current - _desired(spec)) <= 1e-6:
+                return None if held.pattern == _pattern(spec) else f"would set {target}"
+            if held.pattern is None and abs(held.value - _desired(spec)) <= 1e-6:
                 return None
-            return f"would set {target} (now {_level(current)})"
+            return f"would set {target} (now {_level(held.value)})"
         # A pin this process does not drive cannot be read without claiming it: trust
         # what the last pass recorded.
         if applied_before(key, spec, ctx):
@@ -259,19 +219,13 @@ class OutputKind(Kind):
         return f"would turn {spec['pin']} off and release it"
 
     def prune(self, key: str, spec: dict[str, Any], ctx: Context) -> None:
-        dev = ctx.devices.pop(key, None)
-        if dev is not None:
-            dev.led.off()
-            dev.close()
+        held = ctx.outputs.held(key)
+        if held is not None:
+            ctx.outputs.release(key, held.want[0], held.want[1])
             return
-        # Not driven by this process (a one-shot sync after a restart): claim the pin
-        # just long enough to drive it off, so "pruned" means "off" on every factory.
+        # Not driven by this process (a one-shot sync after a restart): the pin is
+        # claimed just long enough to drive it off, so "pruned" means "off" on every
+        # factory.
         pin = self._pin(spec, ctx)
-        if isinstance(pin, Failed):
-            return
-        from gpiozero import LED
-        from gpiozero.exc import GPIOZeroError
-
-        with contextlib.suppress(GPIOZeroError):  # busy or gone: nothing we can undo
-            LED(pin, active_high=spec["activeHigh"], initial_value=False,
-                pin_factory=ctx.pin_factory).close()
+        if not isinstance(pin, Failed):
+            ctx.outputs.release(key, pin, spec["activeHigh"])

@@ -193,7 +193,8 @@ class StateStore:
 
 
 @contextlib.contextmanager
-def state_lock(state_dir: Path, wait_s: float = 0.0) -> Iterator[bool]:
+def state_lock(state_dir: Path, wait_s: float = 0.0, *,
+               owner: int | None = None) -> Iterator[bool]:
     """Hold the state directory's writer lock, or raise ``LockedError``.
 
     ``wait_s`` 0 (the passes): refuse at once if another process holds it. A short wait
@@ -201,7 +202,9 @@ def state_lock(state_dir: Path, wait_s: float = 0.0) -> Iterator[bool]:
 
     Yields whether another process held the lock last (its pid is in the lock file):
     that process may have died mid-write, and the new holder must recover the state
-    directory (``giter_agent.state.recovery``) before anything reads it.
+    directory (``giter_agent.state.recovery``) before anything reads it. ``owner``: the
+    pid to write and compare instead of this process's own (the daemon's pass worker
+    holds the lock for the daemon, whose pid a manual sync then names).
     """
     path = Path(state_dir) / "lock"
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
@@ -219,7 +222,7 @@ def state_lock(state_dir: Path, wait_s: float = 0.0) -> Iterator[bool]:
                 raise LockedError(
                     f"another giter-agent (pid {holder}) is using {state_dir}; "
                     "wait for it to finish, or stop the service first") from None
-        mine = f"{os.getpid()}\n".encode()
+        mine = f"{owner or os.getpid()}\n".encode()
         took_over = os.pread(fd, 32, 0) != mine
         if took_over:  # the daemon's every pass would write it again
             os.ftruncate(fd, 0)

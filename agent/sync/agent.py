@@ -28,6 +28,7 @@ from giter_agent.config.agent_toml import Config
 from giter_agent.core.errors import ConfigError, GiterError, HistoryError, Reason, StorageError
 from giter_agent.core.layout import DEVICES_DIR
 from giter_agent.device.board import Board, load_board, make_pin_factory
+from giter_agent.device.outputs import HeldOutputs
 from giter_agent.kinds import Kinds
 from giter_agent.kinds.base import Context
 from giter_agent.state.command_journal import CommandJournal
@@ -43,8 +44,9 @@ from giter_agent.status.report import (
     SyncReport,
 )
 from giter_agent.sync.applier import SpecApplier, stale_condition
+from giter_agent.sync.bounds import PUSH_ATTEMPTS
 from giter_agent.sync.export import write_status_bundle
-from giter_agent.sync.hub import PUSH_ATTEMPTS, HubExchange
+from giter_agent.sync.hub import HubExchange
 from giter_agent.sync.importer import SpecImporter, summarise
 
 if TYPE_CHECKING:
@@ -73,10 +75,13 @@ class Agent:
     def __init__(self, config: Config, *, clock: Callable[[], float] = time.time,
                  pin_factory_maker: Callable[[Board], Any] = make_pin_factory,
                  board: Board | None = None,
-                 monotonic: Callable[[], float] = time.monotonic, lasting: bool = True) -> None:
+                 monotonic: Callable[[], float] = time.monotonic, lasting: bool = True,
+                 lock_owner: int | None = None, clean: bool = False) -> None:
         """``lasting``: this process stays to hold what it sets (the daemon); False for
         a one-shot command, whose Outputs then report what outlives it. ``monotonic``:
-        the time budget's clock (one budget per sync)."""
+        the time budget's clock (one budget per sync). ``lock_owner`` and ``clean``: a
+        pass worker holds the state lock for the daemon (its pid) and carries on from
+        the daemon's last pass (clean: no full recovery sweep needed; see ``_locked``)."""
         self.config = config
         self.clock = clock
         self.monotonic = monotonic  # the time budget's clock (one budget per sync)
@@ -90,6 +95,7 @@ class Agent:
                            release_journal=ReleaseJournal(config.state_dir / RELEASE_JOURNAL),
                            settings_config=config.agent, identity=self.device_key,
                            lasting=lasting)
+        self.ctx.outputs = HeldOutputs(lambda: self.ctx.pin_factory)
         self.kinds = Kinds()  # built-in kinds and giter_agent.kinds plug-ins, loaded on use
         self.state_store = StateStore(config.state_dir)
         self.importer = SpecImporter(config, self.state_store)
@@ -97,8 +103,9 @@ class Agent:
                                    self.device_key)
         self.hub = HubExchange(config, self.state_store, self.importer, self.applier, clock,
                                self.device_key)
+        self.lock_owner = lock_owner
         # Whether this process's last pass under the lock ended cleanly (see _locked).
-        self._clean = False
+        self.clean = clean
 
     # -- paths and lazily opened parts -------------------------------------------------
     @property
@@ -133,14 +140,14 @@ class Agent:
         cfg = self.config
         try:
             self._prepare()
-            with state_lock(cfg.state_dir) as took_over:
+            with state_lock(cfg.state_dir, owner=self.lock_owner) as took_over:
                 state = self.state_store.load()
                 recover(cfg.state_dir, refs=((cfg.branch_ref, state.accepted),
                                              (cfg.status_ref, state.status_tip)),
-                        files_roots=cfg.files_roots, sweep=took_over or not self._clean)
-                self._clean = False
+                        files_roots=cfg.files_roots, sweep=took_over or not self.clean)
+                self.clean = False
                 yield state
-                self._clean = True
+                self.clean = True
         except (GiterError, PermissionError):
             raise  # a file this user may not write: the CLI says whose it is and what to run
         except OSError as exc:
@@ -286,7 +293,8 @@ class Agent:
         of it); see ``sync.export.write_status_bundle``. With ``dir_fd``, ``path`` is a
         name in that open folder (the stick's pinned outbox).
         """
-        with state_lock(self.config.state_dir, wait_s=STATUS_BUNDLE_LOCK_WAIT_S):
+        with state_lock(self.config.state_dir, wait_s=STATUS_BUNDLE_LOCK_WAIT_S,
+                        owner=self.lock_owner):
             state = self.state_store.load()
             with self._history() as history:
                 return write_status_bundle(history, state, self.config.status_ref, path,

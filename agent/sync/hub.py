@@ -33,6 +33,7 @@ from giter_agent.state.records import NetworkRecord
 from giter_agent.state.store import State, StateStore
 from giter_agent.status.report import SyncReport
 from giter_agent.sync.applier import SpecApplier
+from giter_agent.sync.bounds import PUSH_ATTEMPTS  # tries at pushing when the hub moved
 from giter_agent.sync.importer import SpecImporter, summarise
 
 if TYPE_CHECKING:
@@ -45,8 +46,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("giter.sync")
 
-# Tries at pushing status/<device> when the hub's copy moved under us (fetch in between).
-PUSH_ATTEMPTS = 3
 
 
 class HubExchange:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from giter_agent.device.board import load_board
+from giter_agent.device.outputs import HeldOutputs
 from giter_agent.kinds.base import Context
 from giter_agent.spec.resources import SpecSet, select
 from giter_agent.state.records import ResourceRecord
@@ -78,9 +79,12 @@ def make_ctx(tmp_path: Path, factory: Any, clock: Clock | None = None, **extra: 
     root.mkdir(exist_ok=True)
     sysfs = tmp_path / "sys"
     sysfs.mkdir(exist_ok=True)
-    return Context(board=load_board("generic-mock"), files_roots=(root,),
-                   pin_factory_maker=lambda board: factory, clock=clock or Clock(),
-                   sysfs=sysfs, **extra)
+    ctx = Context(board=load_board("generic-mock"), files_roots=(root,),
+                  pin_factory_maker=lambda board: factory, clock=clock or Clock(),
+                  sysfs=sysfs, **extra)
+    if ctx.outputs is None:
+        ctx.outputs = HeldOutputs(lambda: ctx.pin_factory)
+    return ctx
 
 
 def condition(record: ResourceRecord, ctype: str = "Ready") -> dict[str, Any] | None:

@@ -23,31 +23,39 @@ def run(args: argparse.Namespace) -> int:
     from giter_agent.daemon import logs
     from giter_agent.daemon.loop import Daemon
     from giter_agent.daemon.sd_notify import Notifier
+    from giter_agent.daemon.worker_passes import WorkerPasses
+    from giter_agent.device.board import load_board, make_pin_factory
     from giter_agent.device.status_led import StatusLed
-    from giter_agent.sync.agent import Agent
 
     config = load_config(args)
-    agent = Agent(config)
+    board = load_board(config.board, config.source.resolve().parent if config.source else None)
+    factory = make_pin_factory(board)
+    # Each pass runs in a short-lived worker process; this one keeps the loop, the pins
+    # it must hold, the LED and the serial console (docs/architecture.md, "Processes").
+    passes = WorkerPasses(config, args.config, board=board, pin_factory=lambda: factory)
     fixed = logging.DEBUG if args.verbose else None
 
     def current_spec() -> str | None:
         # Read from the state file lazily, only when a line is written.
         try:
-            return agent.state_store.load().applied
+            return passes.state_store.load().applied
         except Exception:
             return None
 
     logs.setup(config.device_id, current_spec, level=fixed or logging.INFO)
     # The technician's LED shows the same state the console and `status` put in words.
-    led = StatusLed(agent.board, agent.ctx.pin_factory)
-    daemon = Daemon(agent, notifier=Notifier.from_environ(), log_level=fixed,
+    led = StatusLed(board, factory)
+    daemon = Daemon(passes, notifier=Notifier.from_environ(), log_level=fixed,
                     on_health=lambda now: led.show(now.state))
     if config.serial_port:
+        from giter_agent.daemon.worker_passes import DaemonDevice
         from giter_agent.transport.serial.endpoint import SerialEndpoint, SerialService
 
         # The status line is printed when the daemon's health changes, not on a timer.
-        endpoint = SerialEndpoint(config.serial_port, config.serial_baud, agent,
-                                  status_interval=None)
+        # A serial peer's sync runs in this process (on the serial thread), which loads
+        # the sync path only then.
+        endpoint = SerialEndpoint(config.serial_port, config.serial_baud,
+                                  DaemonDevice(passes), status_interval=None)
         daemon.add_trigger(SerialService(endpoint, on_change=daemon.wake))
     try:
         return daemon.run()

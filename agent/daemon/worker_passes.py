@@ -1,0 +1,246 @@
+"""Passes in a short-lived worker process, so the daemon itself stays small.
+
+``giter-agent run`` keeps in its own process only what must live: the loop and its
+triggers, systemd's notifications and watchdog, the status LED, the serial console.
+Each network sync, USB stick and reconcile pass runs in a worker process
+(``daemon.worker``) that loads what the pass needs and exits; the daemon keeps, from
+one pass to the next, what the worker hands back (``daemon.worker_protocol``): the
+remote settings, the wakeups resources asked for, whether the last pass ended cleanly.
+
+What cannot die with a worker stays here. Outputs (a blink, a PWM level: gpiozero's
+threads) are held by this process's ``HeldOutputs``: the worker is told what it holds,
+and plans its calls (``device.outputs``), which this process makes when the worker is
+done. A resource with another live device (a Sensor summarising its samples) is named
+by the worker (``holds``); the daemon then builds its own ``Agent`` (sharing its board,
+pin factory and outputs), reconciles at once so it holds the device, and runs every
+pass in this process while it holds any (``InProcessPasses``'s way: the same
+``run_pass``). A job that brings its own pass (a serial peer's sync, ``Job.run``) runs
+here too, on the same ``Agent``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from giter_agent.core.errors import LockedError, WorkerError
+from giter_agent.daemon.passes import Passes, run_pass
+from giter_agent.daemon.triggers import RECONCILE, Job
+from giter_agent.daemon.worker_protocol import WORKER_MODULE, Outcome, Request
+from giter_agent.device.outputs import HeldOutputs, held_to_plain
+from giter_agent.state.store import StateStore
+
+if TYPE_CHECKING:
+    from giter_agent.config.agent_toml import Config
+    from giter_agent.device.board import Board
+    from giter_agent.sync.agent import Agent
+
+log = logging.getLogger("giter.daemon")
+HOLD = "hold"  # the reason of the reconcile that takes over what a worker named
+# What the worker must not inherit: the daemon alone speaks to systemd.
+_PARENT_ONLY_ENV = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS",
+                    "LISTEN_PID")
+
+
+class WorkerPasses(Passes):
+    """Runs each pass in a worker process, or here while this process holds pins."""
+
+    def __init__(self, config: Config, config_path: Path, *, board: Board,
+                 pin_factory: Callable[[], Any], clock: Callable[[], float] = time.time,
+                 python: str = sys.executable) -> None:
+        self.config = config
+        self.config_path = Path(config_path).resolve()
+        self.state_store = StateStore(config.state_dir)
+        self.clock = clock
+        self.board = board
+        self.pin_factory = pin_factory
+        self.python = python
+        self.outputs = HeldOutputs(pin_factory)
+        self._settings: dict[str, Any] = {}
+        self._wakeups: list[tuple[str | None, float]] = []
+        self._clean = False
+        self._busy = 0.0
+        self._agent: Agent | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    # -- what the loop reads -------------------------------------------------------------
+    # What passes keep between them lives here until this process has an ``Agent``, then
+    # in its context (a serial peer's sync, on the serial thread, changes it there).
+    def overrides(self) -> dict[str, Any]:
+        return self._agent.ctx.settings if self._agent is not None else self._settings
+
+    def next_wakeup(self) -> float | None:
+        if self._agent is not None:
+            return self._agent.next_wakeup()
+        return min((at for _, at in self._wakeups), default=None)
+
+    def _kept(self) -> tuple[dict[str, Any], list[tuple[str | None, float]]]:
+        if self._agent is not None:
+            ctx = self._agent.ctx
+            return dict(ctx.settings), ctx.wakeups()
+        return self._settings, self._wakeups
+
+    def _keep(self, settings: dict[str, Any], wakeups: list[tuple[str | None, float]],
+              clean: bool) -> None:
+        # ``clean`` is about the passes the loop ran (a worker's, or one here on the pass
+        # thread), read when they are over: never the Agent's own flag, which a serial
+        # peer's sync on the serial thread clears while it runs. A failure is passed on
+        # to that Agent too, so its next pass sweeps as well.
+        self._settings, self._wakeups, self._clean = settings, wakeups, clean
+        if self._agent is not None:
+            ctx = self._agent.ctx
+            ctx.settings.clear()
+            ctx.settings.update(settings)
+            ctx.restore_wakeups(wakeups)
+            if not clean:
+                self._agent.clean = False
+
+    def busy_allowance(self) -> float:
+        return self._busy
+
+    # -- running a pass ------------------------------------------------------------------
+    def agent(self) -> Agent:
+        """This process's ``Agent`` (built on first use: pins to hold, a serial peer)."""
+        if self._agent is None:
+            from giter_agent.sync.agent import Agent
+
+            factory = self.pin_factory
+            agent = Agent(self.config, board=self.board, clock=self.clock,
+                          pin_factory_maker=lambda _board: factory())
+            agent.ctx.outputs = self.outputs
+            agent.clean = self._clean
+            settings, wakeups = self._kept()
+            self._agent = agent
+            self._keep(settings, wakeups, self._clean)
+        return self._agent
+
+    def holding(self) -> bool:
+        """Does this process hold a resource's live device (pins, a sampler)?"""
+        return self._agent is not None and bool(self._agent.ctx.devices)
+
+    def run(self, job: Job) -> Any:
+        self._busy = 0.0
+        if job.run is not None or self.holding():
+            return self._here(job)
+        outcome = self._spawn(job)
+        self.outputs.replay(outcome.plan)  # done by the worker's lights: done, here
+        if isinstance(outcome.error, LockedError):
+            raise outcome.error  # it never ran: what passes keep is as it was
+        self._keep(outcome.settings, outcome.wakeups, outcome.clean)
+        if outcome.holds:  # even after a refusal: the applied spec was reconciled
+            log.info("holding %s in the daemon from now on", ", ".join(outcome.holds),
+                     extra={"event": "hold"})
+            self._here(Job(RECONCILE, reason=HOLD))
+        if outcome.error is not None:
+            raise outcome.error
+        return outcome.report
+
+    def _here(self, job: Job) -> Any:
+        """Run ``job`` in this process, on its ``Agent`` (which keeps what passes keep)."""
+        agent = self.agent()
+        ctx = agent.ctx
+        ctx.busy_allowance = 0.0
+        ctx.on_busy = self._note_busy
+        try:
+            return job.run(agent) if job.run is not None else run_pass(agent, job)
+        finally:
+            ctx.on_busy = None
+            self._clean = agent.clean
+
+    def _note_busy(self, seconds: float) -> None:
+        self._busy = seconds
+
+    def _spawn(self, job: Job) -> Outcome:
+        """Run ``job`` in a worker process and read its answer."""
+        settings, wakeups = self._kept()
+        request = Request(config=str(self.config_path), job=job, owner=os.getpid(),
+                          level=logging.getLogger().getEffectiveLevel(), clean=self._clean,
+                          settings=settings, wakeups=wakeups,
+                          outputs=held_to_plain(self.outputs.snapshot()),
+                          output_failures=dict(self.outputs.failures))
+        env = {k: v for k, v in os.environ.items() if k not in _PARENT_ONLY_ENV}
+        read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+        try:
+            self._proc = proc = subprocess.Popen(
+                [self.python, "-m", WORKER_MODULE, str(write_fd)], stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL, pass_fds=(write_fd,), env=env)
+        except OSError as exc:
+            os.close(read_fd)
+            os.close(write_fd)
+            raise WorkerError(f"cannot start the pass worker ({self.python}): "
+                              f"{exc.strerror or exc}") from None
+        os.close(write_fd)
+        last: dict[str, Any] | None = None
+        with contextlib.ExitStack() as stack:
+            answers = stack.enter_context(os.fdopen(read_fd, "rb"))
+            assert proc.stdin is not None
+            with contextlib.suppress(BrokenPipeError):
+                proc.stdin.write(request.encode())
+            proc.stdin.close()
+            for line in answers:
+                with contextlib.suppress(ValueError):
+                    message = json.loads(line)
+                    if "busy" in message:
+                        self._busy = float(message["busy"])
+                    else:
+                        last = message
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        self._proc = None
+        log.debug("pass worker %d exited (%d)", proc.pid, proc.returncode,
+                  extra={"event": "worker-exit",
+                         "worker_peak_mib": f"{usage.ru_maxrss / 1024:.1f}"})
+        if last is None:
+            self._keep(settings, wakeups, False)  # it may have died mid-write: sweep next
+            raise WorkerError(f"the pass worker (pid {proc.pid}) ended without an answer "
+                              f"(exit status {proc.returncode}); the next pass resumes "
+                              "from the state file")
+        return Outcome.decode(last)
+
+    def abandon(self) -> None:
+        """Kill a running worker now, as a power cut would (every step survives one)."""
+        proc = self._proc
+        if proc is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, signal.SIGKILL)
+
+    def close(self) -> None:
+        if self._agent is not None:
+            self._agent.close()
+        self.outputs.close_all()
+
+
+class DaemonDevice:
+    """The device as the serial console sees it (``transport.device.SyncingDevice``) in
+    a daemon whose passes run in workers: the config, board, state and clock at once,
+    the ``Agent`` (the sync path) only when a serial peer syncs or asks for the key."""
+
+    def __init__(self, passes: WorkerPasses) -> None:
+        self.passes = passes
+        self.config = passes.config
+        self.board = passes.board
+        self.state_store = passes.state_store
+        self.clock = passes.clock
+
+    def sync(self, bundles: list[Path], source: str) -> Any:
+        return self.passes.agent().sync(bundles, source)
+
+    def write_status_bundle(self, path: Path, hub_has: str | None = None, *,
+                            dir_fd: int | None = None) -> bool:
+        return self.passes.agent().write_status_bundle(path, hub_has, dir_fd=dir_fd)
+
+    def public_key_line(self) -> str:
+        return self.passes.agent().public_key_line()
+
+    def enrolled(self) -> bool:
+        return self.passes.agent().enrolled()
+
