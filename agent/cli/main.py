@@ -32,7 +32,12 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run("giter-agent", _parser().parse_args(argv), argv)
+    args = _parser().parse_args(argv)
+    # An AgentUpdate may have selected another environment: it runs instead (exec).
+    from giter_agent.cli.boot import boot
+
+    boot(args, argv)
+    return run("giter-agent", args, argv)
 
 
 if __name__ == "__main__":
