@@ -448,6 +448,7 @@ class Board:
         self.logs = tmp_path / "logs"
         self.logs.mkdir()
         self.runs = 0
+        self.procs: list[subprocess.Popen] = []
 
     def publish(self, version: str, first: bool = False) -> None:
         whl = self.wheels[version]
@@ -466,19 +467,45 @@ class Board:
         return [sys.executable, "-m", "giter_agent", "-c", str(self.config), *args]
 
     def env(self) -> dict[str, str]:
-        return {k: v for k, v in os.environ.items() if k != "GITER_AGENT_ENV"}
+        env = {k: v for k, v in os.environ.items() if k != "GITER_AGENT_ENV"}
+        return {**env, "PYTHONUNBUFFERED": "1"}  # as the unit sets it: the log is read
 
     def sync(self) -> subprocess.CompletedProcess:
         return subprocess.run(self.argv("sync", "--usb", str(self.stick)), capture_output=True,
                               text=True, env=self.env(), timeout=300, check=False)
 
     def start(self) -> subprocess.Popen:
-        """``giter-agent run``, as systemd starts it (output to a file: the guard the
-        boot loader forks must not hold a pipe the test waits on)."""
+        """``giter-agent run``, as systemd starts it: its own ``$NOTIFY_SOCKET`` (read by
+        ``ready``), output to a file (the guard the boot loader forks must not hold a
+        pipe the test waits on)."""
+        import socket
+
         self.runs += 1
         log = (self.logs / f"run-{self.runs}.log").open("w")
-        return subprocess.Popen(self.argv("run"), stdout=log, stderr=subprocess.STDOUT,
-                                env=self.env())
+        self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        path = self.tmp / f"notify-{self.runs}"
+        self.notify.bind(str(path))
+        self.notify.settimeout(0.5)
+        proc = subprocess.Popen(self.argv("run"), stdout=log, stderr=subprocess.STDOUT,
+                                env={**self.env(), "NOTIFY_SOCKET": str(path)})
+        self.procs.append(proc)
+        return proc
+
+    def ready(self, proc: subprocess.Popen) -> None:
+        """Wait for the daemon's READY=1 (the process id systemd knows: after the boot
+        loader's exec, the selected version says it)."""
+        def said() -> bool:
+            try:
+                return b"READY=1" in self.notify.recv(4096)
+            except TimeoutError:
+                return False
+        self.wait_for(said, proc)
+
+    def close(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
 
     def journal(self) -> dict | None:
         return UpdateJournal(self.state / FILE).entry()
@@ -506,12 +533,19 @@ class Board:
         return yaml.safe_load(text)["status"]
 
 
-def test_an_update_that_works_and_one_that_fails_and_is_rolled_back(tmp_path, publisher,
-                                                                    wheels):
-    dev = Board(tmp_path, publisher, wheels)
+@pytest.fixture
+def board(tmp_path, publisher, wheels):
+    made = Board(tmp_path, publisher, wheels)
+    yield made
+    made.close()
+
+
+def test_an_update_that_works_and_one_that_fails_and_is_rolled_back(board):
+    dev = board
     dev.publish("0.2.0", first=True)
     # The daemon of the installed package (0.1.0) runs; the stick is synced beside it.
     daemon = dev.start()
+    dev.ready(daemon)
     done = dev.sync()
     assert done.returncode == 3, done.stderr  # the update is not Ready until it runs
     status = dev.stick_status()
@@ -523,6 +557,7 @@ def test_an_update_that_works_and_one_that_fails_and_is_rolled_back(tmp_path, pu
     # systemd starts it again: the installed package runs the selected 0.2.0, which
     # writes a status commit at once and so confirms its trial.
     daemon = dev.start()
+    dev.ready(daemon)
     dev.wait_for(lambda: dev.journal()["phase"] == CONFIRMED, daemon)
     daemon.send_signal(signal.SIGTERM)
     assert daemon.wait(timeout=60) == 0
