@@ -312,9 +312,10 @@ def _check_resource(path: str, data: bytes, kinds: dict) -> list[Finding]:
 def release_findings(store: Any, tree: bytes,
                      folders: dict[str, list[tuple[str, bytes]]]) -> list[Finding]:
     """Each ``Release``'s ``source`` (an ``AgentUpdate``'s ``wheels``) is a folder of this
-    tree that the device's tree allowlist takes whole (``history.tree.list_files``: no symlink, submodule, odd name
-    or case collision), and each ``Package``'s ``deb`` a regular file, as the device
-    will read them (``history.artifacts.TreeArtifacts``: ``listing``, ``stat``)."""
+    tree that the device's tree allowlist takes whole (``history.tree.list_files``: no
+    symlink, submodule, odd name or case collision), and each ``Package``'s ``deb`` a
+    regular file, as the device will read them (``history.artifacts.TreeArtifacts``:
+    ``listing``, ``stat``)."""
     from giter_agent.history.tree import file_id, list_files
     from giter_agent.spec.resources import parse_resource
 
