@@ -402,6 +402,7 @@ class Daemon:
                         extra={"event": "restart", "reason": "AgentUpdated"})
             self._exit_code = EXIT_RESTART
             self._stop = True
+            self._wake()  # the loop may be about to sleep in poll() with nothing due
 
     def pass_now(self) -> None:
         """Run a reconcile pass as soon as the loop starts (an update of the agent on

@@ -130,6 +130,15 @@ class AgentEnvs:
             if name is not None:
                 raise
 
+    def sweep(self) -> list[str]:
+        """Remove what a cut-short switch left (a temp link, a half-built environment).
+        Only the state lock's holder calls it: a build in progress is its own."""
+        try:
+            with self.open(create=False) as root:
+                return root.sweep()
+        except FileNotFoundError:
+            return []
+
     def prune(self, keep: Sequence[str | None]) -> list[str]:
         """Remove every environment but those in ``keep``, and any half-built one."""
         try:

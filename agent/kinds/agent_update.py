@@ -174,6 +174,8 @@ class AgentUpdateKind(Kind):
             return Failed("NoStateDirectory", "this pass has no state directory to keep "
                           "agent environments in")
         token = f"{spec['version']} {fingerprint(spec)} g{ctx.generations.get(key)}"
+        with contextlib.suppress(OSError):
+            envs.sweep()  # what a cut-short switch left; passes hold the state lock
         entry = journal.entry()
         observed = self._observed(spec, entry)
         if entry is not None and entry.get("token") == token \
