@@ -562,6 +562,9 @@ def test_an_update_that_works_and_one_that_fails_and_is_rolled_back(board):
     daemon.send_signal(signal.SIGTERM)
     assert daemon.wait(timeout=60) == 0
     assert dev.journal()["starts"] == 1
+    said = subprocess.run(dev.argv("--version"), capture_output=True, text=True,
+                          env=dev.env(), check=True).stdout
+    assert said.startswith("giter-agent 0.2.0 (agent environment 0.2.0-"), said
     done = dev.sync()  # the one-shot sync runs 0.2.0 too, and writes the stick
     assert done.returncode == 0, done.stderr
     status = dev.stick_status()

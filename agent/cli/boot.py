@@ -45,7 +45,7 @@ log = logging.getLogger("giter.boot")
 
 # Commands that run in the selected environment; the first three may write (end a
 # failed trial), and ``run`` counts its starts and guards the deadline.
-BOOTED = ("run", "sync", "serve-serial", "status", "plan", "key")
+BOOTED = ("run", "sync", "serve-serial", "status", "plan", "key", "--version")
 WRITERS = ("run", "sync", "serve-serial")
 GUARD_POLL_S = 5.0
 

@@ -218,7 +218,8 @@ class AgentEnvs:
         except (OSError, subprocess.TimeoutExpired) as exc:
             raise ArtifactError(f"the new environment did not run: {exc}",
                                 reason=Reason.ArtifactCorrupt) from None
-        said = done.stdout.strip().rpartition(" ")[2]
+        words = done.stdout.split()
+        said = words[1] if len(words) > 1 else ""
         try:
             same = done.returncode == 0 and compare(said, version) == 0
         except ValueError:
