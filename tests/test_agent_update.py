@@ -205,7 +205,7 @@ def test_an_update_installs_beside_the_running_agent_and_selects_it(ctx, tmp_pat
     assert 'version__ = "0.2.0"' in (lib / "giter_agent/__init__.py").read_text()
     assert not list(lib.parent.glob("*.whl"))  # the wheel itself is not kept
     # The installed package starts the selected environment: it says it is 0.2.0.
-    from giter_agent.kinds.agent_envs import launch_argv
+    from giter_agent.state.agent_env import launch_argv
 
     said = subprocess.run(launch_argv(lib, ["--version"]), capture_output=True, text=True,
                           check=True)

@@ -30,9 +30,10 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from giter_agent.kinds.agent_envs import ENV_VAR, AgentEnvs, launch_argv, running_env
+from giter_agent.state import agent_env
+from giter_agent.state.agent_env import ENV_VAR, launch_argv, running_env
 from giter_agent.state.update_journal import (
     FILE,
     TRIAL,
@@ -40,6 +41,9 @@ from giter_agent.state.update_journal import (
     expired,
     wanted,
 )
+
+if TYPE_CHECKING:  # loaded only when a start ends a trial: a plain start reads a link
+    from giter_agent.kinds.agent_envs import AgentEnvs
 
 log = logging.getLogger("giter.boot")
 
@@ -56,21 +60,26 @@ def decide(state_dir: Path, clock: Callable[[], float], *, writes: bool, counts:
     (None: none). With ``writes``, a failed trial is rolled back and the ``current``
     link is made to agree with the journal; with ``counts``, a start is counted."""
     journal = UpdateJournal(state_dir / FILE)
-    envs = AgentEnvs(state_dir)
     entry = journal.entry()
     if writes and entry is not None and entry.get("phase") == TRIAL:
         why = expired(entry, clock())
         if why is not None:
-            entry = roll_back(journal, envs, entry, why, clock)
+            entry = roll_back(journal, _envs(state_dir), entry, why, clock)
         elif counts:
             entry = journal.count_start(entry)
-    name = wanted(entry, envs.selected())
-    if name is not None and not envs.exists(name):
+    name = wanted(entry, agent_env.selected(state_dir))
+    if name is not None and not agent_env.exists(state_dir, name):
         name = None  # removed by hand: the installed package runs
-    if writes and name != envs.selected():
-        envs.select(name, clock())
+    if writes and name != agent_env.selected(state_dir):
+        _envs(state_dir).select(name, clock())
     on_trial = entry if entry is not None and entry.get("phase") == TRIAL else None
     return name, on_trial
+
+
+def _envs(state_dir: Path) -> AgentEnvs:
+    from giter_agent.kinds.agent_envs import AgentEnvs
+
+    return AgentEnvs(state_dir)
 
 
 def roll_back(journal: UpdateJournal, envs: AgentEnvs, entry: dict[str, Any], why: str,
@@ -99,7 +108,7 @@ def guard(state_dir: Path, env: str, parent: int, *, clock: Callable[[], float],
         now = clock()
         why = expired({**entry, "starts": 0}, now)
         if why is not None:
-            roll_back(journal, AgentEnvs(state_dir), entry, why, clock)
+            roll_back(journal, _envs(state_dir), entry, why, clock)
             kill(parent, signal.SIGKILL)
             return "rolled-back"
         sleep(max(0.0, min(poll, float(entry["deadline"]) - now)))
@@ -108,10 +117,9 @@ def guard(state_dir: Path, env: str, parent: int, *, clock: Callable[[], float],
 def restart_reason(state_dir: Path) -> str | None:
     """Why this daemon should stop for systemd to start another environment (the one
     the journal selects is not the one it runs), or None."""
-    envs = AgentEnvs(state_dir)
     try:
-        name = wanted(UpdateJournal(state_dir / FILE).entry(), envs.selected())
-        if name is not None and not envs.exists(name):
+        name = wanted(UpdateJournal(state_dir / FILE).entry(), agent_env.selected(state_dir))
+        if name is not None and not agent_env.exists(state_dir, name):
             name = None
     except OSError:
         return None
@@ -178,11 +186,10 @@ def boot(args: argparse.Namespace, argv: Sequence[str] | None) -> None:
         return
     if name is None:
         return
-    envs = AgentEnvs(config.state_dir)
     if command == "run" and trial is not None and trial.get("env") == name:
         _fork_guard(config.state_dir, name)
     line = list(sys.argv[1:] if argv is None else argv)
-    argv_full = launch_argv(envs.lib(name), line)
+    argv_full = launch_argv(agent_env.lib(config.state_dir, name), line)
     for handler in logging.getLogger().handlers:
         with contextlib.suppress(Exception):
             handler.flush()

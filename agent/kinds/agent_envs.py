@@ -1,7 +1,8 @@
 """The agent's own environments: wheels laid down beside the installed package, A/B.
 
-Called by ``kinds.agent_update`` (build, select, prune) and ``cli.boot`` (which one to
-run, and how). In the state directory::
+Called by ``kinds.agent_update`` (build, select, prune) and ``cli.boot`` (select, when
+a start ends a trial); which one runs, and how, is ``state.agent_env``. In the state
+directory::
 
     agent-envs/releases/<version>-<tree id>/lib/...   one environment: unpacked wheels
     agent-envs/current -> releases/<name>             the one selected (absent: the
@@ -9,7 +10,7 @@ run, and how). In the state directory::
 
 An environment is run by the installed package's own interpreter with its ``lib``
 first on ``sys.path`` and the installed package's library folders after it
-(``base_paths``): giter-agent and any library shipped as a wheel come from the
+(``state.agent_env.launch_argv``): giter-agent and any library shipped as a wheel come from the
 environment, everything else (dulwich, cryptography, PyYAML...) from the installed
 package. Nothing in an environment is executed as a program (no shebang, no compiled
 code: pure wheels only), so it needs no exec permission and survives being renamed.
@@ -24,10 +25,8 @@ renamed over it (``kinds.release_switch.ReleaseRoot``, shared with ``Release``).
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import os
 import subprocess
-import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,20 +34,11 @@ from typing import Any
 
 from giter_agent.core.durable import temp_name
 from giter_agent.core.errors import ArtifactError, Reason
-from giter_agent.kinds.release_switch import RELEASES, ReleaseRoot, link_text, release_of
-from giter_agent.kinds.wheels import unpack
+from giter_agent.core.layout import AGENT_ENVS, RELEASES, link_text
+from giter_agent.kinds.release_switch import ReleaseRoot
+from giter_agent.state import agent_env
+from giter_agent.state.agent_env import ENV_VAR, LIB, launch_argv
 
-ENVS = "agent-envs"
-LIB = "lib"
-# Set in the environment of a process the boot loader started in an environment: its
-# name. Absent: the installed package runs (and is the boot loader).
-ENV_VAR = "GITER_AGENT_ENV"
-# The libraries the agent imports; where the installed package finds them goes on the
-# path after an environment's own folder.
-_LIBRARIES = ("dulwich", "yaml", "msgpack", "cryptography", "gpiozero", "colorzero",
-              "serial", "urllib3", "typing_extensions")
-_LAUNCH = ("import os, sys; p = sys.argv[1].split(os.pathsep); del sys.argv[1]; sys.path[0:0] = p; "
-           "from giter_agent.cli.main import main; sys.exit(main())")
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _NEW = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 TRY_TIMEOUT_S = 120
@@ -63,60 +53,27 @@ class Wheel:
     sha256: str | None
 
 
-def running_env() -> str | None:
-    """The environment this process runs in (None: the installed package)."""
-    return os.environ.get(ENV_VAR) or None
-
-
-def base_paths() -> list[str]:
-    """The folders the installed package finds its libraries in (found, not imported)."""
-    paths: list[str] = []
-    for name in _LIBRARIES:
-        with contextlib.suppress(ImportError, ValueError):
-            spec = importlib.util.find_spec(name)
-            if spec is not None and spec.origin:
-                folder = str(Path(spec.origin).parent.parent if spec.submodule_search_locations
-                             else Path(spec.origin).parent)
-                if folder not in paths:
-                    paths.append(folder)
-    return paths
-
-
-def launch_argv(lib: Path, args: Sequence[str], python: str | None = None,
-                base: Sequence[str] | None = None) -> list[str]:
-    """The command line that runs ``giter-agent ARGS`` from environment folder ``lib``."""
-    path = os.pathsep.join([str(lib), *(base_paths() if base is None else base)])
-    return [python or sys.executable, "-P", "-c", _LAUNCH, path, *args]
-
-
 class AgentEnvs:
     """The environments under ``<state_dir>/agent-envs``."""
 
     def __init__(self, state_dir: Path) -> None:
         self.state_dir = Path(state_dir)
-        self.folder = self.state_dir / ENVS
+        self.folder = self.state_dir / AGENT_ENVS
 
     @contextlib.contextmanager
     def open(self, *, create: bool) -> Iterator[ReleaseRoot]:
-        with ReleaseRoot.open(str(self.state_dir), (ENVS,), create=create) as root:
+        with ReleaseRoot.open(str(self.state_dir), (AGENT_ENVS,), create=create) as root:
             yield root
 
     def lib(self, name: str) -> Path:
-        return self.folder / RELEASES / name / LIB
+        return agent_env.lib(self.state_dir, name)
 
     def selected(self) -> str | None:
         """The environment ``current`` names (None: none, or not one of ours)."""
-        try:
-            return release_of(os.readlink(self.folder / "current"))
-        except OSError:
-            return None
+        return agent_env.selected(self.state_dir)
 
     def exists(self, name: str) -> bool:
-        try:
-            with self.open(create=False) as root:
-                return root.has(name)
-        except OSError:
-            return False
+        return agent_env.exists(self.state_dir, name)
 
     def select(self, name: str | None, when: float) -> None:
         """Point ``current`` at environment ``name`` (None: the installed package),
@@ -178,6 +135,8 @@ class AgentEnvs:
 
     @staticmethod
     def _fill(releases_fd: int, staging: str, wheels: Sequence[Wheel], artifacts: Any) -> int:
+        from giter_agent.kinds.wheels import unpack
+
         env_fd = os.open(staging, _DIR, dir_fd=releases_fd)
         try:
             os.mkdir(LIB, 0o755, dir_fd=env_fd)
@@ -207,6 +166,7 @@ class AgentEnvs:
     @staticmethod
     def _try(lib: Path, version: str) -> None:
         """Run ``giter-agent --version`` from ``lib``: it must import and say ``version``."""
+
         from giter_agent.core.versions import compare
 
         argv = launch_argv(lib, ["--version"])

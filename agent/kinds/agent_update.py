@@ -85,7 +85,7 @@ class AgentUpdateKind(Kind):
         """``running``: this process's version and environment (tests pass them)."""
         if running is None:
             from giter_agent import __version__
-            from giter_agent.kinds.agent_envs import running_env
+            from giter_agent.state.agent_env import running_env
 
             running = (__version__, running_env())
         self.version, self.env = running

@@ -38,6 +38,8 @@ class UpdateJournal(CommandJournal):
     """One entry in one small file; every change is durable before the caller goes on."""
 
     def entry(self) -> dict[str, Any] | None:
+        if not self.path.exists():
+            return None  # the usual case, read at every start: no msgpack to load for it
         return self.get(_KEY)
 
     def put(self, entry: dict[str, Any]) -> None:

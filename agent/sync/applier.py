@@ -152,7 +152,7 @@ class SpecApplier:
     def _confirm_update(self) -> None:
         """A status commit is written: an update of the agent on trial in this very
         environment has done what it had to (``state.update_journal``)."""
-        from giter_agent.kinds.agent_envs import running_env
+        from giter_agent.state.agent_env import running_env
 
         journal = self.ctx.update_journal
         env = running_env()
