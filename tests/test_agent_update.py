@@ -592,3 +592,26 @@ def test_an_update_that_works_and_one_that_fails_and_is_rolled_back(board):
     assert status["observed"]["running"] == "0.2.0"
     assert "started 2 times" in status["conditions"][0]["message"]
     assert done.returncode == 3
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving the state to another user needs root")
+def test_the_boot_loader_runs_an_environment_only_for_the_user_who_owns_the_state(
+        tmp_path, clock, wheels, monkeypatch):
+    import argparse
+
+    state, env = trial(tmp_path, clock, wheels)
+    AgentEnvs(state).select(env, clock())
+    config = tmp_path / "agent.toml"
+    config.write_text(f'device_id = "pi-01"\nstate_dir = "{state}"\nboard = "generic-mock"\n'
+                      f'allowed_signers = "{config}"\n')
+    execs: list[list[str]] = []
+    monkeypatch.setattr(os, "execve", lambda path, argv, env: execs.append(argv))
+    monkeypatch.delenv("GITER_AGENT_ENV", raising=False)
+    args = argparse.Namespace(command="status", config=config)
+    os.chown(state, os.geteuid() + 4242, -1)  # another user's state (the service's)
+    boot.boot(args, ["-c", str(config), "status"])
+    assert execs == []  # the installed package's code runs: never code that user wrote
+    os.chown(state, os.geteuid(), -1)
+    boot.boot(args, ["-c", str(config), "status"])
+    assert len(execs) == 1 and str(AgentEnvs(state).lib(env)) in execs[0][4]
+    assert execs[0][5:] == ["-c", str(config), "status"]

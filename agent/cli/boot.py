@@ -5,7 +5,9 @@ package's ``/usr/bin/giter-agent``, or ``/opt/giter-agent``) stays the stable pa
 an ``AgentUpdate`` has selected another environment (``kinds.agent_envs``), the
 commands that use the state directory are run from it (``exec``, same process id, so
 systemd's notify socket and watchdog see the same service). A process started that way
-carries ``GITER_AGENT_ENV`` and never boots again: no exec loop.
+carries ``GITER_AGENT_ENV`` and never boots again: no exec loop. Only the user that owns
+the state directory runs an environment from it: root's ``giter-agent status`` on the
+service's state runs the installed package's code, never code the service user wrote.
 
 The update journal (``state.update_journal``) decides which environment runs. At the
 start of a writing command (``run``, ``sync``, ``serve-serial``) this code - the
@@ -169,17 +171,16 @@ def boot(args: argparse.Namespace, argv: Sequence[str] | None) -> None:
         config = load(args.config)
     except Exception:
         return
-    writes = command in WRITERS
-    if writes:
-        from giter_agent.core.access import refuse_root
-        from giter_agent.core.errors import AccessError
-
-        try:
-            refuse_root(config.state_dir, "giter-agent", argv)
-        except AccessError:
-            writes = False  # root on the service's state: the command refuses it itself
     try:
-        name, trial = decide(config.state_dir, time.time, writes=writes,
+        if config.state_dir.stat().st_uid != os.geteuid():
+            # Another user's state directory (root's `giter-agent status` on the
+            # service's): never run code that user could have written; the installed
+            # package's own code runs, reading only.
+            return
+    except OSError:
+        return  # no state directory yet: nothing was ever selected
+    try:
+        name, trial = decide(config.state_dir, time.time, writes=command in WRITERS,
                              counts=command == "run")
     except OSError as exc:
         log.warning("cannot read the agent update state in %s: %s", config.state_dir, exc)
