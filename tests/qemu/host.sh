@@ -27,6 +27,7 @@ git_pub() {
 # giter/inbox/ with the given bundle, written with mtools (no loop device, no mount).
 make_stick() {
     local img=$1 bundle=$2
+    [ -s "$bundle" ] || die "no bundle $bundle for $(basename "$img")"
     rm -f "$img"
     truncate -s 64M "$img"
     printf 'label: dos\nstart=2048, type=e\n' | sfdisk -q "$img"
@@ -108,9 +109,13 @@ EOF
         git_pub commit -q -S -m "giter-agent $version for $DEVICE"
         git_pub rev-parse HEAD >"$PUB/update-$version"
     done
-    git_pub bundle create -q "$PUB/update-a.bundle" "$(cat "$PUB/update-0.2.0")"
-    git_pub bundle create -q "$PUB/update-b.bundle" \
-        "$(cat "$PUB/update-0.2.0")..$(cat "$PUB/update-0.3.0")"
+    # A: main as it was at 0.2.0 (a whole history); B: what 0.3.0 adds to it.
+    git_pub reset -q --hard "$(cat "$PUB/update-0.2.0")"
+    git_pub bundle create -q "$PUB/update-a.bundle" main \
+        || die "could not bundle the 0.2.0 update"
+    git_pub reset -q --hard "$(cat "$PUB/update-0.3.0")"
+    git_pub bundle create -q "$PUB/update-b.bundle" "$(cat "$PUB/update-0.2.0")..main" \
+        || die "could not bundle the 0.3.0 update"
     git_pub reset -q --hard "$(cat "$PUB/spec1")"
 }
 
