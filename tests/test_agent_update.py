@@ -251,6 +251,7 @@ def test_a_wheel_that_is_not_the_pinned_one_changes_nothing(ctx, tmp_path, wheel
     record = dev.apply({whl.name: whl.read_bytes()}, sha256=[f"{'0' * 64}  {whl.name}"])
     assert reason(record) == "ArtifactMismatch", record.status
     assert "pins" in condition(record)["message"]
+    assert "ArtifactMismatch" in yaml.safe_dump(record.status)  # a status YAML can hold
     assert dev.journal() is None and dev.envs.selected() is None
     assert dev.built() == []  # no half-built environment either
 
@@ -289,6 +290,7 @@ def test_a_version_that_does_not_run_is_refused_before_the_switch(ctx, tmp_path)
         z.writestr("giter_agent/__init__.py", "raise SystemExit('cannot start')\n")
     record = dev.apply({"giter_agent-0.2.0-py3-none-any.whl": out.getvalue()})
     assert reason(record) == "ArtifactCorrupt" and "cannot start" in condition(record)["message"]
+    assert "ArtifactCorrupt" in yaml.safe_dump(record.status)
     assert dev.journal() is None and dev.built() == [] and dev.envs.selected() is None
 
 

@@ -170,7 +170,9 @@ class AgentEnvs:
         from giter_agent.core.versions import compare
 
         argv = launch_argv(lib, ["--version"])
-        env = {k: v for k, v in os.environ.items() if k != ENV_VAR}
+        # Marked as started by the boot loader: the new version must answer itself,
+        # not boot into the environment the device has selected now.
+        env = {**os.environ, ENV_VAR: f"{lib.parent.name} (tried)"}
         try:
             done = subprocess.run(argv, capture_output=True, text=True, errors="replace",
                                   timeout=TRY_TIMEOUT_S, env=env, stdin=subprocess.DEVNULL,
