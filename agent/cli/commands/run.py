@@ -3,7 +3,8 @@ when asked (SIGUSR1), re-runs reconcile passes when resources ask, and speaks sy
 notify protocol (READY, STATUS, WATCHDOG, STOPPING). Stops cleanly on SIGTERM.
 
 When an ``AgentUpdate`` selects another version of the agent, the daemon exits 75 after
-the pass for systemd to start it (``cli.boot`` runs the selected environment).
+the pass for systemd to start it again: the installed giter-agent then runs the selected
+version (docs/operating.md).
 
 With ``[serial] port`` set it also serves that port (the console and the sync
 protocol, docs/serial.md) from this process, the one that owns the pins and the LED."""
