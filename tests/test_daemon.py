@@ -367,3 +367,35 @@ def test_a_trigger_can_be_added_with_its_own_pass(tmp_path, publisher):
     assert [h.state for h in healths][:2] == ["offline", "syncing"]
     os.close(trigger.r)
     os.close(trigger.w)
+
+
+def test_a_pass_that_selects_another_agent_version_ends_the_daemon_with_75(tmp_path,
+                                                                           publisher):
+    """After the pass, the daemon asks whether another environment of the agent is
+    selected (``cli.boot.restart_reason``); if so it stops at once - with nothing else
+    due, not only when something next wakes it - and exits 75 for systemd."""
+    from giter_agent.daemon.loop import Daemon
+    from giter_agent.status.report import EXIT_RESTART
+
+    dev = SimDevice(tmp_path, "pi-01", publisher.allowed_signers)
+    selected: list[str] = []
+    daemon = Daemon(dev.agent(), restart_wanted=lambda: selected[0] if selected else None)
+    trigger = PipeTrigger()
+    daemon.add_trigger(trigger)
+    selected.append("agent environment 0.2.0-abc is selected")
+    os.write(trigger.w, b"x")
+    done = threading.Event()
+    rescued: list[bool] = []
+
+    def rescue() -> None:  # only if the daemon never stops by itself
+        if not done.wait(60):
+            rescued.append(True)
+            daemon.request_stop()
+
+    threading.Thread(target=rescue, daemon=True).start()
+    code = daemon.run()
+    done.set()
+    assert not rescued, "the daemon kept running after the pass that selected another version"
+    assert code == EXIT_RESTART and trigger.finished_with == [("pipe", "no-bundles")]
+    os.close(trigger.r)
+    os.close(trigger.w)

@@ -110,7 +110,7 @@ def test_the_agent_loads_plugins_at_start(installed, tmp_path):
 
 def test_injected_entry_points():
     """load_kinds takes the entry points as a dependency; no plug-ins, just built-ins."""
-    assert sorted(load_kinds(entry_points=[])) == ["Agent", "Command", "File",
+    assert sorted(load_kinds(entry_points=[])) == ["Agent", "AgentUpdate", "Command", "File",
                                                    "MaintenanceWindow", "Output",
                                                    "Package", "Release", "Secret", "Sensor",
                                                    "Service"]

@@ -105,8 +105,12 @@ def test_a_release_source_is_checked_as_the_device_reads_it(tmp_path, publisher_
                       ("lib", "artifacts/debs/lib_1.0_all.deb")):
         fleet.write(f"groups/lobby/{name}.yaml", f"{API}kind: Package\nmetadata: {{name: "
                     f"{name}}}\nspec: {{package: {name}, deb: {deb}}}\n")
+    fleet.write("groups/lobby/agent.yaml", f"{API}kind: AgentUpdate\nmetadata: {{name: "
+                "agent}\nspec: {version: 0.2.0, wheels: artifacts/agent-0.2.0}\n")
     code, out = fleet.cli("lint")
     assert code == 1
+    assert ("groups/lobby/agent.yaml: SourceNotFound: spec.wheels artifacts/agent-0.2.0 is "
+            "not a folder of files") in out
     assert ("groups/lobby/bad.yaml: UnsafeTreeEntry: spec.source artifacts/bad: "
             "artifacts/bad/passwd: is a symlink") in out
     assert ("groups/lobby/gone.yaml: SourceNotFound: spec.source artifacts/gone is not a "

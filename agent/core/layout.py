@@ -1,4 +1,4 @@
-"""Where things live: the exchange repository and the USB stick, for device and publisher.
+"""Where things live: the exchange repository, the USB stick, and release folders on a device.
 
 One definition of every path both sides must agree on (DESIGN.md, "The exchange
 repository"); the device's sync and the publisher's ``giter-bundle`` import these names
@@ -93,3 +93,22 @@ def label_values_path(key: str, value: str) -> str:
 INBOX = Path("giter/inbox")  # bundles for the fleet (one stick serves many devices)
 OUTBOX = Path("giter/outbox")  # <id>.bundle and <id>.txt (the receipt) per device
 HUB_STATUS = "hub-status.txt"  # in the inbox: what the hub holds of each status branch
+
+
+# -- a release root on the device (a Release; the agent's own environments) --------------------
+RELEASES = "releases"  # <root>/releases/<name>/: one folder per release, laid down whole
+CURRENT = "current"  # <root>/current -> releases/<name>: the one in use
+AGENT_ENVS = "agent-envs"  # in the state directory: the agent's own releases (AgentUpdate)
+
+
+def link_text(name: str) -> str:
+    """What ``current`` holds for release ``name`` (relative: the root may move)."""
+    return f"{RELEASES}/{name}"
+
+
+def release_of(text: str | None) -> str | None:
+    """The release name a ``current`` link's text points at, or None (foreign, absent)."""
+    if text is None or not text.startswith(RELEASES + "/"):
+        return None
+    name = text[len(RELEASES) + 1:]
+    return name if name and "/" not in name and name not in (".", "..") else None

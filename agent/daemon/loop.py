@@ -18,7 +18,10 @@ On SIGTERM it stops taking jobs, tells systemd STOPPING=1, and lets a running pa
 finish for up to ``grace_s``. A pass still running then is abandoned by exiting (a
 worker process is killed first): every step of a pass is written so that a power cut
 at any instant resumes cleanly (state file replaced atomically, refs repaired from it,
-quarantines swept), and an exit is no worse. SIGUSR1 asks for a network sync now.
+quarantines swept), and an exit is no worse. SIGUSR1 asks for a network sync now. After
+a pass that selected another version of the agent (``AgentUpdate``), it stops the same
+way and exits ``EXIT_RESTART`` (75), for systemd to start the selected version
+(``cli.boot``).
 
 A trigger may also be a service with a thread of its own (``SerialService``: the serial
 console and sync protocol); the daemon starts and closes it, counts it ``syncing``
@@ -62,6 +65,7 @@ from giter_agent.daemon.triggers import (
     identity,
 )
 from giter_agent.state.health import Health, health
+from giter_agent.status.report import EXIT_RESTART
 from giter_agent.sync.bounds import max_pass_s
 
 if TYPE_CHECKING:
@@ -86,8 +90,14 @@ class Daemon:
                  on_health: Callable[[Health], None] | None = None,
                  grace_s: float = 0.6, lock_retry_s: float = 2.0,
                  log_level: int | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 restart_wanted: Callable[[], str | None] | None = None) -> None:
+        """``restart_wanted``: asked after every pass; a reason (another version of the
+        agent is selected) ends the daemon with ``EXIT_RESTART`` for systemd to start
+        the selected one."""
         self.passes = agent if isinstance(agent, Passes) else InProcessPasses(agent)
+        self.restart_wanted = restart_wanted
+        self._exit_code = 0
         self.log_level = log_level  # fixed (-v), or None: the log_level setting decides
         self.notifier = notifier or Notifier(None)
         self.on_health = on_health
@@ -369,10 +379,25 @@ class Daemon:
                               f"{report.message}; receipt written, wait for SAFE TO REMOVE")
                 item.trigger.finished(item.job, report, now)
             self._own_state = identity(self._state_file)
+            self._check_restart()
             self._wakeups.refresh(now)
             self._apply_log_level()
             self._idle.set()
             self._publish_health()
+
+    def _check_restart(self) -> None:
+        why = self.restart_wanted() if self.restart_wanted is not None else None
+        if why and not self._stop:
+            log.warning("%s: stopping for systemd to start it (exit %d)", why, EXIT_RESTART,
+                        extra={"event": "restart", "reason": "AgentUpdated"})
+            self._exit_code = EXIT_RESTART
+            self._stop = True
+            self._wake()  # the loop may be about to sleep in poll() with nothing due
+
+    def pass_now(self) -> None:
+        """Run a reconcile pass as soon as the loop starts (an update of the agent on
+        trial: the new version has a status commit to write)."""
+        self._queue([Job(RECONCILE, reason="agent-trial")], self._wakeups, self.clock())
 
     def _log_report(self, job: Job, report: Any) -> None:
         quiet = report.outcome in ("up-to-date", "applied") and not report.not_ready
@@ -408,4 +433,4 @@ class Daemon:
                 close()
         self.passes.close()
         self.notifier.close()
-        return 0
+        return self._exit_code

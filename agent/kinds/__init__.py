@@ -22,6 +22,7 @@ BUILTIN: dict[str, tuple[str, str]] = {
     "Secret": ("secret", "SecretKind"),
     "MaintenanceWindow": ("maintenance_window", "MaintenanceWindowKind"),
     "Release": ("release", "ReleaseKind"), "Package": ("package", "PackageKind"),
+    "AgentUpdate": ("agent_update", "AgentUpdateKind"),
 }
 
 

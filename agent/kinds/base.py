@@ -127,6 +127,10 @@ class Context:
     # Where a Release switch is recorded before the link moves (state.release_journal);
     # None: not journaled (a dry run, a test without a state directory).
     release_journal: Any = None
+    # The agent's own update: its journal (state.update_journal) and its environments
+    # (kinds.agent_envs.AgentEnvs); None: no state directory (a dry run, a test).
+    update_journal: Any = None
+    agent_envs: Any = None
     # Seconds a pass may run beyond the daemon's usual bound because a kind is waiting
     # on something bounded of its own (a Command's timeout). The daemon zeroes it when a
     # pass starts and keeps feeding systemd's watchdog within it (``allow_busy``).

@@ -84,7 +84,8 @@ _REASONS: dict[str, str] = {Reason.ArtifactMissing: "SourceNotFound",
 def tree_refusal(exc: ArtifactError, path: str, missing: str, refused: str = "") -> Failed:
     """The ``Failed`` for ``exc`` reading ``path`` of the spec tree: ``missing`` says
     what an absent one is; ``refused`` is added to any other refusal."""
-    reason = _REASONS.get(exc.reason, exc.reason)
+    # A plain string: status documents are YAML, which has no representation of an enum.
+    reason = str(_REASONS.get(exc.reason, exc.reason))
     if reason == "SourceNotFound":
         return Failed(reason, f"{path} {missing}")
     return Failed(reason, f"{path}: {exc}{refused}")

@@ -34,24 +34,10 @@ from giter_agent.core.durable import (
     open_dir_under,
     temp_name,
 )
+from giter_agent.core.layout import CURRENT, RELEASES, link_text, release_of
 
-RELEASES = "releases"
-CURRENT = "current"
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-
-
-def link_text(name: str) -> str:
-    """What ``current`` holds for release ``name`` (relative: the root may move)."""
-    return f"{RELEASES}/{name}"
-
-
-def release_of(text: str | None) -> str | None:
-    """The release name a ``current`` link's text points at, or None (foreign, absent)."""
-    if text is None or not text.startswith(RELEASES + "/"):
-        return None
-    name = text[len(RELEASES) + 1:]
-    return name if name and "/" not in name and name not in (".", "..") else None
 
 
 class ReleaseRoot:
@@ -244,3 +230,6 @@ class ReleaseRoot:
             shutil.rmtree(name, dir_fd=dir_fd)  # never follows a link inside
         else:
             os.unlink(name, dir_fd=dir_fd)
+
+
+__all__ = ["CURRENT", "RELEASES", "ReleaseRoot", "link_text", "release_of"]

@@ -56,6 +56,10 @@ MAX_BACKOFF_S = 3600.0
 MIN_RETRY_S = 1.0  # a kind asking to retry at once must not spin the daemon
 # How many corrections a drift record lists (the newest pass's, one line each).
 MAX_DRIFT_CHANGES = 8
+# Retries that wait on something other than time, so are asked again at every pass: a
+# dependency (its own passes decide), the agent restarting into a new version of itself
+# (``AgentUpdate``: the new process must look at once, not after a backoff).
+NO_BACKOFF = ("DependencyNotReady", "Restarting")
 
 
 @dataclass
@@ -269,8 +273,7 @@ def _reconcile_one(res: Resource, prev: ResourceRecord | None, ctx: Context,
         if outcome.after > 0:
             ctx.request_wakeup(now + outcome.after)
             _note_retry(out, outcome.after)
-    # A dependent has no backoff of its own: its dependency's passes decide when it runs.
-    elif isinstance(outcome, Retry) and outcome.reason != "DependencyNotReady":
+    elif isinstance(outcome, Retry) and outcome.reason not in NO_BACKOFF:
         attempts = (backoff.attempts if backoff is not None else 0) + 1
         base = max(outcome.after, MIN_RETRY_S)
         delay = max(base, min(base * 2 ** min(attempts - 1, 20), MAX_BACKOFF_S))

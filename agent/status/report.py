@@ -16,6 +16,9 @@ __all__ = ["EXIT_NOT_READY", "EXIT_OFFLINE", "EXIT_OK", "EXIT_REFUSED", "EXIT_US
 
 # Exit codes of `giter-agent sync` (documented in the README).
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_NOT_READY, EXIT_OFFLINE = 0, 1, 2, 3, 4
+# `giter-agent run` ends with this (EX_TEMPFAIL) when an AgentUpdate selected another
+# version of the agent: systemd's Restart=on-failure starts the selected one.
+EXIT_RESTART = 75
 
 
 @dataclass

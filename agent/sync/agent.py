@@ -30,10 +30,13 @@ from giter_agent.core.layout import DEVICES_DIR
 from giter_agent.device.board import Board, load_board, make_pin_factory
 from giter_agent.device.outputs import HeldOutputs
 from giter_agent.kinds import Kinds
+from giter_agent.kinds.agent_envs import AgentEnvs
 from giter_agent.kinds.base import Context
 from giter_agent.state.command_journal import CommandJournal
 from giter_agent.state.release_journal import ReleaseJournal
 from giter_agent.state.store import State, StateStore, state_lock
+from giter_agent.state.update_journal import FILE as UPDATE_JOURNAL
+from giter_agent.state.update_journal import UpdateJournal
 from giter_agent.status.report import (
     EXIT_NOT_READY,
     EXIT_OFFLINE,
@@ -93,6 +96,8 @@ class Agent:
                            packages_allowed=config.packages,
                            command_journal=CommandJournal(config.state_dir / JOURNAL),
                            release_journal=ReleaseJournal(config.state_dir / RELEASE_JOURNAL),
+                           update_journal=UpdateJournal(config.state_dir / UPDATE_JOURNAL),
+                           agent_envs=AgentEnvs(config.state_dir),
                            settings_config=config.agent, identity=self.device_key,
                            lasting=lasting)
         self.ctx.outputs = HeldOutputs(lambda: self.ctx.pin_factory)

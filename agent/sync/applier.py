@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from giter_agent import __version__
 from giter_agent.config.agent_toml import Config
 from giter_agent.core.errors import HistoryError, TreeError
 from giter_agent.core.times import rfc3339
@@ -131,18 +132,39 @@ class SpecApplier:
                                "message": report.message,
                                "bundles": [vars(v) for v in report.bundles],
                                "notReady": report.not_ready}
+        wrote = False
         if state.applied:
             before = state.status_tip
             state.status_tip = self._commit_status(history, state, report, now)
-            if record_sync or state.status_tip != before:
+            wrote = state.status_tip != before
+            if record_sync or wrote:
                 # Only a new status commit or an import adds objects. This process holds
                 # the state lock: it alone may merge and delete packs.
                 history.consolidate()
         self.state_store.save(state)
+        if wrote:
+            self._confirm_update()
         self.write_metrics(history, state)
         report.accepted, report.applied = state.accepted, state.applied
         report.status_commit = state.status_tip
         report.network = state.network if self.config.network else None
+
+    def _confirm_update(self) -> None:
+        """A status commit is written: an update of the agent on trial in this very
+        environment has done what it had to (``state.update_journal``)."""
+        from giter_agent.state.agent_env import running_env
+
+        journal = self.ctx.update_journal
+        env = running_env()
+        if journal is None or env is None:
+            return
+        try:
+            if journal.confirm(env):
+                log.info("giter-agent update confirmed: environment %s wrote a status "
+                         "commit", env, extra={"event": "agent-update"})
+        except OSError as exc:
+            log.warning("cannot confirm the agent update: %s", exc,
+                        extra={"event": "agent-update", "reason": "WriteFailed"})
 
     def write_metrics(self, history: History, state: State) -> None:
         """``[metrics] textfile``, when set and changed (``status.metrics``); never fails
@@ -177,6 +199,7 @@ class SpecApplier:
                         for r in state.resources.values() if r.invalid],
             "notReady": report.not_ready,
             "conditions": state.conditions,
+            "agentVersion": __version__,
         }
         files = self.documents.files(self.config.device_id, state.resources, summary)
         assert state.applied is not None  # only an applied spec has status to commit

@@ -8,6 +8,10 @@
 #             USB trigger unmounts it; then read the stick back and verify it with git
 #   boot_2    boot the same disk with the daemon masked (the trigger syncs by itself);
 #             a stick with an unsigned commit is refused and nothing changes
+#   boot_3    the agent updates itself: stick A brings an AgentUpdate to 0.2.0 (a wheel of
+#             this checkout), which runs and confirms itself; stick B brings a broken 0.3.0,
+#             which crashes at every start and is rolled back; stick C carries the signed
+#             status home, read with git: 0.2.0 runs and reports UpdateRolledBack
 
 VM=$WORK/vm
 PUB=$WORK/publisher
@@ -23,6 +27,7 @@ git_pub() {
 # giter/inbox/ with the given bundle, written with mtools (no loop device, no mount).
 make_stick() {
     local img=$1 bundle=$2
+    [ -s "$bundle" ] || die "no bundle $bundle for $(basename "$img")"
     rm -f "$img"
     truncate -s 64M "$img"
     printf 'label: dos\nstart=2048, type=e\n' | sfdisk -q "$img"
@@ -67,6 +72,53 @@ EOF
     git_pub reset -q --hard "$(cat "$PUB/spec1")"
 }
 
+# The update sticks of boot 3: giter-agent 0.2.0 and a broken 0.3.0 (every sync and
+# daemon start crashes; --version works), wheels built here from this checkout
+# (tests/support/agent_wheels.py: setuptools, offline), each committed with its
+# AgentUpdate on top of spec1. A: main at 0.2.0; B: 0.2.0..0.3.0; C: a copy of A, to
+# bring the status home after the rollback.
+publish_update() {
+    local dev="$PUB/fleet/devices/$DEVICE" version whl
+    rm -rf "$WORK/agent-wheels"
+    for version in 0.2.0 0.3.0; do
+        whl=$(python3 - "$ROOT" "$WORK/agent-wheels" "$version" <<'EOF'
+import sys
+from pathlib import Path
+sys.path.insert(0, f"{sys.argv[1]}/tests/support")
+import agent_wheels
+why = agent_wheels.can_build()
+if why:
+    sys.exit(why)
+print(agent_wheels.build(Path(sys.argv[2]), sys.argv[3], broken=sys.argv[3] == "0.3.0"))
+EOF
+) || die "could not build the giter-agent $version wheel"
+        mkdir -p "$PUB/fleet/artifacts/giter-agent-$version"
+        cp "$whl" "$PUB/fleet/artifacts/giter-agent-$version/"
+        cat >"$dev/agent.yaml" <<EOF
+apiVersion: giter.dev/v1alpha1
+kind: AgentUpdate
+metadata: {name: agent}
+spec:
+  version: $version
+  wheels: artifacts/giter-agent-$version
+  sha256:
+  - $(cd "$(dirname "$whl")" && sha256sum "$(basename "$whl")")
+  deadline: 10m
+EOF
+        git_pub add -A
+        git_pub commit -q -S -m "giter-agent $version for $DEVICE"
+        git_pub rev-parse HEAD >"$PUB/update-$version"
+    done
+    # A: main as it was at 0.2.0 (a whole history); B: what 0.3.0 adds to it.
+    git_pub reset -q --hard "$(cat "$PUB/update-0.2.0")"
+    git_pub bundle create -q "$PUB/update-a.bundle" main \
+        || die "could not bundle the 0.2.0 update"
+    git_pub reset -q --hard "$(cat "$PUB/update-0.3.0")"
+    git_pub bundle create -q "$PUB/update-b.bundle" "$(cat "$PUB/update-0.2.0")..main" \
+        || die "could not bundle the 0.3.0 update"
+    git_pub reset -q --hard "$(cat "$PUB/spec1")"
+}
+
 vm_image() {
     local rootfs=$WORK/arm64
     [ -d "$rootfs/usr/bin" ] || die "no arm64 root filesystem: run the arm64 stage first"
@@ -74,6 +126,10 @@ vm_image() {
     publish
     make_stick "$VM/stick-signed.img" "$PUB/fleet.bundle"
     make_stick "$VM/stick-unsigned.img" "$PUB/evil.bundle"
+    publish_update
+    make_stick "$VM/stick-update-a.img" "$PUB/update-a.bundle"
+    make_stick "$VM/stick-update-b.img" "$PUB/update-b.bundle"
+    make_stick "$VM/stick-update-c.img" "$PUB/update-a.bundle"
 
     # The offline install path: the Debian package, built here with Debian's tools, is
     # carried into the board's root filesystem with the publisher's allowed_signers; the
@@ -105,44 +161,57 @@ vm_image() {
     mkfs.ext4 -q -F -L giter-root -d "$rootfs" "$VM/root.img" 3G
 }
 
-# Boot the VM; when the guest says it is ready, plug in the stick through the monitor.
-# $1: boot number, $2: stick image, $3: extra kernel arguments
+# Boot the VM; each time the guest says it is ready for the next stick, take the previous
+# one out and plug the next in, through the monitor.
+# $1: boot number, $2: stick images (space-separated, plugged in that order), $3: extra
+# kernel arguments. The guest says "ready for stick" for the first, "ready for stick #N"
+# for the N-th.
 boot_vm() {
-    local n=$1 stick=$2 extra=$3
+    local n=$1 extra=$3 sticks drives=() i
+    read -r -a sticks <<<"$2"
     local serial=$VM/serial-$n.log mon=$VM/monitor-$n.sock
     rm -f "$serial" "$mon"
-    timeout 900 qemu-system-aarch64 -M virt -cpu cortex-a53 -smp 2 -m 1024 \
+    for i in "${!sticks[@]}"; do
+        drives+=(-drive "if=none,id=stick$i,file=${sticks[$i]},format=raw")
+    done
+    timeout 1500 qemu-system-aarch64 -M virt -cpu cortex-a53 -smp 2 -m 1024 \
         -accel tcg,thread=multi -nodefaults -no-user-config -display none -no-reboot \
         -kernel "$VM/vmlinuz" -initrd "$VM/initrd.img" \
         -append "root=/dev/vda rw console=ttyAMA0 giter_qemu_boot=$n $extra" \
         -drive if=none,id=root,file="$VM/root.img",format=raw -device virtio-blk-pci,drive=root \
-        -device virtio-rng-pci -device qemu-xhci,id=xhci \
-        -drive if=none,id=stick,file="$stick",format=raw \
+        -device virtio-rng-pci -device qemu-xhci,id=xhci "${drives[@]}" \
         -nic none -serial "file:$serial" -monitor "unix:$mon,server,nowait" &
     local qemu=$!
-    local waited=0
-    until grep -q "$TAG ready for stick" "$serial" 2>/dev/null; do
-        if ! kill -0 "$qemu" 2>/dev/null || [ "$waited" -ge 600 ]; then
-            kill "$qemu" 2>/dev/null || true
-            tail -n 30 "$serial" >&2 || true
-            die "boot $n: the guest never became ready (serial log: $serial)"
-        fi
-        sleep 2; waited=$((waited + 2))
-    done
-    log "boot $n: guest ready after ~${waited} s; plugging in $(basename "$stick")"
-    python3 - "$mon" <<'EOF' || die "boot $n: could not plug the stick in"
+    for i in "${!sticks[@]}"; do
+        local tag="$TAG ready for stick" waited=0
+        [ "$i" -eq 0 ] || tag="$TAG ready for stick #$((i + 1))"
+        until grep -aq "$tag" "$serial" 2>/dev/null; do
+            if ! kill -0 "$qemu" 2>/dev/null || [ "$waited" -ge 900 ]; then
+                kill "$qemu" 2>/dev/null || true
+                tail -n 30 "$serial" >&2 || true
+                die "boot $n: the guest never became ready for stick $((i + 1)) (serial log: $serial)"
+            fi
+            sleep 2; waited=$((waited + 2))
+        done
+        log "boot $n: guest ready after ~${waited} s; plugging in $(basename "${sticks[$i]}")"
+        python3 - "$mon" "$i" <<'EOF' || die "boot $n: could not plug the stick in"
 import socket, sys, time
 s = socket.socket(socket.AF_UNIX)
 s.settimeout(10)
 s.connect(sys.argv[1])
+i = int(sys.argv[2])
 time.sleep(0.5)
 s.recv(4096)  # the monitor's banner
-s.sendall(b"device_add usb-storage,bus=xhci.0,drive=stick,id=stick0,removable=on\n")
-time.sleep(1)
-reply = s.recv(4096).decode(errors="replace")
-if "Error" in reply or "error" in reply:
-    sys.exit(f"monitor: {reply}")
+commands = [f"device_del stick{i - 1}-dev"] if i else []
+commands.append(f"device_add usb-storage,bus=xhci.0,drive=stick{i},id=stick{i}-dev,removable=on")
+for command in commands:
+    s.sendall(command.encode() + b"\n")
+    time.sleep(2)
+    reply = s.recv(4096).decode(errors="replace")
+    if "Error" in reply or "error" in reply:
+        sys.exit(f"monitor: {command}: {reply}")
 EOF
+    done
     if ! wait "$qemu"; then
         tail -n 40 "$serial" >&2 || true
         die "boot $n: QEMU did not power off by itself in time (serial log: $serial)"
@@ -201,6 +270,30 @@ boot_1() {
     expect "boot 1 Output status" "$beacon" "reason: Set"
     expect "boot 1 Output pin value" "$beacon" "value: 1"
     log "boot 1: applied, File written, Output on, status verified by git"
+}
+
+boot_3() {
+    # A fresh disk (vm-image alone) installs the package in this boot: either way works.
+    boot_vm 3 "$VM/stick-update-a.img $VM/stick-update-b.img $VM/stick-update-c.img" ""
+    local doc status summary c found=""
+    expect "boot 3 update that works" "$(fact update1 3)" "confirmed 0.2.0"
+    expect "boot 3 update that fails" "$(fact update2 3)" "rolled-back 0.3.0"
+    expect "boot 3 service" "$(fact service 3)" "ActiveState=active"
+    read_stick 3 "$VM/stick-update-c.img"
+    status=$(git_pub show "device-3/status/$DEVICE:devices/$DEVICE/agent.yaml")
+    expect "boot 3 AgentUpdate status" "$status" "reason: UpdateRolledBack"
+    expect "boot 3 running version" "$status" "running: 0.2.0"
+    expect "boot 3 rollback cause" "$status" "was started 2 times without writing a status commit"
+    summary=$(git_pub show "device-3/status/$DEVICE:.giter/status/$DEVICE.yaml")
+    expect "boot 3 agentVersion" "$summary" "agentVersion: 0.2.0"
+    # Earlier in the same signed chain: 0.2.0 reported itself as the running version.
+    for c in $(git_pub log --format=%H "device-3/status/$DEVICE"); do
+        doc=$(git_pub show "$c:devices/$DEVICE/agent.yaml" 2>/dev/null || true)
+        case "$doc" in *"reason: Updated"*) case "$doc" in *"running: 0.2.0"*)
+            found=$c; break ;; esac ;; esac
+    done
+    [ -n "$found" ] || die "boot 3: no status commit in which 0.2.0 reports itself Updated"
+    log "boot 3: 0.2.0 installed and confirmed, 0.3.0 rolled back, status verified by git"
 }
 
 boot_2() {

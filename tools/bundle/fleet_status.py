@@ -99,7 +99,7 @@ def _device_row(exchange: Exchange, device: str, groups: tuple[str, ...], enroll
         "device": device, "enrolled": enrolled, "groups": list(groups),
         "statusCommit": None, "observedSpec": None, "onBranch": None, "behind": None,
         "reportedAt": None, "ready": [], "notReady": [], "stale": None, "refused": [],
-        "invalid": [], "problems": [],
+        "invalid": [], "problems": [], "agentVersion": None,
     }
     if status_tip is None:
         return row
@@ -119,6 +119,8 @@ def _device_row(exchange: Exchange, device: str, groups: tuple[str, ...], enroll
     for cond in summary.get("conditions") or []:
         if isinstance(cond, dict) and cond.get("type") == "Stale" and cond.get("status") == "True":
             row["stale"] = str(cond.get("message", "the spec has expired"))
+    if isinstance(summary.get("agentVersion"), str):
+        row["agentVersion"] = summary["agentVersion"]  # the giter-agent that wrote it
     row["refused"] = [{"file": str(b.get("file")), "reason": str(b.get("reason")),
                        "message": str(b.get("message"))}
                       for b in summary.get("refused") or [] if isinstance(b, dict)]

@@ -311,10 +311,11 @@ def _check_resource(path: str, data: bytes, kinds: dict) -> list[Finding]:
 
 def release_findings(store: Any, tree: bytes,
                      folders: dict[str, list[tuple[str, bytes]]]) -> list[Finding]:
-    """Each ``Release``'s ``source`` is a folder of this tree that the device's tree
-    allowlist takes whole (``history.tree.list_files``: no symlink, submodule, odd name
-    or case collision), and each ``Package``'s ``deb`` a regular file, as the device
-    will read them (``history.artifacts.TreeArtifacts``: ``listing``, ``stat``)."""
+    """Each ``Release``'s ``source`` (an ``AgentUpdate``'s ``wheels``) is a folder of this
+    tree that the device's tree allowlist takes whole (``history.tree.list_files``: no
+    symlink, submodule, odd name or case collision), and each ``Package``'s ``deb`` a
+    regular file, as the device will read them (``history.artifacts.TreeArtifacts``:
+    ``listing``, ``stat``)."""
     from giter_agent.history.tree import file_id, list_files
     from giter_agent.spec.resources import parse_resource
 
@@ -337,19 +338,21 @@ def release_findings(store: Any, tree: bytes,
                     out.append(Finding(path, "SourceNotFound", f"spec.deb {deb} is not a file "
                                        "in this commit"))
                 continue
-            source = res.spec.get("source")
-            if res.kind != "Release" or not isinstance(source, str) \
-                    or not source.startswith("artifacts/"):
+            # A Release's folder, and the folder of wheels of an AgentUpdate.
+            field = {"Release": "source", "AgentUpdate": "wheels"}.get(res.kind)
+            source = res.spec.get(field) if field else None
+            if not isinstance(source, str) or not source.startswith("artifacts/"):
                 continue
+            what = "release" if res.kind == "Release" else "update"
             try:
                 listed = list_files(store, tree, source)
             except (TreeError, ValueError) as exc:
                 out.append(Finding(path, getattr(exc, "reason", "InvalidSpec"),
-                                   f"spec.source {source}: {exc} (the device refuses the "
-                                   "release)"))
+                                   f"spec.{field} {source}: {exc} (the device refuses the "
+                                   f"{what})"))
                 continue
             if listed is None or not listed[1]:
-                out.append(Finding(path, "SourceNotFound", f"spec.source {source} is not a "
+                out.append(Finding(path, "SourceNotFound", f"spec.{field} {source} is not a "
                                    "folder of files in this commit"))
     return out
 

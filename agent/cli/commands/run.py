@@ -2,6 +2,10 @@
 when asked (SIGUSR1), re-runs reconcile passes when resources ask, and speaks systemd's
 notify protocol (READY, STATUS, WATCHDOG, STOPPING). Stops cleanly on SIGTERM.
 
+When an ``AgentUpdate`` selects another version of the agent, the daemon exits 75 after
+the pass for systemd to start it again: the installed giter-agent then runs the selected
+version (docs/operating.md).
+
 With ``[serial] port`` set it also serves that port (the console and the sync
 protocol, docs/serial.md) from this process, the one that owns the pins and the LED."""
 
@@ -45,8 +49,13 @@ def run(args: argparse.Namespace) -> int:
     logs.setup(config.device_id, current_spec, level=fixed or logging.INFO)
     # The technician's LED shows the same state the console and `status` put in words.
     led = StatusLed(board, factory)
+    from giter_agent.cli import boot
+
     daemon = Daemon(passes, notifier=Notifier.from_environ(), log_level=fixed,
-                    on_health=lambda now: led.show(now.state))
+                    on_health=lambda now: led.show(now.state),
+                    restart_wanted=lambda: boot.restart_reason(config.state_dir))
+    if boot.on_trial(config.state_dir):
+        daemon.pass_now()  # the new version's first status commit confirms it
     if config.serial_port:
         from giter_agent.daemon.worker_passes import DaemonDevice
         from giter_agent.transport.serial.endpoint import SerialEndpoint, SerialService
