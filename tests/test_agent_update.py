@@ -2,11 +2,11 @@
 
 The wheels are giter-agent 0.2.0 and a broken 0.3.0 (its daemon and sync layer raise
 on import, so ``--version`` works and every sync and daemon start crashes), built once
-per session by setuptools (tests/support/agent_wheels.py). The kind tests read them from a real dulwich tree
-(``TreeArtifacts``) into real environments on disk, tried by running them; the boot
-loader and the guard run with a clock the test moves; the end-to-end tests drive
-``giter-agent sync --usb`` and ``giter-agent run`` as processes, as systemd would, and
-read the answer from the device's signed status with git.
+per session by setuptools (tests/support/agent_wheels.py). The kind tests read them
+from a real dulwich tree (``TreeArtifacts``) into real environments on disk, tried by
+running them; the boot loader and the guard run with a clock the test moves; the
+end-to-end tests drive ``giter-agent sync --usb`` and ``giter-agent run`` as processes,
+as systemd would, and read the answer from the device's signed status with git.
 """
 
 from __future__ import annotations
