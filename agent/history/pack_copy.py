@@ -11,9 +11,10 @@ recompression (what dulwich's ``iter_unpacked_subset`` + ``write_pack_data`` hol
   new pack is named; an index without CRCs (v1) has each stream inflated slice by slice
   to check it ends where the next entry starts. A mismatch is ``HistoryError``
   ``CorruptObject`` and the caller's temp pack is removed: nothing is replaced.
-- An offset delta whose base was written earlier gets a new header with the distance
-  to the base's new offset (its stream is copied); a source pack lists a base before its
-  deltas, and entries are copied in pack order, so that is the common case.
+- An offset delta gets a new header with the distance to its base's new offset (its
+  stream is copied): a pack lists a base before its deltas and entries are copied in
+  pack order, so the base (from this pack, or from a smaller one that also held it) is
+  always written first.
 - A reference delta is copied as it is when its base is in the output (git accepts a
   reference to any object of the same pack).
 - A delta (either kind) whose base is *not* in the output (``promote`` dropping the
@@ -138,16 +139,13 @@ def copy_packs(write: Callable[[bytes], Any], packs: Iterable[Any], ids: set[byt
                 here = out.pos
                 if kind in (OFS_DELTA, REF_DELTA) and not (
                         base_sha in entries or (kind == REF_DELTA and base_sha in wanted)):
-                    if base_sha in wanted:  # an offset delta's base copied later: by id
-                        header = bytes(pack_object_header(REF_DELTA, base_sha, size,
-                                                          object_format))
-                    else:  # its base is dropped: written whole, never a thin pack
-                        obj = store[sha_to_hex(sha)]
-                        entries[sha] = (here, write_pack_object(
-                            out.write, obj.type_num, obj.as_raw_chunks(),  # type: ignore[arg-type]
-                            object_format))
-                        continue
-                elif kind == OFS_DELTA:
+                    # Its base is dropped: written whole, so the output is never thin.
+                    obj = store[sha_to_hex(sha)]
+                    entries[sha] = (here, write_pack_object(
+                        out.write, obj.type_num, obj.as_raw_chunks(),  # type: ignore[arg-type]
+                        object_format))
+                    continue
+                if kind == OFS_DELTA:
                     header = bytes(pack_object_header(
                         OFS_DELTA, here - entries[base_sha][0], size, object_format))
                 else:
