@@ -107,13 +107,13 @@ def copy_packs(write: Callable[[bytes], Any], packs: Iterable[Any], ids: set[byt
     ``Pack``s, each id taken from the first pack holding it) through ``write``; the
     entries and the pack's SHA-1, like ``write_pack_data``. ``store`` serves a delta
     whose base is not in ``ids``, written whole."""
-    from dulwich.objects import hex_to_sha, sha_to_hex
+    from dulwich.objects import ObjectID, hex_to_sha, sha_to_hex
     from dulwich.pack import pack_object_header, write_pack_object
 
     out = _Out(write)
     out.write(b"PACK" + struct.pack(">LL", 2, count))
     entries: Entries = {}
-    wanted = {hex_to_sha(sha) for sha in ids}
+    wanted = {hex_to_sha(ObjectID(sha)) for sha in ids}
     for pack in packs:
         rows = sorted((offset, sha, crc) for sha, offset, crc in pack.index.iterentries())
         by_offset = {offset: sha for offset, sha, _crc in rows}
@@ -145,7 +145,7 @@ def copy_packs(write: Callable[[bytes], Any], packs: Iterable[Any], ids: set[byt
                         out.write, obj.type_num, obj.as_raw_chunks(),  # type: ignore[arg-type]
                         object_format))
                     continue
-                if kind == OFS_DELTA:
+                if kind == OFS_DELTA and base_sha is not None:  # (never None: checked)
                     header = bytes(pack_object_header(
                         OFS_DELTA, here - entries[base_sha][0], size, object_format))
                 else:
