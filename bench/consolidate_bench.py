@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -38,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bundle_import_bench import Measured, measure
 
 MiB = 2**20
-GIT_ID = ("-c", "user.name=b", "-c", "user.email=b@b")
+GIT_ID = ("-c", "user.name=b", "-c", "user.email=b@b", "-c", "gc.auto=0")
 
 
 def git(*args: str | Path, cwd: Path | None = None) -> str:
@@ -129,6 +130,35 @@ def scenario(name: str, mib: int, small: int, work: Path, before: Path | None) -
               f"x{after.peak_anon / old.peak_anon:.2f}, time x{after_s / old_s:.2f}")
 
 
+def many(small: int, rounds: int, work: Path, before: Path | None) -> None:
+    """The common case, timed over ``rounds``: each round consolidates fresh copies of
+    the same store with this checkout, the earlier one and git, interleaved."""
+    src = make_store(work / "small-packs", 0, small)
+    print(f"== {small} small packs, {rounds} rounds (median)")
+    times: dict[str, list[float]] = {"after": [], "before": [], "git": []}
+    for n in range(rounds):
+        for label in ("after", "before", "git"):
+            if label == "before" and before is None:
+                continue
+            repo = work / f"small-{label}-{n}.git"
+            shutil.copytree(src, repo, symlinks=True)
+            if label == "git":
+                times[label].append(measure(["git", "--git-dir", str(repo), "repack", "-q",
+                                             "-a", "-d"]).seconds)
+            else:
+                code = before if label == "before" else None
+                times[label].append(ours(repo, work, f"small-{label}-{n}", code)[1])
+            shutil.rmtree(repo)
+    mid = {k: statistics.median(v) for k, v in times.items() if v}
+    print(f"  History.consolidate (this checkout)  {mid['after']:.3f} s")
+    if before is not None:
+        print(f"  History.consolidate (--before)       {mid['before']:.3f} s")
+    print(f"  git repack -a -d (reference)         {mid['git']:.3f} s")
+    print(f"  ours / git: time x{mid['after'] / mid['git']:.2f}")
+    if before is not None:
+        print(f"  after / before: time x{mid['after'] / mid['before']:.2f}")
+
+
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
         child(*sys.argv[2:4])
@@ -141,13 +171,15 @@ def main() -> None:
                         help="small packs of the time scenario (0: skip it)")
     parser.add_argument("--before", type=Path, default=None, metavar="DIR",
                         help="a checkout of the earlier code to compare with")
+    parser.add_argument("--rounds", type=int, default=5,
+                        help="rounds of the time scenario (the median is shown)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="consolidate-bench-") as tmp:
         work = Path(tmp)
         if args.mib:
             scenario("artifact", args.mib, args.small, work, args.before)
         if args.many:
-            scenario("small-packs", 0, args.many, work, args.before)
+            many(args.many, args.rounds, work, args.before)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,8 @@ many objects as all smaller ones together, so n objects live in at most log2(n) 
 packs and each object is rewritten O(log n) times over its life. Only the smallest packs
 are merged; the big old ones are left alone.
 
+A merge copies the entries of the merged packs without inflating them
+(``history.pack_copy``), so a pack holding a large artifact costs a few slices of RAM.
 A merge is crash-safe: the new pack is written under a ``tmp_pack_`` name, fsynced,
 renamed in, then its index likewise, then the pack folder is fsynced; only after that
 is an old pack removed (its index first, so a cut leaves a pack without an index, which
