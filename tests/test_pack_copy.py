@@ -167,3 +167,61 @@ def test_promote_drops_junk_without_inflating_what_it_keeps(tmp_path, monkeypatc
         assert tip in history.object_store
         assert junk.encode() not in history.object_store
     fsck(repo)
+
+
+def test_a_kept_delta_whose_base_is_dropped_is_written_whole(tmp_path):
+    work = tmp_path / "work"
+    run("git", "init", "-q", "-b", "main", work)
+    base = os.urandom(2**16)
+    commit(work, "app.bin", base[:-100] + b"kept version" * 8, "kept")
+    bundle = tmp_path / "plain.bundle"
+    run("git", "-C", work, "bundle", "create", "-q", bundle, "main")
+    junk_file = tmp_path / "junk"
+    junk_file.write_bytes(base)
+    junk = run("git", "-C", work, "hash-object", "-w", junk_file).stdout.decode().strip()
+    listed = run("git", "-C", work, "rev-list", "--objects", "main").stdout.decode()
+    # Named like the kept blob and larger, the junk is what git deltifies it against.
+    pack = run("git", "-C", work, "pack-objects", "--stdout", "-q",
+               input=f"{listed}{junk} app.bin\n".encode()).stdout
+    (tmp_path / "p.pack").write_bytes(pack)
+    shown = run("git", "-C", work, "index-pack", "-o", tmp_path / "p.idx",
+                tmp_path / "p.pack").returncode
+    verify = run("git", "verify-pack", "-v", tmp_path / "p.idx").stdout.decode()
+    assert shown == 0 and f" 1 {junk}" in verify  # the kept blob is a delta on the junk
+    raw = bundle.read_bytes()
+    offer = tmp_path / "junk.bundle"
+    offer.write_bytes(raw[:raw.index(b"\n\n") + 2] + pack)
+    repo = tmp_path / "repo.git"
+    kept = run("git", "-C", work, "rev-parse", "main:app.bin").stdout.strip()
+    with History(repo) as history:
+        with history.quarantine(offer) as q:
+            q.promote()
+        assert history.object_store[kept].data.endswith(b"kept version" * 8)
+        assert junk.encode() not in history.object_store
+    fsck(repo)
+
+
+def test_an_index_without_checksums_has_each_stream_checked_by_inflating_it(repo):
+    run("git", "--git-dir", repo, "-c", "pack.indexVersion=1", "repack", "-q", "-a", "-d")
+    blobs = [run("git", "--git-dir", repo, "hash-object", "-w", "--stdin",
+                 input=f"blob {i}\n".encode()).stdout.decode().strip() for i in range(30)]
+    # A second pack, as large as the first in objects so the two merge, indexed v1 too.
+    run("git", "--git-dir", repo, "pack-objects", "-q", "--index-version=1",
+        repo / "objects/pack/pack", input=("\n".join(blobs) + "\n").encode())
+    run("git", "--git-dir", repo, "prune-packed")
+    before = objects(repo)
+    pack_dir = repo / "objects/pack"
+    big = max(pack_dir.glob("*.pack"), key=lambda p: p.stat().st_size)
+    copy = big.read_bytes()
+    big.chmod(0o644)
+    with big.open("r+b") as fh:  # the artifact's stream no longer matches its adler32
+        fh.seek(ARTIFACT // 2)
+        fh.write(bytes([copy[ARTIFACT // 2] ^ 0x40]))
+    with History(repo) as history, pytest.raises(HistoryError) as refused:
+        history.consolidate()
+    assert refused.value.reason == "CorruptObject"
+    big.write_bytes(copy)
+    with History(repo) as history:
+        assert history.consolidate().merged_packs == 2
+    assert objects(repo) == before
+    fsck(repo)
