@@ -6,7 +6,8 @@ Two stores, each built with git (a pack per commit, the way a device gains them)
   256 MiB) plus ``--small`` (default 20) packs of one small commit each. The
   consolidation merges them all, the artifact's pack included.
 - **small packs**: ``--many`` (default 300) packs of one small commit each: the common
-  case on a device (one pack per status commit), where the time matters.
+  case on a device (one pack per status commit), where the time matters; timed over
+  ``--rounds`` interleaved rounds on fresh copies, the median shown.
 
 Each store is copied and consolidated in a child process by ``History.consolidate``
 (this checkout), by the same call of an earlier checkout given with ``--before DIR``
@@ -18,7 +19,8 @@ own (measured inside the child, the interpreter's start-up left out) and git's w
 time. Ratios are against git and against the earlier checkout in the same run.
 
 Run from the repository root:
-python3 bench/consolidate_bench.py [--mib 256] [--small 20] [--many 300] [--before DIR]
+python3 bench/consolidate_bench.py [--mib 256] [--small 20] [--many 300] [--rounds 5]
+[--before DIR]
 The numbers go into docs/performance.md, "Artifacts".
 """
 
