@@ -44,7 +44,6 @@ from giter_agent.history import commit_layout, pack_index
 from giter_agent.history import tree as tree_module
 from giter_agent.history.blob_stream import OFS_DELTA, REF_DELTA, entry_header
 from giter_agent.history.objects import has_object, oid, read_commit
-from giter_agent.history.packs import copy_objects
 from giter_agent.history.walk import is_ancestor
 
 if TYPE_CHECKING:
@@ -175,6 +174,8 @@ class Quarantine:
         junk = any(sha not in needed and sha not in main for pack in packs for sha in pack)
         names = None
         if junk:
+            from giter_agent.history.packs import copy_objects
+
             # Entries copied as they are (a large artifact is never inflated here).
             kept = copy_objects(self.object_store, packs, set(needed))
             names = set() if kept is None else {f"{kept}.idx"}
