@@ -8,6 +8,8 @@ many objects as all smaller ones together, so n objects live in at most log2(n) 
 packs and each object is rewritten O(log n) times over its life. Only the smallest packs
 are merged; the big old ones are left alone.
 
+A merge copies the entries of the merged packs without inflating them
+(``history.pack_copy``), so a pack holding a large artifact costs a few slices of RAM.
 A merge is crash-safe: the new pack is written under a ``tmp_pack_`` name, fsynced,
 renamed in, then its index likewise, then the pack folder is fsynced; only after that
 is an old pack removed (its index first, so a cut leaves a pack without an index, which
@@ -29,7 +31,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,7 +40,6 @@ from dulwich.object_store import DiskObjectStore
 from dulwich.objects import ObjectID, ShaFile
 from dulwich.pack import (
     Pack,
-    UnpackedObject,
     full_unpacked_object,
     iter_sha1,
     write_pack_data,
@@ -117,9 +118,13 @@ def geometric_split(sizes: list[int], factor: int = FACTOR) -> int:
     return merge_upto + 1 if merge_upto >= 1 else 0
 
 
-def _write_pack(pack_dir: Path, records: Iterator[UnpackedObject], count: int,
-                object_format: Any) -> str | None:
-    """Write ``count`` pack records as a durable pack + index; its name, or None if empty.
+PackWriter = Callable[[Callable[[bytes], Any]], tuple[dict[bytes, tuple[int, int]], bytes]]
+
+
+def _write_pack(pack_dir: Path, write_data: PackWriter, count: int) -> str | None:
+    """Write a pack of ``count`` objects as a durable pack + index; its name, or None if
+    empty. ``write_data(write)`` writes the pack data (header, entries, checksum) and
+    returns its entries (binary id -> offset, CRC32) and checksum.
 
     The pack and its index are each written to a ``tmp_pack_`` file, fsynced and renamed
     in (pack first: a pack is visible only with its index); then the folder is fsynced.
@@ -131,8 +136,7 @@ def _write_pack(pack_dir: Path, records: Iterator[UnpackedObject], count: int,
     idx_tmp: Path | None = None
     try:
         with os.fdopen(fd, "wb") as fh:
-            entries, checksum = write_pack_data(fh.write, records, num_records=count,
-                                                object_format=object_format)
+            entries, checksum = write_data(fh.write)
             fh.flush()
             os.fsync(fh.fileno())
         rows = sorted((sha, offset, crc) for sha, (offset, crc) in entries.items())  # binary ids
@@ -161,8 +165,22 @@ def _write_pack(pack_dir: Path, records: Iterator[UnpackedObject], count: int,
 
 def write_objects(store: Any, objects: list[ShaFile]) -> str | None:
     """Write ``objects`` (whole, no deltas) into ``store`` as one durable pack."""
-    return _write_pack(Path(store.pack_dir), (full_unpacked_object(o) for o in objects),
-                       len(objects), store.object_format)
+    def write_data(write: Callable[[bytes], Any]) -> tuple[dict[bytes, tuple[int, int]], bytes]:
+        records = (full_unpacked_object(o) for o in objects)
+        entries, checksum = write_pack_data(write, records, num_records=len(objects),
+                                            object_format=store.object_format)
+        return entries, checksum
+
+    return _write_pack(Path(store.pack_dir), write_data, len(objects))
+
+
+def copy_objects(store: Any, packs: list[Pack], ids: set[bytes]) -> str | None:
+    """Write the objects ``ids`` (hex) of ``packs`` into ``store`` as one durable pack,
+    their entries copied without inflating them (``history.pack_copy``)."""
+    from giter_agent.history import pack_copy
+
+    return _write_pack(Path(store.pack_dir), lambda write: pack_copy.copy_packs(
+        write, packs, ids, len(ids), store, store.object_format), len(ids))
 
 
 class PendingObjects:
@@ -205,34 +223,6 @@ class PendingObjects:
         return write_objects(self._store, objects)
 
 
-def _merged_records(packs: list[Pack], ids: set[bytes], store: Any
-                    ) -> Iterator[UnpackedObject]:
-    """Each object of ``packs`` once, read from its own pack: deltas whose base is merged
-    too are kept (offset deltas turned into reference deltas), others written whole.
-
-    Each pack is asked only for its own ids and no object is looked up across all packs
-    again: a merge of a thousand packs costs what it reads, not ids times packs.
-    """
-    from dulwich.objects import sha_to_hex
-    from dulwich.pack import REF_DELTA
-
-    done: set[bytes] = set()
-    for pack in packs:
-        own = [sha for sha in pack.index if sha in ids]
-        for unpacked in pack.iter_unpacked_subset(own, allow_missing=True,
-                                                  convert_ofs_delta=True):
-            sha = unpacked.sha()
-            if sha in done:
-                continue
-            done.add(sha)
-            base = unpacked.delta_base
-            if unpacked.pack_type_num == REF_DELTA and isinstance(base, bytes) \
-                    and sha_to_hex(base) not in ids:  # type: ignore[arg-type]
-                yield full_unpacked_object(store[sha_to_hex(sha)])
-            else:
-                yield unpacked
-
-
 def capped_split(sizes: list[int], factor: int = FACTOR,
                  max_objects: int = MAX_MERGE_OBJECTS) -> int:
     """``geometric_split``, but merging no more than ``max_objects`` objects (the two
@@ -270,8 +260,7 @@ def consolidate(store: Any, *, factor: int = FACTOR,
     for pack in merged:
         for sha in pack.index:  # hex ids
             ids.setdefault(sha, None)
-    records = _merged_records(merged, set(ids), store)
-    name = _write_pack(pack_dir, records, len(ids), store.object_format)
+    name = copy_objects(store, merged, set(ids))
     for pack in merged:
         if f"pack-{pack.name().decode()}" == name:
             continue  # the merge produced a pack of the same objects: keep it

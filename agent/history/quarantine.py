@@ -174,8 +174,11 @@ class Quarantine:
         junk = any(sha not in needed and sha not in main for pack in packs for sha in pack)
         names = None
         if junk:
-            kept = self.object_store.add_objects(_Lazy(self.object_store, sorted(needed)))
-            names = set() if kept is None else {f"pack-{kept.name().decode()}.idx"}
+            from giter_agent.history.packs import copy_objects
+
+            # Entries copied as they are (a large artifact is never inflated here).
+            kept = copy_objects(self.object_store, packs, set(needed))
+            names = set() if kept is None else {f"{kept}.idx"}
         src = self._directory / "pack"
         dst = Path(main.pack_dir)
         empty = {f"pack-{p.name().decode()}.idx" for p in self.object_store.packs if not len(p)}
@@ -197,22 +200,6 @@ class Quarantine:
         if not self._closed:
             self._closed = True
             self.object_store.close()
-
-
-class _Lazy(Sequence[tuple[Any, None]]):
-    """(object, None) for each id, read from ``store`` one at a time as a pack is written."""
-
-    def __init__(self, store: BaseObjectStore, ids: list[bytes]) -> None:
-        self._store, self._ids = store, ids
-
-    def __len__(self) -> int:
-        return len(self._ids)
-
-    def __getitem__(self, i: int) -> tuple[Any, None]:  # type: ignore[override]
-        return self._store[oid(self._ids[i])], None
-
-    def __iter__(self) -> Iterator[tuple[Any, None]]:
-        return ((self._store[oid(sha)], None) for sha in self._ids)
 
 
 
