@@ -102,6 +102,7 @@ class Consolidation:
     merged_packs: int = 0
     packed_loose: int = 0
     objects_written: int = 0
+    skipped: str | None = None  # why nothing was merged (``History.consolidate``)
 
 
 def geometric_split(sizes: list[int], factor: int = FACTOR) -> int:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
 import shutil
 import tempfile
@@ -35,6 +36,8 @@ from giter_agent.history import bundle_writer, chain_export, packs
 from giter_agent.history.quarantine import Gate, Quarantine
 from giter_agent.history.refs import Refs
 from giter_agent.history.walk import is_ancestor
+
+log = logging.getLogger("giter.history")
 
 __all__ = ["Caps", "History", "Quarantine"]
 
@@ -148,9 +151,16 @@ class History:
         """Pack loose objects and merge the smallest packs (``history.packs``).
 
         Deletes packs: only the repository's one writer calls it (the state lock's
-        holder on a device, the import lock's on a hub).
+        holder on a device, the import lock's on a hub). A damaged pack stops the merge,
+        never the caller: the status commit or import made before it stands, nothing is
+        replaced, and the merge is tried again next time (``skipped`` says why; logged).
         """
-        return packs.consolidate(self.object_store)
+        try:
+            return packs.consolidate(self.object_store)
+        except HistoryError as exc:
+            log.warning("packs left as they are: %s", exc,
+                        extra={"event": "consolidate-skipped", "reason": exc.reason})
+            return packs.Consolidation(skipped=f"{exc.reason}: {exc}")
 
     @contextlib.contextmanager
     def writer_lock(self) -> Iterator[None]:
