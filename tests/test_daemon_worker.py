@@ -30,7 +30,7 @@ from giter_agent.config.agent_toml import load
 from giter_agent.core.errors import GiterError
 from giter_agent.daemon.loop import Daemon
 from giter_agent.daemon.triggers import NETWORK, RECONCILE, Job
-from giter_agent.daemon.worker_passes import WorkerPasses
+from giter_agent.daemon.worker_passes import WorkerPasses, worker_environ
 from giter_agent.device.board import load_board
 from giter_agent.device.mock_pins import HISTORY, mock_factory
 from giter_agent.device.outputs import HeldOutputs, PlannedOutputs
@@ -309,3 +309,21 @@ def test_a_worker_is_told_the_daemons_settings_and_wakeups_and_hands_them_back(
     with pytest.raises(GiterError) as info:
         passes.run(Job(NETWORK))  # no [network] in this config
     assert info.value.reason == "InvalidConfig" and "[network]" in str(info.value)
+
+
+def test_a_worker_imports_from_the_path_the_daemon_imports_from(tmp_path, monkeypatch):
+    # The Debian package's launcher puts its private folder first on the daemon's path
+    # (/usr/share/giter-agent: the agent and the libraries it bundles), and the boot
+    # loader an AgentUpdate's environment; neither is on the interpreter's own path.
+    private = tmp_path / "private"
+    private.mkdir()
+    (private / "giter_probe_module.py").write_text("WHERE = 'private'\n")
+    monkeypatch.setattr(sys, "path", [str(private), *sys.path])
+    monkeypatch.setenv("NOTIFY_SOCKET", "/run/systemd/notify")
+    env = worker_environ()
+    assert "NOTIFY_SOCKET" not in env  # systemd's socket is the daemon's alone
+    done = subprocess.run([sys.executable, "-c", "import giter_probe_module as m; "
+                           "print(m.WHERE)"], env=env, capture_output=True, text=True,
+                          cwd=tmp_path / "..", check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "private"

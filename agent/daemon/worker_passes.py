@@ -37,7 +37,6 @@ from giter_agent.daemon.passes import Passes, run_pass
 from giter_agent.daemon.triggers import RECONCILE, Job
 from giter_agent.daemon.worker_protocol import WORKER_MODULE, Outcome, Request
 from giter_agent.device.outputs import HeldOutputs, held_to_plain
-from giter_agent.state import agent_env
 from giter_agent.state.store import StateStore
 
 if TYPE_CHECKING:
@@ -52,17 +51,16 @@ _PARENT_ONLY_ENV = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FD
                     "LISTEN_PID")
 
 
-def worker_environ(state_dir: Path) -> dict[str, str]:
+def worker_environ() -> dict[str, str]:
     """The environment a pass worker starts with: this daemon's, less what only the
-    daemon may use (systemd's sockets), and the same code as this daemon. A daemon that
-    the boot loader started from an agent environment (``cli.boot``, ``AgentUpdate``)
-    has that environment first on its path, not on the interpreter's: the worker gets
-    it through ``PYTHONPATH``, or it would run the installed package's version."""
+    daemon may use (systemd's sockets), and this daemon's import path as
+    ``PYTHONPATH``, so the worker runs the very code the daemon runs. The path is not
+    the interpreter's own: the Debian package's launcher puts its private folder
+    (``/usr/share/giter-agent``: the agent and the libraries it bundles) first, and the
+    boot loader an ``AgentUpdate``'s environment (``cli.boot``); a worker started with
+    the interpreter's path would find no agent, or the installed package's version."""
     env = {k: v for k, v in os.environ.items() if k not in _PARENT_ONLY_ENV}
-    name = agent_env.running_env()
-    if name:
-        env["PYTHONPATH"] = os.pathsep.join(
-            [str(agent_env.lib(state_dir, name)), *filter(None, [env.get("PYTHONPATH")])])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
     return env
 
 
@@ -182,7 +180,7 @@ class WorkerPasses(Passes):
                           settings=settings, wakeups=wakeups,
                           outputs=held_to_plain(self.outputs.snapshot()),
                           output_failures=dict(self.outputs.failures))
-        env = worker_environ(self.config.state_dir)
+        env = worker_environ()
         read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
         try:
             self._proc = proc = subprocess.Popen(
