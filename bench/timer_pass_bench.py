@@ -28,9 +28,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
