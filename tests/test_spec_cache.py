@@ -216,6 +216,16 @@ def test_a_steady_one_shot_sync_neither_parses_nor_imports_yaml(tmp_path, publis
                               stdout=subprocess.DEVNULL, stderr=err, check=False)
     assert proc.returncode == 0 and "yaml" in imported_yaml(log)
     assert (rig.state_dir / FILE).exists()  # and keeps it for the next process
+    # The status digest hides no change: a file corrected by a new process is reported.
+    tip = rig.state().status_tip
+    assert tip and rig.state().status_of[0] == tip
+    (rig.root / "f1").write_text("changed by hand\n")
+    proc = subprocess.run([sys.executable, "-m", "giter_agent", "-c", str(rig.config), "sync",
+                           "--bundle", str(bundle)], capture_output=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert (rig.root / "f1").read_text() == "1\n"
+    assert rig.state().status_tip != tip
+    assert rig.state().resources["File/f1"].status["drift"]["corrections"] == 1
 
 
 def test_a_workers_timer_pass_neither_parses_nor_imports_yaml(tmp_path, publisher):
