@@ -47,14 +47,18 @@ class State:
     status_of: tuple[str, str] | None = None
 
     def to_plain(self) -> dict[str, Any]:
-        """The msgpack map of the state file (``format`` aside): the same keys as ever."""
-        return {"accepted": self.accepted, "applied": self.applied,
-                "status_tip": self.status_tip, "expires": self.expires,
-                "last_sync": self.last_sync,
-                "resources": {k: r.to_plain() for k, r in self.resources.items()},
-                "conditions": self.conditions,
-                "network": self.network.to_plain() if self.network else {},
-                "status_of": list(self.status_of) if self.status_of else None}
+        """The msgpack map of the state file (``format`` aside): the same keys as ever,
+        and ``status_of`` once known (a state without it is written as it always was)."""
+        plain: dict[str, Any] = {
+            "accepted": self.accepted, "applied": self.applied,
+            "status_tip": self.status_tip, "expires": self.expires,
+            "last_sync": self.last_sync,
+            "resources": {k: r.to_plain() for k, r in self.resources.items()},
+            "conditions": self.conditions,
+            "network": self.network.to_plain() if self.network else {}}
+        if self.status_of:
+            plain["status_of"] = list(self.status_of)
+        return plain
 
     def copy(self) -> State:
         """A copy whose maps and lists are its own; the records themselves are shared
