@@ -13,6 +13,13 @@ the files added to the repository (all should be 0).
 
     python3 bench/timer_pass_bench.py               # 10 vs 1,000 resources
     python3 bench/timer_pass_bench.py --sizes 10 100 1000 --passes 31
+    python3 bench/timer_pass_bench.py --worker     # as the daemon runs it: a worker each
+
+``--worker`` runs each pass the way ``giter-agent run`` does (``daemon.worker_passes``:
+a new worker process per pass, which starts cold) for a device of N File resources (no
+sensor: a sensor's sampler would keep the passes in the daemon's own process), and
+prints the median wall time and the worker's CPU time (user + system) per pass, and
+whether any pass rewrote the state file or loaded PyYAML.
 
 Results: docs/performance.md, "A timer pass that changes nothing".
 """
@@ -23,6 +30,7 @@ import argparse
 import json
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -162,11 +170,119 @@ def measure(sizes: list[int], passes: int, counts: Counts, full: bool
             dev.close()
 
 
+class WorkerDevice:
+    """A device with ``n`` File resources, synced once by ``giter-agent sync``; passes
+    run in worker processes, as the daemon runs them."""
+
+    def __init__(self, n: int) -> None:
+        from gpiozero.pins.mock import MockFactory
+
+        from giter_agent.config.agent_toml import load
+        from giter_agent.daemon.worker_passes import WorkerPasses
+        from giter_agent.device.board import load_board
+        from giter_agent.trust import sshsig
+        from giter_bundle.publisher import PublisherRepo
+
+        self.work = work = Path(tempfile.mkdtemp(prefix="worker-pass-"))
+        root = work / "root"
+        root.mkdir()
+        key = sshsig.generate_ed25519()
+        signers = work / "allowed_signers"
+        signers.write_text(f'ops namespaces="git" {sshsig.public_key_of(key).openssh()}\n')
+        publisher = PublisherRepo(work / "fleet.git", key)
+        publisher.commit({f"devices/{DEVICE}/file-{i:04d}.yaml": resource(f"file-{i:04d}", {
+            "path": str(root / f"d{i % 10}" / f"file-{i:04d}"), "content": f"value {i}\n",
+            "mode": "0644"}) for i in range(n)}, f"{n} files")
+        bundle = publisher.bundle(work / "fleet.bundle")
+        self.config = config = work / "agent.toml"
+        config.write_text(
+            f'device_id = "{DEVICE}"\nstate_dir = "state"\nboard = "generic-mock"\n'
+            f'allowed_signers = "{signers}"\n[files]\nroots = ["{root}"]\n')
+        for _ in range(2):  # the second settles what a one-shot's status records
+            subprocess.run([str(Path(sys.executable).parent / "giter-agent"), "-c",
+                            str(config), "sync", "--bundle", str(bundle)], check=True,
+                           stdout=subprocess.DEVNULL)
+        self.state_file = work / "state" / "state.msgpack"
+        # The worker's interpreter, with what it imported written down (PyYAML or not).
+        self.imports = work / "imports.log"
+        python = work / "python"
+        python.write_text(f"#!/bin/sh\nexec {sys.executable} -X importtime \"$@\" "
+                          f"2>>{self.imports}\n")
+        python.chmod(0o755)
+        cfg = load(config)
+        self.passes = WorkerPasses(cfg, config, board=load_board(cfg.board),
+                                   pin_factory=MockFactory, python=str(python))
+        self.identity = self.state_id()
+
+    def state_id(self) -> tuple[int, int]:
+        st = self.state_file.stat()
+        return st.st_ino, st.st_mtime_ns
+
+    def one_pass(self, reason: str) -> tuple[float, float]:
+        """One pass in a worker: (wall seconds, the worker's CPU seconds)."""
+        import resource as res
+
+        from giter_agent.daemon.triggers import RECONCILE, Job
+
+        before = res.getrusage(res.RUSAGE_CHILDREN)
+        t0 = time.perf_counter()
+        report = self.passes.run(Job(RECONCILE, reason=reason))
+        wall = time.perf_counter() - t0
+        after = res.getrusage(res.RUSAGE_CHILDREN)
+        assert report.outcome == "up-to-date", report.outcome
+        cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+        return wall, cpu
+
+    def yaml_loaded(self) -> bool:
+        return any(line.rsplit("|", 1)[-1].strip().split(".")[0] == "yaml"
+                   for line in self.imports.read_text().splitlines()
+                   if line.startswith("import time:"))
+
+    def close(self) -> None:
+        self.passes.close()
+        shutil.rmtree(self.work, ignore_errors=True)
+
+
+def measure_worker(sizes: list[int], passes: int) -> None:
+    from giter_agent.daemon.triggers import WAKEUP
+
+    devices = {n: WorkerDevice(n) for n in sizes}
+    try:
+        for reason, what in ((WAKEUP, "timer pass (a wakeup: what is due)"),
+                             ("timer", "full pass (every resource looked at)")):
+            print(f"== worker {what}, nothing changed")
+            walls: dict[int, list[float]] = {n: [] for n in sizes}
+            cpus: dict[int, list[float]] = {n: [] for n in sizes}
+            for _ in range(passes):
+                for n, dev in devices.items():
+                    wall, cpu = dev.one_pass(reason)
+                    walls[n].append(wall)
+                    cpus[n].append(cpu)
+            for n, dev in devices.items():
+                print(f"{n:>6} files: {1000 * statistics.median(walls[n]):8.1f} ms wall, "
+                      f"{1000 * statistics.median(cpus[n]):8.1f} ms worker CPU per pass "
+                      f"(median of {passes}); state file rewritten: "
+                      f"{dev.state_id() != dev.identity}; PyYAML loaded: {dev.yaml_loaded()}")
+            small, large = min(sizes), max(sizes)
+            wall_ratio = statistics.median(walls[large]) / statistics.median(walls[small])
+            cpu_ratio = statistics.median(cpus[large]) / statistics.median(cpus[small])
+            print(f"ratio {large} vs {small} files: x{wall_ratio:.2f} wall, "
+                  f"x{cpu_ratio:.2f} CPU")
+    finally:
+        for dev in devices.values():
+            dev.close()
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--sizes", type=int, nargs="+", default=[10, 1000])
     p.add_argument("--passes", type=int, default=21)
+    p.add_argument("--worker", action="store_true",
+                   help="each pass in a new worker process, as the daemon runs it")
     args = p.parse_args()
+    if args.worker:
+        measure_worker(args.sizes, args.passes)
+        return
     counts = Counts()
     counts.install()
     for full in (False, True):

@@ -155,7 +155,10 @@ def test_a_wakeup_pass_visits_what_depends_on_a_due_resource(tmp_path, publisher
         agent.close()
 
 
-def test_a_new_spec_from_another_process_is_parsed_once(tmp_path, publisher, monkeypatch):
+def test_a_new_spec_from_another_process_is_not_parsed_again(tmp_path, publisher,
+                                                              monkeypatch):
+    """The process that took the new commit parsed it and kept the result beside the
+    state (``sync.spec_cache``): the daemon's next passes read that, and parse nothing."""
     rig, agent, clock, _ = device(tmp_path, publisher)
     try:
         rig.publish({"f05.yaml": None})
@@ -167,7 +170,8 @@ def test_a_new_spec_from_another_process_is_parsed_once(tmp_path, publisher, mon
         for _ in range(2):
             settle(agent, clock)
             agent.reconcile_pass(due_only=True)
-        assert count.parses == FILES  # the new commit's 39 files and the sensor, once
+        assert count.parses == 0
+        assert agent.applier.spec_cache.loaded == 1  # once for the new commit
         assert count.applied == []  # the other process's pass was over this very spec
         assert "File/f05" not in rig.state().resources
     finally:

@@ -41,15 +41,24 @@ class State:
     # (backoff), the hub's status/<device> (what it acknowledged). None: never tried.
     # See docs/network.md.
     network: NetworkRecord | None = None
+    # What the status tip was made from: the tip and a digest of its documents' inputs
+    # (``sync.applier``), so a new process that would make the same documents knows the
+    # tip already holds them without serialising any. None: not known.
+    status_of: tuple[str, str] | None = None
 
     def to_plain(self) -> dict[str, Any]:
-        """The msgpack map of the state file (``format`` aside): the same keys as ever."""
-        return {"accepted": self.accepted, "applied": self.applied,
-                "status_tip": self.status_tip, "expires": self.expires,
-                "last_sync": self.last_sync,
-                "resources": {k: r.to_plain() for k, r in self.resources.items()},
-                "conditions": self.conditions,
-                "network": self.network.to_plain() if self.network else {}}
+        """The msgpack map of the state file (``format`` aside): the same keys as ever,
+        and ``status_of`` once known (a state without it is written as it always was)."""
+        plain: dict[str, Any] = {
+            "accepted": self.accepted, "applied": self.applied,
+            "status_tip": self.status_tip, "expires": self.expires,
+            "last_sync": self.last_sync,
+            "resources": {k: r.to_plain() for k, r in self.resources.items()},
+            "conditions": self.conditions,
+            "network": self.network.to_plain() if self.network else {}}
+        if self.status_of:
+            plain["status_of"] = list(self.status_of)
+        return plain
 
     def copy(self) -> State:
         """A copy whose maps and lists are its own; the records themselves are shared
@@ -57,7 +66,8 @@ class State:
         return State(accepted=self.accepted, applied=self.applied,
                      status_tip=self.status_tip, expires=self.expires,
                      last_sync=dict(self.last_sync), resources=dict(self.resources),
-                     conditions=list(self.conditions), network=self.network)
+                     conditions=list(self.conditions), network=self.network,
+                     status_of=self.status_of)
 
     def same_as(self, other: State) -> bool:
         """Does ``other`` hold what this holds? Cheap: a record that is the same object
@@ -65,7 +75,7 @@ class State:
         compared field by field; a pass that kept the others costs what it visited."""
         if (self.accepted, self.applied, self.status_tip, self.expires, self.network) != (
                 other.accepted, other.applied, other.status_tip, other.expires,
-                other.network):
+                other.network) or self.status_of != other.status_of:
             return False
         if self.last_sync != other.last_sync or self.conditions != other.conditions:
             return False
@@ -82,7 +92,16 @@ class State:
                    resources={k: ResourceRecord.from_plain(r)
                               for k, r in (raw.get("resources") or {}).items()},
                    conditions=list(raw.get("conditions") or []),
-                   network=NetworkRecord.from_plain(raw.get("network") or {}))
+                   network=NetworkRecord.from_plain(raw.get("network") or {}),
+                   status_of=_status_of(raw.get("status_of")))
+
+
+def _status_of(raw: Any) -> tuple[str, str] | None:
+    """A state file's ``status_of``; anything but two strings (an older file has none)
+    is not known."""
+    if isinstance(raw, list) and len(raw) == 2 and all(isinstance(x, str) for x in raw):
+        return raw[0], raw[1]
+    return None
 
 
 Identity = tuple[int, int, int, int, int]

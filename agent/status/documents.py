@@ -89,6 +89,26 @@ class StatusDocuments:
         return document, status, dump_yaml({**document, "status": status})
 
 
+def inputs_digest(device_id: str, spec: str, records: dict[str, ResourceRecord],
+                  summary: dict[str, Any]) -> str | None:
+    """A digest of everything ``status_files`` renders (and of this agent's version,
+    which decides how): two calls with equal digests give the same files, so a process
+    that finds the status tip recorded with this digest need not serialise any YAML to
+    know the tip holds them. None when the inputs hold a value msgpack cannot pack."""
+    import hashlib
+
+    import msgpack
+
+    docs = [[r.path, r.document, r.status] for r in records.values()
+            if not (r.invalid or not r.document or r.path is None)]
+    try:
+        data = msgpack.packb([1, __version__, device_id, spec, docs, summary],
+                             use_bin_type=True, strict_types=True)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return hashlib.sha256(data).hexdigest()
+
+
 def make_status_commit(object_store: Any, *, spec_commit: bytes, previous: bytes | None,
                        tree: bytes, device_id: str, message: str, sign: Callable[[Any], None],
                        now: int) -> bytes | None:

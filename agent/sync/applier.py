@@ -9,6 +9,7 @@ every import and for timer passes, and by ``sync.hub`` after a fetch.
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Callable, Mapping
 from datetime import datetime
@@ -24,8 +25,9 @@ from giter_agent.reconcile.engine import reconcile
 from giter_agent.reconcile.order import Order, spec_order
 from giter_agent.spec.resources import SpecSet
 from giter_agent.state.store import State, StateStore
-from giter_agent.status.documents import StatusDocuments
+from giter_agent.status.documents import StatusDocuments, inputs_digest
 from giter_agent.status.report import SyncReport
+from giter_agent.sync.spec_cache import SpecCache
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -52,8 +54,11 @@ class SpecApplier:
         # changes, so it is parsed once); the status documents as last serialised; and
         # the status commit last made from them, with the spec it observed.
         self._spec: tuple[str, SpecSet, Order] | None = None
+        self.spec_cache = SpecCache(state_store.path.parent, config.device_id, config.groups)
         self.documents = StatusDocuments()
         self._status: tuple[str, str | None, dict[str, bytes]] | None = None
+        # Before that: the inputs a status tip was found made from (``State.status_of``).
+        self._unrendered: tuple[str, str | None, dict[str, Any], dict[str, Any]] | None = None
 
     def read_spec(self, history: History, commit: str) -> SpecSet:
         """The resources of ``commit`` addressed to this device (``spec.targeting``: its
@@ -61,7 +66,12 @@ class SpecApplier:
         once per commit."""
         if self._spec is not None and self._spec[0] == commit:
             return self._spec[1]
-        specset = self._parse_spec(history, commit)
+        # A new process (a daemon pass worker, a one-shot sync) reads what an earlier
+        # one parsed from the same verified commit (``sync.spec_cache``).
+        specset = self.spec_cache.load(commit)
+        if specset is None:
+            specset = self._parse_spec(history, commit)
+            self.spec_cache.save(commit, specset)
         self._spec = (commit, specset, spec_order(specset))
         return specset
 
@@ -201,8 +211,24 @@ class SpecApplier:
             "conditions": state.conditions,
             "agentVersion": __version__,
         }
-        files = self.documents.files(self.config.device_id, state.resources, summary)
         assert state.applied is not None  # only an applied spec has status to commit
+        digest: str | None = None
+        if self._status is None:
+            # This process has made no status yet (a pass worker, a one-shot sync): if
+            # the state says the tip was made from these very inputs, it holds these
+            # documents, and none need serialising (nor PyYAML loading) to know it.
+            kept = self._unrendered
+            if (kept is not None and kept[:2] == (state.applied, state.status_tip)
+                    and kept[2] == state.resources and kept[3] == summary):
+                return state.status_tip
+            digest = inputs_digest(self.config.device_id, state.applied, state.resources,
+                                   summary)
+            if (digest is not None and state.status_tip
+                    and state.status_of == (state.status_tip, digest)):
+                self._unrendered = (state.applied, state.status_tip, dict(state.resources),
+                                    copy.deepcopy(summary))
+                return state.status_tip
+        files = self.documents.files(self.config.device_id, state.resources, summary)
         if (self._status is not None and self._status[:2] == (state.applied, state.status_tip)
                 and self._status[2] == files):
             # The very documents the status tip was made of (by this process): the tree
@@ -210,6 +236,10 @@ class SpecApplier:
             return state.status_tip
         tip = self._write_status(history, state, report, now, files)
         self._status = (state.applied, tip, files)
+        if digest is None:
+            digest = inputs_digest(self.config.device_id, state.applied, state.resources,
+                                   summary)
+        state.status_of = (tip, digest) if tip and digest else None
         return tip
 
     def _write_status(self, history: History, state: State, report: SyncReport, now: float,
