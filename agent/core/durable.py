@@ -26,7 +26,7 @@ import contextlib
 import errno
 import os
 import stat
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
@@ -116,6 +116,17 @@ def open_dir_under(root_fd: int, parts: Sequence[str], *, create: bool = False,
     except BaseException:
         os.close(fd)
         raise
+
+
+def fsync_folders_under(root_fd: int, folders: Iterable[Sequence[str]]) -> None:
+    """fsync each folder ``root/parts...`` made while laying a tree down, children
+    before parents: a fresh folder's entries are durable only once it is fsynced."""
+    for parts in sorted(folders, key=len, reverse=True):
+        sub = open_dir_under(root_fd, parts)
+        try:
+            os.fsync(sub)
+        finally:
+            os.close(sub)
 
 
 def read_regular(name: str | Path, max_bytes: int, *, dir_fd: int | None = None,

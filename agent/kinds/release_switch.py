@@ -30,6 +30,7 @@ from typing import Any
 from giter_agent.core.durable import (
     UnsafePath,
     fsync_fd,
+    fsync_folders_under,
     is_temp_name,
     open_dir_under,
     temp_name,
@@ -142,14 +143,7 @@ class ReleaseRoot:
                         folders.add(parts[:depth])
                     written += self._write_file(stage_fd, parts, 0o755 if executable
                                                 else 0o644, artifacts, source)
-                # Children before parents: a fresh folder's entries are durable only
-                # once the folder itself is fsynced.
-                for parts in sorted(folders, key=len, reverse=True):
-                    sub = open_dir_under(stage_fd, parts)
-                    try:
-                        os.fsync(sub)
-                    finally:
-                        os.close(sub)
+                fsync_folders_under(stage_fd, folders)
                 os.fsync(stage_fd)
             finally:
                 os.close(stage_fd)

@@ -25,7 +25,7 @@ import zipfile
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from giter_agent.core.durable import open_dir_under
+from giter_agent.core.durable import fsync_folders_under, open_dir_under
 from giter_agent.core.errors import ArtifactError, Reason
 
 _NAME = re.compile(r"(?P<dist>[A-Za-z0-9][A-Za-z0-9_.]*)-(?P<version>[A-Za-z0-9_.!+]+)"
@@ -121,12 +121,7 @@ def unpack(filename: str, wheel: BinaryIO, dir_fd: int, max_bytes: int) -> int:
             raise _refused(filename, f"a damaged entry ({exc})") from None
         except FileExistsError as exc:
             raise _refused(filename, f"{exc.filename} is in two wheels") from None
-    for parts in sorted(folders, key=len, reverse=True):
-        sub = open_dir_under(dir_fd, parts)
-        try:
-            os.fsync(sub)
-        finally:
-            os.close(sub)
+    fsync_folders_under(dir_fd, folders)
     return written
 
 
