@@ -19,6 +19,7 @@ Command's timeout, for the watchdog).
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -49,34 +50,39 @@ def run_pass(agent: Agent, job: Job) -> SyncReport:
     raise GiterError(f"no such job kind {job.kind!r}", reason="UnknownJob")
 
 
-class Passes:
-    """The side that runs the daemon's passes (see the module docstring)."""
+class Passes(ABC):
+    """The side that runs the daemon's passes (see the module docstring): each
+    implementation gives the four abstract methods; ``abandon`` and ``close`` do
+    nothing unless it holds something."""
 
     config: Config
     state_store: StateStore
     clock: Callable[[], float]  # wall-clock time, as resources' wakeups are kept
 
+    @abstractmethod
     def run(self, job: Job) -> Any:
         """Run ``job``'s pass to its end; returns its ``SyncReport`` or raises."""
-        raise NotImplementedError
 
+    @abstractmethod
     def overrides(self) -> dict[str, Any]:
         """The remote overrides of the agent's settings, as the last pass left them."""
-        raise NotImplementedError
 
+    @abstractmethod
     def next_wakeup(self) -> float | None:
         """When a resource asked for its next reconcile (clock time), or None."""
-        raise NotImplementedError
 
+    @abstractmethod
     def busy_allowance(self) -> float:
         """Seconds the running pass may take beyond the usual bound (``Context.allow_busy``)."""
-        raise NotImplementedError
 
     def abandon(self) -> None:
-        """The daemon is exiting mid-pass: stop the pass now if it runs elsewhere."""
+        """The daemon is exiting mid-pass: stop the pass now if it runs elsewhere
+        (a pass in this process simply ends with it)."""
+        return None
 
     def close(self) -> None:
-        """Release what passes hold (pins, samplers)."""
+        """Release what passes hold (pins, samplers); by default nothing."""
+        return None
 
 
 class InProcessPasses(Passes):
