@@ -85,6 +85,29 @@ class Counts:
         self.parses = self.dumps = self.objects = 0
 
 
+def published(work: Path, n: int, extra: dict[str, bytes] | None = None) -> tuple[Path, Path]:
+    """A fleet with ``n`` File resources (and ``extra`` files) for the device, signed and
+    bundled under ``work``, and the device's agent.toml: (the bundle, the config)."""
+    from giter_agent.trust import sshsig
+    from giter_bundle.publisher import PublisherRepo
+
+    root = work / "root"
+    root.mkdir()
+    key = sshsig.generate_ed25519()
+    signers = work / "allowed_signers"
+    signers.write_text(f'ops namespaces="git" {sshsig.public_key_of(key).openssh()}\n')
+    publisher = PublisherRepo(work / "fleet.git", key)
+    files = {f"devices/{DEVICE}/file-{i:04d}.yaml": resource(f"file-{i:04d}", {
+        "path": str(root / f"d{i % 10}" / f"file-{i:04d}"), "content": f"value {i}\n",
+        "mode": "0644"}) for i in range(n)}
+    publisher.commit({**files, **(extra or {})}, f"{n} files")
+    config = work / "agent.toml"
+    config.write_text(
+        f'device_id = "{DEVICE}"\nstate_dir = "state"\nboard = "generic-mock"\n'
+        f'allowed_signers = "{signers}"\n[files]\nroots = ["{root}"]\n')
+    return publisher.bundle(work / "fleet.bundle"), config
+
+
 class Device:
     """A device with ``n`` File resources and the sensor, synced once and settled."""
 
@@ -93,32 +116,15 @@ class Device:
 
         from giter_agent.config.agent_toml import load
         from giter_agent.sync.agent import Agent
-        from giter_agent.trust import sshsig
-        from giter_bundle.publisher import PublisherRepo
 
         self.full = full
         self.work = work = Path(tempfile.mkdtemp(prefix="timer-pass-"))
-        root = work / "root"
-        root.mkdir()
-        key = sshsig.generate_ed25519()
-        signers = work / "allowed_signers"
-        signers.write_text(f'ops namespaces="git" {sshsig.public_key_of(key).openssh()}\n')
-        publisher = PublisherRepo(work / "fleet.git", key)
-        files = {f"devices/{DEVICE}/file-{i:04d}.yaml": resource(f"file-{i:04d}", {
-            "path": str(root / f"d{i % 10}" / f"file-{i:04d}"), "content": f"value {i}\n",
-            "mode": "0644"}) for i in range(n)}
-        files[f"devices/{DEVICE}/cpu.yaml"] = (
-            f"{API}kind: Sensor\nmetadata: {{name: cpu}}\n"
-            "spec: {source: cpu-temperature, interval: 10, deadband: 1}\n").encode()
         zone = work / "sys/class/thermal/thermal_zone0"
         zone.mkdir(parents=True)
         (zone / "temp").write_text("48000\n")
-        publisher.commit(files, f"{n} files")
-        bundle = publisher.bundle(work / "fleet.bundle")
-        config = work / "agent.toml"
-        config.write_text(
-            f'device_id = "{DEVICE}"\nstate_dir = "state"\nboard = "generic-mock"\n'
-            f'allowed_signers = "{signers}"\n[files]\nroots = ["{root}"]\n')
+        bundle, config = published(work, n, {f"devices/{DEVICE}/cpu.yaml": (
+            f"{API}kind: Sensor\nmetadata: {{name: cpu}}\n"
+            "spec: {source: cpu-temperature, interval: 10, deadband: 1}\n").encode()})
         self.clock = Clock(1_800_000_000.0)
         factory = MockFactory()
         self.agent = Agent(load(config), clock=self.clock,
@@ -180,24 +186,10 @@ class WorkerDevice:
         from giter_agent.config.agent_toml import load
         from giter_agent.daemon.worker_passes import WorkerPasses
         from giter_agent.device.board import load_board
-        from giter_agent.trust import sshsig
-        from giter_bundle.publisher import PublisherRepo
 
         self.work = work = Path(tempfile.mkdtemp(prefix="worker-pass-"))
-        root = work / "root"
-        root.mkdir()
-        key = sshsig.generate_ed25519()
-        signers = work / "allowed_signers"
-        signers.write_text(f'ops namespaces="git" {sshsig.public_key_of(key).openssh()}\n')
-        publisher = PublisherRepo(work / "fleet.git", key)
-        publisher.commit({f"devices/{DEVICE}/file-{i:04d}.yaml": resource(f"file-{i:04d}", {
-            "path": str(root / f"d{i % 10}" / f"file-{i:04d}"), "content": f"value {i}\n",
-            "mode": "0644"}) for i in range(n)}, f"{n} files")
-        bundle = publisher.bundle(work / "fleet.bundle")
-        self.config = config = work / "agent.toml"
-        config.write_text(
-            f'device_id = "{DEVICE}"\nstate_dir = "state"\nboard = "generic-mock"\n'
-            f'allowed_signers = "{signers}"\n[files]\nroots = ["{root}"]\n')
+        bundle, config = published(work, n)
+        self.config = config
         for _ in range(2):  # the second settles what a one-shot's status records
             subprocess.run([str(Path(sys.executable).parent / "giter-agent"), "-c",
                             str(config), "sync", "--bundle", str(bundle)], check=True,
