@@ -18,7 +18,6 @@ import fcntl
 import os
 import shutil
 import stat
-import tempfile
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -302,6 +301,8 @@ class Gate:
     @contextlib.contextmanager
     def _quarantine_directory(self) -> Iterator[Path]:
         """A fresh quarantine directory, locked while it lives, removed entirely after."""
+        import tempfile  # a stick already taken opens no quarantine: loaded here
+
         directory = Path(tempfile.mkdtemp(prefix="q-", dir=self.quarantine_root))
         lock_fd: int | None = None
         try:

@@ -23,19 +23,21 @@ import fcntl
 import logging
 import os
 import shutil
-import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from giter_agent.core.budget import Budget
 from giter_agent.core.durable import fsync_dir, fsync_tree, mkdir_durable
 from giter_agent.core.errors import HistoryError
-from giter_agent.history import bundle_writer, chain_export, packs
+from giter_agent.history import packs
 from giter_agent.history.quarantine import Gate, Quarantine
 from giter_agent.history.refs import Refs
 from giter_agent.history.walk import is_ancestor
+
+if TYPE_CHECKING:  # the writers load when a bundle is written, not on every sync
+    from giter_agent.history.chain_export import Chain
 
 log = logging.getLogger("giter.history")
 
@@ -102,6 +104,8 @@ class History:
         # Build it aside, make every file and folder of it durable, and rename it in: a
         # power cut leaves no repository or a whole one (giter_agent.state.recovery removes the
         # init folder of an interrupted one).
+        import tempfile
+
         from dulwich.repo import Repo  # once per device: not on every sync's import path
 
         tmp = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.init-", dir=self.path.parent))
@@ -224,12 +228,16 @@ class History:
         """A bundle of ``refs`` holding what is not reachable from ``exclude``
         (``history.bundle_writer.write_bundle``; ``deltify_artifacts`` sends a changed
         artifact as a delta against the excluded commits' version)."""
+        from giter_agent.history import bundle_writer
+
         bundle_writer.write_bundle(self.object_store, path, refs, exclude, version,
                                    progress, dir_fd, deltify_artifacts)
 
     def write_chain_bundle(self, path: Path, name: bytes, tip: bytes, stop: set[bytes], *,
-                           dir_fd: int | None = None) -> chain_export.Chain:
+                           dir_fd: int | None = None) -> Chain:
         """A bundle of what ``tip``'s first-parent chain adds to ``stop``
         (``history.bundle_writer.write_chain_bundle``)."""
+        from giter_agent.history import bundle_writer
+
         return bundle_writer.write_chain_bundle(self.object_store, path, name, tip, stop,
                                                 dir_fd=dir_fd)
