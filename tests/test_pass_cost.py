@@ -286,12 +286,14 @@ NEVER_ON_A_STICK_SYNC = ("importlib.metadata", "email", "dulwich.repo", "dulwich
                          *(f"giter_agent.cli.commands.{name}" for name in (
                              "run", "status", "plan", "key", "doctor", "serve_serial",
                              "demo")))
-# A stick already taken writes no pack, opens no quarantine and runs no program: neither
-# tempfile nor subprocess is needed (nor the guard's signal set-up of the boot loader).
+# A stick already taken writes no pack, opens no quarantine (its header answers: the
+# import gate's pack reader is not loaded) and runs no program: neither tempfile nor
+# subprocess is needed (nor the guard's signal set-up of the boot loader).
 NOT_ON_THE_STEADY_PATH = (*NEVER_ON_A_STICK_SYNC, "cryptography",
                           "giter_agent.trust.spec_rule", "giter_agent.trust.sshsig",
                           "giter_agent.trust.trust_files", "tempfile", "subprocess",
-                          "signal")
+                          "signal", "giter_agent.history.quarantine",
+                          "giter_agent.history.pack_index")
 
 
 def loaded_by_sync(rig: Rig, bundle) -> list[str]:
