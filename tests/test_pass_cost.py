@@ -242,7 +242,8 @@ def test_a_stick_already_taken_is_answered_from_its_header(tmp_path, publisher,
                                                            monkeypatch):
     """The bundle the device accepted, synced again: its header names the accepted tip,
     so no quarantine is opened (nothing read past the header, nothing written or
-    fsynced) and no trust file is loaded; a bundle with a new tip goes the whole way."""
+    fsynced), no trust file is loaded and no pack merge is tried; a bundle with a new
+    tip goes the whole way."""
     from giter_agent.history.store import History
 
     rig = Rig(tmp_path, publisher)
@@ -258,14 +259,18 @@ def test_a_stick_already_taken_is_answered_from_its_header(tmp_path, publisher,
         trust_root = agent._trust_root
         monkeypatch.setattr(agent, "_trust_root", lambda: (roots.append(1), trust_root())[1])
 
+        merges: list[int] = []
+        consolidate = History.consolidate
+        monkeypatch.setattr(History, "consolidate",
+                            lambda self: (merges.append(1), consolidate(self))[1])
         report = agent.sync([rig.bundle()], source="test")
         assert [(v.verdict, v.reason) for v in report.bundles] == [("up-to-date", "UpToDate")]
-        assert (opened, roots) == ([], [])
+        assert (opened, roots, merges) == ([], [], [])  # nothing new: no packs to merge
 
         rig.publish({"f01.yaml": spec(rig)["f01.yaml"]})
         report = agent.sync([rig.bundle()], source="test")
         assert [v.verdict for v in report.bundles] == ["applied"]
-        assert len(opened) == 1 and roots == [1]
+        assert len(opened) == 1 and roots == [1] and merges == [1]
     finally:
         agent.close()
 
