@@ -53,6 +53,7 @@ def __getattr__(name: str) -> Any:
         return Quarantine
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
+
 _WRITER_LOCK = "giter-writer.lock"
 
 
