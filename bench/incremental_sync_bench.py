@@ -16,6 +16,10 @@ same environment) as the floor any Python process pays.
 
     python3 bench/incremental_sync_bench.py              # 1,000 + 10, 11 rounds
     python3 bench/incremental_sync_bench.py --history 1000 --new 10 --rounds 21
+    python3 bench/incremental_sync_bench.py --editable   # through the dev console script
+
+The agent is started as an installed device starts it (``bench/installed_layout.py``:
+the Debian launcher, a private package folder, no editable-install hooks).
 
 Results: docs/performance.md, "Whole-process incremental sync".
 """
@@ -34,6 +38,8 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
+
+import installed_layout  # noqa: E402 - beside this script
 
 DEVICE = "pi-bench"
 API = "apiVersion: giter.dev/v1alpha1\n"
@@ -104,6 +110,9 @@ def main() -> None:
     p.add_argument("--history", type=int, default=1000)
     p.add_argument("--new", type=int, default=10)
     p.add_argument("--rounds", type=int, default=11)
+    p.add_argument("--editable", action="store_true",
+                   help="start the agent through this environment's console script (an "
+                   "editable install) instead of as a device does")
     args = p.parse_args()
 
     from giter_agent.trust import sshsig
@@ -142,10 +151,15 @@ def main() -> None:
         config.write_text(
             f'device_id = "{DEVICE}"\nstate_dir = "state"\nboard = "generic-mock"\n'
             f'allowed_signers = "{signers}"\n[files]\nroots = ["{root}"]\n')
-        agent = [str(Path(sys.executable).parent / "giter-agent"), "-c", str(config), "sync",
-                 "--bundle"]
-        aenv = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-        aenv["PYTHONPYCACHEPREFIX"] = str(work / "pycache")
+        # Started as a device starts it (bench/installed_layout.py), or with --editable
+        # through this development environment's console script; compiled bytecode.
+        if args.editable:
+            entry = [str(Path(sys.executable).parent / "giter-agent")]
+            floor = [sys.executable, "-c", "pass"]
+        else:
+            entry, floor = installed_layout.layout(work)
+        agent = [*entry, "-c", str(config), "sync", "--bundle"]
+        aenv = installed_layout.env(work)
         run([*agent, str(work / "old.bundle")], aenv)  # the device at 1,000 commits
         shutil.copytree(work / "state", work / "state0", symlinks=True)
         before = target.read_bytes()
@@ -160,7 +174,6 @@ def main() -> None:
             f"git --git-dir {mirror} fetch -q {work / 'new.bundle'} main:main",
             f"git --git-dir {mirror} verify-commit {' '.join(fresh)} 2>/dev/null",
             f"git --git-dir {mirror} show main:devices/{DEVICE}/motd.yaml > {work / 'copy'}"])]
-        floor = [sys.executable, "-c", "pass"]
 
         results: dict[str, list[tuple[float, float]]] = {"giter-agent": [], "git": [],
                                                           "python": []}

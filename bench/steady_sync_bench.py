@@ -18,6 +18,11 @@ record; no commit, no object). Prints medians and the ratios.
 
     python3 bench/steady_sync_bench.py            # 15 interleaved rounds
     python3 bench/steady_sync_bench.py --rounds 31
+    python3 bench/steady_sync_bench.py --editable   # through the dev console script
+
+The agent is started as an installed device starts it (``bench/installed_layout.py``:
+the Debian launcher, a private package folder, no editable-install hooks), and the
+interpreter's own ``python -c pass`` in that environment is timed alongside.
 
 Results: docs/performance.md, "A steady sync that changes nothing".
 """
@@ -38,6 +43,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 sys.path.insert(0, str(REPO_ROOT / "tools"))
 
+import installed_layout  # noqa: E402 - beside this script
+
 DEVICE = "pi-bench"
 API = "apiVersion: giter.dev/v1alpha1\n"
 
@@ -52,7 +59,7 @@ def run(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, floa
     err = proc.stderr.read().decode() if proc.stderr else ""
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
-        raise SystemExit(f"{argv[0]} failed ({proc.returncode}): {err.strip()[:500]}")
+        raise SystemExit(f"{argv[0]} failed ({proc.returncode}): {err.strip()[-1500:]}")
     return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
 
 
@@ -64,6 +71,9 @@ def snapshot(state: Path) -> dict[str, tuple[int, int]]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--rounds", type=int, default=15)
+    p.add_argument("--editable", action="store_true",
+                   help="start the agent through this environment's console script (an "
+                   "editable install) instead of as a device does")
     args = p.parse_args()
 
     from giter_agent.trust import sshsig
@@ -87,12 +97,16 @@ def main() -> None:
         config.write_text(
             f'device_id = "{DEVICE}"\nstate_dir = "state"\nboard = "generic-mock"\n'
             f'allowed_signers = "{signers}"\n[files]\nroots = ["{root}"]\n')
-        agent = [str(Path(sys.executable).parent / "giter-agent"), "-c", str(config), "sync",
-                 "--bundle", str(bundle)]
-        # Compiled bytecode, as an installed package has (PYTHONDONTWRITEBYTECODE would
-        # make every start compile every module again).
-        aenv = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-        aenv["PYTHONPYCACHEPREFIX"] = str(work / "pycache")
+        # Started as a device starts it (bench/installed_layout.py), or with --editable
+        # through this development environment's console script; compiled bytecode
+        # either way (PYTHONDONTWRITEBYTECODE would compile every module at every start).
+        if args.editable:
+            entry = [str(Path(sys.executable).parent / "giter-agent")]
+            floor = [sys.executable, "-c", "pass"]
+        else:
+            entry, floor = installed_layout.layout(work)
+        agent = [*entry, "-c", str(config), "sync", "--bundle", str(bundle)]
+        aenv = installed_layout.env(work)
         run(agent, aenv)  # the first sync applies it
         run(agent, aenv)  # the first steady one (the status of a one-shot is settled now)
 
@@ -124,12 +138,14 @@ def main() -> None:
             run(cf)
 
         before = snapshot(work / "state")
-        results: dict[str, list[tuple[float, float, float]]] = {"giter-agent sync": [], "git": []}
+        results: dict[str, list[tuple[float, float, float]]] = {
+            "giter-agent sync": [], "git": [], "python": []}
         if cf:
             results["cf-agent"] = []
         for _ in range(args.rounds):
             results["giter-agent sync"].append(run(agent, aenv))
             results["git"].append(run(git, genv))
+            results["python"].append(run(floor, aenv))
             if cf:
                 results["cf-agent"].append(run(cf))
         changed = sorted(k for k, v in snapshot(work / "state").items() if before.get(k) != v)
@@ -142,7 +158,8 @@ def main() -> None:
             cpu = statistics.median(r[1] for r in rows)
             rss = statistics.median(r[2] for r in rows)
             med[name] = (wall, cpu)
-            label = {"git": "git fetch (nothing new) + verify-commit"}.get(name, name)
+            label = {"git": "git fetch (nothing new) + verify-commit",
+                     "python": "python -c pass (interpreter start-up)"}.get(name, name)
             print(f"  {label:<42} wall {1000 * wall:7.1f} ms   CPU {1000 * cpu:7.1f} ms"
                   + (f"   peak RSS {rss:5.1f} MiB" if name.startswith("giter") else ""))
         ours = med["giter-agent sync"]

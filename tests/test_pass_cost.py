@@ -242,7 +242,8 @@ def test_a_stick_already_taken_is_answered_from_its_header(tmp_path, publisher,
                                                            monkeypatch):
     """The bundle the device accepted, synced again: its header names the accepted tip,
     so no quarantine is opened (nothing read past the header, nothing written or
-    fsynced) and no trust file is loaded; a bundle with a new tip goes the whole way."""
+    fsynced), no trust file is loaded and no pack merge is tried; a bundle with a new
+    tip goes the whole way."""
     from giter_agent.history.store import History
 
     rig = Rig(tmp_path, publisher)
@@ -258,14 +259,18 @@ def test_a_stick_already_taken_is_answered_from_its_header(tmp_path, publisher,
         trust_root = agent._trust_root
         monkeypatch.setattr(agent, "_trust_root", lambda: (roots.append(1), trust_root())[1])
 
+        merges: list[int] = []
+        consolidate = History.consolidate
+        monkeypatch.setattr(History, "consolidate",
+                            lambda self: (merges.append(1), consolidate(self))[1])
         report = agent.sync([rig.bundle()], source="test")
         assert [(v.verdict, v.reason) for v in report.bundles] == [("up-to-date", "UpToDate")]
-        assert (opened, roots) == ([], [])
+        assert (opened, roots, merges) == ([], [], [])  # nothing new: no packs to merge
 
         rig.publish({"f01.yaml": spec(rig)["f01.yaml"]})
         report = agent.sync([rig.bundle()], source="test")
         assert [v.verdict for v in report.bundles] == ["applied"]
-        assert len(opened) == 1 and roots == [1]
+        assert len(opened) == 1 and roots == [1] and merges == [1]
     finally:
         agent.close()
 
@@ -274,12 +279,26 @@ def test_a_stick_already_taken_is_answered_from_its_header(tmp_path, publisher,
 # (importlib.metadata, email), git's repository plumbing it does not use, the network
 # transport, importlib.resources, secrets. A stick the device already took loads no
 # verifier, no trust file and no cryptography either.
+# Nor the other subcommands (only the parser of the one named is built), the hub
+# exchange, the stick's folders or the status bundle's writers (a --bundle sync without
+# --outbox writes no bundle).
 NEVER_ON_A_STICK_SYNC = ("importlib.metadata", "email", "dulwich.repo", "dulwich.index",
                          "importlib.resources", "secrets", "giter_agent.transport.network",
-                         "ssl", "socket", "http")
+                         "ssl", "socket", "http", "giter_agent.sync.hub",
+                         "giter_agent.sync.export", "giter_agent.transport.usb",
+                         "giter_agent.history.bundle_writer",
+                         "giter_agent.history.chain_export",
+                         *(f"giter_agent.cli.commands.{name}" for name in (
+                             "run", "status", "plan", "key", "doctor", "serve_serial",
+                             "demo")))
+# A stick already taken writes no pack, opens no quarantine (its header answers: the
+# import gate's pack reader is not loaded) and runs no program: neither tempfile nor
+# subprocess is needed (nor the guard's signal set-up of the boot loader).
 NOT_ON_THE_STEADY_PATH = (*NEVER_ON_A_STICK_SYNC, "cryptography",
                           "giter_agent.trust.spec_rule", "giter_agent.trust.sshsig",
-                          "giter_agent.trust.trust_files")
+                          "giter_agent.trust.trust_files", "tempfile", "subprocess",
+                          "signal", "giter_agent.history.quarantine",
+                          "giter_agent.history.pack_index")
 
 
 def loaded_by_sync(rig: Rig, bundle) -> list[str]:
@@ -316,3 +335,65 @@ def test_a_sync_of_new_commits_loads_only_what_it_uses(tmp_path, publisher):
     assert rig.state().accepted == tip  # verified and taken in: the path was the real one
     assert "giter_agent.trust.spec_rule" in loaded
     assert unwanted(loaded, NEVER_ON_A_STICK_SYNC) == []
+
+
+class Fsyncs:
+    """Every ``os.fsync`` of this process, by what the descriptor names (Linux's
+    /proc/self/fd): the durable writes' one system call, counted where they all end."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.names: list[str] = []
+        fsync = os.fsync
+
+        def counted(fd: int) -> None:
+            self.names.append(os.readlink(f"/proc/self/fd/{fd}"))
+            fsync(fd)
+
+        monkeypatch.setattr(os, "fsync", counted)
+
+
+def test_a_sync_of_new_commits_fsyncs_what_a_power_cut_needs(tmp_path, publisher,
+                                                             monkeypatch):
+    """A stick with a new commit: the quarantined pack, its index and folder, the state
+    file (accepted, then applied) and its folder, each ref in its own folder, the File
+    and its folder, the status pack and the merge of small packs. Not the parsed-spec
+    cache (derived data, checked when read) nor the folders above a ref's own."""
+    rig = Rig(tmp_path, publisher)
+    rig.publish({"f00.yaml": spec(rig)["f00.yaml"]})
+    agent = rig.agent(clock=Clock(), factory=MockFactory())
+    try:
+        assert agent.sync([rig.bundle()], source="test").exit_code == 0
+        rig.publish({"f01.yaml": spec(rig)["f01.yaml"]})
+        bundle = rig.bundle()
+        fsyncs = Fsyncs(monkeypatch)
+        report = agent.sync([bundle], source="test")
+        assert [v.verdict for v in report.bundles] == ["applied"]
+    finally:
+        agent.close()
+    repo = rig.state_dir / "repo.git"
+    names = fsyncs.names
+    assert not [n for n in names if "spec-cache" in n], names
+    assert str(repo / "refs") not in names and str(repo / "refs/heads") in names, names
+    assert names.count(str(repo / "refs/heads")) == 1, names  # main's
+    assert names.count(str(repo / "refs/heads/status")) == 1, names  # status/<id>'s
+    assert len(names) <= 20, names
+
+
+def test_a_ref_in_a_new_folder_fsyncs_each_folder_made(tmp_path, publisher, monkeypatch):
+    """The first status ref makes refs/heads/status/: that folder is fsynced into
+    refs/heads, as a ref in an existing folder needs only its own folder's."""
+    from giter_agent.history.store import History
+
+    rig = Rig(tmp_path, publisher)
+    tip = rig.publish({"f00.yaml": spec(rig)["f00.yaml"]})
+    with History(tmp_path / "repo.git") as history:
+        with history.quarantine(rig.bundle()) as q:
+            q.promote()
+        fsyncs = Fsyncs(monkeypatch)
+        history.set_ref(b"refs/heads/status/pi-01", None, tip.encode())
+        made = [n for n in fsyncs.names if not n.endswith(".lock")]  # the ref file's own
+        fsyncs.names.clear()
+        history.set_ref(b"refs/heads/main", None, tip.encode())
+    repo = tmp_path / "repo.git"
+    assert made == [str(repo / "refs/heads/status"), str(repo / "refs/heads")]
+    assert [n for n in fsyncs.names if not n.endswith(".lock")] == [str(repo / "refs/heads")]

@@ -27,7 +27,6 @@ import argparse
 import contextlib
 import logging
 import os
-import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -111,6 +110,8 @@ def guard(state_dir: Path, env: str, parent: int, *, clock: Callable[[], float],
         why = expired({**entry, "starts": 0}, now)
         if why is not None:
             roll_back(journal, _envs(state_dir), entry, why, clock)
+            import signal  # the guard's, not every start's: 1 ms of enum set-up
+
             kill(parent, signal.SIGKILL)
             return "rolled-back"
         sleep(max(0.0, min(poll, float(entry["deadline"]) - now)))
@@ -150,6 +151,8 @@ def _fork_guard(state_dir: Path, env: str) -> None:
     # The guard: the installed package's code, already loaded; it never returns.
     code = 0
     try:
+        import signal
+
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         guard(state_dir, env, parent, clock=time.time, sleep=time.sleep, alive=_alive,
               kill=os.kill)

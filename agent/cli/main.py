@@ -27,17 +27,35 @@ def version_line() -> str:
     return f"giter-agent {__version__}" + (f" (agent environment {env})" if env else "")
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="giter-agent",
-                                description="GitOps edge agent: signed specs in, signed "
-                                "status out.")
+def _top_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("-c", "--config", type=Path, default=DEFAULT_CONFIG,
                    help=f"agent config file (default {DEFAULT_CONFIG})")
     p.add_argument("-v", "--verbose", action="store_true", help="log every step to stderr")
+
+
+def _parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The whole parser, or with ``command`` the one whose only subcommand is that one
+    (a sync imports and builds no other command's arguments)."""
+    p = argparse.ArgumentParser(prog="giter-agent",
+                                description="GitOps edge agent: signed specs in, signed "
+                                "status out.")
+    _top_options(p)
     p.add_argument("--version", action="version", version=version_line())
     # Module names cannot hold a dash: serve-serial lives in serve_serial.py.
-    add_commands(p, "giter_agent.cli.commands", COMMANDS, lambda name: name.replace("-", "_"))
+    add_commands(p, "giter_agent.cli.commands", COMMANDS if command is None else (command,),
+                 lambda name: name.replace("-", "_"))
     return p
+
+
+def _pre(line: list[str]) -> tuple[argparse.Namespace, list[str]] | None:
+    """The top-level options of ``line`` and what follows them (the command first), or
+    None when they do not parse (the whole parser then says why)."""
+    pre = argparse.ArgumentParser(add_help=False, exit_on_error=False)
+    _top_options(pre)
+    try:
+        return pre.parse_known_args(line)
+    except argparse.ArgumentError:
+        return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,12 +64,13 @@ def main(argv: list[str] | None = None) -> int:
     from giter_agent.cli.boot import boot
 
     line = sys.argv[1:] if argv is None else argv
-    if "--version" in line:
-        pre = argparse.ArgumentParser(add_help=False)
-        pre.add_argument("-c", "--config", type=Path, default=DEFAULT_CONFIG)
-        known, _rest = pre.parse_known_args(line)
-        boot(argparse.Namespace(command="--version", config=known.config), argv)
-    args = _parser().parse_args(argv)
+    pre = _pre(line)
+    if "--version" in line and pre is not None:
+        boot(argparse.Namespace(command="--version", config=pre[0].config), argv)
+    # The command named first (no top-level -h before it): only its parser is built.
+    rest = pre[1] if pre is not None else []
+    command = rest[0] if rest and rest[0] in COMMANDS else None
+    args = _parser(command).parse_args(argv)
     boot(args, argv)
     return run("giter-agent", args, argv)
 

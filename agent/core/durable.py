@@ -235,8 +235,13 @@ def fsync_tree(root: Path) -> None:
 
 @contextlib.contextmanager
 def atomic_writer(path: Path, mode: int = 0o644, *,
-                  dir_fd: int | None = None) -> Iterator[BinaryIO]:
+                  dir_fd: int | None = None, fsync: bool = True) -> Iterator[BinaryIO]:
     """Yield a binary file; on clean exit it replaces ``path`` atomically and durably.
+
+    ``fsync=False`` is for derived data only (a cache its reader checks and can rebuild,
+    such as ``sync.spec_cache``): still replaced in one rename, never half-written by
+    a crash of the process, but neither file nor folder is fsynced, so after a power
+    cut the reader may find the old file, the new one, or one it must reject.
 
     With ``dir_fd``, ``path`` is a bare name in that open folder and nothing is
     resolved by path again: the temp file, the rename and the folder's fsync all go
@@ -247,6 +252,7 @@ def atomic_writer(path: Path, mode: int = 0o644, *,
     removes it) and ``path`` is left as it was.
     """
     if dir_fd is not None:
+        assert fsync, "a write through a pinned folder is always durable"
         with _atomic_writer_at(dir_fd, str(path), mode) as fh:
             yield fh
         return
@@ -258,20 +264,22 @@ def atomic_writer(path: Path, mode: int = 0o644, *,
             yield fh
             fh.flush()
             os.fchmod(fh.fileno(), mode)
-            os.fsync(fh.fileno())
+            if fsync:
+                os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-    fsync_dir(path.parent)
+    if fsync:
+        fsync_dir(path.parent)
 
 
 def atomic_write(path: Path, data: bytes, mode: int = 0o644, *,
-                 dir_fd: int | None = None) -> None:
-    """Replace ``path`` with ``data`` atomically and durably (``dir_fd``: see
+                 dir_fd: int | None = None, fsync: bool = True) -> None:
+    """Replace ``path`` with ``data`` atomically and durably (``dir_fd``, ``fsync``: see
     ``atomic_writer``)."""
-    with atomic_writer(path, mode, dir_fd=dir_fd) as fh:
+    with atomic_writer(path, mode, dir_fd=dir_fd, fsync=fsync) as fh:
         fh.write(data)
 
 

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -407,6 +406,8 @@ def spool(scratch: Path | None, size: int) -> tuple[Base, Callable[[bytes], Any]
     if size <= SMALL_BASE:
         parts: list[bytes] = []
         return b"", parts.append, lambda: b"".join(parts)
+    import tempfile  # only for a large base: a steady sync reads none
+
     fh = tempfile.TemporaryFile(dir=scratch)  # noqa: SIM115 - closed by the caller
     return fh, fh.write, lambda: fh
 

@@ -14,7 +14,9 @@ inspect bundles. Nothing here touches an object store.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
+import stat
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -23,7 +25,7 @@ from typing import BinaryIO
 
 from dulwich.refs import Ref, check_ref_format
 
-from giter_agent.core.durable import atomic_writer
+from giter_agent.core.durable import atomic_writer, shown
 from giter_agent.core.errors import BundleError, UnreadableBundle
 
 SIGNATURES = {b"# v2 git bundle\n": 2, b"# v3 git bundle\n": 3}
@@ -169,6 +171,48 @@ def read_header(fh: BinaryIO, *, max_header_bytes: int = MAX_HEADER_BYTES) -> Bu
         pack_offset=consumed,
         prerequisite_comments=comments,
     )
+
+
+def open_file(bundle_path: Path, max_bytes: int) -> tuple[BinaryIO, int]:
+    """The bundle file open for reading, and its size (at most ``max_bytes``: else
+    ``BundleError(TooLarge)``). Only a regular file is read, and opening never blocks on
+    a FIFO or a device; what cannot be opened is ``UnreadableBundle``."""
+    shown_path = shown(str(bundle_path))
+    try:
+        fd = os.open(bundle_path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            os.close(fd)
+            raise UnreadableBundle(f"cannot read bundle {shown_path}: not a regular file")
+        os.set_blocking(fd, True)
+        fh = open(fd, "rb")  # noqa: SIM115 - the caller closes it
+        size = st.st_size
+    except OSError as exc:
+        raise UnreadableBundle(
+            f"cannot read bundle {shown_path}: {exc.strerror or exc}") from exc
+    if size > max_bytes:
+        fh.close()
+        raise BundleError(f"bundle is {size} bytes, over max_bundle_bytes={max_bytes}",
+                          reason="TooLarge")
+    return fh, size
+
+
+def header_of(fh: BinaryIO, bundle_path: Path) -> BundleHeader:
+    """``read_header`` of an open bundle file; a read that fails (a stick pulled
+    mid-read, never a local disk's fault) is ``UnreadableBundle``."""
+    try:
+        return read_header(fh)
+    except OSError as exc:
+        raise UnreadableBundle(
+            f"cannot read bundle {bundle_path}: {exc.strerror or exc}") from exc
+
+
+def announced_refs(bundle_path: Path, max_bytes: int) -> dict[bytes, bytes]:
+    """The refs ``bundle_path``'s header names, read as an import reads them, with
+    nothing else read and nothing written. Nothing in them is verified."""
+    fh, _ = open_file(bundle_path, max_bytes)
+    with fh:
+        return dict(header_of(fh, bundle_path).refs)
 
 
 def _check_capability(key: bytes, value: bytes | None) -> None:

@@ -34,7 +34,6 @@ from __future__ import annotations
 import binascii
 import mmap
 import os
-import tempfile
 import zlib
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
@@ -310,6 +309,8 @@ class BoundedIndexer(PackIndexer):
         size = thin_bases.large_blob(self._store, sha, STREAM_BYTES)
         if not size:
             return self._resolve_ext_ref(RawObjectID(sha))
+        import tempfile  # a large base only
+
         fh = tempfile.TemporaryFile(dir=self._scratch)  # noqa: SIM115 - a _Spooled closes it
         try:
             blob_stream.copy_blob(self._store, sha.hex().encode(), fh, limit=size,
@@ -478,6 +479,8 @@ def add_pack(store: DiskObjectStore, read_all: Callable[[int], bytes],
     refused first when over ``max_object_bytes``. Returns the indexer (its counters, for
     tests).
     """
+    import tempfile  # an indexed bundle only: a stick already taken indexes nothing
+
     fd, tmp = tempfile.mkstemp(dir=store.path, prefix="tmp_pack_")
     path = Path(tmp)
     indexer: BoundedIndexer | None = None

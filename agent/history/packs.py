@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -132,6 +131,8 @@ def _write_pack(pack_dir: Path, write_data: PackWriter, count: int) -> str | Non
     """
     if not count:
         return None
+    import tempfile  # loaded when a pack is written: a steady sync writes none
+
     fd, tmp = tempfile.mkstemp(dir=pack_dir, prefix="tmp_pack_")
     tmp_path = Path(tmp)
     idx_tmp: Path | None = None

@@ -18,7 +18,6 @@ import fcntl
 import os
 import shutil
 import stat
-import tempfile
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -30,14 +29,13 @@ from dulwich.objects import Blob, Commit, Tree, hex_to_sha
 from dulwich.pack import UnresolvedDeltas
 
 from giter_agent.core.budget import Budget
-from giter_agent.core.durable import fsync_dir, shown
+from giter_agent.core.durable import fsync_dir
 from giter_agent.core.errors import (
     BundleError,
     GiterError,
     HistoryError,
     MissingPrerequisite,
     TrustError,
-    UnreadableBundle,
 )
 from giter_agent.history import bundle as bundle_format
 from giter_agent.history import commit_layout, pack_index
@@ -302,6 +300,8 @@ class Gate:
     @contextlib.contextmanager
     def _quarantine_directory(self) -> Iterator[Path]:
         """A fresh quarantine directory, locked while it lives, removed entirely after."""
+        import tempfile  # a stick already taken opens no quarantine: loaded here
+
         directory = Path(tempfile.mkdtemp(prefix="q-", dir=self.quarantine_root))
         lock_fd: int | None = None
         try:
@@ -319,47 +319,10 @@ class Gate:
         return DiskObjectStore(str(directory), fsync_object_files=True,
                                alternates=[str(self.object_store.path)])
 
-    def _open_bundle(self, bundle_path: Path) -> tuple[BinaryIO, int]:
-        """The bundle file open for reading, and its size (within ``max_bundle_bytes``)."""
-        shown_path = shown(str(bundle_path))
-        try:
-            # Never blocks on a FIFO or a device: only a regular file is read.
-            fd = os.open(bundle_path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode):
-                os.close(fd)
-                raise UnreadableBundle(f"cannot read bundle {shown_path}: not a regular file")
-            os.set_blocking(fd, True)
-            fh = open(fd, "rb")  # noqa: SIM115 - the caller closes it
-            size = st.st_size
-        except OSError as exc:
-            raise UnreadableBundle(
-                f"cannot read bundle {shown_path}: {exc.strerror or exc}") from exc
-        if size > self.caps.max_bundle_bytes:
-            fh.close()
-            raise BundleError(f"bundle is {size} bytes, over max_bundle_bytes="
-                              f"{self.caps.max_bundle_bytes}", reason="TooLarge")
-        return fh, size
-
-    def _read_header(self, fh: BinaryIO, bundle_path: Path) -> bundle_format.BundleHeader:
-        try:
-            return bundle_format.read_header(fh)
-        except OSError as exc:  # a stick pulled mid-read; never a local disk's fault
-            raise UnreadableBundle(
-                f"cannot read bundle {bundle_path}: {exc.strerror or exc}") from exc
-
-    def announced_refs(self, bundle_path: Path) -> dict[bytes, bytes]:
-        """The refs ``bundle_path``'s header names, read as ``quarantine`` reads them,
-        with nothing else read and nothing written (the import gate's look before it
-        opens a quarantine: ``trust.gate.admit``). Nothing in them is verified."""
-        fh, _ = self._open_bundle(bundle_path)
-        with fh:
-            return dict(self._read_header(fh, bundle_path).refs)
-
     def _receive(self, bundle_path: Path, directory: Path, deadline: Budget) -> Quarantine:
-        fh, size = self._open_bundle(bundle_path)
+        fh, size = bundle_format.open_file(bundle_path, self.caps.max_bundle_bytes)
         with fh:
-            header = self._read_header(fh, bundle_path)
+            header = bundle_format.header_of(fh, bundle_path)
             self._check_prerequisites(header.prerequisites)
             deadline.check()
 

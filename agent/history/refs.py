@@ -18,8 +18,6 @@ from dulwich.refs import DiskRefsContainer, check_ref_format
 
 from giter_agent.core.durable import fsync_dir
 from giter_agent.core.errors import HistoryError, RemoteRefMoved
-from giter_agent.history import chain_export
-from giter_agent.history.bundle_writer import commit_of
 from giter_agent.history.objects import has_object, oid, ref_name
 
 
@@ -57,6 +55,16 @@ class Refs:
         if not isinstance(target, Commit):
             raise HistoryError(f"cannot point {name.decode()} at {_hex(new)}: not a commit",
                                reason="RefTargetNotCommit")
+        # The folders this update makes (refs/heads/status/ the first time), child first:
+        # each is fsynced into its parent. A folder that was there needs no fsync of its
+        # parent again (the state file, not the ref, is what a power cut falls back on:
+        # state.recovery makes the refs agree with it).
+        folder = self.path.joinpath(*name.decode().split("/")).parent
+        made: list[Path] = []
+        probe = folder
+        while probe != self.path and not probe.exists():
+            made.append(probe)
+            probe = probe.parent
         try:
             if old is None:
                 ok = self._refs.add_if_new(ref_name(name), oid(new))
@@ -72,11 +80,10 @@ class Refs:
                 f"{_hex(old) if old else 'no ref'}, found {_hex(now) if now else 'no ref'}",
                 reason="RefChanged",
             )
-        # The ref file, and any directory made for it (refs/heads/status/), must persist.
-        directory = self.path.joinpath(*name.decode().split("/")).parent
-        while directory != self.path:
-            fsync_dir(directory)
-            directory = directory.parent
+        # The ref file in its folder, and any folder made for it, must persist.
+        fsync_dir(folder)
+        for directory in made:
+            fsync_dir(directory.parent)
 
     def push_ref(self, client: Any, path: str | bytes, name: bytes, new: bytes, *,
                  may_replace: Callable[[bytes | None], bool],
@@ -93,6 +100,10 @@ class Refs:
         chain adds to the commits the server has (``history.chain_export``): read
         back to the server's copy, not through the whole history.
         """
+        # The writers load on a push, not with every sync's refs.
+        from giter_agent.history import chain_export
+        from giter_agent.history.bundle_writer import commit_of
+
         commit_of(self.object_store, new, f"ref {name.decode(errors='replace')}")
         store = self.object_store
         before: list[bytes | None] = [None]

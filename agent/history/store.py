@@ -20,26 +20,39 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import logging
 import os
 import shutil
-import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from giter_agent.core.budget import Budget
 from giter_agent.core.durable import fsync_dir, fsync_tree, mkdir_durable
 from giter_agent.core.errors import HistoryError
-from giter_agent.history import bundle_writer, chain_export, packs
-from giter_agent.history.quarantine import Gate, Quarantine
+from giter_agent.history import bundle, packs
 from giter_agent.history.refs import Refs
 from giter_agent.history.walk import is_ancestor
+
+if TYPE_CHECKING:  # the writers load when a bundle is written, not on every sync; the
+    # import gate when a quarantine is opened (a stick already taken opens none)
+    from giter_agent.history.chain_export import Chain
+    from giter_agent.history.quarantine import Gate, Quarantine
 
 log = logging.getLogger("giter.history")
 
 __all__ = ["Caps", "History", "Quarantine"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Quarantine":  # re-exported, loaded with the import gate
+        from giter_agent.history.quarantine import Quarantine
+
+        return Quarantine
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 _WRITER_LOCK = "giter-writer.lock"
 
@@ -74,12 +87,17 @@ class History:
         # Objects written here (status commits) must survive a power cut once a ref names them.
         self.object_store = packs.ObjectStore(str(self.path / "objects"), fsync_object_files=True)
         self._refs = Refs(self.path, self.object_store)
-        quarantine_root = self.path / "quarantine"
-        quarantine_root.mkdir(exist_ok=True)
-        self._gate = Gate(self.object_store, caps, quarantine_root)
+        (self.path / "quarantine").mkdir(exist_ok=True)
         # No sweep here: opening is reading. Only the holder of the state lock may delete
         # what a crash left (giter_agent.state.recovery); another process may be writing
         # a pack right now.
+
+    @functools.cached_property
+    def _gate(self) -> Gate:
+        """The import gate (``history.quarantine``), made when an import needs it."""
+        from giter_agent.history.quarantine import Gate
+
+        return Gate(self.object_store, self.caps, self.path / "quarantine")
 
     def close(self) -> None:
         self.object_store.close()
@@ -102,6 +120,8 @@ class History:
         # Build it aside, make every file and folder of it durable, and rename it in: a
         # power cut leaves no repository or a whole one (giter_agent.state.recovery removes the
         # init folder of an interrupted one).
+        import tempfile
+
         from dulwich.repo import Repo  # once per device: not on every sync's import path
 
         tmp = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.init-", dir=self.path.parent))
@@ -203,8 +223,8 @@ class History:
 
     def announced_refs(self, bundle_path: Path) -> dict[bytes, bytes]:
         """The refs a bundle file's header names; nothing else read, nothing written
-        (``history.quarantine.Gate.announced_refs``)."""
-        return self._gate.announced_refs(bundle_path)
+        (``history.bundle.announced_refs``, under the same size cap as an import)."""
+        return bundle.announced_refs(bundle_path, self.caps.max_bundle_bytes)
 
     def quarantine_fetch(self, client: Any, path: str | bytes, refs: Sequence[bytes], *,
                          also_list: Sequence[bytes] = (), haves: Iterable[bytes] = (),
@@ -224,12 +244,16 @@ class History:
         """A bundle of ``refs`` holding what is not reachable from ``exclude``
         (``history.bundle_writer.write_bundle``; ``deltify_artifacts`` sends a changed
         artifact as a delta against the excluded commits' version)."""
+        from giter_agent.history import bundle_writer
+
         bundle_writer.write_bundle(self.object_store, path, refs, exclude, version,
                                    progress, dir_fd, deltify_artifacts)
 
     def write_chain_bundle(self, path: Path, name: bytes, tip: bytes, stop: set[bytes], *,
-                           dir_fd: int | None = None) -> chain_export.Chain:
+                           dir_fd: int | None = None) -> Chain:
         """A bundle of what ``tip``'s first-parent chain adds to ``stop``
         (``history.bundle_writer.write_chain_bundle``)."""
+        from giter_agent.history import bundle_writer
+
         return bundle_writer.write_chain_bundle(self.object_store, path, name, tip, stop,
                                                 dir_fd=dir_fd)

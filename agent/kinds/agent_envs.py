@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import subprocess
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -166,6 +165,7 @@ class AgentEnvs:
     @staticmethod
     def _try(lib: Path, version: str) -> None:
         """Run ``giter-agent --version`` from ``lib``: it must import and say ``version``."""
+        import subprocess  # not at the top: every sync builds an AgentEnvs, few run one
 
         from giter_agent.core.versions import compare
 

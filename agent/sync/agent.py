@@ -48,8 +48,6 @@ from giter_agent.status.report import (
 )
 from giter_agent.sync.applier import SpecApplier, stale_condition
 from giter_agent.sync.bounds import PUSH_ATTEMPTS
-from giter_agent.sync.export import write_status_bundle
-from giter_agent.sync.hub import HubExchange
 from giter_agent.sync.importer import SpecImporter, summarise
 
 if TYPE_CHECKING:
@@ -57,6 +55,7 @@ if TYPE_CHECKING:
 
     from giter_agent.core.budget import Budget
     from giter_agent.history.store import History
+    from giter_agent.sync.hub import HubExchange
     from giter_agent.transport.network import Remote  # imported when a sync uses the hub
     from giter_agent.trust.trust_files import TrustRoot
 
@@ -106,13 +105,20 @@ class Agent:
         self.importer = SpecImporter(config, self.state_store)
         self.applier = SpecApplier(config, self.state_store, self.ctx, self.kinds, clock,
                                    self.device_key)
-        self.hub = HubExchange(config, self.state_store, self.importer, self.applier, clock,
-                               self.device_key)
         self.lock_owner = lock_owner
         # Whether this process's last pass under the lock ended cleanly (see _locked).
         self.clean = clean
 
     # -- paths and lazily opened parts -------------------------------------------------
+    @functools.cached_property
+    def hub(self) -> HubExchange:
+        """The network exchange, built on first use: a sync from a stick or a bundle
+        file does not import it."""
+        from giter_agent.sync.hub import HubExchange
+
+        return HubExchange(self.config, self.state_store, self.importer, self.applier,
+                           self.clock, self.device_key)
+
     @property
     def repo_path(self) -> Path:
         return self.config.state_dir / "repo.git"
@@ -298,6 +304,8 @@ class Agent:
         of it); see ``sync.export.write_status_bundle``. With ``dir_fd``, ``path`` is a
         name in that open folder (the stick's pinned outbox).
         """
+        from giter_agent.sync.export import write_status_bundle
+
         with state_lock(self.config.state_dir, wait_s=STATUS_BUNDLE_LOCK_WAIT_S,
                         owner=self.lock_owner):
             state = self.state_store.load()

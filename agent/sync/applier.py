@@ -147,7 +147,10 @@ class SpecApplier:
             before = state.status_tip
             state.status_tip = self._commit_status(history, state, report, now)
             wrote = state.status_tip != before
-            if record_sync or wrote:
+            # Every bundle answered "up to date" (a stick already taken) brought nothing.
+            nothing_new = bool(report.bundles) and all(
+                v.verdict == "up-to-date" for v in report.bundles)
+            if wrote or (record_sync and not nothing_new):
                 # Only a new status commit or an import adds objects. This process holds
                 # the state lock: it alone may merge and delete packs.
                 history.consolidate()

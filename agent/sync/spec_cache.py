@@ -127,7 +127,9 @@ class SpecCache:
             self.path.unlink(missing_ok=True)
             return
         try:
-            atomic_write(self.path, data, mode=0o600)
+            # Derived data, checked on every load (key, commit, shape) and rebuilt from
+            # the verified commit on a miss: no fsync (core.durable.atomic_writer).
+            atomic_write(self.path, data, mode=0o600, fsync=False)
         except OSError as exc:  # the next process parses the spec: slower, still right
             log.warning("could not keep the parsed spec in %s: %s", self.path, exc)
             return

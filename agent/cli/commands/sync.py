@@ -23,12 +23,13 @@ def run(args: argparse.Namespace) -> int:
     from giter_agent.cli.commands import load_config
     from giter_agent.core.durable import shown
     from giter_agent.sync.agent import Agent
-    from giter_agent.transport.usb import sync_stick, write_outbox
 
     # One-shot: an Output reports what is true once this process has exited.
     agent = Agent(load_config(args), lasting=False)
     try:
         if args.usb is not None:
+            from giter_agent.transport.usb import sync_stick
+
             report = sync_stick(agent, args.usb)
         elif args.bundle is None:
             report = agent.sync_network()
@@ -39,6 +40,8 @@ def run(args: argparse.Namespace) -> int:
                 return 1
             report = agent.sync([args.bundle], source=f"bundle:{shown(str(args.bundle))}")
             if args.outbox is not None:
+                from giter_agent.transport.usb import write_outbox
+
                 write_outbox(agent, args.outbox, report)
     finally:
         agent.close()
