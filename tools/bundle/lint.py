@@ -14,7 +14,8 @@ secrets keys (``giter_bundle.secrets``). The trust file and the
 enrolments under ``.giter/`` are parsed as ``import`` will parse them, and the trust
 policy (``.giter/trust/policy.toml``) as devices will. An ``artifact`` a resource names
 must be a regular file under ``artifacts/`` of the tree, and match its ``sha256`` pin
-(``giter_bundle.artifacts``).
+(``giter_bundle.artifacts``). An ``AgentUpdate``'s wheels must pass the device's own
+rules, their pins included (``giter_bundle.lint_wheels``).
 
 Errors are what a device would refuse or report as not Ready; warnings are what it
 would silently ignore (a file that is not YAML, a folder no enrolled device reads).
@@ -388,7 +389,7 @@ def lint_tree(store, tree: bytes, kinds: dict | None = None,
     from giter_agent.core.layout import FLEET_FOLDER
     from giter_agent.history.tree import iter_files
     from giter_agent.kinds import load_kinds
-    from giter_bundle import lint_fleet
+    from giter_bundle import lint_fleet, lint_wheels
     from giter_bundle.artifacts import lint_findings as lint_artifacts
     from giter_bundle.enrolment import read_devices
     from giter_bundle.secrets import lint_findings as lint_secrets
@@ -441,6 +442,9 @@ def lint_tree(store, tree: bytes, kinds: dict | None = None,
     findings += lint_fleet.rollout_findings(store, tree)
 
     findings += release_findings(store, tree, folders)
+    # An AgentUpdate's wheels: the device's rules (giter_agent.kinds.wheels), its pins
+    # checked against the wheels' bytes (giter_bundle.lint_wheels).
+    findings += lint_wheels.wheel_findings(store, tree, folders, kinds)
     # Secrets: every device that applies one can open it, and no one else but the
     # publisher secrets keys (giter_bundle.secrets).
     findings += lint_secrets(store, tree, devices, folders, former_keys)
