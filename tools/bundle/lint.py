@@ -15,7 +15,8 @@ enrolments under ``.giter/`` are parsed as ``import`` will parse them, and the t
 policy (``.giter/trust/policy.toml``) as devices will. An ``artifact`` a resource names
 must be a regular file under ``artifacts/`` of the tree, and match its ``sha256`` pin
 (``giter_bundle.artifacts``). An ``AgentUpdate``'s wheels must pass the device's own
-rules, their pins included (``giter_bundle.lint_wheels``).
+rules, their pins included (``giter_bundle.lint_wheels``), and a ``Package``'s ``.deb``
+hold the package and version its spec names (``giter_bundle.lint_debs``).
 
 Errors are what a device would refuse or report as not Ready; warnings are what it
 would silently ignore (a file that is not YAML, a folder no enrolled device reads).
@@ -389,7 +390,7 @@ def lint_tree(store, tree: bytes, kinds: dict | None = None,
     from giter_agent.core.layout import FLEET_FOLDER
     from giter_agent.history.tree import iter_files
     from giter_agent.kinds import load_kinds
-    from giter_bundle import lint_fleet, lint_wheels
+    from giter_bundle import lint_debs, lint_fleet, lint_wheels
     from giter_bundle.artifacts import lint_findings as lint_artifacts
     from giter_bundle.enrolment import read_devices
     from giter_bundle.secrets import lint_findings as lint_secrets
@@ -445,6 +446,9 @@ def lint_tree(store, tree: bytes, kinds: dict | None = None,
     # An AgentUpdate's wheels: the device's rules (giter_agent.kinds.wheels), its pins
     # checked against the wheels' bytes (giter_bundle.lint_wheels).
     findings += lint_wheels.wheel_findings(store, tree, folders, kinds)
+    # A Package's .deb: the package and version inside, as the device reads them
+    # (giter_agent.kinds.package.deb_fields; giter_bundle.lint_debs).
+    findings += lint_debs.deb_findings(store, tree, folders, kinds)
     # Secrets: every device that applies one can open it, and no one else but the
     # publisher secrets keys (giter_bundle.secrets).
     findings += lint_secrets(store, tree, devices, folders, former_keys)
