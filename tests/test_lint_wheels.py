@@ -182,3 +182,34 @@ def _device_answer(spec_text: bytes, store, tree: bytes, where: Path) -> tuple[s
     outcome = device.apply("AgentUpdate/agent", spec, ctx)
     assert not (where / "agent-envs" / "current").exists()
     return outcome.reason, outcome.message
+
+
+def test_wheels_and_release_files_over_the_default_cap_are_warnings(tmp_path, publisher_key,
+                                                                    monkeypatch):
+    import functools
+    import os
+
+    from giter_agent.config.agent_toml import Limits
+    from giter_bundle import artifacts
+
+    # Devices with [limits] max_artifact_mib = 1 (the default, 128, is too big to build
+    # here): lint warns as for any other artifact; a board with larger limits takes it.
+    monkeypatch.setattr(artifacts, "Limits", functools.partial(Limits, max_artifact_mib=1))
+    fleet = Fleet(tmp_path, publisher_key)
+    big = io.BytesIO()
+    with zipfile.ZipFile(big, "w") as z:
+        z.writestr("giter_agent-0.2.0.dist-info/WHEEL", "Root-Is-Purelib: true\n")
+        z.writestr("giter_agent/blob.bin", os.urandom(3 * 2**19))
+    put(fleet, {AGENT: big.getvalue()}, update())
+    (fleet.root / "artifacts/app").mkdir()
+    (fleet.root / "artifacts/app/data.bin").write_bytes(os.urandom(3 * 2**19))
+    fleet.write("groups/lobby/app.yaml", f"{API}kind: Release\nmetadata: {{name: app}}\n"
+                "spec: {source: artifacts/app, root: /srv/giter/app}\n")
+    code, out = fleet.cli("lint")
+    assert code == 0, out
+    warned = sorted(line for line in out.splitlines() if "ArtifactTooLarge" in line)
+    assert [line.split(": ")[0] for line in warned] == ["groups/lobby/agent.yaml"] * 2 + [
+        "groups/lobby/app.yaml"]
+    assert "artifacts/app/data.bin: " in warned[2] and "over the devices' default cap of " \
+        "1 MiB" in warned[2]
+    assert f"{AGENT} unpacks to more than [limits] max_artifact_mib (1 MiB)" in "".join(warned)

@@ -95,10 +95,16 @@ def stick_free(stick: Path) -> int:
         raise UsageError(f"--stick {stick}: {exc.strerror or exc}") from None
 
 
+def default_cap(limits: Limits | None = None) -> int:
+    """The largest artifact a device with default ``[limits]`` takes, in bytes."""
+    limits = limits or Limits()
+    return min(limits.max_artifact_mib, limits.max_object_mib) * MiB
+
+
 def caps_warnings(size: int, limits: Limits | None = None) -> list[str]:
     """What a device with default ``[limits]`` would say about an artifact of ``size``."""
     limits = limits or Limits()
-    cap = min(limits.max_artifact_mib, limits.max_object_mib) * MiB
+    cap = default_cap(limits)
     if size <= cap:
         return []
     return [f"{size} bytes is over the devices' default cap of {cap // MiB} MiB "
@@ -222,5 +228,5 @@ def human(size: int) -> str:
     return f"{size} B"
 
 
-__all__ = ["Added", "add", "blob_sha256", "caps_warnings", "carried", "human",
+__all__ = ["Added", "add", "blob_sha256", "caps_warnings", "carried", "default_cap", "human",
            "lint_findings", "parse_size", "stick_free", "stored_size"]

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from giter_agent.config.agent_toml import NAME_RE
-from giter_agent.core.errors import GiterError, TreeError
+from giter_agent.core.errors import GiterError, Reason, TreeError
 from giter_agent.spec.placeholders import uses_placeholders
 
 RESOURCE_SUFFIXES = (".yaml", ".yml")
@@ -317,9 +317,11 @@ def release_findings(store: Any, tree: bytes,
     tree that the device's tree allowlist takes whole (``history.tree.list_files``: no
     symlink, submodule, odd name or case collision), and each ``Package``'s ``deb`` a
     regular file, as the device will read them (``history.artifacts.TreeArtifacts``:
-    ``listing``, ``stat``)."""
+    ``listing``, ``stat``); a warning for each file of a release over the devices'
+    default cap (``[limits] max_artifact_mib``: they refuse the release)."""
     from giter_agent.history.tree import file_id, list_files
     from giter_agent.spec.resources import parse_resource
+    from giter_bundle.artifacts import caps_warnings, stored_size
 
     out: list[Finding] = []
     for files in folders.values():
@@ -356,6 +358,11 @@ def release_findings(store: Any, tree: bytes,
             if listed is None or not listed[1]:
                 out.append(Finding(path, "SourceNotFound", f"spec.{field} {source} is not a "
                                    "folder of files in this commit"))
+            elif res.kind == "Release":  # an update's wheels: giter_bundle.lint_wheels
+                out += [Finding(path, Reason.ArtifactTooLarge, f"{file_path}: {warning}",
+                                error=False)
+                        for file_path, _mode, oid in listed[1]
+                        for warning in caps_warnings(stored_size(store, oid))]
     return out
 
 

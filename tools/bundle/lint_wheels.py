@@ -49,10 +49,9 @@ def wheel_findings(store: Any, tree: bytes, folders: dict[str, list[tuple[str, b
 
 
 def _findings(store: Any, tree: bytes, path: str, spec: dict[str, Any]) -> list[Finding]:
-    from giter_agent.config.agent_toml import Limits
     from giter_agent.history.tree import list_files
     from giter_agent.kinds.wheels import select
-    from giter_bundle.artifacts import MiB, caps_warnings, stored_size
+    from giter_bundle.artifacts import caps_warnings, default_cap, stored_size
 
     folder = spec["wheels"]
     try:
@@ -67,11 +66,10 @@ def _findings(store: Any, tree: bytes, path: str, spec: dict[str, Any]) -> list[
     out += [Finding(path, "UnpinnedWheel", f"{folder}/{name} has no line in spec.sha256, "
                     "so devices install it unchecked; add its `sha256sum` line",
                     error=False) for name in chosen.unpinned]
-    limits = Limits()
-    cap = min(limits.max_artifact_mib, limits.max_object_mib) * MiB
+    cap = default_cap()
     for wheel in chosen.wheels:
         oid = ids[wheel.path]
-        for warning in caps_warnings(stored_size(store, oid), limits):
+        for warning in caps_warnings(stored_size(store, oid)):
             out.append(Finding(path, Reason.ArtifactTooLarge, f"{wheel.path}: {warning}",
                                error=False))
         out += _wheel_findings(store, oid, path, folder, wheel, cap)
