@@ -32,8 +32,10 @@ def test_it_lifts_what_dpkg_needs_from_the_unit():
     assert {"User=giter", "ProtectSystem=strict", "CapabilityBoundingSet=",
             "SystemCallFilter=~@privileged @resources", "RestrictSUIDSGID=yes",
             "UMask=0077"} <= set(unit)
-    assert {"User=root", "ProtectSystem=full", "CapabilityBoundingSet=~",
+    assert {"User=root", "ReadWritePaths=/usr /etc /opt /var", "CapabilityBoundingSet=~",
             "SystemCallFilter=", "RestrictSUIDSGID=no", "UMask=0022"} <= set(drop_in)
+    # strict stays: under full, ReadWritePaths=/usr would leave /usr read-only (the VM).
+    assert not [line for line in drop_in if line.startswith("ProtectSystem=")]
     # Shipped with the Debian package, beside the agent.toml template.
     rules = (REPO / "debian/rules").read_text()
     assert "systemd/giter-packages.conf $(PKG)$(SHARE)/giter-packages.conf" in rules

@@ -290,7 +290,7 @@ boot_1() {
     expect "boot 1 Output pin value" "$beacon" "value: 1"
     # The Package, installed by the daemon under the drop-in (systemd/giter-packages.conf),
     # then the drop-in taken away again: boots 2 and 3 run the sandboxed unit as giter.
-    expect "boot 1 drop-in" "$(fact dropin 1)" "User=root"
+    expect "boot 1 drop-in" "$(fact dropin 1)" "User=root ProtectSystem=strict"
     expect "boot 1 package installed" "$(fact package 1)" "$PKG_NAME $PKG_VERSION ii"
     expect "boot 1 package file" "$(fact package 1)" "$PKG_TEXT"
     expect "boot 1 drop-in removed" "$(fact reverted 1)" "giter ActiveState=active"
