@@ -98,6 +98,7 @@ def test_the_commands_units_rule_pages_and_completions_are_in_it(contents):
                  "/usr/share/zsh/vendor-completions/_giter-bundle",
                  "/usr/share/doc/giter-agent/copyright",
                  "/usr/share/giter-agent/agent.toml.in",
+                 "/usr/share/giter-agent/giter-packages.conf",
                  "/usr/share/giter-agent/giter_boards/generic-mock.toml",
                  "/usr/share/giter-agent/dulwich/__init__.py",
                  "/usr/share/giter-agent/gpiozero-2.0.1.post3.dist-info/entry_points.txt",

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from dulwich.object_store import DiskObjectStore
+from support.debs import build_deb
 from support.kinds import condition, doc, ready, specset, tree_artifacts
 
 from giter_agent.kinds import builtin_kinds
@@ -21,23 +22,6 @@ from giter_agent.reconcile.engine import reconcile
 
 pytestmark = pytest.mark.skipif(shutil.which("dpkg-deb") is None,
                                 reason="dpkg is not installed (Debian package dpkg)")
-
-
-def build_deb(folder: Path, name: str, version: str, depends: str = "") -> bytes:
-    """A real ``.deb``: ``/opt/<name>/VERSION`` holding ``<name> <version>``."""
-    tree = folder / f"{name}-{version}"
-    (tree / "DEBIAN").mkdir(parents=True)
-    (tree / "opt" / name).mkdir(parents=True)
-    (tree / "opt" / name / "VERSION").write_text(f"{name} {version}\n")
-    control = (f"Package: {name}\nVersion: {version}\nArchitecture: all\n"
-               "Maintainer: Fleet <ops@example.invalid>\nDescription: a test package\n")
-    if depends:
-        control += f"Depends: {depends}\n"
-    (tree / "DEBIAN/control").write_text(control)
-    out = folder / f"{name}_{version}_all.deb"
-    subprocess.run(["dpkg-deb", "--root-owner-group", "-Zgzip", "--build", str(tree),
-                    str(out)], check=True, capture_output=True)
-    return out.read_bytes()
 
 
 class Board:

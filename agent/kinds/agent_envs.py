@@ -17,9 +17,10 @@ code: pure wheels only), so it needs no exec permission and survives being renam
 
 An environment is built whole in ``releases/.<name>.<rand>.giter-tmp`` (each wheel
 streamed from the verified tree and checked against its pin, then unpacked and
-removed), tried (``python -c 'main(["--version"])'`` must print the spec's version),
-then renamed into place and ``releases/`` fsynced; ``current`` moves by a temp symlink
-renamed over it (``kinds.release_switch.ReleaseRoot``, shared with ``Release``).
+removed: ``kinds.wheels``, whose rules ``giter-bundle lint`` shares), tried
+(``python -c 'main(["--version"])'`` must print the spec's version), then renamed
+into place and ``releases/`` fsynced; ``current`` moves by a temp symlink renamed over it
+(``kinds.release_switch.ReleaseRoot``, shared with ``Release``).
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,21 +35,13 @@ from giter_agent.core.durable import temp_name
 from giter_agent.core.errors import ArtifactError, Reason
 from giter_agent.core.layout import AGENT_ENVS, RELEASES, link_text
 from giter_agent.kinds.release_switch import ReleaseRoot
+from giter_agent.kinds.wheels import Wheel
 from giter_agent.state import agent_env
 from giter_agent.state.agent_env import ENV_VAR, LIB, launch_argv
 
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _NEW = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 TRY_TIMEOUT_S = 120
-
-
-@dataclass(frozen=True)
-class Wheel:
-    """A wheel of the update: its file name, its path in the tree, its pin (or None)."""
-
-    filename: str
-    path: str
-    sha256: str | None
 
 
 class AgentEnvs:
@@ -134,7 +126,7 @@ class AgentEnvs:
 
     @staticmethod
     def _fill(releases_fd: int, staging: str, wheels: Sequence[Wheel], artifacts: Any) -> int:
-        from giter_agent.kinds.wheels import unpack
+        from giter_agent.kinds.wheels import check_pin, unpack
 
         env_fd = os.open(staging, _DIR, dir_fd=releases_fd)
         try:
@@ -145,12 +137,7 @@ class AgentEnvs:
                 for wheel in wheels:
                     fd = os.open(wheel.filename, _NEW, 0o600, dir_fd=env_fd)
                     with os.fdopen(fd, "w+b") as fh:
-                        digest = artifacts.copy(wheel.path, fh)
-                        if wheel.sha256 and digest != wheel.sha256:
-                            raise ArtifactError(
-                                f"{wheel.path} has sha256 {digest}, but the spec pins "
-                                f"{wheel.sha256}; the update is refused",
-                                reason=Reason.ArtifactMismatch)
+                        check_pin(wheel, artifacts.copy(wheel.path, fh))
                         fh.seek(0)
                         size += unpack(wheel.filename, fh, lib_fd, artifacts.max_bytes)
                     os.unlink(wheel.filename, dir_fd=env_fd)

@@ -124,10 +124,9 @@ class AgentUpdateKind(Kind):
         return observed
 
     def _wheels(self, spec: dict[str, Any], ctx: Context) -> Any:
-        """The wheels to install, or the ``Failed``/``Retry`` that stops the update."""
-        from giter_agent.core.versions import compare
-        from giter_agent.kinds.agent_envs import Wheel
-        from giter_agent.kinds.wheels import wheel_name
+        """The wheels to install, or the ``Failed``/``Retry`` that stops the update
+        (the rules: ``kinds.wheels.select``, shared with ``giter-bundle lint``)."""
+        from giter_agent.kinds.wheels import select
 
         if ctx.artifacts is None:
             return Retry("SpecTreeUnavailable", "the spec tree is not available to this "
@@ -136,33 +135,11 @@ class AgentUpdateKind(Kind):
             listing = ctx.artifacts.listing(spec["wheels"])
         except ArtifactError as exc:
             return tree_refusal(exc, spec["wheels"], _NOT_A_FOLDER, "; the update is refused")
-        wheels, agent = [], None
-        prefix = spec["wheels"] + "/"
-        for info in listing.files:
-            filename = info.path[len(prefix):]
-            name = wheel_name(filename)
-            if "/" in filename or name is None:
-                return Failed("InvalidWheel", f"{info.path} is not a wheel at the top of "
-                              f"{spec['wheels']}; the update is refused")
-            if name.dist == "giter_agent":
-                try:
-                    same = compare(name.version, spec["version"]) == 0
-                except ValueError:
-                    same = False
-                if not same:
-                    return Failed("InvalidWheel", f"{info.path} is giter-agent "
-                                  f"{name.version}, not {spec['version']}; the update is "
-                                  "refused")
-                agent = filename
-            wheels.append(Wheel(filename, info.path, spec["sha256"].get(filename)))
-        if agent is None:
-            return Failed("InvalidWheel", f"{spec['wheels']} holds no giter-agent "
-                          f"{spec['version']} wheel; the update is refused")
-        unknown = sorted(set(spec["sha256"]) - {w.filename for w in wheels})
-        if unknown:
-            return Failed("ArtifactMissing", f"spec.sha256 pins {', '.join(unknown)}, not in "
-                          f"{spec['wheels']}; the update is refused")
-        return listing.tree_id, wheels
+        chosen = select(spec["wheels"], (info.path for info in listing.files),
+                        spec["version"], spec["sha256"])
+        if chosen.refusals:
+            return Failed(chosen.refusals[0].reason, chosen.refusals[0].message)
+        return listing.tree_id, list(chosen.wheels)
 
     # -- the Kind interface --------------------------------------------------------------
 

@@ -66,6 +66,27 @@ def _deps_met(ok: bool, message: str) -> Condition:
                      else "DependencyFailed", message)
 
 
+def deb_fields(spec: dict[str, Any], tools: PackageTools, deb: Path) -> dict[str, str] | Failed:
+    """The control fields of ``deb`` (the file at ``spec['deb']``, on disk), or the
+    ``Failed`` the device reports: not a ``.deb`` (``InvalidPackage``), another package
+    (``PackageMismatch``), another version than ``spec['version']`` (``VersionMismatch``).
+    ``giter-bundle lint`` runs it too (``giter_bundle.lint_debs``)."""
+    name = spec["package"]
+    try:
+        fields = tools.deb_fields(deb)
+    except ToolFailed as exc:
+        return Failed("InvalidPackage", f"{spec['deb']} is not a Debian package: "
+                      f"{exc.output}")
+    want = fields.get("Version", "")
+    if fields.get("Package") != name:
+        return Failed("PackageMismatch", f"{spec['deb']} holds package "
+                      f"{fields.get('Package')!r}, not {name}")
+    if spec["version"] is not None and spec["version"] != want:
+        return Failed("VersionMismatch", f"{spec['deb']} holds {name} {want}, the spec "
+                      f"says {spec['version']}")
+    return fields
+
+
 class PackageKind(Kind):
     kind = "Package"
 
@@ -134,18 +155,10 @@ class PackageKind(Kind):
     def _from_deb(self, spec: dict[str, Any], tools: PackageTools, before: Installed | None,
                   deb: Path) -> Outcome:
         name = spec["package"]
-        try:
-            fields = tools.deb_fields(deb)
-        except ToolFailed as exc:
-            return Failed("InvalidPackage", f"{spec['deb']} is not a Debian package: "
-                          f"{exc.output}")
+        fields = deb_fields(spec, tools, deb)
+        if isinstance(fields, Failed):
+            return fields
         want = fields.get("Version", "")
-        if fields.get("Package") != name:
-            return Failed("PackageMismatch", f"{spec['deb']} holds package "
-                          f"{fields.get('Package')!r}, not {name}")
-        if spec["version"] is not None and spec["version"] != want:
-            return Failed("VersionMismatch", f"{spec['deb']} holds {name} {want}, the spec "
-                          f"says {spec['version']}")
         observed = {"package": name, "deb": spec["deb"], "wanted": want}
         if before is not None and before.configured and before.version == want:
             return Done("Installed", f"{name} {want} is installed",

@@ -13,7 +13,14 @@ whole wheel (``ArtifactNotAFile``); so does a wheel larger unpacked than ``max_b
 Files are created below an open folder only (``O_EXCL``, ``O_NOFOLLOW``), fsynced,
 and their folders fsynced children first: what the caller renames into place is whole.
 
-Called by ``kinds.agent_envs``.
+The rules that decide whether an update's folder of wheels is taken are here, once, for
+the device and the publisher's ``giter-bundle lint`` alike: ``select`` (which files are
+wheels, giter-agent's of the right version, which pins name no file, which wheels a
+partial set of pins leaves unchecked), ``check_pin`` (a wheel's SHA-256 against its
+pin) and ``check`` (the wheel's own content: pure, safe entries, within the cap).
+
+Called by ``kinds.agent_envs`` and ``kinds.agent_update`` on the device, by
+``giter_bundle.lint_wheels`` on the publisher's side.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import os
 import re
 import stat
 import zipfile
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -55,6 +63,90 @@ def wheel_name(filename: str) -> WheelName | None:
     return WheelName(re.sub(r"[-_.]+", "_", m["dist"]).lower(), m["version"], pure)
 
 
+@dataclass(frozen=True)
+class Wheel:
+    """A wheel of the update: its file name, its path in the tree, its pin (or None)."""
+
+    filename: str
+    path: str
+    sha256: str | None
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why a folder of wheels is refused (a status reason and its one-line message)."""
+
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What ``select`` made of a folder: the wheels, in tree order, and every refusal
+    in the order the device meets them (it reports the first). ``unpinned``: the wheels
+    without a pin when others have one (installed unchecked: the device accepts them)."""
+
+    wheels: tuple[Wheel, ...]
+    refusals: tuple[Refusal, ...]
+    unpinned: tuple[str, ...]
+
+
+def select(folder: str, paths: Iterable[str], version: str,
+           pins: Mapping[str, str]) -> Selection:
+    """The wheels of the files ``paths`` under ``folder`` (the update's ``wheels``) for
+    giter-agent ``version``, with ``pins`` (file name -> SHA-256) attached.
+
+    Refused (``InvalidWheel``): a file that is not a wheel at the top of the folder, a
+    wheel that is not pure by its name, giter-agent's wheel of another version, no
+    giter-agent wheel of that version. ``ArtifactMissing``: a pin naming no file.
+    """
+    from giter_agent.core.versions import compare
+
+    refusals: list[Refusal] = []
+    wheels: list[Wheel] = []
+    seen = False
+    prefix = folder.rstrip("/") + "/"
+    for path in paths:
+        filename = path[len(prefix):] if path.startswith(prefix) else path
+        name = wheel_name(filename)
+        if "/" in filename or name is None:
+            refusals.append(Refusal("InvalidWheel", f"{path} is not a wheel at the top of "
+                                    f"{folder}; the update is refused"))
+            continue
+        if not name.pure:
+            refusals.append(Refusal("InvalidWheel", f"{path} is not a pure-Python wheel "
+                                    "(py3-none-any); the update is refused"))
+        if name.dist == "giter_agent":
+            seen = True
+            try:
+                same = compare(name.version, version) == 0
+            except ValueError:
+                same = False
+            if not same:
+                refusals.append(Refusal("InvalidWheel", f"{path} is giter-agent "
+                                        f"{name.version}, not {version}; the update is "
+                                        "refused"))
+        wheels.append(Wheel(filename, path, pins.get(filename)))
+    if not seen:
+        refusals.append(Refusal("InvalidWheel", f"{folder} holds no giter-agent {version} "
+                                "wheel; the update is refused"))
+    unknown = sorted(set(pins) - {w.filename for w in wheels})
+    if unknown:
+        refusals.append(Refusal("ArtifactMissing", f"spec.sha256 pins {', '.join(unknown)}, "
+                                f"not in {folder}; the update is refused"))
+    unpinned = tuple(w.filename for w in wheels if pins and w.sha256 is None)
+    return Selection(tuple(wheels), tuple(refusals), unpinned)
+
+
+def check_pin(wheel: Wheel, digest: str) -> None:
+    """``ArtifactMismatch`` when ``wheel`` has a pin and ``digest`` (the SHA-256 of its
+    bytes, hex) is not it."""
+    if wheel.sha256 and digest != wheel.sha256:
+        raise ArtifactError(f"{wheel.path} has sha256 {digest}, but the spec pins "
+                            f"{wheel.sha256}; the update is refused",
+                            reason=Reason.ArtifactMismatch)
+
+
 def _refused(filename: str, why: str) -> ArtifactError:
     return ArtifactError(f"{filename}: {why}; the update is refused",
                          reason=Reason.ArtifactNotAFile)
@@ -78,9 +170,10 @@ def _parts(filename: str, info: zipfile.ZipInfo, data_dir: str) -> tuple[str, ..
     return parts
 
 
-def unpack(filename: str, wheel: BinaryIO, dir_fd: int, max_bytes: int) -> int:
-    """Unpack pure wheel ``wheel`` (named ``filename``) below open folder ``dir_fd``;
-    the bytes written. ``ArtifactError`` for a wheel that is not pure or not safe."""
+def _opened(filename: str, wheel: BinaryIO, max_bytes: int
+            ) -> tuple[zipfile.ZipFile, list[tuple[zipfile.ZipInfo, tuple[str, ...] | None]]]:
+    """The wheel opened and each entry's place below the folder (None: skipped), once
+    every rule that needs no writing has passed; ``ArtifactError`` otherwise."""
     name = wheel_name(filename)
     if name is None:
         raise _refused(filename, "not a wheel file name (name-version-py-abi-platform.whl)")
@@ -90,13 +183,16 @@ def unpack(filename: str, wheel: BinaryIO, dir_fd: int, max_bytes: int) -> int:
         archive = zipfile.ZipFile(wheel)
     except (zipfile.BadZipFile, OSError) as exc:
         raise _refused(filename, f"not a zip file ({exc})") from None
-    with archive:
+    try:
         infos = archive.infolist()
         prefix = next((i.filename.split("/")[0] for i in infos
                        if i.filename.endswith(".dist-info/WHEEL")), None)
         if prefix is None or prefix.count("/"):
             raise _refused(filename, "holds no .dist-info/WHEEL")
-        meta = archive.read(f"{prefix}/WHEEL").decode("utf-8", "replace")
+        try:
+            meta = archive.read(f"{prefix}/WHEEL").decode("utf-8", "replace")
+        except (zipfile.BadZipFile, zipfile.LargeZipFile) as exc:
+            raise _refused(filename, f"a damaged entry ({exc})") from None
         if not re.search(r"^Root-Is-Purelib:\s*true\s*$", meta, re.M | re.I):
             raise _refused(filename, "is not Root-Is-Purelib")
         data_dir = prefix[: -len(".dist-info")] + ".data"
@@ -104,7 +200,25 @@ def unpack(filename: str, wheel: BinaryIO, dir_fd: int, max_bytes: int) -> int:
             raise ArtifactError(f"{filename} unpacks to more than [limits] "
                                 f"max_artifact_mib ({max_bytes // 2**20} MiB)",
                                 reason=Reason.ArtifactTooLarge)
-        plan = [(i, _parts(filename, i, data_dir)) for i in infos]
+        return archive, [(i, _parts(filename, i, data_dir)) for i in infos]
+    except BaseException:
+        archive.close()
+        raise
+
+
+def check(filename: str, wheel: BinaryIO, max_bytes: int) -> None:
+    """``ArtifactError`` when ``unpack`` would refuse wheel ``wheel`` (named
+    ``filename``) before writing anything: not pure, not a zip, no ``WHEEL``, not
+    ``Root-Is-Purelib``, an unsafe entry, more than ``max_bytes`` declared unpacked."""
+    archive, _plan = _opened(filename, wheel, max_bytes)
+    archive.close()
+
+
+def unpack(filename: str, wheel: BinaryIO, dir_fd: int, max_bytes: int) -> int:
+    """Unpack pure wheel ``wheel`` (named ``filename``) below open folder ``dir_fd``;
+    the bytes written. ``ArtifactError`` for a wheel that is not pure or not safe."""
+    archive, plan = _opened(filename, wheel, max_bytes)
+    with archive:
         folders: set[tuple[str, ...]] = set()
         written = 0
         try:

@@ -3,9 +3,11 @@
 #   vm_image  publisher repository + signed and unsigned bundles on FAT "sticks" (plain git
 #             and ssh-keygen, as a fleet operator would), the Debian package (scripts/deb)
 #             copied into the arm64 root, kernel + initrd, and a raw ext4 disk image
-#   boot_1    boot with no network; the guest installs the package (apt install ./*.deb);
-#             plug the signed stick in when the agent is up; the daemon syncs it, the
-#             USB trigger unmounts it; then read the stick back and verify it with git
+#   boot_1    boot with no network; the guest installs the package (apt install ./*.deb)
+#             and the drop-in the Package kind needs (systemd/giter-packages.conf); plug
+#             the signed stick in when the agent is up; the daemon syncs it (a File, an
+#             Output, a Package from a .deb in the tree), the USB trigger unmounts it;
+#             the guest takes the drop-in away again; read the stick back, verify with git
 #   boot_2    boot the same disk with the daemon masked (the trigger syncs by itself);
 #             a stick with an unsigned commit is refused and nothing changes
 #   boot_3    the agent updates itself: stick A brings an AgentUpdate to 0.2.0 (a wheel of
@@ -16,6 +18,8 @@
 VM=$WORK/vm
 PUB=$WORK/publisher
 MOTD_TEXT="Welcome to qemu-pi. Put here by a signed commit on a USB stick."
+PKG_NAME=qemu-hello PKG_VERSION=1.0-1
+PKG_TEXT="Installed by dpkg under giter-agent.service, from a signed .deb."
 
 git_pub() {
     git -C "$PUB/fleet" -c gpg.format=ssh -c "user.signingkey=$PUB/publisher_ed25519" \
@@ -59,6 +63,21 @@ apiVersion: giter.dev/v1alpha1
 kind: Output
 metadata: {name: beacon, generation: 1}
 spec: {pin: led1, state: "on"}
+EOF
+    # A Debian package carried in the signed tree (the guest has no network): installed
+    # by the agent's real unit under the drop-in docs/kinds.md gives (boot 1).
+    local pkg="$PUB/$PKG_NAME" deb="artifacts/debs/${PKG_NAME}_${PKG_VERSION}_all.deb"
+    mkdir -p "$pkg/DEBIAN" "$pkg/usr/share/$PKG_NAME" "$PUB/fleet/artifacts/debs"
+    printf '%s\n' "$PKG_TEXT" >"$pkg/usr/share/$PKG_NAME/hello.txt"
+    printf 'Package: %s\nVersion: %s\nArchitecture: all\nMaintainer: Fleet <ops@example.invalid>\nDescription: a package the fleet ships\n' \
+        "$PKG_NAME" "$PKG_VERSION" >"$pkg/DEBIAN/control"
+    dpkg-deb --root-owner-group -Zgzip --build "$pkg" "$PUB/fleet/$deb" >/dev/null \
+        || die "dpkg-deb could not build the test package"
+    cat >"$dev/hello.yaml" <<EOF
+apiVersion: giter.dev/v1alpha1
+kind: Package
+metadata: {name: hello}
+spec: {package: $PKG_NAME, deb: $deb, version: $PKG_VERSION}
 EOF
     git_pub add -A
     git_pub commit -q -S -m "Welcome file and a beacon for $DEVICE"
@@ -269,7 +288,17 @@ boot_1() {
     beacon=$(git_pub show "device-1/status/$DEVICE:devices/$DEVICE/beacon.yaml")
     expect "boot 1 Output status" "$beacon" "reason: Set"
     expect "boot 1 Output pin value" "$beacon" "value: 1"
-    log "boot 1: applied, File written, Output on, status verified by git"
+    # The Package, installed by the daemon under the drop-in (systemd/giter-packages.conf),
+    # then the drop-in taken away again: boots 2 and 3 run the sandboxed unit as giter.
+    expect "boot 1 drop-in" "$(fact dropin 1)" "User=root ProtectSystem=strict"
+    expect "boot 1 package installed" "$(fact package 1)" "$PKG_NAME $PKG_VERSION ii"
+    expect "boot 1 package file" "$(fact package 1)" "$PKG_TEXT"
+    expect "boot 1 drop-in removed" "$(fact reverted 1)" "giter ActiveState=active"
+    local hello
+    hello=$(git_pub show "device-1/status/$DEVICE:devices/$DEVICE/hello.yaml")
+    expect "boot 1 Package status" "$hello" "reason: Installed"
+    expect "boot 1 Package version" "$hello" "version: $PKG_VERSION"
+    log "boot 1: applied, File written, Output on, package installed, status verified by git"
 }
 
 boot_3() {

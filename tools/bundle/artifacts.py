@@ -23,7 +23,7 @@ import shutil
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from giter_agent.config.agent_toml import Limits
 from giter_agent.core.errors import ArtifactError, GiterError, HistoryError
@@ -95,10 +95,16 @@ def stick_free(stick: Path) -> int:
         raise UsageError(f"--stick {stick}: {exc.strerror or exc}") from None
 
 
+def default_cap(limits: Limits | None = None) -> int:
+    """The largest artifact a device with default ``[limits]`` takes, in bytes."""
+    limits = limits or Limits()
+    return min(limits.max_artifact_mib, limits.max_object_mib) * MiB
+
+
 def caps_warnings(size: int, limits: Limits | None = None) -> list[str]:
     """What a device with default ``[limits]`` would say about an artifact of ``size``."""
     limits = limits or Limits()
-    cap = min(limits.max_artifact_mib, limits.max_object_mib) * MiB
+    cap = default_cap(limits)
     if size <= cap:
         return []
     return [f"{size} bytes is over the devices' default cap of {cap // MiB} MiB "
@@ -108,9 +114,10 @@ def caps_warnings(size: int, limits: Limits | None = None) -> list[str]:
 
 # -- lint --------------------------------------------------------------------------------------
 
-def blob_sha256(store: Any, oid: bytes, limit: int) -> str:
+def blob_sha256(store: Any, oid: bytes, limit: int, out: BinaryIO | None = None) -> str:
     """The SHA-256 of blob ``oid``: streamed from a disk store, or read from a memory one
-    (``lint`` of the work tree builds its tree in memory)."""
+    (``lint`` of the work tree builds its tree in memory); its bytes are also written to
+    ``out`` when given (one pass, never whole in memory)."""
     from giter_agent.core.errors import Reason
     from giter_agent.history.blob_stream import copy_blob
 
@@ -119,6 +126,8 @@ def blob_sha256(store: Any, oid: bytes, limit: int) -> str:
     class _Sink:
         def write(self, data: bytes) -> None:
             digest.update(data)
+            if out is not None:
+                out.write(data)
 
     try:
         copy_blob(store, oid, _Sink(), limit=limit)  # type: ignore[arg-type]
@@ -126,11 +135,12 @@ def blob_sha256(store: Any, oid: bytes, limit: int) -> str:
         if exc.reason != Reason.MissingObject or oid not in store:
             raise
         for chunk in store[oid].as_raw_chunks():
-            digest.update(chunk)
+            _Sink().write(chunk)
     return digest.hexdigest()
 
 
-def _blob_size(store: Any, oid: bytes) -> int:
+def stored_size(store: Any, oid: bytes) -> int:
+    """The size of blob ``oid``, from its pack header (or a memory store's object)."""
     from giter_agent.core.errors import Reason
     from giter_agent.history.blob_stream import blob_size
 
@@ -175,7 +185,7 @@ def lint_findings(store: Any, tree: bytes, folders: dict[str, list[tuple[str, by
                 findings.append(Finding(path, "ArtifactMissing", f"{name} is not in the "
                                         f"tree (giter-bundle artifact add FILE)"))
                 continue
-            size = _blob_size(store, oid)
+            size = stored_size(store, oid)
             for warning in caps_warnings(size, limits):
                 findings.append(Finding(path, "ArtifactTooLarge", f"{name}: {warning}",
                                         error=False))
@@ -206,7 +216,7 @@ def carried(store: Any, base_tree: bytes | None, tip_tree: bytes) -> list[dict[s
                 or (new.mode & 0o170000) != 0o100000:
             continue
         out.append({"change": change.type, "path": new.path.decode("utf-8", "replace"),
-                    "oid": new.sha.decode(), "bytes": _blob_size(store, new.sha)})
+                    "oid": new.sha.decode(), "bytes": stored_size(store, new.sha)})
     return out
 
 
@@ -218,5 +228,5 @@ def human(size: int) -> str:
     return f"{size} B"
 
 
-__all__ = ["Added", "add", "blob_sha256", "caps_warnings", "carried", "human",
-           "lint_findings", "parse_size", "stick_free"]
+__all__ = ["Added", "add", "blob_sha256", "caps_warnings", "carried", "default_cap", "human",
+           "lint_findings", "parse_size", "stick_free", "stored_size"]

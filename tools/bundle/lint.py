@@ -14,7 +14,9 @@ secrets keys (``giter_bundle.secrets``). The trust file and the
 enrolments under ``.giter/`` are parsed as ``import`` will parse them, and the trust
 policy (``.giter/trust/policy.toml``) as devices will. An ``artifact`` a resource names
 must be a regular file under ``artifacts/`` of the tree, and match its ``sha256`` pin
-(``giter_bundle.artifacts``).
+(``giter_bundle.artifacts``). An ``AgentUpdate``'s wheels must pass the device's own
+rules, their pins included (``giter_bundle.lint_wheels``), and a ``Package``'s ``.deb``
+hold the package and version its spec names (``giter_bundle.lint_debs``).
 
 Errors are what a device would refuse or report as not Ready; warnings are what it
 would silently ignore (a file that is not YAML, a folder no enrolled device reads).
@@ -37,7 +39,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from giter_agent.config.agent_toml import NAME_RE
-from giter_agent.core.errors import GiterError, TreeError
+from giter_agent.core.errors import GiterError, Reason, TreeError
 from giter_agent.spec.placeholders import uses_placeholders
 
 RESOURCE_SUFFIXES = (".yaml", ".yml")
@@ -315,9 +317,11 @@ def release_findings(store: Any, tree: bytes,
     tree that the device's tree allowlist takes whole (``history.tree.list_files``: no
     symlink, submodule, odd name or case collision), and each ``Package``'s ``deb`` a
     regular file, as the device will read them (``history.artifacts.TreeArtifacts``:
-    ``listing``, ``stat``)."""
+    ``listing``, ``stat``); a warning for each file of a release over the devices'
+    default cap (``[limits] max_artifact_mib``: they refuse the release)."""
     from giter_agent.history.tree import file_id, list_files
     from giter_agent.spec.resources import parse_resource
+    from giter_bundle.artifacts import caps_warnings, stored_size
 
     out: list[Finding] = []
     for files in folders.values():
@@ -354,6 +358,11 @@ def release_findings(store: Any, tree: bytes,
             if listed is None or not listed[1]:
                 out.append(Finding(path, "SourceNotFound", f"spec.{field} {source} is not a "
                                    "folder of files in this commit"))
+            elif res.kind == "Release":  # an update's wheels: giter_bundle.lint_wheels
+                out += [Finding(path, Reason.ArtifactTooLarge, f"{file_path}: {warning}",
+                                error=False)
+                        for file_path, _mode, oid in listed[1]
+                        for warning in caps_warnings(stored_size(store, oid))]
     return out
 
 
@@ -388,7 +397,7 @@ def lint_tree(store, tree: bytes, kinds: dict | None = None,
     from giter_agent.core.layout import FLEET_FOLDER
     from giter_agent.history.tree import iter_files
     from giter_agent.kinds import load_kinds
-    from giter_bundle import lint_fleet
+    from giter_bundle import lint_debs, lint_fleet, lint_wheels
     from giter_bundle.artifacts import lint_findings as lint_artifacts
     from giter_bundle.enrolment import read_devices
     from giter_bundle.secrets import lint_findings as lint_secrets
@@ -441,6 +450,12 @@ def lint_tree(store, tree: bytes, kinds: dict | None = None,
     findings += lint_fleet.rollout_findings(store, tree)
 
     findings += release_findings(store, tree, folders)
+    # An AgentUpdate's wheels: the device's rules (giter_agent.kinds.wheels), its pins
+    # checked against the wheels' bytes (giter_bundle.lint_wheels).
+    findings += lint_wheels.wheel_findings(store, tree, folders, kinds)
+    # A Package's .deb: the package and version inside, as the device reads them
+    # (giter_agent.kinds.package.deb_fields; giter_bundle.lint_debs).
+    findings += lint_debs.deb_findings(store, tree, folders, kinds)
     # Secrets: every device that applies one can open it, and no one else but the
     # publisher secrets keys (giter_bundle.secrets).
     findings += lint_secrets(store, tree, devices, folders, former_keys)
