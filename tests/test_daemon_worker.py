@@ -11,6 +11,7 @@ sampler) is taken over by the daemon, and that passes do not make the daemon gro
 from __future__ import annotations
 
 import gc
+import json
 import os
 import signal
 import subprocess
@@ -41,6 +42,21 @@ pytestmark = pytest.mark.e2e
 # What a pass needs and the daemon must not load: their compiled parts, as mapped.
 HEAVY = ("dulwich/_objects", "dulwich/_pack", "cryptography/hazmat/bindings/_rust",
          "yaml/_yaml")
+# What the daemon's own start would load and it never uses (docs/performance.md, "The
+# idle daemon"): gpiozero's entry-point and font machinery and its unused devices
+# (``device.gpiozero_import``), and ``shutil`` (with bz2, lzma) that argparse asks
+# for the terminal's width (``core.clikit.Formatter``); and what only a pass needs.
+NOT_IN_DAEMON = ("importlib.metadata", "importlib.resources", "email", "zipfile",
+                 "tempfile", "shutil", "bz2", "lzma", "gpiozero.boards",
+                 "gpiozero.internal_devices", "dulwich", "yaml", "cryptography")
+# ``giter-agent ARGS`` as ``python -m giter_agent`` runs it, writing the names of the
+# modules it had loaded to MODULES_FILE when it exits.
+RUN_AND_LIST_MODULES = (
+    "import atexit, json, os, sys\n"
+    "atexit.register(lambda: open(os.environ['MODULES_FILE'], 'w').write("
+    "json.dumps(sorted(sys.modules))))\n"
+    "from giter_agent.cli.main import main\n"
+    "sys.exit(main(sys.argv[1:]))\n")
 
 
 def wait_until(predicate, timeout: float = 120.0) -> None:
@@ -82,9 +98,11 @@ def test_the_daemon_never_loads_what_a_pass_needs(tmp_path, publisher, hub):
                     settings={"sync_interval": 3600, "log_level": "info"})
     first = publisher.commit("first", files={**dev.spec_files("one\n"), **heartbeat()})
     hub.publish(publisher)
-    proc = subprocess.Popen([sys.executable, "-m", "giter_agent", "-c", str(dev.config_path),
-                             "run"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+    listed = tmp_path / "modules.json"
+    proc = subprocess.Popen([sys.executable, "-c", RUN_AND_LIST_MODULES, "-c",
+                             str(dev.config_path), "run"], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "MODULES_FILE": str(listed)})
     try:
         wait_until(lambda: dev.state().applied == first and dev.state().resources.get(
             "Output/heartbeat") is not None)
@@ -106,6 +124,10 @@ def test_the_daemon_never_loads_what_a_pass_needs(tmp_path, publisher, hub):
         _, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     assert "Traceback" not in err
+    modules = json.loads(listed.read_text())
+    assert "gpiozero.output_devices" in modules and "giter_agent.daemon.loop" in modules
+    assert not {m for m in modules
+                if any(m == n or m.startswith(n + ".") for n in NOT_IN_DAEMON)}, sorted(modules)
 
 
 class Counted(WorkerPasses):
