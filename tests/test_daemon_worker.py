@@ -45,10 +45,13 @@ HEAVY = ("dulwich/_objects", "dulwich/_pack", "cryptography/hazmat/bindings/_rus
 # What the daemon's own start would load and it never uses (docs/performance.md, "The
 # idle daemon"): gpiozero's entry-point and font machinery and its unused devices
 # (``device.gpiozero_import``), and ``shutil`` (with bz2, lzma) that argparse asks
-# for the terminal's width (``core.clikit.Formatter``); and what only a pass needs.
+# for the terminal's width (``core.clikit.Formatter``), ``subprocess`` (workers are
+# started with ``os.posix_spawn``), ``queue`` (``daemon.loop._Mailbox``); and what
+# only a pass needs.
 NOT_IN_DAEMON = ("importlib.metadata", "importlib.resources", "email", "zipfile",
                  "tempfile", "shutil", "bz2", "lzma", "gpiozero.boards",
-                 "gpiozero.internal_devices", "dulwich", "yaml", "cryptography")
+                 "gpiozero.internal_devices", "subprocess", "queue", "dulwich", "yaml",
+                 "cryptography")
 # ``giter-agent ARGS`` as ``python -m giter_agent`` runs it, writing the names of the
 # modules it had loaded to MODULES_FILE when it exits.
 RUN_AND_LIST_MODULES = (
