@@ -352,3 +352,35 @@ def test_a_worker_imports_from_the_path_the_daemon_imports_from(tmp_path, monkey
                           cwd=tmp_path / "..", check=False)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "private"
+
+
+def test_a_worker_gets_its_pipes_when_the_daemon_has_low_descriptors_free(tmp_path,
+                                                                          publisher):
+    """Workers are started with ``os.posix_spawn``: a daemon started with descriptors 0
+    and 1 closed gets pipe ends numbered 0 to 3, which must still reach the worker as
+    its stdin and its answer descriptor, not be replaced by the worker's stdin or
+    /dev/null before they are moved."""
+    dev = SimDevice(tmp_path, "pi-01", publisher.allowed_signers)
+    code = ("import os, sys\n"
+            "from gpiozero.pins.mock import MockFactory\n"
+            "from giter_agent.config.agent_toml import load\n"
+            "from giter_agent.daemon.triggers import RECONCILE, Job\n"
+            "from giter_agent.daemon.worker_passes import WorkerPasses\n"
+            "from giter_agent.device.board import load_board\n"
+            "for fd in range(3, 64):\n"
+            "    try: os.close(fd)\n"
+            "    except OSError: pass\n"
+            "config = load(sys.argv[1])\n"
+            "passes = WorkerPasses(config, sys.argv[1], board=load_board(config.board),\n"
+            "                      pin_factory=MockFactory)\n"
+            "print(passes.run(Job(RECONCILE, reason='x')).outcome, file=sys.stderr)\n")
+    def close_stdin_and_stdout() -> None:
+        os.close(0)
+        os.close(1)
+
+    done = subprocess.run([sys.executable, "-c", code, str(dev.config_path)],
+                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True, check=False,
+                          preexec_fn=close_stdin_and_stdout)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.strip().endswith("no-bundles"), done.stderr

@@ -41,7 +41,7 @@ def terminal_columns() -> int:
     columns = 0
     with contextlib.suppress(ValueError):
         columns = int(os.environ.get("COLUMNS", "0"))
-    if columns <= 0:
+    if columns <= 0 and sys.__stdout__ is not None:
         try:
             columns = os.get_terminal_size(sys.__stdout__.fileno()).columns
         except (AttributeError, ValueError, OSError):

@@ -249,10 +249,11 @@ class WorkerPasses(Passes):
 
 
 def _above_answer_fd(fd: int) -> int:
-    """``fd``, or a copy numbered above ``ANSWER_FD`` (the original closed): the child's
-    descriptors 0 to 3 are made from these, and a dup2 onto the number a descriptor
-    already has would leave it close-on-exec (a daemon started with few descriptors
-    open may get such low numbers from ``pipe2``)."""
+    """``fd``, or a copy numbered above ``ANSWER_FD`` (the original closed). The child's
+    descriptors 0 to 3 are made from these in turn: a pipe end numbered 0, 1 or 3 (a
+    daemon started with stdin or stdout closed gets such numbers from ``pipe2``) would
+    be replaced by another before its turn, or keep close-on-exec on a dup2 onto its
+    own number."""
     low = []
     while fd <= ANSWER_FD:
         low.append(fd)

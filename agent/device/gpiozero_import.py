@@ -64,10 +64,10 @@ def _stand_in(name: str, stdlib: str) -> types.ModuleType:
             raise AttributeError(attr)
         return getattr(importlib.import_module(stdlib), attr)
 
-    module.__getattr__ = __getattr__  # type: ignore[method-assign]
+    vars(module)["__getattr__"] = __getattr__
     if stdlib == "importlib.metadata":
         # ``from importlib_metadata import entry_points`` reads the name at import.
-        module.entry_points = _entry_points  # type: ignore[attr-defined]
+        vars(module)["entry_points"] = _entry_points
     return module
 
 
@@ -103,11 +103,11 @@ def _register_package() -> None:
                     with _deferred_lookups():
                         loader.exec_module(package)
                 except BaseException:
-                    package.__getattr__ = __getattr__  # the next read tries again
+                    vars(package)["__getattr__"] = __getattr__  # the next read tries again
                     raise
         return getattr(package, name)
 
-    package.__getattr__ = __getattr__  # type: ignore[method-assign]
+    vars(package)["__getattr__"] = __getattr__
     sys.modules[PACKAGE] = package
 
 
