@@ -22,7 +22,7 @@ class Formatter(argparse.HelpFormatter):
 
     argparse makes a formatter for every ``add_argument`` (to check its metavar), and
     its own asks ``shutil.get_terminal_size`` for the width: ``shutil`` loads ``bz2``,
-    ``lzma`` and ``zlib``, 0.7 MiB that would stay in ``giter-agent run``, the
+    ``lzma`` and ``zlib``, about 0.6 MiB that would stay in ``giter-agent run``, the
     long-lived daemon. The width is found the same way (``COLUMNS``, else the
     terminal's, else 80) with ``os`` alone.
     """

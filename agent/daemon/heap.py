@@ -3,12 +3,12 @@
 Between passes the daemon frees what a pass used (the worker's answer, the state file
 it read, the log lines), but the C allocator keeps freed pages of its heaps for later,
 and a thread's heap (the pass thread's, the blink threads') is trimmed only when its
-top is free. Over hundreds of passes the daemon's resident memory crept up by the
-most any pass ever held, although no object outlived its pass
-(``tests/test_daemon_worker.py`` counts them). After each pass ``release`` collects
-cyclic garbage at once (instead of at some later allocation) and asks glibc's
+top is free: tens of KiB more every hundred passes, although no object outlived its
+pass (``tests/test_daemon_worker.py`` counts them). After each pass ``release``
+collects cyclic garbage at once (instead of at some later allocation) and asks glibc's
 ``malloc_trim(0)`` to return the free pages of every heap. Elsewhere (musl, macOS)
-there is no such call and it only collects.
+there is no such call and it only collects. Python's own small-object arenas are not
+the C heap's: what they keep is measured in docs/performance.md ("Under 20 MiB").
 """
 
 from __future__ import annotations
