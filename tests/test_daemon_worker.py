@@ -157,9 +157,15 @@ def in_process_daemon(dev: SimDevice, factory) -> tuple[Daemon, Counted]:
 
 
 def test_a_worker_plans_the_blink_and_the_daemon_holds_it_across_passes(
-        tmp_path, publisher, hub):
+        tmp_path, publisher, hub, monkeypatch):
     """The blink outlives every worker; passes (counted) make the daemon hold no more
-    live objects, and the mock pin's history stays bounded."""
+    live objects, the mock pin's history stays bounded, and after every pass the daemon
+    hands what it freed back to the system (``daemon.heap``)."""
+    from giter_agent.daemon import heap
+
+    released: list[int] = []
+    real_release = heap.release
+    monkeypatch.setattr(heap, "release", lambda: (released.append(1), real_release()))
     hub, gitd = hub
     dev = SimDevice(tmp_path, "pi-01", publisher.allowed_signers, {"url": gitd.url},
                     settings={"sync_interval": 3600})
@@ -191,6 +197,7 @@ def test_a_worker_plans_the_blink_and_the_daemon_holds_it_across_passes(
     assert daemon.run() == 0
     thread.join()
     assert passes.jobs.count("network:interval") == 50 and passes._agent is None
+    assert len(released) == passes.done == 50
     assert len(counts) == 2
     # Thirty passes later the daemon holds no more live objects (a leak of one object
     # per pass would show as thirty): what a pass makes dies with its worker. The pin's
