@@ -102,3 +102,27 @@ def test_giter_bundle_status_and_inspect_speak_yaml(tmp_path, publisher_key):
     code, as_json = capture(bundle_main, ["-C", fleet.root, "inspect", bundle, "--json"])
     assert yaml.safe_load(as_yaml) == json.loads(as_json)
     assert json.loads(as_json)["ok"] is True
+
+
+def test_the_parser_wraps_help_as_argparse_would_without_loading_shutil():
+    """argparse's own formatter imports ``shutil`` (with bz2, lzma) for the width, which
+    would stay in ``giter-agent run``: ``core.clikit.Formatter`` finds it with ``os``."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import argparse, json, sys\n"
+            "from giter_agent.cli.main import _parser\n"
+            "p = _parser()\n"
+            "p.parse_args(['-c', 'agent.toml', 'run'])\n"
+            "loaded = 'shutil' in sys.modules or 'lzma' in sys.modules\n"
+            "ours = p.format_help()\n"
+            "p.formatter_class = argparse.HelpFormatter\n"
+            "print(json.dumps([loaded, ours, p.format_help()]))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**os.environ, "COLUMNS": "50"}, check=False)
+    assert done.returncode == 0, done.stderr
+    loaded, ours, argparses = json.loads(done.stdout)
+    assert loaded is False
+    assert ours == argparses
+    assert max(len(line) for line in ours.splitlines()) <= 50  # COLUMNS, not 80

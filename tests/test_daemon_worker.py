@@ -11,6 +11,7 @@ sampler) is taken over by the daemon, and that passes do not make the daemon gro
 from __future__ import annotations
 
 import gc
+import json
 import os
 import signal
 import subprocess
@@ -41,6 +42,24 @@ pytestmark = pytest.mark.e2e
 # What a pass needs and the daemon must not load: their compiled parts, as mapped.
 HEAVY = ("dulwich/_objects", "dulwich/_pack", "cryptography/hazmat/bindings/_rust",
          "yaml/_yaml")
+# What the daemon's own start would load and it never uses (docs/performance.md, "The
+# idle daemon"): gpiozero's entry-point and font machinery and its unused devices
+# (``device.gpiozero_import``), and ``shutil`` (with bz2, lzma) that argparse asks
+# for the terminal's width (``core.clikit.Formatter``), ``subprocess`` (workers are
+# started with ``os.posix_spawn``), ``queue`` (``daemon.loop._Mailbox``); and what
+# only a pass needs.
+NOT_IN_DAEMON = ("importlib.metadata", "importlib.resources", "email", "zipfile",
+                 "tempfile", "shutil", "bz2", "lzma", "gpiozero.boards",
+                 "gpiozero.internal_devices", "subprocess", "queue", "dulwich", "yaml",
+                 "cryptography")
+# ``giter-agent ARGS`` as ``python -m giter_agent`` runs it, writing the names of the
+# modules it had loaded to MODULES_FILE when it exits.
+RUN_AND_LIST_MODULES = (
+    "import atexit, json, os, sys\n"
+    "atexit.register(lambda: open(os.environ['MODULES_FILE'], 'w').write("
+    "json.dumps(sorted(sys.modules))))\n"
+    "from giter_agent.cli.main import main\n"
+    "sys.exit(main(sys.argv[1:]))\n")
 
 
 def wait_until(predicate, timeout: float = 120.0) -> None:
@@ -82,9 +101,11 @@ def test_the_daemon_never_loads_what_a_pass_needs(tmp_path, publisher, hub):
                     settings={"sync_interval": 3600, "log_level": "info"})
     first = publisher.commit("first", files={**dev.spec_files("one\n"), **heartbeat()})
     hub.publish(publisher)
-    proc = subprocess.Popen([sys.executable, "-m", "giter_agent", "-c", str(dev.config_path),
-                             "run"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+    listed = tmp_path / "modules.json"
+    proc = subprocess.Popen([sys.executable, "-c", RUN_AND_LIST_MODULES, "-c",
+                             str(dev.config_path), "run"], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "MODULES_FILE": str(listed)})
     try:
         wait_until(lambda: dev.state().applied == first and dev.state().resources.get(
             "Output/heartbeat") is not None)
@@ -106,6 +127,10 @@ def test_the_daemon_never_loads_what_a_pass_needs(tmp_path, publisher, hub):
         _, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     assert "Traceback" not in err
+    modules = json.loads(listed.read_text())
+    assert "gpiozero.output_devices" in modules and "giter_agent.daemon.loop" in modules
+    assert not {m for m in modules
+                if any(m == n or m.startswith(n + ".") for n in NOT_IN_DAEMON)}, sorted(modules)
 
 
 class Counted(WorkerPasses):
@@ -132,9 +157,15 @@ def in_process_daemon(dev: SimDevice, factory) -> tuple[Daemon, Counted]:
 
 
 def test_a_worker_plans_the_blink_and_the_daemon_holds_it_across_passes(
-        tmp_path, publisher, hub):
+        tmp_path, publisher, hub, monkeypatch):
     """The blink outlives every worker; passes (counted) make the daemon hold no more
-    live objects, and the mock pin's history stays bounded."""
+    live objects, the mock pin's history stays bounded, and after every pass the daemon
+    hands what it freed back to the system (``daemon.heap``)."""
+    from giter_agent.daemon import heap
+
+    released: list[int] = []
+    real_release = heap.release
+    monkeypatch.setattr(heap, "release", lambda: (released.append(1), real_release()))
     hub, gitd = hub
     dev = SimDevice(tmp_path, "pi-01", publisher.allowed_signers, {"url": gitd.url},
                     settings={"sync_interval": 3600})
@@ -166,6 +197,7 @@ def test_a_worker_plans_the_blink_and_the_daemon_holds_it_across_passes(
     assert daemon.run() == 0
     thread.join()
     assert passes.jobs.count("network:interval") == 50 and passes._agent is None
+    assert len(released) == passes.done == 50
     assert len(counts) == 2
     # Thirty passes later the daemon holds no more live objects (a leak of one object
     # per pass would show as thirty): what a pass makes dies with its worker. The pin's
@@ -327,3 +359,35 @@ def test_a_worker_imports_from_the_path_the_daemon_imports_from(tmp_path, monkey
                           cwd=tmp_path / "..", check=False)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "private"
+
+
+def test_a_worker_gets_its_pipes_when_the_daemon_has_low_descriptors_free(tmp_path,
+                                                                          publisher):
+    """Workers are started with ``os.posix_spawn``: a daemon started with descriptors 0
+    and 1 closed gets pipe ends numbered 0 to 3, which must still reach the worker as
+    its stdin and its answer descriptor, not be replaced by the worker's stdin or
+    /dev/null before they are moved."""
+    dev = SimDevice(tmp_path, "pi-01", publisher.allowed_signers)
+    code = ("import os, sys\n"
+            "from gpiozero.pins.mock import MockFactory\n"
+            "from giter_agent.config.agent_toml import load\n"
+            "from giter_agent.daemon.triggers import RECONCILE, Job\n"
+            "from giter_agent.daemon.worker_passes import WorkerPasses\n"
+            "from giter_agent.device.board import load_board\n"
+            "for fd in range(3, 64):\n"
+            "    try: os.close(fd)\n"
+            "    except OSError: pass\n"
+            "config = load(sys.argv[1])\n"
+            "passes = WorkerPasses(config, sys.argv[1], board=load_board(config.board),\n"
+            "                      pin_factory=MockFactory)\n"
+            "print(passes.run(Job(RECONCILE, reason='x')).outcome, file=sys.stderr)\n")
+    def close_stdin_and_stdout() -> None:
+        os.close(0)
+        os.close(1)
+
+    done = subprocess.run([sys.executable, "-c", code, str(dev.config_path)],
+                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True, check=False,
+                          preexec_fn=close_stdin_and_stdout)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.strip().endswith("no-bundles"), done.stderr

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from giter_agent import __version__
 from giter_agent.cli.commands import COMMANDS
-from giter_agent.core.clikit import add_commands, run
+from giter_agent.core.clikit import Formatter, add_commands, run
 
 DEFAULT_CONFIG = Path("/etc/giter-agent/agent.toml")
 
@@ -36,7 +36,7 @@ def _top_options(p: argparse.ArgumentParser) -> None:
 def _parser(command: str | None = None) -> argparse.ArgumentParser:
     """The whole parser, or with ``command`` the one whose only subcommand is that one
     (a sync imports and builds no other command's arguments)."""
-    p = argparse.ArgumentParser(prog="giter-agent",
+    p = argparse.ArgumentParser(prog="giter-agent", formatter_class=Formatter,
                                 description="GitOps edge agent: signed specs in, signed "
                                 "status out.")
     _top_options(p)
@@ -50,7 +50,8 @@ def _parser(command: str | None = None) -> argparse.ArgumentParser:
 def _pre(line: list[str]) -> tuple[argparse.Namespace, list[str]] | None:
     """The top-level options of ``line`` and what follows them (the command first), or
     None when they do not parse (the whole parser then says why)."""
-    pre = argparse.ArgumentParser(add_help=False, exit_on_error=False)
+    pre = argparse.ArgumentParser(add_help=False, exit_on_error=False,
+                                  formatter_class=Formatter)
     _top_options(pre)
     try:
         return pre.parse_known_args(line)

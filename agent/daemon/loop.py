@@ -35,20 +35,21 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import queue
 import random
 import select
 import signal
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from giter_agent.core.durable import mkdir_durable
 from giter_agent.core.errors import GiterError, LockedError
+from giter_agent.daemon import heap
 from giter_agent.daemon.backoff import Backoff
 from giter_agent.daemon.passes import InProcessPasses, Passes
 from giter_agent.daemon.sd_notify import Notifier
@@ -72,6 +73,36 @@ if TYPE_CHECKING:
     from giter_agent.sync.agent import Agent
 
 log = logging.getLogger("giter.daemon")
+T = TypeVar("T")
+
+
+class _Empty(Exception):
+    """Nothing came in time."""
+
+
+class _Mailbox(Generic[T]):
+    """First in, first out, between the loop and the pass thread: the three calls of
+    ``queue.Queue`` the loop makes, without importing ``queue`` (and ``heapq``) into
+    the idle daemon for them (docs/performance.md, "The idle daemon")."""
+
+    def __init__(self) -> None:
+        self._items: deque[T] = deque()
+        self._ready = threading.Condition()
+
+    def put(self, item: T) -> None:
+        with self._ready:
+            self._items.append(item)
+            self._ready.notify()
+
+    def get(self, timeout: float | None = None) -> T:
+        """The oldest item, waiting for one up to ``timeout`` (None: for ever)."""
+        with self._ready:
+            if not self._ready.wait_for(lambda: self._items, timeout):
+                raise _Empty
+            return self._items.popleft()
+
+    def get_nowait(self) -> T:
+        return self.get(timeout=0)
 
 
 @dataclass
@@ -131,8 +162,8 @@ class Daemon:
         self._pending: list[_Pending] = []
         self._running: _Pending | None = None
         self._started_at = 0.0
-        self._jobs: queue.Queue[_Pending | None] = queue.Queue()
-        self._done: queue.Queue[tuple[_Pending, Any, BaseException | None]] = queue.Queue()
+        self._jobs: _Mailbox[_Pending | None] = _Mailbox()
+        self._done: _Mailbox[tuple[_Pending, Any, BaseException | None]] = _Mailbox()
         self._stop = False
         self._sync_requested = False
         self._failure: str | None = None
@@ -354,7 +385,7 @@ class Daemon:
         while True:
             try:
                 item, report, error = self._done.get_nowait()
-            except queue.Empty:
+            except _Empty:
                 return
             self._running = None
             if isinstance(error, LockedError):
@@ -384,6 +415,7 @@ class Daemon:
             self._apply_log_level()
             self._idle.set()
             self._publish_health()
+            heap.release()  # what the pass used, back to the system (daemon.heap)
 
     def _check_restart(self) -> None:
         why = self.restart_wanted() if self.restart_wanted is not None else None
@@ -414,7 +446,7 @@ class Daemon:
             try:
                 self._done.put(self._done.get(timeout=self.grace_s))
                 self._collect(self.clock())
-            except queue.Empty:
+            except _Empty:
                 pass
         if not self._idle.is_set():
             job = self._running.job.kind if self._running else "current"

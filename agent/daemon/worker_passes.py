@@ -25,7 +25,6 @@ import json
 import logging
 import os
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -45,6 +44,7 @@ if TYPE_CHECKING:
     from giter_agent.sync.agent import Agent
 
 log = logging.getLogger("giter.daemon")
+ANSWER_FD = 3  # the worker's descriptor for its answers
 HOLD = "hold"  # the reason of the reconcile that takes over what a worker named
 # What the worker must not inherit: the daemon alone speaks to systemd.
 _PARENT_ONLY_ENV = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS",
@@ -83,7 +83,7 @@ class WorkerPasses(Passes):
         self._clean = False
         self._busy = 0.0
         self._agent: Agent | None = None
-        self._proc: subprocess.Popen[bytes] | None = None
+        self._pid: int | None = None  # the running worker's
 
     # -- what the loop reads -------------------------------------------------------------
     # What passes keep between them lives here until this process has an ``Agent``, then
@@ -180,25 +180,9 @@ class WorkerPasses(Passes):
                           settings=settings, wakeups=wakeups,
                           outputs=held_to_plain(self.outputs.snapshot()),
                           output_failures=dict(self.outputs.failures))
-        env = worker_environ()
-        read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
-        try:
-            self._proc = proc = subprocess.Popen(
-                [self.python, "-m", WORKER_MODULE, str(write_fd)], stdin=subprocess.PIPE,
-                stdout=subprocess.DEVNULL, pass_fds=(write_fd,), env=env)
-        except OSError as exc:
-            os.close(read_fd)
-            os.close(write_fd)
-            raise WorkerError(f"cannot start the pass worker ({self.python}): "
-                              f"{exc.strerror or exc}") from None
-        os.close(write_fd)
+        read_fd, pid = self._start_worker(request.encode())
         last: dict[str, Any] | None = None
-        with contextlib.ExitStack() as stack:
-            answers = stack.enter_context(os.fdopen(read_fd, "rb"))
-            assert proc.stdin is not None
-            with contextlib.suppress(BrokenPipeError):
-                proc.stdin.write(request.encode())
-            proc.stdin.close()
+        with os.fdopen(read_fd, "rb") as answers:
             for line in answers:
                 with contextlib.suppress(ValueError):
                     message = json.loads(line)
@@ -206,30 +190,77 @@ class WorkerPasses(Passes):
                         self._busy = float(message["busy"])
                     else:
                         last = message
-        _, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        self._proc = None
-        log.debug("pass worker %d exited (%d)", proc.pid, proc.returncode,
+        _, status, usage = os.wait4(pid, 0)
+        code = os.waitstatus_to_exitcode(status)
+        self._pid = None
+        log.debug("pass worker %d exited (%d)", pid, code,
                   extra={"event": "worker-exit",
                          "worker_peak_mib": f"{usage.ru_maxrss / 1024:.1f}"})
         if last is None:
             self._keep(settings, wakeups, False)  # it may have died mid-write: sweep next
-            raise WorkerError(f"the pass worker (pid {proc.pid}) ended without an answer "
-                              f"(exit status {proc.returncode}); the next pass resumes "
+            raise WorkerError(f"the pass worker (pid {pid}) ended without an answer "
+                              f"(exit status {code}); the next pass resumes "
                               "from the state file")
         return Outcome.decode(last)
 
+    def _start_worker(self, request: bytes) -> tuple[int, int]:
+        """Start ``python -m giter_agent.daemon.worker 3`` with ``request`` on its stdin,
+        stdout on /dev/null, stderr shared, and descriptor 3 the write end of a pipe for
+        its answers; returns the read end and the worker's pid.
+
+        ``os.posix_spawn``, not ``subprocess``: the module and what it brings would stay
+        in the idle daemon for this one call (docs/performance.md, "The idle daemon").
+        As ``subprocess`` does, the child gets SIGPIPE and SIGXFSZ back at their default
+        and no descriptor but these (Python opens every other one close-on-exec)."""
+        read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+        stdin_r, stdin_w = os.pipe2(os.O_CLOEXEC)
+        write_fd, stdin_r = _above_answer_fd(write_fd), _above_answer_fd(stdin_r)
+        try:
+            # dup2 onto another number gives the copy without close-on-exec.
+            self._pid = pid = os.posix_spawn(
+                self.python, [self.python, "-m", WORKER_MODULE, str(ANSWER_FD)],
+                worker_environ(),
+                file_actions=[(os.POSIX_SPAWN_DUP2, stdin_r, 0),
+                              (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),
+                              (os.POSIX_SPAWN_DUP2, write_fd, ANSWER_FD)],
+                setsigdef=(signal.SIGPIPE, signal.SIGXFSZ))
+        except OSError as exc:
+            for fd in (read_fd, write_fd, stdin_r, stdin_w):
+                os.close(fd)
+            raise WorkerError(f"cannot start the pass worker ({self.python}): "
+                              f"{exc.strerror or exc}") from None
+        os.close(write_fd)
+        os.close(stdin_r)
+        with os.fdopen(stdin_w, "wb") as stdin, contextlib.suppress(BrokenPipeError):
+            stdin.write(request)
+        return read_fd, pid
+
     def abandon(self) -> None:
         """Kill a running worker now, as a power cut would (every step survives one)."""
-        proc = self._proc
-        if proc is not None:
+        pid = self._pid
+        if pid is not None:
             with contextlib.suppress(ProcessLookupError):
-                os.kill(proc.pid, signal.SIGKILL)
+                os.kill(pid, signal.SIGKILL)
 
     def close(self) -> None:
         if self._agent is not None:
             self._agent.close()
         self.outputs.close_all()
+
+
+def _above_answer_fd(fd: int) -> int:
+    """``fd``, or a copy numbered above ``ANSWER_FD`` (the original closed). The child's
+    descriptors 0 to 3 are made from these in turn: a pipe end numbered 0, 1 or 3 (a
+    daemon started with stdin or stdout closed gets such numbers from ``pipe2``) would
+    be replaced by another before its turn, or keep close-on-exec on a dup2 onto its
+    own number."""
+    low = []
+    while fd <= ANSWER_FD:
+        low.append(fd)
+        fd = os.dup(fd)  # close-on-exec, the lowest free number: climbs past the low ones
+    for old in low:
+        os.close(old)
+    return fd
 
 
 class DaemonDevice:

@@ -152,8 +152,12 @@ def detect_board(model_file: Path = DEVICE_TREE_MODEL) -> tuple[str | None, str]
 
 
 def make_pin_factory(board: Board) -> Any:
-    """Create the gpiozero pin factory the board names (imports gpiozero lazily)."""
+    """Create the gpiozero pin factory the board names (imports gpiozero lazily,
+    without what it loads for entry points: ``device.gpiozero_import``)."""
+    from giter_agent.device.gpiozero_import import import_gpiozero
+
     if board.pin_factory == "mock":
+        import_gpiozero("gpiozero.output_devices", "gpiozero.pins.mock")
         from giter_agent.device.mock_pins import mock_factory
 
         return mock_factory()
@@ -167,6 +171,7 @@ def make_pin_factory(board: Board) -> Any:
     import importlib
 
     try:
+        import_gpiozero("gpiozero.output_devices", module_name)
         cls = getattr(importlib.import_module(module_name), class_name)
         return cls()
     except Exception as exc:  # a missing library or no /dev/gpiochip: say which

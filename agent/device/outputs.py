@@ -59,8 +59,8 @@ class HeldOutputs:
 
     def claim(self, key: str, want: Want) -> str | None:
         """Drive ``want[0]`` for ``key`` (off); the reason it cannot, or None."""
-        from gpiozero import LED, PWMLED
         from gpiozero.exc import GPIOZeroError
+        from gpiozero.output_devices import LED, PWMLED
 
         self.close(key)
         pin, active_high, pwm, frequency = want
@@ -114,8 +114,8 @@ class HeldOutputs:
             dev.led.off()
             dev.led.close()
             return
-        from gpiozero import LED
         from gpiozero.exc import GPIOZeroError
+        from gpiozero.output_devices import LED
 
         with contextlib.suppress(GPIOZeroError):  # busy or gone: nothing we can undo
             LED(pin, active_high=active_high, initial_value=False,

@@ -79,8 +79,8 @@ class StatusLed:
         if board.status_led is None:
             log.info("board %s has no status_led: LED codes are not shown", board.name)
             return
-        from gpiozero import LED
         from gpiozero.exc import GPIOZeroError
+        from gpiozero.output_devices import LED
 
         pin = board.pin(board.status_led)
         try:
