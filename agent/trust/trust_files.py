@@ -27,6 +27,8 @@ from giter_agent.trust.sshsig import PublicKey
 
 TRUST_FILE = TRUST_FILE_PARTS
 POLICY_FILE = POLICY_FILE_PARTS
+_ON_THE_WAY = frozenset(TRUST_FILE + POLICY_FILE)  # the names a lookup reads in a tree
+KEEP_TREES = 4096  # trees whose entries are kept (a few hundred bytes each)
 
 
 @dataclass(frozen=True)
@@ -53,15 +55,17 @@ class TrustFiles:
     """What each commit's tree says about its children: the keys it trusts, and whether
     a tip built on it must name its branch.
 
-    Consecutive commits mostly share their ``.giter`` subtree and trust file, so lookups
-    are memoised by tree id and the parsed files by blob id.
+    Consecutive commits mostly share their ``.giter`` subtree and trust file, so each
+    tree is read once (its entries on the way to a trust file kept by tree id) and each
+    file parsed once (by blob id).
     """
 
     def __init__(self, reader: CheckedReader, root: TrustRoot) -> None:
         self._reader = reader
         self._root = root
         self._trees: dict[bytes, bytes] = {}  # commit -> tree, from commits already parsed
-        self._found: dict[tuple[bytes, tuple[bytes, ...]], bytes | None] = {}
+        # tree -> its entries on the way to a trust file: each tree is read once
+        self._entries: dict[bytes, dict[bytes, tuple[int, bytes]]] = {}
         self._by_blob: dict[bytes, tuple[PublicKey, ...]] = {}
         self._policies: dict[bytes, bool] = {}
 
@@ -106,29 +110,33 @@ class TrustFiles:
 
     def _find(self, tree: bytes, path: tuple[bytes, ...]) -> bytes | None:
         """The blob id of the regular file at ``path`` below ``tree``, or None."""
-        key = (tree, path)
-        if key not in self._found:
-            entry = self._entry(tree, path[0])
-            last = len(path) == 1
-            if entry is None:
-                found = None
-            elif last and entry[0] in FILE_MODES:
-                found = entry[1]
-            elif not last and entry[0] == DIR_MODE:
-                found = self._find(entry[1], path[1:])
-            else:  # a symlink or submodule where the trust file or its folders belong
-                raise ValueError(f"{path[0].decode(errors='replace')} has mode {entry[0]:o}")
-            self._found[key] = found
-        return self._found[key]
+        entry = self._entry(tree, path[0])
+        last = len(path) == 1
+        if entry is None:
+            return None
+        if last and entry[0] in FILE_MODES:
+            return entry[1]
+        if not last and entry[0] == DIR_MODE:
+            return self._find(entry[1], path[1:])
+        # a symlink or submodule where the trust file or its folders belong
+        raise ValueError(f"{path[0].decode(errors='replace')} has mode {entry[0]:o}")
 
     def _entry(self, tree: bytes, name: bytes) -> tuple[int, bytes] | None:
-        try:
-            for entry_name, mode, oid in tree_entries(self._reader.tree(tree)):
-                if entry_name == name:
-                    return mode, oid
-        except ValueError:
-            raise refuse("CorruptObject", f"tree {tree.decode()} is malformed") from None
-        return None
+        """(mode, id) of ``name`` in ``tree``; each tree is read once, for every name
+        on the way to either trust file (both lie in the same folder)."""
+        entries = self._entries.get(tree)
+        if entries is None:
+            entries = {}
+            try:
+                for entry_name, mode, oid in tree_entries(self._reader.tree(tree)):
+                    if entry_name in _ON_THE_WAY:
+                        entries.setdefault(entry_name, (mode, oid))
+            except ValueError:
+                raise refuse("CorruptObject", f"tree {tree.decode()} is malformed") from None
+            if len(self._entries) >= KEEP_TREES:
+                self._entries.clear()  # a long history: its trees are asked about once
+            self._entries[tree] = entries
+        return entries.get(name)
 
 
 def parse_policy(data: bytes, source: str) -> bool:
