@@ -29,8 +29,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Protocol, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future, ThreadPoolExecutor
 
 T = TypeVar("T")
 R = TypeVar("R", covariant=True)
@@ -81,6 +83,9 @@ def check_in_order(order: Sequence[T], prepare: Callable[[T], Pending[R]], *,
                 before_each()
             results.append(prepare(item).finish())
         return results
+    # Imported where used: a device's usual update is a few commits, on one thread.
+    from concurrent.futures import ThreadPoolExecutor
+
     results = []
     with ThreadPoolExecutor(max_workers=workers,
                             thread_name_prefix="giter-signatures") as pool:
