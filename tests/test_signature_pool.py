@@ -44,11 +44,11 @@ def run_pool(count: int, *, finish_fails=(), prepare_fails=(), budget_at=None,
     log: list = []
     prepared: list[int] = []
 
-    def prepare(n: int) -> Item:
+    def prepare(n: int):
         if n in prepare_fails:
             raise TrustError(f"item {n} cannot be prepared", reason="MalformedCommit")
         prepared.append(n)
-        return Item(n, n in finish_fails, log)
+        return Item(n, n in finish_fails, log).finish
 
     def before_each() -> None:
         if len(prepared) == budget_at:

@@ -6,7 +6,7 @@ arithmetic of several commits at once. ``check_in_order`` is exactly
 
     for item in order:
         before_each()
-        result = prepare(item).finish()
+        result = prepare(item)()    # what prepare returns: its last check, "finish"
 
 run another way: ``prepare`` (and ``before_each``) stay on the calling thread, in order,
 a window of items at a time; then the window's ``finish`` calls run on up to ``workers``
@@ -29,24 +29,18 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Protocol, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 if TYPE_CHECKING:
     from concurrent.futures import Future, ThreadPoolExecutor
 
 T = TypeVar("T")
-R = TypeVar("R", covariant=True)
+R = TypeVar("R")
+Finish = Callable[[], R]  # what ``prepare`` returns: the last check, made when called
 
 WINDOW = 256  # items prepared, then checked, at a time: bounds what waits in memory
 MIN_ITEMS = 64  # fewer: one thread (starting threads would cost more than they save)
 MAX_WORKERS = 4
-
-
-class Pending(Protocol[R]):
-    """What ``prepare`` returns: the last check, made by ``finish``."""
-
-    def finish(self) -> R:
-        ...
 
 
 def default_workers() -> int:
@@ -59,29 +53,29 @@ def default_workers() -> int:
     return max(1, min(MAX_WORKERS, cores))
 
 
-def _finish_all(chunk: list[Pending[R]]) -> tuple[list[R], BaseException | None]:
+def _finish_all(chunk: list[Finish[R]]) -> tuple[list[R], BaseException | None]:
     """The chunk's results up to its first failure, and that failure."""
     done: list[R] = []
-    for pending in chunk:
+    for finish in chunk:
         try:
-            done.append(pending.finish())
+            done.append(finish())
         except Exception as exc:  # re-raised on the calling thread, in walk order
             return done, exc
     return done, None
 
 
-def check_in_order(order: Sequence[T], prepare: Callable[[T], Pending[R]], *,
+def check_in_order(order: Sequence[T], prepare: Callable[[T], Finish[R]], *,
                    workers: int, before_each: Callable[[], None] | None = None,
                    window: int = WINDOW) -> list[R]:
-    """``[prepare(item).finish() for item in order]`` (``before_each()`` before each
-    ``prepare``), with the ``finish`` calls on up to ``workers`` threads; raises the
-    exception the serial loop would raise first."""
+    """``[prepare(item)() for item in order]`` (``before_each()`` before each
+    ``prepare``), with the calls of what ``prepare`` returns (its ``finish``) on up to
+    ``workers`` threads; raises the exception the serial loop would raise first."""
     if workers <= 1 or len(order) < MIN_ITEMS:
         results = []
         for item in order:
             if before_each is not None:
                 before_each()
-            results.append(prepare(item).finish())
+            results.append(prepare(item)())
         return results
     # Imported where used: a device's usual update is a few commits, on one thread.
     from concurrent.futures import ThreadPoolExecutor
@@ -90,7 +84,7 @@ def check_in_order(order: Sequence[T], prepare: Callable[[T], Pending[R]], *,
     with ThreadPoolExecutor(max_workers=workers,
                             thread_name_prefix="giter-signatures") as pool:
         for start in range(0, len(order), window):
-            prepared: list[Pending[R]] = []
+            prepared: list[Finish[R]] = []
             failed: Exception | None = None
             for item in order[start:start + window]:
                 try:
@@ -106,9 +100,9 @@ def check_in_order(order: Sequence[T], prepare: Callable[[T], Pending[R]], *,
     return results
 
 
-def _finish_in_order(pool: ThreadPoolExecutor, prepared: list[Pending[R]],
+def _finish_in_order(pool: ThreadPoolExecutor, prepared: list[Finish[R]],
                      workers: int) -> list[R]:
-    """Every item's ``finish()``, on the pool, a slice per task; the first failure in
+    """Every prepared item's ``finish()``, on the pool, a slice per task; the first failure in
     the items' order is raised (the tasks after it are cancelled)."""
     size = -(-len(prepared) // (2 * workers)) or 1  # two slices per thread: even ends
     tasks: list[Future[tuple[list[R], BaseException | None]]] = [

@@ -242,7 +242,7 @@ def verify_update(object_store: Any, accepted: bytes | None, new: bytes, root: T
                         reader=read,
                         genesis=root.genesis, max_commits=max_commits)
     sets = TrustFiles(read, root)
-    keys = check_in_order(order, lambda oid: prepare_commit(read, oid, root, sets),
+    keys = check_in_order(order, lambda oid: prepare_commit(read, oid, root, sets).finish,
                           workers=default_workers() if workers is None else workers,
                           before_each=budget.check if budget is not None else None)
     signers: dict[bytes, str] = {}
