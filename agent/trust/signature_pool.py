@@ -19,7 +19,8 @@ its parents' trees, not from their signatures).
 Why windows rather than preparing the next items while the threads check the last
 ones: a thread coming back from ``cryptography`` needs the GIL for a few microseconds,
 and a busy calling thread gives it up only every ``sys.getswitchinterval()`` (5 ms), so
-the checks would crawl; measured, overlapping was slower than one thread.
+the checks would crawl; measured, overlapping gained little or nothing over one
+thread.
 
 No processes: a board with 512 MiB cannot spare an interpreter per core. Threads
 start only for an update long enough to gain from them, and stop before it returns.
