@@ -23,7 +23,8 @@ every one of those parents (a root key: by any). In the order they are checked:
    with its own clock. Committer dates are never read.
 
 Each commit is read and hashed once: the walk's reads are kept (``CheckedReader``) for
-the signatures that follow.
+the signatures that follow. The signature arithmetic of a long update runs on a few
+threads (``trust.signature_pool``), with the same outcome as one commit at a time.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from giter_agent.core.layout import BRANCH_TRAILER
 from giter_agent.history.walk import parents as parents_in
 from giter_agent.trust import signed_commit, sshsig
 from giter_agent.trust.checked_objects import CheckedReader, refuse
+from giter_agent.trust.signature_pool import check_in_order, default_workers
 from giter_agent.trust.spec_policy import SpecPolicy  # the gate policy, light to import
 from giter_agent.trust.sshsig import PublicKey
 from giter_agent.trust.trailers import branch_of, expires_of
@@ -131,6 +133,41 @@ def verify_commit(read: CheckedReader, oid: bytes, root: TrustRoot,
                   sets: TrustFiles) -> PublicKey:
     """One commit: signed by a root key, or by a key the trust file of EVERY parent trusts
     (the pinned set for a commit without parents). Parent order plays no part."""
+    return prepare_commit(read, oid, root, sets).finish()
+
+
+class PendingCommit:
+    """A commit whose every check but the signature arithmetic passed (``prepare_commit``);
+    ``finish()`` makes that one, then refuses a signer a parent does not trust."""
+
+    __slots__ = ("_check", "_oid", "_untrusted")
+
+    def __init__(self, oid: bytes, check: sshsig.PendingCheck,
+                 untrusted: TrustError | None) -> None:
+        self._oid = oid
+        self._check = check
+        self._untrusted = untrusted  # refused once the signature itself holds
+
+    def finish(self) -> PublicKey:
+        """The signer; TrustError as ``verify_commit`` raises it."""
+        try:
+            key = self._check.finish()
+        except TrustError as exc:
+            raise refuse(exc.reason, f"commit {self._oid.decode()}: {exc}",
+                         self._oid) from None
+        if self._untrusted is not None:
+            raise self._untrusted
+        return key
+
+
+def prepare_commit(read: CheckedReader, oid: bytes, root: TrustRoot,
+                   sets: TrustFiles) -> PendingCommit:
+    """``verify_commit`` up to the signature arithmetic, which ``finish()`` makes.
+
+    Every refusal that does not depend on the arithmetic is raised here, in the order
+    ``verify_commit`` checks; a signer some parent does not trust is refused by
+    ``finish()`` after the arithmetic, so that a forged signature is still called one.
+    """
     name = oid.decode()
     parts = signed_commit.parse(read.commit(oid), name)
     sets.note_tree(oid, parts.tree)
@@ -146,21 +183,24 @@ def verify_commit(read: CheckedReader, oid: bytes, root: TrustRoot,
         trust_file_error = exc
     candidates = {k.blob: k for _, keys in in_force for k in keys}
     try:
-        key = sshsig.verify(parts.signature, parts.payload,
-                            [*root.root_keys, *candidates.values()])
+        check = sshsig.prepare(parts.signature, parts.payload,
+                               [*root.root_keys, *candidates.values()])
     except TrustError as exc:
         if trust_file_error is not None and exc.reason == "UnknownSigner":
             raise refuse(trust_file_error.reason,
                           f"commit {name}: parent's {trust_file_error}", oid) from None
         raise refuse(exc.reason, f"commit {name}: {exc}", oid) from None
-    if key in root.root_keys:
-        return key
-    for parent, keys in in_force:
-        if key not in keys:
-            raise refuse("UnknownSigner", f"commit {name}: signed by {key}, which the "
-                          f"trust file of its parent {parent.decode() if parent else ''} "
-                          "does not trust (a commit answers to every parent)", oid)
-    return key
+    key = check.key
+    untrusted = None
+    if key not in root.root_keys:
+        for parent, keys in in_force:
+            if key not in keys:
+                untrusted = refuse("UnknownSigner", f"commit {name}: signed by {key}, which "
+                                   f"the trust file of its parent "
+                                   f"{parent.decode() if parent else ''} does not trust "
+                                   "(a commit answers to every parent)", oid)
+                break
+    return PendingCommit(oid, check, untrusted)
 
 
 def _check_branch(read: CheckedReader, tip: bytes, branch: str, sets: TrustFiles) -> None:
@@ -179,7 +219,8 @@ def _check_branch(read: CheckedReader, tip: bytes, branch: str, sets: TrustFiles
 
 def verify_update(object_store: Any, accepted: bytes | None, new: bytes, root: TrustRoot, *,
                   held: Callable[[bytes], bool] | None = None, branch: str | None = None,
-                  max_commits: int = 100_000, budget: Budget | None = None) -> Verified:
+                  max_commits: int = 100_000, budget: Budget | None = None,
+                  workers: int | None = None) -> Verified:
     """Verify everything ``new`` brings beyond ``accepted``; raise TrustError on any doubt.
 
     Ids are 40-digit hex ``bytes``. ``held(id)``: whether the device held a commit
@@ -188,7 +229,9 @@ def verify_update(object_store: Any, accepted: bytes | None, new: bytes, root: T
     (None: not checked, for tools that look at a commit outside any branch). Nothing
     is written: the caller moves its refs only after this returns. ``budget`` (the
     sync's time budget) is checked before each commit's signature is verified:
-    BundleError(TimeBudgetExceeded) once it is spent.
+    BundleError(TimeBudgetExceeded) once it is spent. ``workers``: threads for the
+    signature arithmetic (``trust.signature_pool``; None: one per core, at most four;
+    1: none); the outcome, refusals included, is the same for any number.
     """
     if accepted is not None and held is None:
         raise ValueError("verify_update needs held= to judge an update to an accepted tip")
@@ -199,12 +242,12 @@ def verify_update(object_store: Any, accepted: bytes | None, new: bytes, root: T
                         reader=read,
                         genesis=root.genesis, max_commits=max_commits)
     sets = TrustFiles(read, root)
+    keys = check_in_order(order, lambda oid: prepare_commit(read, oid, root, sets).finish,
+                          workers=default_workers() if workers is None else workers,
+                          before_each=budget.check if budget is not None else None)
     signers: dict[bytes, str] = {}
     prints: dict[PublicKey, str] = {}  # a fingerprint is a hash: once per key, not commit
-    for oid in order:
-        if budget is not None:
-            budget.check()
-        key = verify_commit(read, oid, root, sets)
+    for oid, key in zip(order, keys, strict=True):
         signers[oid] = prints.get(key) or prints.setdefault(key, key.fingerprint())
     if branch is not None:
         _check_branch(read, new, branch, sets)

@@ -359,8 +359,31 @@ def _loaded(key: PublicKey) -> Any:
     return public
 
 
-def _check(key: PublicKey, signature: bytes, data: bytes) -> None:
-    """Check the inner SSH signature blob (``string alg, string sig``) of ``key`` over data."""
+class PendingCheck:
+    """A signature whose envelope, key and layout passed every check: what is left is
+    the signature arithmetic, ``finish()``, which ``cryptography`` runs without holding
+    the GIL (``trust.signature_pool`` runs it on a worker thread)."""
+
+    __slots__ = ("_args", "_public", "key")
+
+    def __init__(self, key: PublicKey, public: Any, args: tuple[Any, ...]) -> None:
+        self.key = key
+        self._public = public
+        self._args = args
+
+    def finish(self) -> PublicKey:
+        """The key that made the signature; TrustError(BadSignature) if it does not match."""
+        try:
+            self._public.verify(*self._args)
+        except InvalidSignature:
+            raise _fail("BadSignature", f"signature by {self.key.fingerprint()} does not "
+                        "match the signed data") from None
+        return self.key
+
+
+def _prepare(key: PublicKey, signature: bytes, data: bytes) -> PendingCheck:
+    """Check the inner SSH signature blob (``string alg, string sig``) of ``key`` over
+    ``data``, all but the arithmetic: a malformed or non-canonical blob refuses here."""
     reader = _Reader(signature, "signature blob", "MalformedSignature")
     alg = reader.text()
     raw = reader.string()
@@ -368,39 +391,34 @@ def _check(key: PublicKey, signature: bytes, data: bytes) -> None:
         data = _sk_signed_data(key, reader, data)
     reader.end()
     public = _loaded(key)
-    try:
-        if key.keytype in (ED25519, SK_ED25519):
-            if alg != key.keytype:
-                raise reader.error(f"{alg!r} signature from an {key.keytype} key")
-            if len(raw) != 64:
-                raise reader.error("ed25519 signature must be 64 bytes")
-            public.verify(raw, data)
-        elif key.keytype in _CURVES:
-            if alg != key.keytype:
-                raise reader.error(f"{alg!r} signature from an {key.keytype} key")
-            inner = _Reader(raw, "ecdsa signature", "MalformedSignature")  # RFC 5656 §3.1.2
-            r = inner.mpint()
-            s = inner.mpint()
-            inner.end()
-            if s > _ORDERS[key.keytype] // 2:
-                raise _fail("NonCanonicalSignature",
-                            f"ecdsa signature by {key.fingerprint()} has a high s (> n/2): "
-                            "the twin of a canonical signature; sign again (each ECDSA "
-                            "signature is random), or use an ed25519 key")
-            public.verify(encode_dss_signature(r, s), data,
-                          ec.ECDSA(_CURVES[key.keytype][2]))
-        else:
-            if alg == RSA:
-                raise _fail("UnsupportedKeyType",
-                            "ssh-rsa (SHA-1) signatures are refused; sign with rsa-sha2-512")
-            if alg not in _RSA_SIG_HASHES:
-                raise reader.error(f"{alg!r} signature from an {key.keytype} key")
-            if len(raw) != (public.key_size + 7) // 8:
-                raise reader.error("rsa signature is not modulus-sized")
-            public.verify(raw, data, padding.PKCS1v15(), _RSA_SIG_HASHES[alg])
-    except InvalidSignature:
-        raise _fail("BadSignature",
-                    f"signature by {key.fingerprint()} does not match the signed data") from None
+    if key.keytype in (ED25519, SK_ED25519):
+        if alg != key.keytype:
+            raise reader.error(f"{alg!r} signature from an {key.keytype} key")
+        if len(raw) != 64:
+            raise reader.error("ed25519 signature must be 64 bytes")
+        return PendingCheck(key, public, (raw, data))
+    if key.keytype in _CURVES:
+        if alg != key.keytype:
+            raise reader.error(f"{alg!r} signature from an {key.keytype} key")
+        inner = _Reader(raw, "ecdsa signature", "MalformedSignature")  # RFC 5656 §3.1.2
+        r = inner.mpint()
+        s = inner.mpint()
+        inner.end()
+        if s > _ORDERS[key.keytype] // 2:
+            raise _fail("NonCanonicalSignature",
+                        f"ecdsa signature by {key.fingerprint()} has a high s (> n/2): "
+                        "the twin of a canonical signature; sign again (each ECDSA "
+                        "signature is random), or use an ed25519 key")
+        return PendingCheck(key, public, (encode_dss_signature(r, s), data,
+                                          ec.ECDSA(_CURVES[key.keytype][2])))
+    if alg == RSA:
+        raise _fail("UnsupportedKeyType",
+                    "ssh-rsa (SHA-1) signatures are refused; sign with rsa-sha2-512")
+    if alg not in _RSA_SIG_HASHES:
+        raise reader.error(f"{alg!r} signature from an {key.keytype} key")
+    if len(raw) != (public.key_size + 7) // 8:
+        raise reader.error("rsa signature is not modulus-sized")
+    return PendingCheck(key, public, (raw, data, padding.PKCS1v15(), _RSA_SIG_HASHES[alg]))
 
 
 def verify(armored: bytes, message: bytes, keys: Iterable[PublicKey],
@@ -410,6 +428,14 @@ def verify(armored: bytes, message: bytes, keys: Iterable[PublicKey],
     The signature's embedded public key must equal one of ``keys`` byte for byte.
     Every failure is a ``TrustError`` whose ``reason`` says which check refused it.
     """
+    return prepare(armored, message, keys, namespace).finish()
+
+
+def prepare(armored: bytes, message: bytes, keys: Iterable[PublicKey],
+            namespace: str = "git") -> PendingCheck:
+    """``verify`` up to the signature arithmetic: every check that can refuse before it
+    (armour, envelope, namespace, hash, trusted key, blob layout) is made here, in the
+    order ``verify`` makes them; ``finish()`` on the result makes the last one."""
     sig = _parse(dearmor(armored))
     if sig.namespace != namespace.encode():
         raise _fail("WrongNamespace",
@@ -423,8 +449,7 @@ def verify(armored: bytes, message: bytes, keys: Iterable[PublicKey],
     if key is None:
         claimed = PublicKey.from_blob(sig.key_blob, reason="MalformedSignature")
         raise _fail("UnknownSigner", f"signed by {claimed}, which is not a trusted key")
-    _check(key, sig.signature, _signed_data(sig.namespace, sig.hash_alg, message))
-    return key
+    return _prepare(key, sig.signature, _signed_data(sig.namespace, sig.hash_alg, message))
 
 
 def ecdsa_high_s(armored: bytes) -> bool:

@@ -27,6 +27,11 @@ from giter_agent.trust.sshsig import PublicKey
 
 TRUST_FILE = TRUST_FILE_PARTS
 POLICY_FILE = POLICY_FILE_PARTS
+# Both files lie in one folder: a lookup finds both in one descent.
+_FOLDER = TRUST_FILE[:-1]
+_NAMES = (TRUST_FILE[-1], POLICY_FILE[-1])
+assert POLICY_FILE[:-1] == _FOLDER
+KEEP_TREES = 4096  # lookups kept by tree id (about 200 bytes each)
 
 
 @dataclass(frozen=True)
@@ -53,15 +58,17 @@ class TrustFiles:
     """What each commit's tree says about its children: the keys it trusts, and whether
     a tip built on it must name its branch.
 
-    Consecutive commits mostly share their ``.giter`` subtree and trust file, so lookups
-    are memoised by tree id and the parsed files by blob id.
+    Consecutive commits mostly share their ``.giter`` subtree and trust file, so both
+    files are found in one descent, each tree is read once (lookups kept by tree id) and
+    each file parsed once (by blob id).
     """
 
     def __init__(self, reader: CheckedReader, root: TrustRoot) -> None:
         self._reader = reader
         self._root = root
         self._trees: dict[bytes, bytes] = {}  # commit -> tree, from commits already parsed
-        self._found: dict[tuple[bytes, tuple[bytes, ...]], bytes | None] = {}
+        # (tree, depth) -> both trust files' blob ids below it: each tree read once
+        self._found: dict[tuple[bytes, int], tuple[bytes | ValueError | None, ...]] = {}
         self._by_blob: dict[bytes, tuple[PublicKey, ...]] = {}
         self._policies: dict[bytes, bool] = {}
 
@@ -91,7 +98,10 @@ class TrustFiles:
 
     def _blob(self, commit: bytes, path: tuple[bytes, ...]) -> bytes | None:
         try:
-            return self._find(self._tree_of(commit), path)
+            found = self._files(self._tree_of(commit), 0)[_NAMES.index(path[-1])]
+            if isinstance(found, ValueError):
+                raise found
+            return found
         except ValueError as exc:
             raise refuse("InvalidTrustFile", f"{b'/'.join(path).decode()} in commit "
                           f"{commit.decode()}: {exc}", commit) from None
@@ -104,31 +114,49 @@ class TrustFiles:
             self._trees[commit] = raw[5:45]
         return self._trees[commit]
 
-    def _find(self, tree: bytes, path: tuple[bytes, ...]) -> bytes | None:
-        """The blob id of the regular file at ``path`` below ``tree``, or None."""
-        key = (tree, path)
-        if key not in self._found:
-            entry = self._entry(tree, path[0])
-            last = len(path) == 1
-            if entry is None:
-                found = None
-            elif last and entry[0] in FILE_MODES:
-                found = entry[1]
-            elif not last and entry[0] == DIR_MODE:
-                found = self._find(entry[1], path[1:])
-            else:  # a symlink or submodule where the trust file or its folders belong
-                raise ValueError(f"{path[0].decode(errors='replace')} has mode {entry[0]:o}")
+    def _files(self, tree: bytes, depth: int) -> tuple[bytes | ValueError | None, ...]:
+        """The blob ids (or what is wrong with them) of both trust files below ``tree``,
+        the folder ``_FOLDER[:depth]``: each tree is read once for both."""
+        key = (tree, depth)
+        found = self._found.get(key)
+        if found is None:
+            if depth == len(_FOLDER):
+                entries = self._entries(tree, None)
+                found = tuple(_regular(entries.get(name), name) for name in _NAMES)
+            else:
+                entry = self._entries(tree, _FOLDER[depth]).get(_FOLDER[depth])
+                if entry is None:
+                    found = (None,) * len(_NAMES)
+                elif entry[0] == DIR_MODE:
+                    found = self._files(entry[1], depth + 1)
+                else:  # a file, symlink or submodule where a folder belongs
+                    raise ValueError(f"{_FOLDER[depth].decode(errors='replace')} has "
+                                     f"mode {entry[0]:o}")
+            if len(self._found) >= KEEP_TREES:
+                self._found.clear()  # a long history: each root tree is asked about once
             self._found[key] = found
-        return self._found[key]
+        return found
 
-    def _entry(self, tree: bytes, name: bytes) -> tuple[int, bytes] | None:
+    def _entries(self, tree: bytes, wanted: bytes | None) -> dict[bytes, tuple[int, bytes]]:
+        """(mode, id) by name of ``tree``'s entries: all of them, or up to ``wanted``."""
+        entries: dict[bytes, tuple[int, bytes]] = {}
         try:
-            for entry_name, mode, oid in tree_entries(self._reader.tree(tree)):
-                if entry_name == name:
-                    return mode, oid
+            for name, mode, oid in tree_entries(self._reader.tree(tree)):
+                entries.setdefault(name, (mode, oid))
+                if name == wanted:
+                    break
         except ValueError:
             raise refuse("CorruptObject", f"tree {tree.decode()} is malformed") from None
+        return entries
+
+
+def _regular(entry: tuple[int, bytes] | None, name: bytes) -> bytes | ValueError | None:
+    """A trust file's blob id; what is wrong when it is not a regular file."""
+    if entry is None:
         return None
+    if entry[0] in FILE_MODES:
+        return entry[1]
+    return ValueError(f"{name.decode(errors='replace')} has mode {entry[0]:o}")
 
 
 def parse_policy(data: bytes, source: str) -> bool:
