@@ -311,6 +311,27 @@ def _check_resource(path: str, data: bytes, kinds: dict) -> list[Finding]:
                        for w in res.warnings]
 
 
+def specs_of_kind(folders: dict[str, list[tuple[str, bytes]]], kinds: dict[str, Any],
+                  name: str) -> list[tuple[str, dict[str, Any]]]:
+    """Each resource of kind ``name`` in ``folders`` whose spec the kind accepts, with its
+    path (the others are reported by ``_check_resource``)."""
+    from giter_agent.spec.resources import parse_resource
+
+    kind = kinds.get(name)
+    if kind is None:
+        return []
+    specs: list[tuple[str, dict[str, Any]]] = []
+    for files in folders.values():
+        for path, data in files:
+            try:
+                res = parse_resource(path, data)
+                if res.kind == name:
+                    specs.append((path, kind.validate(dict(res.spec))))
+            except GiterError:
+                continue
+    return specs
+
+
 def release_findings(store: Any, tree: bytes,
                      folders: dict[str, list[tuple[str, bytes]]]) -> list[Finding]:
     """Each ``Release``'s ``source`` (an ``AgentUpdate``'s ``wheels``) is a folder of this

@@ -19,8 +19,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from giter_agent.core.errors import GiterError, Reason, TreeError
-from giter_bundle.lint import Finding
+from giter_agent.core.errors import Reason, TreeError
+from giter_bundle.lint import Finding, specs_of_kind
 
 KIND = "Package"
 
@@ -28,23 +28,8 @@ KIND = "Package"
 def deb_findings(store: Any, tree: bytes, folders: dict[str, list[tuple[str, bytes]]],
                  kinds: dict[str, Any]) -> list[Finding]:
     """A finding for each ``Package`` whose ``.deb`` the device would refuse."""
-    from giter_agent.spec.resources import parse_resource
-
-    kind = kinds.get(KIND)
-    if kind is None:
-        return []
-    specs: list[tuple[str, dict[str, Any]]] = []
-    for files in folders.values():
-        for path, data in files:
-            try:
-                res = parse_resource(path, data)
-                if res.kind != KIND:
-                    continue
-                spec = kind.validate(dict(res.spec))
-            except GiterError:
-                continue  # reported by the resource checks
-            if spec["deb"] is not None:
-                specs.append((path, spec))
+    specs = [(path, spec) for path, spec in specs_of_kind(folders, kinds, KIND)
+             if spec["deb"] is not None]
     if specs and shutil.which("dpkg-deb") is None:
         return [Finding(specs[0][0], "NotChecked", "no dpkg-deb here (Debian package dpkg): "
                         "the package and version inside each .deb were not checked",

@@ -19,8 +19,8 @@ from __future__ import annotations
 import tempfile
 from typing import Any
 
-from giter_agent.core.errors import ArtifactError, GiterError, Reason, TreeError
-from giter_bundle.lint import Finding
+from giter_agent.core.errors import ArtifactError, Reason, TreeError
+from giter_bundle.lint import Finding, specs_of_kind
 
 KIND = "AgentUpdate"
 
@@ -29,22 +29,9 @@ def wheel_findings(store: Any, tree: bytes, folders: dict[str, list[tuple[str, b
                    kinds: dict[str, Any]) -> list[Finding]:
     """A finding for each thing the device would refuse in an ``AgentUpdate``'s wheels,
     and a warning for each wheel a partial set of pins leaves unchecked."""
-    from giter_agent.spec.resources import parse_resource
-
-    kind = kinds.get(KIND)
-    if kind is None:
-        return []
     out: list[Finding] = []
-    for files in folders.values():
-        for path, data in files:
-            try:
-                res = parse_resource(path, data)
-                if res.kind != KIND:
-                    continue
-                spec = kind.validate(dict(res.spec))
-            except GiterError:
-                continue  # reported by the resource checks
-            out += _findings(store, tree, path, spec)
+    for path, spec in specs_of_kind(folders, kinds, KIND):
+        out += _findings(store, tree, path, spec)
     return out
 
 
