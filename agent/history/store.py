@@ -23,7 +23,6 @@ import fcntl
 import functools
 import logging
 import os
-import shutil
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -133,6 +132,8 @@ class History:
                 self.path.rmdir()  # empty (checked above): rename cannot replace it
             os.replace(tmp, self.path)
         except BaseException:
+            import shutil  # a failed creation only
+
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         fsync_dir(self.path.parent)

@@ -21,7 +21,6 @@ import contextlib
 import logging
 import os
 import re
-import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -125,6 +124,8 @@ def sweep_outbox_at(dir_fd: int, device_id: str) -> list[str]:
 def _remove(path: Path, removed: list[str]) -> None:
     try:
         if path.is_dir() and not path.is_symlink():
+            import shutil  # only when a leftover folder is found: not on a sync's path
+
             shutil.rmtree(path)
         else:
             path.unlink()
