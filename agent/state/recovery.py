@@ -234,7 +234,22 @@ def _agree_refs(repo: Path, refs: Iterable[tuple[bytes, str | None]], done: Reco
     status commit); either can be cut between the two. A ref the state does not know
     (the first status commit, cut before the state was saved) is removed: nothing
     was built on it, and the next pass makes its report again.
+
+    Refs that already agree (every pass but one cut short) are read as plain loose
+    files (``history.ref_files``): dulwich loads only when one must move or is not such
+    a file.
     """
+    from giter_agent.history import ref_files
+
+    refs = list(refs)
+    agree = True
+    for raw_name, tip in refs:
+        try:
+            agree = agree and ref_files.read(repo, raw_name) == (tip.encode() if tip else None)
+        except ref_files.Unknown:
+            agree = False
+    if agree:
+        return
     from dulwich.object_store import DiskObjectStore
     from dulwich.objects import Commit, ObjectID
     from dulwich.refs import DiskRefsContainer, Ref

@@ -10,21 +10,24 @@ version match.
 
 It is never trusted for anything the import gate decides: it is read only for a commit
 the state already names as accepted or applied, in place of parsing that commit's tree
-again. Anything unreadable (a torn write, an older format, values of the wrong type) is
-a miss: the caller parses as before and writes the file anew. A spec holding a value
-msgpack does not give back exactly (a YAML timestamp, a set) is not cached at all.
+again. Beside it, the commit's own facts a pass reads (``CommitFacts``: its tree, its
+committer date and its ``Giter-Urgent:`` trailer), so that a steady pass opens no
+object store at all. Anything unreadable (a torn write, an older format, values of
+the wrong type) is a miss: the caller parses as before and writes the file anew. A
+spec holding a value msgpack does not give back exactly (a YAML timestamp, a set) is
+not cached at all.
 """
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from giter_agent.core.durable import atomic_write
 from giter_agent.spec.resources import Invalid, Resource, SpecSet
 
-FORMAT = 1
+FORMAT = 2  # 2: the commit's facts kept beside its spec
 FILE = "spec-cache.msgpack"
 
 log = logging.getLogger("giter.sync")
@@ -74,6 +77,24 @@ def _invalid(raw: list[Any]) -> Invalid:
     return Invalid(path=path, reason=reason, message=message, kind=kind, name=name)
 
 
+class CommitFacts(NamedTuple):
+    """What a pass reads from the applied spec commit itself."""
+
+    tree: str  # hex id of its tree (the artifacts are read from it)
+    time: int  # committer date, seconds since the epoch (maintenance windows)
+    urgent: str | None  # its Giter-Urgent: trailer (trust.trailers.urgent_of)
+
+
+def _facts(raw: Any) -> CommitFacts | None:
+    if raw is None:
+        return None
+    _check(isinstance(raw, list) and len(raw) == 3)
+    tree, time, urgent = raw
+    _check(isinstance(tree, str) and len(tree) == 40 and type(time) is int)
+    _check(urgent is None or isinstance(urgent, str))
+    return CommitFacts(tree, time, urgent)
+
+
 def _check(ok: bool) -> None:
     if not ok:
         raise ValueError("unexpected value in the spec cache")
@@ -87,6 +108,17 @@ class SpecCache:
         self.key = [FORMAT, device_id, list(groups)]
         self.loaded = 0  # times a SpecSet came from the file (tests count it)
         self.written = 0
+        self._facts: tuple[str, CommitFacts] | None = None
+
+    def facts(self, commit: str) -> CommitFacts | None:
+        """``commit``'s facts, as the last ``load`` or ``remember`` of it gave them."""
+        if self._facts is not None and self._facts[0] == commit:
+            return self._facts[1]
+        return None
+
+    def remember(self, commit: str, facts: CommitFacts) -> None:
+        """Hold ``commit``'s facts in memory (the next ``save`` of it writes them)."""
+        self._facts = (commit, facts)
 
     def load(self, commit: str) -> SpecSet | None:
         """The cached ``SpecSet`` of ``commit``, or None when the file does not hold it
@@ -104,10 +136,13 @@ class SpecCache:
                 return None
             specset = SpecSet(resources=[_resource(r) for r in raw["resources"]],
                               invalid=[_invalid(i) for i in raw["invalid"]])
+            facts = _facts(raw.get("facts"))
         except Exception as exc:  # a torn or foreign file is a miss, never an error
             log.debug("spec cache %s unreadable (%s); parsing the spec", self.path, exc)
             return None
         self.loaded += 1
+        if facts is not None:
+            self._facts = (commit, facts)
         return specset
 
     def save(self, commit: str, specset: SpecSet) -> None:
@@ -120,9 +155,12 @@ class SpecCache:
         if not _exact(resources) or not _exact(invalid):
             self.path.unlink(missing_ok=True)
             return
+        facts = self.facts(commit)
         try:
             data = msgpack.packb({"key": self.key, "commit": commit, "resources": resources,
-                                  "invalid": invalid}, use_bin_type=True)
+                                  "invalid": invalid,
+                                  "facts": list(facts) if facts is not None else None},
+                                 use_bin_type=True)
         except (OverflowError, ValueError, TypeError):
             self.path.unlink(missing_ok=True)
             return
