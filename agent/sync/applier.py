@@ -80,22 +80,27 @@ class SpecApplier:
     def _parse_spec(self, history: History, commit: str) -> SpecSet:
         from giter_agent.spec.targeting import read_device_spec
 
-        tree = self.commit_facts(history, commit).tree.encode()
+        tree = self._read_commit(history, commit).tree
         return read_device_spec(history.object_store, tree, self.config.device_id,
                                 self.config.groups)
 
+    def _read_commit(self, history: History, commit: str) -> Any:
+        """``commit`` from the store; its facts are remembered on the way."""
+        from giter_agent.history.objects import read_commit
+        from giter_agent.trust.trailers import urgent_of
+
+        c = read_commit(history.object_store, commit.encode())
+        self.spec_cache.remember(commit, CommitFacts(int(c.commit_time), urgent_of(c.message)))
+        return c
+
     def commit_facts(self, history: History, commit: str) -> CommitFacts:
-        """``commit``'s tree, date and ``Giter-Urgent:`` trailer: kept beside its parsed
-        spec (``sync.spec_cache``), read from the store when not."""
+        """``commit``'s date and ``Giter-Urgent:`` trailer: kept beside its parsed spec
+        (``sync.spec_cache``), read from the store when not."""
         facts = self.spec_cache.facts(commit)
         if facts is None:
-            from giter_agent.history.objects import read_commit
-            from giter_agent.trust.trailers import urgent_of
-
-            c = read_commit(history.object_store, commit.encode())
-            facts = CommitFacts(c.tree.decode("ascii"), int(c.commit_time),
-                                urgent_of(c.message))
-            self.spec_cache.remember(commit, facts)
+            self._read_commit(history, commit)
+            facts = self.spec_cache.facts(commit)
+            assert facts is not None
         return facts
 
     def artifacts(self, history: History, commit: str) -> Any:
@@ -106,7 +111,7 @@ class SpecApplier:
             from giter_agent.history.artifacts import TreeArtifacts
 
             return TreeArtifacts(history.object_store,
-                                 self.commit_facts(history, commit).tree.encode(),
+                                 self._read_commit(history, commit).tree,
                                  max_bytes=self.config.limits.max_artifact_mib * 2**20,
                                  scratch=history.path)
 

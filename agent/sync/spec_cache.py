@@ -10,12 +10,13 @@ version match.
 
 It is never trusted for anything the import gate decides: it is read only for a commit
 the state already names as accepted or applied, in place of parsing that commit's tree
-again. Beside it, the commit's own facts a pass reads (``CommitFacts``: its tree, its
-committer date and its ``Giter-Urgent:`` trailer), so that a steady pass opens no
-object store at all. Anything unreadable (a torn write, an older format, values of
-the wrong type) is a miss: the caller parses as before and writes the file anew. A
-spec holding a value msgpack does not give back exactly (a YAML timestamp, a set) is
-not cached at all.
+again. Beside it, the commit's own facts a pass reads (``CommitFacts``: its committer
+date and its ``Giter-Urgent:`` trailer, which steer maintenance windows), so that a
+steady pass opens no object store at all. (Its tree id is not kept: whatever is read
+from the tree, the spec or an artifact, is found from the commit in the store.)
+Anything unreadable (a torn write, an older format, values of the wrong type) is a
+miss: the caller parses as before and writes the file anew. A spec holding a value
+msgpack does not give back exactly (a YAML timestamp, a set) is not cached at all.
 """
 
 from __future__ import annotations
@@ -80,7 +81,6 @@ def _invalid(raw: list[Any]) -> Invalid:
 class CommitFacts(NamedTuple):
     """What a pass reads from the applied spec commit itself."""
 
-    tree: str  # hex id of its tree (the artifacts are read from it)
     time: int  # committer date, seconds since the epoch (maintenance windows)
     urgent: str | None  # its Giter-Urgent: trailer (trust.trailers.urgent_of)
 
@@ -88,11 +88,10 @@ class CommitFacts(NamedTuple):
 def _facts(raw: Any) -> CommitFacts | None:
     if raw is None:
         return None
-    _check(isinstance(raw, list) and len(raw) == 3)
-    tree, time, urgent = raw
-    _check(isinstance(tree, str) and len(tree) == 40 and type(time) is int)
-    _check(urgent is None or isinstance(urgent, str))
-    return CommitFacts(tree, time, urgent)
+    _check(isinstance(raw, list) and len(raw) == 2)
+    time, urgent = raw
+    _check(type(time) is int and (urgent is None or isinstance(urgent, str)))
+    return CommitFacts(time, urgent)
 
 
 def _check(ok: bool) -> None:
