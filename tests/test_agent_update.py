@@ -323,7 +323,7 @@ def trial(tmp_path: Path, clock, wheels, starts: int = 0) -> tuple[Path, str]:
     whl = wheels["0.2.0"]
     artifacts = ta(DiskObjectStore.init(objects),
                    {f"artifacts/agent/{whl.name}": (whl.read_bytes(), 0o100644)})
-    from giter_agent.kinds.agent_envs import Wheel
+    from giter_agent.kinds.wheels import Wheel
 
     envs = AgentEnvs(state)
     envs.build("0.2.0-x", [Wheel(whl.name, f"artifacts/agent/{whl.name}", None)], artifacts,

@@ -299,6 +299,15 @@ NOT_ON_THE_STEADY_PATH = (*NEVER_ON_A_STICK_SYNC, "cryptography",
                           "giter_agent.trust.trust_files", "tempfile", "subprocess",
                           "signal", "giter_agent.history.quarantine",
                           "giter_agent.history.pack_index")
+# Nor any of dulwich: the refs agree with the state and are read as plain loose files,
+# and the applied commit's tree, date and Giter-Urgent: trailer come with its parsed
+# spec (sync.spec_cache); nor the agent environments' wheels and release switch
+# (zipfile, shutil), the artifacts of a tree no kind reads, or the object reader.
+NO_OBJECT_STORE_WHEN_STEADY = ("dulwich", "zipfile", "shutil", "giter_agent.kinds.wheels",
+                               "giter_agent.kinds.release_switch",
+                               "giter_agent.history.artifacts",
+                               "giter_agent.history.objects", "giter_agent.history.refs",
+                               "giter_agent.history.packs", "giter_agent.trust.trailers")
 
 
 def loaded_by_sync(rig: Rig, bundle) -> list[str]:
@@ -324,6 +333,43 @@ def test_a_steady_sync_process_loads_only_what_it_uses(tmp_path, publisher):
     bundle = rig.bundle()
     assert rig.cli("sync", "--bundle", bundle) == 0
     assert unwanted(loaded_by_sync(rig, bundle), NOT_ON_THE_STEADY_PATH) == []
+
+
+def test_a_steady_sync_process_opens_no_object_store(tmp_path, publisher):
+    rig = Rig(tmp_path, publisher)
+    rig.publish({"f00.yaml": spec(rig)["f00.yaml"]})
+    bundle = rig.bundle()
+    assert rig.cli("sync", "--bundle", bundle) == 0
+    assert rig.cli("sync", "--bundle", bundle) == 0  # the status of a one-shot settles
+    assert unwanted(loaded_by_sync(rig, bundle), NO_OBJECT_STORE_WHEN_STEADY) == []
+
+
+def test_a_spec_cache_without_the_commit_facts_gains_them_once(tmp_path, publisher):
+    """A cache file written without the commit's facts (the spec alone) is still used
+    for the spec; the commit is read once, its facts added, and the next process reads
+    no object."""
+    import msgpack
+
+    rig = Rig(tmp_path, publisher)
+    tip = rig.publish({"f00.yaml": spec(rig)["f00.yaml"]},
+                      message="one file\n\nGiter-Urgent: a fix that cannot wait\n")
+    bundle = rig.bundle()
+    assert rig.cli("sync", "--bundle", bundle) == 0
+    cache = rig.state_dir / "spec-cache.msgpack"
+    raw = msgpack.unpackb(cache.read_bytes(), raw=False, strict_map_key=False)
+    when, urgent = raw["facts"]
+    shown = subprocess.run(["git", "-C", str(publisher.root), "show", "-s",
+                            "--format=%ct", tip], check=True, capture_output=True,
+                           text=True).stdout.strip()
+    assert [str(when), urgent] == [shown, "a fix that cannot wait"]
+    raw["facts"] = None
+    cache.write_bytes(msgpack.packb(raw, use_bin_type=True))
+    loaded = loaded_by_sync(rig, bundle)
+    assert "giter_agent.history.objects" in loaded  # read the commit once more
+    assert "yaml" not in loaded  # the spec itself came from the cache
+    again = msgpack.unpackb(cache.read_bytes(), raw=False, strict_map_key=False)
+    assert again["facts"] == [when, urgent]
+    assert unwanted(loaded_by_sync(rig, bundle), NO_OBJECT_STORE_WHEN_STEADY) == []
 
 
 def test_a_sync_of_new_commits_loads_only_what_it_uses(tmp_path, publisher):

@@ -27,7 +27,7 @@ from support.resources import API_VERSION
 
 from giter_agent.kinds import BUILTIN
 from giter_agent.spec.targeting import read_device_spec
-from giter_agent.sync.spec_cache import FILE, SpecCache
+from giter_agent.sync.spec_cache import FILE, FORMAT, SpecCache
 
 pytestmark = pytest.mark.unit
 
@@ -157,7 +157,7 @@ def test_a_torn_or_foreign_cache_file_is_a_miss(tmp_path, parsed):
     path.write_bytes(whole[:len(whole) // 2] + bytes(len(whole) - len(whole) // 2))
     assert cache.load("c" * 40) is None
     raw = msgpack.unpackb(whole, raw=False, strict_map_key=False)
-    for changed in ({**raw, "key": [2, *raw["key"][1:]]},  # a format this code does not know
+    for changed in ({**raw, "key": [FORMAT + 1, *raw["key"][1:]]},  # a format not known here
                     {**raw, "resources": [["x"]]},
                     {**raw, "resources": [[1] * 10]}, {**raw, "invalid": "no"}, [raw]):
         path.write_bytes(msgpack.packb(changed, use_bin_type=True))

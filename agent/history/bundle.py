@@ -23,8 +23,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-from dulwich.refs import Ref, check_ref_format
-
 from giter_agent.core.durable import atomic_writer, shown
 from giter_agent.core.errors import BundleError, UnreadableBundle
 
@@ -69,8 +67,17 @@ def show_name(name: bytes) -> str:
     return name[:200].decode("utf-8", "backslashreplace")
 
 
+# Names of plain components (no dot at all) pass every rule of git-check-ref-format at
+# once; any other name is judged by dulwich's ``check_ref_format`` (loaded only then).
+_PLAIN_REFNAME = re.compile(rb"refs(?:/[A-Za-z0-9_-]+)+")
+
+
 def _check_refname(name: bytes) -> bool:
-    return name == b"HEAD" or (name.startswith(b"refs/") and check_ref_format(Ref(name)))
+    if name == b"HEAD" or _PLAIN_REFNAME.fullmatch(name):
+        return True
+    from dulwich.refs import Ref, check_ref_format
+
+    return name.startswith(b"refs/") and check_ref_format(Ref(name))
 
 
 def read_header(fh: BinaryIO, *, max_header_bytes: int = MAX_HEADER_BYTES) -> BundleHeader:

@@ -23,7 +23,6 @@ import fcntl
 import functools
 import logging
 import os
-import shutil
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,14 +31,17 @@ from typing import TYPE_CHECKING, Any
 from giter_agent.core.budget import Budget
 from giter_agent.core.durable import fsync_dir, fsync_tree, mkdir_durable
 from giter_agent.core.errors import HistoryError
-from giter_agent.history import bundle, packs
-from giter_agent.history.refs import Refs
+from giter_agent.history import bundle, ref_files
 from giter_agent.history.walk import is_ancestor
 
 if TYPE_CHECKING:  # the writers load when a bundle is written, not on every sync; the
-    # import gate when a quarantine is opened (a stick already taken opens none)
+    # import gate when a quarantine is opened (a stick already taken opens none); the
+    # object store and the ref writer (dulwich) when an object or a ref that is not a
+    # plain loose file is read, or anything is written (a steady sync does neither)
+    from giter_agent.history import packs
     from giter_agent.history.chain_export import Chain
     from giter_agent.history.quarantine import Gate, Quarantine
+    from giter_agent.history.refs import Refs
 
 log = logging.getLogger("giter.history")
 
@@ -84,13 +86,24 @@ class History:
         self.path = Path(path)
         self.caps = caps
         self._ensure_repository()
-        # Objects written here (status commits) must survive a power cut once a ref names them.
-        self.object_store = packs.ObjectStore(str(self.path / "objects"), fsync_object_files=True)
-        self._refs = Refs(self.path, self.object_store)
         (self.path / "quarantine").mkdir(exist_ok=True)
         # No sweep here: opening is reading. Only the holder of the state lock may delete
         # what a crash left (giter_agent.state.recovery); another process may be writing
         # a pack right now.
+
+    @functools.cached_property
+    def object_store(self) -> packs.ObjectStore:
+        """The accepted objects (dulwich's disk store), opened on first use."""
+        from giter_agent.history import packs
+
+        # Objects written here (status commits) must survive a power cut once a ref names them.
+        return packs.ObjectStore(str(self.path / "objects"), fsync_object_files=True)
+
+    @functools.cached_property
+    def _refs(self) -> Refs:
+        from giter_agent.history.refs import Refs
+
+        return Refs(self.path, self.object_store)
 
     @functools.cached_property
     def _gate(self) -> Gate:
@@ -100,7 +113,8 @@ class History:
         return Gate(self.object_store, self.caps, self.path / "quarantine")
 
     def close(self) -> None:
-        self.object_store.close()
+        if "object_store" in self.__dict__:  # opened (cached_property)
+            self.object_store.close()
 
     def __enter__(self) -> History:
         return self
@@ -133,6 +147,8 @@ class History:
                 self.path.rmdir()  # empty (checked above): rename cannot replace it
             os.replace(tmp, self.path)
         except BaseException:
+            import shutil  # a failed creation only
+
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         fsync_dir(self.path.parent)
@@ -141,7 +157,10 @@ class History:
 
     def ref(self, name: bytes) -> bytes | None:
         """The commit id a ref points to, or None when it does not exist."""
-        return self._refs.ref(name)
+        try:
+            return ref_files.read(self.path, name)  # a plain loose ref: no dulwich
+        except ref_files.Unknown:
+            return self._refs.ref(name)
 
     def set_ref(self, name: bytes, old: bytes | None, new: bytes) -> None:
         """Point ``name`` at ``new`` if it still points at ``old`` (None: must not exist);
@@ -158,12 +177,16 @@ class History:
 
     # -- objects and packs -----------------------------------------------------------
 
-    def pack_loose(self, threshold: int = packs.LOOSE_THRESHOLD) -> int:
+    def pack_loose(self, threshold: int | None = None) -> int:
         """Pack loose objects once there are ``threshold`` of them; returns how many.
 
         Left alone they cost a file and a filesystem block apiece. The pack and its
         index are durable before any loose object is removed (``history.packs``).
         """
+        from giter_agent.history import packs
+
+        if threshold is None:
+            threshold = packs.LOOSE_THRESHOLD
         return packs.consolidate(self.object_store, loose_threshold=threshold,
                                  factor=0).packed_loose
 
@@ -175,6 +198,8 @@ class History:
         never the caller: the status commit or import made before it stands, nothing is
         replaced, and the merge is tried again next time (``skipped`` says why; logged).
         """
+        from giter_agent.history import packs
+
         try:
             return packs.consolidate(self.object_store)
         except HistoryError as exc:
@@ -204,6 +229,8 @@ class History:
     def new_objects(self) -> Iterator[packs.PendingObjects]:
         """A store for a batch of new objects, written as one durable pack on a clean
         exit (nothing on an error); reads see the accepted store behind it."""
+        from giter_agent.history import packs
+
         pending = packs.PendingObjects(self.object_store)
         yield pending
         pending.flush()

@@ -29,15 +29,18 @@ import contextlib
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from giter_agent.core.durable import temp_name
 from giter_agent.core.errors import ArtifactError, Reason
 from giter_agent.core.layout import AGENT_ENVS, RELEASES, link_text
-from giter_agent.kinds.release_switch import ReleaseRoot
-from giter_agent.kinds.wheels import Wheel
 from giter_agent.state import agent_env
 from giter_agent.state.agent_env import ENV_VAR, LIB, launch_argv
+
+if TYPE_CHECKING:  # loaded when an environment is opened or built: a sync that
+    # touches none (every sync of other kinds) loads no zipfile, shutil or bz2/lzma
+    from giter_agent.kinds.release_switch import ReleaseRoot
+    from giter_agent.kinds.wheels import Wheel
 
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _NEW = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -53,6 +56,7 @@ class AgentEnvs:
 
     @contextlib.contextmanager
     def open(self, *, create: bool) -> Iterator[ReleaseRoot]:
+        from giter_agent.kinds.release_switch import ReleaseRoot
         with ReleaseRoot.open(str(self.state_dir), (AGENT_ENVS,), create=create) as root:
             yield root
 

@@ -21,7 +21,6 @@ import contextlib
 import logging
 import os
 import re
-import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -125,6 +124,8 @@ def sweep_outbox_at(dir_fd: int, device_id: str) -> list[str]:
 def _remove(path: Path, removed: list[str]) -> None:
     try:
         if path.is_dir() and not path.is_symlink():
+            import shutil  # only when a leftover folder is found: not on a sync's path
+
             shutil.rmtree(path)
         else:
             path.unlink()
@@ -233,7 +234,22 @@ def _agree_refs(repo: Path, refs: Iterable[tuple[bytes, str | None]], done: Reco
     status commit); either can be cut between the two. A ref the state does not know
     (the first status commit, cut before the state was saved) is removed: nothing
     was built on it, and the next pass makes its report again.
+
+    Refs that already agree (every pass but one cut short) are read as plain loose
+    files (``history.ref_files``): dulwich loads only when one must move or is not such
+    a file.
     """
+    from giter_agent.history import ref_files
+
+    refs = list(refs)
+    agree = True
+    for raw_name, tip in refs:
+        try:
+            agree = agree and ref_files.read(repo, raw_name) == (tip.encode() if tip else None)
+        except ref_files.Unknown:
+            agree = False
+    if agree:
+        return
     from dulwich.object_store import DiskObjectStore
     from dulwich.objects import Commit, ObjectID
     from dulwich.refs import DiskRefsContainer, Ref

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -144,8 +145,6 @@ class Agent:
         agree with the state file. A disk that refuses a write (full, failing) ends the
         pass with a ``StorageError``; what was durable before stays in force.
         """
-        from dulwich.file import FileLocked
-
         from giter_agent.state.recovery import recover
 
         cfg = self.config
@@ -163,9 +162,16 @@ class Agent:
             raise  # a file this user may not write: the CLI says whose it is and what to run
         except OSError as exc:
             raise self._storage_error(exc) from None
-        except FileLocked as exc:  # recovery removed the stale ones: a live writer's
-            raise HistoryError(f"{exc.filename!s} is locked by another writer "
-                               f"({exc.lockfilename!s} exists)",
+        except Exception as exc:
+            # dulwich's FileLocked: recovery removed the stale locks, so a live writer's.
+            # Only a ref or object write raises it, and that loaded dulwich.file first (a
+            # steady sync loads no dulwich, so it is not imported here to be caught).
+            file_mod = sys.modules.get("dulwich.file")
+            if file_mod is None or not isinstance(exc, file_mod.FileLocked):
+                raise
+            locked: Any = exc
+            raise HistoryError(f"{locked.filename!s} is locked by another writer "
+                               f"({locked.lockfilename!s} exists)",
                                reason=Reason.RepositoryLocked) from None
 
     def _storage_error(self, exc: OSError) -> StorageError:

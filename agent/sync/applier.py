@@ -19,7 +19,6 @@ from giter_agent import __version__
 from giter_agent.config.agent_toml import Config
 from giter_agent.core.errors import HistoryError, TreeError
 from giter_agent.core.times import rfc3339
-from giter_agent.history.objects import read_commit
 from giter_agent.kinds.base import Context, Kind
 from giter_agent.reconcile.engine import reconcile
 from giter_agent.reconcile.order import Order, spec_order
@@ -27,7 +26,7 @@ from giter_agent.spec.resources import SpecSet
 from giter_agent.state.store import State, StateStore
 from giter_agent.status.documents import StatusDocuments, inputs_digest
 from giter_agent.status.report import SyncReport
-from giter_agent.sync.spec_cache import SpecCache
+from giter_agent.sync.spec_cache import CommitFacts, SpecCache
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -71,6 +70,9 @@ class SpecApplier:
         specset = self.spec_cache.load(commit)
         if specset is None:
             specset = self._parse_spec(history, commit)
+            self.spec_cache.save(commit, specset)  # with its facts (read by the parse)
+        elif self.spec_cache.facts(commit) is None:  # kept without them: add them once
+            self.commit_facts(history, commit)
             self.spec_cache.save(commit, specset)
         self._spec = (commit, specset, spec_order(specset))
         return specset
@@ -78,19 +80,42 @@ class SpecApplier:
     def _parse_spec(self, history: History, commit: str) -> SpecSet:
         from giter_agent.spec.targeting import read_device_spec
 
-        store = history.object_store
-        tree = read_commit(store, commit.encode()).tree
-        return read_device_spec(store, tree, self.config.device_id, self.config.groups)
+        tree = self._read_commit(history, commit).tree
+        return read_device_spec(history.object_store, tree, self.config.device_id,
+                                self.config.groups)
+
+    def _read_commit(self, history: History, commit: str) -> Any:
+        """``commit`` from the store; its facts are remembered on the way."""
+        from giter_agent.history.objects import read_commit
+        from giter_agent.trust.trailers import urgent_of
+
+        c = read_commit(history.object_store, commit.encode())
+        self.spec_cache.remember(commit, CommitFacts(int(c.commit_time), urgent_of(c.message)))
+        return c
+
+    def commit_facts(self, history: History, commit: str) -> CommitFacts:
+        """``commit``'s date and ``Giter-Urgent:`` trailer: kept beside its parsed spec
+        (``sync.spec_cache``), read from the store when not."""
+        facts = self.spec_cache.facts(commit)
+        if facts is None:
+            self._read_commit(history, commit)
+            facts = self.spec_cache.facts(commit)
+            assert facts is not None
+        return facts
 
     def artifacts(self, history: History, commit: str) -> Any:
         """The artifacts of ``commit``'s tree, for the kinds of one pass
-        (``history.artifacts``), under ``[limits] max_artifact_mib``."""
-        from giter_agent.history.artifacts import TreeArtifacts
+        (``history.artifacts``), under ``[limits] max_artifact_mib``; opened when a kind
+        first reads one (a pass of Files opens no object store)."""
+        def make() -> Any:
+            from giter_agent.history.artifacts import TreeArtifacts
 
-        store = history.object_store
-        return TreeArtifacts(store, read_commit(store, commit.encode()).tree,
-                             max_bytes=self.config.limits.max_artifact_mib * 2**20,
-                             scratch=history.path)
+            return TreeArtifacts(history.object_store,
+                                 self._read_commit(history, commit).tree,
+                                 max_bytes=self.config.limits.max_artifact_mib * 2**20,
+                                 scratch=history.path)
+
+        return _OnFirstUse(make)
 
     def apply(self, history: History, state: State, report: SyncReport, source: str,
               *, record_sync: bool = True, only: set[str] | None = None) -> None:
@@ -112,18 +137,15 @@ class SpecApplier:
             report.message = invalid_spec + (
                 f"; spec {state.applied[:12]} stays applied" if state.applied else "")
         if specset is not None and state.applied:
-            from giter_agent.trust.trailers import urgent_of
-
-            store = history.object_store
             # The spec commit's date and Giter-Urgent: trailer steer maintenance windows.
-            spec_commit = read_commit(store, state.applied.encode())
+            facts = self.commit_facts(history, state.applied)
             # Kinds that lay down artifacts read them from this commit's tree alone.
             self.ctx.artifacts = self.artifacts(history, state.applied)
             order = self._spec[2] if self._spec and self._spec[1] is specset else None
             try:
                 result = reconcile(specset, self.ctx, self.kinds, state.resources,
-                                   state.applied, urgent=urgent_of(spec_commit.message),
-                                   spec_time=float(spec_commit.commit_time), only=only,
+                                   state.applied, urgent=facts.urgent,
+                                   spec_time=float(facts.time), only=only,
                                    order=order)
             finally:
                 self.ctx.artifacts = None
@@ -185,12 +207,10 @@ class SpecApplier:
         path = self.config.metrics_textfile
         if path is None:
             return
-        from giter_agent.history.objects import read_commit
         from giter_agent.status.metrics import render, write_if_changed
 
         try:
-            spec_time = (float(read_commit(history.object_store,
-                                           state.applied.encode()).commit_time)
+            spec_time = (float(self.commit_facts(history, state.applied).time)
                          if state.applied else None)
             write_if_changed(path, render(self.config.device_id, state, spec_time=spec_time))
         except (OSError, KeyError, HistoryError) as exc:
@@ -247,6 +267,7 @@ class SpecApplier:
 
     def _write_status(self, history: History, state: State, report: SyncReport, now: float,
                       files: dict[str, bytes]) -> str | None:
+        from giter_agent.history.objects import read_commit
         from giter_agent.history.tree import replace_files
         from giter_agent.status.documents import make_status_commit
 
@@ -301,3 +322,18 @@ def stale_condition(state: State, now: float) -> dict[str, Any]:
             since = cond.get("lastTransitionTime", since)
     return {"type": "Stale", "status": status, "reason": reason, "message": message,
             "lastTransitionTime": since}
+
+
+class _OnFirstUse:
+    """An object made by ``make`` when one of its attributes is first read."""
+
+    __slots__ = ("_made", "_make")
+
+    def __init__(self, make: Callable[[], Any]) -> None:
+        self._make = make
+        self._made: Any = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._made is None:
+            self._made = self._make()
+        return getattr(self._made, name)

@@ -10,8 +10,12 @@ version match.
 
 It is never trusted for anything the import gate decides: it is read only for a commit
 the state already names as accepted or applied, in place of parsing that commit's tree
-again. Anything unreadable (a torn write, an older format, values of the wrong type) is
-a miss: the caller parses as before and writes the file anew. A spec holding a value
+again. Beside it, the commit's own facts a pass reads (``CommitFacts``: its committer
+date and its ``Giter-Urgent:`` trailer, which steer maintenance windows), so that a
+steady pass opens no object store at all. (Its tree id is not kept: whatever is read
+from the tree, the spec or an artifact, is found from the commit in the store.)
+Anything unreadable (a torn write, an older format, values of the wrong type) is a
+miss: the caller parses as before and writes the file anew. A spec holding a value
 msgpack does not give back exactly (a YAML timestamp, a set) is not cached at all.
 """
 
@@ -19,12 +23,12 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from giter_agent.core.durable import atomic_write
 from giter_agent.spec.resources import Invalid, Resource, SpecSet
 
-FORMAT = 1
+FORMAT = 2  # 2: the commit's facts kept beside its spec
 FILE = "spec-cache.msgpack"
 
 log = logging.getLogger("giter.sync")
@@ -74,6 +78,22 @@ def _invalid(raw: list[Any]) -> Invalid:
     return Invalid(path=path, reason=reason, message=message, kind=kind, name=name)
 
 
+class CommitFacts(NamedTuple):
+    """What a pass reads from the applied spec commit itself."""
+
+    time: int  # committer date, seconds since the epoch (maintenance windows)
+    urgent: str | None  # its Giter-Urgent: trailer (trust.trailers.urgent_of)
+
+
+def _facts(raw: Any) -> CommitFacts | None:
+    if raw is None:
+        return None
+    _check(isinstance(raw, list) and len(raw) == 2)
+    time, urgent = raw
+    _check(type(time) is int and (urgent is None or isinstance(urgent, str)))
+    return CommitFacts(time, urgent)
+
+
 def _check(ok: bool) -> None:
     if not ok:
         raise ValueError("unexpected value in the spec cache")
@@ -87,6 +107,17 @@ class SpecCache:
         self.key = [FORMAT, device_id, list(groups)]
         self.loaded = 0  # times a SpecSet came from the file (tests count it)
         self.written = 0
+        self._facts: tuple[str, CommitFacts] | None = None
+
+    def facts(self, commit: str) -> CommitFacts | None:
+        """``commit``'s facts, as the last ``load`` or ``remember`` of it gave them."""
+        if self._facts is not None and self._facts[0] == commit:
+            return self._facts[1]
+        return None
+
+    def remember(self, commit: str, facts: CommitFacts) -> None:
+        """Hold ``commit``'s facts in memory (the next ``save`` of it writes them)."""
+        self._facts = (commit, facts)
 
     def load(self, commit: str) -> SpecSet | None:
         """The cached ``SpecSet`` of ``commit``, or None when the file does not hold it
@@ -104,10 +135,13 @@ class SpecCache:
                 return None
             specset = SpecSet(resources=[_resource(r) for r in raw["resources"]],
                               invalid=[_invalid(i) for i in raw["invalid"]])
+            facts = _facts(raw.get("facts"))
         except Exception as exc:  # a torn or foreign file is a miss, never an error
             log.debug("spec cache %s unreadable (%s); parsing the spec", self.path, exc)
             return None
         self.loaded += 1
+        if facts is not None:
+            self._facts = (commit, facts)
         return specset
 
     def save(self, commit: str, specset: SpecSet) -> None:
@@ -120,9 +154,12 @@ class SpecCache:
         if not _exact(resources) or not _exact(invalid):
             self.path.unlink(missing_ok=True)
             return
+        facts = self.facts(commit)
         try:
             data = msgpack.packb({"key": self.key, "commit": commit, "resources": resources,
-                                  "invalid": invalid}, use_bin_type=True)
+                                  "invalid": invalid,
+                                  "facts": list(facts) if facts is not None else None},
+                                 use_bin_type=True)
         except (OverflowError, ValueError, TypeError):
             self.path.unlink(missing_ok=True)
             return
