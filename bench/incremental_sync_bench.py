@@ -110,9 +110,7 @@ def main() -> None:
     p.add_argument("--history", type=int, default=1000)
     p.add_argument("--new", type=int, default=10)
     p.add_argument("--rounds", type=int, default=11)
-    p.add_argument("--editable", action="store_true",
-                   help="start the agent through this environment's console script (an "
-                   "editable install) instead of as a device does")
+    installed_layout.add_editable_flag(p)
     args = p.parse_args()
 
     from giter_agent.trust import sshsig
@@ -153,11 +151,7 @@ def main() -> None:
             f'allowed_signers = "{signers}"\n[files]\nroots = ["{root}"]\n')
         # Started as a device starts it (bench/installed_layout.py), or with --editable
         # through this development environment's console script; compiled bytecode.
-        if args.editable:
-            entry = [str(Path(sys.executable).parent / "giter-agent")]
-            floor = [sys.executable, "-c", "pass"]
-        else:
-            entry, floor = installed_layout.layout(work)
+        entry, floor = installed_layout.commands(work, args.editable)
         agent = [*entry, "-c", str(config), "sync", "--bundle"]
         aenv = installed_layout.env(work)
         run([*agent, str(work / "old.bundle")], aenv)  # the device at 1,000 commits

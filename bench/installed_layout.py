@@ -25,6 +25,7 @@ have it (``env(work)``: ``PYTHONDONTWRITEBYTECODE`` unset, a cache folder of its
 
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
@@ -66,3 +67,18 @@ def env(work: Path) -> dict[str, str]:
            if k not in ("PYTHONDONTWRITEBYTECODE", "PYTHONPATH")}
     out["PYTHONPYCACHEPREFIX"] = str(work / "pycache")
     return out
+
+
+def add_editable_flag(parser: argparse.ArgumentParser) -> None:
+    """``--editable``: measure the development console script instead (the old way)."""
+    parser.add_argument("--editable", action="store_true",
+                        help="start the agent through this environment's console script (an "
+                        "editable install) instead of as a device does")
+
+
+def commands(work: Path, editable: bool) -> tuple[list[str], list[str]]:
+    """``layout(work)``, or with ``editable`` this development environment's console
+    script and interpreter: (the ``giter-agent`` command, ``python -c pass``)."""
+    if editable:
+        return [str(Path(sys.executable).parent / "giter-agent")], [sys.executable, "-c", "pass"]
+    return layout(work)

@@ -71,9 +71,7 @@ def snapshot(state: Path) -> dict[str, tuple[int, int]]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--rounds", type=int, default=15)
-    p.add_argument("--editable", action="store_true",
-                   help="start the agent through this environment's console script (an "
-                   "editable install) instead of as a device does")
+    installed_layout.add_editable_flag(p)
     args = p.parse_args()
 
     from giter_agent.trust import sshsig
@@ -100,11 +98,7 @@ def main() -> None:
         # Started as a device starts it (bench/installed_layout.py), or with --editable
         # through this development environment's console script; compiled bytecode
         # either way (PYTHONDONTWRITEBYTECODE would compile every module at every start).
-        if args.editable:
-            entry = [str(Path(sys.executable).parent / "giter-agent")]
-            floor = [sys.executable, "-c", "pass"]
-        else:
-            entry, floor = installed_layout.layout(work)
+        entry, floor = installed_layout.commands(work, args.editable)
         agent = [*entry, "-c", str(config), "sync", "--bundle", str(bundle)]
         aenv = installed_layout.env(work)
         run(agent, aenv)  # the first sync applies it
