@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 from support.devices import SimDevice
 from support.servers import GitDaemon, Hub
+from support.waits import wait_until
 
 from giter_agent.daemon.sd_notify import Notifier
 
@@ -61,15 +62,6 @@ class FakeSystemd:
     def close(self) -> None:
         self._closed = True
         self.sock.close()
-
-
-def wait_until(predicate, timeout: float = 120.0) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError("timed out waiting")
 
 
 def context_switches(pid: int) -> int:

@@ -26,6 +26,7 @@ from support.devices import SimDevice
 from support.kinds import make_ctx
 from support.resources import doc
 from support.servers import GitDaemon, Hub
+from support.waits import wait_until
 
 from giter_agent.config.agent_toml import load
 from giter_agent.core.errors import GiterError
@@ -60,15 +61,6 @@ RUN_AND_LIST_MODULES = (
     "json.dumps(sorted(sys.modules))))\n"
     "from giter_agent.cli.main import main\n"
     "sys.exit(main(sys.argv[1:]))\n")
-
-
-def wait_until(predicate, timeout: float = 120.0) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError("timed out waiting")
 
 
 def mapped(pid: int) -> set[str]:
