@@ -129,13 +129,14 @@ def blob_sha256(store: Any, oid: bytes, limit: int, out: BinaryIO | None = None)
             if out is not None:
                 out.write(data)
 
+    sink = _Sink()
     try:
-        copy_blob(store, oid, _Sink(), limit=limit)  # type: ignore[arg-type]
+        copy_blob(store, oid, sink, limit=limit)  # type: ignore[arg-type]
     except HistoryError as exc:
         if exc.reason != Reason.MissingObject or oid not in store:
             raise
         for chunk in store[oid].as_raw_chunks():
-            _Sink().write(chunk)
+            sink.write(chunk)
     return digest.hexdigest()
 
 
