@@ -383,6 +383,55 @@ def test_a_sync_of_new_commits_loads_only_what_it_uses(tmp_path, publisher):
     assert unwanted(loaded, NEVER_ON_A_STICK_SYNC) == []
 
 
+# Creating a dataclass costs Python 3.11 a compile of each generated method (a frozen one
+# three more): 0.4-1.2 ms per class here, ten times that on a Pi Zero 2 W, paid by every
+# one-shot sync and every pass worker at start-up. The immutable records a sync makes are
+# NamedTuples (docs/decisions.md, "Records read on every start are NamedTuples"); what
+# is left are the records that need a dataclass (mutable ones, a default_factory, a
+# __post_init__, the kinds' outcomes). The limits are what remains (18 steady, 25 with
+# new commits, dulwich's and cryptography's included) and a small margin: a new frozen
+# record on the sync path should be a NamedTuple, or the limit moved knowingly.
+MOST_DATACLASSES_STEADY = 20
+MOST_DATACLASSES_NEW_COMMITS = 28
+
+
+def dataclasses_made_by_sync(rig: Rig, bundle) -> list[str]:
+    """The dataclasses a fresh `giter-agent sync --bundle` process created, by name."""
+    script = ("import dataclasses, sys\nmade = []\nprocess = dataclasses._process_class\n"
+              "def counted(cls, *args):\n"
+              "    made.append(f'{cls.__module__}.{cls.__qualname__}')\n"
+              "    return process(cls, *args)\n"
+              "dataclasses._process_class = counted\n"
+              "from giter_agent.cli.main import main\ncode = main(sys.argv[1:])\n"
+              "print('MADE', made)\nsys.exit(code)\n")
+    proc = subprocess.run([sys.executable, "-c", script, "-c", str(rig.config), "sync",
+                           "--bundle", str(bundle)], capture_output=True, text=True,
+                          check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return ast.literal_eval(proc.stdout.split("MADE ", 1)[1].strip())
+
+
+def test_a_steady_sync_process_creates_few_dataclasses(tmp_path, publisher):
+    rig = Rig(tmp_path, publisher)
+    rig.publish({"f00.yaml": spec(rig)["f00.yaml"]})
+    bundle = rig.bundle()
+    assert rig.cli("sync", "--bundle", bundle) == 0
+    assert rig.cli("sync", "--bundle", bundle) == 0  # the status of a one-shot settles
+    made = dataclasses_made_by_sync(rig, bundle)
+    assert "giter_agent.config.agent_toml.Config" in made  # the count really counts
+    assert len(made) <= MOST_DATACLASSES_STEADY, made
+
+
+def test_a_sync_of_new_commits_creates_few_dataclasses(tmp_path, publisher):
+    rig = Rig(tmp_path, publisher)
+    rig.publish({"f00.yaml": spec(rig)["f00.yaml"]})
+    assert rig.cli("sync", "--bundle", rig.bundle()) == 0
+    tip = rig.publish({"f01.yaml": spec(rig)["f01.yaml"]})
+    made = dataclasses_made_by_sync(rig, rig.bundle())
+    assert rig.state().accepted == tip  # verified and taken in: the path was the real one
+    assert len(made) <= MOST_DATACLASSES_NEW_COMMITS, made
+
+
 class Fsyncs:
     """Every ``os.fsync`` of this process, by what the descriptor names (Linux's
     /proc/self/fd): the durable writes' one system call, counted where they all end."""

@@ -124,12 +124,12 @@ def test_the_cache_gives_back_exactly_what_parsing_gives(tmp_path, parsed):
 
 def shape(value: Any) -> Any:
     """``value`` with every leaf's type beside it (1 == True == 1.0 in Python)."""
+    if hasattr(value, "_fields"):  # a record (NamedTuple): its fields by name
+        return {f: shape(getattr(value, f)) for f in value._fields}
     if isinstance(value, list | tuple):
         return (type(value).__name__, [shape(v) for v in value])
     if isinstance(value, dict):
         return {repr(shape(k)): shape(v) for k, v in value.items()}
-    if hasattr(value, "__dataclass_fields__"):
-        return {f: shape(getattr(value, f)) for f in value.__dataclass_fields__}
     return (type(value).__name__ if not isinstance(value, str) else "str", repr(value))
 
 
@@ -167,12 +167,10 @@ def test_a_torn_or_foreign_cache_file_is_a_miss(tmp_path, parsed):
 
 
 def test_a_spec_msgpack_cannot_carry_exactly_is_not_kept(tmp_path, parsed):
-    from dataclasses import replace
-
     SpecCache(tmp_path, DEVICE, GROUPS).save("c" * 40, parsed)
     import datetime
 
-    first = replace(parsed.resources[0], spec={"when": datetime.date(2026, 1, 1)})
+    first = parsed.resources[0]._replace(spec={"when": datetime.date(2026, 1, 1)})
     odd = type(parsed)(resources=[first, *parsed.resources[1:]], invalid=parsed.invalid)
     cache = SpecCache(tmp_path, DEVICE, GROUPS)
     cache.save("e" * 40, odd)

@@ -12,7 +12,7 @@ import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from giter_agent.config.settings import SECTION_KEYS, SettingsConfig, parse_section
 from giter_agent.core.errors import ConfigError
@@ -23,8 +23,7 @@ NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
 BRANCH_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,99}")
 
 
-@dataclass(frozen=True)
-class Limits:
+class Limits(NamedTuple):
     """Caps on what one sync may bring in (``[limits]``), sized for a 512 MB board."""
 
     max_bundle_mib: int = 512
@@ -51,8 +50,7 @@ NETWORK_SCHEMES = ("git", "http", "https", "ssh")
 DEVICE_KEY_FILE = "device_key"
 
 
-@dataclass(frozen=True)
-class Network:
+class Network(NamedTuple):
     """The fleet's git server (``[network]``); see docs/network.md.
 
     Secrets are never in the config itself: a password or token lives in
@@ -121,8 +119,7 @@ class Config:
         return status_ref(self.device_id)
 
 
-@dataclass(frozen=True)
-class Services:
+class Services(NamedTuple):
     """``[services]``: which systemd units a Service resource may start, stop, enable.
 
     ``allowed``: unit names or glob patterns (``kiosk-*.service``); nothing else is

@@ -3,14 +3,13 @@
 ``KEYS`` describes every key the loader (``giter_agent.config.agent_toml``) knows, by
 ``key`` or ``section.key``; a test checks that the two name exactly the same keys, so a
 new key cannot ship undocumented. Defaults and allowed ranges are read from the loader's
-own tables and dataclasses, not repeated here. ``manpage()`` renders the page.
+own tables and records (their field defaults), not repeated here. ``manpage()`` renders
+the page.
 
 Not imported by the agent at run time (the man page is built on a workstation).
 """
 
 from __future__ import annotations
-
-import dataclasses
 
 SECTION_HELP = {
     "": "Top level: who the device is and whom it trusts.",
@@ -109,9 +108,9 @@ def _defaults() -> dict[str, object]:
     out: dict[str, object] = {}
     for prefix, cls in (("limits", agent_toml.Limits), ("network", agent_toml.Network),
                         ("agent", settings.SettingsConfig)):
-        for f in dataclasses.fields(cls):
-            if f.default is not dataclasses.MISSING and f.default is not None:
-                out[f"{prefix}.{f.name}"] = f.default
+        for name, default in cls._field_defaults.items():
+            if default is not None:
+                out[f"{prefix}.{name}"] = default
     return out
 
 

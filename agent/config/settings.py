@@ -11,8 +11,7 @@ interval through ``Context.effective_settings()``.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
     from giter_agent.config.agent_toml import Config
@@ -28,8 +27,7 @@ SPEC_FIELDS = {"report_interval": "reportInterval", "sync_interval": "syncInterv
                "log_level": "logLevel"}
 
 
-@dataclass(frozen=True)
-class SettingsConfig:
+class SettingsConfig(NamedTuple):
     """The ``[agent]`` section: a default and the remote-override bounds of each setting."""
 
     report_interval: float = 900.0
@@ -44,8 +42,7 @@ class SettingsConfig:
     log_levels: tuple[str, ...] = ("error", "warning", "info")
 
 
-@dataclass(frozen=True)
-class Settings:
+class Settings(NamedTuple):
     """What the agent uses now: defaults with the remote overrides applied."""
 
     report_interval: float
@@ -53,7 +50,7 @@ class Settings:
     log_level: str
 
 
-SECTION_KEYS = frozenset(SettingsConfig.__dataclass_fields__)
+SECTION_KEYS = frozenset(SettingsConfig._fields)
 
 
 def parse_section(raw: Mapping[str, Any], fail: Callable[[str, str], Exception]

@@ -13,7 +13,7 @@ the check that the armour is exactly what ``ssh-keygen -Y sign`` writes.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from giter_agent.core.errors import TrustError
 
@@ -29,8 +29,7 @@ _MULTILINE = {"mergetag", "gpgsig"}
 _CONTINUATION = re.compile(rb"(?: [^\n]*\n)*")  # lines that continue a multi-line header
 
 
-@dataclass(frozen=True)
-class CommitParts:
+class CommitParts(NamedTuple):
     """What trust needs from one commit, all read from its exact stored bytes."""
 
     tree: bytes                 # hex id

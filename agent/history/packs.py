@@ -31,9 +31,8 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from dulwich.object_store import DiskObjectStore
 from dulwich.objects import ObjectID, ShaFile
@@ -94,8 +93,7 @@ class ObjectStore(DiskObjectStore):
 
 
 
-@dataclass(frozen=True)
-class Consolidation:
+class Consolidation(NamedTuple):
     """What one ``consolidate`` did: packs merged into one, and loose objects packed."""
 
     merged_packs: int = 0

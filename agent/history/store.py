@@ -24,9 +24,8 @@ import functools
 import logging
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from giter_agent.core.budget import Budget
 from giter_agent.core.durable import fsync_dir, fsync_tree, mkdir_durable
@@ -59,8 +58,7 @@ def __getattr__(name: str) -> Any:
 _WRITER_LOCK = "giter-writer.lock"
 
 
-@dataclass(frozen=True)
-class Caps:
+class Caps(NamedTuple):
     """Limits on one import, sized for a 512 MB board; each breach is a BundleError."""
 
     max_bundle_bytes: int = 512 * 2**20
@@ -82,7 +80,7 @@ class Caps:
 class History:
     """A bare repository of accepted history, with quarantined import and CAS refs."""
 
-    def __init__(self, path: Path, caps: Caps = Caps()) -> None:
+    def __init__(self, path: Path, caps: Caps = Caps()) -> None:  # noqa: B008 (a value)
         self.path = Path(path)
         self.caps = caps
         self._ensure_repository()

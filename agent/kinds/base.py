@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 from giter_agent.config.agent_toml import Services
 from giter_agent.config.settings import Settings, SettingsConfig, resolve
@@ -33,8 +33,7 @@ if TYPE_CHECKING:  # the board is passed in; kinds never load the board code
     from giter_agent.device.board import Board
 
 
-@dataclass(frozen=True)
-class Condition:
+class Condition(NamedTuple):
     """A kind-specific condition (``AboveThreshold``, ``Drifted``) beside ``Ready``.
 
     ``blocks_ready``: while this condition is True the resource is not Ready (an
@@ -282,8 +281,7 @@ class Kind:
         """Undo the resource's effect on the device (default: nothing to undo)."""
 
 
-@dataclass(frozen=True)
-class Common:
+class Common(NamedTuple):
     """The spec fields every kind accepts and the reconciler acts on."""
 
     prune: bool = True

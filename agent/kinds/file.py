@@ -23,9 +23,8 @@ import logging
 import os
 import stat
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 from giter_agent.core.durable import UnsafePath, atomic_writer, fsync_fd, open_dir_under
 from giter_agent.core.errors import ArtifactError, ResourceError
@@ -52,8 +51,7 @@ def in_sync(target: Path, size: int, mode: int) -> str:
     return f"{target} has the desired content ({size} bytes, mode {mode:04o})"
 
 
-@dataclass(frozen=True)
-class Place:
+class Place(NamedTuple):
     """Where a File lives: the root it is under and the components below it."""
 
     root: Path

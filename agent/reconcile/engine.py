@@ -26,7 +26,7 @@ import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from operator import attrgetter, methodcaller
-from typing import Any
+from typing import Any, NamedTuple
 
 from giter_agent.core.errors import ResourceError
 from giter_agent.kinds.base import (
@@ -301,8 +301,7 @@ def _note_retry(out: PassResult, after: float) -> None:
     out.retry_after = after if out.retry_after is None else min(out.retry_after, after)
 
 
-@dataclass(frozen=True)
-class Checked:
+class Checked(NamedTuple):
     """A resource that may be acted on: its kind, common fields and validated spec."""
 
     kind: Kind
@@ -389,8 +388,7 @@ def leaving(previous: dict[str, ResourceRecord], keys: set[str], invalid_paths: 
     return [(key, gone[key]) for key in reversed(order.keys)]
 
 
-@dataclass(frozen=True)
-class Leaving:
+class Leaving(NamedTuple):
     """A resource that left the spec, and what undoing it means (``reconcile``, ``plan``)."""
 
     key: str

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from giter_agent.core.errors import ResourceError
 from giter_agent.core.layout import DEVICE_FOLDER, FLEET_FOLDER, resource_prefixes
@@ -30,8 +30,7 @@ API_VERSION = "giter.dev/v1alpha1"
 NAME_RE = re.compile(r"[a-z0-9]([a-z0-9.-]{0,61}[a-z0-9])?")
 
 
-@dataclass(frozen=True)
-class Resource:
+class Resource(NamedTuple):
     """One parsed resource document, addressed to this device."""
 
     path: str
@@ -50,8 +49,7 @@ class Resource:
         return f"{self.kind}/{self.name}"
 
 
-@dataclass(frozen=True)
-class Invalid:
+class Invalid(NamedTuple):
     """A resource file that could not be used, and why (its status says so)."""
 
     path: str
@@ -177,7 +175,7 @@ def _selected(res: Resource, labels: Mapping[str, str] | None) -> Resource | Non
         return res
     if labels is None or not selector.matches(labels):
         return None
-    return replace(res, selector=selector.text())
+    return res._replace(selector=selector.text())
 
 
 def _parse(path: str, data: bytes,
@@ -245,5 +243,5 @@ def select(files: list[tuple[str, bytes]], labels: Mapping[str, str] | None = No
                 message=f"{key}: the selectors of {' and '.join(paths)} both match this "
                 "device; narrow one, or put the device's own in devices/<id>/"))
             continue
-        out.resources.append(replace(res, overrides=tuple(shadowed.get(key, ()))))
+        out.resources.append(res._replace(overrides=tuple(shadowed.get(key, ()))))
     return out

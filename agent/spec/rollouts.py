@@ -32,8 +32,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from giter_agent.core.errors import ResourceError, TreeError
 from giter_agent.core.layout import ROLLOUT_FOLDER
@@ -47,8 +46,7 @@ _NAME = re.compile(r"[a-z0-9]([a-z0-9.-]{0,61}[a-z0-9])?")
 MAX_ROLLOUT_BYTES = 64 * 1024
 
 
-@dataclass(frozen=True)
-class Wave:
+class Wave(NamedTuple):
     name: str
     selector: Selector | None
     percent: int | None
@@ -58,8 +56,7 @@ class Wave:
                 and (self.percent is None or bucket < self.percent))
 
 
-@dataclass(frozen=True)
-class Rollout:
+class Rollout(NamedTuple):
     """One parsed ``Rollout`` document."""
 
     name: str

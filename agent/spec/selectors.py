@@ -24,8 +24,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from giter_agent.core.errors import ResourceError
 
@@ -56,8 +55,7 @@ def check_labels(raw: Any, where: str) -> dict[str, str]:
     return dict(sorted(check_label(k, v, where) for k, v in raw.items()))
 
 
-@dataclass(frozen=True)
-class Requirement:
+class Requirement(NamedTuple):
     """One ``matchExpressions`` entry."""
 
     key: str
@@ -82,8 +80,7 @@ class Requirement:
         return f"{self.key} {op} ({','.join(self.values)})"
 
 
-@dataclass(frozen=True)
-class Selector:
+class Selector(NamedTuple):
     """A parsed label selector: every requirement must hold."""
 
     requirements: tuple[Requirement, ...]

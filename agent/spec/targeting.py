@@ -20,8 +20,7 @@ the two can never disagree:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 from giter_agent.core.errors import GiterError, ResourceError, TreeError
 from giter_agent.core.layout import (
@@ -42,8 +41,7 @@ MAX_VALUES_BYTES = 256 * 1024
 MAX_RECORD_BYTES = 64 * 1024
 
 
-@dataclass(frozen=True)
-class Targeted:
+class Targeted(NamedTuple):
     """A device's view of one spec tree."""
 
     record: DeviceRecord
@@ -192,12 +190,12 @@ def target(store: Any, tree: bytes, device_id: str, groups: tuple[str, ...], *,
             # Status goes on the file as it is now (the hub accepts nothing else): its
             # observedGeneration then says the device still runs the baseline's.
             why, current = held[res.path]
-            res = replace(res, held=why, document=_document(current))
+            res = res._replace(held=why, document=_document(current))
         if not uses_placeholders(res.spec):
             out.resources.append(res)
             continue
         try:
-            out.resources.append(replace(res, spec=render(res.spec, scope)))
+            out.resources.append(res._replace(spec=render(res.spec, scope)))
         except ResourceError as exc:
             out.invalid.append(Invalid(path=res.path, reason=exc.reason, kind=res.kind,
                                        name=res.name, message=str(exc)))

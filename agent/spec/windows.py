@@ -25,9 +25,8 @@ One implementation for the device (``reconcile``) and the publisher (``lint``, `
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, tzinfo
-from typing import Any
+from typing import Any, NamedTuple
 
 from giter_agent.core.errors import ResourceError
 
@@ -44,8 +43,7 @@ TRUSTED_AFTER = datetime(2024, 1, 1).timestamp()
 _HHMM = re.compile(r"([01][0-9]|2[0-3]):([0-5][0-9])")
 
 
-@dataclass(frozen=True)
-class Window:
+class Window(NamedTuple):
     """One recurring window: on ``days`` (0 = Monday), from ``start`` for ``length``."""
 
     days: frozenset[int]
@@ -53,8 +51,7 @@ class Window:
     length: timedelta
 
 
-@dataclass(frozen=True)
-class Schedule:
+class Schedule(NamedTuple):
     """A named set of windows in one time zone."""
 
     name: str
@@ -156,8 +153,7 @@ def parse_schedule(name: str, spec: dict[str, Any]) -> Schedule:
     return Schedule(name, tuple(windows), zone, unknown)
 
 
-@dataclass(frozen=True)
-class Gate:
+class Gate(NamedTuple):
     """What decides, in one pass, whether a change may be applied now."""
 
     schedules: dict[str, Schedule]

@@ -15,14 +15,13 @@ document written into the signed status commit, whose fields kinds choose.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
 # -- one resource -------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Backoff:
+class Backoff(NamedTuple):
     """A resource that asked to retry: how often in a row, and not before when (clock s)."""
 
     attempts: int
@@ -109,8 +108,7 @@ _NETWORK_KEYS = {"url": "url", "state": "state", "reason": "reason", "message": 
                  "last_contact": "lastContact", "hub_status": "hubStatus"}
 
 
-@dataclass(frozen=True, slots=True)
-class NetworkRecord:
+class NetworkRecord(NamedTuple):
     """The hub as last seen (``state.network``; docs/network.md)."""
 
     url: str | None = None
@@ -126,10 +124,9 @@ class NetworkRecord:
     def to_plain(self) -> dict[str, Any]:
         """The msgpack map the state file holds (and ``status --json`` shows)."""
         out: dict[str, Any] = {}
-        for f in fields(self):
-            value = getattr(self, f.name)
+        for name, value in self._asdict().items():
             if value is not None:
-                out[_NETWORK_KEYS[f.name]] = value
+                out[_NETWORK_KEYS[name]] = value
         return out
 
     @classmethod

@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from giter_agent.core.durable import atomic_write
 from giter_agent.core.errors import GiterError, LockedError
@@ -113,8 +113,7 @@ def file_identity(st: os.stat_result) -> Identity:
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
-@dataclass(frozen=True)
-class _Known:
+class _Known(NamedTuple):
     """The state file as this process last read or wrote it."""
 
     identity: Identity

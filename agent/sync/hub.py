@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Callable, Iterator
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from giter_agent.config.agent_toml import Config
@@ -214,8 +213,8 @@ class HubExchange:
             if pushed is False and not isinstance(failure, HubOffline):
                 contact = now  # the fetch went through; only the push did not
         since = now if (net.state != kind or net.reason != reason) else net.since
-        state.network = replace(
-            net, url=remote.display, state=kind, reason=reason, message=message,
+        state.network = net._replace(
+            url=remote.display, state=kind, reason=reason, message=message,
             since=since, failures=failures, last_attempt=now, last_contact=contact,
             hub_status=state.status_tip if pushed else net.hub_status)
 

@@ -17,8 +17,8 @@ The format (``ssh-keygen(1)``, ALLOWED SIGNERS) is one entry a line:
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from giter_agent.core.errors import TrustError
 from giter_agent.trust.sshsig import PublicKey
@@ -30,8 +30,7 @@ _TIME = re.compile(r"\d{8}(\d{4}(\d{2})?)?Z?")
 _OPTION_NAME = re.compile(r"[A-Za-z-]+")
 
 
-@dataclass(frozen=True)
-class AllowedSigner:
+class AllowedSigner(NamedTuple):
     """One entry: who it names (informational), the pinned key, and its option values."""
 
     principals: tuple[str, ...]

@@ -29,9 +29,8 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol
 
 from giter_agent.core.errors import (
     BundleError,
@@ -49,8 +48,7 @@ if TYPE_CHECKING:
 Outcome = Literal["accepted", "up-to-date", "refused", "unusable"]
 
 
-@dataclass(frozen=True)
-class GateVerdict:
+class GateVerdict(NamedTuple):
     """What the gate made of one bundle or fetch."""
 
     outcome: Outcome
@@ -62,8 +60,7 @@ class GateVerdict:
     commit: str | None = None  # refused: the commit the refusal names, when there is one
 
 
-@dataclass(frozen=True)
-class Admitted:
+class Admitted(NamedTuple):
     """What a policy's ``verify`` found: every new commit passed."""
 
     commits: int

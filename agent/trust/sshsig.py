@@ -17,9 +17,8 @@ import functools
 import hashlib
 import struct
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
@@ -160,8 +159,7 @@ def _mpint(value: int) -> bytes:
     return _string(value.to_bytes(value.bit_length() // 8 + 1, "big"))
 
 
-@dataclass(frozen=True)
-class PublicKey:
+class PublicKey(NamedTuple):
     """An SSH public key, pinned by its exact wire blob (two keys are equal iff blobs are)."""
 
     keytype: str
@@ -298,8 +296,7 @@ def dearmor(armored: bytes) -> bytes:
     return blob
 
 
-@dataclass(frozen=True)
-class _Sshsig:
+class _Sshsig(NamedTuple):
     key_blob: bytes
     namespace: bytes
     hash_alg: str

@@ -10,8 +10,8 @@ Used by ``trust.spec_rule``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from giter_agent.core.errors import TrustError
 from giter_agent.core.layout import POLICY_FILE_PARTS, TRUST_FILE_PARTS
@@ -34,8 +34,7 @@ assert POLICY_FILE[:-1] == _FOLDER
 KEEP_TREES = 4096  # lookups kept by tree id (about 200 bytes each)
 
 
-@dataclass(frozen=True)
-class TrustRoot:
+class TrustRoot(NamedTuple):
     """What the device trusts before it has seen any repository content."""
 
     signers: tuple[PublicKey, ...]        # from the device's pinned allowed_signers file

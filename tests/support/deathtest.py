@@ -390,8 +390,8 @@ class Case:
         for key in waiting:
             record = state.resources[key]
             assert record.backoff is not None
-            state.resources[key] = replace(record, backoff=replace(record.backoff,
-                                                                   not_before=0))
+            state.resources[key] = replace(record,
+                                           backoff=record.backoff._replace(not_before=0))
         store.save(state)
         return bool(waiting)
 
