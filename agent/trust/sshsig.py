@@ -28,13 +28,19 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
     encode_dss_signature,
 )
 
-from giter_agent.core.errors import TrustError
+from giter_agent.core.errors import KeyFileError, TrustError
 
 MAGIC = b"SSHSIG"
 VERSION = 1
 BEGIN = b"-----BEGIN SSH SIGNATURE-----"
 END = b"-----END SSH SIGNATURE-----"
 ARMOUR_WIDTH = 70  # ssh-keygen's sshbuf_dtob64(..., wrap=1)
+# An OpenSSH private key file (OpenSSH's PROTOCOL.key); unencrypted, its private section
+# is padded to 8-byte blocks.
+OPENSSH_KEY_BEGIN = b"-----BEGIN OPENSSH PRIVATE KEY-----"
+OPENSSH_KEY_END = b"-----END OPENSSH PRIVATE KEY-----"
+OPENSSH_KEY_MAGIC = b"openssh-key-v1\0"
+OPENSSH_KEY_BLOCK = 8
 
 ED25519 = "ssh-ed25519"
 ECDSA_P256 = "ecdsa-sha2-nistp256"
@@ -143,6 +149,11 @@ class _Reader:
             raise self.error("non-canonical mpint")
         return int.from_bytes(value, "big")
 
+    @property
+    def pos(self) -> int:
+        """How many bytes have been read."""
+        return self._pos
+
     def end(self) -> None:
         if self._pos != len(self._data):
             raise self.error("trailing data")
@@ -195,6 +206,9 @@ class PublicKey(NamedTuple):
     @classmethod
     def from_cryptography(cls, public_key) -> PublicKey:
         """The ``PublicKey`` of a ``cryptography`` public key object."""
+        if isinstance(public_key, ed25519.Ed25519PublicKey):
+            # A device's own key, at every status commit: no serialization package.
+            return cls.from_blob(_string(ED25519.encode()) + _string(_ed25519_raw(public_key)))
         # Imported where used: the serialization package loads the SSH private-key
         # format and every cipher (about 15 ms), which verifying a signature never needs.
         from cryptography.hazmat.primitives import serialization
@@ -526,14 +540,103 @@ def sign(private_key: PrivateKey, message: bytes, namespace: str = "git",
 
 
 def load_private_key(path: Path) -> PrivateKey:
-    """An unencrypted OpenSSH private key file (``ssh-keygen -N ''``)."""
+    """An unencrypted OpenSSH private key file (``ssh-keygen -N ''``).
+
+    An ed25519 key (every device key, most publisher keys) is read here, strictly
+    (``read_openssh_ed25519``); an ECDSA or RSA key goes through ``cryptography``'s loader.
+    Anything unusable is a ``KeyFileError`` naming the file and the check that failed.
+    """
+    path = Path(path)
+    data = path.read_bytes()
+    try:
+        ed = read_openssh_ed25519(data)
+    except TrustError as exc:
+        raise KeyFileError(f"{path}: not a usable OpenSSH private key ({exc})") from None
+    if ed is not None:
+        return ed
+    # Imported where used: the serialization package loads the SSH private-key format
+    # of every key type and every cipher (about 15 ms), which an ed25519 key never needs.
     from cryptography.hazmat.primitives import serialization
 
-    key = serialization.load_ssh_private_key(Path(path).read_bytes(), password=None)
+    try:
+        key = serialization.load_ssh_private_key(data, password=None)
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+        # cryptography's messages name the check ("Corrupt data: ..."), not the bytes.
+        raise KeyFileError(f"{path}: not an unencrypted OpenSSH private key ({exc})") from None
     if not isinstance(key, ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey
                       | rsa.RSAPrivateKey):
-        raise TypeError(f"{path}: unsupported private key type {type(key).__name__}")
+        raise KeyFileError(f"{path}: unsupported private key type {type(key).__name__}")
     return key
+
+
+def read_openssh_ed25519(data: bytes) -> ed25519.Ed25519PrivateKey | None:
+    """The key of an unencrypted ed25519 ``openssh-key-v1`` file (OpenSSH's
+    PROTOCOL.key), or None when ``data`` is another form (not that armour, a cipher, another
+    key type) for ``cryptography``'s loader to take or refuse.
+
+    Strict, as ``ssh-keygen`` writes it: one key, no kdf, equal check-ints, the private
+    half's public key equal to the file's and to the one the seed derives, padding
+    1, 2, 3... to the 8-byte block. A refusal is a ``TrustError`` (MalformedKey) that
+    names the check, never the bytes.
+    """
+    text = data.strip()
+    if not text.startswith(OPENSSH_KEY_BEGIN) or not text.endswith(OPENSSH_KEY_END):
+        return None
+    body = b"".join(text[len(OPENSSH_KEY_BEGIN):-len(OPENSSH_KEY_END)].split())
+    try:
+        blob = base64.b64decode(body, validate=True)
+    except ValueError:
+        raise _fail("MalformedKey", "private key armour is not valid base64") from None
+    if not blob.startswith(OPENSSH_KEY_MAGIC):
+        raise _fail("MalformedKey", "private key does not start with openssh-key-v1")
+    outer = _Reader(blob[len(OPENSSH_KEY_MAGIC):], "private key", "MalformedKey")
+    cipher, kdf, kdf_options = outer.string(), outer.string(), outer.string()
+    if cipher != b"none" or kdf != b"none":
+        return None  # encrypted: cryptography's loader says so (no passphrase is given)
+    if kdf_options:
+        raise outer.error("kdf options without a kdf")
+    if outer.u32() != 1:
+        raise outer.error("a key file must hold exactly one key")
+    public_blob = outer.string()
+    private = outer.string()
+    outer.end()
+    public = _Reader(public_blob, "private key's public half", "MalformedKey")
+    if public.text() != ED25519:
+        return None  # ECDSA, RSA, a security key: cryptography's loader
+    raw_public = public.string()
+    public.end()
+    inner = _Reader(private, "private key", "MalformedKey")
+    if len(private) % OPENSSH_KEY_BLOCK:
+        raise inner.error("private section is not a whole number of blocks")
+    if inner.u32() != inner.u32():
+        raise inner.error("check-ints differ (corrupt, or encrypted under another name)")
+    if inner.text() != ED25519:
+        raise inner.error("private half's key type differs from the public half's")
+    if inner.string() != raw_public or len(raw_public) != 32:
+        raise inner.error("private half's public key differs from the public half")
+    secret = inner.string()
+    if len(secret) != 64 or secret[32:] != raw_public:
+        raise inner.error("ed25519 private key must be the 32-byte seed and its public key")
+    inner.string()  # the comment
+    padding_bytes = inner.raw(len(private) - inner.pos)
+    if (len(padding_bytes) >= OPENSSH_KEY_BLOCK
+            or padding_bytes != bytes(range(1, len(padding_bytes) + 1))):
+        raise inner.error("padding is not 1, 2, 3...")
+    key = ed25519.Ed25519PrivateKey.from_private_bytes(secret[:32])
+    if _ed25519_raw(key.public_key()) != raw_public:
+        raise inner.error("public key is not the one the seed derives")
+    return key
+
+
+def _ed25519_raw(public_key: ed25519.Ed25519PublicKey) -> bytes:
+    """The 32 raw bytes of an ed25519 public key, without the serialization package
+    where ``cryptography`` can (``public_bytes_raw``: 40 and later; Debian's 38 cannot)."""
+    raw = getattr(public_key, "public_bytes_raw", None)
+    if raw is not None:
+        return bytes(raw())
+    from cryptography.hazmat.primitives import serialization
+
+    return public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 
 
 def generate_ed25519() -> ed25519.Ed25519PrivateKey:
