@@ -15,7 +15,6 @@ hand edit is put right on the next pass and reported as drift.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import errno
 import hashlib
@@ -244,6 +243,8 @@ class FileKind(Kind):
                 raise ResourceError("spec.content must be a string", reason="InvalidSpec")
             data = spec["content"].encode("utf-8")
         else:
+            import base64  # a binary file's only: a text File (and a steady sync) needs none
+
             try:
                 data = base64.b64decode(spec["contentBase64"], validate=True)
             except (ValueError, TypeError):
