@@ -275,6 +275,41 @@ def test_a_stick_already_taken_is_answered_from_its_header(tmp_path, publisher,
         agent.close()
 
 
+def test_new_commits_are_walked_once_for_completeness_and_promotion(tmp_path, publisher,
+                                                                   monkeypatch):
+    """The completeness check walks the bundle's new commits, trees and blobs; promoting
+    the same tip reuses that walk (the quarantine's objects cannot have changed) instead
+    of reading every new object again. A promotion of other tips walks its own."""
+    from giter_agent.history.quarantine import Gate
+    from giter_agent.history.store import History
+
+    rig = Rig(tmp_path, publisher)
+    rig.publish({"f00.yaml": spec(rig)["f00.yaml"]})
+    agent = rig.agent(clock=Clock(), factory=MockFactory())
+    try:
+        assert agent.sync([rig.bundle()], source="test").exit_code == 0
+        for i in range(1, 4):
+            rig.publish({f"f{i:02d}.yaml": spec(rig)[f"f{i:02d}.yaml"]})
+        walks: list[list[bytes]] = []
+        new_objects = Gate._new_objects
+        monkeypatch.setattr(Gate, "_new_objects", lambda self, store, tips, deadline=None: (
+            walks.append(list(tips)), new_objects(self, store, tips, deadline))[1])
+        report = agent.sync([rig.bundle()], source="test")
+        assert [v.verdict for v in report.bundles] == ["applied"]
+        assert walks == [[rig.state().accepted.encode()]]
+    finally:
+        agent.close()
+    # Promoting fewer tips than were checked walks again: only what they need moves.
+    walks.clear()
+    with History(tmp_path / "other.git") as history:
+        with history.quarantine(rig.bundle()) as q:
+            assert q.checked is not None and len(walks) == 1
+            q.promote([])
+        assert len(walks) == 2
+        assert not history.object_store.packs or all(len(p) == 0
+                                                     for p in history.object_store.packs)
+
+
 # What a `giter-agent sync` of a stick must not load: the plug-in entry-point scan
 # (importlib.metadata, email), git's repository plumbing it does not use, the network
 # transport, importlib.resources, secrets. A stick the device already took loads no
