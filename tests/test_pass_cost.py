@@ -327,11 +327,14 @@ NEVER_ON_A_STICK_SYNC = ("importlib.metadata", "email", "dulwich.repo", "dulwich
                              "run", "status", "plan", "key", "doctor", "serve_serial",
                              "demo")))
 # A stick with new commits: the device key is read and its public half encoded without
-# cryptography's serialization package (every key format and cipher), shell quoting is
-# for the messages of a refusal only, and a tree without rollouts/ loads no rollout parser.
+# cryptography's serialization package (every key format and cipher), a history signed
+# with ed25519 loads neither ECDSA nor RSA (nor their padding), shell quoting is for the
+# messages of a refusal only, and a tree without rollouts/ loads no rollout parser.
 NOT_ON_A_NEW_COMMITS_SYNC = (*NEVER_ON_A_STICK_SYNC,
-                             "cryptography.hazmat.primitives.serialization", "shlex",
-                             "giter_agent.spec.rollouts")
+                             "cryptography.hazmat.primitives.serialization",
+                             *(f"cryptography.hazmat.primitives.asymmetric.{name}"
+                               for name in ("ec", "rsa", "padding")),
+                             "shlex", "giter_agent.spec.rollouts")
 # A stick already taken writes no pack, opens no quarantine (its header answers: the
 # import gate's pack reader is not loaded) and runs no program: neither tempfile nor
 # subprocess is needed (nor the guard's signal set-up of the boot loader). A text File

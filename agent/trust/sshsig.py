@@ -18,15 +18,16 @@ import hashlib
 import struct
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, NamedTuple, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, runtime_checkable
 
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
-from cryptography.hazmat.primitives.asymmetric.utils import (
-    decode_dss_signature,
-    encode_dss_signature,
-)
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+    PrivateKey = ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
 
 from giter_agent.core.errors import KeyFileError, TrustError
 
@@ -61,11 +62,13 @@ SK_USER_PRESENT = 0x01
 # Below this an RSA key is not worth trusting, whatever OpenSSH still tolerates (1024).
 RSA_MIN_BITS = 2048
 
-_CURVES: dict[str, tuple[str, ec.EllipticCurve, hashes.HashAlgorithm]] = {
-    # key type -> (curve identifier inside the blob, curve, hash RFC 5656 pairs with it)
-    ECDSA_P256: ("nistp256", ec.SECP256R1(), hashes.SHA256()),
-    ECDSA_P384: ("nistp384", ec.SECP384R1(), hashes.SHA384()),
-    SK_ECDSA_P256: ("nistp256", ec.SECP256R1(), hashes.SHA256()),
+_CURVES: dict[str, tuple[str, str, str]] = {
+    # key type -> (curve identifier inside the blob, curve, hash RFC 5656 pairs with it),
+    # by their names in cryptography: the ECDSA and RSA modules (with the hashes and
+    # padding) load for such a key only, never for a history signed with ed25519.
+    ECDSA_P256: ("nistp256", "SECP256R1", "SHA256"),
+    ECDSA_P384: ("nistp384", "SECP384R1", "SHA384"),
+    SK_ECDSA_P256: ("nistp256", "SECP256R1", "SHA256"),
 }
 # The order n of each curve's group. (r, s) and (r, n - s) both verify, so a signature
 # is canonical only with s <= n/2 (low-s, as Bitcoin's BIP 62 and libsecp256k1 require):
@@ -81,12 +84,26 @@ _ORDERS = {
 _HASHES = {"sha512": hashlib.sha512, "sha256": hashlib.sha256}
 
 # RSA signature algorithms we accept inside SSHSIG. Plain "ssh-rsa" means SHA-1: refused.
-_RSA_SIG_HASHES: dict[str, hashes.HashAlgorithm] = {
-    "rsa-sha2-512": hashes.SHA512(),
-    "rsa-sha2-256": hashes.SHA256(),
+_RSA_SIG_HASHES: dict[str, str] = {
+    "rsa-sha2-512": "SHA512",
+    "rsa-sha2-256": "SHA256",
 }
 
-PrivateKey = ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
+
+def _hash(name: str) -> hashes.HashAlgorithm:
+    """cryptography's hash algorithm object named ``name`` (``SHA256``...)."""
+    from cryptography.hazmat.primitives import hashes
+
+    algorithm: hashes.HashAlgorithm = getattr(hashes, name)()
+    return algorithm
+
+
+def _ecdsa(keytype: str) -> tuple[ec.EllipticCurve, ec.ECDSA]:
+    """The curve of an ECDSA key type and the signature algorithm over its hash."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    _, curve, hash_name = _CURVES[keytype]
+    return getattr(ec, curve)(), ec.ECDSA(_hash(hash_name))
 
 
 def _fail(reason: str, message: str) -> TrustError:
@@ -253,7 +270,9 @@ class PublicKey(NamedTuple):
                     raise reader.error("ed25519 key must be 32 bytes")
                 return ed25519.Ed25519PublicKey.from_public_bytes(raw)
             if self.keytype in _CURVES:
-                curve_name, curve, _ = _CURVES[self.keytype]
+                from cryptography.hazmat.primitives.asymmetric import ec
+
+                curve_name = _CURVES[self.keytype][0]
                 if reader.text() != curve_name:
                     raise reader.error("curve does not match key type")
                 point = reader.string()
@@ -262,7 +281,10 @@ class PublicKey(NamedTuple):
                 reader.end()
                 if not point or point[0] != 4:
                     raise reader.error("ecdsa point must be uncompressed")
-                return ec.EllipticCurvePublicKey.from_encoded_point(curve, point)
+                return ec.EllipticCurvePublicKey.from_encoded_point(_ecdsa(self.keytype)[0],
+                                                                    point)
+            from cryptography.hazmat.primitives.asymmetric import rsa
+
             e = reader.mpint()
             n = reader.mpint()
             reader.end()
@@ -420,8 +442,10 @@ def _prepare(key: PublicKey, signature: bytes, data: bytes) -> PendingCheck:
                         f"ecdsa signature by {key.fingerprint()} has a high s (> n/2): "
                         "the twin of a canonical signature; sign again (each ECDSA "
                         "signature is random), or use an ed25519 key")
+        from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+
         return PendingCheck(key, public, (encode_dss_signature(r, s), data,
-                                          ec.ECDSA(_CURVES[key.keytype][2])))
+                                          _ecdsa(key.keytype)[1]))
     if alg == RSA:
         raise _fail("UnsupportedKeyType",
                     "ssh-rsa (SHA-1) signatures are refused; sign with rsa-sha2-512")
@@ -429,7 +453,10 @@ def _prepare(key: PublicKey, signature: bytes, data: bytes) -> PendingCheck:
         raise reader.error(f"{alg!r} signature from an {key.keytype} key")
     if len(raw) != (public.key_size + 7) // 8:
         raise reader.error("rsa signature is not modulus-sized")
-    return PendingCheck(key, public, (raw, data, padding.PKCS1v15(), _RSA_SIG_HASHES[alg]))
+    from cryptography.hazmat.primitives.asymmetric import padding
+
+    return PendingCheck(key, public, (raw, data, padding.PKCS1v15(),
+                                      _hash(_RSA_SIG_HASHES[alg])))
 
 
 def verify(armored: bytes, message: bytes, keys: Iterable[PublicKey],
@@ -522,21 +549,28 @@ def sign(private_key: PrivateKey, message: bytes, namespace: str = "git",
     data = _signed_data(namespace.encode(), hash_alg, message)
     if isinstance(private_key, ed25519.Ed25519PrivateKey):
         inner = _string(ED25519.encode()) + _string(private_key.sign(data))
-    elif isinstance(private_key, ec.EllipticCurvePrivateKey):
-        r, s = decode_dss_signature(
-            private_key.sign(data, ec.ECDSA(_CURVES[public.keytype][2])))
-        order = _ORDERS[public.keytype]
-        s = min(s, order - s)  # low-s: the one encoding verify() accepts
-        inner = _string(public.keytype.encode()) + _string(_mpint(r) + _mpint(s))
-    elif isinstance(private_key, rsa.RSAPrivateKey):
-        raw = private_key.sign(data, padding.PKCS1v15(), hashes.SHA512())
-        inner = _string(b"rsa-sha2-512") + _string(raw)
     else:
-        raise TypeError(f"cannot sign with {type(private_key).__name__}")
+        inner = _sign_other(private_key, public, data)
     blob = (MAGIC + struct.pack(">I", VERSION) + _string(public.blob)
             + _string(namespace.encode()) + _string(b"") + _string(hash_alg.encode())
             + _string(inner))
     return armor(blob)
+
+
+def _sign_other(private_key: Any, public: PublicKey, data: bytes) -> bytes:
+    """The inner signature blob of an ECDSA or RSA key (their modules load here only)."""
+    from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+    from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+
+    if isinstance(private_key, ec.EllipticCurvePrivateKey):
+        r, s = decode_dss_signature(private_key.sign(data, _ecdsa(public.keytype)[1]))
+        order = _ORDERS[public.keytype]
+        s = min(s, order - s)  # low-s: the one encoding verify() accepts
+        return _string(public.keytype.encode()) + _string(_mpint(r) + _mpint(s))
+    if isinstance(private_key, rsa.RSAPrivateKey):
+        raw = private_key.sign(data, padding.PKCS1v15(), _hash("SHA512"))
+        return _string(b"rsa-sha2-512") + _string(raw)
+    raise TypeError(f"cannot sign with {type(private_key).__name__}")
 
 
 def load_private_key(path: Path) -> PrivateKey:
@@ -557,6 +591,7 @@ def load_private_key(path: Path) -> PrivateKey:
     # Imported where used: the serialization package loads the SSH private-key format
     # of every key type and every cipher (about 15 ms), which an ed25519 key never needs.
     from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
     try:
         key = serialization.load_ssh_private_key(data, password=None)
