@@ -329,8 +329,10 @@ NEVER_ON_A_STICK_SYNC = ("importlib.metadata", "email", "dulwich.repo", "dulwich
 # A stick with new commits: the device key is read and its public half encoded without
 # cryptography's serialization package (every key format and cipher), a history signed
 # with ed25519 loads neither ECDSA nor RSA (nor their padding), shell quoting is for the
-# messages of a refusal only, and a tree without rollouts/ loads no rollout parser.
-NOT_ON_A_NEW_COMMITS_SYNC = (*NEVER_ON_A_STICK_SYNC,
+# messages of a refusal only, and a tree without rollouts/ loads no rollout parser. The
+# quarantine and the packs are made and removed by core.durable's scratch helpers, without
+# tempfile, random and shutil (with bz2 and lzma).
+NOT_ON_A_NEW_COMMITS_SYNC = (*NEVER_ON_A_STICK_SYNC, "tempfile", "random", "shutil",
                              "cryptography.hazmat.primitives.serialization",
                              *(f"cryptography.hazmat.primitives.asymmetric.{name}"
                                for name in ("ec", "rsa", "padding")),

@@ -44,7 +44,7 @@ from dulwich.pack import (
     write_pack_index,
 )
 
-from giter_agent.core.durable import fsync_dir
+from giter_agent.core.durable import fsync_dir, scratch_file
 
 FACTOR = 2  # each kept pack holds at least this many times all smaller ones together
 LOOSE_THRESHOLD = 256  # loose objects are packed once there are this many
@@ -130,9 +130,7 @@ def _write_pack(pack_dir: Path, write_data: PackWriter, count: int) -> str | Non
     """
     if not count:
         return None
-    import tempfile  # loaded when a pack is written: a steady sync writes none
-
-    fd, tmp = tempfile.mkstemp(dir=pack_dir, prefix="tmp_pack_")
+    fd, tmp = scratch_file(pack_dir, "tmp_pack_")
     tmp_path = Path(tmp)
     idx_tmp: Path | None = None
     try:
@@ -145,7 +143,7 @@ def _write_pack(pack_dir: Path, write_data: PackWriter, count: int) -> str | Non
         if (pack_dir / f"{name}.idx").exists():
             tmp_path.unlink()  # the same objects are already packed under this name
             return name
-        fd, idx_name = tempfile.mkstemp(dir=pack_dir, prefix="tmp_pack_")
+        fd, idx_name = scratch_file(pack_dir, "tmp_pack_")
         idx_tmp = Path(idx_name)
         with os.fdopen(fd, "wb") as fh:
             write_pack_index(fh, rows, checksum)

@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import shutil
 import stat
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -29,7 +28,7 @@ from dulwich.objects import Blob, Commit, Tree, hex_to_sha
 from dulwich.pack import UnresolvedDeltas
 
 from giter_agent.core.budget import Budget
-from giter_agent.core.durable import fsync_dir
+from giter_agent.core.durable import fsync_dir, remove_scratch, scratch_dir
 from giter_agent.core.errors import (
     BundleError,
     GiterError,
@@ -310,16 +309,14 @@ class Gate:
     @contextlib.contextmanager
     def _quarantine_directory(self) -> Iterator[Path]:
         """A fresh quarantine directory, locked while it lives, removed entirely after."""
-        import tempfile  # a stick already taken opens no quarantine: loaded here
-
-        directory = Path(tempfile.mkdtemp(prefix="q-", dir=self.quarantine_root))
+        directory = Path(scratch_dir(self.quarantine_root, "q-"))
         lock_fd: int | None = None
         try:
             lock_fd = os.open(directory / _LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
             fcntl.flock(lock_fd, fcntl.LOCK_EX)
             yield directory
         finally:
-            shutil.rmtree(directory, ignore_errors=True)
+            remove_scratch(directory)
             if lock_fd is not None:
                 os.close(lock_fd)
 
