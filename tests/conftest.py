@@ -20,7 +20,7 @@ ARCH_MODULES = {
     "test_boards", "test_bundle", "test_history", "test_tree", "test_signed_commit",
     "test_sshsig", "test_trust", "test_serial_frames", "test_serial_transfer",
     "test_kinds_output", "test_kinds_sensor", "test_status_led", "test_roundtrip",
-    "test_lock_table", "test_age", "test_sshsig_sk", "test_fleet_rules",
+    "test_lock_table", "test_age", "test_sshsig_sk", "test_fleet_rules", "test_openssh_key",
 }
 # Tests that run the installed commands, real servers or whole syncs end to end.
 E2E_MODULES = {

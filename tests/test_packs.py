@@ -360,3 +360,35 @@ def test_a_kept_pack_is_never_merged_away(history):
     assert Path(kept._data_path).exists() and Path(kept._idx_path).exists()
     assert pack_sizes(history) == [3, 9]
     fsck(history)
+
+
+def test_loose_objects_are_counted_from_the_folders_that_exist(history, monkeypatch):
+    """Consolidation (after every status commit) counts loose objects by listing the
+    fan-out folders that exist, never by trying all 256 of a store that packs all."""
+    from giter_agent.history.packs import count_loose
+
+    objects = Path(history.object_store.path)
+    with history.new_objects() as store:
+        for blob in blobs(0):
+            store.add_object(blob)
+    assert count_loose(objects) == 0 == history.object_store.count_loose_objects()
+    missing: list[str] = []
+    listdir = os.listdir
+
+    def counted(path="."):
+        try:
+            return listdir(path)
+        except FileNotFoundError:
+            missing.append(str(path))
+            raise
+
+    monkeypatch.setattr(os, "listdir", counted)
+    consolidate(history.object_store)
+    assert missing == []
+    monkeypatch.undo()
+    for blob in blobs(1, 5):
+        history.object_store.add_object(blob)  # loose, as dulwich writes one
+    (objects / "ab").mkdir(exist_ok=True)  # an empty fan-out folder, as git leaves them
+    (objects / "ab" / "not-an-object").write_bytes(b"")
+    assert count_loose(objects) == 5 == history.object_store.count_loose_objects()
+    assert count_loose(objects / "nowhere") == 0

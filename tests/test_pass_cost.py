@@ -275,6 +275,41 @@ def test_a_stick_already_taken_is_answered_from_its_header(tmp_path, publisher,
         agent.close()
 
 
+def test_new_commits_are_walked_once_for_completeness_and_promotion(tmp_path, publisher,
+                                                                   monkeypatch):
+    """The completeness check walks the bundle's new commits, trees and blobs; promoting
+    the same tip reuses that walk (the quarantine's objects cannot have changed) instead
+    of reading every new object again. A promotion of other tips walks its own."""
+    from giter_agent.history.quarantine import Gate
+    from giter_agent.history.store import History
+
+    rig = Rig(tmp_path, publisher)
+    rig.publish({"f00.yaml": spec(rig)["f00.yaml"]})
+    agent = rig.agent(clock=Clock(), factory=MockFactory())
+    try:
+        assert agent.sync([rig.bundle()], source="test").exit_code == 0
+        for i in range(1, 4):
+            rig.publish({f"f{i:02d}.yaml": spec(rig)[f"f{i:02d}.yaml"]})
+        walks: list[list[bytes]] = []
+        new_objects = Gate._new_objects
+        monkeypatch.setattr(Gate, "_new_objects", lambda self, store, tips, deadline=None: (
+            walks.append(list(tips)), new_objects(self, store, tips, deadline))[1])
+        report = agent.sync([rig.bundle()], source="test")
+        assert [v.verdict for v in report.bundles] == ["applied"]
+        assert walks == [[rig.state().accepted.encode()]]
+    finally:
+        agent.close()
+    # Promoting fewer tips than were checked walks again: only what they need moves.
+    walks.clear()
+    with History(tmp_path / "other.git") as history:
+        with history.quarantine(rig.bundle()) as q:
+            assert q.checked is not None and len(walks) == 1
+            q.promote([])
+        assert len(walks) == 2
+        assert not history.object_store.packs or all(len(p) == 0
+                                                     for p in history.object_store.packs)
+
+
 # What a `giter-agent sync` of a stick must not load: the plug-in entry-point scan
 # (importlib.metadata, email), git's repository plumbing it does not use, the network
 # transport, importlib.resources, secrets. A stick the device already took loads no
@@ -291,10 +326,25 @@ NEVER_ON_A_STICK_SYNC = ("importlib.metadata", "email", "dulwich.repo", "dulwich
                          *(f"giter_agent.cli.commands.{name}" for name in (
                              "run", "status", "plan", "key", "doctor", "serve_serial",
                              "demo")))
+# A stick with new commits: the device key is read and its public half encoded without
+# cryptography's serialization package (every key format and cipher), a history signed
+# with ed25519 loads neither ECDSA nor RSA (nor their padding), shell quoting is for the
+# messages of a refusal only, and a tree without rollouts/ loads no rollout parser. The
+# quarantine and the packs are made and removed by core.durable's scratch helpers, without
+# tempfile, random and shutil (with bz2 and lzma).
+NOT_ON_A_NEW_COMMITS_SYNC = (*NEVER_ON_A_STICK_SYNC, "tempfile", "random", "shutil",
+                             "cryptography.hazmat.primitives.serialization",
+                             *(f"cryptography.hazmat.primitives.asymmetric.{name}"
+                               for name in ("ec", "rsa", "padding")),
+                             "shlex", "giter_agent.spec.rollouts")
 # A stick already taken writes no pack, opens no quarantine (its header answers: the
 # import gate's pack reader is not loaded) and runs no program: neither tempfile nor
-# subprocess is needed (nor the guard's signal set-up of the boot loader).
-NOT_ON_THE_STEADY_PATH = (*NEVER_ON_A_STICK_SYNC, "cryptography",
+# subprocess is needed (nor the guard's signal set-up of the boot loader). A text File
+# decodes no base64, and resources that name no dependsOn need no heap to be ordered.
+# The pass's own digests (spec fingerprints, a File's content, the status inputs) use
+# CPython's SHA-256 (core.digest): OpenSSL's hashlib is for packs and signatures.
+NOT_ON_THE_STEADY_PATH = (*NOT_ON_A_NEW_COMMITS_SYNC, "cryptography", "base64", "heapq",
+                          "hashlib", "_hashlib",
                           "giter_agent.trust.spec_rule", "giter_agent.trust.sshsig",
                           "giter_agent.trust.trust_files", "tempfile", "subprocess",
                           "signal", "giter_agent.history.quarantine",
@@ -380,7 +430,8 @@ def test_a_sync_of_new_commits_loads_only_what_it_uses(tmp_path, publisher):
     loaded = loaded_by_sync(rig, rig.bundle())
     assert rig.state().accepted == tip  # verified and taken in: the path was the real one
     assert "giter_agent.trust.spec_rule" in loaded
-    assert unwanted(loaded, NEVER_ON_A_STICK_SYNC) == []
+    assert "giter_agent.trust.devicekey" in loaded  # the status commit was signed
+    assert unwanted(loaded, NOT_ON_A_NEW_COMMITS_SYNC) == []
 
 
 # Creating a dataclass costs Python 3.11 a compile of each generated method (a frozen one

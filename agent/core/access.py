@@ -13,7 +13,6 @@ directory that belongs to someone else, with the same kind of line.
 from __future__ import annotations
 
 import os
-import shlex
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -39,6 +38,8 @@ def owner(path: Path) -> tuple[int, str] | None:
 
 def rerun_as(user: str, prog: str, argv: Sequence[str] | None) -> str:
     """The command line to run instead: ``sudo -u USER prog argv...``."""
+    import shlex  # a refusal's message only: every command's start loads this module
+
     args = list(sys.argv[1:] if argv is None else argv)
     return shlex.join(["sudo", "-u", user, prog, *args])
 
@@ -50,6 +51,8 @@ def explain(exc: PermissionError, prog: str, argv: Sequence[str] | None, *,
     if path is None:
         return AccessError(f"permission denied ({exc.strerror or exc}); "
                            f"run `{prog} doctor` to see which file")
+    import shlex
+
     found = owner(path)
     if found is not None and found[0] != euid():
         return AccessError(f"{path}: permission denied: it belongs to {found[1]}; run: "

@@ -216,6 +216,55 @@ def mkdir_durable(path: Path, mode: int = 0o777) -> None:
         fsync_dir(directory.parent)
 
 
+# Scratch files and folders (a quarantine, a pack being written): made as tempfile's
+# mkstemp and mkdtemp make them, without loading tempfile (and shutil, random with it)
+# into every sync of new commits.
+_SCRATCH_FLAGS = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def scratch_file(folder: str | os.PathLike[str], prefix: str) -> tuple[int, str]:
+    """(descriptor, path) of a new file ``<prefix><random>`` in ``folder``, mode 0600,
+    open for reading and writing: ``tempfile.mkstemp(dir=folder, prefix=prefix)``."""
+    while True:
+        path = os.path.join(folder, f"{prefix}{os.urandom(6).hex()}")
+        try:
+            return os.open(path, _SCRATCH_FLAGS, 0o600), path
+        except FileExistsError:
+            continue
+
+
+def scratch_dir(folder: str | os.PathLike[str], prefix: str) -> str:
+    """A new folder ``<prefix><random>`` in ``folder``, mode 0700:
+    ``tempfile.mkdtemp(dir=folder, prefix=prefix)``."""
+    while True:
+        path = os.path.join(folder, f"{prefix}{os.urandom(6).hex()}")
+        try:
+            os.mkdir(path, 0o700)
+            return path
+        except FileExistsError:
+            continue
+
+
+def remove_scratch(path: str | os.PathLike[str]) -> None:
+    """Remove a scratch folder and all under it, never following a link, ignoring what
+    cannot be removed (``shutil.rmtree(path, ignore_errors=True)``; crash recovery
+    removes a leftover one)."""
+    try:
+        entries = list(os.scandir(path))
+    except OSError:
+        entries = []
+    for entry in entries:
+        try:
+            if entry.is_dir(follow_symlinks=False):
+                remove_scratch(entry.path)
+            else:
+                os.unlink(entry.path)
+        except OSError:
+            pass
+    with contextlib.suppress(OSError):
+        os.rmdir(path)
+
+
 def fsync_tree(root: Path) -> None:
     """fsync every file and directory under ``root`` (children before their parents).
 

@@ -26,6 +26,7 @@ class Reason(StrEnum):
     # configuration and usage
     Error = "Error"
     InvalidConfig = "InvalidConfig"
+    MalformedKeyFile = "MalformedKeyFile"
     UsageError = "UsageError"
     NotAGiterStick = "NotAGiterStick"
     StickRemoved = "StickRemoved"
@@ -232,6 +233,15 @@ class ConfigError(UsageError):
     """The agent or board configuration is missing, malformed or out of range."""
 
     reason = Reason.InvalidConfig
+
+
+class KeyFileError(ConfigError):
+    """A private key file cannot be used: malformed, encrypted, or of an unusable type.
+
+    The message names the file and the check that failed, never the key's bytes.
+    """
+
+    reason = Reason.MalformedKeyFile
 
 
 class StickError(UsageError, FileNotFoundError):

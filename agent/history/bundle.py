@@ -13,7 +13,6 @@ inspect bundles. Nothing here touches an object store.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import stat
@@ -300,6 +299,8 @@ class PackScanner:
         self.max_object_bytes = max_object_bytes
         self.offset = 0  # bytes of the pack consumed so far
         self.object_count: int | None = None
+        import hashlib  # a pack scanned: a stick already taken is answered from its header
+
         self._sha = hashlib.sha1()
         self._state = "header"
         self._field = bytearray()  # a fixed-size field or varint being collected

@@ -479,9 +479,9 @@ def add_pack(store: DiskObjectStore, read_all: Callable[[int], bytes],
     refused first when over ``max_object_bytes``. Returns the indexer (its counters, for
     tests).
     """
-    import tempfile  # an indexed bundle only: a stick already taken indexes nothing
+    from giter_agent.core.durable import scratch_file  # an indexed bundle only
 
-    fd, tmp = tempfile.mkstemp(dir=store.path, prefix="tmp_pack_")
+    fd, tmp = scratch_file(store.path, "tmp_pack_")
     path = Path(tmp)
     indexer: BoundedIndexer | None = None
     try:

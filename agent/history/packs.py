@@ -44,10 +44,11 @@ from dulwich.pack import (
     write_pack_index,
 )
 
-from giter_agent.core.durable import fsync_dir
+from giter_agent.core.durable import fsync_dir, scratch_file
 
 FACTOR = 2  # each kept pack holds at least this many times all smaller ones together
 LOOSE_THRESHOLD = 256  # loose objects are packed once there are this many
+_LOOSE_NAME = 38  # a loose object's file name: its 40 hex digits less the folder's 2
 # Objects one consolidation may rewrite, beyond the two smallest packs it always may: a
 # year-old device upgraded from one pack per status commit merges its backlog over a few
 # passes (seconds each on a Pi), never one pass of minutes that outlasts the watchdog.
@@ -129,9 +130,7 @@ def _write_pack(pack_dir: Path, write_data: PackWriter, count: int) -> str | Non
     """
     if not count:
         return None
-    import tempfile  # loaded when a pack is written: a steady sync writes none
-
-    fd, tmp = tempfile.mkstemp(dir=pack_dir, prefix="tmp_pack_")
+    fd, tmp = scratch_file(pack_dir, "tmp_pack_")
     tmp_path = Path(tmp)
     idx_tmp: Path | None = None
     try:
@@ -144,7 +143,7 @@ def _write_pack(pack_dir: Path, write_data: PackWriter, count: int) -> str | Non
         if (pack_dir / f"{name}.idx").exists():
             tmp_path.unlink()  # the same objects are already packed under this name
             return name
-        fd, idx_name = tempfile.mkstemp(dir=pack_dir, prefix="tmp_pack_")
+        fd, idx_name = scratch_file(pack_dir, "tmp_pack_")
         idx_tmp = Path(idx_name)
         with os.fdopen(fd, "wb") as fh:
             write_pack_index(fh, rows, checksum)
@@ -233,6 +232,24 @@ def capped_split(sizes: list[int], factor: int = FACTOR,
     return k
 
 
+def count_loose(objects: Path) -> int:
+    """How many loose objects ``objects`` holds: its fan-out folders that exist, listed.
+
+    dulwich's ``count_loose_objects`` tries all 256 (a failed system call and an
+    exception each for a store that packs everything, at every status commit).
+    """
+    try:
+        folders = [e.path for e in os.scandir(objects) if len(e.name) == 2 and e.is_dir()
+                   and all(c in "0123456789abcdef" for c in e.name)]
+    except FileNotFoundError:
+        return 0
+    count = 0
+    for folder in folders:
+        with contextlib.suppress(FileNotFoundError):
+            count += sum(1 for name in os.listdir(folder) if len(name) == _LOOSE_NAME)
+    return count
+
+
 def consolidate(store: Any, *, factor: int = FACTOR,
                 loose_threshold: int = LOOSE_THRESHOLD,
                 max_objects: int = MAX_MERGE_OBJECTS) -> Consolidation:
@@ -242,7 +259,7 @@ def consolidate(store: Any, *, factor: int = FACTOR,
     repository's only writer. See the module docstring for the order."""
     pack_dir = Path(store.pack_dir)
     packed_loose = 0
-    if store.count_loose_objects() >= loose_threshold:
+    if count_loose(Path(store.path)) >= loose_threshold:
         loose = [obj for obj in (store._get_loose_object(sha)
                                  for sha in store._iter_loose_objects()) if obj is not None]
         write_objects(store, loose)

@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import shutil
 import stat
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -29,7 +28,7 @@ from dulwich.objects import Blob, Commit, Tree, hex_to_sha
 from dulwich.pack import UnresolvedDeltas
 
 from giter_agent.core.budget import Budget
-from giter_agent.core.durable import fsync_dir
+from giter_agent.core.durable import fsync_dir, remove_scratch, scratch_dir
 from giter_agent.core.errors import (
     BundleError,
     GiterError,
@@ -143,6 +142,10 @@ class Quarantine:
         self.listed: dict[bytes, bytes] = dict(self.refs)
         self.promoted = False
         self._closed = False
+        # The completeness check's walk: (the tips it started from, the objects only the
+        # quarantine holds). ``promote`` of the same tips reuses it instead of walking
+        # every new commit, tree and blob again.
+        self.checked: tuple[frozenset[bytes], set[bytes]] | None = None
 
     def is_ancestor(self, ancestor: bytes, descendant: bytes) -> bool:
         """Ancestry over the quarantined and accepted objects together."""
@@ -167,7 +170,12 @@ class Quarantine:
             return
         main = self._history.object_store
         tips = list(self.refs.values()) if tips is None else list(tips)
-        needed = self._history._new_objects(self.object_store, tips)
+        if self.checked is not None and self.checked[0] == frozenset(tips):
+            # The quarantine's objects are the same; the main store only gains objects
+            # (a superset of what is needed is then already there: moving it is harmless).
+            needed = self.checked[1]
+        else:
+            needed = self._history._new_objects(self.object_store, tips)
         packs = list(self.object_store.packs)
         junk = any(sha not in needed and sha not in main for pack in packs for sha in pack)
         names = None
@@ -287,7 +295,8 @@ class Gate:
                         spool.seek(0)
                         self._copy_pack(spool, size, store, deadline)
                     self._check_refs(store, quarantine.refs)
-                    self._check_complete(store, list(quarantine.refs.values()), deadline)
+                    quarantine.checked = self._check_complete(
+                        store, list(quarantine.refs.values()), deadline)
                 except BaseException:
                     quarantine.close()
                     raise
@@ -300,16 +309,14 @@ class Gate:
     @contextlib.contextmanager
     def _quarantine_directory(self) -> Iterator[Path]:
         """A fresh quarantine directory, locked while it lives, removed entirely after."""
-        import tempfile  # a stick already taken opens no quarantine: loaded here
-
-        directory = Path(tempfile.mkdtemp(prefix="q-", dir=self.quarantine_root))
+        directory = Path(scratch_dir(self.quarantine_root, "q-"))
         lock_fd: int | None = None
         try:
             lock_fd = os.open(directory / _LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
             fcntl.flock(lock_fd, fcntl.LOCK_EX)
             yield directory
         finally:
-            shutil.rmtree(directory, ignore_errors=True)
+            remove_scratch(directory)
             if lock_fd is not None:
                 os.close(lock_fd)
 
@@ -331,7 +338,8 @@ class Gate:
             try:
                 self._copy_pack(fh, size - header.pack_offset, store, deadline)
                 self._check_refs(store, header.refs)
-                self._check_complete(store, list(header.refs.values()), deadline)
+                quarantine.checked = self._check_complete(store, list(header.refs.values()),
+                                                          deadline)
             except BaseException:
                 quarantine.close()
                 raise
@@ -386,10 +394,11 @@ class Gate:
                 raise HistoryError(f"bundle ref {shown} points to {_hex(sha)},"
                                    " which is not a commit", reason="RefTargetNotCommit")
 
-    def _check_complete(self, store: DiskObjectStore, tips: list[bytes],
-                        deadline: Budget) -> None:
-        """Every commit, tree and blob the tips need is here, down to accepted history."""
-        self._new_objects(store, tips, deadline)
+    def _check_complete(self, store: DiskObjectStore, tips: list[bytes], deadline: Budget
+                        ) -> tuple[frozenset[bytes], set[bytes]]:
+        """Every commit, tree and blob the tips need is here, down to accepted history:
+        (the tips, the objects only the quarantine holds) for ``promote`` to reuse."""
+        return frozenset(tips), self._new_objects(store, tips, deadline)
 
     def _new_objects(self, store: DiskObjectStore, tips: list[bytes],
                      deadline: Budget | None = None) -> set[bytes]:

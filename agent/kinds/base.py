@@ -11,7 +11,6 @@ implement them. ``Context`` is everything a handler may touch, passed in.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -23,6 +22,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 from giter_agent.config.agent_toml import Services
 from giter_agent.config.settings import Settings, SettingsConfig, resolve
+from giter_agent.core.digest import sha256_hex
 from giter_agent.core.errors import ResourceError
 from giter_agent.core.times import rfc3339 as rfc3339  # re-exported: the kinds stamp status with it
 from giter_agent.kinds.fields import Field
@@ -324,7 +324,7 @@ def common_fields(spec: dict[str, Any]) -> Common:
 def fingerprint(spec: dict[str, Any]) -> str:
     """A short stable digest of a validated spec: did the last pass apply this one?"""
     text = json.dumps(spec, sort_keys=True, default=repr, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return sha256_hex(text.encode())[:16]
 
 
 def applied_before(key: str, spec: dict[str, Any], ctx: Context) -> bool:

@@ -15,10 +15,8 @@ hand edit is put right on the next pass and reported as drift.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import errno
-import hashlib
 import logging
 import os
 import stat
@@ -26,6 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar, NamedTuple
 
+from giter_agent.core.digest import sha256_hex
 from giter_agent.core.durable import UnsafePath, atomic_writer, fsync_fd, open_dir_under
 from giter_agent.core.errors import ArtifactError, ResourceError
 from giter_agent.core.layout import artifact_path
@@ -244,6 +243,8 @@ class FileKind(Kind):
                 raise ResourceError("spec.content must be a string", reason="InvalidSpec")
             data = spec["content"].encode("utf-8")
         else:
+            import base64  # a binary file's only: a text File (and a steady sync) needs none
+
             try:
                 data = base64.b64decode(spec["contentBase64"], validate=True)
             except (ValueError, TypeError):
@@ -291,14 +292,14 @@ class FileKind(Kind):
         """What differs between the file on disk and the spec (empty: in sync)."""
         data, mode = spec["data"], spec["mode"]
         target = place.target
-        want = hashlib.sha256(data).hexdigest()
+        want = sha256_hex(data)
         found_now = place.current()
         if found_now is None:
             return [f"{target} is missing (want {len(data)} bytes, sha256 {_short(want)})"]
         if isinstance(found_now, str):
             return [found_now]
         st, content = found_now
-        current = hashlib.sha256(content).hexdigest()
+        current = sha256_hex(content)
         found = []
         if current != want:
             found.append(f"{target} content sha256 {_short(current)}, want {_short(want)}")
@@ -336,7 +337,7 @@ class FileKind(Kind):
         target = place.target
         data, mode = spec["data"], spec["mode"]
         observed: dict[str, Any] = {"path": str(target),
-                                    "sha256": hashlib.sha256(data).hexdigest(),
+                                    "sha256": sha256_hex(data),
                                     "mode": f"{mode:04o}"}
         for name in ("owner", "group"):
             if spec[name] is not None:

@@ -9,7 +9,6 @@ pass in this order and ``reconcile.plan`` shows the same order.
 
 from __future__ import annotations
 
-import heapq
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cached_property
@@ -85,6 +84,10 @@ def resolve_order(items: Iterable[tuple[str, str, tuple[str, ...]]],
     # wherever dependencies allow it.
     index = {k: i for i, k in enumerate(keys)}
     waiting = {k: {d for d in deps[k] if d in index} for k in keys}
+    if not any(waiting.values()):
+        return Order(keys, deps, {}, problems)  # nothing waits: spec order, no heap
+    import heapq  # only when a dependsOn orders something
+
     dependents: dict[str, list[str]] = {k: [] for k in keys}
     for k, ds in waiting.items():
         for d in ds:

@@ -26,6 +26,7 @@ from giter_agent.core.errors import GiterError, ResourceError, TreeError
 from giter_agent.core.layout import (
     DEFAULT_VALUES,
     FLEET_FOLDER,
+    ROLLOUT_FOLDER,
     device_record_path,
     device_values_path,
     label_values_path,
@@ -123,6 +124,11 @@ def _hold(store: Any, tree: bytes, files: list[tuple[str, bytes]], folders: list
     """``files`` with each file a rollout holds for this device at its baseline version
     (left out if it did not exist there), and path -> (why, its current content) for
     those files."""
+    from giter_agent.history.tree import list_files
+
+    if list_files(store, tree, ROLLOUT_FOLDER) is None:
+        return files, {}  # no rollout in this tree: nothing held, the parser not loaded
+
     from giter_agent.core.errors import HistoryError
     from giter_agent.history.objects import read_commit
     from giter_agent.history.tree import read_file

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from giter_agent import __version__
+from giter_agent.core.digest import sha256_hex
 from giter_agent.core.layout import summary_path
 from giter_agent.spec.resources import API_VERSION, dump_yaml
 from giter_agent.state.records import ResourceRecord
@@ -95,8 +96,6 @@ def inputs_digest(device_id: str, spec: str, records: dict[str, ResourceRecord],
     which decides how): two calls with equal digests give the same files, so a process
     that finds the status tip recorded with this digest need not serialise any YAML to
     know the tip holds them. None when the inputs hold a value msgpack cannot pack."""
-    import hashlib
-
     import msgpack
 
     docs = [[r.path, r.document, r.status] for r in records.values()
@@ -106,7 +105,7 @@ def inputs_digest(device_id: str, spec: str, records: dict[str, ResourceRecord],
                              use_bin_type=True, strict_types=True)
     except (TypeError, ValueError, OverflowError):
         return None
-    return hashlib.sha256(data).hexdigest()
+    return sha256_hex(data)
 
 
 def make_status_commit(object_store: Any, *, spec_commit: bytes, previous: bytes | None,

@@ -14,7 +14,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from giter_agent.core.durable import fsync_dir, mkdir_durable, temp_name
-from giter_agent.core.errors import ConfigError
+from giter_agent.core.errors import ConfigError, KeyFileError
 from giter_agent.trust import sshsig
 
 
@@ -56,12 +56,9 @@ def load_or_create(path: Path) -> Ed25519PrivateKey:
         key = sshsig.generate_ed25519()
         # Losing the race to another process is fine: we then load the key it wrote.
         _write_new(path, sshsig.private_key_openssh_bytes(key), 0o600)
-    try:
-        loaded = sshsig.load_private_key(path)
-    except (ValueError, TypeError) as exc:
-        raise ConfigError(f"{path}: not an unencrypted OpenSSH private key ({exc})") from None
+    loaded = sshsig.load_private_key(path)  # KeyFileError (a ConfigError) if unusable
     if not isinstance(loaded, Ed25519PrivateKey):
-        raise ConfigError(f"{path}: device key must be ed25519")
+        raise KeyFileError(f"{path}: device key must be ed25519")
     key = loaded
     if path.stat().st_mode & 0o077:
         raise ConfigError(f"{path}: device key is readable by others; chmod 600 it")

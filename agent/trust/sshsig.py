@@ -18,23 +18,30 @@ import hashlib
 import struct
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, NamedTuple, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, runtime_checkable
 
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
-from cryptography.hazmat.primitives.asymmetric.utils import (
-    decode_dss_signature,
-    encode_dss_signature,
-)
+from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from giter_agent.core.errors import TrustError
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+    PrivateKey = ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
+
+from giter_agent.core.errors import KeyFileError, TrustError
 
 MAGIC = b"SSHSIG"
 VERSION = 1
 BEGIN = b"-----BEGIN SSH SIGNATURE-----"
 END = b"-----END SSH SIGNATURE-----"
 ARMOUR_WIDTH = 70  # ssh-keygen's sshbuf_dtob64(..., wrap=1)
+# An OpenSSH private key file (OpenSSH's PROTOCOL.key); unencrypted, its private section
+# is padded to 8-byte blocks.
+OPENSSH_KEY_BEGIN = b"-----BEGIN OPENSSH PRIVATE KEY-----"
+OPENSSH_KEY_END = b"-----END OPENSSH PRIVATE KEY-----"
+OPENSSH_KEY_MAGIC = b"openssh-key-v1\0"
+OPENSSH_KEY_BLOCK = 8
 
 ED25519 = "ssh-ed25519"
 ECDSA_P256 = "ecdsa-sha2-nistp256"
@@ -55,11 +62,13 @@ SK_USER_PRESENT = 0x01
 # Below this an RSA key is not worth trusting, whatever OpenSSH still tolerates (1024).
 RSA_MIN_BITS = 2048
 
-_CURVES: dict[str, tuple[str, ec.EllipticCurve, hashes.HashAlgorithm]] = {
-    # key type -> (curve identifier inside the blob, curve, hash RFC 5656 pairs with it)
-    ECDSA_P256: ("nistp256", ec.SECP256R1(), hashes.SHA256()),
-    ECDSA_P384: ("nistp384", ec.SECP384R1(), hashes.SHA384()),
-    SK_ECDSA_P256: ("nistp256", ec.SECP256R1(), hashes.SHA256()),
+_CURVES: dict[str, tuple[str, str, str]] = {
+    # key type -> (curve identifier inside the blob, curve, hash RFC 5656 pairs with it),
+    # by their names in cryptography: the ECDSA and RSA modules (with the hashes and
+    # padding) load for such a key only, never for a history signed with ed25519.
+    ECDSA_P256: ("nistp256", "SECP256R1", "SHA256"),
+    ECDSA_P384: ("nistp384", "SECP384R1", "SHA384"),
+    SK_ECDSA_P256: ("nistp256", "SECP256R1", "SHA256"),
 }
 # The order n of each curve's group. (r, s) and (r, n - s) both verify, so a signature
 # is canonical only with s <= n/2 (low-s, as Bitcoin's BIP 62 and libsecp256k1 require):
@@ -75,12 +84,26 @@ _ORDERS = {
 _HASHES = {"sha512": hashlib.sha512, "sha256": hashlib.sha256}
 
 # RSA signature algorithms we accept inside SSHSIG. Plain "ssh-rsa" means SHA-1: refused.
-_RSA_SIG_HASHES: dict[str, hashes.HashAlgorithm] = {
-    "rsa-sha2-512": hashes.SHA512(),
-    "rsa-sha2-256": hashes.SHA256(),
+_RSA_SIG_HASHES: dict[str, str] = {
+    "rsa-sha2-512": "SHA512",
+    "rsa-sha2-256": "SHA256",
 }
 
-PrivateKey = ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
+
+def _hash(name: str) -> hashes.HashAlgorithm:
+    """cryptography's hash algorithm object named ``name`` (``SHA256``...)."""
+    from cryptography.hazmat.primitives import hashes
+
+    algorithm: hashes.HashAlgorithm = getattr(hashes, name)()
+    return algorithm
+
+
+def _ecdsa(keytype: str) -> tuple[ec.EllipticCurve, ec.ECDSA]:
+    """The curve of an ECDSA key type and the signature algorithm over its hash."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    _, curve, hash_name = _CURVES[keytype]
+    return getattr(ec, curve)(), ec.ECDSA(_hash(hash_name))
 
 
 def _fail(reason: str, message: str) -> TrustError:
@@ -143,6 +166,11 @@ class _Reader:
             raise self.error("non-canonical mpint")
         return int.from_bytes(value, "big")
 
+    @property
+    def pos(self) -> int:
+        """How many bytes have been read."""
+        return self._pos
+
     def end(self) -> None:
         if self._pos != len(self._data):
             raise self.error("trailing data")
@@ -195,6 +223,9 @@ class PublicKey(NamedTuple):
     @classmethod
     def from_cryptography(cls, public_key) -> PublicKey:
         """The ``PublicKey`` of a ``cryptography`` public key object."""
+        if isinstance(public_key, ed25519.Ed25519PublicKey):
+            # A device's own key, at every status commit: no serialization package.
+            return cls.from_blob(_string(ED25519.encode()) + _string(_ed25519_raw(public_key)))
         # Imported where used: the serialization package loads the SSH private-key
         # format and every cipher (about 15 ms), which verifying a signature never needs.
         from cryptography.hazmat.primitives import serialization
@@ -239,7 +270,9 @@ class PublicKey(NamedTuple):
                     raise reader.error("ed25519 key must be 32 bytes")
                 return ed25519.Ed25519PublicKey.from_public_bytes(raw)
             if self.keytype in _CURVES:
-                curve_name, curve, _ = _CURVES[self.keytype]
+                from cryptography.hazmat.primitives.asymmetric import ec
+
+                curve_name = _CURVES[self.keytype][0]
                 if reader.text() != curve_name:
                     raise reader.error("curve does not match key type")
                 point = reader.string()
@@ -248,7 +281,10 @@ class PublicKey(NamedTuple):
                 reader.end()
                 if not point or point[0] != 4:
                     raise reader.error("ecdsa point must be uncompressed")
-                return ec.EllipticCurvePublicKey.from_encoded_point(curve, point)
+                return ec.EllipticCurvePublicKey.from_encoded_point(_ecdsa(self.keytype)[0],
+                                                                    point)
+            from cryptography.hazmat.primitives.asymmetric import rsa
+
             e = reader.mpint()
             n = reader.mpint()
             reader.end()
@@ -406,8 +442,10 @@ def _prepare(key: PublicKey, signature: bytes, data: bytes) -> PendingCheck:
                         f"ecdsa signature by {key.fingerprint()} has a high s (> n/2): "
                         "the twin of a canonical signature; sign again (each ECDSA "
                         "signature is random), or use an ed25519 key")
+        from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+
         return PendingCheck(key, public, (encode_dss_signature(r, s), data,
-                                          ec.ECDSA(_CURVES[key.keytype][2])))
+                                          _ecdsa(key.keytype)[1]))
     if alg == RSA:
         raise _fail("UnsupportedKeyType",
                     "ssh-rsa (SHA-1) signatures are refused; sign with rsa-sha2-512")
@@ -415,7 +453,10 @@ def _prepare(key: PublicKey, signature: bytes, data: bytes) -> PendingCheck:
         raise reader.error(f"{alg!r} signature from an {key.keytype} key")
     if len(raw) != (public.key_size + 7) // 8:
         raise reader.error("rsa signature is not modulus-sized")
-    return PendingCheck(key, public, (raw, data, padding.PKCS1v15(), _RSA_SIG_HASHES[alg]))
+    from cryptography.hazmat.primitives.asymmetric import padding
+
+    return PendingCheck(key, public, (raw, data, padding.PKCS1v15(),
+                                      _hash(_RSA_SIG_HASHES[alg])))
 
 
 def verify(armored: bytes, message: bytes, keys: Iterable[PublicKey],
@@ -508,32 +549,129 @@ def sign(private_key: PrivateKey, message: bytes, namespace: str = "git",
     data = _signed_data(namespace.encode(), hash_alg, message)
     if isinstance(private_key, ed25519.Ed25519PrivateKey):
         inner = _string(ED25519.encode()) + _string(private_key.sign(data))
-    elif isinstance(private_key, ec.EllipticCurvePrivateKey):
-        r, s = decode_dss_signature(
-            private_key.sign(data, ec.ECDSA(_CURVES[public.keytype][2])))
-        order = _ORDERS[public.keytype]
-        s = min(s, order - s)  # low-s: the one encoding verify() accepts
-        inner = _string(public.keytype.encode()) + _string(_mpint(r) + _mpint(s))
-    elif isinstance(private_key, rsa.RSAPrivateKey):
-        raw = private_key.sign(data, padding.PKCS1v15(), hashes.SHA512())
-        inner = _string(b"rsa-sha2-512") + _string(raw)
     else:
-        raise TypeError(f"cannot sign with {type(private_key).__name__}")
+        inner = _sign_other(private_key, public, data)
     blob = (MAGIC + struct.pack(">I", VERSION) + _string(public.blob)
             + _string(namespace.encode()) + _string(b"") + _string(hash_alg.encode())
             + _string(inner))
     return armor(blob)
 
 
-def load_private_key(path: Path) -> PrivateKey:
-    """An unencrypted OpenSSH private key file (``ssh-keygen -N ''``)."""
-    from cryptography.hazmat.primitives import serialization
+def _sign_other(private_key: Any, public: PublicKey, data: bytes) -> bytes:
+    """The inner signature blob of an ECDSA or RSA key (their modules load here only)."""
+    from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+    from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
-    key = serialization.load_ssh_private_key(Path(path).read_bytes(), password=None)
+    if isinstance(private_key, ec.EllipticCurvePrivateKey):
+        r, s = decode_dss_signature(private_key.sign(data, _ecdsa(public.keytype)[1]))
+        order = _ORDERS[public.keytype]
+        s = min(s, order - s)  # low-s: the one encoding verify() accepts
+        return _string(public.keytype.encode()) + _string(_mpint(r) + _mpint(s))
+    if isinstance(private_key, rsa.RSAPrivateKey):
+        raw = private_key.sign(data, padding.PKCS1v15(), _hash("SHA512"))
+        return _string(b"rsa-sha2-512") + _string(raw)
+    raise TypeError(f"cannot sign with {type(private_key).__name__}")
+
+
+def load_private_key(path: Path) -> PrivateKey:
+    """An unencrypted OpenSSH private key file (``ssh-keygen -N ''``).
+
+    An ed25519 key (every device key, most publisher keys) is read here, strictly
+    (``read_openssh_ed25519``); an ECDSA or RSA key goes through ``cryptography``'s loader.
+    Anything unusable is a ``KeyFileError`` naming the file and the check that failed.
+    """
+    path = Path(path)
+    data = path.read_bytes()
+    try:
+        ed = read_openssh_ed25519(data)
+    except TrustError as exc:
+        raise KeyFileError(f"{path}: not a usable OpenSSH private key ({exc})") from None
+    if ed is not None:
+        return ed
+    # Imported where used: the serialization package loads the SSH private-key format
+    # of every key type and every cipher (about 15 ms), which an ed25519 key never needs.
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+    try:
+        key = serialization.load_ssh_private_key(data, password=None)
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+        # cryptography's messages name the check ("Corrupt data: ..."), not the bytes.
+        raise KeyFileError(f"{path}: not an unencrypted OpenSSH private key ({exc})") from None
     if not isinstance(key, ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey
                       | rsa.RSAPrivateKey):
-        raise TypeError(f"{path}: unsupported private key type {type(key).__name__}")
+        raise KeyFileError(f"{path}: unsupported private key type {type(key).__name__}")
     return key
+
+
+def read_openssh_ed25519(data: bytes) -> ed25519.Ed25519PrivateKey | None:
+    """The key of an unencrypted ed25519 ``openssh-key-v1`` file (OpenSSH's
+    PROTOCOL.key), or None when ``data`` is another form (not that armour, a cipher, another
+    key type) for ``cryptography``'s loader to take or refuse.
+
+    Strict, as ``ssh-keygen`` writes it: one key, no kdf, equal check-ints, the private
+    half's public key equal to the file's and to the one the seed derives, padding
+    1, 2, 3... to the 8-byte block. A refusal is a ``TrustError`` (MalformedKey) that
+    names the check, never the bytes.
+    """
+    text = data.strip()
+    if not text.startswith(OPENSSH_KEY_BEGIN) or not text.endswith(OPENSSH_KEY_END):
+        return None
+    body = b"".join(text[len(OPENSSH_KEY_BEGIN):-len(OPENSSH_KEY_END)].split())
+    try:
+        blob = base64.b64decode(body, validate=True)
+    except ValueError:
+        raise _fail("MalformedKey", "private key armour is not valid base64") from None
+    if not blob.startswith(OPENSSH_KEY_MAGIC):
+        raise _fail("MalformedKey", "private key does not start with openssh-key-v1")
+    outer = _Reader(blob[len(OPENSSH_KEY_MAGIC):], "private key", "MalformedKey")
+    cipher, kdf, kdf_options = outer.string(), outer.string(), outer.string()
+    if cipher != b"none" or kdf != b"none":
+        return None  # encrypted: cryptography's loader says so (no passphrase is given)
+    if kdf_options:
+        raise outer.error("kdf options without a kdf")
+    if outer.u32() != 1:
+        raise outer.error("a key file must hold exactly one key")
+    public_blob = outer.string()
+    private = outer.string()
+    outer.end()
+    public = _Reader(public_blob, "private key's public half", "MalformedKey")
+    if public.text() != ED25519:
+        return None  # ECDSA, RSA, a security key: cryptography's loader
+    raw_public = public.string()
+    public.end()
+    inner = _Reader(private, "private key", "MalformedKey")
+    if len(private) % OPENSSH_KEY_BLOCK:
+        raise inner.error("private section is not a whole number of blocks")
+    if inner.u32() != inner.u32():
+        raise inner.error("check-ints differ (corrupt, or encrypted under another name)")
+    if inner.text() != ED25519:
+        raise inner.error("private half's key type differs from the public half's")
+    if inner.string() != raw_public or len(raw_public) != 32:
+        raise inner.error("private half's public key differs from the public half")
+    secret = inner.string()
+    if len(secret) != 64 or secret[32:] != raw_public:
+        raise inner.error("ed25519 private key must be the 32-byte seed and its public key")
+    inner.string()  # the comment
+    padding_bytes = inner.raw(len(private) - inner.pos)
+    if (len(padding_bytes) >= OPENSSH_KEY_BLOCK
+            or padding_bytes != bytes(range(1, len(padding_bytes) + 1))):
+        raise inner.error("padding is not 1, 2, 3...")
+    key = ed25519.Ed25519PrivateKey.from_private_bytes(secret[:32])
+    if _ed25519_raw(key.public_key()) != raw_public:
+        raise inner.error("public key is not the one the seed derives")
+    return key
+
+
+def _ed25519_raw(public_key: ed25519.Ed25519PublicKey) -> bytes:
+    """The 32 raw bytes of an ed25519 public key, without the serialization package
+    where ``cryptography`` can (``public_bytes_raw``: 40 and later; Debian's 38 cannot)."""
+    raw = getattr(public_key, "public_bytes_raw", None)
+    if raw is not None:
+        return bytes(raw())
+    from cryptography.hazmat.primitives import serialization
+
+    return public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 
 
 def generate_ed25519() -> ed25519.Ed25519PrivateKey:

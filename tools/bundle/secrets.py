@@ -285,7 +285,7 @@ def seal(plaintext: bytes, devices: Iterable[EnrolledDevice],
 
 def load_secrets_key(path: Path, *, create: bool) -> Any:
     """The publisher's secrets key (an OpenSSH ed25519 key file), made 0600 if asked."""
-    from giter_agent.core.errors import ConfigError
+    from giter_agent.core.errors import ConfigError, KeyFileError
     from giter_agent.trust.devicekey import load_or_create
     from giter_agent.trust.sshsig import load_private_key
 
@@ -304,9 +304,8 @@ def load_secrets_key(path: Path, *, create: bool) -> Any:
                          reason="NoSecretsKey")
     try:
         return load_private_key(path)
-    except (TypeError, ValueError) as exc:
-        raise UsageError(f"{path}: not an unencrypted OpenSSH ed25519 key ({exc})",
-                         reason="NoSecretsKey") from None
+    except KeyFileError as exc:  # its message names the file and the check
+        raise UsageError(str(exc), reason="NoSecretsKey") from None
 
 
 # -- what a device that left could still read -------------------------------------------------
