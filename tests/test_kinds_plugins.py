@@ -115,3 +115,21 @@ def test_injected_entry_points():
                                                    "Package", "Release", "Secret", "Sensor",
                                                    "Service"]
 
+
+
+def test_a_kind_declaring_a_field_of_an_unknown_type_is_refused_when_its_class_is_made():
+    from giter_agent.kinds.base import COMMON_FIELDS, Kind
+    from giter_agent.kinds.fields import Field, check_types
+
+    # Fields are plain values, made as a plug-in may make them (in a loop, from a table);
+    # the declaration is checked once, when a kind's class takes them, nested ones too.
+    typo = Field("colour", "strnig", "lamp colour")
+    nested = Field("lamps", "array", "lamps", items=Field("lamp", "object", "one lamp",
+                                                          properties=(typo,)))
+    for fields, named in (((typo,), "colour"), ((Field("on", "boolean", "on"), nested),
+                                                "colour")):
+        with pytest.raises(ValueError, match=f"field {named}: unknown type 'strnig'"):
+            type("LampKind", (Kind,), {"kind": "Lamp", "FIELDS": fields})
+    ok = type("LampKind", (Kind,), {"kind": "Lamp", "FIELDS": (Field("on", "boolean", "on"),)})
+    assert ok.FIELDS is not None
+    check_types(COMMON_FIELDS)  # the fields every kind shares are not a kind's: checked here

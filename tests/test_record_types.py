@@ -6,8 +6,10 @@ a one-shot sync or a pass worker; the immutable records are therefore NamedTuple
 default is one object shared by every record made without that field, and unlike a
 dataclass it does not refuse a list, dict or set there: every NamedTuple class of the
 agent and the publisher is read from source here, and each default must be a literal
-of immutable values. The kinds' outcomes stay classes that are not tuples: kinds tell a
-tuple of results from an outcome with ``isinstance(x, tuple)``.
+of immutable values: a constant, a tuple of them, another such record made from them
+(``Limits()``), or a read-only mapping of them (``MappingProxyType({})``). The kinds'
+outcomes are NamedTuples too, so a kind tells "a tuple of results, or an outcome" apart
+with ``is_outcome``, never with ``isinstance(x, tuple)``.
 """
 
 from __future__ import annotations
@@ -17,7 +19,11 @@ from pathlib import Path
 
 import pytest
 
-from giter_agent.kinds.base import Done, Failed, Retry
+from giter_agent.config.agent_toml import Config
+from giter_agent.device.board import Board
+from giter_agent.history.bundle import BundleHeader
+from giter_agent.kinds.base import Condition, Done, Failed, Retry, is_outcome
+from giter_agent.kinds.fields import Field
 from giter_agent.spec.resources import Resource
 from giter_agent.state.records import NetworkRecord
 from giter_agent.trust.gate import GateVerdict
@@ -35,49 +41,101 @@ def _is_namedtuple(node: ast.ClassDef) -> bool:
                for b in node.bases)
 
 
-def _immutable_literal(node: ast.expr) -> bool:
-    """None, a number, a string or bytes, a tuple of such, or arithmetic on numbers."""
+def _immutable_literal(node: ast.expr, records: frozenset[str] = frozenset()) -> bool:
+    """None, a number, a string or bytes, a tuple of such, arithmetic on numbers, one of
+    ``records`` (NamedTuple classes, whose own defaults are checked here too) made from
+    such, or a read-only ``MappingProxyType`` over a dict literal of such (no one else
+    holds that dict, so no one can change it)."""
+    def ok(n: ast.expr) -> bool:
+        return _immutable_literal(n, records)
+
     if isinstance(node, ast.Constant):
         return True
     if isinstance(node, ast.Tuple):
-        return all(_immutable_literal(e) for e in node.elts)
+        return all(ok(e) for e in node.elts)
     if isinstance(node, ast.UnaryOp):
-        return _immutable_literal(node.operand)
+        return ok(node.operand)
     if isinstance(node, ast.BinOp):
-        return _immutable_literal(node.left) and _immutable_literal(node.right)
-    return False  # a list, dict, set, a call or a name: possibly shared and mutable
+        return ok(node.left) and ok(node.right)
+    if isinstance(node, ast.Call):
+        name = ast.unparse(node.func)
+        args = [*node.args, *(k.value for k in node.keywords)]
+        if name in records:
+            return all(k.arg is not None for k in node.keywords) and all(map(ok, args))
+        if name in ("MappingProxyType", "types.MappingProxyType"):
+            return (len(node.args) == 1 and not node.keywords
+                    and isinstance(node.args[0], ast.Dict)
+                    and all(k is not None and ok(k) for k in node.args[0].keys)
+                    and all(ok(v) for v in node.args[0].values))
+    return False  # a list, dict, set, another call or a name: possibly shared and mutable
+
+
+def _classes() -> list[tuple[Path, ast.ClassDef]]:
+    return [(path, node) for folder in SOURCES for path in sorted(folder.rglob("*.py"))
+            for node in ast.walk(ast.parse(path.read_text(), str(path)))
+            if isinstance(node, ast.ClassDef)]
+
+
+def record_names() -> frozenset[str]:
+    """Names of the NamedTuple classes that no other class of the sources shares."""
+    classes = _classes()
+    others = {node.name for _, node in classes if not _is_namedtuple(node)}
+    return frozenset(node.name for _, node in classes
+                     if _is_namedtuple(node) and node.name not in others)
 
 
 def namedtuple_defaults() -> dict[str, list[tuple[str, ast.expr]]]:
     """``path:Class`` -> (field, default) of every NamedTuple class in the sources."""
-    out: dict[str, list[tuple[str, ast.expr]]] = {}
-    for folder in SOURCES:
-        for path in sorted(folder.rglob("*.py")):
-            for node in ast.walk(ast.parse(path.read_text(), str(path))):
-                if isinstance(node, ast.ClassDef) and _is_namedtuple(node):
-                    out[f"{path.relative_to(ROOT)}:{node.name}"] = [
-                        (item.target.id, item.value) for item in node.body
-                        if isinstance(item, ast.AnnAssign) and item.value is not None
-                        and isinstance(item.target, ast.Name)]
-    return out
+    return {f"{path.relative_to(ROOT)}:{node.name}": [
+        (item.target.id, item.value) for item in node.body
+        if isinstance(item, ast.AnnAssign) and item.value is not None
+        and isinstance(item.target, ast.Name)]
+        for path, node in _classes() if _is_namedtuple(node)}
 
 
 def test_records_are_namedtuples_whose_defaults_cannot_be_shared_mutables():
     # The check itself: what could be one shared mutable object is refused.
-    refused = ["[]", "{}", "{1}", "dict()", "Limits()", "DEFAULTS", "([],)"]
+    records = frozenset({"Limits"})
+    refused = ["[]", "{}", "{1}", "dict()", "Limits()", "DEFAULTS", "([],)", "Other()",
+               "Limits([])", "Limits(**KW)", "MappingProxyType(SHARED)",
+               "MappingProxyType({'a': []})", "types.MappingProxyType(dict())"]
     allowed = ["None", "0", "-1.5", "'wait'", "b''", "()", "('a', 'b')", "512 * 2**20"]
-    assert [t for t in refused if _immutable_literal(ast.parse(t, mode="eval").body)] == []
-    assert [t for t in allowed if not _immutable_literal(ast.parse(t, mode="eval").body)] == []
+    made = ["Limits()", "Limits(1, max_objects=2)", "MappingProxyType({})",
+            "types.MappingProxyType({'a': ('b',)})"]
+    assert [t for t in refused[:5] if _immutable_literal(ast.parse(t, mode="eval").body)] \
+        == []  # without the record names, a call is never allowed
+    assert [t for t in refused[5:] if _immutable_literal(ast.parse(t, mode="eval").body,
+                                                         records)] == []
+    assert [t for t in allowed + made
+            if not _immutable_literal(ast.parse(t, mode="eval").body, records)] == []
 
-    for record in (Resource, NetworkRecord, GateVerdict, PublicKey):
+    for record in (Resource, NetworkRecord, GateVerdict, PublicKey, Config, Board, Field,
+                   BundleHeader):
         assert issubclass(record, tuple) and hasattr(record, "_fields"), record
-    found = namedtuple_defaults()
+    found, names = namedtuple_defaults(), record_names()
     assert {"agent/spec/resources.py:Resource", "agent/history/store.py:Caps",
             "agent/config/settings.py:SettingsConfig"} <= set(found)  # the scan sees them
+    assert {"Limits", "Services", "SettingsConfig"} <= names
     assert any(fields for fields in found.values())  # and reads their defaults
     shared = [f"{where}.{name} = {ast.unparse(value)}" for where, fields in found.items()
-              for name, value in fields if not _immutable_literal(value)]
+              for name, value in fields if not _immutable_literal(value, names)]
     assert shared == []
-    # A kind returns "a tuple of results, or an outcome"; an outcome must never be a tuple.
-    for outcome in (Done, Retry, Failed):
-        assert not issubclass(outcome, tuple), outcome
+
+
+def test_an_outcome_is_never_taken_for_a_kind_s_own_results():
+    # A kind's helper returns "a tuple of results, or an outcome" (File's (uid, gid), a
+    # Release's prepared paths). The outcomes are NamedTuples, so tuples too: the one
+    # test that tells them apart is is_outcome, asked first.
+    outcomes = (Done("Applied", "ok"), Retry("UnknownOwner", "no user", 300),
+                Failed("RequiresRoot", "not root"))
+    assert all(isinstance(o, tuple) and is_outcome(o) for o in outcomes)
+    results = ((1000, 1000), (None, None), (), ("a",), Condition("T", True, "r", "m"))
+    assert not any(is_outcome(r) for r in results)
+    # And no kind tells them apart by asking for a tuple (every outcome would pass).
+    asks = []
+    for path in sorted((ROOT / "agent" / "kinds").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Call) and ast.unparse(node.func) == "isinstance" \
+                    and len(node.args) == 2 and "tuple" in ast.unparse(node.args[1]):
+                asks.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert asks == []

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import re
 import tomllib
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, NamedTuple
 
 from giter_agent.config.settings import SECTION_KEYS, SettingsConfig, parse_section
@@ -80,45 +81,6 @@ _NETWORK_RANGES = {"connect_timeout_s": (1, 600), "read_timeout_s": (1, 3600),
 _NETWORK_PATHS = ("password_file", "ssh_key", "known_hosts", "ca_file")
 
 
-@dataclass(frozen=True)
-class Config:
-    """Validated agent configuration. Built only by ``load`` (or directly in tests)."""
-
-    device_id: str
-    state_dir: Path
-    board: str
-    allowed_signers: Path
-    branch: str = "main"
-    groups: tuple[str, ...] = ()
-    root_keys: Path | None = None
-    genesis: str | None = None
-    usb_roots: tuple[Path, ...] = ()
-    files_roots: tuple[Path, ...] = ()
-    limits: Limits = field(default_factory=lambda: Limits())
-    network: Network | None = None
-    agent: SettingsConfig = field(default_factory=SettingsConfig)  # [agent]: agent.settings
-    # [commands] allowed: the names a Command resource may run, each a fixed argv.
-    commands: dict[str, tuple[str, ...]] = field(default_factory=dict)
-    # [services]: the units a Service resource may act on (agent.kinds.service).
-    services: Services = field(default_factory=lambda: Services())
-    # [packages] allowed: the Debian packages a Package resource may install (globs).
-    packages: tuple[str, ...] = ()
-    # [serial]: the port the device serves (default: the board's serial_port) and its speed.
-    serial_port: str | None = None
-    serial_baud: int = 115200
-    # [metrics] textfile: a node_exporter textfile-collector file (giter_agent.status.metrics).
-    metrics_textfile: Path | None = None
-    source: Path | None = field(default=None, compare=False)
-
-    @property
-    def branch_ref(self) -> bytes:
-        return f"refs/heads/{self.branch}".encode()
-
-    @property
-    def status_ref(self) -> bytes:
-        return status_ref(self.device_id)
-
-
 class Services(NamedTuple):
     """``[services]``: which systemd units a Service resource may start, stop, enable.
 
@@ -130,6 +92,48 @@ class Services(NamedTuple):
 
     allowed: tuple[str, ...] = ()
     force: tuple[str, ...] = ()
+
+
+class Config(NamedTuple):
+    """Validated agent configuration. Built only by ``load`` (or directly in tests).
+
+    Its defaults are values no one can change in place: the ``[commands]`` allowlist is
+    a read-only mapping (nothing adds to it after ``load``).
+    """
+
+    device_id: str
+    state_dir: Path
+    board: str
+    allowed_signers: Path
+    branch: str = "main"
+    groups: tuple[str, ...] = ()
+    root_keys: Path | None = None
+    genesis: str | None = None
+    usb_roots: tuple[Path, ...] = ()
+    files_roots: tuple[Path, ...] = ()
+    limits: Limits = Limits()
+    network: Network | None = None
+    agent: SettingsConfig = SettingsConfig()  # [agent]: agent.settings
+    # [commands] allowed: the names a Command resource may run, each a fixed argv.
+    commands: Mapping[str, tuple[str, ...]] = MappingProxyType({})
+    # [services]: the units a Service resource may act on (agent.kinds.service).
+    services: Services = Services()
+    # [packages] allowed: the Debian packages a Package resource may install (globs).
+    packages: tuple[str, ...] = ()
+    # [serial]: the port the device serves (default: the board's serial_port) and its speed.
+    serial_port: str | None = None
+    serial_baud: int = 115200
+    # [metrics] textfile: a node_exporter textfile-collector file (giter_agent.status.metrics).
+    metrics_textfile: Path | None = None
+    source: Path | None = None  # the file it was read from
+
+    @property
+    def branch_ref(self) -> bytes:
+        return f"refs/heads/{self.branch}".encode()
+
+    @property
+    def status_ref(self) -> bytes:
+        return status_ref(self.device_id)
 
 
 # Known keys: top level, and the keys each [section] may hold.

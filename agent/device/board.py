@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import re
 import tomllib
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from giter_agent.core.errors import ConfigError
 
@@ -27,13 +26,12 @@ _KEYS = {"name", "description", "models", "pin_factory", "status_led", "serial_p
 DEVICE_TREE_MODEL = Path("/proc/device-tree/model")  # see device.models
 
 
-@dataclass(frozen=True)
-class Board:
-    """A validated board description."""
+class Board(NamedTuple):
+    """A validated board description (built by ``load_board``)."""
 
     name: str
     pin_factory: str
-    pins: dict[str, str] = field(default_factory=dict)
+    pins: dict[str, str]  # logical name -> gpiozero pin spec; read, never changed
     status_led: str | None = None
     serial_port: str | None = None
     usb_roots: tuple[Path, ...] = ()

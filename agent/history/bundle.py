@@ -18,9 +18,8 @@ import re
 import stat
 import zlib
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
 from giter_agent.core.durable import atomic_writer, shown
 from giter_agent.core.errors import BundleError, UnreadableBundle
@@ -45,16 +44,16 @@ _MAX_VARINT_BYTES = 10
 _INFLATE_SLICE = 64 * 1024
 
 
-@dataclass(frozen=True)
-class BundleHeader:
-    """What a bundle's header says: its format, what it needs, and what it offers."""
+class BundleHeader(NamedTuple):
+    """What a bundle's header says: its format, what it needs, and what it offers
+    (built by ``read_header``)."""
 
     version: int
     capabilities: dict[bytes, bytes | None]
     prerequisites: list[bytes]  # hex commit ids the reader must already have
     refs: dict[bytes, bytes]  # refname -> hex object id
     pack_offset: int  # where the pack starts in the file
-    prerequisite_comments: dict[bytes, bytes] = field(default_factory=dict)
+    prerequisite_comments: dict[bytes, bytes]  # hex commit id -> its comment
 
 
 def _malformed(lineno: int, what: str) -> BundleError:

@@ -40,6 +40,7 @@ from giter_agent.kinds.base import (
     Outcome,
     Retry,
     fingerprint,
+    is_outcome,
     rfc3339,
     would_fail,
 )
@@ -172,7 +173,7 @@ class AgentUpdateKind(Kind):
             return Retry("Restarting", f"giter-agent {spec['version']} is selected; the "
                          "agent restarts into it", 60, observed)
         wheels = self._wheels(spec, ctx)
-        if not isinstance(wheels, tuple):
+        if is_outcome(wheels):
             return wheels
         tree_id, files = wheels
         name = release_name({"version": spec["version"]}, tree_id)
@@ -227,7 +228,7 @@ class AgentUpdateKind(Kind):
             return would_fail(Failed("DowngradeRefused", f"{spec['version']} is older than "
                                      f"the running {self.version}"))
         wheels = self._wheels(spec, ctx)
-        if not isinstance(wheels, tuple):
+        if is_outcome(wheels):
             return would_fail(wheels) if isinstance(wheels, Failed) else None
         return (f"would install giter-agent {spec['version']} from {spec['wheels']} beside "
                 f"{self.version}, switch and restart into it (kept if it writes a status "

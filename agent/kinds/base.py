@@ -15,7 +15,7 @@ import json
 import os
 import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
@@ -25,12 +25,14 @@ from giter_agent.config.settings import Settings, SettingsConfig, resolve
 from giter_agent.core.digest import sha256_hex
 from giter_agent.core.errors import ResourceError
 from giter_agent.core.times import rfc3339 as rfc3339  # re-exported: the kinds stamp status with it
-from giter_agent.kinds.fields import Field
+from giter_agent.kinds.fields import Field, check_types
 from giter_agent.spec import windows
 from giter_agent.state.records import ResourceRecord
 
-if TYPE_CHECKING:  # the board is passed in; kinds never load the board code
-    from giter_agent.device.board import Board
+if TYPE_CHECKING:
+    from typing_extensions import TypeIs  # typing.TypeIs from Python 3.13
+
+    from giter_agent.device.board import Board  # passed in; kinds never load the board code
 
 
 class Condition(NamedTuple):
@@ -48,44 +50,49 @@ class Condition(NamedTuple):
     blocks_ready: bool = False
 
 
-@dataclass(frozen=True)
-class Done:
+# The outcomes are NamedTuples (docs/decisions.md, "Records read on every start are
+# NamedTuples"), so an outcome IS a tuple: a helper that returns "a tuple of results, or
+# an outcome" is told apart with ``is_outcome`` first, never with ``isinstance(x, tuple)``.
+class Done(NamedTuple):
     """The spec is in effect. ``changes``: what this pass had to put right (drift
     evidence, when the spec itself did not change); ``memory``: kept in the record for
     the next pass (None keeps the previous memory)."""
 
     reason: str
     message: str
-    observed: dict[str, Any] = field(default_factory=dict)
+    observed: dict[str, Any] | None = None  # what the kind saw (None: nothing to say)
     conditions: tuple[Condition, ...] = ()
     changes: tuple[str, ...] = ()
     memory: dict[str, Any] | None = None
 
 
-@dataclass(frozen=True)
-class Retry:
+class Retry(NamedTuple):
     """Not in effect yet; try again after ``after`` seconds (the reconciler backs off)."""
 
     reason: str
     message: str
     after: float = 30.0
-    observed: dict[str, Any] = field(default_factory=dict)
+    observed: dict[str, Any] | None = None
     conditions: tuple[Condition, ...] = ()
     memory: dict[str, Any] | None = None
 
 
-@dataclass(frozen=True)
-class Failed:
+class Failed(NamedTuple):
     """Cannot be put in effect; only a new spec (or local config) helps."""
 
     reason: str
     message: str
-    observed: dict[str, Any] = field(default_factory=dict)
+    observed: dict[str, Any] | None = None
     conditions: tuple[Condition, ...] = ()
     memory: dict[str, Any] | None = None
 
 
 Outcome = Done | Retry | Failed
+
+
+def is_outcome(value: object) -> TypeIs[Outcome]:
+    """Is ``value`` an outcome rather than a kind's own results (a tuple too)?"""
+    return isinstance(value, Done | Retry | Failed)
 
 
 def _default_sysfs() -> Path:
@@ -113,7 +120,7 @@ class Context:
     # The local [agent] section: defaults and bounds for those overrides.
     settings_config: SettingsConfig = field(default_factory=SettingsConfig)
     # The local [commands] allowlist: name -> argv.
-    commands: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    commands: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     # The local [services] allowlist: which units a Service may act on.
     services: Services = field(default_factory=Services)
     # Where a Command is recorded as started before it runs (state.command_journal);
@@ -246,6 +253,13 @@ class Kind:
     # What a resource of this kind that leaves the spec without saying ``prune`` gets:
     # undone (True), or kept (Package: removing software is rarely what a fleet means).
     PRUNE_DEFAULT: ClassVar[bool] = True
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """A kind's declared fields are checked once, when its class is made: a type
+        that is not a JSON Schema type is a mistake in the kind, not in a spec."""
+        super().__init_subclass__(**kwargs)
+        if cls.FIELDS is not None:
+            check_types(cls.FIELDS)
 
     @classmethod
     def spec_schema(cls) -> dict[str, Any]:

@@ -15,23 +15,22 @@ Called by ``giter_agent.kinds.*`` (validate) and ``giter_agent.kinds.schema``.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from giter_agent.core.errors import ResourceError
 
 _TYPES = ("string", "number", "integer", "boolean", "array", "object")
 
 
-@dataclass(frozen=True)
-class Field:
+class Field(NamedTuple):
     """One spec field: its JSON type and the constraints the device checks on it alone.
 
     ``pattern`` is a regular expression the whole string must match (``fullmatch``; the
     schema anchors it); ``message`` replaces the generic complaint when a string field
     fails its type or pattern (``spec.unit must be a systemd unit name ...``). ``check``
     is one more test a value must pass, for what a pattern cannot say; it is the
-    device's only and the schema does not carry it.
+    device's only and the schema does not carry it. A kind's fields are checked once,
+    when its class is made (``check_types``, from ``Kind.__init_subclass__``).
     """
 
     name: str
@@ -48,10 +47,6 @@ class Field:
     max_items: int | None = None     # array
     max_length: int | None = None    # string
     properties: tuple[Field, ...] = ()  # object: its fields (no others allowed)
-
-    def __post_init__(self) -> None:
-        if self.type not in _TYPES:
-            raise ValueError(f"field {self.name}: unknown type {self.type!r}")
 
     def validate(self, value: Any, where: str | None = None) -> None:
         """Raise ``ResourceError`` naming ``spec.<where>`` when ``value`` breaks a rule."""
@@ -112,6 +107,16 @@ class Field:
             for sub in self.properties:
                 if sub.name in value:
                     sub.validate(value[sub.name], f"{where}.{sub.name}")
+
+
+def check_types(fields: tuple[Field, ...]) -> None:
+    """Raise ``ValueError`` naming the first field (or item, or property) whose type is
+    not a JSON Schema type: a mistake in a kind's own declaration, caught when the kind's
+    class is made (built-in or plug-in) rather than when a spec first uses it."""
+    for f in fields:
+        if f.type not in _TYPES:
+            raise ValueError(f"field {f.name}: unknown type {f.type!r}")
+        check_types(f.properties + ((f.items,) if f.items is not None else ()))
 
 
 def _num(value: float) -> str:

@@ -35,6 +35,7 @@ from giter_agent.kinds.base import (
     Kind,
     Outcome,
     Retry,
+    is_outcome,
     would_fail,
 )
 from giter_agent.kinds.fields import Field, check_declared
@@ -329,7 +330,7 @@ class FileKind(Kind):
             return place
         if spec["artifact"] is not None:
             ids = self._ids(spec, ctx)
-            if not isinstance(ids, tuple):
+            if is_outcome(ids):
                 return ids
             from giter_agent.kinds import artifact_content
 
@@ -343,7 +344,7 @@ class FileKind(Kind):
             if spec[name] is not None:
                 observed[name] = spec[name]
         ids = self._ids(spec, ctx)
-        if not isinstance(ids, tuple):
+        if is_outcome(ids):
             return ids
         uid, gid = ids
         try:
@@ -371,7 +372,7 @@ class FileKind(Kind):
         if isinstance(place, Failed):
             return would_fail(place)
         ids = self._ids(spec, ctx)
-        if not isinstance(ids, tuple):
+        if is_outcome(ids):
             return would_fail(ids)
         if spec["artifact"] is not None:
             from giter_agent.kinds import artifact_content

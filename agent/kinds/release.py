@@ -41,6 +41,7 @@ from giter_agent.kinds.base import (
     Outcome,
     Retry,
     fingerprint,
+    is_outcome,
     would_fail,
 )
 from giter_agent.kinds.fields import Field, by_name, check_declared, value
@@ -191,7 +192,7 @@ class ReleaseKind(Kind):
 
     def apply(self, key: str, spec: dict[str, Any], ctx: Context) -> Outcome:
         prepared = self._prepare(key, spec, ctx)
-        if not isinstance(prepared, tuple):
+        if is_outcome(prepared):
             return prepared
         place, listing, name, token = prepared
         try:
@@ -373,7 +374,7 @@ class ReleaseKind(Kind):
 
     def plan(self, key: str, spec: dict[str, Any], ctx: Context) -> str | None:
         prepared = self._prepare(key, spec, ctx)
-        if not isinstance(prepared, tuple):
+        if is_outcome(prepared):
             return would_fail(prepared)
         place, _listing, name, token = prepared
         if ctx.memory(key).get("failed") == token:

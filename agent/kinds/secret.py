@@ -24,7 +24,7 @@ from typing import Any
 
 from giter_agent.core.durable import UnsafePath
 from giter_agent.core.errors import ResourceError
-from giter_agent.kinds.base import Context, Done, Failed, Outcome, Retry, would_fail
+from giter_agent.kinds.base import Context, Done, Failed, Outcome, Retry, is_outcome, would_fail
 from giter_agent.kinds.fields import Field, check_declared
 from giter_agent.kinds.file import (
     GROUP_FIELD,
@@ -151,7 +151,7 @@ class SecretKind(FileKind):
             if spec[name] is not None:
                 observed[name] = spec[name]
         ids = self._ids(spec, ctx)
-        if not isinstance(ids, tuple):
+        if is_outcome(ids):
             return ids
         plaintext = self._open(spec, ctx)
         if isinstance(plaintext, Failed):
@@ -182,7 +182,7 @@ class SecretKind(FileKind):
             return would_fail(place)
         target = place.target
         ids = self._ids(spec, ctx)
-        if not isinstance(ids, tuple):
+        if is_outcome(ids):
             return would_fail(ids)
         plaintext = self._open(spec, ctx)
         if isinstance(plaintext, Failed):

@@ -23,7 +23,6 @@ Sources are in ``kinds.sensor_sources``.
 from __future__ import annotations
 
 import math
-from dataclasses import replace
 from typing import Any
 
 from giter_agent.core.errors import ResourceError
@@ -219,7 +218,7 @@ class SensorKind(Kind):
         """The fields one source accepts, each marked required or not for it."""
         allowed = _COMMON_FIELDS | SOURCES[source][0]
         required = cls._required(source)
-        return tuple(replace(f, required=f.name in required) for f in cls.FIELDS
+        return tuple(f._replace(required=f.name in required) for f in cls.FIELDS
                      if f.name in allowed)
 
     @classmethod
