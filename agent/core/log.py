@@ -24,7 +24,10 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import logging
 
 DEBUG, INFO, WARNING, ERROR, CRITICAL = 10, 20, 30, 40, 50
 
@@ -41,9 +44,9 @@ class Logger:
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self._real: Any = None
+        self._real: logging.Logger | None = None
 
-    def real(self) -> Any:
+    def real(self) -> logging.Logger:
         """``logging.getLogger(name)``, importing ``logging`` (and so configuring it)."""
         if self._real is None:
             import logging
@@ -53,7 +56,7 @@ class Logger:
 
     def isEnabledFor(self, level: int) -> bool:
         if "logging" in sys.modules:
-            return bool(self.real().isEnabledFor(level))
+            return self.real().isEnabledFor(level)
         return level >= _threshold
 
     # Each method calls the real logger itself (not through a helper) with one more
