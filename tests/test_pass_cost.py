@@ -342,9 +342,10 @@ NOT_ON_A_NEW_COMMITS_SYNC = (*NEVER_ON_A_STICK_SYNC, "tempfile", "random", "shut
 # subprocess is needed (nor the guard's signal set-up of the boot loader). A text File
 # decodes no base64, and resources that name no dependsOn need no heap to be ordered.
 # The pass's own digests (spec fingerprints, a File's content, the status inputs) use
-# CPython's SHA-256 (core.digest): OpenSSL's hashlib is for packs and signatures.
+# CPython's SHA-256 (core.digest): OpenSSL's hashlib is for packs and signatures. A
+# sync that logs nothing loads no logging (core.log): only dulwich brings it in.
 NOT_ON_THE_STEADY_PATH = (*NOT_ON_A_NEW_COMMITS_SYNC, "cryptography", "base64", "heapq",
-                          "hashlib", "_hashlib",
+                          "hashlib", "_hashlib", "logging",
                           "giter_agent.trust.spec_rule", "giter_agent.trust.sshsig",
                           "giter_agent.trust.trust_files", "tempfile", "subprocess",
                           "signal", "giter_agent.history.quarantine",

@@ -24,8 +24,6 @@ power cut at that instant is survived as any other).
 from __future__ import annotations
 
 import argparse
-import contextlib
-import logging
 import os
 import sys
 import time
@@ -33,6 +31,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from giter_agent.core.log import flush as flush_logs
+from giter_agent.core.log import get_logger
 from giter_agent.state import agent_env
 from giter_agent.state.agent_env import ENV_VAR, launch_argv, running_env
 from giter_agent.state.update_journal import (
@@ -46,7 +46,7 @@ from giter_agent.state.update_journal import (
 if TYPE_CHECKING:  # loaded only when a start ends a trial: a plain start reads a link
     from giter_agent.kinds.agent_envs import AgentEnvs
 
-log = logging.getLogger("giter.boot")
+log = get_logger("giter.boot")
 
 # Commands that run in the selected environment; the first three may write (end a
 # failed trial), and ``run`` counts its starts and guards the deadline.
@@ -194,9 +194,7 @@ def boot(args: argparse.Namespace, argv: Sequence[str] | None) -> None:
         _fork_guard(config.state_dir, name)
     line = list(sys.argv[1:] if argv is None else argv)
     argv_full = launch_argv(agent_env.lib(config.state_dir, name), line)
-    for handler in logging.getLogger().handlers:
-        with contextlib.suppress(Exception):
-            handler.flush()
+    flush_logs()
     sys.stdout.flush()
     sys.stderr.flush()
     os.execve(argv_full[0], argv_full, {**os.environ, ENV_VAR: name})

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+from giter_agent.core import log
 from giter_agent.core.errors import GiterError, UsageError
 
 
@@ -67,8 +67,8 @@ def run(prog: str, args: argparse.Namespace, argv: Sequence[str] | None = None) 
 
     A permission problem is one of those lines too: the file, its owner and the command
     to run instead (``giter_agent.core.access``); ``argv`` is the command line it repeats."""
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format=f"{prog} %(levelname)s %(name)s: %(message)s")
+    log.configure(log.INFO if args.verbose else log.WARNING,
+                  f"{prog} %(levelname)s %(name)s: %(message)s")
     args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
         return args.run(args)

@@ -12,12 +12,13 @@ Used by the daemon (``daemon.loop``); other long-running parts may use it too.
 
 from __future__ import annotations
 
-import logging
 import os
 import socket
 from collections.abc import Mapping
 
-log = logging.getLogger("giter.sd_notify")
+from giter_agent.core.log import get_logger
+
+log = get_logger("giter.sd_notify")
 
 
 class Notifier:

@@ -22,7 +22,6 @@ serial peer adds itself the same way.
 
 from __future__ import annotations
 
-import logging
 import os
 import random
 import re
@@ -33,10 +32,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from giter_agent.core.log import get_logger
 from giter_agent.daemon import inotify
 from giter_agent.daemon.backoff import Backoff
 
-log = logging.getLogger("giter.daemon")
+log = get_logger("giter.daemon")
 
 # Job kinds, in the order the daemon runs them when several are waiting.
 USB, NETWORK, RECONCILE = "usb", "network", "reconcile"

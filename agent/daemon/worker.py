@@ -17,16 +17,16 @@ daemon (``PR_SET_PDEATHSIG``): a pass never outlives the process that asked for 
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 import sys
 from pathlib import Path
 
 from giter_agent.core.errors import GiterError, WorkerError
+from giter_agent.core.log import get_logger
 from giter_agent.daemon.worker_protocol import Outcome, Request, busy_line
 
-log = logging.getLogger("giter.daemon")
+log = get_logger("giter.daemon")
 _PR_SET_PDEATHSIG = 1
 
 

@@ -13,12 +13,13 @@ kind; the worker sees what the daemon holds (``snapshot``), as if it held it.
 from __future__ import annotations
 
 import contextlib
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-log = logging.getLogger("giter.device")
+from giter_agent.core.log import get_logger
+
+log = get_logger("giter.device")
 
 Want = tuple[str, bool, bool, float]  # pin, activeHigh, pwm, frequency
 Pattern = tuple[float, float, float, float, "int | None"]  # on, off, fade in, out, count

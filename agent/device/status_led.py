@@ -14,16 +14,16 @@ another across a room: a lone blip (in sync), a flicker (syncing), an even blink
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections.abc import Callable
 from typing import Any
 
 from giter_agent.core.errors import StatusLedError
+from giter_agent.core.log import get_logger
 from giter_agent.device.board import Board
 from giter_agent.state.health import ERROR, IN_SYNC, OFFLINE, REFUSED, STALE, STATES, SYNCING
 
-log = logging.getLogger("giter.status_led")
+log = get_logger("giter.status_led")
 
 Pattern = tuple[tuple[bool, float], ...]  # (LED on?, for how many seconds), repeated
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import functools
-import logging
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -30,6 +29,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from giter_agent.core.budget import Budget
 from giter_agent.core.durable import fsync_dir, fsync_tree, mkdir_durable
 from giter_agent.core.errors import HistoryError
+from giter_agent.core.log import get_logger
 from giter_agent.history import bundle, ref_files
 from giter_agent.history.walk import is_ancestor
 
@@ -42,7 +42,7 @@ if TYPE_CHECKING:  # the writers load when a bundle is written, not on every syn
     from giter_agent.history.quarantine import Gate, Quarantine
     from giter_agent.history.refs import Refs
 
-log = logging.getLogger("giter.history")
+log = get_logger("giter.history")
 
 __all__ = ["Caps", "History", "Quarantine"]
 

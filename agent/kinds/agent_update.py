@@ -28,10 +28,10 @@ in place. Status reports the running version, the one wanted, and the trial.
 from __future__ import annotations
 
 import contextlib
-import logging
 from typing import Any
 
 from giter_agent.core.errors import ArtifactError, ResourceError
+from giter_agent.core.log import get_logger
 from giter_agent.kinds.base import (
     Context,
     Done,
@@ -48,7 +48,7 @@ from giter_agent.kinds.fields import Field, check_declared
 from giter_agent.kinds.release import SOURCE_PATTERN, release_name, tree_refusal
 from giter_agent.state.update_journal import CONFIRMED, ROLLED_BACK, TRIAL
 
-log = logging.getLogger("giter.kinds.agent_update")
+log = get_logger("giter.kinds.agent_update")
 
 _PIN = r"[0-9a-f]{64}  [a-z0-9][a-z0-9._-]*\.whl"
 _NOT_A_FOLDER = "is not a folder of wheels in the spec commit"

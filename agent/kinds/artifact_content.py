@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import errno
 import hashlib
-import logging
 import os
 import stat
 from pathlib import Path
@@ -33,12 +32,13 @@ from typing import TYPE_CHECKING, Any
 
 from giter_agent.core.durable import UnsafePath, atomic_writer
 from giter_agent.core.errors import ArtifactError, Reason
+from giter_agent.core.log import get_logger
 from giter_agent.kinds.base import Context, Done, Failed, Outcome, Retry
 
 if TYPE_CHECKING:
     from giter_agent.kinds.file import Place
 
-log = logging.getLogger("giter.kinds.file")
+log = get_logger("giter.kinds.file")
 
 _SLICE = 1 << 16
 

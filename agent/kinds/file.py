@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import logging
 import os
 import stat
 from collections.abc import Iterator
@@ -28,6 +27,7 @@ from giter_agent.core.digest import sha256_hex
 from giter_agent.core.durable import UnsafePath, atomic_writer, fsync_fd, open_dir_under
 from giter_agent.core.errors import ArtifactError, ResourceError
 from giter_agent.core.layout import artifact_path
+from giter_agent.core.log import get_logger
 from giter_agent.kinds.base import (
     Context,
     Done,
@@ -44,7 +44,7 @@ MAX_CONTENT = 1024 * 1024
 # User and group names as useradd accepts them (and nothing a shell would care about).
 _ACCOUNT_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789_-.")
 
-log = logging.getLogger("giter.kinds.file")
+log = get_logger("giter.kinds.file")
 
 
 def in_sync(target: Path, size: int, mode: int) -> str:

@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
-import logging
 import os
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from giter_agent.core.errors import ArtifactError
+from giter_agent.core.log import get_logger
 from giter_agent.kinds.base import (
     Condition,
     Context,
@@ -42,7 +42,7 @@ from giter_agent.kinds.debian import Installed, PackageTools, ToolFailed
 from giter_agent.kinds.fields import Field, check_declared
 from giter_agent.kinds.release import SOURCE_PATTERN, tree_refusal
 
-log = logging.getLogger("giter.kinds.package")
+log = get_logger("giter.kinds.package")
 
 NAME_PATTERN = r"[a-z0-9][a-z0-9+.-]{1,99}"
 VERSION_PATTERN = r"([0-9]+:)?[0-9][A-Za-z0-9.+~-]{0,99}"

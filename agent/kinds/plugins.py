@@ -15,18 +15,18 @@ a built-in kind - is logged and fails alone: its resources get ``Ready=False`` w
 
 from __future__ import annotations
 
-import logging
 import re
 from collections.abc import Iterable
 from typing import Any
 
 from giter_agent.core.errors import ResourceError
+from giter_agent.core.log import get_logger
 from giter_agent.kinds.base import Context, Kind, Outcome
 
 GROUP = "giter_agent.kinds"
 KIND_NAME_RE = re.compile(r"[A-Z][A-Za-z0-9]{0,62}")
 
-log = logging.getLogger("giter.kinds.plugins")
+log = get_logger("giter.kinds.plugins")
 
 
 class BrokenKind(Kind):

@@ -25,13 +25,13 @@ is written; files are written as regular files only (``O_EXCL``, ``O_NOFOLLOW``)
 from __future__ import annotations
 
 import contextlib
-import logging
 from pathlib import Path
 from typing import Any
 
 from giter_agent.config.agent_toml import NAME_RE
 from giter_agent.core.durable import UnsafePath
 from giter_agent.core.errors import ArtifactError, Reason, ResourceError
+from giter_agent.core.log import get_logger
 from giter_agent.kinds import health_check, systemctl
 from giter_agent.kinds.base import (
     Context,
@@ -49,7 +49,7 @@ from giter_agent.kinds.file import Place, place_under_roots
 from giter_agent.kinds.release_switch import ReleaseRoot, link_text, release_of
 from giter_agent.kinds.service import UNIT_RE, unit_refusal
 
-log = logging.getLogger("giter.kinds.release")
+log = get_logger("giter.kinds.release")
 
 SWITCHING, ROLLING_BACK, FINISHED = "switching", "rolling-back", "finished"
 # A switch cut short this many times for one spec (power cuts, a release that reboots

@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import logging
 from pathlib import Path
 from typing import Any
 
 from giter_agent.core.durable import UnsafePath
 from giter_agent.core.errors import ResourceError
+from giter_agent.core.log import get_logger
 from giter_agent.kinds.base import Context, Done, Failed, Outcome, Retry, is_outcome, would_fail
 from giter_agent.kinds.fields import Field, check_declared
 from giter_agent.kinds.file import (
@@ -39,7 +39,7 @@ from giter_agent.kinds.file import (
     refused,
 )
 
-log = logging.getLogger("giter.kinds.secret")
+log = get_logger("giter.kinds.secret")
 
 
 def read_ciphertext(spec: dict[str, Any]) -> bytes:

@@ -22,13 +22,13 @@ A bad resource fails alone; the rest still apply.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from operator import attrgetter, methodcaller
 from typing import Any, NamedTuple
 
 from giter_agent.core.errors import ResourceError
+from giter_agent.core.log import get_logger
 from giter_agent.kinds.base import (
     Common,
     Condition,
@@ -48,7 +48,7 @@ from giter_agent.spec.resources import Invalid, Resource, SpecSet
 from giter_agent.spec.windows import EXEMPT_KINDS, Gate, gate_for
 from giter_agent.state.records import Backoff, ResourceRecord
 
-log = logging.getLogger("giter.reconcile")
+log = get_logger("giter.reconcile")
 
 # Backoff: the kind's delay doubles with each consecutive retry of the same spec, up
 # to this cap (unless the kind itself asked for longer).

@@ -9,13 +9,13 @@ drift is still corrected, and observing never waits. ``reconcile.engine`` and
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
+from giter_agent.core.log import get_logger
 from giter_agent.kinds.base import Common, Context, Done, Kind, Retry, applied_before, fingerprint
 from giter_agent.spec.windows import EXEMPT_KINDS, Gate
 
-log = logging.getLogger("giter.reconcile")
+log = get_logger("giter.reconcile")
 
 # The reasons of a change held back by its maintenance window: no backoff, no error.
 HELD = ("OutsideWindow", "WindowUnknown", "UnknownWindow")

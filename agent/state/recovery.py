@@ -18,7 +18,6 @@ that failed, and whenever another process held the lock since its own last pass.
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import re
 from collections.abc import Iterable
@@ -26,8 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from giter_agent.core.durable import fsync_dir, is_temp_name
+from giter_agent.core.log import get_logger
 
-log = logging.getLogger("giter.recovery")
+log = get_logger("giter.recovery")
 
 REPO_NAME = "repo.git"
 QUARANTINE = "quarantine"

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import logging
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -28,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from giter_agent.config.agent_toml import Config
 from giter_agent.core.errors import ConfigError, GiterError, HistoryError, Reason, StorageError
 from giter_agent.core.layout import DEVICES_DIR
+from giter_agent.core.log import get_logger
 from giter_agent.device.board import Board, load_board, make_pin_factory
 from giter_agent.device.outputs import HeldOutputs
 from giter_agent.kinds import Kinds
@@ -64,7 +64,7 @@ __all__ = ["EXIT_NOT_READY", "EXIT_OFFLINE", "EXIT_OK", "EXIT_REFUSED", "EXIT_US
            "PUSH_ATTEMPTS", "Agent", "BundleVerdict", "SyncReport", "refusal",
            "stale_condition"]
 
-log = logging.getLogger("giter.sync")
+log = get_logger("giter.sync")
 # Writing the status bundle follows a sync that has just released the lock; a timer pass
 # of the daemon may hold it for a moment. Waiting this long beats refusing the stick.
 STATUS_BUNDLE_LOCK_WAIT_S = 60.0

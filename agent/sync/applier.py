@@ -10,7 +10,6 @@ every import and for timer passes, and by ``sync.hub`` after a fetch.
 from __future__ import annotations
 
 import copy
-import logging
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -18,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from giter_agent import __version__
 from giter_agent.config.agent_toml import Config
 from giter_agent.core.errors import HistoryError, TreeError
+from giter_agent.core.log import get_logger
 from giter_agent.core.times import rfc3339
 from giter_agent.kinds.base import Context, Kind
 from giter_agent.reconcile.engine import reconcile
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
     from giter_agent.history.store import History
 
-log = logging.getLogger("giter.sync")
+log = get_logger("giter.sync")
 
 
 class SpecApplier:

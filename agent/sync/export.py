@@ -9,10 +9,10 @@ lock holder's recovery.
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from giter_agent.core.log import get_logger
 from giter_agent.history.chain_export import reaches
 from giter_agent.history.objects import has_object
 from giter_agent.state.store import State
@@ -20,7 +20,7 @@ from giter_agent.state.store import State
 if TYPE_CHECKING:
     from giter_agent.history.store import History
 
-log = logging.getLogger("giter.sync")
+log = get_logger("giter.sync")
 
 
 def write_status_bundle(history: History, state: State, status_ref: bytes, path: Path,

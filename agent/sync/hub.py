@@ -11,7 +11,6 @@ recorded in ``state.network`` and reported, never raised.
 from __future__ import annotations
 
 import contextlib
-import logging
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +24,7 @@ from giter_agent.core.errors import (
     NetworkError,
     RemoteRefMoved,
 )
+from giter_agent.core.log import get_logger
 from giter_agent.core.times import rfc3339
 from giter_agent.history.chain_export import reaches
 from giter_agent.history.objects import has_object, read_commit
@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from giter_agent.transport.network import Remote  # imported when a sync uses the hub
     from giter_agent.trust.trust_files import TrustRoot
 
-log = logging.getLogger("giter.sync")
+log = get_logger("giter.sync")
 
 
 

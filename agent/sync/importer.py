@@ -11,7 +11,6 @@ why. Called by ``sync.agent`` and ``sync.hub``.
 from __future__ import annotations
 
 import contextlib
-import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from giter_agent.config.agent_toml import Config
 from giter_agent.core.durable import shown
 from giter_agent.core.errors import Reason
+from giter_agent.core.log import get_logger
 from giter_agent.state.store import State, StateStore
 from giter_agent.status.report import BundleVerdict, SyncReport
 
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     # The trust root, or what loads it: a sync that brings nothing new never needs it.
     RootOrLoader = TrustRoot | Callable[[], TrustRoot]
 
-log = logging.getLogger("giter.sync")
+log = get_logger("giter.sync")
 
 
 class SpecImporter:

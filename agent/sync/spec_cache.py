@@ -21,17 +21,17 @@ msgpack does not give back exactly (a YAML timestamp, a set) is not cached at al
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from giter_agent.core.durable import atomic_write
+from giter_agent.core.log import get_logger
 from giter_agent.spec.resources import Invalid, Resource, SpecSet
 
 FORMAT = 2  # 2: the commit's facts kept beside its spec
 FILE = "spec-cache.msgpack"
 
-log = logging.getLogger("giter.sync")
+log = get_logger("giter.sync")
 
 _LEAVES = (str, int, float, bool, bytes, type(None))
 

@@ -8,15 +8,15 @@ publisher never loads the device's USB, board or reconcile modules for it.
 
 from __future__ import annotations
 
-import logging
 import re
 from pathlib import Path
 
 from giter_agent.config.agent_toml import NAME_RE
 from giter_agent.core.durable import UnsafePath, read_regular, shown
 from giter_agent.core.layout import HUB_STATUS
+from giter_agent.core.log import get_logger
 
-log = logging.getLogger("giter.usb")
+log = get_logger("giter.usb")
 _SHA = re.compile(r"[0-9a-f]{40}")
 # One short line per device: a fleet of 10 000 fits in 1 MiB.
 MAX_HUB_STATUS_BYTES = 2**20

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,12 +25,13 @@ from pathlib import Path
 from giter_agent.core.durable import UnsafePath, atomic_write, mkdir_durable, open_dir_under, shown
 from giter_agent.core.errors import GiterError, StickError, StickGone, StorageError, UnsafeStick
 from giter_agent.core.layout import INBOX, OUTBOX
+from giter_agent.core.log import get_logger
 from giter_agent.status.report import SyncReport
 from giter_agent.status.rows import resource_rows
 from giter_agent.transport.device import SyncingDevice
 from giter_agent.transport.hub_status import read_hub_status
 
-log = logging.getLogger("giter.usb")
+log = get_logger("giter.usb")
 
 
 class Stick:

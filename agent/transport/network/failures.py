@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import logging
 import socket
 from collections.abc import Callable, Iterator
 
@@ -22,8 +21,9 @@ from giter_agent.core.errors import (
     StorageError,
     hub_error,
 )
+from giter_agent.core.log import get_logger
 
-log = logging.getLogger("giter.network")
+log = get_logger("giter.network")
 
 
 _SSH_PATTERNS = (

@@ -16,16 +16,16 @@ asks it for the status line; it writes through the ``write`` it is given.
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from giter_agent.core.errors import GiterError, LockedError
+from giter_agent.core.log import get_logger
 from giter_agent.status.rows import resource_rows
 from giter_agent.transport.device import SyncingDevice
 
-log = logging.getLogger("giter.serial")
+log = get_logger("giter.serial")
 
 PROMPT = "giter> "
 MAX_LINE = 120  # longer input is not a command; the excess is not echoed

@@ -20,7 +20,6 @@ the sync itself); ``heartbeat`` is called at least once a second meanwhile.
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import queue
 import select
@@ -30,6 +29,7 @@ from collections.abc import Callable
 from typing import Any
 
 from giter_agent.core.errors import GiterError
+from giter_agent.core.log import DEBUG, WARNING, get_logger
 from giter_agent.transport.device import SyncingDevice
 from giter_agent.transport.serial.console import Console
 from giter_agent.transport.serial.link import (
@@ -47,7 +47,7 @@ from giter_agent.transport.serial.port import open_port
 from giter_agent.transport.serial.session import DeviceSession, SessionOutcome
 from giter_agent.transport.serial.transfer import WINDOW
 
-log = logging.getLogger("giter.serial")
+log = get_logger("giter.serial")
 
 
 def configured_port(agent: SyncingDevice) -> str | None:
@@ -226,7 +226,7 @@ class SerialEndpoint:
                 # A USB serial adapter pulled out, or the port not there yet: said once,
                 # not every few seconds for as long as it stays away.
                 failure = str(exc)
-                log.log(logging.DEBUG if failure == self._last_failure else logging.WARNING,
+                log.log(DEBUG if failure == self._last_failure else WARNING,
                         "serial port %s: %s; trying again every %.0f s", self.port_name, exc,
                         reopen_s)
                 self._last_failure = failure

@@ -13,7 +13,6 @@ cable gets the same answer again without a second sync: the answer is kept in
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import re
 import shutil
@@ -25,6 +24,7 @@ from typing import Any
 from giter_agent import __version__
 from giter_agent.core.durable import atomic_write
 from giter_agent.core.errors import GiterError, LockedError
+from giter_agent.core.log import get_logger
 from giter_agent.status.report import SyncReport
 from giter_agent.transport.device import SyncingDevice
 from giter_agent.transport.serial.link import (
@@ -49,7 +49,7 @@ from giter_agent.transport.serial.offer import MAX_CHUNK, Offer
 from giter_agent.transport.serial.partial import PartialStore
 from giter_agent.transport.serial.transfer import MAX_WINDOW, WINDOW, Received, Receiver, Sender
 
-log = logging.getLogger("giter.serial")
+log = get_logger("giter.serial")
 
 _META = "outbox.msgpack"
 _SPARE_BYTES = 4 * 2**20  # leave this much disk free beside a received bundle
