@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 from dataclasses import replace
+from typing import Any
 
 import pytest
 from gpiozero.pins.mock import MockFactory
@@ -361,16 +362,22 @@ NO_OBJECT_STORE_WHEN_STEADY = ("dulwich", "zipfile", "shutil", "giter_agent.kind
                                "giter_agent.history.packs", "giter_agent.trust.trailers")
 
 
-def loaded_by_sync(rig: Rig, bundle) -> list[str]:
-    """The modules a fresh `giter-agent sync --bundle` process had loaded at its end."""
-    script = ("import sys\nfrom giter_agent.cli.main import main\n"
-              "code = main(sys.argv[1:])\n"
-              "print('LOADED', sorted(sys.modules))\nsys.exit(code)\n")
+def sync_process_says(rig: Rig, bundle, report: str, before: str = "") -> Any:
+    """The value of the expression ``report`` at the end of a fresh `giter-agent sync
+    --bundle` process, which ran the statements ``before`` first."""
+    script = (f"import sys\n{before}from giter_agent.cli.main import main\n"
+              f"code = main(sys.argv[1:])\nprint('REPORT', repr({report}))\nsys.exit(code)\n")
     proc = subprocess.run([sys.executable, "-c", script, "-c", str(rig.config), "sync",
                            "--bundle", str(bundle)], capture_output=True, text=True,
                           check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    return ast.literal_eval(proc.stdout.split("LOADED ", 1)[1].strip())
+    return ast.literal_eval(proc.stdout.split("REPORT ", 1)[1].strip())
+
+
+def loaded_by_sync(rig: Rig, bundle) -> list[str]:
+    """The modules a fresh `giter-agent sync --bundle` process had loaded at its end."""
+    loaded: list[str] = sync_process_says(rig, bundle, "sorted(sys.modules)")
+    return loaded
 
 
 def unwanted(loaded: list[str], banned: tuple[str, ...]) -> list[str]:
@@ -450,18 +457,13 @@ MOST_DATACLASSES_NEW_COMMITS = 19
 
 def dataclasses_made_by_sync(rig: Rig, bundle) -> list[str]:
     """The dataclasses a fresh `giter-agent sync --bundle` process created, by name."""
-    script = ("import dataclasses, sys\nmade = []\nprocess = dataclasses._process_class\n"
-              "def counted(cls, *args):\n"
-              "    made.append(f'{cls.__module__}.{cls.__qualname__}')\n"
-              "    return process(cls, *args)\n"
-              "dataclasses._process_class = counted\n"
-              "from giter_agent.cli.main import main\ncode = main(sys.argv[1:])\n"
-              "print('MADE', made)\nsys.exit(code)\n")
-    proc = subprocess.run([sys.executable, "-c", script, "-c", str(rig.config), "sync",
-                           "--bundle", str(bundle)], capture_output=True, text=True,
-                          check=False)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    return ast.literal_eval(proc.stdout.split("MADE ", 1)[1].strip())
+    made: list[str] = sync_process_says(rig, bundle, "made", before=(
+        "import dataclasses\nmade = []\nprocess = dataclasses._process_class\n"
+        "def counted(cls, *args):\n"
+        "    made.append(f'{cls.__module__}.{cls.__qualname__}')\n"
+        "    return process(cls, *args)\n"
+        "dataclasses._process_class = counted\n"))
+    return made
 
 
 def test_a_steady_sync_process_creates_few_dataclasses(tmp_path, publisher):
