@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -216,15 +217,30 @@ def test_status_documents_are_rendered_from_what_they_hold_now():
     assert b"n: 2" in again["devices/d/a.yaml"] and b"- 2" in again["devices/d/a.yaml"]
 
 
-def test_a_steady_sync_writes_only_its_record(tmp_path, publisher):
-    """`giter-agent sync` of a bundle already applied, in a process of its own: no
-    status commit, no object written again (already-stored ones included), the state
-    file replaced at most once (the sync's record), nothing else under the state dir."""
+def settled(tmp_path, publisher) -> tuple[Rig, Path]:
+    """A device that synced one File's bundle twice (a one-shot's status settles on the
+    second), and that bundle: the next sync of it is a steady one."""
     rig = Rig(tmp_path, publisher)
     rig.publish({"f00.yaml": spec(rig)["f00.yaml"]})
     bundle = rig.bundle()
     assert rig.cli("sync", "--bundle", bundle) == 0
-    assert rig.cli("sync", "--bundle", bundle) == 0  # a one-shot's status settles here
+    assert rig.cli("sync", "--bundle", bundle) == 0
+    return rig, bundle
+
+
+def one_commit_ahead(tmp_path, publisher) -> tuple[Rig, str]:
+    """A device that synced one File, and the id of a newer commit it has not seen."""
+    rig = Rig(tmp_path, publisher)
+    rig.publish({"f00.yaml": spec(rig)["f00.yaml"]})
+    assert rig.cli("sync", "--bundle", rig.bundle()) == 0
+    return rig, rig.publish({"f01.yaml": spec(rig)["f01.yaml"]})
+
+
+def test_a_steady_sync_writes_only_its_record(tmp_path, publisher):
+    """`giter-agent sync` of a bundle already applied, in a process of its own: no
+    status commit, no object written again (already-stored ones included), the state
+    file replaced at most once (the sync's record), nothing else under the state dir."""
+    rig, bundle = settled(tmp_path, publisher)
 
     def files() -> dict[str, tuple[int, int]]:
         return {str(p): (p.stat().st_ino, p.stat().st_mtime_ns)
@@ -394,11 +410,7 @@ def test_a_steady_sync_process_loads_only_what_it_uses(tmp_path, publisher):
 
 
 def test_a_steady_sync_process_opens_no_object_store(tmp_path, publisher):
-    rig = Rig(tmp_path, publisher)
-    rig.publish({"f00.yaml": spec(rig)["f00.yaml"]})
-    bundle = rig.bundle()
-    assert rig.cli("sync", "--bundle", bundle) == 0
-    assert rig.cli("sync", "--bundle", bundle) == 0  # the status of a one-shot settles
+    rig, bundle = settled(tmp_path, publisher)
     assert unwanted(loaded_by_sync(rig, bundle), NO_OBJECT_STORE_WHEN_STEADY) == []
 
 
@@ -431,10 +443,7 @@ def test_a_spec_cache_without_the_commit_facts_gains_them_once(tmp_path, publish
 
 
 def test_a_sync_of_new_commits_loads_only_what_it_uses(tmp_path, publisher):
-    rig = Rig(tmp_path, publisher)
-    rig.publish({"f00.yaml": spec(rig)["f00.yaml"]})
-    assert rig.cli("sync", "--bundle", rig.bundle()) == 0
-    tip = rig.publish({"f01.yaml": spec(rig)["f01.yaml"]})
+    rig, tip = one_commit_ahead(tmp_path, publisher)
     loaded = loaded_by_sync(rig, rig.bundle())
     assert rig.state().accepted == tip  # verified and taken in: the path was the real one
     assert "giter_agent.trust.spec_rule" in loaded
@@ -467,21 +476,14 @@ def dataclasses_made_by_sync(rig: Rig, bundle) -> list[str]:
 
 
 def test_a_steady_sync_process_creates_few_dataclasses(tmp_path, publisher):
-    rig = Rig(tmp_path, publisher)
-    rig.publish({"f00.yaml": spec(rig)["f00.yaml"]})
-    bundle = rig.bundle()
-    assert rig.cli("sync", "--bundle", bundle) == 0
-    assert rig.cli("sync", "--bundle", bundle) == 0  # the status of a one-shot settles
+    rig, bundle = settled(tmp_path, publisher)
     made = dataclasses_made_by_sync(rig, bundle)
     assert "giter_agent.kinds.base.Context" in made  # the count really counts
     assert len(made) <= MOST_DATACLASSES_STEADY, made
 
 
 def test_a_sync_of_new_commits_creates_few_dataclasses(tmp_path, publisher):
-    rig = Rig(tmp_path, publisher)
-    rig.publish({"f00.yaml": spec(rig)["f00.yaml"]})
-    assert rig.cli("sync", "--bundle", rig.bundle()) == 0
-    tip = rig.publish({"f01.yaml": spec(rig)["f01.yaml"]})
+    rig, tip = one_commit_ahead(tmp_path, publisher)
     made = dataclasses_made_by_sync(rig, rig.bundle())
     assert rig.state().accepted == tip  # verified and taken in: the path was the real one
     assert len(made) <= MOST_DATACLASSES_NEW_COMMITS, made
