@@ -16,14 +16,14 @@ from support.git import run, ssh_keygen
 
 from giter_agent.core import age
 from giter_agent.core.errors import ResourceError
-from giter_agent.trust import devicekey, sshsig
+from giter_agent.trust import devicekey, ssh_keyfile, sshsig
 
 SECRET = b"correct horse battery staple"
 
 
 def keypair(tmp: Path, name: str) -> tuple[object, sshsig.PublicKey, Path]:
     path = ssh_keygen(tmp / name)
-    return (sshsig.load_private_key(path),
+    return (ssh_keyfile.load_private_key(path),
             sshsig.PublicKey.from_openssh(Path(f"{path}.pub").read_text()), path)
 
 

@@ -21,7 +21,7 @@ from giter_agent.history.store import History
 from giter_agent.history.tree import read_file, replace_files
 from giter_agent.spec.resources import dump_yaml, load_yaml
 from giter_agent.status.documents import make_status_commit
-from giter_agent.trust import sshsig
+from giter_agent.trust import ssh_keyfile
 from giter_agent.trust.signed_commit import sign_commit
 from giter_bundle.cli import main as bundle_main
 
@@ -72,10 +72,10 @@ def forge(fleet: Fleet, tmp_path: Path, name: str, device: str, key: Path,
         # A spec commit the hub never published, signed by the publisher key itself.
         from giter_bundle.publisher import PublisherRepo
 
-        publisher = PublisherRepo(scratch, sshsig.load_private_key(fleet.key), history=history)
+        publisher = PublisherRepo(scratch, ssh_keyfile.load_private_key(fleet.key), history=history)
         spec = publisher.commit({"devices/pi-a/extra.yaml": BEACON.encode()}, "unpublished")
     tree = replace_files(store, base, files(lambda p: read_file(store, base, p)))
-    private = sshsig.load_private_key(key)
+    private = ssh_keyfile.load_private_key(key)
     forged = make_status_commit(store, spec_commit=spec, previous=previous, tree=tree,
                                 device_id=device, message="status: forged",
                                 sign=lambda c: sign_commit(c, private), now=2_000_000_000)

@@ -15,7 +15,7 @@ import pytest
 from dulwich.object_store import DiskObjectStore
 from support.fleet import BEACON, Fleet, enrolled, motd
 
-from giter_agent.trust import sshsig
+from giter_agent.trust import ssh_keyfile
 from giter_bundle.exchange import Exchange
 from giter_bundle.fleet_bundle import plan_bundle, verify_plan
 from giter_bundle.inspection import inspect_bundle
@@ -43,7 +43,7 @@ def commits_read(monkeypatch) -> Counter:
 
 def _grow(fleet: Fleet, count: int) -> None:
     """``count`` signed spec commits on the branch, made in process (quick)."""
-    publisher = PublisherRepo(fleet.root / ".git", sshsig.load_private_key(fleet.key))
+    publisher = PublisherRepo(fleet.root / ".git", ssh_keyfile.load_private_key(fleet.key))
     for i in range(count):
         publisher.commit({"groups/lobby/note.yaml": BEACON.replace("beacon", f"b{i}").encode()},
                          f"step {i}")

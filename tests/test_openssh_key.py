@@ -1,4 +1,4 @@
-"""Reading OpenSSH private key files (``sshsig.load_private_key``), with ssh-keygen as oracle.
+"""Reading OpenSSH private key files (``ssh_keyfile.load_private_key``), with ssh-keygen as oracle.
 
 An unencrypted ed25519 key is read by the project's own strict reader of the
 ``openssh-key-v1`` format (no serialization package); ECDSA and RSA keys go through
@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from support.git import run, ssh_keygen
 
 from giter_agent.core.errors import ConfigError, KeyFileError
-from giter_agent.trust import devicekey, sshsig
+from giter_agent.trust import devicekey, ssh_keyfile, sshsig
 
 BEGIN = b"-----BEGIN OPENSSH PRIVATE KEY-----\n"
 END = b"-----END OPENSSH PRIVATE KEY-----\n"
@@ -66,10 +66,10 @@ def keygen_y(path: Path) -> str:
 def test_keys_ssh_keygen_makes_are_read_by_the_strict_reader(tmp_path, comment):
     path = tmp_path / "id"
     run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", path)
-    key = sshsig.read_openssh_ed25519(path.read_bytes())
+    key = ssh_keyfile.read_openssh_ed25519(path.read_bytes())
     assert isinstance(key, ed25519.Ed25519PrivateKey)
     assert sshsig.public_key_of(key).openssh() == keygen_y(path)
-    assert sshsig.public_key_of(sshsig.load_private_key(path)).openssh() == keygen_y(path)
+    assert sshsig.public_key_of(ssh_keyfile.load_private_key(path)).openssh() == keygen_y(path)
     # And it signs: ssh-keygen verifies what the key read here signed.
     signers = tmp_path / "signers"
     signers.write_text(f'dev namespaces="git" {keygen_y(path)}\n')
@@ -81,8 +81,8 @@ def test_keys_ssh_keygen_makes_are_read_by_the_strict_reader(tmp_path, comment):
 def test_keys_the_project_writes_are_read_back_and_by_ssh_keygen(tmp_path):
     for _ in range(4):  # the check-ints and the comment's padding vary with each key
         key = sshsig.generate_ed25519()
-        data = sshsig.private_key_openssh_bytes(key)
-        read = sshsig.read_openssh_ed25519(data)
+        data = ssh_keyfile.private_key_openssh_bytes(key)
+        read = ssh_keyfile.read_openssh_ed25519(data)
         assert read is not None
         assert sshsig.public_key_of(read) == sshsig.public_key_of(key)
         path = tmp_path / "id"
@@ -105,8 +105,8 @@ def test_other_key_types_still_load_through_cryptography(tmp_path):
     for kind, bits, cls in (("ecdsa", 256, ec.EllipticCurvePrivateKey),
                             ("rsa", 2048, rsa.RSAPrivateKey)):
         path = ssh_keygen(tmp_path / kind, kind, bits)
-        assert sshsig.read_openssh_ed25519(path.read_bytes()) is None
-        key = sshsig.load_private_key(path)
+        assert ssh_keyfile.read_openssh_ed25519(path.read_bytes()) is None
+        key = ssh_keyfile.load_private_key(path)
         assert isinstance(key, cls)
         assert sshsig.public_key_of(key).openssh() == keygen_y(path)
         with pytest.raises(KeyFileError, match="must be ed25519"):
@@ -150,7 +150,7 @@ def test_a_tampered_key_file_is_a_one_line_error_without_key_material(tmp_path, 
     data = TAMPERED[name]()
     path.write_bytes(data)
     path.chmod(0o600)
-    for load in (sshsig.load_private_key, devicekey.load_or_create):
+    for load in (ssh_keyfile.load_private_key, devicekey.load_or_create):
         with pytest.raises(KeyFileError) as caught:
             load(path)
         message = str(caught.value)

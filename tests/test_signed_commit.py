@@ -25,7 +25,7 @@ from support.git import (
 )
 
 from giter_agent.core.errors import TrustError
-from giter_agent.trust import signed_commit, sshsig
+from giter_agent.trust import signed_commit, ssh_keyfile, sshsig
 
 KEY_SPECS = {"ed25519": ("ed25519", None), "ecdsa256": ("ecdsa", 256),
              "ecdsa384": ("ecdsa", 384), "rsa2048": ("rsa", 2048)}
@@ -195,7 +195,7 @@ def _dulwich_commit(repo: Repo, message: bytes = b"from dulwich\n") -> Commit:
 def test_sign_commit_is_accepted_by_git(tmp_path, keys, name):
     repo = Repo.init(str(tmp_path / "repo"), mkdir=True)
     commit = _dulwich_commit(repo)
-    signed_commit.sign_commit(commit, sshsig.load_private_key(keys[name]))
+    signed_commit.sign_commit(commit, ssh_keyfile.load_private_key(keys[name]))
     repo.object_store.add_object(commit)
     signers = write_allowed_signers(tmp_path / "signers", pub_line(keys[name]))
     assert git_verifies(tmp_path / "repo", commit.id.decode(), signers)
@@ -207,7 +207,7 @@ def test_sign_commit_makes_the_same_object_as_git(tmp_path, keys, monkeypatch):
     """ed25519 is deterministic, so dulwich + sign_commit must give git's commit id exactly."""
     repo = Repo.init(str(tmp_path / "repo"), mkdir=True)
     commit = _dulwich_commit(repo)
-    signed_commit.sign_commit(commit, sshsig.load_private_key(keys["ed25519"]))
+    signed_commit.sign_commit(commit, ssh_keyfile.load_private_key(keys["ed25519"]))
     for var in ("GIT_AUTHOR_DATE", "GIT_COMMITTER_DATE"):
         monkeypatch.setenv(var, "@1700000000 +0000")
     made_by_git = run("git", "-C", tmp_path / "repo", "-c", "gpg.format=ssh", "-c",
@@ -219,7 +219,7 @@ def test_sign_commit_makes_the_same_object_as_git(tmp_path, keys, monkeypatch):
 def test_sign_commit_replaces_an_old_signature(tmp_path, keys):
     repo = Repo.init(str(tmp_path / "repo"), mkdir=True)
     commit = _dulwich_commit(repo)
-    signed_commit.sign_commit(commit, sshsig.load_private_key(keys["rsa2048"]))
-    signed_commit.sign_commit(commit, sshsig.load_private_key(keys["ed25519"]))
+    signed_commit.sign_commit(commit, ssh_keyfile.load_private_key(keys["rsa2048"]))
+    signed_commit.sign_commit(commit, ssh_keyfile.load_private_key(keys["ed25519"]))
     payload, armour = signed_commit.split(commit.as_raw_string())
     assert sshsig.verify(armour, payload, [public(keys["ed25519"])])

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from support.git import craft_sshsig, pub_line, run, ssh_keygen, write_allowed_signers
 
 from giter_agent.core.errors import ConfigError, TrustError
-from giter_agent.trust import allowed_signers, devicekey, sshsig
+from giter_agent.trust import allowed_signers, devicekey, ssh_keyfile, sshsig
 from giter_agent.trust.sshsig import PublicKey
 
 MESSAGE = b"tree 4b825dc642cb6eb9a060e54bf8d69288fbee4904\n\nhello\n"
@@ -66,7 +66,7 @@ def test_public_key_matches_ssh_keygen(keys, name):
     assert key.fingerprint() == printed[1].decode()
     assert key.openssh() == pub_line(keys[name])
     assert key == PublicKey.from_blob(key.blob)
-    assert key == sshsig.public_key_of(sshsig.load_private_key(keys[name]))
+    assert key == sshsig.public_key_of(ssh_keyfile.load_private_key(keys[name]))
 
 
 BAD_KEYS = [
@@ -153,7 +153,7 @@ def test_ecdsa_twin_of_a_real_signature_is_refused(tmp_path, keys, name, order):
 
 @pytest.mark.parametrize("name", ["ecdsa256", "ecdsa384"])
 def test_our_ecdsa_signatures_are_low_s(keys, name):
-    key = sshsig.load_private_key(keys[name])
+    key = ssh_keyfile.load_private_key(keys[name])
     for i in range(24):  # a high s would turn up about every other time
         armour = sshsig.sign(key, MESSAGE + bytes([i]))
         assert not sshsig.ecdsa_high_s(armour)
@@ -169,15 +169,15 @@ def test_ssh_keygen_signatures_verify(tmp_path, keys, name):
 
 @pytest.mark.parametrize("name", KEY_SPECS)
 def test_our_signatures_verify_with_ssh_keygen(tmp_path, keys, name):
-    armour = sshsig.sign(sshsig.load_private_key(keys[name]), MESSAGE)
+    armour = sshsig.sign(ssh_keyfile.load_private_key(keys[name]), MESSAGE)
     assert ssh_keygen_verify(tmp_path, armour, keys[name])
     assert sshsig.verify(armour, MESSAGE, [public(keys[name])]) == public(keys[name])
 
 
 def test_ed25519_signature_is_byte_identical_to_ssh_keygen(tmp_path, keys):
-    ours = sshsig.sign(sshsig.load_private_key(keys["ed25519"]), MESSAGE)
+    ours = sshsig.sign(ssh_keyfile.load_private_key(keys["ed25519"]), MESSAGE)
     assert ours == ssh_keygen_sign(tmp_path, keys["ed25519"])
-    ours256 = sshsig.sign(sshsig.load_private_key(keys["ed25519"]), MESSAGE, hash_alg="sha256")
+    ours256 = sshsig.sign(ssh_keyfile.load_private_key(keys["ed25519"]), MESSAGE, hash_alg="sha256")
     assert ours256 == ssh_keygen_sign(tmp_path, keys["ed25519"], MESSAGE, "-O", "hashalg=sha256")
 
 
@@ -192,7 +192,7 @@ def test_armour_width_edge(keys):
 
 def test_sign_refuses_unknown_hash(keys):
     with pytest.raises(ValueError):
-        sshsig.sign(sshsig.load_private_key(keys["ed25519"]), MESSAGE, hash_alg="md5")
+        sshsig.sign(ssh_keyfile.load_private_key(keys["ed25519"]), MESSAGE, hash_alg="md5")
 
 
 # --- the verdict table ------------------------------------------------------------------
@@ -211,7 +211,7 @@ def _pack(fields: list[bytes]) -> bytes:
 
 
 def _ed(k):
-    return sshsig.load_private_key(k["ed25519"])
+    return ssh_keyfile.load_private_key(k["ed25519"])
 
 
 def _rewrap(armour: bytes, width: int) -> bytes:
@@ -230,7 +230,7 @@ def _non_canonical_b64(armour: bytes) -> bytes:
 
 
 def _ecdsa_padded_r(k) -> bytes:
-    fields = _fields(sshsig.dearmor(sshsig.sign(sshsig.load_private_key(k["ecdsa256"]),
+    fields = _fields(sshsig.dearmor(sshsig.sign(ssh_keyfile.load_private_key(k["ecdsa256"]),
                                                 MESSAGE)))
     inner = _fields(b"\0" * 10 + fields[-1])[2:]  # [alg, mpints]
     mp = _fields(b"\0" * 10 + inner[1])[2:]       # [r, s]
@@ -253,12 +253,12 @@ def _dsa_signer(armour: bytes) -> bytes:
 # (name, make armour from keys, key that must be trusted, reason or None, ssh-keygen verdict)
 VERDICTS = [
     ("good", lambda k: sshsig.sign(_ed(k), MESSAGE), "ed25519", None, True),
-    ("rsa-sha2-256", lambda k: craft_sshsig(sshsig.load_private_key(k["rsa2048"]), MESSAGE,
+    ("rsa-sha2-256", lambda k: craft_sshsig(ssh_keyfile.load_private_key(k["rsa2048"]), MESSAGE,
                                             sig_alg=b"rsa-sha2-256", rsa_hash=hashes.SHA256()),
      "rsa2048", None, True),
     ("wrong namespace", lambda k: sshsig.sign(_ed(k), MESSAGE, namespace="file"), "ed25519",
      "WrongNamespace", False),
-    ("unknown signer", lambda k: sshsig.sign(sshsig.load_private_key(k["other"]), MESSAGE),
+    ("unknown signer", lambda k: sshsig.sign(ssh_keyfile.load_private_key(k["other"]), MESSAGE),
      "ed25519", "UnknownSigner", False),
     ("other message", lambda k: sshsig.sign(_ed(k), MESSAGE + b"!"), "ed25519",
      "BadSignature", False),
@@ -269,7 +269,7 @@ VERDICTS = [
     ("hash sha384", lambda k: craft_sshsig(_ed(k), MESSAGE, hash_alg=b"sha384"), "ed25519",
      "UnsupportedHashAlgorithm", False),
     ("rsa with SHA-1 (ssh-rsa)", lambda k: craft_sshsig(
-        sshsig.load_private_key(k["rsa2048"]), MESSAGE, sig_alg=b"ssh-rsa",
+        ssh_keyfile.load_private_key(k["rsa2048"]), MESSAGE, sig_alg=b"ssh-rsa",
         rsa_hash=hashes.SHA1()), "rsa2048", "UnsupportedKeyType", False),
     ("dsa signer", lambda k: _dsa_signer(sshsig.sign(_ed(k), MESSAGE)), "ed25519",
      "UnsupportedKeyType", False),
@@ -449,8 +449,8 @@ def test_device_key_refusals(tmp_path, keys):
 def test_private_key_round_trip(tmp_path):
     key = sshsig.generate_ed25519()
     path = tmp_path / "id"
-    path.write_bytes(sshsig.private_key_openssh_bytes(key))
+    path.write_bytes(ssh_keyfile.private_key_openssh_bytes(key))
     path.chmod(0o600)
-    assert sshsig.public_key_of(sshsig.load_private_key(path)) == sshsig.public_key_of(key)
+    assert sshsig.public_key_of(ssh_keyfile.load_private_key(path)) == sshsig.public_key_of(key)
     assert run("ssh-keygen", "-y", "-f", path).stdout.decode().split()[:2] == \
         sshsig.public_key_of(key).openssh().split()

@@ -32,7 +32,7 @@ from support.git import (
 
 from giter_agent.core.errors import TrustError
 from giter_agent.history.walk import ancestors, parents
-from giter_agent.trust import signed_commit, sshsig
+from giter_agent.trust import signed_commit, ssh_keyfile, sshsig
 from giter_agent.trust.spec_rule import TrustRoot, Verified, verify_update
 from giter_agent.trust.status_rule import verify_status_commit
 from giter_agent.trust.trailers import expires_of
@@ -241,7 +241,7 @@ def wrong_namespace(w: World) -> Attack:
 def wrong_hash_algorithm(w: World) -> Attack:
     base = w.commit("c0")
     unsigned = w.commit("c1", key=None)
-    key = sshsig.load_private_key(w.keys["A"])
+    key = ssh_keyfile.load_private_key(w.keys["A"])
     bad = w.splice(w.payload(unsigned), craft_sshsig(key, w.payload(unsigned), hash_alg=b"sha1"))
     return Attack(base, bad, bad, False)
 
@@ -273,7 +273,7 @@ def signed_unknown_header(w: World) -> Attack:
     payload = w.payload(w.commit("c1", key=None))
     end = payload.index(b"\n\n") + 1
     payload = payload[:end] + b"x-extra hello\n" + payload[end:]
-    bad = w.splice(payload, sshsig.sign(sshsig.load_private_key(w.keys["A"]), payload))
+    bad = w.splice(payload, sshsig.sign(ssh_keyfile.load_private_key(w.keys["A"]), payload))
     return Attack(base, bad, bad, True)
 
 
@@ -582,9 +582,9 @@ class StatusWorld:
     def __init__(self, tmp: Path, keys: dict[str, Path]) -> None:
         self.repo = Repo.init(str(tmp / "pub"), mkdir=True)
         self.store = self.repo.object_store
-        self.publisher = sshsig.load_private_key(keys["A"])
-        self.device_keys = {"d1": sshsig.load_private_key(keys["B"]),
-                            "d2": sshsig.load_private_key(keys["C"])}
+        self.publisher = ssh_keyfile.load_private_key(keys["A"])
+        self.device_keys = {"d1": ssh_keyfile.load_private_key(keys["B"]),
+                            "d2": ssh_keyfile.load_private_key(keys["C"])}
         self.spec = self.commit(SPEC, (), self.publisher)
 
     def tree(self, files: dict[str, str]) -> bytes:

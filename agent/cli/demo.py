@@ -127,7 +127,7 @@ def _narrate(work: Path, out: TextIO, *, kept: bool) -> int:
     from giter_agent.config import agent_toml as config_mod
     from giter_agent.sync.agent import Agent
     from giter_agent.transport.usb import sync_stick
-    from giter_agent.trust import sshsig
+    from giter_agent.trust import ssh_keyfile, sshsig
     from giter_bundle.publisher import PublisherRepo
 
     say = Narrator(out)
@@ -138,7 +138,7 @@ def _narrate(work: Path, out: TextIO, *, kept: bool) -> int:
     say.step("The publisher makes a signing key and a fleet repository")
     pub_key = sshsig.generate_ed25519()
     key_file = work / "publisher_ed25519"
-    key_file.write_bytes(sshsig.private_key_openssh_bytes(pub_key))
+    key_file.write_bytes(ssh_keyfile.private_key_openssh_bytes(pub_key))
     key_file.chmod(0o600)
     pub_line = sshsig.public_key_of(pub_key).openssh()
     (work / "publisher_ed25519.pub").write_text(pub_line + " publisher\n")

@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from giter_agent.core.durable import fsync_dir, mkdir_durable, temp_name
 from giter_agent.core.errors import ConfigError, KeyFileError
-from giter_agent.trust import sshsig
+from giter_agent.trust import ssh_keyfile, sshsig
 
 
 def _write_new(path: Path, data: bytes, mode: int) -> bool:
@@ -55,8 +55,8 @@ def load_or_create(path: Path) -> Ed25519PrivateKey:
         mkdir_durable(path.parent)
         key = sshsig.generate_ed25519()
         # Losing the race to another process is fine: we then load the key it wrote.
-        _write_new(path, sshsig.private_key_openssh_bytes(key), 0o600)
-    loaded = sshsig.load_private_key(path)  # KeyFileError (a ConfigError) if unusable
+        _write_new(path, ssh_keyfile.private_key_openssh_bytes(key), 0o600)
+    loaded = ssh_keyfile.load_private_key(path)  # KeyFileError (a ConfigError) if unusable
     if not isinstance(loaded, Ed25519PrivateKey):
         raise KeyFileError(f"{path}: device key must be ed25519")
     key = loaded

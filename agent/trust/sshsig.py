@@ -17,7 +17,6 @@ import functools
 import hashlib
 import struct
 from collections.abc import Iterable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, runtime_checkable
 
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -29,19 +28,13 @@ if TYPE_CHECKING:
 
     PrivateKey = ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
 
-from giter_agent.core.errors import KeyFileError, TrustError
+from giter_agent.core.errors import TrustError
 
 MAGIC = b"SSHSIG"
 VERSION = 1
 BEGIN = b"-----BEGIN SSH SIGNATURE-----"
 END = b"-----END SSH SIGNATURE-----"
 ARMOUR_WIDTH = 70  # ssh-keygen's sshbuf_dtob64(..., wrap=1)
-# An OpenSSH private key file (OpenSSH's PROTOCOL.key); unencrypted, its private section
-# is padded to 8-byte blocks.
-OPENSSH_KEY_BEGIN = b"-----BEGIN OPENSSH PRIVATE KEY-----"
-OPENSSH_KEY_END = b"-----END OPENSSH PRIVATE KEY-----"
-OPENSSH_KEY_MAGIC = b"openssh-key-v1\0"
-OPENSSH_KEY_BLOCK = 8
 
 ED25519 = "ssh-ed25519"
 ECDSA_P256 = "ecdsa-sha2-nistp256"
@@ -110,7 +103,7 @@ def _fail(reason: str, message: str) -> TrustError:
     return TrustError(message, reason=reason)
 
 
-class _Reader:
+class WireReader:
     """Reads SSH wire-format fields (RFC 4251 §5) and refuses short or leftover data."""
 
     def __init__(self, data: bytes, what: str, reason: str) -> None:
@@ -196,7 +189,7 @@ class PublicKey(NamedTuple):
     @classmethod
     def from_blob(cls, blob: bytes, *, reason: str = "MalformedKey") -> PublicKey:
         """Parse and check a wire-format key blob; malformed -> TrustError(``reason``)."""
-        reader = _Reader(blob, "public key", reason)
+        reader = WireReader(blob, "public key", reason)
         keytype = reader.text()
         if keytype not in KEY_TYPES:
             raise _fail("UnsupportedKeyType", f"key type {keytype!r} is not supported")
@@ -225,7 +218,7 @@ class PublicKey(NamedTuple):
         """The ``PublicKey`` of a ``cryptography`` public key object."""
         if isinstance(public_key, ed25519.Ed25519PublicKey):
             # A device's own key, at every status commit: no serialization package.
-            return cls.from_blob(_string(ED25519.encode()) + _string(_ed25519_raw(public_key)))
+            return cls.from_blob(_string(ED25519.encode()) + _string(ed25519_raw(public_key)))
         # Imported where used: the serialization package loads the SSH private-key
         # format and every cipher (about 15 ms), which verifying a signature never needs.
         from cryptography.hazmat.primitives import serialization
@@ -239,7 +232,7 @@ class PublicKey(NamedTuple):
         """The FIDO application string of a security key (``ssh:`` usually), else None."""
         if self.keytype not in SK_KEY_TYPES:
             return None
-        reader = _Reader(self.blob, "public key", "MalformedKey")
+        reader = WireReader(self.blob, "public key", "MalformedKey")
         reader.text()
         if self.keytype == SK_ECDSA_P256:
             reader.text()
@@ -255,10 +248,10 @@ class PublicKey(NamedTuple):
         """``"<type> <base64>"``: the key as a ``.pub`` or allowed_signers file holds it."""
         return f"{self.keytype} {base64.b64encode(self.blob).decode('ascii')}"
 
-    def _load(self, reader: _Reader | None = None):
+    def _load(self, reader: WireReader | None = None):
         """The ``cryptography`` public key object for this blob."""
         if reader is None:
-            reader = _Reader(self.blob, "public key", "MalformedKey")
+            reader = WireReader(self.blob, "public key", "MalformedKey")
             reader.text()
         try:
             if self.keytype in (ED25519, SK_ED25519):
@@ -340,7 +333,7 @@ class _Sshsig(NamedTuple):
 
 
 def _parse(blob: bytes) -> _Sshsig:
-    reader = _Reader(blob, "signature", "MalformedSignature")
+    reader = WireReader(blob, "signature", "MalformedSignature")
     if reader.raw(len(MAGIC)) != MAGIC:
         raise reader.error("missing SSHSIG preamble")
     version = reader.u32()
@@ -362,7 +355,7 @@ def _signed_data(namespace: bytes, hash_alg: str, message: bytes) -> bytes:
             + _string(digest))
 
 
-def _sk_signed_data(key: PublicKey, reader: _Reader, data: bytes) -> bytes:
+def _sk_signed_data(key: PublicKey, reader: WireReader, data: bytes) -> bytes:
     """What a security key signed (PROTOCOL.u2f): its flags and counter are part of it.
 
     ``sha256(application) || flags || counter || sha256(data)``; a signature made without
@@ -417,7 +410,7 @@ class PendingCheck:
 def _prepare(key: PublicKey, signature: bytes, data: bytes) -> PendingCheck:
     """Check the inner SSH signature blob (``string alg, string sig``) of ``key`` over
     ``data``, all but the arithmetic: a malformed or non-canonical blob refuses here."""
-    reader = _Reader(signature, "signature blob", "MalformedSignature")
+    reader = WireReader(signature, "signature blob", "MalformedSignature")
     alg = reader.text()
     raw = reader.string()
     if key.keytype in SK_KEY_TYPES:
@@ -433,7 +426,7 @@ def _prepare(key: PublicKey, signature: bytes, data: bytes) -> PendingCheck:
     if key.keytype in _CURVES:
         if alg != key.keytype:
             raise reader.error(f"{alg!r} signature from an {key.keytype} key")
-        inner = _Reader(raw, "ecdsa signature", "MalformedSignature")  # RFC 5656 §3.1.2
+        inner = WireReader(raw, "ecdsa signature", "MalformedSignature")  # RFC 5656 §3.1.2
         r = inner.mpint()
         s = inner.mpint()
         inner.end()
@@ -497,12 +490,12 @@ def ecdsa_high_s(armored: bytes) -> bool:
     high: tools use this to sign again before a device sees one.
     """
     sig = _parse(dearmor(armored))
-    reader = _Reader(sig.signature, "signature blob", "MalformedSignature")
+    reader = WireReader(sig.signature, "signature blob", "MalformedSignature")
     alg = reader.text()
     raw = reader.string()
     if alg not in _ORDERS:
         return False
-    inner = _Reader(raw, "ecdsa signature", "MalformedSignature")
+    inner = WireReader(raw, "ecdsa signature", "MalformedSignature")
     inner.mpint()
     return inner.mpint() > _ORDERS[alg] // 2
 
@@ -573,97 +566,7 @@ def _sign_other(private_key: Any, public: PublicKey, data: bytes) -> bytes:
     raise TypeError(f"cannot sign with {type(private_key).__name__}")
 
 
-def load_private_key(path: Path) -> PrivateKey:
-    """An unencrypted OpenSSH private key file (``ssh-keygen -N ''``).
-
-    An ed25519 key (every device key, most publisher keys) is read here, strictly
-    (``read_openssh_ed25519``); an ECDSA or RSA key goes through ``cryptography``'s loader.
-    Anything unusable is a ``KeyFileError`` naming the file and the check that failed.
-    """
-    path = Path(path)
-    data = path.read_bytes()
-    try:
-        ed = read_openssh_ed25519(data)
-    except TrustError as exc:
-        raise KeyFileError(f"{path}: not a usable OpenSSH private key ({exc})") from None
-    if ed is not None:
-        return ed
-    # Imported where used: the serialization package loads the SSH private-key format
-    # of every key type and every cipher (about 15 ms), which an ed25519 key never needs.
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import ec, rsa
-
-    try:
-        key = serialization.load_ssh_private_key(data, password=None)
-    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
-        # cryptography's messages name the check ("Corrupt data: ..."), not the bytes.
-        raise KeyFileError(f"{path}: not an unencrypted OpenSSH private key ({exc})") from None
-    if not isinstance(key, ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey
-                      | rsa.RSAPrivateKey):
-        raise KeyFileError(f"{path}: unsupported private key type {type(key).__name__}")
-    return key
-
-
-def read_openssh_ed25519(data: bytes) -> ed25519.Ed25519PrivateKey | None:
-    """The key of an unencrypted ed25519 ``openssh-key-v1`` file (OpenSSH's
-    PROTOCOL.key), or None when ``data`` is another form (not that armour, a cipher, another
-    key type) for ``cryptography``'s loader to take or refuse.
-
-    Strict, as ``ssh-keygen`` writes it: one key, no kdf, equal check-ints, the private
-    half's public key equal to the file's and to the one the seed derives, padding
-    1, 2, 3... to the 8-byte block. A refusal is a ``TrustError`` (MalformedKey) that
-    names the check, never the bytes.
-    """
-    text = data.strip()
-    if not text.startswith(OPENSSH_KEY_BEGIN) or not text.endswith(OPENSSH_KEY_END):
-        return None
-    body = b"".join(text[len(OPENSSH_KEY_BEGIN):-len(OPENSSH_KEY_END)].split())
-    try:
-        blob = base64.b64decode(body, validate=True)
-    except ValueError:
-        raise _fail("MalformedKey", "private key armour is not valid base64") from None
-    if not blob.startswith(OPENSSH_KEY_MAGIC):
-        raise _fail("MalformedKey", "private key does not start with openssh-key-v1")
-    outer = _Reader(blob[len(OPENSSH_KEY_MAGIC):], "private key", "MalformedKey")
-    cipher, kdf, kdf_options = outer.string(), outer.string(), outer.string()
-    if cipher != b"none" or kdf != b"none":
-        return None  # encrypted: cryptography's loader says so (no passphrase is given)
-    if kdf_options:
-        raise outer.error("kdf options without a kdf")
-    if outer.u32() != 1:
-        raise outer.error("a key file must hold exactly one key")
-    public_blob = outer.string()
-    private = outer.string()
-    outer.end()
-    public = _Reader(public_blob, "private key's public half", "MalformedKey")
-    if public.text() != ED25519:
-        return None  # ECDSA, RSA, a security key: cryptography's loader
-    raw_public = public.string()
-    public.end()
-    inner = _Reader(private, "private key", "MalformedKey")
-    if len(private) % OPENSSH_KEY_BLOCK:
-        raise inner.error("private section is not a whole number of blocks")
-    if inner.u32() != inner.u32():
-        raise inner.error("check-ints differ (corrupt, or encrypted under another name)")
-    if inner.text() != ED25519:
-        raise inner.error("private half's key type differs from the public half's")
-    if inner.string() != raw_public or len(raw_public) != 32:
-        raise inner.error("private half's public key differs from the public half")
-    secret = inner.string()
-    if len(secret) != 64 or secret[32:] != raw_public:
-        raise inner.error("ed25519 private key must be the 32-byte seed and its public key")
-    inner.string()  # the comment
-    padding_bytes = inner.raw(len(private) - inner.pos)
-    if (len(padding_bytes) >= OPENSSH_KEY_BLOCK
-            or padding_bytes != bytes(range(1, len(padding_bytes) + 1))):
-        raise inner.error("padding is not 1, 2, 3...")
-    key = ed25519.Ed25519PrivateKey.from_private_bytes(secret[:32])
-    if _ed25519_raw(key.public_key()) != raw_public:
-        raise inner.error("public key is not the one the seed derives")
-    return key
-
-
-def _ed25519_raw(public_key: ed25519.Ed25519PublicKey) -> bytes:
+def ed25519_raw(public_key: ed25519.Ed25519PublicKey) -> bytes:
     """The 32 raw bytes of an ed25519 public key, without the serialization package
     where ``cryptography`` can (``public_bytes_raw``: 40 and later; Debian's 38 cannot)."""
     raw = getattr(public_key, "public_bytes_raw", None)
@@ -676,12 +579,3 @@ def _ed25519_raw(public_key: ed25519.Ed25519PublicKey) -> bytes:
 
 def generate_ed25519() -> ed25519.Ed25519PrivateKey:
     return ed25519.Ed25519PrivateKey.generate()
-
-
-def private_key_openssh_bytes(private_key: PrivateKey) -> bytes:
-    """The key as an unencrypted ``-----BEGIN OPENSSH PRIVATE KEY-----`` file body."""
-    from cryptography.hazmat.primitives import serialization
-
-    return private_key.private_bytes(serialization.Encoding.PEM,
-                                     serialization.PrivateFormat.OpenSSH,
-                                     serialization.NoEncryption())

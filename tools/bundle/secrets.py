@@ -287,7 +287,7 @@ def load_secrets_key(path: Path, *, create: bool) -> Any:
     """The publisher's secrets key (an OpenSSH ed25519 key file), made 0600 if asked."""
     from giter_agent.core.errors import ConfigError, KeyFileError
     from giter_agent.trust.devicekey import load_or_create
-    from giter_agent.trust.sshsig import load_private_key
+    from giter_agent.trust.ssh_keyfile import load_private_key
 
     path = path.expanduser()
     if not path.exists():

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from giter_agent.core.errors import GiterError
-from giter_agent.trust import sshsig
+from giter_agent.trust import ssh_keyfile, sshsig
 from giter_bundle.errors import PublisherError, UsageError
 
 _IDENTITY = re.compile(r"[^<>\n]+ <[^<>\n]*>")
@@ -190,7 +190,7 @@ def load_key(spec: str | Path) -> Any:
         from cryptography.exceptions import UnsupportedAlgorithm
 
         try:
-            return sshsig.load_private_key(private)
+            return ssh_keyfile.load_private_key(private)
         except (TypeError, ValueError, UnsupportedAlgorithm):
             pass  # a passphrase, or a security key: ssh-keygen signs with it
     public: sshsig.PublicKey | None = None
