@@ -7,9 +7,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from dulwich.objects import Blob, Commit, Tree
+from dulwich.objects import Blob, Tree
 from dulwich.pack import Pack
-from support.git import run
+from support.git import ops_commit, run
 
 from giter_agent.history.pack_read import PackReader
 from giter_agent.history.store import History
@@ -41,13 +41,7 @@ def history_of(repo: Path, count: int, key=None, signers: bytes = b"") -> list[b
             store.add_object(giter)
             tree.add(b".giter", 0o040000, giter.id)
         store.add_object(tree)
-        commit = Commit()
-        commit.tree = tree.id
-        commit.parents = [parent] if parent else []
-        commit.author = commit.committer = b"Ops <ops@example.invalid>"
-        commit.author_time = commit.commit_time = 1_700_000_000 + i
-        commit.author_timezone = commit.commit_timezone = 0
-        commit.message = f"change {i}\n".encode()
+        commit = ops_commit(tree.id, parent, i, f"change {i}\n".encode())
         if key is not None:
             signed_commit.sign_commit(commit, key)
         store.add_object(commit)

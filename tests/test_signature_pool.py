@@ -10,8 +10,8 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from dulwich.objects import Blob, Commit, Tree
-from support.git import run
+from dulwich.objects import Blob, Tree
+from support.git import ops_commit, run
 
 from giter_agent.core.errors import BundleError, TrustError
 from giter_agent.history.store import History
@@ -115,13 +115,7 @@ def signed_history(repo: Path, count: int, key, signers: bytes, *, forged=(), un
         tree.add(b".giter", 0o040000, giter.id)
         tree.add(b"app.yaml", 0o100644, blob.id)
         store.add_object(tree)
-        commit = Commit()
-        commit.tree = tree.id
-        commit.parents = [parent] if parent else []
-        commit.author = commit.committer = b"Ops <ops@example.invalid>"
-        commit.author_time = commit.commit_time = 1_700_000_000 + i
-        commit.author_timezone = commit.commit_timezone = 0
-        commit.message = b"roll web to %d\n" % i
+        commit = ops_commit(tree.id, parent, i, b"roll web to %d\n" % i)
         if i == count - 1 and tip_branch:
             commit.message += b"\nGiter-Branch: %s\n" % tip_branch.encode()
         if i not in unsigned:

@@ -10,6 +10,8 @@ import os
 import subprocess
 from pathlib import Path
 
+from dulwich.objects import Commit
+
 
 def run(*args: str | os.PathLike, cwd: os.PathLike | None = None, check: bool = True,
         input: bytes | None = None) -> subprocess.CompletedProcess:
@@ -244,3 +246,16 @@ class SoftSecurityKey:
                 + string(namespace.encode()) + string(b"") + string(b"sha512")
                 + string(inner))
         return sshsig.armor(blob)
+
+
+def ops_commit(tree: bytes, parent: bytes | None, n: int, message: bytes) -> Commit:
+    """The ``n``-th commit of a history built in a test: by Ops, one second after the
+    one before, unsigned (sign it with ``signed_commit.sign_commit``)."""
+    commit = Commit()
+    commit.tree = tree
+    commit.parents = [parent] if parent else []
+    commit.author = commit.committer = b"Ops <ops@example.invalid>"
+    commit.author_time = commit.commit_time = 1_700_000_000 + n
+    commit.author_timezone = commit.commit_timezone = 0
+    commit.message = message
+    return commit
