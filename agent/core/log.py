@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
+from functools import partialmethod
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
@@ -59,43 +60,19 @@ class Logger:
             return self.real().isEnabledFor(level)
         return level >= _threshold
 
-    # Each method calls the real logger itself (not through a helper) with one more
-    # stack level, so that the record names the caller, not this module.
-    def debug(self, msg: object, *args: object, **kwargs: Any) -> None:
-        if _threshold <= DEBUG or "logging" in sys.modules:
-            kwargs["stacklevel"] = kwargs.get("stacklevel", 1) + 1
-            self.real().debug(msg, *args, **kwargs)
-
-    def info(self, msg: object, *args: object, **kwargs: Any) -> None:
-        if _threshold <= INFO or "logging" in sys.modules:
-            kwargs["stacklevel"] = kwargs.get("stacklevel", 1) + 1
-            self.real().info(msg, *args, **kwargs)
-
-    def warning(self, msg: object, *args: object, **kwargs: Any) -> None:
-        if _threshold <= WARNING or "logging" in sys.modules:
-            kwargs["stacklevel"] = kwargs.get("stacklevel", 1) + 1
-            self.real().warning(msg, *args, **kwargs)
-
-    def error(self, msg: object, *args: object, **kwargs: Any) -> None:
-        if _threshold <= ERROR or "logging" in sys.modules:
-            kwargs["stacklevel"] = kwargs.get("stacklevel", 1) + 1
-            self.real().error(msg, *args, **kwargs)
-
-    def exception(self, msg: object, *args: object, exc_info: Any = True,
-                  **kwargs: Any) -> None:
-        if _threshold <= ERROR or "logging" in sys.modules:
-            kwargs["stacklevel"] = kwargs.get("stacklevel", 1) + 1
-            self.real().exception(msg, *args, exc_info=exc_info, **kwargs)
-
-    def critical(self, msg: object, *args: object, **kwargs: Any) -> None:
-        if _threshold <= CRITICAL or "logging" in sys.modules:
-            kwargs["stacklevel"] = kwargs.get("stacklevel", 1) + 1
-            self.real().critical(msg, *args, **kwargs)
-
     def log(self, level: int, msg: object, *args: object, **kwargs: Any) -> None:
         if level >= _threshold or "logging" in sys.modules:
+            # One stack level more, so that the record names the caller, not this module
+            # (the named methods below are partials: C calls, no frame of their own).
             kwargs["stacklevel"] = kwargs.get("stacklevel", 1) + 1
             self.real().log(level, msg, *args, **kwargs)
+
+    debug = partialmethod(log, DEBUG)
+    info = partialmethod(log, INFO)
+    warning = partialmethod(log, WARNING)
+    error = partialmethod(log, ERROR)
+    exception = partialmethod(log, ERROR, exc_info=True)  # as logging's: error + traceback
+    critical = partialmethod(log, CRITICAL)
 
 
 def get_logger(name: str) -> Logger:
