@@ -26,9 +26,11 @@ import contextlib
 import errno
 import os
 import stat
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
+
+T = TypeVar("T")
 
 # Open flags for a file that must be read as it is named: never through a symlink,
 # never blocking on a FIFO or a device, never taking a terminal.
@@ -222,27 +224,28 @@ def mkdir_durable(path: Path, mode: int = 0o777) -> None:
 _SCRATCH_FLAGS = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
-def scratch_file(folder: str | os.PathLike[str], prefix: str) -> tuple[int, str]:
-    """(descriptor, path) of a new file ``<prefix><random>`` in ``folder``, mode 0600,
-    open for reading and writing: ``tempfile.mkstemp(dir=folder, prefix=prefix)``."""
+def _fresh(folder: str | os.PathLike[str], prefix: str, make: Callable[[str], T]
+           ) -> tuple[T, str]:
+    """``make(path)`` of a new ``<prefix><random>`` path in ``folder``, tried again with
+    another name while the name is taken."""
     while True:
         path = os.path.join(folder, f"{prefix}{os.urandom(6).hex()}")
         try:
-            return os.open(path, _SCRATCH_FLAGS, 0o600), path
+            return make(path), path
         except FileExistsError:
             continue
+
+
+def scratch_file(folder: str | os.PathLike[str], prefix: str) -> tuple[int, str]:
+    """(descriptor, path) of a new file ``<prefix><random>`` in ``folder``, mode 0600,
+    open for reading and writing: ``tempfile.mkstemp(dir=folder, prefix=prefix)``."""
+    return _fresh(folder, prefix, lambda path: os.open(path, _SCRATCH_FLAGS, 0o600))
 
 
 def scratch_dir(folder: str | os.PathLike[str], prefix: str) -> str:
     """A new folder ``<prefix><random>`` in ``folder``, mode 0700:
     ``tempfile.mkdtemp(dir=folder, prefix=prefix)``."""
-    while True:
-        path = os.path.join(folder, f"{prefix}{os.urandom(6).hex()}")
-        try:
-            os.mkdir(path, 0o700)
-            return path
-        except FileExistsError:
-            continue
+    return _fresh(folder, prefix, lambda path: os.mkdir(path, 0o700))[1]
 
 
 def remove_scratch(path: str | os.PathLike[str]) -> None:
