@@ -89,6 +89,7 @@ class Reason(StrEnum):
     BadSignature = "BadSignature"
     MalformedCommit = "MalformedCommit"
     MalformedSignature = "MalformedSignature"
+    MalformedKey = "MalformedKey"  # an SSH key blob or key file that does not parse
     UnsupportedSignatureFormat = "UnsupportedSignatureFormat"
     InvalidTrustFile = "InvalidTrustFile"
     NoTrustFile = "NoTrustFile"
