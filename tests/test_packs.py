@@ -392,3 +392,29 @@ def test_loose_objects_are_counted_from_the_folders_that_exist(history, monkeypa
     (objects / "ab" / "not-an-object").write_bytes(b"")
     assert count_loose(objects) == 5 == history.object_store.count_loose_objects()
     assert count_loose(objects / "nowhere") == 0
+
+
+def test_consolidation_reads_pack_names_from_files_never_from_their_ids(history, monkeypatch):
+    """After every status commit: dulwich's ``Pack.name()`` hashes every id of a pack, so
+    asking it of a device's big old pack would make each commit cost the whole history."""
+    from dulwich.pack import Pack
+
+    from giter_agent.history.packs import pack_file_name
+
+    with history.new_objects() as store:
+        for blob in blobs(0, 200):
+            store.add_object(blob)
+    for i in (1, 2):
+        with history.new_objects() as store:
+            for blob in blobs(i, 4):
+                store.add_object(blob)
+    names_before = {pack_file_name(p) for p in history.object_store.packs}
+    # This module names a pack by its ids, as dulwich does: the same names, unhashed.
+    assert names_before == {f"pack-{p.name().decode()}" for p in history.object_store.packs}
+    asked: list[str] = []
+    monkeypatch.setattr(Pack, "name", lambda self: asked.append(self._basename) or b"")
+    assert history.consolidate().merged_packs == 2
+    assert asked == []
+    monkeypatch.undo()
+    assert pack_sizes(history) == [8, 200]
+    fsck(history)

@@ -103,6 +103,12 @@ class Consolidation(NamedTuple):
     skipped: str | None = None  # why nothing was merged (``History.consolidate``)
 
 
+def pack_file_name(pack: Pack) -> str:
+    """``pack-<hex>``: the name ``pack`` has on disk, read from its path, never hashed
+    (git names a pack by its checksum, this module by its ids; either is the file's)."""
+    return os.path.basename(pack._basename)
+
+
 def geometric_split(sizes: list[int], factor: int = FACTOR) -> int:
     """How many of the smallest packs to merge (``sizes`` ascending; 0 or >= 2).
 
@@ -267,8 +273,10 @@ def consolidate(store: Any, *, factor: int = FACTOR,
             store.delete_loose_object(obj.id)
         packed_loose = len(loose)
     # A pack git was told to keep (``.keep``) is never merged away, as git never does.
+    # Ties are broken by file name: dulwich's ``Pack.name()`` hashes every id in the pack,
+    # which for the big old pack would make each status commit cost the whole history.
     packs = sorted((p for p in store.packs if not Path(p._basename + ".keep").exists()),
-                   key=lambda p: (len(p.index), p.name()))
+                   key=lambda p: (len(p.index), pack_file_name(p)))
     k = capped_split([len(p.index) for p in packs], factor, max_objects)
     if k < 2:
         return Consolidation(packed_loose=packed_loose)
@@ -279,7 +287,7 @@ def consolidate(store: Any, *, factor: int = FACTOR,
             ids.setdefault(sha, None)
     name = copy_objects(store, merged, set(ids))
     for pack in merged:
-        if f"pack-{pack.name().decode()}" == name:
+        if pack_file_name(pack) == name:
             continue  # the merge produced a pack of the same objects: keep it
         store.forget_pack(pack)
         # Index first: a cut between the two leaves a pack without an index, which no

@@ -179,15 +179,15 @@ class Quarantine:
         packs = list(self.object_store.packs)
         junk = any(sha not in needed and sha not in main for pack in packs for sha in pack)
         names = None
-        if junk:
-            from giter_agent.history.packs import copy_objects
+        from giter_agent.history.packs import copy_objects, pack_file_name
 
+        if junk:
             # Entries copied as they are (a large artifact is never inflated here).
             kept = copy_objects(self.object_store, packs, set(needed))
             names = set() if kept is None else {f"{kept}.idx"}
         src = self._directory / "pack"
         dst = Path(main.pack_dir)
-        empty = {f"pack-{p.name().decode()}.idx" for p in self.object_store.packs if not len(p)}
+        empty = {f"{pack_file_name(p)}.idx" for p in self.object_store.packs if not len(p)}
         for idx in sorted(src.glob("*.idx")):
             pack = idx.with_suffix(".pack")
             if idx.name in empty or (names is not None and idx.name not in names):
