@@ -10,10 +10,10 @@ those depending on them; a full pass still looks at every one (drift).
 from __future__ import annotations
 
 import ast
+import importlib.util
 import os
 import subprocess
 import sys
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -205,13 +205,13 @@ def test_status_documents_are_rendered_from_what_they_hold_now():
     assert first == status_files("d", records, {"s": 1})
     assert documents.files("d", records, {"s": 1}) == first and documents.dumped == 2
     # An equal record made anew (what a full pass makes) is compared, not serialised.
-    records = {"File/a": replace(record, status={"n": 1})}
+    records = {"File/a": record.with_status({"n": 1})}
     assert documents.files("d", records, {"s": 1}) == first and documents.dumped == 2
     # A new record whose nested contents differ is noticed: the memory holds copies, so
     # a document shared with the last record and changed since cannot look current.
     assert record.document is not None
     record.document["spec"]["x"].append(2)
-    records = {"File/a": replace(record, status={"n": 2})}
+    records = {"File/a": record.with_status({"n": 2})}
     again = documents.files("d", records, {"s": 1})
     assert again == status_files("d", records, {"s": 1}) and documents.dumped == 3
     assert b"n: 2" in again["devices/d/a.yaml"] and b"- 2" in again["devices/d/a.yaml"]
@@ -452,41 +452,85 @@ def test_a_sync_of_new_commits_loads_only_what_it_uses(tmp_path, publisher):
 
 
 # Creating a dataclass costs Python 3.11 a compile of each generated method (a frozen one
-# three more): 0.4-1.2 ms per class here, ten times that on a Pi Zero 2 W, paid by every
-# one-shot sync and every pass worker at start-up. The immutable records a sync makes are
-# NamedTuples (docs/decisions.md, "Records read on every start are NamedTuples"), the
-# kinds' outcomes too; what is left are the mutable records (Context, State, SyncReport,
-# ...) and ResourceRecord (its ``ready`` worked out once). The limits are what remains
-# (11 steady, 17 with new commits, dulwich's and cryptography's included) and a small
-# margin: a new frozen record on the sync path should be a NamedTuple, or the limit moved
-# knowingly.
-MOST_DATACLASSES_STEADY = 13
-MOST_DATACLASSES_NEW_COMMITS = 19
+# three more): 0.25-1.3 ms per class here, ten times that on a Pi Zero 2 W, paid by every
+# one-shot sync and every pass worker at start-up; importing `dataclasses` itself brings
+# `inspect` (with ast, dis, tokenize, linecache), about 4.5 ms more. No module on either
+# sync path imports it: immutable records are NamedTuples, mutable ones plain classes with
+# __slots__ (docs/decisions.md, "Records read on every start are NamedTuples").
 
 
-def dataclasses_made_by_sync(rig: Rig, bundle) -> list[str]:
-    """The dataclasses a fresh `giter-agent sync --bundle` process created, by name."""
-    made: list[str] = sync_process_says(rig, bundle, "made", before=(
-        "import dataclasses\nmade = []\nprocess = dataclasses._process_class\n"
-        "def counted(cls, *args):\n"
-        "    made.append(f'{cls.__module__}.{cls.__qualname__}')\n"
-        "    return process(cls, *args)\n"
-        "dataclasses._process_class = counted\n"))
-    return made
+def dataclasses_made_by_sync(rig: Rig, bundle) -> tuple[list[str], list[str]]:
+    """The dataclasses a fresh `giter-agent sync --bundle` process created, by name, and
+    the agent's modules it had loaded at its end."""
+    made, loaded = sync_process_says(
+        rig, bundle, "(made, sorted(m for m in sys.modules if m.startswith('giter_agent.')))",
+        before=("import dataclasses\nmade = []\nprocess = dataclasses._process_class\n"
+                "def counted(cls, *args):\n"
+                "    made.append(f'{cls.__module__}.{cls.__qualname__}')\n"
+                "    return process(cls, *args)\n"
+                "dataclasses._process_class = counted\n"
+                "@dataclasses.dataclass\nclass Probe:\n    pass\n"))
+    # The probe made before the sync started shows that the count really counts.
+    assert made[:1] == ["__main__.Probe"], made
+    return made[1:], loaded
 
 
-def test_a_steady_sync_process_creates_few_dataclasses(tmp_path, publisher):
+def ours(made: list[str]) -> list[str]:
+    return [name for name in made if name.startswith("giter_agent.")]
+
+
+def imports_dataclasses_when_loaded(module: str) -> bool:
+    """Does ``module``'s source import ``dataclasses`` as it is loaded (at its top level
+    or in a class body; not inside a function, nor under ``if TYPE_CHECKING``)?"""
+    spec = importlib.util.find_spec(module)
+    assert spec is not None and spec.origin is not None, module
+    tree = ast.parse(Path(spec.origin).read_text(), spec.origin)
+
+    def found(nodes: list[ast.stmt]) -> bool:
+        for node in nodes:
+            if isinstance(node, ast.Import) and any(
+                    a.name.split(".")[0] == "dataclasses" for a in node.names):
+                return True
+            if isinstance(node, ast.ImportFrom) and node.module == "dataclasses":
+                return True
+            if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+                if found(node.orelse):
+                    return True
+                continue
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                continue
+            inner = [child for child in ast.iter_child_nodes(node)
+                     if isinstance(child, ast.stmt)]
+            if found(inner):
+                return True
+        return False
+
+    return found(tree.body)
+
+
+def test_a_steady_sync_process_creates_no_dataclass(tmp_path, publisher):
     rig, bundle = settled(tmp_path, publisher)
-    made = dataclasses_made_by_sync(rig, bundle)
-    assert "giter_agent.kinds.base.Context" in made  # the count really counts
-    assert len(made) <= MOST_DATACLASSES_STEADY, made
+    made, loaded = dataclasses_made_by_sync(rig, bundle)
+    assert made == []
+    assert "giter_agent.kinds.base" in loaded  # the pass really ran
+    # Nor imports `dataclasses` (with inspect, ast, dis, tokenize...) at all.
+    assert "dataclasses" not in loaded_by_sync(rig, bundle)
 
 
-def test_a_sync_of_new_commits_creates_few_dataclasses(tmp_path, publisher):
+def test_a_sync_of_new_commits_creates_none_of_our_dataclasses(tmp_path, publisher):
     rig, tip = one_commit_ahead(tmp_path, publisher)
-    made = dataclasses_made_by_sync(rig, rig.bundle())
+    made, loaded = dataclasses_made_by_sync(rig, rig.bundle())
     assert rig.state().accepted == tip  # verified and taken in: the path was the real one
-    assert len(made) <= MOST_DATACLASSES_NEW_COMMITS, made
+    assert ours(made) == [], made  # dulwich's own (dulwich.file.SharedPerm) may stay
+    # dulwich loads `dataclasses` on this path anyway; none of the agent's modules it
+    # loaded may need it (a module-level import alone costs its import).
+    assert "giter_agent.trust.spec_rule" in loaded
+    assert [m for m in loaded if imports_dataclasses_when_loaded(m)] == []
+
+
+def test_the_check_for_a_dataclasses_import_sees_one():
+    assert imports_dataclasses_when_loaded("giter_agent.reconcile.plan")  # `plan` only
+    assert not imports_dataclasses_when_loaded("giter_agent.state.records")
 
 
 class Fsyncs:

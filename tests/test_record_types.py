@@ -21,12 +21,20 @@ import pytest
 
 from giter_agent.config.agent_toml import Config
 from giter_agent.device.board import Board
+from giter_agent.device.outputs import Held
 from giter_agent.history.bundle import BundleHeader
-from giter_agent.kinds.base import Condition, Done, Failed, Retry, is_outcome
+from giter_agent.kinds.base import Condition, Context, Done, Failed, Retry, is_outcome
 from giter_agent.kinds.fields import Field
+from giter_agent.reconcile.engine import PassResult
+from giter_agent.spec.enrolment import DeviceRecord
+from giter_agent.spec.placeholders import Scope
 from giter_agent.spec.resources import Resource
-from giter_agent.state.records import NetworkRecord
+from giter_agent.state.records import NetworkRecord, ResourceRecord
+from giter_agent.state.recovery import Recovered
+from giter_agent.state.store import State
+from giter_agent.status.report import BundleVerdict, SyncReport
 from giter_agent.trust.gate import GateVerdict
+from giter_agent.trust.spec_rule import Verified
 from giter_agent.trust.sshsig import PublicKey
 
 pytestmark = pytest.mark.unit
@@ -110,7 +118,7 @@ def test_records_are_namedtuples_whose_defaults_cannot_be_shared_mutables():
             if not _immutable_literal(ast.parse(t, mode="eval").body, records)] == []
 
     for record in (Resource, NetworkRecord, GateVerdict, PublicKey, Config, Board, Field,
-                   BundleHeader):
+                   BundleHeader, DeviceRecord, Scope, Verified, BundleVerdict):
         assert issubclass(record, tuple) and hasattr(record, "_fields"), record
     found, names = namedtuple_defaults(), record_names()
     assert {"agent/spec/resources.py:Resource", "agent/history/store.py:Caps",
@@ -139,3 +147,18 @@ def test_an_outcome_is_never_taken_for_a_kind_s_own_results():
                     and len(node.args) == 2 and "tuple" in ast.unparse(node.args[1]):
                 asks.append(f"{path.relative_to(ROOT)}:{node.lineno}")
     assert asks == []
+
+
+def test_the_mutable_records_of_a_sync_are_slotted_plain_classes():
+    # Not dataclasses (their creation is paid at every start), and with ``__slots__``:
+    # an attribute set by a typo raises instead of quietly adding a field. Defaults are
+    # None for a fresh list or dict, never one shared object (ruff's B006/B008 refuse a
+    # mutable default argument anywhere).
+    for cls in (ResourceRecord, Context, State, SyncReport, PassResult, Recovered, Held):
+        assert "__slots__" in vars(cls) and "__dataclass_fields__" not in vars(cls), cls
+    ctx = Context(board=Board("mock", "mock", {}), files_roots=(),
+                  pin_factory_maker=lambda board: None)
+    with pytest.raises(AttributeError):
+        ctx.sysfss = None  # type: ignore[attr-defined]
+    assert State().resources is not State().resources  # each gets its own
+    assert ResourceRecord("File", "a", "p").status is not ResourceRecord("File", "b", "p").status

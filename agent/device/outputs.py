@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from giter_agent.core.log import get_logger
@@ -25,20 +24,25 @@ Want = tuple[str, bool, bool, float]  # pin, activeHigh, pwm, frequency
 Pattern = tuple[float, float, float, float, "int | None"]  # on, off, fade in, out, count
 
 
-@dataclass
 class Held:
     """What a held output was set up for, the blink it runs, and its level now."""
 
-    want: Want
-    pattern: Pattern | None = None
-    value: float = 0.0
+    __slots__ = ("pattern", "value", "want")
+
+    def __init__(self, want: Want, pattern: Pattern | None = None,
+                 value: float = 0.0) -> None:
+        self.want = want
+        self.pattern = pattern
+        self.value = value
 
 
-@dataclass
 class _Driven:
-    led: Any  # gpiozero LED or PWMLED
-    want: Want
-    pattern: Pattern | None = None
+    __slots__ = ("led", "pattern", "want")
+
+    def __init__(self, led: Any, want: Want, pattern: Pattern | None = None) -> None:
+        self.led = led  # gpiozero LED or PWMLED
+        self.want = want
+        self.pattern = pattern
 
 
 class HeldOutputs:

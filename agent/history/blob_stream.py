@@ -37,9 +37,8 @@ import hashlib
 import os
 import zlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, BinaryIO
+from typing import IO, Any, BinaryIO, NamedTuple
 
 from giter_agent.core.errors import HistoryError, Reason
 
@@ -56,8 +55,7 @@ def _corrupt(oid: bytes, why: str) -> HistoryError:
                         reason=Reason.CorruptObject)
 
 
-@dataclass(frozen=True)
-class _Entry:
+class _Entry(NamedTuple):
     """One pack entry (or a loose object) on the way from ``oid`` to its full base."""
 
     path: str  # the .pack file, or the loose object's file
@@ -65,6 +63,9 @@ class _Entry:
     kind: int  # pack type number; _BLOB etc. for a full object
     size: int  # inflated size of the entry (the delta's own size for a delta)
     loose: bool = False
+    # A delta's base: its pack offset (ofs-delta) or binary id (ref-delta); None: a full
+    # object (or a loose one).
+    base: int | bytes | None = None
 
 
 class _Inflater:
@@ -199,8 +200,7 @@ def _locate(store: Any, binsha: bytes, files: _Files, oid: bytes) -> _Entry:
                 continue
             fh = files.get(pack._data_path)
             kind, size, data, base = entry_header(fh, offset, oid)
-            return _Entry(pack._data_path, data, kind, size) if base is None else \
-                _DeltaEntry(pack._data_path, data, kind, size, base=base, entry=offset)
+            return _Entry(pack._data_path, data, kind, size, base=base)
     hexsha = binsha.hex().encode()
     for where in _stores(store):
         shafile = getattr(where, "_get_shafile_path", None)
@@ -211,12 +211,6 @@ def _locate(store: Any, binsha: bytes, files: _Files, oid: bytes) -> _Entry:
             return _loose_entry(files, path, oid)
     raise HistoryError(f"object {oid.decode(errors='replace')} is not in the store",
                        reason=Reason.MissingObject)
-
-
-@dataclass(frozen=True)
-class _DeltaEntry(_Entry):
-    base: int | bytes = 0  # the base's pack offset (ofs-delta) or binary id (ref-delta)
-    entry: int = 0  # this entry's own offset in its pack
 
 
 def _loose_entry(files: _Files, path: str, oid: bytes) -> _Entry:
@@ -247,25 +241,24 @@ def _open(files: _Files, entry: _Entry, oid: bytes) -> _Inflater:
 
 def _chain(store: Any, oid: bytes, files: _Files) -> list[_Entry]:
     """From ``oid``'s own entry down to the full object its deltas start from."""
-    chain = [_locate(store, bytes.fromhex(oid.decode("ascii")), files, oid)]
-    while isinstance(chain[-1], _DeltaEntry):
+    top = _locate(store, bytes.fromhex(oid.decode("ascii")), files, oid)
+    chain = [top]
+    while top.base is not None:
         if len(chain) > MAX_CHAIN:
             raise _corrupt(oid, f"its delta chain is deeper than {MAX_CHAIN}")
-        top = chain[-1]
-        assert isinstance(top, _DeltaEntry)
         if isinstance(top.base, int):
             fh = files.get(top.path)
             kind, size, data, base = entry_header(fh, top.base, oid)
-            chain.append(_Entry(top.path, data, kind, size) if base is None else
-                         _DeltaEntry(top.path, data, kind, size, base=base, entry=top.base))
+            top = _Entry(top.path, data, kind, size, base=base)
         else:
-            chain.append(_locate(store, top.base, files, oid))
+            top = _locate(store, top.base, files, oid)
+        chain.append(top)
     return chain
 
 
 def _result_size(files: _Files, entry: _Entry, oid: bytes) -> int:
     """The size of the object an entry builds: its own, or its delta's result size."""
-    if not isinstance(entry, _DeltaEntry):
+    if entry.base is None:
         return entry.size
     src = _open(files, entry, oid)
     src.varint()

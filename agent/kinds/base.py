@@ -16,7 +16,6 @@ import os
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
@@ -95,80 +94,109 @@ def is_outcome(value: object) -> TypeIs[Outcome]:
     return isinstance(value, Done | Retry | Failed)
 
 
-def _default_sysfs() -> Path:
-    return Path("/sys")
-
-
-@dataclass
 class Context:
-    """What handlers may touch, passed in (never global): board, pins, roots, clock."""
+    """What handlers may touch, passed in (never global): board, pins, roots, clock.
 
-    board: Board
-    files_roots: tuple[Path, ...]
-    pin_factory_maker: Callable[[Board], Any]
-    clock: Callable[[], float] = time.time
-    # Live devices by resource key (a Sensor's sampler), so a daemon keeps summarising
-    # between passes. Each value has ``close()``.
-    devices: dict[str, Any] = field(default_factory=dict)
-    # The outputs (Output kind) this process drives, or plans for the daemon to drive
-    # (``device.outputs``: ``HeldOutputs`` on this context's pin factory, or the pass
-    # worker's ``PlannedOutputs``), set by whoever builds the context (``Agent``).
-    outputs: Any = None
-    # Remote overrides of the agent's own settings (the Agent kind writes them; the
-    # daemon reads them through agent.settings.effective).
-    settings: dict[str, Any] = field(default_factory=dict)
-    # The local [agent] section: defaults and bounds for those overrides.
-    settings_config: SettingsConfig = field(default_factory=SettingsConfig)
-    # The local [commands] allowlist: name -> argv.
-    commands: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
-    # The local [services] allowlist: which units a Service may act on.
-    services: Services = field(default_factory=Services)
-    # Where a Command is recorded as started before it runs (state.command_journal);
-    # None: not journaled (a dry run, a test without a state directory).
-    command_journal: Any = None
-    # The local [packages] allowlist (globs), and Debian's tools with the database they
-    # work on (kinds.debian.PackageTools; None: the host's).
-    packages_allowed: tuple[str, ...] = ()
-    package_tools: Any = None
-    # Where a Release switch is recorded before the link moves (state.release_journal);
-    # None: not journaled (a dry run, a test without a state directory).
-    release_journal: Any = None
-    # The agent's own update: its journal (state.update_journal) and its environments
-    # (kinds.agent_envs.AgentEnvs); None: no state directory (a dry run, a test).
-    update_journal: Any = None
-    agent_envs: Any = None
-    # Seconds a pass may run beyond the daemon's usual bound because a kind is waiting
-    # on something bounded of its own (a Command's timeout). The daemon zeroes it when a
-    # pass starts and keeps feeding systemd's watchdog within it (``allow_busy``).
-    busy_allowance: float = 0.0
-    # Told the new allowance each time it grows (the daemon's pass worker passes it on
-    # to the daemon at once, which feeds the watchdog); None: nobody outside listens.
-    on_busy: Callable[[float], None] | None = None
-    # Where sysfs is mounted (thermal zones, 1-wire); a temp folder in tests.
-    sysfs: Path = field(default_factory=_default_sysfs)
-    # Does this process stay to hold what it sets (the daemon, serve-serial)? A one-shot
-    # `giter-agent sync` does not: a blink or software PWM would die with it.
-    lasting: bool = True
-    # The effective user id (File owner/group need root); injectable for tests.
-    euid: Callable[[], int] = os.geteuid
-    # The device's own ed25519 private key, loaded when a Secret needs it (None: the
-    # agent has none, and every Secret fails NoDeviceKey).
-    identity: Callable[[], Any] | None = None
-    # The artifacts of the spec tree being applied (``history.artifacts.TreeArtifacts``:
-    # ``stat(path)`` -> path/oid/size, ``listing(folder)`` -> tree id and files,
-    # ``copy(path, out)`` -> sha256, streamed), set for each pass
-    # by whoever runs it (the applier, ``plan``); None: no verified tree to read from.
-    # Kinds reach the history only through it.
-    artifacts: Any = None
-    # Set by the reconciler for each pass: the previous pass's records, and each
-    # resource's metadata.generation. Kinds read them, never write them.
-    records: dict[str, ResourceRecord] = field(default_factory=dict)
-    generations: dict[str, int | None] = field(default_factory=dict)
-    # The resource whose handler runs now (set by the reconciler): a wakeup it asks for
-    # is filed under it, so a wakeup pass can visit just the resources that are due.
-    current: str | None = None
-    _factory: Any = None
-    _wakeups: dict[str | None, float] = field(default_factory=dict)
+    Made once per process and changed as passes go (``outputs``, ``records``,
+    ``current`` ...): a plain class with ``__slots__`` (docs/decisions.md, "Records read
+    on every start are NamedTuples"). A keyword left out gets the default it always had
+    (a dict, ``Services()``, ``/sys``: a fresh one for each context).
+    """
+
+    __slots__ = ("_factory", "_wakeups", "agent_envs", "artifacts", "board",
+                 "busy_allowance", "clock", "command_journal", "commands", "current",
+                 "devices", "euid", "files_roots", "generations", "identity", "lasting",
+                 "on_busy", "outputs", "package_tools", "packages_allowed",
+                 "pin_factory_maker", "records", "release_journal", "services", "settings",
+                 "settings_config", "sysfs", "update_journal")
+
+    def __init__(self, board: Board, files_roots: tuple[Path, ...],
+                 pin_factory_maker: Callable[[Board], Any],
+                 clock: Callable[[], float] = time.time,
+                 devices: dict[str, Any] | None = None, outputs: Any = None,
+                 settings: dict[str, Any] | None = None,
+                 settings_config: SettingsConfig | None = None,
+                 commands: Mapping[str, tuple[str, ...]] | None = None,
+                 services: Services | None = None, command_journal: Any = None,
+                 packages_allowed: tuple[str, ...] = (), package_tools: Any = None,
+                 release_journal: Any = None, update_journal: Any = None,
+                 agent_envs: Any = None, busy_allowance: float = 0.0,
+                 on_busy: Callable[[float], None] | None = None, sysfs: Path | None = None,
+                 lasting: bool = True, euid: Callable[[], int] = os.geteuid,
+                 identity: Callable[[], Any] | None = None, artifacts: Any = None,
+                 records: dict[str, ResourceRecord] | None = None,
+                 generations: dict[str, int | None] | None = None,
+                 current: str | None = None, _factory: Any = None,
+                 _wakeups: dict[str | None, float] | None = None) -> None:
+        self.board = board
+        self.files_roots = files_roots
+        self.pin_factory_maker = pin_factory_maker
+        self.clock = clock
+        # Live devices by resource key (a Sensor's sampler), so a daemon keeps
+        # summarising between passes. Each value has ``close()``.
+        self.devices: dict[str, Any] = {} if devices is None else devices
+        # The outputs (Output kind) this process drives, or plans for the daemon to drive
+        # (``device.outputs``: ``HeldOutputs`` on this context's pin factory, or the pass
+        # worker's ``PlannedOutputs``), set by whoever builds the context (``Agent``).
+        self.outputs = outputs
+        # Remote overrides of the agent's own settings (the Agent kind writes them; the
+        # daemon reads them through agent.settings.effective).
+        self.settings: dict[str, Any] = {} if settings is None else settings
+        # The local [agent] section: defaults and bounds for those overrides.
+        self.settings_config = SettingsConfig() if settings_config is None else \
+            settings_config
+        # The local [commands] allowlist: name -> argv.
+        self.commands: Mapping[str, tuple[str, ...]] = {} if commands is None else commands
+        # The local [services] allowlist: which units a Service may act on.
+        self.services = Services() if services is None else services
+        # Where a Command is recorded as started before it runs (state.command_journal);
+        # None: not journaled (a dry run, a test without a state directory).
+        self.command_journal = command_journal
+        # The local [packages] allowlist (globs), and Debian's tools with the database
+        # they work on (kinds.debian.PackageTools; None: the host's).
+        self.packages_allowed = packages_allowed
+        self.package_tools = package_tools
+        # Where a Release switch is recorded before the link moves (state.release_journal);
+        # None: not journaled (a dry run, a test without a state directory).
+        self.release_journal = release_journal
+        # The agent's own update: its journal (state.update_journal) and its environments
+        # (kinds.agent_envs.AgentEnvs); None: no state directory (a dry run, a test).
+        self.update_journal = update_journal
+        self.agent_envs = agent_envs
+        # Seconds a pass may run beyond the daemon's usual bound because a kind is
+        # waiting on something bounded of its own (a Command's timeout). The daemon zeroes
+        # it when a pass starts and keeps feeding systemd's watchdog within it
+        # (``allow_busy``).
+        self.busy_allowance = busy_allowance
+        # Told the new allowance each time it grows (the daemon's pass worker passes it
+        # on to the daemon at once, which feeds the watchdog); None: nobody outside
+        # listens.
+        self.on_busy = on_busy
+        # Where sysfs is mounted (thermal zones, 1-wire); a temp folder in tests.
+        self.sysfs = Path("/sys") if sysfs is None else sysfs
+        # Does this process stay to hold what it sets (the daemon, serve-serial)? A
+        # one-shot `giter-agent sync` does not: a blink or software PWM would die with it.
+        self.lasting = lasting
+        # The effective user id (File owner/group need root); injectable for tests.
+        self.euid = euid
+        # The device's own ed25519 private key, loaded when a Secret needs it (None: the
+        # agent has none, and every Secret fails NoDeviceKey).
+        self.identity = identity
+        # The artifacts of the spec tree being applied (``history.artifacts.TreeArtifacts``:
+        # ``stat(path)`` -> path/oid/size, ``listing(folder)`` -> tree id and files,
+        # ``copy(path, out)`` -> sha256, streamed), set for each pass by whoever runs it
+        # (the applier, ``plan``); None: no verified tree to read from. Kinds reach the
+        # history only through it.
+        self.artifacts = artifacts
+        # Set by the reconciler for each pass: the previous pass's records, and each
+        # resource's metadata.generation. Kinds read them, never write them.
+        self.records: dict[str, ResourceRecord] = {} if records is None else records
+        self.generations: dict[str, int | None] = {} if generations is None else generations
+        # The resource whose handler runs now (set by the reconciler): a wakeup it asks
+        # for is filed under it, so a wakeup pass can visit just the resources that are due.
+        self.current = current
+        self._factory = _factory
+        self._wakeups: dict[str | None, float] = {} if _wakeups is None else _wakeups
 
     def allow_busy(self, seconds: float) -> None:
         """Say this pass will legitimately take up to ``seconds`` longer (a command)."""

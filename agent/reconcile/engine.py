@@ -23,7 +23,6 @@ A bad resource fails alone; the rest still apply.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field, replace
 from operator import attrgetter, methodcaller
 from typing import Any, NamedTuple
 
@@ -62,13 +61,16 @@ MAX_DRIFT_CHANGES = 8
 NO_BACKOFF = ("DependencyNotReady", "Restarting")
 
 
-@dataclass
 class PassResult:
     """Status records by resource key, plus what the pass pruned."""
 
-    records: dict[str, ResourceRecord] = field(default_factory=dict)
-    pruned: list[str] = field(default_factory=list)
-    retry_after: float | None = None
+    __slots__ = ("pruned", "records", "retry_after")
+
+    def __init__(self, records: dict[str, ResourceRecord] | None = None,
+                 pruned: list[str] | None = None, retry_after: float | None = None) -> None:
+        self.records: dict[str, ResourceRecord] = {} if records is None else records
+        self.pruned: list[str] = [] if pruned is None else pruned
+        self.retry_after = retry_after
 
     @property
     def not_ready(self) -> list[str]:
@@ -151,11 +153,12 @@ def reconcile(specset: SpecSet, ctx: Context, kinds: Mapping[str, Kind],
         message = bad.message + ("; the last valid spec stays applied" if keep else "")
         status = {"specCommit": spec_commit,
                   "conditions": [_condition("Ready", False, bad.reason, message, now, prev)]}
-        record = ResourceRecord(bad.kind, bad.name, bad.path, status, invalid=True)
         if keep and prev is not None:
             # Remember the last good spec (and its kind) so a later removal prunes it.
-            record = replace(record, kind=prev.kind, name=prev.name, spec=prev.spec,
-                             document=prev.document)
+            record = ResourceRecord(prev.kind, prev.name, bad.path, status, spec=prev.spec,
+                                    document=prev.document, invalid=True)
+        else:
+            record = ResourceRecord(bad.kind, bad.name, bad.path, status, invalid=True)
         out.records[key] = record
 
     _prune(previous, out, ctx, kinds, gate)
@@ -455,7 +458,7 @@ def _prune(previous: dict[str, ResourceRecord], out: PassResult, ctx: Context,
             if reopens is not None:
                 ctx.request_wakeup(reopens)
                 _note_retry(out, reopens - now)
-            out.records[step.key] = replace(prev, status={**prev.status, "conditions": [
+            out.records[step.key] = prev.with_status({**prev.status, "conditions": [
                 _condition("Ready", False, held[0], f"removal {held[1]}", now, prev)]})
             continue
         if step.kind is not None and step.spec is not None:

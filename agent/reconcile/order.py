@@ -10,7 +10,6 @@ pass in this order and ``reconcile.plan`` shows the same order.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
@@ -19,14 +18,18 @@ from giter_agent.kinds.base import common_fields
 from giter_agent.spec.resources import SpecSet
 
 
-@dataclass
 class Order:
-    """The pass order and what ``dependsOn`` resolved to."""
+    """The pass order and what ``dependsOn`` resolved to.
 
-    keys: list[str]
-    deps: dict[str, list[str]]  # key -> resolved dependency keys
-    cycles: dict[str, str]  # key -> the cycle it is on, as "A -> B -> A"
-    problems: dict[str, tuple[str, str]]  # key -> (reason, message): unresolvable names
+    (No ``__slots__``: its derived maps are ``cached_property``s, kept in ``__dict__``.)
+    """
+
+    def __init__(self, keys: list[str], deps: dict[str, list[str]], cycles: dict[str, str],
+                 problems: dict[str, tuple[str, str]]) -> None:
+        self.keys = keys
+        self.deps = deps  # key -> resolved dependency keys
+        self.cycles = cycles  # key -> the cycle it is on, as "A -> B -> A"
+        self.problems = problems  # key -> (reason, message): unresolvable names
 
     @cached_property
     def dependents(self) -> dict[str, list[str]]:

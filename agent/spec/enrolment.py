@@ -17,8 +17,9 @@ one parser (``giter_bundle.enrolment``). Called by ``spec.targeting`` and the pu
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any, NamedTuple
 
 from giter_agent.config.agent_toml import NAME_RE
 from giter_agent.core.errors import ResourceError
@@ -29,13 +30,12 @@ DEVICE_KIND = "Device"
 API_VERSION = "giter.dev/v1alpha1"
 
 
-@dataclass(frozen=True)
-class DeviceRecord:
+class DeviceRecord(NamedTuple):
     """The groups and labels of one enrolled device."""
 
     device_id: str
     groups: tuple[str, ...] = ()
-    labels: dict[str, str] = field(default_factory=dict)
+    labels: Mapping[str, str] = MappingProxyType({})
 
     def document(self) -> bytes:
         """The ``Device`` document; ``labels`` only when there are some, so an enrolment

@@ -25,8 +25,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from types import MappingProxyType
+from typing import Any, NamedTuple
 
 from giter_agent.core.errors import ResourceError
 
@@ -38,14 +38,13 @@ _TOKEN = re.compile(r"\$\$\{|\$\{(device|labels|values)\.")
 _NAME = re.compile(r"([A-Za-z0-9_.-]*)\}")
 
 
-@dataclass(frozen=True)
-class Scope:
+class Scope(NamedTuple):
     """What one device's placeholders resolve to."""
 
     device_id: str
-    labels: Mapping[str, str] = field(default_factory=dict)
-    values: Mapping[str, Scalar] = field(default_factory=dict)
-    ambiguous: Mapping[str, str] = field(default_factory=dict)  # key -> why
+    labels: Mapping[str, str] = MappingProxyType({})
+    values: Mapping[str, Scalar] = MappingProxyType({})
+    ambiguous: Mapping[str, str] = MappingProxyType({})  # key -> why
     values_problem: str | None = None  # a values file the device reads is broken
 
     def lookup(self, namespace: str, name: str) -> Scalar:

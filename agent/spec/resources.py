@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -65,12 +64,16 @@ class Invalid(NamedTuple):
         return f"file/{self.path}"
 
 
-@dataclass
 class SpecSet:
-    """The resources of one spec commit that address this device."""
+    """The resources of one spec commit that address this device.
 
-    resources: list[Resource] = field(default_factory=list)
-    invalid: list[Invalid] = field(default_factory=list)
+    (No ``__slots__``: what it derives is kept in its ``__dict__``.)
+    """
+
+    def __init__(self, resources: list[Resource] | None = None,
+                 invalid: list[Invalid] | None = None) -> None:
+        self.resources: list[Resource] = [] if resources is None else resources
+        self.invalid: list[Invalid] = [] if invalid is None else invalid
 
     @cached_property
     def by_key(self) -> dict[str, Resource]:

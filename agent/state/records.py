@@ -15,7 +15,6 @@ document written into the signed status commit, whose fields kinds choose.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 # -- one resource -------------------------------------------------------------------------
@@ -35,38 +34,89 @@ class Backoff(NamedTuple):
         return cls(int(raw.get("attempts", 0)), float(raw.get("notBefore", 0.0)))
 
 
-@dataclass(frozen=True, slots=True)
+_RECORD_FIELDS = ("kind", "name", "path", "status", "spec", "document", "invalid",
+                  "fingerprint", "memory", "backoff")
+
+
 class ResourceRecord:
     """What the last pass did with one resource (the state file's ``resources[key]``).
 
     A value: a pass that changes a resource makes a new record and never changes one in
-    place (nor its ``status``, ``spec``, ``document`` or ``memory``). A pass keeps the
-    records it did not visit as the very same objects, and the state store and the
-    status writer rely on that: a record that is the same object as last pass's is
-    known unchanged without looking inside it.
+    place (nor its ``status``, ``spec``, ``document`` or ``memory``); setting an
+    attribute raises ``AttributeError``. A pass keeps the records it did not visit as
+    the very same objects, and the state store and the status writer rely on that: a
+    record that is the same object as last pass's is known unchanged without looking
+    inside it. Two records are equal when their fields are.
+
+    A plain class, not a dataclass (made at every start of a sync: docs/decisions.md,
+    "Records read on every start are NamedTuples") nor a NamedTuple: ``ready`` is worked
+    out once when a record is made, and ``with_status`` makes it again.
     """
+
+    __slots__ = (*_RECORD_FIELDS, "ready")
 
     kind: str | None
     name: str | None
     path: str | None
-    status: dict[str, Any] = field(default_factory=dict)  # the status document
-    spec: dict[str, Any] | None = None  # the spec in effect (None: none valid yet)
-    document: dict[str, Any] | None = None  # the whole resource document it came from
-    invalid: bool = False  # the file is invalid now (its last good spec may still apply)
-    fingerprint: str | None = None  # of the validated spec, once it was in effect
-    memory: dict[str, Any] | None = None  # what the kind asked to keep (Done.memory)
-    backoff: Backoff | None = None
+    status: dict[str, Any]  # the status document
+    spec: dict[str, Any] | None  # the spec in effect (None: none valid yet)
+    document: dict[str, Any] | None  # the whole resource document it came from
+    invalid: bool  # the file is invalid now (its last good spec may still apply)
+    fingerprint: str | None  # of the validated spec, once it was in effect
+    memory: dict[str, Any] | None  # what the kind asked to keep (Done.memory)
+    backoff: Backoff | None
     # Is its ``Ready`` condition True? Worked out once (the record is a value), as every
     # pass asks it of every record.
-    ready: bool = field(init=False, repr=False, compare=False)
+    ready: bool
 
-    def __post_init__(self) -> None:
+    def __init__(self, kind: str | None, name: str | None, path: str | None,
+                 status: dict[str, Any] | None = None, spec: dict[str, Any] | None = None,
+                 document: dict[str, Any] | None = None, invalid: bool = False,
+                 fingerprint: str | None = None, memory: dict[str, Any] | None = None,
+                 backoff: Backoff | None = None) -> None:
+        status = {} if status is None else status
         ready = False
-        for cond in self.status.get("conditions", ()):
+        for cond in status.get("conditions", ()):
             if cond.get("type") == "Ready" and cond.get("status") == "True":
                 ready = True
                 break
-        object.__setattr__(self, "ready", ready)
+        put = object.__setattr__
+        put(self, "kind", kind)
+        put(self, "name", name)
+        put(self, "path", path)
+        put(self, "status", status)
+        put(self, "spec", spec)
+        put(self, "document", document)
+        put(self, "invalid", invalid)
+        put(self, "fingerprint", fingerprint)
+        put(self, "memory", memory)
+        put(self, "backoff", backoff)
+        put(self, "ready", ready)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"a ResourceRecord is a value: cannot set {name!r} "
+                             "(make a new one)")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"a ResourceRecord is a value: cannot delete {name!r}")
+
+    def __eq__(self, other: object) -> bool:  # unhashable, as a value holding dicts
+        if not isinstance(other, ResourceRecord):
+            return NotImplemented
+        return (self.kind, self.name, self.path, self.status, self.spec, self.document,
+                self.invalid, self.fingerprint, self.memory, self.backoff) == (
+            other.kind, other.name, other.path, other.status, other.spec, other.document,
+            other.invalid, other.fingerprint, other.memory, other.backoff)
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{name}={getattr(self, name)!r}" for name in _RECORD_FIELDS)
+        return f"ResourceRecord({shown})"
+
+    def with_status(self, status: dict[str, Any]) -> ResourceRecord:
+        """The same record with another status document (``ready`` worked out anew)."""
+        return ResourceRecord(self.kind, self.name, self.path, status, self.spec,
+                              self.document, self.invalid, self.fingerprint, self.memory,
+                              self.backoff)
 
     @property
     def conditions(self) -> list[dict[str, Any]]:

@@ -21,7 +21,6 @@ import contextlib
 import os
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from giter_agent.core.durable import fsync_dir, is_temp_name
@@ -41,13 +40,16 @@ _OLD_TEMP = re.compile(r"\.(state\.msgpack|device_key(\.pub)?)\.[^/]+\.tmp")
 MAX_ROOT_ENTRIES = 50_000
 
 
-@dataclass
 class Recovered:
     """What ``recover`` removed or repaired (for the log, and for tests)."""
 
-    removed: list[str] = field(default_factory=list)
-    made: list[str] = field(default_factory=list)
-    refs: list[str] = field(default_factory=list)
+    __slots__ = ("made", "refs", "removed")
+
+    def __init__(self, removed: list[str] | None = None, made: list[str] | None = None,
+                 refs: list[str] | None = None) -> None:
+        self.removed: list[str] = [] if removed is None else removed
+        self.made: list[str] = [] if made is None else made
+        self.refs: list[str] = [] if refs is None else refs
 
     def __bool__(self) -> bool:
         return bool(self.removed or self.made or self.refs)

@@ -15,7 +15,6 @@ import fcntl
 import os
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -26,25 +25,35 @@ from giter_agent.state.records import NetworkRecord, ResourceRecord
 FORMAT = 1
 
 
-@dataclass
 class State:
     """Everything the agent must remember between runs."""
 
-    accepted: str | None = None  # newest verified spec commit (rollback floor)
-    applied: str | None = None  # spec commit whose resources are applied
-    status_tip: str | None = None  # newest status commit on status/<device>
-    expires: str | None = None  # RFC 3339 from the accepted commit's Expires: trailer
-    last_sync: dict[str, Any] = field(default_factory=dict)
-    resources: dict[str, ResourceRecord] = field(default_factory=dict)  # key -> record
-    conditions: list[dict[str, Any]] = field(default_factory=list)  # the device's own
-    # The hub ([network]): online/offline since when and why, consecutive failures
-    # (backoff), the hub's status/<device> (what it acknowledged). None: never tried.
-    # See docs/network.md.
-    network: NetworkRecord | None = None
-    # What the status tip was made from: the tip and a digest of its documents' inputs
-    # (``sync.applier``), so a new process that would make the same documents knows the
-    # tip already holds them without serialising any. None: not known.
-    status_of: tuple[str, str] | None = None
+    __slots__ = ("accepted", "applied", "conditions", "expires", "last_sync", "network",
+                 "resources", "status_of", "status_tip")
+
+    def __init__(self, accepted: str | None = None, applied: str | None = None,
+                 status_tip: str | None = None, expires: str | None = None,
+                 last_sync: dict[str, Any] | None = None,
+                 resources: dict[str, ResourceRecord] | None = None,
+                 conditions: list[dict[str, Any]] | None = None,
+                 network: NetworkRecord | None = None,
+                 status_of: tuple[str, str] | None = None) -> None:
+        self.accepted = accepted  # newest verified spec commit (rollback floor)
+        self.applied = applied  # spec commit whose resources are applied
+        self.status_tip = status_tip  # newest status commit on status/<device>
+        self.expires = expires  # RFC 3339 from the accepted commit's Expires: trailer
+        self.last_sync: dict[str, Any] = {} if last_sync is None else last_sync
+        self.resources: dict[str, ResourceRecord] = {} if resources is None else resources
+        # The device's own conditions.
+        self.conditions: list[dict[str, Any]] = [] if conditions is None else conditions
+        # The hub ([network]): online/offline since when and why, consecutive failures
+        # (backoff), the hub's status/<device> (what it acknowledged). None: never
+        # tried. See docs/network.md.
+        self.network = network
+        # What the status tip was made from: the tip and a digest of its documents'
+        # inputs (``sync.applier``), so a new process that would make the same documents
+        # knows the tip already holds them without serialising any. None: not known.
+        self.status_of = status_of
 
     def to_plain(self) -> dict[str, Any]:
         """The msgpack map of the state file (``format`` aside): the same keys as ever,

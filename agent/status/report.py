@@ -7,7 +7,7 @@ they sit below the sync layer and import this, never the ``Agent`` itself.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from giter_agent.state.records import NetworkRecord, ResourceRecord
 
@@ -21,8 +21,7 @@ EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_NOT_READY, EXIT_OFFLINE = 0, 1, 2, 3, 4
 EXIT_RESTART = 75
 
 
-@dataclass
-class BundleVerdict:
+class BundleVerdict(NamedTuple):
     """What happened to one bundle file (or one fetch: ``file`` is then the hub's URL)."""
 
     file: str
@@ -31,23 +30,39 @@ class BundleVerdict:
     message: str
 
 
-@dataclass
+_REPORT_FIELDS = ("outcome", "reason", "message", "accepted", "applied", "status_commit",
+                  "bundles", "not_ready", "resources", "stale", "network")
+
+
 class SyncReport:
     """The outcome of one pass, for the CLI, the receipt and the status summary."""
 
-    # applied | up-to-date | refused | unusable | no-bundles | invalid-spec, and for the
-    # network: offline (the hub could not be reached) | error (it would not serve us)
-    outcome: str
-    reason: str
-    message: str
-    accepted: str | None = None
-    applied: str | None = None
-    status_commit: str | None = None
-    bundles: list[BundleVerdict] = field(default_factory=list)
-    not_ready: list[str] = field(default_factory=list)
-    resources: dict[str, ResourceRecord] = field(default_factory=dict)
-    stale: str | None = None  # why the applied spec is stale (its Expires: has passed)
-    network: NetworkRecord | None = None  # the hub as last seen (state.network), if any
+    __slots__ = _REPORT_FIELDS
+
+    def __init__(self, outcome: str, reason: str, message: str, accepted: str | None = None,
+                 applied: str | None = None, status_commit: str | None = None,
+                 bundles: list[BundleVerdict] | None = None,
+                 not_ready: list[str] | None = None,
+                 resources: dict[str, ResourceRecord] | None = None,
+                 stale: str | None = None, network: NetworkRecord | None = None) -> None:
+        # applied | up-to-date | refused | unusable | no-bundles | invalid-spec, and for
+        # the network: offline (the hub could not be reached) | error (it would not
+        # serve us)
+        self.outcome = outcome
+        self.reason = reason
+        self.message = message
+        self.accepted = accepted
+        self.applied = applied
+        self.status_commit = status_commit
+        self.bundles: list[BundleVerdict] = [] if bundles is None else bundles
+        self.not_ready: list[str] = [] if not_ready is None else not_ready
+        self.resources: dict[str, ResourceRecord] = {} if resources is None else resources
+        self.stale = stale  # why the applied spec is stale (its Expires: has passed)
+        self.network = network  # the hub as last seen (state.network), if any
+
+    def __repr__(self) -> str:  # what a failed test shows
+        shown = ", ".join(f"{name}={getattr(self, name)!r}" for name in _REPORT_FIELDS)
+        return f"SyncReport({shown})"
 
     @property
     def exit_code(self) -> int:

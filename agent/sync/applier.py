@@ -162,7 +162,7 @@ class SpecApplier:
             state.last_sync = {"time": rfc3339(now), "source": source,
                                "outcome": report.outcome, "reason": report.reason,
                                "message": report.message,
-                               "bundles": [vars(v) for v in report.bundles],
+                               "bundles": [v._asdict() for v in report.bundles],
                                "notReady": report.not_ready}
         wrote = False
         if state.applied:

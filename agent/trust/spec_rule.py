@@ -30,9 +30,8 @@ threads (``trust.signature_pool``), with the same outcome as one commit at a tim
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from giter_agent.core.budget import Budget
 from giter_agent.core.errors import TrustError
@@ -49,13 +48,12 @@ from giter_agent.trust.trust_files import POLICY_FILE, TrustFiles, TrustRoot
 __all__ = ["SpecPolicy", "TrustRoot", "UpdateCheck", "Verified", "new_commits", "verify_update"]
 
 
-@dataclass(frozen=True)
-class Verified:
+class Verified(NamedTuple):
     """The outcome of a successful ``verify_update``."""
 
     tip: bytes
     commits: tuple[bytes, ...]  # hex ids newly verified, oldest first
-    signer_by_commit: dict[bytes, str] = field(default_factory=dict)  # id -> fingerprint
+    signer_by_commit: dict[bytes, str]  # id -> fingerprint
     expires: datetime | None = None  # the new tip's Expires: trailer, in UTC
 
 
