@@ -327,6 +327,61 @@ def test_new_commits_are_walked_once_for_completeness_and_promotion(tmp_path, pu
                                                      for p in history.object_store.packs)
 
 
+def test_the_completeness_walk_reads_each_pack_index_once_and_lists_no_folder_per_object(
+        tmp_path, publisher, monkeypatch):
+    """The walk asks of every object whether the device holds it: through dulwich's
+    store, each new object (a miss) listed the pack folder again and tried a loose
+    file; the quarantine's alternate, named by path, opened and read every pack index
+    of the store a second time. Now the walk probes the indexes it holds (the main
+    store's own, already read), lists the store's pack folder once, and no index file
+    is read twice in a sync (the bundle's pack is read in quarantine and again once
+    promoted: another path)."""
+    import dulwich.pack
+
+    from giter_agent.history.quarantine import Gate
+
+    rig = Rig(tmp_path, publisher)
+    rig.publish({"f00.yaml": spec(rig)["f00.yaml"]})
+    agent = rig.agent(clock=Clock(), factory=MockFactory())
+    pack_dir = str(rig.state_dir / "repo.git/objects/pack")
+    try:
+        assert agent.sync([rig.bundle()], source="test").exit_code == 0
+        for i in range(1, 6):
+            rig.publish({f"f{i:02d}.yaml": spec(rig)[f"f{i:02d}.yaml"]})
+        listed: list[str] = []
+        indexes: list[str] = []
+        in_walk = [False]
+        listdir, load = os.listdir, dulwich.pack.load_pack_index
+
+        def counted_listdir(path="."):
+            if in_walk[0]:
+                listed.append(str(path))
+            return listdir(path)
+
+        def counted_load(path, *args, **kwargs):
+            indexes.append(str(path))
+            return load(path, *args, **kwargs)
+
+        new_objects = Gate._new_objects
+
+        def walk(self, store, tips, deadline=None):
+            in_walk[0] = True
+            try:
+                return new_objects(self, store, tips, deadline)
+            finally:
+                in_walk[0] = False
+
+        monkeypatch.setattr(os, "listdir", counted_listdir)
+        monkeypatch.setattr(dulwich.pack, "load_pack_index", counted_load)
+        monkeypatch.setattr(Gate, "_new_objects", walk)
+        report = agent.sync([rig.bundle()], source="test")
+        assert [v.verdict for v in report.bundles] == ["applied"]
+    finally:
+        agent.close()
+    assert listed.count(pack_dir) <= 1, listed  # 5 commits: 20-odd new objects
+    assert indexes and len(indexes) == len(set(indexes)), indexes
+
+
 # What a `giter-agent sync` of a stick must not load: the plug-in entry-point scan
 # (importlib.metadata, email), git's repository plumbing it does not use, the network
 # transport, importlib.resources, secrets. A stick the device already took loads no
