@@ -335,10 +335,12 @@ def test_the_completeness_walk_reads_each_pack_index_once_and_lists_no_folder_pe
     of the store a second time. Now the walk probes the indexes it holds (the main
     store's own, already read), lists the store's pack folder once, and no index file
     is read twice in a sync (the bundle's pack is read in quarantine and again once
-    promoted: another path)."""
+    promoted: another path). The trust check that follows asks again of each new
+    commit whether the device held it: the walk's answer, no lookup at all."""
     import dulwich.pack
 
     from giter_agent.history.quarantine import Gate
+    from giter_agent.trust.spec_policy import SpecPolicy
 
     rig = Rig(tmp_path, publisher)
     rig.publish({"f00.yaml": spec(rig)["f00.yaml"]})
@@ -362,7 +364,7 @@ def test_the_completeness_walk_reads_each_pack_index_once_and_lists_no_folder_pe
             indexes.append(str(path))
             return load(path, *args, **kwargs)
 
-        new_objects = Gate._new_objects
+        new_objects, verify = Gate._new_objects, SpecPolicy.verify
 
         def walk(self, store, tips, deadline=None):
             in_walk[0] = True
@@ -371,14 +373,26 @@ def test_the_completeness_walk_reads_each_pack_index_once_and_lists_no_folder_pe
             finally:
                 in_walk[0] = False
 
+        def verified(self, q, ref, old, tip):
+            listed.append("verify")
+            in_walk[0] = True
+            try:
+                return verify(self, q, ref, old, tip)
+            finally:
+                in_walk[0] = False
+
         monkeypatch.setattr(os, "listdir", counted_listdir)
         monkeypatch.setattr(dulwich.pack, "load_pack_index", counted_load)
         monkeypatch.setattr(Gate, "_new_objects", walk)
+        monkeypatch.setattr(SpecPolicy, "verify", verified)
         report = agent.sync([rig.bundle()], source="test")
         assert [v.verdict for v in report.bundles] == ["applied"]
     finally:
         agent.close()
-    assert listed.count(pack_dir) <= 1, listed  # 5 commits: 20-odd new objects
+    assert "verify" in listed  # the trust check ran, between the walk and promote()
+    # 5 commits, 20-odd new objects: once as the walk begins, once as the trust check's
+    # reader does (it reads the packs as they are then).
+    assert listed.count(pack_dir) <= 2, listed
     assert indexes and len(indexes) == len(set(indexes)), indexes
 
 

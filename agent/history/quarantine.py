@@ -205,7 +205,12 @@ class Quarantine:
         return is_ancestor(self.object_store, ancestor, descendant)
 
     def held(self, sha: bytes) -> bool:
-        """Whether the device held ``sha`` before this import (it is in the main store)."""
+        """Whether the device held ``sha`` before this import (it is in the main store).
+
+        An object the completeness walk found only in quarantine was not held: answered
+        without a lookup (through the store, a miss that lists the pack folder again)."""
+        if self.checked is not None and sha in self.checked[1]:
+            return False
         return has_object(self._history.object_store, sha)
 
     def promote(self, tips: Iterable[bytes] | None = None) -> None:
