@@ -45,6 +45,7 @@ def _left(*names: str):
 
 
 STATUS_LOCK = rf"refs/heads/status/{DEVICE}\.lock\""
+MAIN_LOCK = r"refs/heads/main\.lock\""
 TARGETED = [
     # (scenario, syscall, fault, pattern, after, what the fault must leave behind)
     ("first", "rename", "kill", r"refs/heads/main\.lock\"", None,
@@ -64,12 +65,14 @@ TARGETED = [
      "stick/giter/outbox/.pi-01.bundle.*"),
     ("packing", "rename", "kill", r"objects/pack/tmp", None,
      "device/state/repo.git/objects/pack/tmp*"),
-    # Consolidation: killed as the merged pack is renamed in (a pack without its index
-    # is left), and as the first merged-away pack's index is removed (both the merged
-    # pack and some old ones are left: every object is still there).
+    # Consolidation, which the status commit's pack does (its objects and the small
+    # packs' in one pack), after the spec ref moved and before the status ref does:
+    # killed as the merged pack is renamed in (a pack without its index is left), and
+    # as the first merged-away pack's index is removed (both the merged pack and some
+    # old ones are left: every object is still there, the status commit unnamed).
     ("consolidating", "rename", "kill", r"objects/pack/tmp_pack_\w+\", \"[^\"]*\.pack\"",
-     STATUS_LOCK, None),
-    ("consolidating", "unlink", "kill", r"objects/pack/pack-\w+\.idx\"", STATUS_LOCK, None),
+     MAIN_LOCK, None),
+    ("consolidating", "unlink", "kill", r"objects/pack/pack-\w+\.idx\"", MAIN_LOCK, None),
     # Disk full at the last state save, and on the stick at the status bundle.
     ("incremental", "write", "ENOSPC", r"format", STATUS_LOCK, None),
     ("incremental", "write", "ENOSPC", r"# v2 git bundle", None, None),

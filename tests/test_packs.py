@@ -68,6 +68,100 @@ def test_a_batch_of_new_objects_is_one_pack_with_a_constant_number_of_fsyncs(
     fsck(history)
 
 
+class Written:
+    """Every ``os.fsync`` (by what the descriptor names) and every pack renamed into
+    ``objects/pack/`` by this process."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.fsyncs: list[str] = []
+        self.packs: list[str] = []
+        fsync, replace = os.fsync, os.replace
+
+        def counted_fsync(fd: int) -> None:
+            self.fsyncs.append(os.readlink(f"/proc/self/fd/{fd}"))
+            fsync(fd)
+
+        def counted_replace(src, dst, **kw) -> None:
+            if str(dst).endswith(".pack"):
+                self.packs.append(os.path.basename(dst))
+            replace(src, dst, **kw)
+
+        monkeypatch.setattr(os, "fsync", counted_fsync)
+        monkeypatch.setattr(os, "replace", counted_replace)
+
+
+def test_new_objects_a_merge_would_take_are_written_once_in_the_merged_pack(
+        history, monkeypatch):
+    """A status commit's objects on a device with small packs: one pack holds them and
+    the small packs' objects (copied), written with the fsyncs of one merge (pack,
+    index, folder; the folder again once the old packs are gone), and the consolidation
+    after it finds nothing left to merge. Before, the batch was written as a pack of
+    its own (3 fsyncs) and then rewritten by the merge (4 more)."""
+    for i in (1, 2):
+        with history.new_objects() as store:
+            for blob in blobs(i):
+                store.add_object(blob)
+    assert pack_sizes(history) == [3, 3]
+    written = Written(monkeypatch)
+    new = blobs(3, 2)
+    with history.new_objects(merge=True) as store:
+        for blob in new:
+            store.add_object(blob)
+    assert len(written.packs) == 1, written.packs
+    assert len(written.fsyncs) == 4, written.fsyncs
+    pack_dir = str(history.path / "objects/pack")
+    assert written.fsyncs.count(pack_dir) == 2, written.fsyncs
+    assert pack_sizes(history) == [8]
+    assert history.consolidate().merged_packs == 0
+    assert len(written.packs) == 1  # nothing rewritten after it
+    assert all(history.object_store[b.id].data == b.data
+               for i in (1, 2) for b in blobs(i)) and history.object_store[new[0].id]
+    assert not list((history.path / "objects" / "pack").glob("tmp*"))
+    fsck(history)
+
+
+def test_new_objects_a_merge_would_not_take_are_a_pack_of_their_own(history, monkeypatch):
+    """When the split leaves the new pack out (it outweighs the small ones twice), it is
+    written alone, as before, and the merge of the small ones is consolidate()'s."""
+    for i in (1, 2):
+        with history.new_objects() as store:
+            store.add_object(blobs(i, 1)[0])
+    written = Written(monkeypatch)
+    with history.new_objects(merge=True) as store:
+        for blob in blobs(3, 20):
+            store.add_object(blob)
+    assert pack_sizes(history) == [1, 1, 20] and len(written.fsyncs) == 3
+    assert history.consolidate().merged_packs == 2
+    assert pack_sizes(history) == [2, 20]
+    fsck(history)
+
+
+def test_a_damaged_small_pack_leaves_the_new_objects_a_pack_of_their_own(history):
+    """A merged pack's entry that fails its checksum: the new objects are written as a
+    pack of their own (never lost with the merge), the damaged pack stays, and the
+    consolidation after says why it merged nothing."""
+    for i in (1, 2):
+        with history.new_objects() as store:
+            for blob in blobs(i):
+                store.add_object(blob)
+    damaged = sorted((history.path / "objects/pack").glob("*.pack"))[0]
+    damaged.chmod(0o644)
+    with damaged.open("r+b") as fh:  # a bit flipped in the first entry's stored bytes
+        fh.seek(14)
+        byte = fh.read(1)
+        fh.seek(14)
+        fh.write(bytes([byte[0] ^ 0x40]))
+    new = blobs(3, 2)
+    with history.new_objects(merge=True) as store:
+        for blob in new:
+            store.add_object(blob)
+    assert pack_sizes(history) == [2, 3, 3]
+    assert all(history.object_store[b.id].data == b.data for b in new)
+    done = history.consolidate()
+    assert done.merged_packs == 0 and (done.skipped or "").startswith("CorruptObject")
+    assert not list((history.path / "objects" / "pack").glob("tmp*"))
+
+
 def test_an_object_already_packed_is_never_written_loose_again(history):
     with history.new_objects() as store:
         for blob in blobs(0):

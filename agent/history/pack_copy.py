@@ -32,7 +32,7 @@ import hashlib
 import os
 import struct
 import zlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, BinaryIO
 
 from giter_agent.core.errors import HistoryError, Reason
@@ -102,17 +102,23 @@ def _stream_ends_at(fh: BinaryIO, start: int, end: int) -> bool:
 
 
 def copy_packs(write: Callable[[bytes], Any], packs: Iterable[Any], ids: set[bytes],
-               count: int, store: Any, object_format: Any) -> tuple[Entries, bytes]:
+               count: int, store: Any, object_format: Any, *,
+               whole: Sequence[Any] = ()) -> tuple[Entries, bytes]:
     """Write a pack of the ``count`` objects ``ids`` (hex) found in ``packs`` (dulwich
     ``Pack``s, each id taken from the first pack holding it) through ``write``; the
     entries and the pack's SHA-1, like ``write_pack_data``. ``store`` serves a delta
-    whose base is not in ``ids``, written whole."""
+    whose base is not in ``ids``, written whole. ``whole``: new objects (dulwich
+    ``ShaFile``s, in none of ``packs``) written first, compressed whole; ``count``
+    includes them."""
     from dulwich.objects import ObjectID, hex_to_sha, sha_to_hex
     from dulwich.pack import pack_object_header, write_pack_object
 
     out = _Out(write)
     out.write(b"PACK" + struct.pack(">LL", 2, count))
     entries: Entries = {}
+    for obj in whole:
+        entries[obj.sha().digest()] = (out.pos, write_pack_object(
+            out.write, obj.type_num, obj.as_raw_chunks(), object_format))  # type: ignore[arg-type]
     wanted = {hex_to_sha(ObjectID(sha)) for sha in ids}
     for pack in packs:
         rows = sorted((offset, sha, crc) for sha, offset, crc in pack.index.iterentries())

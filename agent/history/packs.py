@@ -19,7 +19,10 @@ readable from the old packs or the new one.
 ``write_objects`` writes a batch of new objects (a status commit's blobs, trees and
 commit) as one pack with one fsync for the pack, one for its index and one for the
 folder, instead of a loose file and two fsyncs per object. ``PendingObjects`` collects
-such a batch in memory, with the main store behind it for reads.
+such a batch in memory, with the main store behind it for reads. ``write_merging``
+(for the repository's one writer) writes the batch together with the small packs a
+consolidation would merge it with, in one pack, in the same order as a merge: the
+batch is never written once as a pack of its own and then again as part of a merge.
 
 Only the holder of the state lock (device) or of the hub's import lock calls
 ``consolidate``: it deletes packs. ``ObjectStore`` is the repository's disk store (loose
@@ -28,6 +31,7 @@ objects durable on return, never rewritten when packed). Called by ``history.sto
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import os
 from collections.abc import Callable
@@ -45,6 +49,7 @@ from dulwich.pack import (
 )
 
 from giter_agent.core.durable import fsync_dir, scratch_file
+from giter_agent.core.errors import HistoryError
 
 FACTOR = 2  # each kept pack holds at least this many times all smaller ones together
 LOOSE_THRESHOLD = 256  # loose objects are packed once there are this many
@@ -188,6 +193,41 @@ def copy_objects(store: Any, packs: list[Pack], ids: set[bytes]) -> str | None:
         write, packs, ids, len(ids), store, store.object_format), len(ids))
 
 
+def write_merging(store: Any, objects: list[ShaFile], *, factor: int = FACTOR,
+                  max_objects: int = MAX_MERGE_OBJECTS) -> str | None:
+    """``write_objects``, with the packs ``consolidate`` would merge the new pack with.
+
+    The split is ``capped_split`` over the packs and the new one (first among packs of
+    its size: it is the newest). When the new pack is among those merged, one pack is
+    written: the new objects whole, then the merged packs' entries copied
+    (``history.pack_copy``); the merged packs are then removed as ``consolidate``
+    removes them (after the new pack, its index and the folder are durable; each
+    index before its pack). Otherwise, or when a merged pack is damaged, the objects
+    are written as a pack of their own (``consolidate`` says what it found). Only the
+    repository's one writer calls this: it deletes packs. The new pack's name."""
+    if not objects:
+        return None
+    packs = _mergeable(store)
+    sizes = [len(p.index) for p in packs]
+    at = bisect.bisect_left(sizes, len(objects))
+    k = capped_split([*sizes[:at], len(objects), *sizes[at:]], factor, max_objects)
+    if k <= at:  # the new pack is not among those a consolidation would merge
+        return write_objects(store, objects)
+    merged = packs[:k - 1]
+    new = {o.id for o in objects}
+    ids: set[bytes] = {sha for pack in merged for sha in pack.index if sha not in new}  # hex
+    count = len(ids) + len(objects)
+    from giter_agent.history import pack_copy
+
+    try:
+        name = _write_pack(Path(store.pack_dir), lambda write: pack_copy.copy_packs(
+            write, merged, ids, count, store, store.object_format, whole=objects), count)
+    except HistoryError:
+        return write_objects(store, objects)  # the merge is left to consolidate()
+    _retire(store, merged, name)
+    return name
+
+
 class PendingObjects:
     """New objects kept in memory until ``flush()`` writes them as one pack.
 
@@ -221,10 +261,14 @@ class PendingObjects:
     def __len__(self) -> int:
         return len(self._objects)
 
-    def flush(self) -> str | None:
-        """Write the pending objects as one pack (nothing when none); forget them."""
+    def flush(self, *, merge: bool = False) -> str | None:
+        """Write the pending objects as one pack (nothing when none); forget them.
+        ``merge``: with the small packs a consolidation would merge them with
+        (``write_merging``; the repository's one writer only)."""
         objects = list(self._objects.values())
         self._objects.clear()
+        if merge:
+            return write_merging(self._store, objects)
         return write_objects(self._store, objects)
 
 
@@ -263,7 +307,6 @@ def consolidate(store: Any, *, factor: int = FACTOR,
     packs so the rest form a geometric progression, at most ``max_objects`` objects a
     call (a backlog takes a few calls). The caller holds the lock that makes it the
     repository's only writer. See the module docstring for the order."""
-    pack_dir = Path(store.pack_dir)
     packed_loose = 0
     if count_loose(Path(store.path)) >= loose_threshold:
         loose = [obj for obj in (store._get_loose_object(sha)
@@ -272,11 +315,7 @@ def consolidate(store: Any, *, factor: int = FACTOR,
         for obj in loose:
             store.delete_loose_object(obj.id)
         packed_loose = len(loose)
-    # A pack git was told to keep (``.keep``) is never merged away, as git never does.
-    # Ties are broken by file name: dulwich's ``Pack.name()`` hashes every id in the pack,
-    # which for the big old pack would make each status commit cost the whole history.
-    packs = sorted((p for p in store.packs if not Path(p._basename + ".keep").exists()),
-                   key=lambda p: (len(p.index), pack_file_name(p)))
+    packs = _mergeable(store)
     k = capped_split([len(p.index) for p in packs], factor, max_objects)
     if k < 2:
         return Consolidation(packed_loose=packed_loose)
@@ -286,6 +325,24 @@ def consolidate(store: Any, *, factor: int = FACTOR,
         for sha in pack.index:  # hex ids
             ids.setdefault(sha, None)
     name = copy_objects(store, merged, set(ids))
+    _retire(store, merged, name)
+    return Consolidation(merged_packs=k, packed_loose=packed_loose, objects_written=len(ids))
+
+
+def _mergeable(store: Any) -> list[Pack]:
+    """The packs a merge may take, fewest objects first.
+
+    A pack git was told to keep (``.keep``) is never merged away, as git never does.
+    Ties are broken by file name: dulwich's ``Pack.name()`` hashes every id in the pack,
+    which for the big old pack would make each status commit cost the whole history.
+    """
+    return sorted((p for p in store.packs if not Path(p._basename + ".keep").exists()),
+                  key=lambda p: (len(p.index), pack_file_name(p)))
+
+
+def _retire(store: Any, merged: list[Pack], name: str | None) -> None:
+    """Remove the ``merged`` packs, now that the pack ``name`` holding all their objects
+    is durable (pack, index and folder), then fsync the folder."""
     for pack in merged:
         if pack_file_name(pack) == name:
             continue  # the merge produced a pack of the same objects: keep it
@@ -296,5 +353,4 @@ def consolidate(store: Any, *, factor: int = FACTOR,
         for extra in _PACK_EXTRAS:  # what git gc writes beside a pack it made
             Path(pack._basename + extra).unlink(missing_ok=True)
         Path(pack._data_path).unlink(missing_ok=True)
-    fsync_dir(pack_dir)
-    return Consolidation(merged_packs=k, packed_loose=packed_loose, objects_written=len(ids))
+    fsync_dir(Path(store.pack_dir))

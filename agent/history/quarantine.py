@@ -56,6 +56,11 @@ class _TypeReader:
     without inflating them: a tree may name megabytes of blobs. The store's own packs
     first, then its alternates' (the main store behind a quarantine); a loose object is
     read whole. Pack lists and open pack files are kept for one walk; ``close()`` ends it.
+
+    The walk also asks it where an object is (``in_packs``) and reads the quarantine's
+    own objects (``get_raw``) straight from those packs' indexes: through the store,
+    each miss in the main store (every new object is one) lists the pack folder again
+    and tries a loose file, and each read checks for a multi-pack index first.
     """
 
     def __init__(self, store: BaseObjectStore) -> None:
@@ -63,11 +68,43 @@ class _TypeReader:
         self._packs = [list(getattr(where, "packs", ()))
                        for where in (store, *getattr(store, "alternates", ()))]
         self._files: dict[str, BinaryIO] = {}
+        self._readers: list[Any] | None = None
 
     def close(self) -> None:
         for fh in self._files.values():
             fh.close()
         self._files.clear()
+
+    def in_packs(self, binsha: bytes, where: int) -> bool:
+        """Whether ``binsha`` is in the packs of the store (``where`` 0) or of its
+        alternate number ``where`` - 1, as they were when the walk began."""
+        for pack in self._packs[where] if where < len(self._packs) else ():
+            try:
+                pack.index.object_offset(binsha)
+            except KeyError:
+                continue
+            return True
+        return False
+
+    def get_raw(self, sha: bytes) -> tuple[int, bytes]:
+        """(type, bytes) of ``sha`` from the store's own packs (``history.pack_read``),
+        else through the store."""
+        if self._readers is None:
+            from giter_agent.history.pack_read import PackReader
+
+            self._readers = []
+            for pack in self._packs[0]:
+                try:
+                    self._readers.append(PackReader(pack))
+                except AttributeError:  # a dulwich that keeps no mapping: its own reader
+                    self._readers.append(pack)
+        binsha = hex_to_sha(oid(sha))
+        for reader in self._readers:
+            try:
+                return reader.get_raw(binsha)
+            except KeyError:
+                continue
+        return self._store.get_raw(oid(sha))
 
     def type_of(self, sha: bytes, depth: int = 0) -> int:
         """The type number of ``sha``; KeyError when nobody has it."""
@@ -103,18 +140,34 @@ class _TypeReader:
 
 
 
+class _QuarantineStore(DiskObjectStore):
+    """A quarantine's objects, with the main store behind them as their alternate: the
+    very store object, whose packs are open and their indexes read already (an
+    alternate named by path would open and read each of them again). Closing the
+    quarantine leaves the main store open: it is its owner's."""
+
+    def __init__(self, directory: Path, main: DiskObjectStore) -> None:
+        super().__init__(str(directory), fsync_object_files=True)
+        self._alternates = [main]
+
+    def close(self) -> None:
+        self._alternates = None
+        super().close()
+
+
 def _hex(sha: bytes) -> str:
     return sha.decode("ascii", errors="replace")
 
 
-def _gate_commit(store: BaseObjectStore, sha: bytes) -> commit_layout.CommitParts:
+def _gate_commit(get_raw: Callable[[bytes], tuple[int, bytes]], sha: bytes
+                 ) -> commit_layout.CommitParts:
     """A quarantined commit parsed by the one strict parser, before anything else reads it.
 
     dulwich's own parser is lenient and can raise anything on hostile bytes (an empty
     time zone, an upper-case tree id that fails its checksum later); this one refuses
     every header layout git would not write, as a typed error of this bundle alone.
     """
-    type_num, raw = store.get_raw(oid(sha))
+    type_num, raw = get_raw(sha)
     if type_num != Commit.type_num:
         raise HistoryError(f"bundle is incomplete: {_hex(sha)} is a parent but not"
                            " a commit", reason="IncompleteBundle")
@@ -152,7 +205,12 @@ class Quarantine:
         return is_ancestor(self.object_store, ancestor, descendant)
 
     def held(self, sha: bytes) -> bool:
-        """Whether the device held ``sha`` before this import (it is in the main store)."""
+        """Whether the device held ``sha`` before this import (it is in the main store).
+
+        An object the completeness walk found only in quarantine was not held: answered
+        without a lookup (through the store, a miss that lists the pack folder again)."""
+        if self.checked is not None and sha in self.checked[1]:
+            return False
         return has_object(self._history.object_store, sha)
 
     def promote(self, tips: Iterable[bytes] | None = None) -> None:
@@ -323,8 +381,7 @@ class Gate:
     def _quarantine_store(self, directory: Path) -> DiskObjectStore:
         (directory / "pack").mkdir()
         (directory / "info").mkdir()
-        return DiskObjectStore(str(directory), fsync_object_files=True,
-                               alternates=[str(self.object_store.path)])
+        return _QuarantineStore(directory, self.object_store)
 
     def _receive(self, bundle_path: Path, directory: Path, deadline: Budget) -> Quarantine:
         fh, size = bundle_format.open_file(bundle_path, self.caps.max_bundle_bytes)
@@ -411,12 +468,26 @@ class Gate:
         main = self.object_store
         seen: set[bytes] = set()
         quarantined: set[bytes] = set()
+        types = _TypeReader(store)
 
         def new(sha: bytes, what: str) -> bool:
             """True if ``sha`` is only in quarantine (walk on), False if accepted (stop)."""
             if sha in seen:
                 return False
             seen.add(sha)
+            binsha: bytes
+            try:
+                binsha = hex_to_sha(oid(sha))
+            except (ValueError, TypeError):
+                binsha = b""  # not an id: found nowhere below
+            # The packs first, as listed when the walk began (this process is the
+            # repository's one writer); then the stores themselves, which also look at
+            # loose objects and packs that appeared since, before anything is refused.
+            if binsha and types.in_packs(binsha, 1):
+                return False
+            if binsha and types.in_packs(binsha, 0):
+                quarantined.add(sha)
+                return True
             if has_object(main, sha):
                 return False
             if store.contains_packed(oid(sha)):
@@ -425,14 +496,13 @@ class Gate:
             raise HistoryError(f"bundle is incomplete: {what} {_hex(sha)} is missing",
                                reason="IncompleteBundle")
 
-        commits = [t for t in tips if new(t, "commit")]
-        types = _TypeReader(store)
         budget = deadline or Budget(float("inf"))
         try:
+            commits = [t for t in tips if new(t, "commit")]
             while commits:
                 budget.check()
                 sha = commits.pop()
-                parts = _gate_commit(store, sha)
+                parts = _gate_commit(types.get_raw, sha)
                 if new(parts.tree, f"tree of commit {_hex(sha)}:"):
                     try:
                         self._check_tree(store, parts.tree, sha, new, budget, types)
@@ -458,7 +528,7 @@ class Gate:
         while trees:
             deadline.check()
             sha = trees.pop()
-            type_num, raw = store.get_raw(oid(sha))
+            type_num, raw = types.get_raw(sha)
             if type_num != Tree.type_num:
                 raise HistoryError(f"bundle is incomplete: {_hex(sha)} (in commit"
                                    f" {_hex(commit)}) is not a tree", reason="IncompleteBundle")

@@ -224,14 +224,18 @@ class History:
             os.close(fd)
 
     @contextlib.contextmanager
-    def new_objects(self) -> Iterator[packs.PendingObjects]:
+    def new_objects(self, *, merge: bool = False) -> Iterator[packs.PendingObjects]:
         """A store for a batch of new objects, written as one durable pack on a clean
-        exit (nothing on an error); reads see the accepted store behind it."""
+        exit (nothing on an error); reads see the accepted store behind it.
+
+        ``merge``: the caller is the repository's one writer (as for ``consolidate``),
+        and the new pack also takes in the small packs a consolidation would merge it
+        with (``history.packs.write_merging``), so its objects are written once."""
         from giter_agent.history import packs
 
         pending = packs.PendingObjects(self.object_store)
         yield pending
-        pending.flush()
+        pending.flush(merge=merge)
 
     def is_ancestor(self, ancestor: bytes, descendant: bytes) -> bool:
         """True when ``ancestor`` is ``descendant`` or one of its ancestors (accepted store)."""

@@ -287,8 +287,10 @@ class SpecApplier:
         message = (f"status: {what}, {ready}/{len(state.resources)} resources Ready "
                    f"(spec {state.applied[:12]})")
         # The commit's new blobs, trees and the commit itself land as one pack, durable
-        # before the ref names it: a few fsyncs per commit, not two per object.
-        with history.new_objects() as store:
+        # before the ref names it: a few fsyncs per commit, not two per object. This
+        # process holds the state lock (the one writer): the pack also takes in the small
+        # packs the consolidation after it would merge it with, so it is written once.
+        with history.new_objects(merge=True) as store:
             tree = replace_files(store, read_commit(store, spec).tree, files)
             new = make_status_commit(store, spec_commit=spec, previous=previous, tree=tree,
                                      device_id=self.config.device_id, message=message,
