@@ -13,7 +13,14 @@ from dulwich.objects import Blob, Commit
 from support.git import run
 
 from giter_agent.history import chain_export
-from giter_agent.history.packs import capped_split, consolidate, geometric_split
+from giter_agent.history.packs import (
+    capped_split,
+    consolidate,
+    geometric_split,
+    pack_file_name,
+    settled,
+    write_merging,
+)
 from giter_agent.history.store import History
 from giter_agent.history.tree import replace_files
 
@@ -430,16 +437,45 @@ def test_a_backlog_of_packs_is_merged_over_several_calls_each_bounded(history):
                 store.add_object(blob)
                 written.append(blob)
     assert capped_split([3] * 40, max_objects=30) == 10
-    assert capped_split([50, 60, 500], max_objects=30) == 2  # two always may merge
+    assert capped_split([50, 60, 500], max_objects=30) == 0  # the bound is never passed
     calls = []
     while (result := consolidate(history.object_store, max_objects=30)).merged_packs:
-        assert result.objects_written <= 30 or result.merged_packs == 2
+        assert result.objects_written <= 30
         calls.append(result.merged_packs)
     assert len(calls) > 1  # not one unbounded merge
     sizes = pack_sizes(history)
-    for i in range(1, len(sizes)):
-        assert sizes[i] >= 2 * sum(sizes[:i])
+    small = [size for size in sizes if not settled(size, 30)]
+    for i in range(1, len(small)):
+        assert small[i] >= 2 * sum(small[:i])
+    assert len(sizes) - len(small) <= sum(sizes) // 15  # settled: over half the bound each
     assert all(history.object_store[b.id].data == b.data for b in written)
+    fsck(history)
+
+
+def test_new_status_packs_never_drag_a_settled_pack_into_a_merge(history):
+    """A year-old device whose smallest old packs are each over half a merge's bound: the
+    new pack of every status commit is the smallest, so "merge the two smallest" would
+    rewrite the same old pack at every sync, for ever. It merges only among the small."""
+    for i, n in enumerate((20, 20, 60)):  # settled under a bound of 30
+        with history.new_objects() as store:
+            for blob in blobs(1000 + i, n):
+                store.add_object(blob)
+    old = {pack_file_name(p) for p in history.object_store.packs}
+    written = 0
+    for i in range(12):
+        objects = blobs(i)
+        if i % 2:  # as a status commit on a device writes: merged in the same write
+            write_merging(history.object_store, objects, max_objects=30)
+        else:
+            with history.new_objects() as store:
+                for blob in objects:
+                    store.add_object(blob)
+        written += consolidate(history.object_store, max_objects=30).objects_written
+        assert old <= {pack_file_name(p) for p in history.object_store.packs}, i
+    assert written <= 12 * 3 * 3  # each small object rewritten a few times, not 20 each
+    small = [size for size in pack_sizes(history) if not settled(size, 30)]
+    for i in range(1, len(small)):
+        assert small[i] >= 2 * sum(small[:i])
     fsck(history)
 
 
@@ -492,8 +528,6 @@ def test_consolidation_reads_pack_names_from_files_never_from_their_ids(history,
     """After every status commit: dulwich's ``Pack.name()`` hashes every id of a pack, so
     asking it of a device's big old pack would make each commit cost the whole history."""
     from dulwich.pack import Pack
-
-    from giter_agent.history.packs import pack_file_name
 
     with history.new_objects() as store:
         for blob in blobs(0, 200):

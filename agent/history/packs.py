@@ -8,6 +8,13 @@ many objects as all smaller ones together, so n objects live in at most log2(n) 
 packs and each object is rewritten O(log n) times over its life. Only the smallest packs
 are merged; the big old ones are left alone.
 
+One merge writes at most ``MAX_MERGE_OBJECTS`` objects, so that no pass on a board
+outlasts systemd's watchdog. A pack of more than half of that is therefore *settled*:
+never merged again (it could only merge with packs its own size, over the bound). The
+progression holds among the packs below that size, at most log2(MAX_MERGE_OBJECTS) of
+them; the settled ones number at most one per ``MAX_MERGE_OBJECTS / 2`` objects (a
+device with 300,000 objects: at most 30 + 15 packs), each written once and then left.
+
 A merge copies the entries of the merged packs without inflating them
 (``history.pack_copy``), so a pack holding a large artifact costs a few slices of RAM.
 A merge is crash-safe: the new pack is written under a ``tmp_pack_`` name, fsynced,
@@ -207,7 +214,7 @@ def write_merging(store: Any, objects: list[ShaFile], *, factor: int = FACTOR,
     repository's one writer calls this: it deletes packs. The new pack's name."""
     if not objects:
         return None
-    packs = _mergeable(store)
+    packs = _mergeable(store, max_objects)
     sizes = [len(p.index) for p in packs]
     at = bisect.bisect_left(sizes, len(objects))
     k = capped_split([*sizes[:at], len(objects), *sizes[at:]], factor, max_objects)
@@ -274,12 +281,27 @@ class PendingObjects:
 
 def capped_split(sizes: list[int], factor: int = FACTOR,
                  max_objects: int = MAX_MERGE_OBJECTS) -> int:
-    """``geometric_split``, but merging no more than ``max_objects`` objects (the two
-    smallest packs always may merge, so every call makes progress)."""
+    """``geometric_split``, but merging no more than ``max_objects`` objects (0 or >= 2).
+
+    Given only packs that are not settled (``settled``), the two smallest always fit,
+    so a call that should merge always makes progress.
+    """
     k = geometric_split(sizes, factor)
     while k > 2 and sum(sizes[:k]) > max_objects:
         k -= 1
-    return k
+    return k if sum(sizes[:k]) <= max_objects else 0
+
+
+def settled(objects: int, max_objects: int = MAX_MERGE_OBJECTS) -> bool:
+    """Is a pack of ``objects`` objects past merging? Yes when it holds more than half of
+    what one merge may write: merging it with any pack its size would break the bound.
+
+    Without this, a device whose two smallest old packs were over the bound would merge
+    its new status pack into the smaller of them at every commit: the same tens of
+    thousands of objects rewritten at every sync, for ever (a new pack is always the
+    smallest, so the progression is never restored).
+    """
+    return 2 * objects > max_objects
 
 
 def count_loose(objects: Path) -> int:
@@ -315,7 +337,7 @@ def consolidate(store: Any, *, factor: int = FACTOR,
         for obj in loose:
             store.delete_loose_object(obj.id)
         packed_loose = len(loose)
-    packs = _mergeable(store)
+    packs = _mergeable(store, max_objects)
     k = capped_split([len(p.index) for p in packs], factor, max_objects)
     if k < 2:
         return Consolidation(packed_loose=packed_loose)
@@ -329,14 +351,16 @@ def consolidate(store: Any, *, factor: int = FACTOR,
     return Consolidation(merged_packs=k, packed_loose=packed_loose, objects_written=len(ids))
 
 
-def _mergeable(store: Any) -> list[Pack]:
-    """The packs a merge may take, fewest objects first.
+def _mergeable(store: Any, max_objects: int) -> list[Pack]:
+    """The packs a merge may take, fewest objects first: neither settled (``settled``)
+    nor kept (a pack git was told to keep, ``.keep``, is never merged away, as git never
+    does).
 
-    A pack git was told to keep (``.keep``) is never merged away, as git never does.
     Ties are broken by file name: dulwich's ``Pack.name()`` hashes every id in the pack,
     which for the big old pack would make each status commit cost the whole history.
     """
-    return sorted((p for p in store.packs if not Path(p._basename + ".keep").exists()),
+    return sorted((p for p in store.packs if not settled(len(p.index), max_objects)
+                   and not Path(p._basename + ".keep").exists()),
                   key=lambda p: (len(p.index), pack_file_name(p)))
 
 
