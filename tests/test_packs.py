@@ -546,3 +546,33 @@ def test_consolidation_reads_pack_names_from_files_never_from_their_ids(history,
     monkeypatch.undo()
     assert pack_sizes(history) == [8, 200]
     fsck(history)
+
+
+def test_a_lookup_probes_the_newest_pack_first(tmp_path, monkeypatch):
+    """As git does: on a device the recent objects (the status tip, the spec just applied)
+    are in the newest packs, and a lookup that probed every old pack first would cost
+    more the older the device."""
+    from dulwich.pack import Pack
+
+    h = History(tmp_path / "repo.git")
+    newest: list[Blob] = []
+    for i in range(6):
+        with h.new_objects() as store:
+            newest = blobs(i, 40 - 6 * i)  # sizes 40 .. 10: nothing to merge
+            for blob in newest:
+                store.add_object(blob)
+    pack_dir = h.path / "objects" / "pack"
+    for age, pack in enumerate(sorted(pack_dir.glob("*.pack"),
+                                      key=lambda p: p.stat().st_size)):
+        os.utime(pack, ns=(10**18 - age * 10**12,) * 2)  # the smallest is the newest
+    h.close()
+    asked: list[str] = []
+    get_raw = Pack.get_raw
+    monkeypatch.setattr(Pack, "get_raw", lambda self, sha: (asked.append(self._basename),
+                                                            get_raw(self, sha))[1])
+    h = History(tmp_path / "repo.git")
+    try:
+        assert h.object_store[newest[0].id].data == newest[0].data
+        assert len(asked) == 1
+    finally:
+        h.close()

@@ -96,6 +96,26 @@ class ObjectStore(DiskObjectStore):
         if fresh:
             fsync_dir(folder.parent)
 
+    def _update_pack_cache(self) -> list[Any]:
+        """dulwich's scan for new packs, then the packs put newest first, as git orders
+        them (by the pack file's time), so that a lookup probes them in that order.
+
+        dulwich probes in the order it first saw the packs, a new one last; on a device
+        the recent objects (the status tip, the spec just applied) live in the newest,
+        smallest packs, so every one of their lookups first probed every old settled
+        pack (a year-old device has tens of them)."""
+        new = super()._update_pack_cache()
+        if new:
+            def age(item: tuple[str, Any]) -> tuple[int, int]:
+                try:
+                    st = os.stat(item[1]._data_path)
+                except OSError:
+                    return (0, 0)  # gone: dulwich drops it at its next scan
+                return (-st.st_mtime_ns, st.st_size)
+
+            self._pack_cache = dict(sorted(self._pack_cache.items(), key=age))
+        return new
+
     def forget_pack(self, pack: Any) -> None:
         """Stop using ``pack`` (closed, out of the cache) before its files are removed."""
         basename = os.path.basename(pack._basename)
