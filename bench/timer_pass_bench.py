@@ -236,8 +236,14 @@ class WorkerDevice:
 
 
 def measure_worker(sizes: list[int], passes: int) -> None:
-    from giter_agent.daemon.triggers import WAKEUP
+    import os
 
+    from giter_agent.daemon.jobs import WAKEUP
+
+    # The workers inherit this environment: let them keep their bytecode, as an
+    # installed agent does (compiling every module at every start is not what a board
+    # pays).
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
     devices = {n: WorkerDevice(n) for n in sizes}
     try:
         for reason, what in ((WAKEUP, "timer pass (a wakeup: what is due)"),

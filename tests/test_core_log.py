@@ -11,6 +11,7 @@ proxy is the real logger: caplog, levels set by a test, ``extra``, the caller's 
 from __future__ import annotations
 
 import logging
+import re
 import subprocess
 import sys
 import textwrap
@@ -184,3 +185,59 @@ def test_a_verbose_sync_logs_its_steps_and_a_quiet_one_its_warnings(tmp_path, pu
     lines, _ = cli(rig, "sync", "--bundle", bundle, verbose=True)
     assert len(lines) == 2 and lines[1].startswith(drifted), lines
     assert lines[0] == f"giter-agent INFO giter.kinds.file: wrote 6 bytes to {motd}"
+
+
+# The daemon's logfmt lines (daemon.logs), installed when `logging` is loaded (a pass
+# worker whose pass logs nothing never loads it): the same bytes as when `logging` was
+# loaded before the set-up, under systemd's journal (priority prefix, no time) and on a
+# terminal (the time aside), with every extra field and a traceback.
+DAEMON_CALLS = """
+def calls(log):
+    log.debug("a debug line %s", 1)
+    log.info("an info line %s", 2, extra={{"event": "usb-stick"}})
+    log.warning("refused it", extra={{"event": "refused", "reason": "Rollback",
+                                      "commit": b"b" * 40, "spec": "c" * 40}})
+    log.error("a line with = and \\"quotes\\"\\nover two lines")
+    log.debug("pass worker exited", extra={{"worker_peak_mib": "40.2"}})
+    try:
+        1 / 0
+    except ZeroDivisionError:
+        log.exception("a bug")
+    log.critical("critical %d", 5)
+"""
+
+
+@pytest.mark.parametrize("journal", [True, False], ids=["journal", "terminal"])
+@pytest.mark.parametrize("level", [INFO, DEBUG])
+def test_the_daemons_lines_are_the_same_when_logging_loads_late(journal, level):
+    def run(first: str) -> subprocess.CompletedProcess[str]:
+        return python(f"""
+            import os, sys
+            {first}
+            if {journal}:
+                st = os.fstat(sys.stderr.fileno())
+                os.environ["JOURNAL_STREAM"] = f"{{st.st_dev}}:{{st.st_ino}}"
+            from giter_agent.core import log
+            from giter_agent.daemon import logs
+            {textwrap.indent(DAEMON_CALLS.format(), "            ").strip()}
+            logs.setup("pi-01", lambda: "a" * 40, level={level})
+            print("logging" in sys.modules)
+            calls(log.get_logger("giter.daemon"))
+            import logging
+            logging.getLogger("dulwich.client").debug("a library's pkt-line")
+            print(len(logging.getLogger().handlers), logging.getLogger().level)
+            """)
+
+    late, early = run(""), run("import logging")
+    assert late.stdout == f"False\n1 {level}\n" and early.stdout == f"True\n1 {level}\n"
+    lines = late.stderr if journal else re.sub(r"(?m)^time=\S+ ", "", late.stderr)
+    oracle = early.stderr if journal else re.sub(r"(?m)^time=\S+ ", "", early.stderr)
+    assert lines == oracle
+    first = "<7>level=debug" if level == DEBUG else "<6>level=info"
+    assert lines.startswith(first if journal else first[3:])
+    assert ("level=debug" in lines) == (level == DEBUG)
+    assert "level=warning device=pi-01 spec=" + "c" * 40 + " event=refused " \
+        "reason=Rollback commit=" + "b" * 40 + ' logger=giter.daemon msg="refused it"' in lines
+    assert 'msg="a line with = and \\"quotes\\" over two lines"' in lines
+    assert 'error="Traceback (most recent call last):' in lines
+    assert "pkt-line" not in lines  # dulwich's debug lines stay off

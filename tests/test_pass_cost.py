@@ -447,14 +447,16 @@ NO_OBJECT_STORE_WHEN_STEADY = ("dulwich", "zipfile", "shutil", "giter_agent.kind
                                "giter_agent.history.packs", "giter_agent.trust.trailers")
 
 
-def sync_process_says(rig: Rig, bundle, report: str, before: str = "") -> Any:
+def sync_process_says(rig: Rig, bundle, report: str, before: str = "",
+                      source: tuple[str, ...] | None = None) -> Any:
     """The value of the expression ``report`` at the end of a fresh `giter-agent sync
-    --bundle` process, which ran the statements ``before`` first."""
+    --bundle` process (or `sync` with the options ``source``), which ran the statements
+    ``before`` first."""
     script = (f"import sys\n{before}from giter_agent.cli.main import main\n"
               f"code = main(sys.argv[1:])\nprint('REPORT', repr({report}))\nsys.exit(code)\n")
+    options = source if source is not None else ("--bundle", str(bundle))
     proc = subprocess.run([sys.executable, "-c", script, "-c", str(rig.config), "sync",
-                           "--bundle", str(bundle)], capture_output=True, text=True,
-                          check=False)
+                           *options], capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return ast.literal_eval(proc.stdout.split("REPORT ", 1)[1].strip())
 
@@ -528,17 +530,24 @@ def test_a_sync_of_new_commits_loads_only_what_it_uses(tmp_path, publisher):
 # __slots__ (docs/decisions.md, "Records read on every start are NamedTuples").
 
 
-def dataclasses_made_by_sync(rig: Rig, bundle) -> tuple[list[str], list[str]]:
-    """The dataclasses a fresh `giter-agent sync --bundle` process created, by name, and
-    the agent's modules it had loaded at its end."""
+# Statements that make the process count the dataclasses it creates (in ``made``), and
+# create one, ``Probe``, first: the count really counts.
+COUNT_DATACLASSES = ("import dataclasses\nmade = []\nprocess = dataclasses._process_class\n"
+                     "def counted(cls, *args):\n"
+                     "    made.append(f'{cls.__module__}.{cls.__qualname__}')\n"
+                     "    return process(cls, *args)\n"
+                     "dataclasses._process_class = counted\n"
+                     "@dataclasses.dataclass\nclass Probe:\n    pass\n")
+
+
+def dataclasses_made_by_sync(rig: Rig, bundle, source: tuple[str, ...] | None = None
+                             ) -> tuple[list[str], list[str]]:
+    """The dataclasses a fresh `giter-agent sync --bundle` (or `sync` with the options
+    ``source``) process created, by name, and the agent's modules it had loaded at its
+    end."""
     made, loaded = sync_process_says(
         rig, bundle, "(made, sorted(m for m in sys.modules if m.startswith('giter_agent.')))",
-        before=("import dataclasses\nmade = []\nprocess = dataclasses._process_class\n"
-                "def counted(cls, *args):\n"
-                "    made.append(f'{cls.__module__}.{cls.__qualname__}')\n"
-                "    return process(cls, *args)\n"
-                "dataclasses._process_class = counted\n"
-                "@dataclasses.dataclass\nclass Probe:\n    pass\n"))
+        before=COUNT_DATACLASSES, source=source)
     # The probe made before the sync started shows that the count really counts.
     assert made[:1] == ["__main__.Probe"], made
     return made[1:], loaded
@@ -595,6 +604,143 @@ def test_a_sync_of_new_commits_creates_none_of_our_dataclasses(tmp_path, publish
     # loaded may need it (a module-level import alone costs its import).
     assert "giter_agent.trust.spec_rule" in loaded
     assert [m for m in loaded if imports_dataclasses_when_loaded(m)] == []
+
+
+def test_a_stick_sync_of_new_commits_creates_none_of_our_dataclasses(tmp_path, publisher):
+    """`giter-agent sync --usb` of a stick whose outbox holds the device's last status:
+    the new commits are taken in and a status bundle is written on the stick
+    (``history.chain_export``), the health word for the receipt (``state.health``)."""
+    rig = Rig(tmp_path, publisher)
+    stick = tmp_path / "stick"
+    inbox = stick / "giter" / "inbox"
+    inbox.mkdir(parents=True)
+    rig.publish({"f00.yaml": spec(rig)["f00.yaml"]})
+    rig.bundle().rename(inbox / "fleet.bundle")
+    assert rig.cli("sync", "--usb", stick) == 0
+    outbox = stick / "giter" / "outbox"
+    last = (outbox / f"{rig.id}.bundle").read_bytes()
+    tip = rig.publish({"f01.yaml": spec(rig)["f01.yaml"]})
+    rig.bundle().rename(inbox / "fleet.bundle")
+    made, loaded = dataclasses_made_by_sync(rig, None, source=("--usb", str(stick)))
+    assert rig.state().accepted == tip  # verified and taken in
+    assert (outbox / f"{rig.id}.bundle").read_bytes() != last  # the new status written
+    assert "giter_agent.history.chain_export" in loaded
+    assert "giter_agent.state.health" in loaded
+    assert ours(made) == [], made
+    assert [m for m in loaded if imports_dataclasses_when_loaded(m)] == []
+
+
+def test_a_sync_of_commands_and_a_checked_release_creates_none_of_our_dataclasses(
+        tmp_path, publisher):
+    """A spec with a Command and a Release whose health check runs a command: the
+    command's run, the check's result and the tree's artifacts are read on the way."""
+    rig = Rig(tmp_path, publisher,
+              extra_config='[commands]\nallowed = { ok = ["/bin/true"] }\n')
+    app = rig.root / "app"
+    (publisher.root / "artifacts/app").mkdir(parents=True)
+    (publisher.root / "artifacts/app/run.sh").write_text("v1\n")
+    rig.publish({"hello.yaml": doc("Command", "hello", {"command": "ok"}),
+                 "app.yaml": doc("Release", "app", {"source": "artifacts/app",
+                                                    "root": str(app),
+                                                    "check": {"command": "ok"}})})
+    made, loaded = dataclasses_made_by_sync(rig, rig.bundle())
+    records = rig.state().resources
+    assert records["Command/hello"].ready and records["Release/app"].ready
+    assert (app / "current/run.sh").read_text() == "v1\n"
+    assert {"giter_agent.kinds.command", "giter_agent.kinds.health_check",
+            "giter_agent.history.artifacts"} <= set(loaded)
+    assert ours(made) == [], made
+    assert [m for m in loaded if imports_dataclasses_when_loaded(m)] == []
+
+
+def worker_probe(tmp_path: Path, count: bool) -> tuple[Path, Path]:
+    """An interpreter for ``WorkerPasses`` (``python=``) that runs the pass worker as
+    ``python -m`` does, then appends to the first file returned the dataclasses it
+    created (with ``count``; None without) and the modules it had loaded; the
+    worker's stderr goes to the second file."""
+    name = "count" if count else "plain"
+    report, err = tmp_path / f"worker-{name}.txt", tmp_path / f"worker-{name}.err"
+    probe = tmp_path / f"worker-{name}.py"
+    probe.write_text(
+        "import sys\n"
+        f"{COUNT_DATACLASSES if count else 'made = None'}\n"
+        "import runpy\n"
+        "module, sys.argv = sys.argv[2], [sys.argv[2], *sys.argv[3:]]\n"
+        "try:\n"
+        "    runpy.run_module(module, run_name='__main__', alter_sys=True)\n"
+        "finally:\n"
+        f"    with open({str(report)!r}, 'a') as out:\n"
+        "        out.write(repr((made, sorted(sys.modules))) + '\\n')\n")
+    python = tmp_path / f"python-{name}"
+    python.write_text(f'#!/bin/sh\nexec {sys.executable} {probe} "$@" 2>>{err}\n')
+    python.chmod(0o755)
+    return python, report
+
+
+def worker_passes(rig: Rig, python: Path) -> Any:
+    from giter_agent.config.agent_toml import load
+    from giter_agent.daemon.worker_passes import WorkerPasses
+    from giter_agent.device.board import load_board
+
+    config = load(rig.config)
+    return WorkerPasses(config, rig.config, board=load_board(config.board),
+                        pin_factory=MockFactory, python=str(python))
+
+
+def worker_reports(report: Path) -> list[tuple[list[str] | None, list[str]]]:
+    return [ast.literal_eval(line) for line in report.read_text().splitlines()]
+
+
+def test_a_worker_pass_that_changes_nothing_creates_no_dataclass_and_loads_no_logging(
+        tmp_path, publisher):
+    """The daemon's pass worker, as `giter-agent run` starts it for a timer pass, on a
+    device whose last sync settled: no record made as a dataclass, neither `dataclasses`
+    nor `logging` loaded (its log handler is installed only if a line is emitted), nor
+    the triggers the daemon waits with. A pass that corrects drift logs a line: then
+    `logging` is loaded, and the line is the daemon's logfmt."""
+    import logging
+
+    from giter_agent.daemon.triggers import RECONCILE, Job
+
+    rig, _ = settled(tmp_path, publisher)
+    for count in (True, False):
+        python, report = worker_probe(tmp_path, count)
+        passes = worker_passes(rig, python)
+        try:
+            for _ in range(2):
+                assert passes.run(Job(RECONCILE, reason="timer")).outcome == "up-to-date"
+        finally:
+            passes.close()
+        for made, loaded in worker_reports(report):
+            assert "giter_agent.daemon.worker_protocol" in loaded  # the worker really ran
+            assert "giter_agent.kinds.base" in loaded  # and so did its pass
+            if count:
+                assert made is not None and made[:1] == ["__main__.Probe"], made
+                assert made[1:] == [], made
+            else:
+                assert unwanted(loaded, ("dataclasses", "logging", "traceback", "threading",
+                                         "giter_agent.daemon.triggers",
+                                         "giter_agent.daemon.logfmt")) == []
+    # Drift, corrected by a full pass: a warning, at the daemon's level (INFO).
+    (rig.root / "f00").write_text("changed by hand\n")
+    drift = tmp_path / "drift"
+    drift.mkdir()
+    python, report = worker_probe(drift, count=False)
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.INFO)
+    passes = worker_passes(rig, python)
+    try:
+        assert passes.run(Job(RECONCILE, reason="timer")).outcome == "up-to-date"
+    finally:
+        passes.close()
+        root.setLevel(level)
+    ((_, loaded),) = worker_reports(report)
+    assert "logging" in loaded and "giter_agent.daemon.logfmt" in loaded
+    (line,) = [x for x in (drift / "worker-plain.err").read_text().splitlines()
+               if "File/f00" in x]
+    assert " level=warning device=pi-01 spec=" + rig.state().applied in line
+    assert line.startswith("time=") and "logger=giter." in line
 
 
 def test_the_check_for_a_dataclasses_import_sees_one():

@@ -20,15 +20,23 @@ from pathlib import Path
 import pytest
 
 from giter_agent.config.agent_toml import Config
+from giter_agent.daemon.jobs import Job
+from giter_agent.daemon.worker_protocol import Outcome, Request
 from giter_agent.device.board import Board
 from giter_agent.device.outputs import Held
+from giter_agent.history.artifacts import ArtifactInfo, Listing
 from giter_agent.history.bundle import BundleHeader
+from giter_agent.history.chain_export import Chain
 from giter_agent.kinds.base import Condition, Context, Done, Failed, Retry, is_outcome
+from giter_agent.kinds.command import RunResult
+from giter_agent.kinds.debian import PackageTools
 from giter_agent.kinds.fields import Field
+from giter_agent.kinds.health_check import CheckResult
 from giter_agent.reconcile.engine import PassResult
 from giter_agent.spec.enrolment import DeviceRecord
 from giter_agent.spec.placeholders import Scope
 from giter_agent.spec.resources import Resource
+from giter_agent.state.health import Health
 from giter_agent.state.records import NetworkRecord, ResourceRecord
 from giter_agent.state.recovery import Recovered
 from giter_agent.state.store import State
@@ -118,7 +126,8 @@ def test_records_are_namedtuples_whose_defaults_cannot_be_shared_mutables():
             if not _immutable_literal(ast.parse(t, mode="eval").body, records)] == []
 
     for record in (Resource, NetworkRecord, GateVerdict, PublicKey, Config, Board, Field,
-                   BundleHeader, DeviceRecord, Scope, Verified, BundleVerdict):
+                   BundleHeader, DeviceRecord, Scope, Verified, BundleVerdict, Request, Job,
+                   Health, RunResult, CheckResult, PackageTools, ArtifactInfo, Listing):
         assert issubclass(record, tuple) and hasattr(record, "_fields"), record
     found, names = namedtuple_defaults(), record_names()
     assert {"agent/spec/resources.py:Resource", "agent/history/store.py:Caps",
@@ -154,11 +163,13 @@ def test_the_mutable_records_of_a_sync_are_slotted_plain_classes():
     # an attribute set by a typo raises instead of quietly adding a field. Defaults are
     # None for a fresh list or dict, never one shared object (ruff's B006/B008 refuse a
     # mutable default argument anywhere).
-    for cls in (ResourceRecord, Context, State, SyncReport, PassResult, Recovered, Held):
+    for cls in (ResourceRecord, Context, State, SyncReport, PassResult, Recovered, Held,
+                Outcome, Chain):
         assert "__slots__" in vars(cls) and "__dataclass_fields__" not in vars(cls), cls
     ctx = Context(board=Board("mock", "mock", {}), files_roots=(),
                   pin_factory_maker=lambda board: None)
     with pytest.raises(AttributeError):
         ctx.sysfss = None  # type: ignore[attr-defined]
     assert State().resources is not State().resources  # each gets its own
+    assert Outcome().plan is not Outcome().plan and Chain().commits is not Chain().commits
     assert ResourceRecord("File", "a", "p").status is not ResourceRecord("File", "b", "p").status

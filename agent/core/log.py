@@ -17,12 +17,14 @@ exactly those of a plain logger (the record names the proxy's caller, as it woul
 the moment ``logging`` is first imported, by whoever imports it: a one-shot finder on
 ``sys.meta_path`` runs it right after the module is loaded, so the root logger has the
 same handler, format and level before anything can log through it or add handlers.
+``on_load`` does the same for any set-up (the daemon's pass worker installs its logfmt
+handler that way: ``daemon.logs``).
 """
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import partialmethod
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -33,9 +35,9 @@ if TYPE_CHECKING:
 DEBUG, INFO, WARNING, ERROR, CRITICAL = 10, 20, 30, 40, 50
 
 # The root logger's level while ``logging`` is not imported (its own default until
-# ``configure``), and the ``basicConfig`` arguments waiting for it to be.
+# ``configure``), and the set-up waiting for it to be (called with the module).
 _threshold = WARNING
-_pending: dict[str, Any] | None = None
+_pending: Callable[[ModuleType], None] | None = None
 
 
 class Logger:
@@ -85,17 +87,24 @@ def configure(level: int, fmt: str) -> None:
     else right after it is (and ``level`` decides what is emitted until then).
 
     Like ``basicConfig``, only the first call does anything."""
-    global _threshold, _pending
-    if "logging" in sys.modules:
-        import logging
+    if "logging" not in sys.modules and _pending is not None:
+        return
+    on_load(level, lambda logging: logging.basicConfig(level=level, format=fmt))
 
-        logging.basicConfig(level=level, format=fmt)
+
+def on_load(level: int, apply: Callable[[ModuleType], None]) -> None:
+    """``apply(logging)`` now if ``logging`` is loaded, else right after it is, in place
+    of any set-up still waiting; until then ``level`` decides what is emitted, so
+    ``apply`` must leave the root logger at that level."""
+    global _threshold, _pending
+    logging = sys.modules.get("logging")
+    if logging is not None:
+        apply(logging)
         return
-    if _pending is not None:
-        return
-    _pending = {"level": level, "format": fmt}
+    if _pending is None:
+        sys.meta_path.insert(0, _ConfigureOnImport())
+    _pending = apply
     _threshold = level
-    sys.meta_path.insert(0, _ConfigureOnImport())
 
 
 def flush() -> None:
@@ -113,9 +122,9 @@ def flush() -> None:
 
 def _apply(logging: ModuleType) -> None:
     global _pending
-    if _pending is not None:
-        logging.basicConfig(**_pending)
-        _pending = None
+    apply, _pending = _pending, None
+    if apply is not None:
+        apply(logging)
 
 
 class _ConfigureOnImport:

@@ -10,11 +10,10 @@ off. Used by the daemon; the failure count lives in ``state.network``.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from typing import NamedTuple
 
 
-@dataclass(frozen=True)
-class Backoff:
+class Backoff(NamedTuple):
     base_s: float = 5.0
     max_s: float = 3600.0
 

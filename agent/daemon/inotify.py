@@ -11,7 +11,7 @@ import ctypes
 import errno
 import os
 import struct
-from dataclasses import dataclass
+from typing import NamedTuple
 
 IN_MODIFY = 0x00000002
 IN_ATTRIB = 0x00000004
@@ -31,8 +31,7 @@ IN_ISDIR = 0x40000000
 _HEADER = struct.Struct("iIII")  # wd, mask, cookie, len (struct inotify_event)
 
 
-@dataclass(frozen=True)
-class Event:
+class Event(NamedTuple):
     wd: int
     mask: int
     name: str

@@ -7,58 +7,22 @@ Under systemd (``$JOURNAL_STREAM`` names our stderr) each line starts with a
 ``<priority>`` prefix so journald files it at the right level, and carries no
 timestamp (journald adds one); elsewhere it starts with the UTC time.
 
-``setup`` is called once by long-running commands (``giter-agent run``).
+``setup`` is called once by long-running commands (``giter-agent run``) and by each
+pass worker. It does not import ``logging``: the handler (``daemon.logfmt``) is
+installed when ``logging`` is loaded (``core.log.on_load``), which in a worker whose
+pass logs nothing is never (docs/decisions.md, "Logging loaded when something is
+logged").
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
-import time
 from collections.abc import Callable, Mapping
+from types import ModuleType
 from typing import TextIO
 
-# sd-daemon(3) priority prefixes.
-_PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3,
-             logging.CRITICAL: 2}
-_EXTRA = ("event", "reason", "commit", "worker_peak_mib")
-
-
-def _quote(value: object) -> str:
-    text = " ".join(str(value).splitlines())
-    if text and not any(c in text for c in ' "=\\'):
-        return text
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-class LogfmtFormatter(logging.Formatter):
-    def __init__(self, device_id: str, spec: Callable[[], str | None], journal: bool) -> None:
-        super().__init__()
-        self.device_id = device_id
-        self.spec = spec
-        self.journal = journal
-
-    def format(self, record: logging.LogRecord) -> str:
-        fields: list[tuple[str, object]] = []
-        if not self.journal:
-            stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            fields.append(("time", f"{stamp}.{int(record.msecs):03d}Z"))
-        fields += [("level", record.levelname.lower()), ("device", self.device_id)]
-        spec = getattr(record, "spec", None) or self.spec()
-        if spec:
-            fields.append(("spec", spec))
-        for key in _EXTRA:
-            value = getattr(record, key, None)
-            if value:
-                fields.append((key, value.decode() if isinstance(value, bytes) else value))
-        fields += [("logger", record.name), ("msg", record.getMessage())]
-        if record.exc_info:
-            fields.append(("error", self.formatException(record.exc_info)))
-        line = " ".join(f"{k}={_quote(v)}" for k, v in fields)
-        if self.journal:
-            line = f"<{_PRIORITY.get(record.levelno, 6)}>{line}"
-        return line
+from giter_agent.core import log
 
 
 def journal_stream(stream: TextIO, environ: Mapping[str, str] | None = None) -> bool:
@@ -72,16 +36,17 @@ def journal_stream(stream: TextIO, environ: Mapping[str, str] | None = None) -> 
         return False
 
 
-def setup(device_id: str, spec: Callable[[], str | None], *, level: int = logging.INFO,
+def setup(device_id: str, spec: Callable[[], str | None], *, level: int = log.INFO,
           stream: TextIO | None = None) -> None:
-    """Send every log record of the process to ``stream`` (stderr) as logfmt lines."""
+    """Send every log record of the process to ``stream`` (stderr) as logfmt lines: now
+    if ``logging`` is loaded, else as it is loaded (until then ``level`` decides which
+    calls of ``core.log``'s loggers load it)."""
     out = stream or sys.stderr
-    handler = logging.StreamHandler(out)
-    handler.setFormatter(LogfmtFormatter(device_id, spec, journal_stream(out)))
-    root = logging.getLogger()
-    for old in list(root.handlers):
-        root.removeHandler(old)
-    root.addHandler(handler)
-    root.setLevel(level)
-    # dulwich logs every pkt-line at DEBUG; that is for debugging dulwich, not us.
-    logging.getLogger("dulwich").setLevel(max(level, logging.INFO))
+    journal = journal_stream(out)
+
+    def install(_logging: ModuleType) -> None:
+        from giter_agent.daemon import logfmt
+
+        logfmt.install(device_id, spec, level, out, journal)
+
+    log.on_load(level, install)

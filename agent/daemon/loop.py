@@ -43,7 +43,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -105,11 +104,15 @@ class _Mailbox(Generic[T]):
         return self.get(timeout=0)
 
 
-@dataclass
 class _Pending:
-    job: Job
-    trigger: Any
-    not_before: float
+    """A job waiting to run, the trigger that asked, and when it may run."""
+
+    __slots__ = ("job", "not_before", "trigger")
+
+    def __init__(self, job: Job, trigger: Any, not_before: float) -> None:
+        self.job = job
+        self.trigger = trigger
+        self.not_before = not_before
 
 
 class Daemon:

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from giter_agent.core.errors import GiterError
-from giter_agent.daemon.triggers import NETWORK, RECONCILE, USB, WAKEUP, Job
+from giter_agent.daemon.jobs import NETWORK, RECONCILE, USB, WAKEUP, Job
 
 if TYPE_CHECKING:
     from giter_agent.config.agent_toml import Config

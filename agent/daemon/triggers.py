@@ -9,8 +9,8 @@ until the earliest ``next_due``; nothing here spins. A trigger is any object wit
 - ``next_due(now) -> float | None``: the ``time.monotonic()`` time it wants to run at,
   or None for "only when a descriptor is ready";
 - ``fire(now, ready) -> list[Job]``: called when due (``ready`` empty) or when one of
-  its descriptors (``ready``, a set) is ready; a ``Job`` with ``run`` set brings its
-  own pass;
+  its descriptors (``ready``, a set) is ready; a ``Job`` (``daemon.jobs``) with ``run``
+  set brings its own pass;
 - ``finished(job, report, now)``: called after a job it asked for ran (``report`` is
   the ``SyncReport``, or None when the pass failed).
 
@@ -28,32 +28,30 @@ import re
 import select
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from giter_agent.core.log import get_logger
 from giter_agent.daemon import inotify
 from giter_agent.daemon.backoff import Backoff
+from giter_agent.daemon.jobs import NETWORK, PRIORITY, RECONCILE, USB, WAKEUP, Job
+
+__all__ = [
+    "NETWORK",
+    "PRIORITY",
+    "RECONCILE",
+    "USB",
+    "WAKEUP",
+    "Job",
+    "StateWatch",
+    "SyncTimer",
+    "UsbWatch",
+    "WakeupTimer",
+    "identity",
+    "mount_sources",
+]
 
 log = get_logger("giter.daemon")
-
-# Job kinds, in the order the daemon runs them when several are waiting.
-USB, NETWORK, RECONCILE = "usb", "network", "reconcile"
-WAKEUP = "wakeup"  # the reason of a reconcile a resource asked for (``WakeupTimer``)
-PRIORITY = {USB: 0, NETWORK: 1, RECONCILE: 2}
-
-
-@dataclass(frozen=True)
-class Job:
-    """One pass to run. A trigger bringing its own kind of pass (a serial peer) gives
-    ``run``: it is called on the worker thread with the ``Agent`` and returns the
-    ``SyncReport``; it must take the state lock itself (``Agent.sync`` does)."""
-
-    kind: str  # USB | NETWORK | RECONCILE, or a kind a later trigger brings
-    arg: str | None = None  # the stick for USB
-    reason: str = ""  # why, for the log
-    run: Callable[[Any], Any] | None = field(default=None, compare=False)
 
 
 class SyncTimer:

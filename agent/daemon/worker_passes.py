@@ -32,8 +32,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from giter_agent.core.errors import LockedError, WorkerError
+from giter_agent.daemon.jobs import RECONCILE, Job
 from giter_agent.daemon.passes import Passes, run_pass
-from giter_agent.daemon.triggers import RECONCILE, Job
 from giter_agent.daemon.worker_protocol import WORKER_MODULE, Outcome, Request
 from giter_agent.device.outputs import HeldOutputs, held_to_plain
 from giter_agent.state.store import StateStore

@@ -12,17 +12,18 @@ lines of JSON on a pipe the daemon gave it, each one message:
   not hand over (a Sensor's sampler), which the daemon must then hold itself.
 
 Both sides import this module; it needs nothing heavier than ``json`` so the daemon
-stays small.
+stays small. A worker makes its records at every pass, so they are no dataclasses
+(docs/decisions.md, "Records read on every start are NamedTuples"): the request is a
+NamedTuple, the outcome (filled in as the pass goes) a plain class.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from giter_agent.core.errors import GiterError, LockedError, WorkerError
-from giter_agent.daemon.triggers import Job
+from giter_agent.daemon.jobs import Job
 from giter_agent.state.records import NetworkRecord
 from giter_agent.status.report import SyncReport
 
@@ -31,19 +32,18 @@ _REPORT_FIELDS = ("outcome", "reason", "message", "accepted", "applied", "status
                   "not_ready", "stale")
 
 
-@dataclass
-class Request:
+class Request(NamedTuple):
     """One pass for the worker to run, and what the daemon kept from the last one."""
 
     config: str  # the agent.toml path
     job: Job
     owner: int  # the daemon's pid: the state lock is held in its name
     level: int  # the log level in force
-    clean: bool = False  # the last pass ended cleanly (no full recovery sweep needed)
-    settings: dict[str, Any] = field(default_factory=dict)  # remote overrides
-    wakeups: list[tuple[str | None, float]] = field(default_factory=list)
-    outputs: dict[str, Any] = field(default_factory=dict)  # held, as held_to_plain gives
-    output_failures: dict[str, str] = field(default_factory=dict)  # key -> why not held
+    clean: bool  # the last pass ended cleanly (no full recovery sweep needed)
+    settings: dict[str, Any]  # remote overrides
+    wakeups: list[tuple[str | None, float]]
+    outputs: dict[str, Any]  # held, as held_to_plain gives
+    output_failures: dict[str, str]  # key -> why not held
 
     def encode(self) -> bytes:
         job = {"kind": self.job.kind, "arg": self.job.arg, "reason": self.job.reason}
@@ -65,17 +65,23 @@ class Request:
                    output_failures=dict(data["output_failures"]))
 
 
-@dataclass
 class Outcome:
-    """What a pass worker answered (its last line)."""
+    """What a pass worker answered (its last line); the worker fills it in."""
 
-    report: SyncReport | None = None
-    error: GiterError | None = None
-    settings: dict[str, Any] = field(default_factory=dict)
-    wakeups: list[tuple[str | None, float]] = field(default_factory=list)
-    clean: bool = False
-    holds: list[str] = field(default_factory=list)
-    plan: list[list[Any]] = field(default_factory=list)
+    __slots__ = ("clean", "error", "holds", "plan", "report", "settings", "wakeups")
+
+    def __init__(self, report: SyncReport | None = None, error: GiterError | None = None,
+                 settings: dict[str, Any] | None = None,
+                 wakeups: list[tuple[str | None, float]] | None = None, clean: bool = False,
+                 holds: list[str] | None = None, plan: list[list[Any]] | None = None
+                 ) -> None:
+        self.report = report
+        self.error = error
+        self.settings = {} if settings is None else settings
+        self.wakeups = [] if wakeups is None else wakeups
+        self.clean = clean
+        self.holds = [] if holds is None else holds
+        self.plan = [] if plan is None else plan
 
     def encode(self) -> bytes:
         out: dict[str, Any] = {"settings": self.settings, "wakeups": self.wakeups,

@@ -28,9 +28,8 @@ reads a file of the tree, so every one of them streams and gets the same caps.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, NamedTuple
 
 from giter_agent.core.errors import ArtifactError, GiterError, HistoryError, Reason, TreeError
 from giter_agent.core.layout import artifact_path
@@ -40,8 +39,7 @@ SHA256_HEX = r"[0-9a-f]{64}"
 check_path = artifact_path  # the path rules (core.layout), shared with giter-bundle
 
 
-@dataclass(frozen=True)
-class ArtifactInfo:
+class ArtifactInfo(NamedTuple):
     """What the tree says about one artifact."""
 
     path: str
@@ -50,8 +48,7 @@ class ArtifactInfo:
     executable: bool = False  # mode 100755 in the tree (``listing`` says; ``stat`` does not)
 
 
-@dataclass(frozen=True)
-class Listing:
+class Listing(NamedTuple):
     """A folder of the tree: its tree id (hex) and every file under it, sorted."""
 
     tree_id: str

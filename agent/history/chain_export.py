@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import stat
 from collections.abc import Collection, Iterator
-from dataclasses import dataclass, field
 
 from dulwich.objects import Commit, Tree
 from dulwich.pack import UnpackedObject, full_unpacked_object
@@ -32,14 +31,16 @@ from giter_agent.history.objects import oid
 _GITLINK_MODE = 0o160000
 
 
-@dataclass
 class Chain:
     """The new commits of a first-parent walk (newest first) and what they build on."""
 
-    commits: list[bytes] = field(default_factory=list)
-    boundary: list[bytes] = field(default_factory=list)  # parents the destination has
-    reached: bytes | None = None  # the stop commit the walk ended at; None: a root
-    commits_read: int = 0  # commits parsed by the walk (tests count them)
+    __slots__ = ("boundary", "commits", "commits_read", "reached")
+
+    def __init__(self) -> None:
+        self.commits: list[bytes] = []
+        self.boundary: list[bytes] = []  # parents the destination has
+        self.reached: bytes | None = None  # the stop commit the walk ended at; None: a root
+        self.commits_read = 0  # commits parsed by the walk (tests count them)
 
 
 def first_parent_chain(store: object, tip: bytes, stop: Collection[bytes], *,

@@ -25,8 +25,7 @@ import signal
 import subprocess
 import tempfile
 import time
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from giter_agent.config.agent_toml import NAME_RE
 from giter_agent.core.errors import CommandTimedOut
@@ -50,8 +49,7 @@ _ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
 _GRACE_S = 5.0
 
 
-@dataclass(frozen=True)
-class RunResult:
+class RunResult(NamedTuple):
     exit_code: int | None  # None: killed after the timeout
     duration: float
     tail: str

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import re
 import subprocess
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from pathlib import Path
+from typing import NamedTuple
 
 from giter_agent.core.durable import shown
 
@@ -48,24 +49,23 @@ def _tail(data: bytes) -> str:
     return text if len(text) <= TAIL else "..." + text[-(TAIL - 3):]
 
 
-@dataclass(frozen=True)
-class Installed:
+class Installed(NamedTuple):
     """A package's state in the dpkg database."""
 
     version: str
     configured: bool  # "install ok installed"; False: unpacked, half-configured...
 
 
-@dataclass(frozen=True)
-class PackageTools:
-    """The argv of each tool (options that pick the database included) and a timeout."""
+class PackageTools(NamedTuple):
+    """The argv of each tool (options that pick the database included), a timeout and
+    the environment they run in (None: ``_ENV``)."""
 
     dpkg: tuple[str, ...] = ("dpkg",)
     dpkg_query: tuple[str, ...] = ("dpkg-query",)
     dpkg_deb: tuple[str, ...] = ("dpkg-deb",)
     apt_get: tuple[str, ...] = ("apt-get",)
     timeout: float = 900.0
-    env: dict[str, str] = field(default_factory=lambda: dict(_ENV))
+    env: Mapping[str, str] | None = None
 
     @classmethod
     def host(cls) -> PackageTools:
@@ -106,8 +106,9 @@ class PackageTools:
 
     def _run(self, argv: tuple[str, ...], what: str, timeout: float | None = None) -> bytes:
         try:
+            env = dict(_ENV if self.env is None else self.env)
             proc = subprocess.run(list(argv), stdin=subprocess.DEVNULL, capture_output=True,
-                                  env=dict(self.env), cwd="/", timeout=timeout or self.timeout,
+                                  env=env, cwd="/", timeout=timeout or self.timeout,
                                   check=False)
         except subprocess.TimeoutExpired:
             raise ToolFailed(what, f"did not finish in {timeout or self.timeout:g} s") \

@@ -19,8 +19,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 from giter_agent.core.durable import shown
@@ -30,8 +29,7 @@ MAX_OUTPUT = 1024
 LOOPBACK = ("127.0.0.1", "::1")
 
 
-@dataclass(frozen=True)
-class CheckResult:
+class CheckResult(NamedTuple):
     healthy: bool
     tries: int
     output: str  # the last try's, bounded and escaped

@@ -30,8 +30,7 @@ import re
 import stat
 import zipfile
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
 from giter_agent.core.durable import fsync_folders_under, open_dir_under
 from giter_agent.core.errors import ArtifactError, Reason
@@ -44,8 +43,7 @@ _NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _CHUNK = 256 * 1024
 
 
-@dataclass(frozen=True)
-class WheelName:
+class WheelName(NamedTuple):
     """What a wheel's file name says."""
 
     dist: str  # normalised: lower case, runs of - _ . as one _
@@ -63,8 +61,7 @@ def wheel_name(filename: str) -> WheelName | None:
     return WheelName(re.sub(r"[-_.]+", "_", m["dist"]).lower(), m["version"], pure)
 
 
-@dataclass(frozen=True)
-class Wheel:
+class Wheel(NamedTuple):
     """A wheel of the update: its file name, its path in the tree, its pin (or None)."""
 
     filename: str
@@ -72,16 +69,14 @@ class Wheel:
     sha256: str | None
 
 
-@dataclass(frozen=True)
-class Refusal:
+class Refusal(NamedTuple):
     """Why a folder of wheels is refused (a status reason and its one-line message)."""
 
     reason: str
     message: str
 
 
-@dataclass(frozen=True)
-class Selection:
+class Selection(NamedTuple):
     """What ``select`` made of a folder: the wheels, in tree order, and every refusal
     in the order the device meets them (it reports the first). ``unpinned``: the wheels
     without a pin when others have one (installed unchecked: the device accepts them)."""

@@ -18,8 +18,7 @@ The first that applies wins, in that order. ``reason`` and ``message`` say why.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from giter_agent.state.records import NetworkRecord
 
@@ -28,8 +27,7 @@ SYNCING, REFUSED, ERROR, OFFLINE, STALE, IN_SYNC = (
 STATES = (SYNCING, REFUSED, ERROR, OFFLINE, STALE, IN_SYNC)
 
 
-@dataclass(frozen=True)
-class Health:
+class Health(NamedTuple):
     state: str  # one of STATES
     reason: str  # CamelCase, as in conditions
     message: str
