@@ -105,6 +105,29 @@ def build(repo_dir: Path, key, signers: bytes, target: Path, count: int) -> list
     return ids
 
 
+
+def history_bundles(fleet: Path, key, signers: Path, target: Path, history: int, new: int,
+                    genv: dict[str, str]) -> list[bytes]:
+    """``history`` + ``new`` signed commits in ``fleet``; beside it ``old.bundle`` (the
+    first ``history``, repacked as a device holds them) and ``new.bundle`` (the rest).
+    The ids of all the commits, oldest first."""
+    t0 = time.perf_counter()
+    ids = build(fleet, key, signers.read_bytes(), target, history + new)
+    old, tip = ids[history - 1].decode(), ids[-1].decode()
+
+    def git(*argv: str) -> None:
+        subprocess.run(["git", "--git-dir", str(fleet), *argv], check=True, env=genv,
+                       capture_output=True)
+
+    git("update-ref", "refs/heads/main", old)
+    git("repack", "-adq")
+    git("bundle", "create", str(fleet.parent / "old.bundle"), "main")
+    git("update-ref", "refs/heads/main", tip)
+    git("bundle", "create", str(fleet.parent / "new.bundle"), "main", f"^{old}")
+    print(f"history: {history} signed commits + {new} new, built in "
+          f"{time.perf_counter() - t0:.1f} s")
+    return ids
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--history", type=int, default=1000)
@@ -129,21 +152,7 @@ def main() -> None:
                 "GIT_CONFIG_GLOBAL": str(work / "gitconfig")}
         (work / "gitconfig").write_text(
             f"[gpg]\n\tformat = ssh\n[gpg \"ssh\"]\n\tallowedSignersFile = {signers}\n")
-        t0 = time.perf_counter()
-        ids = build(fleet, key, signers.read_bytes(), target, args.history + args.new)
-        old, new = ids[args.history - 1].decode(), ids[-1].decode()
-
-        def git(*argv: str) -> None:
-            subprocess.run(["git", "--git-dir", str(fleet), *argv], check=True, env=genv,
-                           capture_output=True)
-
-        git("update-ref", "refs/heads/main", old)
-        git("repack", "-adq")
-        git("bundle", "create", str(work / "old.bundle"), "main")
-        git("update-ref", "refs/heads/main", new)
-        git("bundle", "create", str(work / "new.bundle"), "main", f"^{old}")
-        print(f"history: {args.history} signed commits + {args.new} new, built in "
-              f"{time.perf_counter() - t0:.1f} s")
+        ids = history_bundles(fleet, key, signers, target, args.history, args.new, genv)
 
         config = work / "agent.toml"
         config.write_text(

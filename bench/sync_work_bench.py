@@ -36,14 +36,13 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
 import installed_layout  # noqa: E402 - beside this script
-from incremental_sync_bench import DEVICE, build  # noqa: E402
+from incremental_sync_bench import DEVICE, history_bundles  # noqa: E402
 
 # Run by the laid-out interpreter: import what a sync imports, then time main() alone.
 RUNNER = r'''
@@ -161,21 +160,7 @@ def main() -> None:
         fleet = work / "fleet.git"
         genv = {**{k: v for k, v in os.environ.items() if not k.startswith("GIT_")},
                 "GIT_CONFIG_NOSYSTEM": "1", "HOME": str(work)}
-        t0 = time.perf_counter()
-        ids = build(fleet, key, signers.read_bytes(), target, args.history + args.new)
-        old, new = ids[args.history - 1].decode(), ids[-1].decode()
-
-        def git(*argv: str) -> None:
-            subprocess.run(["git", "--git-dir", str(fleet), *argv], check=True, env=genv,
-                           capture_output=True)
-
-        git("update-ref", "refs/heads/main", old)
-        git("repack", "-adq")
-        git("bundle", "create", str(work / "old.bundle"), "main")
-        git("update-ref", "refs/heads/main", new)
-        git("bundle", "create", str(work / "new.bundle"), "main", f"^{old}")
-        print(f"history: {args.history} signed commits + {args.new} new, built in "
-              f"{time.perf_counter() - t0:.1f} s")
+        history_bundles(fleet, key, signers, target, args.history, args.new, genv)
         runner = work / "runner.py"
         runner.write_text(RUNNER)
         devices = {"this checkout": Device(work / "this", REPO_ROOT, signers, target),
