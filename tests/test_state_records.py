@@ -109,6 +109,10 @@ def test_a_record_is_a_value_that_cannot_be_changed_in_place():
     with pytest.raises(AttributeError):
         rec.status = {}  # type: ignore[misc]
     assert rec.ready and not record(2, "False").ready
+    # What a wakeup pass asks of every record, worked out when the record is made.
+    assert rec.spec_commit is None
+    moved = rec.with_status({**rec.status, "specCommit": "c2"})
+    assert moved.spec_commit == "c2" and moved.ready and rec.spec_commit is None
 
 
 def test_a_pass_that_keeps_every_record_reads_packs_and_writes_nothing(tmp_path):

@@ -23,7 +23,7 @@ A bad resource fails alone; the rest still apply.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from operator import attrgetter, methodcaller
+from operator import attrgetter
 from typing import Any, NamedTuple
 
 from giter_agent.core.errors import ResourceError
@@ -177,12 +177,12 @@ def _same_spec(specset: SpecSet, by_key: dict[str, Resource],
         _invalid_key(bad, by_key) for bad in s.invalid})
     if previous.keys() != keys:
         return False
-    # Every wakeup pass asks this of every record: map() keeps the loop out of Python.
-    return set(map(_SPEC_COMMIT, map(_STATUS, previous.values()))) <= {spec_commit}
+    # Every wakeup pass asks this of every record: map() keeps the loop out of Python,
+    # and each record worked out its status's specCommit when it was made.
+    return set(map(_SPEC_COMMIT, previous.values())) <= {spec_commit}
 
 
-_STATUS = attrgetter("status")
-_SPEC_COMMIT = methodcaller("get", "specCommit")
+_SPEC_COMMIT = attrgetter("spec_commit")
 
 
 def _with_dependents(keys: set[str], order: Order) -> set[str]:

@@ -53,7 +53,7 @@ class ResourceRecord:
     out once when a record is made, and ``with_status`` makes it again.
     """
 
-    __slots__ = (*_RECORD_FIELDS, "ready")
+    __slots__ = (*_RECORD_FIELDS, "ready", "spec_commit")
 
     kind: str | None
     name: str | None
@@ -65,9 +65,11 @@ class ResourceRecord:
     fingerprint: str | None  # of the validated spec, once it was in effect
     memory: dict[str, Any] | None  # what the kind asked to keep (Done.memory)
     backoff: Backoff | None
-    # Is its ``Ready`` condition True? Worked out once (the record is a value), as every
-    # pass asks it of every record.
+    # Is its ``Ready`` condition True, and the spec commit its status says it was made
+    # under (``specCommit``)? Worked out once (the record is a value), as every pass asks
+    # them of every record.
     ready: bool
+    spec_commit: Any
 
     def __init__(self, kind: str | None, name: str | None, path: str | None,
                  status: dict[str, Any] | None = None, spec: dict[str, Any] | None = None,
@@ -92,6 +94,7 @@ class ResourceRecord:
         put(self, "memory", memory)
         put(self, "backoff", backoff)
         put(self, "ready", ready)
+        put(self, "spec_commit", status.get("specCommit"))
 
     def __setattr__(self, name: str, value: Any) -> None:
         raise AttributeError(f"a ResourceRecord is a value: cannot set {name!r} "
@@ -113,7 +116,8 @@ class ResourceRecord:
         return f"ResourceRecord({shown})"
 
     def with_status(self, status: dict[str, Any]) -> ResourceRecord:
-        """The same record with another status document (``ready`` worked out anew)."""
+        """The same record with another status document (``ready`` and ``spec_commit``
+        worked out anew)."""
         return ResourceRecord(self.kind, self.name, self.path, status, self.spec,
                               self.document, self.invalid, self.fingerprint, self.memory,
                               self.backoff)
