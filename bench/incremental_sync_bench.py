@@ -35,6 +35,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
@@ -105,12 +106,32 @@ def build(repo_dir: Path, key, signers: bytes, target: Path, count: int) -> list
     return ids
 
 
+class History(NamedTuple):
+    """The fleet repository a bench syncs from, and what the device needs of it."""
 
-def history_bundles(fleet: Path, key, signers: Path, target: Path, history: int, new: int,
-                    genv: dict[str, str]) -> list[bytes]:
-    """``history`` + ``new`` signed commits in ``fleet``; beside it ``old.bundle`` (the
-    first ``history``, repacked as a device holds them) and ``new.bundle`` (the rest).
-    The ids of all the commits, oldest first."""
+    root: Path  # the files root of the device's config
+    target: Path  # the File resource's path
+    signers: Path  # allowed_signers naming the operator's key
+    genv: dict[str, str]  # the environment git runs in: no user or system config
+    ids: list[bytes]  # every commit, oldest first
+
+
+def history_bundles(work: Path, history: int, new: int,
+                    genv_extra: dict[str, str] | None = None) -> History:
+    """``history`` + ``new`` signed commits in ``work/fleet.git``; beside it
+    ``old.bundle`` (the first ``history``, repacked as a device holds them) and
+    ``new.bundle`` (the rest)."""
+    from giter_agent.trust import sshsig
+
+    root = work / "root"
+    root.mkdir()
+    target = root / "motd"
+    key = sshsig.generate_ed25519()
+    signers = work / "allowed_signers"
+    signers.write_text(f'ops namespaces="git" {sshsig.public_key_of(key).openssh()}\n')
+    fleet = work / "fleet.git"
+    genv = {**{k: v for k, v in os.environ.items() if not k.startswith("GIT_")},
+            "GIT_CONFIG_NOSYSTEM": "1", "HOME": str(work), **(genv_extra or {})}
     t0 = time.perf_counter()
     ids = build(fleet, key, signers.read_bytes(), target, history + new)
     old, tip = ids[history - 1].decode(), ids[-1].decode()
@@ -121,12 +142,13 @@ def history_bundles(fleet: Path, key, signers: Path, target: Path, history: int,
 
     git("update-ref", "refs/heads/main", old)
     git("repack", "-adq")
-    git("bundle", "create", str(fleet.parent / "old.bundle"), "main")
+    git("bundle", "create", str(work / "old.bundle"), "main")
     git("update-ref", "refs/heads/main", tip)
-    git("bundle", "create", str(fleet.parent / "new.bundle"), "main", f"^{old}")
+    git("bundle", "create", str(work / "new.bundle"), "main", f"^{old}")
     print(f"history: {history} signed commits + {new} new, built in "
           f"{time.perf_counter() - t0:.1f} s")
-    return ids
+    return History(root, target, signers, genv, ids)
+
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -136,23 +158,12 @@ def main() -> None:
     installed_layout.add_editable_flag(p)
     args = p.parse_args()
 
-    from giter_agent.trust import sshsig
-
     work = Path(tempfile.mkdtemp(prefix="incremental-sync-"))
     try:
-        root = work / "root"
-        root.mkdir()
-        target = root / "motd"
-        key = sshsig.generate_ed25519()
-        signers = work / "allowed_signers"
-        signers.write_text(f'ops namespaces="git" {sshsig.public_key_of(key).openssh()}\n')
-        fleet = work / "fleet.git"
-        genv = {**{k: v for k, v in os.environ.items() if not k.startswith("GIT_")},
-                "GIT_CONFIG_NOSYSTEM": "1", "HOME": str(work),
-                "GIT_CONFIG_GLOBAL": str(work / "gitconfig")}
+        root, target, signers, genv, ids = history_bundles(
+            work, args.history, args.new, {"GIT_CONFIG_GLOBAL": str(work / "gitconfig")})
         (work / "gitconfig").write_text(
             f"[gpg]\n\tformat = ssh\n[gpg \"ssh\"]\n\tallowedSignersFile = {signers}\n")
-        ids = history_bundles(fleet, key, signers, target, args.history, args.new, genv)
 
         config = work / "agent.toml"
         config.write_text(

@@ -147,20 +147,10 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=21)
     args = p.parse_args()
 
-    from giter_agent.trust import sshsig
-
     work = Path(tempfile.mkdtemp(prefix="sync-work-"))
     try:
-        root = work / "root"
-        root.mkdir()
-        target = root / "motd"
-        key = sshsig.generate_ed25519()
-        signers = work / "allowed_signers"
-        signers.write_text(f'ops namespaces="git" {sshsig.public_key_of(key).openssh()}\n')
-        fleet = work / "fleet.git"
-        genv = {**{k: v for k, v in os.environ.items() if not k.startswith("GIT_")},
-                "GIT_CONFIG_NOSYSTEM": "1", "HOME": str(work)}
-        history_bundles(fleet, key, signers, target, args.history, args.new, genv)
+        fleet = history_bundles(work, args.history, args.new)
+        signers, target = fleet.signers, fleet.target
         runner = work / "runner.py"
         runner.write_text(RUNNER)
         devices = {"this checkout": Device(work / "this", REPO_ROOT, signers, target),
