@@ -41,7 +41,7 @@ from __future__ import annotations
 import bisect
 import contextlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -211,13 +211,16 @@ def write_objects(store: Any, objects: list[ShaFile]) -> str | None:
     return _write_pack(Path(store.pack_dir), write_data, len(objects))
 
 
-def copy_objects(store: Any, packs: list[Pack], ids: set[bytes]) -> str | None:
+def copy_objects(store: Any, packs: list[Pack], ids: set[bytes],
+                 whole: Sequence[ShaFile] = ()) -> str | None:
     """Write the objects ``ids`` (hex) of ``packs`` into ``store`` as one durable pack,
-    their entries copied without inflating them (``history.pack_copy``)."""
+    their entries copied without inflating them (``history.pack_copy``), after the new
+    objects ``whole`` (in none of ``packs``), written whole."""
     from giter_agent.history import pack_copy
 
+    count = len(ids) + len(whole)
     return _write_pack(Path(store.pack_dir), lambda write: pack_copy.copy_packs(
-        write, packs, ids, len(ids), store, store.object_format), len(ids))
+        write, packs, ids, count, store, store.object_format, whole=whole), count)
 
 
 def write_merging(store: Any, objects: list[ShaFile], *, factor: int = FACTOR,
@@ -243,12 +246,8 @@ def write_merging(store: Any, objects: list[ShaFile], *, factor: int = FACTOR,
     merged = packs[:k - 1]
     new = {o.id for o in objects}
     ids: set[bytes] = {sha for pack in merged for sha in pack.index if sha not in new}  # hex
-    count = len(ids) + len(objects)
-    from giter_agent.history import pack_copy
-
     try:
-        name = _write_pack(Path(store.pack_dir), lambda write: pack_copy.copy_packs(
-            write, merged, ids, count, store, store.object_format, whole=objects), count)
+        name = copy_objects(store, merged, ids, whole=objects)
     except HistoryError:
         return write_objects(store, objects)  # the merge is left to consolidate()
     _retire(store, merged, name)
