@@ -15,6 +15,7 @@ document written into the signed status commit, whose fields kinds choose.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from operator import attrgetter
 from typing import Any, NamedTuple
 
 # -- one resource -------------------------------------------------------------------------
@@ -36,6 +37,7 @@ class Backoff(NamedTuple):
 
 _RECORD_FIELDS = ("kind", "name", "path", "status", "spec", "document", "invalid",
                   "fingerprint", "memory", "backoff")
+_record_fields = attrgetter(*_RECORD_FIELDS)
 
 
 class ResourceRecord:
@@ -106,10 +108,7 @@ class ResourceRecord:
     def __eq__(self, other: object) -> bool:  # unhashable, as a value holding dicts
         if not isinstance(other, ResourceRecord):
             return NotImplemented
-        return (self.kind, self.name, self.path, self.status, self.spec, self.document,
-                self.invalid, self.fingerprint, self.memory, self.backoff) == (
-            other.kind, other.name, other.path, other.status, other.spec, other.document,
-            other.invalid, other.fingerprint, other.memory, other.backoff)
+        return _record_fields(self) == _record_fields(other)
 
     def __repr__(self) -> str:
         shown = ", ".join(f"{name}={getattr(self, name)!r}" for name in _RECORD_FIELDS)
