@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from dulwich.errors import ApplyDeltaError, ChecksumMismatch, ObjectFormatException
-from dulwich.object_store import BaseObjectStore, DiskObjectStore, ObjectStoreGraphWalker
+from dulwich.object_store import DiskObjectStore, ObjectStoreGraphWalker
 from dulwich.objects import Blob, Commit, Tree, hex_to_sha
 from dulwich.pack import UnresolvedDeltas
 
@@ -39,9 +39,9 @@ from giter_agent.core.errors import (
 from giter_agent.history import bundle as bundle_format
 from giter_agent.history import commit_layout, pack_index
 from giter_agent.history import tree as tree_module
-from giter_agent.history.blob_stream import OFS_DELTA, REF_DELTA, entry_header
 from giter_agent.history.objects import has_object, oid, read_commit
 from giter_agent.history.walk import is_ancestor
+from giter_agent.history.walk_reader import WalkReader
 
 if TYPE_CHECKING:
     from giter_agent.history.store import Caps
@@ -49,95 +49,6 @@ if TYPE_CHECKING:
 _LOCK_NAME = "lock"
 _GITLINK_MODE = 0o160000
 _TYPE_NAMES = {1: "commit", 2: "tree", 3: "blob", 4: "tag"}
-
-
-class _TypeReader:
-    """Objects' types, read from their pack entries' headers (following delta bases)
-    without inflating them: a tree may name megabytes of blobs. The store's own packs
-    first, then its alternates' (the main store behind a quarantine); a loose object is
-    read whole. Pack lists and open pack files are kept for one walk; ``close()`` ends it.
-
-    The walk also asks it where an object is (``in_packs``) and reads the quarantine's
-    own objects (``get_raw``) straight from those packs' indexes: through the store,
-    each miss in the main store (every new object is one) lists the pack folder again
-    and tries a loose file, and each read checks for a multi-pack index first.
-    """
-
-    def __init__(self, store: BaseObjectStore) -> None:
-        self._store = store
-        self._packs = [list(getattr(where, "packs", ()))
-                       for where in (store, *getattr(store, "alternates", ()))]
-        self._files: dict[str, BinaryIO] = {}
-        self._readers: list[Any] | None = None
-
-    def close(self) -> None:
-        for fh in self._files.values():
-            fh.close()
-        self._files.clear()
-
-    def in_packs(self, binsha: bytes, where: int) -> bool:
-        """Whether ``binsha`` is in the packs of the store (``where`` 0) or of its
-        alternate number ``where`` - 1, as they were when the walk began."""
-        for pack in self._packs[where] if where < len(self._packs) else ():
-            try:
-                pack.index.object_offset(binsha)
-            except KeyError:
-                continue
-            return True
-        return False
-
-    def get_raw(self, sha: bytes) -> tuple[int, bytes]:
-        """(type, bytes) of ``sha`` from the store's own packs (``history.pack_read``),
-        else through the store."""
-        if self._readers is None:
-            from giter_agent.history.pack_read import PackReader
-
-            self._readers = []
-            for pack in self._packs[0]:
-                try:
-                    self._readers.append(PackReader(pack))
-                except AttributeError:  # a dulwich that keeps no mapping: its own reader
-                    self._readers.append(pack)
-        binsha = hex_to_sha(oid(sha))
-        for reader in self._readers:
-            try:
-                return reader.get_raw(binsha)
-            except KeyError:
-                continue
-        return self._store.get_raw(oid(sha))
-
-    def type_of(self, sha: bytes, depth: int = 0) -> int:
-        """The type number of ``sha``; KeyError when nobody has it."""
-        binsha = hex_to_sha(oid(sha))
-        for pack_list in self._packs:
-            for pack in pack_list:
-                try:
-                    offset = pack.index.object_offset(binsha)
-                except KeyError:
-                    continue
-                return self._type_at(pack._data_path, offset, sha, depth)
-        return self._store.get_raw(oid(sha))[0]
-
-    def _type_at(self, path: str, offset: int, sha: bytes, depth: int) -> int:
-        fh = self._files.get(path)
-        if fh is None:
-            fh = self._files[path] = open(path, "rb")  # noqa: SIM115 - closed by close()
-        while True:
-            if depth > 64:
-                raise HistoryError(f"object {_hex(sha)}: delta chain deeper than 64",
-                                   reason="CorruptBundle")
-            # The one strict pack-entry reader (bounds checked: a malformed header is
-            # CorruptObject, never an IndexError).
-            kind, _size, _data, base = entry_header(fh, offset, sha)
-            if kind == REF_DELTA:
-                assert isinstance(base, bytes)
-                return self.type_of(base.hex().encode(), depth + 1)
-            if kind != OFS_DELTA:
-                return kind
-            assert isinstance(base, int)
-            offset = base
-            depth += 1
-
 
 
 class _QuarantineStore(DiskObjectStore):
@@ -468,7 +379,7 @@ class Gate:
         main = self.object_store
         seen: set[bytes] = set()
         quarantined: set[bytes] = set()
-        types = _TypeReader(store)
+        types = WalkReader(store)
 
         def new(sha: bytes, what: str) -> bool:
             """True if ``sha`` is only in quarantine (walk on), False if accepted (stop)."""
@@ -521,7 +432,7 @@ class Gate:
     @staticmethod
     def _check_tree(store: DiskObjectStore, tree_id: bytes, commit: bytes,
                     new: Callable[[bytes, str], bool], deadline: Budget,
-                    types: _TypeReader) -> None:
+                    types: WalkReader) -> None:
         """Every new tree below ``tree_id`` is one git calls sound, and names objects of
         the type its modes say; the new ones are walked on (HistoryError otherwise)."""
         trees = [tree_id]
