@@ -2,6 +2,6 @@
 
 import sys
 
-from giter_agent.cli.main import main
+from giter_agent.cli.main import entry
 
-sys.exit(main())
+sys.exit(entry())

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from giter_agent.core import errors
-from giter_agent.core.errors import GiterError, Reason
+from giter_agent.core.errors import REASONS, GiterError, Reason
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCES = sorted([*ROOT.joinpath("agent").rglob("*.py"), *ROOT.joinpath("tools").rglob("*.py")])
@@ -66,15 +66,21 @@ def _reason_literals(tree: ast.Module) -> list[tuple[int, str]]:
 @pytest.mark.parametrize("path", SOURCES, ids=lambda p: str(p.relative_to(ROOT)))
 def test_every_reason_an_error_carries_is_a_member_of_reason(path):
     unknown = [(line, r) for line, r in _reason_literals(ast.parse(path.read_text()))
-               if r not in Reason.__members__]
+               if r not in REASONS]
     assert unknown == [], f"add these to core.errors.Reason: {unknown}"
+
+
+def test_every_reason_is_its_own_name():
+    names = [name for name in vars(Reason) if not name.startswith("_")]
+    assert len(names) > 100 and {getattr(Reason, name) for name in names} == REASONS
+    assert [name for name in names if getattr(Reason, name) != name] == []
 
 
 def test_every_error_class_reason_is_a_member_of_reason():
     for name in errors.__all__:
         cls = getattr(errors, name)
         if isinstance(cls, type) and issubclass(cls, GiterError):
-            assert cls.reason in Reason.__members__, name
+            assert cls.reason in REASONS, name
 
 
 def test_callers_branch_on_classes():

@@ -76,5 +76,13 @@ def main(argv: list[str] | None = None) -> int:
     return run("giter-agent", args, argv)
 
 
+def entry() -> int:
+    """The ``giter-agent`` process (console script, Debian launcher, ``python -m``):
+    ``main`` as its one job (``giter_agent.core.lifetime``)."""
+    from giter_agent.core.lifetime import one_job
+
+    return one_job(main)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(entry())

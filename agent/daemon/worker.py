@@ -98,4 +98,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from giter_agent.core.lifetime import one_job
+
+    sys.exit(one_job(main))

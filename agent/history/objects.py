@@ -33,7 +33,7 @@ def has_object(store: Any, sha: bytes) -> bool:
     return ObjectID(sha) in store
 
 
-def _read(store: Any, sha: bytes, cls: type[_T], reason: Reason) -> _T:
+def _read(store: Any, sha: bytes, cls: type[_T], reason: str) -> _T:
     obj = store[ObjectID(sha)]
     if not isinstance(obj, cls):
         raise HistoryError(f"{sha.decode(errors='replace')} is a {obj.type_name.decode()}, "

@@ -35,5 +35,13 @@ def main(argv: list[str] | None = None) -> int:
     return run("giter-bundle", _parser().parse_args(argv))
 
 
+def entry() -> int:
+    """The ``giter-bundle`` process: ``main`` as its one job
+    (``giter_agent.core.lifetime``)."""
+    from giter_agent.core.lifetime import one_job
+
+    return one_job(main)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(entry())

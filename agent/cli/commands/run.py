@@ -24,6 +24,7 @@ def run(args: argparse.Namespace) -> int:
     import logging
 
     from giter_agent.cli.commands import load_config
+    from giter_agent.core.lifetime import long_lived
     from giter_agent.daemon import logs
     from giter_agent.daemon.loop import Daemon
     from giter_agent.daemon.sd_notify import Notifier
@@ -31,6 +32,7 @@ def run(args: argparse.Namespace) -> int:
     from giter_agent.device.board import load_board, make_pin_factory
     from giter_agent.device.status_led import StatusLed
 
+    long_lived()  # the daemon: Python's own collector thresholds
     config = load_config(args)
     board = load_board(config.board, config.source.resolve().parent if config.source else None)
     factory = make_pin_factory(board)

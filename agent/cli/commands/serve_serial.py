@@ -29,9 +29,11 @@ def run(args: argparse.Namespace) -> int:
 
     from giter_agent.cli.commands import load_config
     from giter_agent.core.errors import ConfigError
+    from giter_agent.core.lifetime import long_lived
     from giter_agent.sync.agent import Agent
     from giter_agent.transport.serial.endpoint import SerialEndpoint, configured_port
 
+    long_lived()  # serves the port until stopped: Python's own collector thresholds
     config = load_config(args)
     agent = Agent(config)
     port = args.port or configured_port(agent)
