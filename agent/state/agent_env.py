@@ -30,8 +30,10 @@ LIB = "lib"
 # path after an environment's own folder (found, never imported).
 _LIBRARIES = ("dulwich", "yaml", "msgpack", "cryptography", "gpiozero", "colorzero",
               "serial", "urllib3", "typing_extensions")
+# The environment's own ``entry`` (``core.lifetime``); an agent older than it has ``main``.
 _LAUNCH = ("import os, sys; p = sys.argv[1].split(os.pathsep); del sys.argv[1]; "
-           "sys.path[0:0] = p; from giter_agent.cli.main import main; sys.exit(main())")
+           "sys.path[0:0] = p; import giter_agent.cli.main as m; "
+           "sys.exit(getattr(m, 'entry', m.main)())")
 
 
 def running_env() -> str | None:
