@@ -135,7 +135,7 @@ class TreeArtifacts:
 
     @staticmethod
     def _typed(path: str, exc: GiterError) -> ArtifactError:
-        reasons: dict[str, Reason] = {Reason.FileTooLarge: Reason.ArtifactTooLarge,
+        reasons: dict[str, str] = {Reason.FileTooLarge: Reason.ArtifactTooLarge,
                                       Reason.UnsafeTreeEntry: Reason.ArtifactNotAFile,
                                       Reason.MissingObject: Reason.ArtifactMissing}
         reason = reasons.get(exc.reason, Reason.ArtifactCorrupt)
