@@ -216,11 +216,12 @@ def run_update(src: Path, mib: int, work: Path, floor: Measured) -> None:
 
 
 def main() -> None:
-    if len(sys.argv) > 1 and sys.argv[1] == "--child-import":
-        child_import(*sys.argv[2:5])
-        return
-    if len(sys.argv) > 1 and sys.argv[1] == "--child-apply":
-        child_apply(*sys.argv[2:5])
+    # A child is a process with one job, as the agent's are (giter_agent.core.lifetime).
+    if len(sys.argv) > 1 and sys.argv[1] in ("--child-import", "--child-apply"):
+        from giter_agent.core.lifetime import one_job
+
+        job = child_import if sys.argv[1] == "--child-import" else child_apply
+        one_job(lambda: job(*sys.argv[2:5]) or 0)
         return
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--mib", type=int, nargs="+", default=[1, 64, 256])
