@@ -103,3 +103,31 @@ def test_the_process_runs_with_the_job_threshold():
     out = subprocess.run([sys.executable, "-c", probe], check=True, capture_output=True,
                          text=True).stdout
     assert out.strip() == str(lifetime.JOB_THRESHOLD)
+
+
+def _process(module: str, *args: object) -> str:
+    """``main`` of ``module`` run as a process of its own under Python's development
+    mode, with the collector Python gives it: stderr, which must hold no warning of a
+    file left open (one the process's end would leave to the collector)."""
+    code = f"import sys; from {module} import main; sys.exit(main())"
+    proc = subprocess.run([sys.executable, "-X", "dev", "-W", "always::ResourceWarning",
+                           "-c", code, *map(str, args)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "ResourceWarning" not in proc.stderr and "unclosed" not in proc.stderr, proc.stderr
+    return proc.stdout
+
+
+def test_a_sneakernet_round_leaves_no_file_open_at_exit(tmp_path, fleet, stick):
+    # What makes freezing at exit safe: every file a job writes is closed before it
+    # ends, none is left for a last collection to flush.
+    from support.fleet import enrolled, motd
+
+    (pi,) = enrolled(fleet, tmp_path, "pi-a")
+    fleet.write("devices/pi-a/motd.yaml", motd(pi, "hello\n"))
+    fleet.ok("commit", "-m", "welcome")
+    _process("giter_bundle.cli", "-C", fleet.root, "create", stick)
+    _process("giter_agent.cli.main", "-c", pi.config, "sync", "--usb", stick)
+    assert pi.motd() == "hello\n"
+    assert "ACCEPTED" in _process("giter_bundle.cli", "-C", fleet.root, "import", stick)
+    assert "pi-a" in _process("giter_bundle.cli", "-C", fleet.root, "status")
+    _process("giter_agent.cli.main", "-c", pi.config, "status")
