@@ -13,11 +13,12 @@ import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, NamedTuple
+from typing import Any
 
 from giter_agent.config.settings import SECTION_KEYS, SettingsConfig, parse_section
 from giter_agent.core.errors import ConfigError
 from giter_agent.core.layout import status_ref
+from giter_agent.core.named_tuple import NamedTuple
 
 NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
 # A conservative subset of git's ref-name rules: what a branch name in a fleet repo needs.

@@ -11,7 +11,9 @@ interval through ``Context.effective_settings()``.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
+
+from giter_agent.core.named_tuple import NamedTuple
 
 if TYPE_CHECKING:
     from giter_agent.config.agent_toml import Config

@@ -10,7 +10,8 @@ off. Used by the daemon; the failure count lives in ``state.network``.
 from __future__ import annotations
 
 import random
-from typing import NamedTuple
+
+from giter_agent.core.named_tuple import NamedTuple
 
 
 class Backoff(NamedTuple):

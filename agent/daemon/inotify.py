@@ -11,7 +11,8 @@ import ctypes
 import errno
 import os
 import struct
-from typing import NamedTuple
+
+from giter_agent.core.named_tuple import NamedTuple
 
 IN_MODIFY = 0x00000002
 IN_ATTRIB = 0x00000004

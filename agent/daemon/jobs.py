@@ -8,7 +8,9 @@ reads one job from its request, loads none of what the triggers wait with (inoti
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any
+
+from giter_agent.core.named_tuple import NamedTuple
 
 # Job kinds, in the order the daemon runs them when several are waiting.
 USB, NETWORK, RECONCILE = "usb", "network", "reconcile"

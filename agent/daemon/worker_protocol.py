@@ -20,9 +20,10 @@ NamedTuple, the outcome (filled in as the pass goes) a plain class.
 from __future__ import annotations
 
 import json
-from typing import Any, NamedTuple
+from typing import Any
 
 from giter_agent.core.errors import GiterError, LockedError, WorkerError
+from giter_agent.core.named_tuple import NamedTuple
 from giter_agent.daemon.jobs import Job
 from giter_agent.state.records import NetworkRecord
 from giter_agent.status.report import SyncReport

@@ -12,9 +12,10 @@ from __future__ import annotations
 import re
 import tomllib
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 from giter_agent.core.errors import ConfigError
+from giter_agent.core.named_tuple import NamedTuple
 
 FACTORIES = ("mock", "lgpio", "rpigpio", "pigpio", "native")
 PIN_NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")

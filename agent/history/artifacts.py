@@ -29,10 +29,11 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Any, BinaryIO, NamedTuple
+from typing import Any, BinaryIO
 
 from giter_agent.core.errors import ArtifactError, GiterError, HistoryError, Reason, TreeError
 from giter_agent.core.layout import artifact_path
+from giter_agent.core.named_tuple import NamedTuple
 from giter_agent.history.tree import file_id, list_files
 
 SHA256_HEX = r"[0-9a-f]{64}"

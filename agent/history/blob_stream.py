@@ -38,9 +38,10 @@ import os
 import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO, Any, BinaryIO, NamedTuple
+from typing import IO, Any, BinaryIO
 
 from giter_agent.core.errors import HistoryError, Reason
+from giter_agent.core.named_tuple import NamedTuple
 
 CHUNK = 1 << 16
 SMALL_BASE = 1 << 20  # a delta base up to this size is kept in memory, not spooled

@@ -19,10 +19,11 @@ import stat
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import BinaryIO, NamedTuple
+from typing import BinaryIO
 
 from giter_agent.core.durable import atomic_writer, shown
 from giter_agent.core.errors import BundleError, UnreadableBundle
+from giter_agent.core.named_tuple import NamedTuple
 
 SIGNATURES = {b"# v2 git bundle\n": 2, b"# v3 git bundle\n": 3}
 

@@ -13,9 +13,9 @@ the check that the armour is exactly what ``ssh-keygen -Y sign`` writes.
 from __future__ import annotations
 
 import re
-from typing import NamedTuple
 
 from giter_agent.core.errors import TrustError
+from giter_agent.core.named_tuple import NamedTuple
 
 _HEX40 = re.compile(rb"[0-9a-f]{40}")
 # "Name <email> seconds +hhmm", as git writes it; fsck's rule, a little looser on the name.

@@ -43,7 +43,7 @@ import contextlib
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 from dulwich.object_store import DiskObjectStore
 from dulwich.objects import ObjectID, ShaFile
@@ -57,6 +57,7 @@ from dulwich.pack import (
 
 from giter_agent.core.durable import fsync_dir, scratch_file
 from giter_agent.core.errors import HistoryError
+from giter_agent.core.named_tuple import NamedTuple
 
 FACTOR = 2  # each kept pack holds at least this many times all smaller ones together
 LOOSE_THRESHOLD = 256  # loose objects are packed once there are this many

@@ -24,12 +24,13 @@ import functools
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 from giter_agent.core.budget import Budget
 from giter_agent.core.durable import fsync_dir, fsync_tree, mkdir_durable
 from giter_agent.core.errors import HistoryError
 from giter_agent.core.log import get_logger
+from giter_agent.core.named_tuple import NamedTuple
 from giter_agent.history import bundle, ref_files
 from giter_agent.history.walk import is_ancestor
 

@@ -17,12 +17,13 @@ import re
 import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from giter_agent.config.agent_toml import Services
 from giter_agent.config.settings import Settings, SettingsConfig, resolve
 from giter_agent.core.digest import sha256_hex
 from giter_agent.core.errors import ResourceError
+from giter_agent.core.named_tuple import NamedTuple
 from giter_agent.core.times import rfc3339 as rfc3339  # re-exported: the kinds stamp status with it
 from giter_agent.kinds.fields import Field, check_types
 from giter_agent.spec import windows

@@ -25,10 +25,11 @@ import signal
 import subprocess
 import tempfile
 import time
-from typing import Any, NamedTuple
+from typing import Any
 
 from giter_agent.config.agent_toml import NAME_RE
 from giter_agent.core.errors import CommandTimedOut
+from giter_agent.core.named_tuple import NamedTuple
 from giter_agent.kinds.base import (
     Context,
     Done,

@@ -15,9 +15,10 @@ Called by ``giter_agent.kinds.*`` (validate) and ``giter_agent.kinds.schema``.
 from __future__ import annotations
 
 import re
-from typing import Any, NamedTuple
+from typing import Any
 
 from giter_agent.core.errors import ResourceError
+from giter_agent.core.named_tuple import NamedTuple
 
 _TYPES = ("string", "number", "integer", "boolean", "array", "object")
 

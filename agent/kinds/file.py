@@ -21,13 +21,14 @@ import os
 import stat
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, ClassVar
 
 from giter_agent.core.digest import sha256_hex
 from giter_agent.core.durable import UnsafePath, atomic_writer, fsync_fd, open_dir_under
 from giter_agent.core.errors import ArtifactError, ResourceError
 from giter_agent.core.layout import artifact_path
 from giter_agent.core.log import get_logger
+from giter_agent.core.named_tuple import NamedTuple
 from giter_agent.kinds.base import (
     Context,
     Done,

@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any
 from urllib.parse import urlsplit
 
 from giter_agent.core.durable import shown
+from giter_agent.core.named_tuple import NamedTuple
 from giter_agent.kinds.base import Context, Failed
 
 MAX_OUTPUT = 1024

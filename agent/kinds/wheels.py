@@ -30,10 +30,11 @@ import re
 import stat
 import zipfile
 from collections.abc import Iterable, Mapping
-from typing import BinaryIO, NamedTuple
+from typing import BinaryIO
 
 from giter_agent.core.durable import fsync_folders_under, open_dir_under
 from giter_agent.core.errors import ArtifactError, Reason
+from giter_agent.core.named_tuple import NamedTuple
 
 _NAME = re.compile(r"(?P<dist>[A-Za-z0-9][A-Za-z0-9_.]*)-(?P<version>[A-Za-z0-9_.!+]+)"
                    r"(?:-[0-9][A-Za-z0-9_.]*)?-(?P<py>[a-z0-9_.]+)-(?P<abi>[a-z0-9_.]+)"

@@ -24,10 +24,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from operator import attrgetter
-from typing import Any, NamedTuple
+from typing import Any
 
 from giter_agent.core.errors import ResourceError
 from giter_agent.core.log import get_logger
+from giter_agent.core.named_tuple import NamedTuple
 from giter_agent.kinds.base import (
     Common,
     Condition,

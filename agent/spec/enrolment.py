@@ -19,10 +19,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Any, NamedTuple
+from typing import Any
 
 from giter_agent.config.agent_toml import NAME_RE
 from giter_agent.core.errors import ResourceError
+from giter_agent.core.named_tuple import NamedTuple
 from giter_agent.core.yaml_policy import dump_yaml, load_yaml
 from giter_agent.spec.selectors import check_labels
 

@@ -26,9 +26,10 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Any, NamedTuple
+from typing import Any
 
 from giter_agent.core.errors import ResourceError
+from giter_agent.core.named_tuple import NamedTuple
 
 Scalar = str | int | float | bool
 VALUE_KEY_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?")

@@ -13,10 +13,11 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 from giter_agent.core.errors import ResourceError
 from giter_agent.core.layout import DEVICE_FOLDER, FLEET_FOLDER, resource_prefixes
+from giter_agent.core.named_tuple import NamedTuple
 from giter_agent.core.yaml_policy import MAX_DOCUMENT_BYTES, dump_yaml, load_yaml
 
 if TYPE_CHECKING:

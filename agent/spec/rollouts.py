@@ -32,10 +32,11 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Mapping
-from typing import Any, NamedTuple
+from typing import Any
 
 from giter_agent.core.errors import ResourceError, TreeError
 from giter_agent.core.layout import ROLLOUT_FOLDER
+from giter_agent.core.named_tuple import NamedTuple
 from giter_agent.core.yaml_policy import dump_yaml, load_yaml
 from giter_agent.spec.selectors import Selector, parse_selector
 

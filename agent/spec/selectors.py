@@ -24,9 +24,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Any, NamedTuple
+from typing import Any
 
 from giter_agent.core.errors import ResourceError
+from giter_agent.core.named_tuple import NamedTuple
 
 LABEL_RE = re.compile(r"[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?")
 OPERATORS = ("In", "NotIn", "Exists", "DoesNotExist")

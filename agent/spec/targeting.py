@@ -20,7 +20,7 @@ the two can never disagree:
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any
 
 from giter_agent.core.errors import GiterError, ResourceError, TreeError
 from giter_agent.core.layout import (
@@ -32,6 +32,7 @@ from giter_agent.core.layout import (
     label_values_path,
     resource_prefixes,
 )
+from giter_agent.core.named_tuple import NamedTuple
 from giter_agent.core.yaml_policy import load_yaml
 from giter_agent.spec.enrolment import DeviceRecord, parse_device_record
 from giter_agent.spec.placeholders import VALUE_KEY_RE, Scalar, Scope, render, uses_placeholders

@@ -26,9 +26,10 @@ from __future__ import annotations
 
 import re
 from datetime import date, datetime, time, timedelta, tzinfo
-from typing import Any, NamedTuple
+from typing import Any
 
 from giter_agent.core.errors import ResourceError
+from giter_agent.core.named_tuple import NamedTuple
 
 KIND = "MaintenanceWindow"
 DEFAULT_WINDOW_FIELD = "defaultWindow"  # of the Agent resource: every resource's default

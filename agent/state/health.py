@@ -18,8 +18,9 @@ The first that applies wins, in that order. ``reason`` and ``message`` say why.
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any
 
+from giter_agent.core.named_tuple import NamedTuple
 from giter_agent.state.records import NetworkRecord
 
 SYNCING, REFUSED, ERROR, OFFLINE, STALE, IN_SYNC = (

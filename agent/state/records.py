@@ -16,7 +16,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from operator import attrgetter
-from typing import Any, NamedTuple
+from typing import Any
+
+from giter_agent.core.named_tuple import NamedTuple
 
 # -- one resource -------------------------------------------------------------------------
 

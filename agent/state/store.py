@@ -16,10 +16,11 @@ import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 from giter_agent.core.durable import atomic_write
 from giter_agent.core.errors import GiterError, LockedError
+from giter_agent.core.named_tuple import NamedTuple
 from giter_agent.state.records import NetworkRecord, ResourceRecord
 
 FORMAT = 1

@@ -7,8 +7,7 @@ they sit below the sync layer and import this, never the ``Agent`` itself.
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
+from giter_agent.core.named_tuple import NamedTuple
 from giter_agent.state.records import NetworkRecord, ResourceRecord
 
 __all__ = ["EXIT_NOT_READY", "EXIT_OFFLINE", "EXIT_OK", "EXIT_REFUSED", "EXIT_USAGE",

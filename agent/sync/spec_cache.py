@@ -22,10 +22,11 @@ msgpack does not give back exactly (a YAML timestamp, a set) is not cached at al
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 from giter_agent.core.durable import atomic_write
 from giter_agent.core.log import get_logger
+from giter_agent.core.named_tuple import NamedTuple
 from giter_agent.spec.resources import Invalid, Resource, SpecSet
 
 FORMAT = 2  # 2: the commit's facts kept beside its spec

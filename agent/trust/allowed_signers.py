@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import NamedTuple
 
 from giter_agent.core.errors import TrustError
+from giter_agent.core.named_tuple import NamedTuple
 from giter_agent.trust.sshsig import PublicKey
 
 # Past this a trust file is a mistake or an attack, never a fleet's signer list.

@@ -30,7 +30,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from giter_agent.core.errors import (
     BundleError,
@@ -41,6 +41,7 @@ from giter_agent.core.errors import (
     TrustError,
     UnreadableBundle,
 )
+from giter_agent.core.named_tuple import NamedTuple
 
 if TYPE_CHECKING:
     from giter_agent.history.store import History, Quarantine

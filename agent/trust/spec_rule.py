@@ -31,11 +31,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import Any
 
 from giter_agent.core.budget import Budget
 from giter_agent.core.errors import TrustError
 from giter_agent.core.layout import BRANCH_TRAILER
+from giter_agent.core.named_tuple import NamedTuple
 from giter_agent.history.walk import parents as parents_in
 from giter_agent.trust import signed_commit, sshsig
 from giter_agent.trust.checked_objects import CheckedReader, refuse

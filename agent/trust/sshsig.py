@@ -17,10 +17,12 @@ import functools
 import hashlib
 import struct
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from giter_agent.core.named_tuple import NamedTuple
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives import hashes

@@ -11,10 +11,10 @@ Used by ``trust.spec_rule``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import NamedTuple
 
 from giter_agent.core.errors import TrustError
 from giter_agent.core.layout import POLICY_FILE_PARTS, TRUST_FILE_PARTS
+from giter_agent.core.named_tuple import NamedTuple
 from giter_agent.trust import allowed_signers as signers_file
 from giter_agent.trust.checked_objects import (
     DIR_MODE,
