@@ -336,7 +336,7 @@ def _commands(raw: Any, fail: Any) -> dict[str, tuple[str, ...]]:
     return allowed
 
 
-_UNIT_PATTERN = re.compile(r"[A-Za-z0-9:_.@*?\[\]!-]{1,200}")
+_UNIT_PATTERN = r"[A-Za-z0-9:_.@*?\[\]!-]{1,200}"  # compiled when first used (re's cache)
 
 
 def _services(raw: dict[str, Any], fail: Any) -> Services:
@@ -345,7 +345,7 @@ def _services(raw: dict[str, Any], fail: Any) -> Services:
     for key in ("allowed", "force"):
         value = raw.get(key, [])
         if not isinstance(value, list) or not all(
-                isinstance(v, str) and _UNIT_PATTERN.fullmatch(v) and not v.startswith("-")
+                isinstance(v, str) and re.fullmatch(_UNIT_PATTERN, v) and not v.startswith("-")
                 for v in value):
             raise fail(f"services.{key}", "must be a list of systemd unit names"
                        + (" or glob patterns like \"kiosk-*.service\"" if key == "allowed"
@@ -357,13 +357,13 @@ def _services(raw: dict[str, Any], fail: Any) -> Services:
     return Services(**lists)
 
 
-_PACKAGE_PATTERN = re.compile(r"[a-z0-9*?][a-z0-9+.*?-]{0,99}")
+_PACKAGE_PATTERN = r"[a-z0-9*?][a-z0-9+.*?-]{0,99}"  # compiled when first used
 
 
 def _packages(value: Any, fail: Any) -> tuple[str, ...]:
     """``[packages] allowed``: Debian package names or glob patterns (``kiosk-*``)."""
     if not isinstance(value, list) or not all(
-            isinstance(v, str) and _PACKAGE_PATTERN.fullmatch(v) for v in value):
+            isinstance(v, str) and re.fullmatch(_PACKAGE_PATTERN, v) for v in value):
         raise fail("packages.allowed", "must be a list of Debian package names or glob "
                    f"patterns like \"kiosk-*\", got {value!r}")
     return tuple(value)

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 
 from giter_agent.core.errors import UsageError
 
-_DURATION = re.compile(r"(\d+)([smhdw]?)")
+_DURATION = r"(\d+)([smhdw]?)"  # compiled when first used (re's cache)
 _UNIT = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
@@ -26,7 +26,7 @@ def parse_duration(text: str) -> int:
     """Seconds from ``90``, ``45s``, ``30m``, ``2h``, ``1d``, ``1w`` or ``1h30m``."""
     spec = text.strip().lower()
     total, pos = 0, 0
-    for match in _DURATION.finditer(spec):
+    for match in re.finditer(_DURATION, spec):
         if match.start() != pos:
             break
         total += int(match.group(1)) * _UNIT[match.group(2)]

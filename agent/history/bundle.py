@@ -33,7 +33,7 @@ MAX_LINE_BYTES = 8192
 MAX_HEADER_BYTES = 1 << 20
 
 _HEX_ID = re.compile(rb"[0-9a-f]{40}")
-_CAPABILITY_KEY = re.compile(rb"[A-Za-z0-9-]+")
+_CAPABILITY_KEY = rb"[A-Za-z0-9-]+"  # compiled when first used (re's cache)
 
 # Pack object type numbers (gitformat-pack).
 _COMMIT, _TREE, _BLOB, _TAG, _OFS_DELTA, _REF_DELTA = 1, 2, 3, 4, 6, 7
@@ -135,7 +135,7 @@ def read_header(fh: BinaryIO, *, max_header_bytes: int = MAX_HEADER_BYTES) -> Bu
             if section > 0:
                 raise _malformed(lineno, "capability after prerequisites or references")
             key, sep, value = line[1:].partition(b"=")
-            if not _CAPABILITY_KEY.fullmatch(key):
+            if not re.fullmatch(_CAPABILITY_KEY, key):
                 raise _malformed(lineno, f"bad capability name {key!r}")
             if key in capabilities:
                 raise _malformed(lineno, f"capability {show_name(key)} given twice")

@@ -32,7 +32,7 @@ from giter_agent.core.errors import ResourceError
 from giter_agent.core.named_tuple import NamedTuple
 
 Scalar = str | int | float | bool
-VALUE_KEY_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?")
+VALUE_KEY_PATTERN = r"[A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?"  # compiled when first used
 NAMESPACES = ("device", "labels", "values")
 # ``$${`` (an escape), or ``${`` + one of our namespaces + ``.``: everything else is text.
 _TOKEN = re.compile(r"\$\$\{|\$\{(device|labels|values)\.")

@@ -29,7 +29,7 @@ from typing import Any
 from giter_agent.core.errors import ResourceError
 from giter_agent.core.named_tuple import NamedTuple
 
-LABEL_RE = re.compile(r"[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?")
+LABEL_PATTERN = r"[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?"  # compiled when first used (re's cache)
 OPERATORS = ("In", "NotIn", "Exists", "DoesNotExist")
 MAX_LABELS = 64
 
@@ -37,7 +37,7 @@ MAX_LABELS = 64
 def check_label(key: Any, value: Any, where: str) -> tuple[str, str]:
     """One ``key: value`` label, or ``ResourceError(InvalidLabels)`` saying what is wrong."""
     for what, text in (("key", key), ("value", value)):
-        if not isinstance(text, str) or not LABEL_RE.fullmatch(text):
+        if not isinstance(text, str) or not re.fullmatch(LABEL_PATTERN, text):
             raise ResourceError(f"{where}: label {what} {text!r} must be lower-case letters, "
                                 "digits, '.', '_' or '-', starting and ending with a letter "
                                 "or digit (max 63)", reason="InvalidLabels")
@@ -125,13 +125,14 @@ def parse_selector(raw: Any, where: str) -> Selector:
         if not isinstance(expr, dict) or set(expr) - {"key", "operator", "values"}:
             raise bad(f"{at} must be a mapping of key, operator and values")
         key, op, values = expr.get("key"), expr.get("operator"), expr.get("values")
-        if not isinstance(key, str) or not LABEL_RE.fullmatch(key):
+        if not isinstance(key, str) or not re.fullmatch(LABEL_PATTERN, key):
             raise bad(f"{at}.key {key!r} is not a label key")
         if op not in OPERATORS:
             raise bad(f"{at}.operator {op!r} must be one of {', '.join(OPERATORS)}")
         if op in ("In", "NotIn"):
             if (not isinstance(values, list) or not values
-                    or not all(isinstance(v, str) and LABEL_RE.fullmatch(v) for v in values)):
+                    or not all(isinstance(v, str) and re.fullmatch(LABEL_PATTERN, v)
+                               for v in values)):
                 raise bad(f"{at}: {op} needs a non-empty list of label values")
             reqs.append(Requirement(key, op, tuple(values)))
         else:

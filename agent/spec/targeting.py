@@ -20,6 +20,7 @@ the two can never disagree:
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from giter_agent.core.errors import GiterError, ResourceError, TreeError
@@ -35,7 +36,13 @@ from giter_agent.core.layout import (
 from giter_agent.core.named_tuple import NamedTuple
 from giter_agent.core.yaml_policy import load_yaml
 from giter_agent.spec.enrolment import DeviceRecord, parse_device_record
-from giter_agent.spec.placeholders import VALUE_KEY_RE, Scalar, Scope, render, uses_placeholders
+from giter_agent.spec.placeholders import (
+    VALUE_KEY_PATTERN,
+    Scalar,
+    Scope,
+    render,
+    uses_placeholders,
+)
 from giter_agent.spec.resources import Invalid, SpecSet, select
 
 MAX_FILE_BYTES = 2 * 2**20  # per resource file, as the agent has always read them
@@ -64,7 +71,7 @@ def parse_values(data: bytes, path: str) -> dict[str, Scalar]:
                             reason="InvalidValues")
     out: dict[str, Scalar] = {}
     for key, value in doc.items():
-        if not isinstance(key, str) or not VALUE_KEY_RE.fullmatch(key):
+        if not isinstance(key, str) or not re.fullmatch(VALUE_KEY_PATTERN, key):
             raise ResourceError(f"{path}: key {key!r} must be letters, digits, '.', '_' or "
                                 "'-' (max 63)", reason="InvalidValues")
         if not isinstance(value, str | int | float | bool):

@@ -41,7 +41,7 @@ MAX_WINDOWS = 32
 # A clock earlier than this is a board that booted without RTC or NTP (the Pi has no
 # RTC: it starts at the last shutdown's time, or 1970).
 TRUSTED_AFTER = datetime(2024, 1, 1).timestamp()
-_HHMM = re.compile(r"([01][0-9]|2[0-3]):([0-5][0-9])")
+_HHMM = r"([01][0-9]|2[0-3]):([0-5][0-9])"  # compiled when first used (re's cache)
 
 
 class Window(NamedTuple):
@@ -103,7 +103,7 @@ def _bad(message: str) -> ResourceError:
 
 
 def _clock_time(value: Any, where: str) -> time:
-    if not isinstance(value, str) or not _HHMM.fullmatch(value):
+    if not isinstance(value, str) or not re.fullmatch(_HHMM, value):
         raise _bad(f"{where} must be a time of day \"HH:MM\" (quote it: YAML reads 02:00 "
                    f"unquoted as a number), not {value!r}")
     hours, minutes = value.split(":")

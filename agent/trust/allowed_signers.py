@@ -26,7 +26,7 @@ from giter_agent.trust.sshsig import PublicKey
 # Past this a trust file is a mistake or an attack, never a fleet's signer list.
 MAX_TRUST_FILE_BYTES = 256 * 1024
 
-_TIME = re.compile(r"\d{8}(\d{4}(\d{2})?)?Z?")
+_TIME = r"\d{8}(\d{4}(\d{2})?)?Z?"  # compiled when first used (re's cache)
 _OPTION_NAME = re.compile(r"[A-Za-z-]+")
 
 
@@ -143,7 +143,7 @@ def _parse_line(text: str, lineno: int, source: str) -> AllowedSigner | None:
                                        "list each signer's own key")
         if name == "namespaces" and value:
             namespaces = tuple(value.split(","))
-        elif name in ("valid-after", "valid-before") and value and _TIME.fullmatch(value):
+        elif name in ("valid-after", "valid-before") and value and re.fullmatch(_TIME, value):
             pass  # well-formed and deliberately ignored: see the module docstring
         else:
             raise _bad(source, lineno, f"unsupported or malformed option {name!r}")

@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from giter_agent.core.layout import BRANCH_TRAILER
 from giter_agent.trust.checked_objects import refuse as _refuse
 
-_RFC3339 = re.compile(
+_RFC3339 = (  # compiled when first used (re's cache): few commits carry an expiry
     r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?(?:([Zz])|([+-])(\d{2}):(\d{2}))")
 _EXPIRES = re.compile(r"expires[ \t]*:(.*)", re.IGNORECASE)
 _BRANCH = re.compile(re.escape(BRANCH_TRAILER) + r"[ \t]*:(.*)", re.IGNORECASE)
@@ -21,7 +21,7 @@ _BRANCH = re.compile(re.escape(BRANCH_TRAILER) + r"[ \t]*:(.*)", re.IGNORECASE)
 
 def parse_rfc3339(value: str) -> datetime:
     """An RFC 3339 date-time with an explicit offset, as an aware UTC datetime."""
-    match = _RFC3339.fullmatch(value)
+    match = re.fullmatch(_RFC3339, value)
     if match is None:
         raise ValueError(f"{value!r} is not an RFC 3339 date-time with offset")
     year, month, day, hour, minute, second = (int(g) for g in match.groups()[:6])

@@ -26,9 +26,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import re
     from dataclasses import replace
 
-    from giter_agent.spec.selectors import LABEL_RE
+    from giter_agent.spec.selectors import LABEL_PATTERN
     from giter_bundle import signing
     from giter_bundle.commands import open_exchange
     from giter_bundle.enrolment import check_name, parse_label
@@ -44,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
         for change in args.changes:
             if change.endswith("-") and "=" not in change:
                 key = change[:-1]
-                if not LABEL_RE.fullmatch(key):
+                if not re.fullmatch(LABEL_PATTERN, key):
                     raise UsageError(f"{change!r}: {key!r} is not a label key",
                                      reason="InvalidLabels")
                 labels.pop(key, None)
