@@ -17,6 +17,8 @@ same environment) as the floor any Python process pays.
     python3 bench/incremental_sync_bench.py              # 1,000 + 10, 11 rounds
     python3 bench/incremental_sync_bench.py --history 1000 --new 10 --rounds 21
     python3 bench/incremental_sync_bench.py --editable   # through the dev console script
+    python3 bench/incremental_sync_bench.py --python /usr/bin/python3   # the board's interpreter
+    python3 bench/incremental_sync_bench.py --debian     # the Debian package's layout and libraries
 
 The agent is started as an installed device starts it (``bench/installed_layout.py``:
 the Debian launcher, a private package folder, no editable-install hooks).
@@ -155,7 +157,7 @@ def main() -> None:
     p.add_argument("--history", type=int, default=1000)
     p.add_argument("--new", type=int, default=10)
     p.add_argument("--rounds", type=int, default=11)
-    installed_layout.add_editable_flag(p)
+    installed_layout.add_flags(p)
     args = p.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="incremental-sync-"))
@@ -171,7 +173,7 @@ def main() -> None:
             f'allowed_signers = "{signers}"\n[files]\nroots = ["{root}"]\n')
         # Started as a device starts it (bench/installed_layout.py), or with --editable
         # through this development environment's console script; compiled bytecode.
-        entry, floor = installed_layout.commands(work, args.editable)
+        entry, floor = installed_layout.commands(work, args)
         agent = [*entry, "-c", str(config), "sync", "--bundle"]
         aenv = installed_layout.env(work)
         run([*agent, str(work / "old.bundle")], aenv)  # the device at 1,000 commits

@@ -18,6 +18,18 @@ regular (not editable) package into its venv.
   private folder holds them);
 - ``work/giter-agent``: ``debian/bin/giter-agent`` itself, its folder replaced.
 
+The venv is made from the interpreter running the bench, or with ``--python PATH`` from
+another one (``/usr/bin/python3``: the interpreter ``scripts/install``'s venv and the
+Debian package use; a development interpreter built without profile-guided
+optimisation is slower at the same work).
+
+``--debian`` lays out what the Debian package installs instead (``debian_layout``):
+``/usr/bin/python3`` itself, no venv, Debian's PyYAML, cryptography and msgpack
+(``apt-get install python3-yaml python3-cryptography python3-msgpack python3-serial
+python3-colorzero python3-typing-extensions``), and the private folder holding the
+agent beside the pure-Python wheels of ``debian/vendor`` (dulwich, gpiozero, urllib3;
+``scripts/deb`` fetches them).
+
 Returns the command that starts the agent and the interpreter's own ``-c pass``, both
 run by that environment's Python. Compiled bytecode is used as installed packages
 have it (``env(work)``: ``PYTHONDONTWRITEBYTECODE`` unset, a cache folder of its own).
@@ -30,25 +42,55 @@ import os
 import subprocess
 import sys
 import sysconfig
+import zipfile
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PRIVATE = "/usr/share/giter-agent"
+SYSTEM_PYTHON = "/usr/bin/python3"
+DEBIAN_LIBRARIES = ("yaml", "cryptography", "msgpack")  # from apt, as the package depends
 PACKAGES = {"giter_agent": "agent", "giter_boards": "board-configs"}
 
 
-def layout(work: Path, repo: Path = REPO_ROOT) -> tuple[list[str], list[str]]:
+def layout(work: Path, repo: Path = REPO_ROOT, python: str = sys.executable
+           ) -> tuple[list[str], list[str]]:
     """(the ``giter-agent`` command, the interpreter's ``python -c pass``) of a device-like
     install under ``work`` of the checkout at ``repo`` (this one by default; another
-    to compare two trees)."""
+    to compare two trees), in a venv made from ``python``."""
     venv = work / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
-    python = venv / "bin" / "python"
-    site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_path("
+    subprocess.run([python, "-m", "venv", "--without-pip", str(venv)], check=True)
+    venv_python = venv / "bin" / "python"
+    site = subprocess.run([str(venv_python), "-c", "import sysconfig; print(sysconfig.get_path("
                            "'purelib'))"], check=True, capture_output=True, text=True
                           ).stdout.strip()
     deps = sysconfig.get_path("purelib")  # the development environment's
     Path(site, "giter-deps.pth").write_text(f"{deps}\n")
+    script = _private(work, repo)
+    return [str(venv_python), str(script)], [str(venv_python), "-c", "pass"]
+
+
+def debian_layout(work: Path, repo: Path = REPO_ROOT) -> tuple[list[str], list[str]]:
+    """``layout``'s pair for the Debian package's layout (see the module): the system
+    interpreter and libraries, the vendored wheels in the private folder."""
+    wheels = sorted((repo / "debian" / "vendor").glob("*.whl"))
+    if not wheels:
+        raise SystemExit("--debian: debian/vendor holds no wheels (scripts/deb fetches them)")
+    missing = subprocess.run(
+        [SYSTEM_PYTHON, "-c", "import importlib.util, sys; print(' '.join(n for n in sys.argv[1:]"
+         " if importlib.util.find_spec(n) is None))", *DEBIAN_LIBRARIES],
+        check=True, capture_output=True, text=True).stdout.split()
+    if missing:
+        raise SystemExit(f"--debian: {SYSTEM_PYTHON} lacks {' '.join(missing)}: apt-get "
+                         "install " + " ".join(f"python3-{m}" for m in missing))
+    script = _private(work, repo)
+    for wheel in wheels:
+        with zipfile.ZipFile(wheel) as archive:
+            archive.extractall(work / "private")
+    return [SYSTEM_PYTHON, str(script)], [SYSTEM_PYTHON, "-c", "pass"]
+
+
+def _private(work: Path, repo: Path) -> Path:
+    """``work/private`` with the checkout's packages, and the launcher pointed at it."""
     private = work / "private"
     private.mkdir()
     # The import names, as pyproject.toml's package-dir maps them to folders.
@@ -58,7 +100,7 @@ def layout(work: Path, repo: Path = REPO_ROOT) -> tuple[list[str], list[str]]:
     assert PRIVATE in launcher, "debian/bin/giter-agent no longer names its private folder"
     script = work / "giter-agent"
     script.write_text(launcher.replace(PRIVATE, str(private)))
-    return [str(python), str(script)], [str(python), "-c", "pass"]
+    return script
 
 
 def env(work: Path) -> dict[str, str]:
@@ -69,16 +111,26 @@ def env(work: Path) -> dict[str, str]:
     return out
 
 
-def add_editable_flag(parser: argparse.ArgumentParser) -> None:
-    """``--editable``: measure the development console script instead (the old way)."""
-    parser.add_argument("--editable", action="store_true",
-                        help="start the agent through this environment's console script (an "
-                        "editable install) instead of as a device does")
+def add_flags(parser: argparse.ArgumentParser) -> None:
+    """``--editable``, ``--python`` and ``--debian``: which install to start the agent from."""
+    how = parser.add_mutually_exclusive_group()
+    how.add_argument("--editable", action="store_true",
+                     help="start the agent through this environment's console script (an "
+                     "editable install) instead of as a device does")
+    how.add_argument("--python", default=sys.executable, metavar="PATH",
+                     help="the interpreter the device-like venv is made from (default: this "
+                     "one; /usr/bin/python3 is the one a board's install uses)")
+    how.add_argument("--debian", action="store_true",
+                     help="the Debian package's layout: /usr/bin/python3 with Debian's "
+                     "libraries and the wheels of debian/vendor")
 
 
-def commands(work: Path, editable: bool) -> tuple[list[str], list[str]]:
-    """``layout(work)``, or with ``editable`` this development environment's console
-    script and interpreter: (the ``giter-agent`` command, ``python -c pass``)."""
-    if editable:
+def commands(work: Path, args: argparse.Namespace) -> tuple[list[str], list[str]]:
+    """The (``giter-agent`` command, ``python -c pass``) that ``add_flags``' options name:
+    ``layout``, ``debian_layout``, or with ``--editable`` this development environment's
+    console script and interpreter."""
+    if args.editable:
         return [str(Path(sys.executable).parent / "giter-agent")], [sys.executable, "-c", "pass"]
-    return layout(work)
+    if args.debian:
+        return debian_layout(work)
+    return layout(work, python=args.python)

@@ -19,6 +19,8 @@ record; no commit, no object). Prints medians and the ratios.
     python3 bench/steady_sync_bench.py            # 15 interleaved rounds
     python3 bench/steady_sync_bench.py --rounds 31
     python3 bench/steady_sync_bench.py --editable   # through the dev console script
+    python3 bench/steady_sync_bench.py --python /usr/bin/python3   # the board's interpreter
+    python3 bench/steady_sync_bench.py --debian     # the Debian package's layout and libraries
 
 The agent is started as an installed device starts it (``bench/installed_layout.py``:
 the Debian launcher, a private package folder, no editable-install hooks), and the
@@ -71,7 +73,7 @@ def snapshot(state: Path) -> dict[str, tuple[int, int]]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--rounds", type=int, default=15)
-    installed_layout.add_editable_flag(p)
+    installed_layout.add_flags(p)
     args = p.parse_args()
 
     from giter_agent.trust import sshsig
@@ -98,7 +100,7 @@ def main() -> None:
         # Started as a device starts it (bench/installed_layout.py), or with --editable
         # through this development environment's console script; compiled bytecode
         # either way (PYTHONDONTWRITEBYTECODE would compile every module at every start).
-        entry, floor = installed_layout.commands(work, args.editable)
+        entry, floor = installed_layout.commands(work, args)
         agent = [*entry, "-c", str(config), "sync", "--bundle", str(bundle)]
         aenv = installed_layout.env(work)
         run(agent, aenv)  # the first sync applies it
