@@ -18,7 +18,8 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from giter_agent.core.errors import KeyFileError, TrustError
-from giter_agent.trust.sshsig import ED25519, WireReader, ed25519_raw
+from giter_agent.trust import ed25519_keys
+from giter_agent.trust.sshsig import ED25519, WireReader
 
 if TYPE_CHECKING:
     from giter_agent.trust.sshsig import PrivateKey
@@ -116,8 +117,8 @@ def read_openssh_ed25519(data: bytes) -> ed25519.Ed25519PrivateKey | None:
     if (len(padding_bytes) >= OPENSSH_KEY_BLOCK
             or padding_bytes != bytes(range(1, len(padding_bytes) + 1))):
         raise inner.error("padding is not 1, 2, 3...")
-    key = ed25519.Ed25519PrivateKey.from_private_bytes(secret[:32])
-    if ed25519_raw(key.public_key()) != raw_public:
+    key = ed25519_keys.private_key(secret[:32])
+    if ed25519_keys.ed25519_raw_of(key.public_key()) != raw_public:
         raise inner.error("public key is not the one the seed derives")
     return key
 

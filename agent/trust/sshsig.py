@@ -23,6 +23,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from giter_agent.core.named_tuple import NamedTuple
+from giter_agent.trust import ed25519_keys
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives import hashes
@@ -220,7 +221,8 @@ class PublicKey(NamedTuple):
         """The ``PublicKey`` of a ``cryptography`` public key object."""
         if isinstance(public_key, ed25519.Ed25519PublicKey):
             # A device's own key, at every status commit: no serialization package.
-            return cls.from_blob(_string(ED25519.encode()) + _string(ed25519_raw(public_key)))
+            raw = ed25519_keys.ed25519_raw_of(public_key)
+            return cls.from_blob(_string(ED25519.encode()) + _string(raw))
         # Imported where used: the serialization package loads the SSH private-key
         # format and every cipher (about 15 ms), which verifying a signature never needs.
         from cryptography.hazmat.primitives import serialization
@@ -263,7 +265,7 @@ class PublicKey(NamedTuple):
                 reader.end()
                 if len(raw) != 32:
                     raise reader.error("ed25519 key must be 32 bytes")
-                return ed25519.Ed25519PublicKey.from_public_bytes(raw)
+                return ed25519_keys.public_key(raw)
             if self.keytype in _CURVES:
                 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -566,17 +568,6 @@ def _sign_other(private_key: Any, public: PublicKey, data: bytes) -> bytes:
         raw = private_key.sign(data, padding.PKCS1v15(), _hash("SHA512"))
         return _string(b"rsa-sha2-512") + _string(raw)
     raise TypeError(f"cannot sign with {type(private_key).__name__}")
-
-
-def ed25519_raw(public_key: ed25519.Ed25519PublicKey) -> bytes:
-    """The 32 raw bytes of an ed25519 public key, without the serialization package
-    where ``cryptography`` can (``public_bytes_raw``: 40 and later; Debian's 38 cannot)."""
-    raw = getattr(public_key, "public_bytes_raw", None)
-    if raw is not None:
-        return bytes(raw())
-    from cryptography.hazmat.primitives import serialization
-
-    return public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 
 
 def generate_ed25519() -> ed25519.Ed25519PrivateKey:
