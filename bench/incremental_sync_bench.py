@@ -17,11 +17,12 @@ same environment) as the floor any Python process pays.
     python3 bench/incremental_sync_bench.py              # 1,000 + 10, 11 rounds
     python3 bench/incremental_sync_bench.py --history 1000 --new 10 --rounds 21
     python3 bench/incremental_sync_bench.py --editable   # through the dev console script
-    python3 bench/incremental_sync_bench.py --python /usr/bin/python3   # the board's interpreter
+    python3 bench/incremental_sync_bench.py --python "$(command -v python3)"  # another interpreter
     python3 bench/incremental_sync_bench.py --debian     # the Debian package's layout and libraries
 
 The agent is started as an installed device starts it (``bench/installed_layout.py``:
-the Debian launcher, a private package folder, no editable-install hooks).
+the system's interpreter, the Debian launcher, a private package folder, no editable-install
+hooks).
 
 Results: docs/performance.md, "Whole-process incremental sync".
 """

@@ -18,10 +18,13 @@ regular (not editable) package into its venv.
   private folder holds them);
 - ``work/giter-agent``: ``debian/bin/giter-agent`` itself, its folder replaced.
 
-The venv is made from the interpreter running the bench, or with ``--python PATH`` from
-another one (``/usr/bin/python3``: the interpreter ``scripts/install``'s venv and the
-Debian package use; a development interpreter built without profile-guided
-optimisation is slower at the same work).
+The venv is made from the system's interpreter, ``/usr/bin/python3``, which a board runs
+(``scripts/install``'s venv and the Debian package's launcher), when it is of the
+running Python's version (so that the development environment's compiled libraries
+load in it); else from the running interpreter. ``--python PATH`` names another one: a
+development build without profile-guided optimisation, as this machine's pyenv Python
+is, takes about a sixth longer over the same work (docs/performance.md, "Ed25519 keys on
+Debian's cryptography, and the interpreter a board runs").
 
 ``--debian`` lays out what the Debian package installs instead (``debian_layout``):
 ``/usr/bin/python3`` itself, no venv, Debian's PyYAML, cryptography and msgpack
@@ -117,12 +120,24 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
     how.add_argument("--editable", action="store_true",
                      help="start the agent through this environment's console script (an "
                      "editable install) instead of as a device does")
-    how.add_argument("--python", default=sys.executable, metavar="PATH",
-                     help="the interpreter the device-like venv is made from (default: this "
-                     "one; /usr/bin/python3 is the one a board's install uses)")
+    how.add_argument("--python", default=board_python(), metavar="PATH",
+                     help="the interpreter the device-like venv is made from (default: "
+                     f"{SYSTEM_PYTHON}, the one a board runs, when it is this Python's version; "
+                     "else this one)")
     how.add_argument("--debian", action="store_true",
                      help="the Debian package's layout: /usr/bin/python3 with Debian's "
                      "libraries and the wheels of debian/vendor")
+
+
+def board_python() -> str:
+    """The system's interpreter, which a board's install runs, when it is this Python's
+    version (the development environment's compiled libraries load in it); else this one."""
+    if os.path.exists(SYSTEM_PYTHON):
+        version = subprocess.run([SYSTEM_PYTHON, "-c", "import sys; print(sys.version_info[:2])"],
+                                 capture_output=True, text=True).stdout.strip()
+        if version == str(tuple(sys.version_info[:2])):
+            return SYSTEM_PYTHON
+    return sys.executable
 
 
 def commands(work: Path, args: argparse.Namespace) -> tuple[list[str], list[str]]:
@@ -130,7 +145,12 @@ def commands(work: Path, args: argparse.Namespace) -> tuple[list[str], list[str]
     ``layout``, ``debian_layout``, or with ``--editable`` this development environment's
     console script and interpreter."""
     if args.editable:
+        print(f"install: this environment's console script ({sys.executable})")
         return [str(Path(sys.executable).parent / "giter-agent")], [sys.executable, "-c", "pass"]
     if args.debian:
+        print(f"install: the Debian package's layout ({SYSTEM_PYTHON}, Debian's libraries)")
         return debian_layout(work)
+    version = subprocess.run([args.python, "--version"], capture_output=True, text=True
+                             ).stdout.strip()
+    print(f"install: a venv on {args.python} ({version}), this environment's libraries")
     return layout(work, python=args.python)

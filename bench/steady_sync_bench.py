@@ -19,12 +19,13 @@ record; no commit, no object). Prints medians and the ratios.
     python3 bench/steady_sync_bench.py            # 15 interleaved rounds
     python3 bench/steady_sync_bench.py --rounds 31
     python3 bench/steady_sync_bench.py --editable   # through the dev console script
-    python3 bench/steady_sync_bench.py --python /usr/bin/python3   # the board's interpreter
+    python3 bench/steady_sync_bench.py --python "$(command -v python3)"  # another interpreter
     python3 bench/steady_sync_bench.py --debian     # the Debian package's layout and libraries
 
 The agent is started as an installed device starts it (``bench/installed_layout.py``:
-the Debian launcher, a private package folder, no editable-install hooks), and the
-interpreter's own ``python -c pass`` in that environment is timed alongside.
+the system's interpreter, the Debian launcher, a private package folder, no editable-install
+hooks), and the interpreter's own ``python -c pass`` in that environment is timed
+alongside.
 
 Results: docs/performance.md, "A steady sync that changes nothing".
 """
