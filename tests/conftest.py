@@ -21,6 +21,7 @@ ARCH_MODULES = {
     "test_sshsig", "test_trust", "test_serial_frames", "test_serial_transfer",
     "test_kinds_output", "test_kinds_sensor", "test_status_led", "test_roundtrip",
     "test_lock_table", "test_age", "test_sshsig_sk", "test_fleet_rules", "test_openssh_key",
+    "test_ed25519_keys",
 }
 # Tests that run the installed commands, real servers or whole syncs end to end.
 E2E_MODULES = {
