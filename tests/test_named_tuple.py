@@ -118,10 +118,10 @@ def _from_typing(tree: ast.Module) -> list[int]:
     """Lines that take ``NamedTuple`` from typing: ``from typing import NamedTuple`` or
     ``typing.NamedTuple``."""
     return [node.lineno for node in ast.walk(tree)
-            if isinstance(node, ast.ImportFrom) and node.module == "typing"
-            and any(alias.name == "NamedTuple" for alias in node.names)
-            or isinstance(node, ast.Attribute) and node.attr == "NamedTuple"
-            and isinstance(node.value, ast.Name) and node.value.id == "typing"]
+            if (isinstance(node, ast.ImportFrom) and node.module == "typing"
+                and any(alias.name == "NamedTuple" for alias in node.names))
+            or (isinstance(node, ast.Attribute) and node.attr == "NamedTuple"
+                and isinstance(node.value, ast.Name) and node.value.id == "typing")]
 
 
 def test_every_record_of_the_project_is_made_by_it():
