@@ -45,7 +45,7 @@ sys.path.insert(0, str(REPO_ROOT))
 
 import installed_layout  # noqa: E402 - beside this script
 
-DEVICE = "pi-bench"
+DEVICE = installed_layout.DEVICE
 API = "apiVersion: giter.dev/v1alpha1\n"
 
 
@@ -124,14 +124,10 @@ def history_bundles(work: Path, history: int, new: int,
     """``history`` + ``new`` signed commits in ``work/fleet.git``; beside it
     ``old.bundle`` (the first ``history``, repacked as a device holds them) and
     ``new.bundle`` (the rest)."""
-    from giter_agent.trust import sshsig
-
     root = work / "root"
     root.mkdir()
     target = root / "motd"
-    key = sshsig.generate_ed25519()
-    signers = work / "allowed_signers"
-    signers.write_text(f'ops namespaces="git" {sshsig.public_key_of(key).openssh()}\n')
+    key, signers = installed_layout.operator(work)
     fleet = work / "fleet.git"
     genv = {**{k: v for k, v in os.environ.items() if not k.startswith("GIT_")},
             "GIT_CONFIG_NOSYSTEM": "1", "HOME": str(work), **(genv_extra or {})}
@@ -168,10 +164,7 @@ def main() -> None:
         (work / "gitconfig").write_text(
             f"[gpg]\n\tformat = ssh\n[gpg \"ssh\"]\n\tallowedSignersFile = {signers}\n")
 
-        config = work / "agent.toml"
-        config.write_text(
-            f'device_id = "{DEVICE}"\nstate_dir = "state"\nboard = "generic-mock"\n'
-            f'allowed_signers = "{signers}"\n[files]\nroots = ["{root}"]\n')
+        config = installed_layout.device_config(work, signers, root)
         # Started as a device starts it (bench/installed_layout.py), or with --editable
         # through this development environment's console script; compiled bytecode.
         entry, floor = installed_layout.commands(work, args)

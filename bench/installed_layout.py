@@ -47,12 +47,34 @@ import sys
 import sysconfig
 import zipfile
 from pathlib import Path
+from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PRIVATE = "/usr/share/giter-agent"
 SYSTEM_PYTHON = "/usr/bin/python3"
 DEBIAN_LIBRARIES = ("yaml", "cryptography", "msgpack")  # from apt, as the package depends
 PACKAGES = {"giter_agent": "agent", "giter_boards": "board-configs"}
+DEVICE = "pi-bench"  # the id of the benches' device
+
+
+def operator(work: Path) -> tuple[Any, Path]:
+    """A new operator key, and ``work/allowed_signers`` naming it (what the device pins)."""
+    from giter_agent.trust import sshsig
+
+    key = sshsig.generate_ed25519()
+    signers = work / "allowed_signers"
+    signers.write_text(f'ops namespaces="git" {sshsig.public_key_of(key).openssh()}\n')
+    return key, signers
+
+
+def device_config(folder: Path, signers: Path, root: Path) -> Path:
+    """``folder/agent.toml`` of the benches' device: the mock board, its state in
+    ``folder/state``, ``signers`` pinned, files written under ``root``."""
+    config = folder / "agent.toml"
+    config.write_text(
+        f'device_id = "{DEVICE}"\nstate_dir = "state"\nboard = "generic-mock"\n'
+        f'allowed_signers = "{signers}"\n[files]\nroots = ["{root}"]\n')
+    return config
 
 
 def layout(work: Path, repo: Path = REPO_ROOT, python: str = sys.executable

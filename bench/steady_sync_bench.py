@@ -48,7 +48,7 @@ sys.path.insert(0, str(REPO_ROOT / "tools"))
 
 import installed_layout  # noqa: E402 - beside this script
 
-DEVICE = "pi-bench"
+DEVICE = installed_layout.DEVICE
 API = "apiVersion: giter.dev/v1alpha1\n"
 
 
@@ -77,7 +77,6 @@ def main() -> None:
     installed_layout.add_flags(p)
     args = p.parse_args()
 
-    from giter_agent.trust import sshsig
     from giter_bundle.publisher import PublisherRepo
 
     work = Path(tempfile.mkdtemp(prefix="steady-sync-"))
@@ -85,19 +84,14 @@ def main() -> None:
         root = work / "root"
         root.mkdir()
         target = root / "motd"
-        key = sshsig.generate_ed25519()
-        signers = work / "allowed_signers"
-        signers.write_text(f'ops namespaces="git" {sshsig.public_key_of(key).openssh()}\n')
+        key, signers = installed_layout.operator(work)
         publisher = PublisherRepo(work / "fleet.git", key)
         publisher.commit({f"devices/{DEVICE}/motd.yaml": (
             f"{API}kind: File\nmetadata: {{name: motd}}\n"
             f"spec: {{path: {target}, content: \"hello\\n\", mode: \"0644\"}}\n").encode()},
             "one file")
         bundle = publisher.bundle(work / "spec.bundle")
-        config = work / "agent.toml"
-        config.write_text(
-            f'device_id = "{DEVICE}"\nstate_dir = "state"\nboard = "generic-mock"\n'
-            f'allowed_signers = "{signers}"\n[files]\nroots = ["{root}"]\n')
+        config = installed_layout.device_config(work, signers, root)
         # Started as a device starts it (bench/installed_layout.py), or with --editable
         # through this development environment's console script; compiled bytecode
         # either way (PYTHONDONTWRITEBYTECODE would compile every module at every start).

@@ -42,7 +42,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
 import installed_layout  # noqa: E402 - beside this script
-from incremental_sync_bench import DEVICE, history_bundles  # noqa: E402
+from incremental_sync_bench import history_bundles  # noqa: E402
 
 # Run by the laid-out interpreter: import what a sync imports, then time main() alone.
 RUNNER = r'''
@@ -91,10 +91,7 @@ class Device:
         entry, _ = installed_layout.layout(work, repo=repo)
         self.python, self.private = entry[0], str(work / "private")
         self.env = installed_layout.env(work)
-        config = work / "agent.toml"
-        config.write_text(
-            f'device_id = "{DEVICE}"\nstate_dir = "state"\nboard = "generic-mock"\n'
-            f'allowed_signers = "{signers}"\n[files]\nroots = ["{target.parent}"]\n')
+        config = installed_layout.device_config(work, signers, target.parent)
         self.argv = ["-c", str(config), "sync", "--bundle"]
         self.entry = entry
         self.target = target
