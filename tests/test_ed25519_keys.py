@@ -70,12 +70,13 @@ print("ok", len(cases))
 def _system_cryptography_without_rust_ed25519() -> bool:
     if not os.path.exists(SYSTEM_PYTHON):
         return False
-    probe = subprocess.run(
-        [SYSTEM_PYTHON, "-c", "from cryptography.hazmat.bindings._rust import openssl"],
-        capture_output=True)
-    has_cryptography = subprocess.run([SYSTEM_PYTHON, "-c", "import cryptography"],
-                                      capture_output=True).returncode == 0
-    return has_cryptography and probe.returncode != 0
+    # Exit 0: cryptography is there and has no Rust ed25519 (its _rust has no openssl).
+    probe = ("import importlib.util, sys\n"
+             "if importlib.util.find_spec('cryptography') is None: sys.exit(1)\n"
+             "try:\n    from cryptography.hazmat.bindings._rust import openssl\n"
+             "except ImportError:\n    sys.exit(0)\n"
+             "sys.exit(0 if not hasattr(openssl, 'ed25519') else 1)\n")
+    return subprocess.run([SYSTEM_PYTHON, "-c", probe], capture_output=True).returncode == 0
 
 
 @pytest.mark.skipif(not _system_cryptography_without_rust_ed25519(),
