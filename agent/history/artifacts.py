@@ -137,7 +137,7 @@ class TreeArtifacts:
     @staticmethod
     def _typed(path: str, exc: GiterError) -> ArtifactError:
         reasons: dict[str, str] = {Reason.FileTooLarge: Reason.ArtifactTooLarge,
-                                      Reason.UnsafeTreeEntry: Reason.ArtifactNotAFile,
-                                      Reason.MissingObject: Reason.ArtifactMissing}
+                                   Reason.UnsafeTreeEntry: Reason.ArtifactNotAFile,
+                                   Reason.MissingObject: Reason.ArtifactMissing}
         reason = reasons.get(exc.reason, Reason.ArtifactCorrupt)
         return ArtifactError(f"{path}: {exc}", reason=reason)
